@@ -1,0 +1,3 @@
+from hubproxy.cli import main
+
+main()

@@ -1,0 +1,73 @@
+"""What a call costs: reservations before it, exact charges after it. Pure functions and records.
+
+A call first reserves its worst case (estimated prompt plus `max_tokens` of output) so parallel
+calls cannot spend the same balance twice; when it ends, the reservation is replaced by the exact
+cost of the tokens the upstream reported, or by an estimate marked as such.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hubproxy.config import Model
+from hubproxy.money import token_cost
+
+
+@dataclass(slots=True)
+class Reservation:
+    id: str
+    user_id: int
+    key_id: str
+    model: str
+    provider: str
+    upstream_model: str
+    endpoint: str
+    stream: bool
+    amount: int
+    prompt_tokens: int
+    prompt_cost: int
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One finished call, as written to `usage` (and to `ledger` when it cost something)."""
+
+    reservation: Reservation
+    prompt_tokens: int
+    completion_tokens: int
+    cost: int
+    estimated: bool
+    status: str
+    http_status: int
+    latency_ms: int
+
+
+def estimate_prompt_tokens(body_bytes: int, bytes_per_token: int) -> int:
+    """An upper-leaning guess of prompt tokens from the request size (no tokenizer on the hot path)."""
+    return max(1, -(-body_bytes // bytes_per_token))
+
+
+def cost_of(model: Model, prompt_tokens: int, completion_tokens: int) -> int:
+    return token_cost(prompt_tokens, model.input_price) + token_cost(completion_tokens, model.output_price)
+
+
+def reservation_amount(model: Model, prompt_tokens: int, max_tokens: int) -> int:
+    return cost_of(model, prompt_tokens, max_tokens)
+
+
+def read_usage(usage: object) -> tuple[int, int] | None:
+    """(prompt_tokens, completion_tokens) from an upstream `usage` object, or None if it has none."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
+    if completion is None:
+        completion = 0
+    total = usage.get("total_tokens")
+    if prompt is None and isinstance(total, int):
+        prompt = total - completion
+    if not (isinstance(prompt, int) and isinstance(completion, int)) or prompt < 0 or completion < 0:
+        return None
+    if isinstance(prompt, bool) or isinstance(completion, bool):
+        return None
+    return prompt, completion

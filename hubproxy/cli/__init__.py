@@ -1,0 +1,46 @@
+"""The `hubproxy` command: one Typer app per command group, joined here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from hubproxy.cli import keys, models, providers, serve, setup, usage, users
+from hubproxy.cli.context import GuardedGroup
+from hubproxy.config import HOME_ENV, Paths
+
+app = typer.Typer(
+    cls=GuardedGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="hubproxy: an OpenAI-compatible gateway with keys, balances and exact per-token billing.",
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    home: Path | None = typer.Option(
+        None,
+        "--home",
+        envvar=HOME_ENV,
+        help="Directory for config.toml and the database (default: per-user dirs).",
+    ),
+) -> None:
+    ctx.obj = Paths.resolve(home)
+
+
+app.command("init")(setup.init)
+app.command("serve")(serve.serve)
+app.command("balance")(users.balance)
+app.add_typer(users.app, name="users")
+app.add_typer(keys.app, name="keys")
+app.add_typer(providers.app, name="providers")
+app.add_typer(models.app, name="models")
+app.add_typer(usage.app, name="usage")
+
+
+def main() -> None:
+    app()

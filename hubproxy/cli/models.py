@@ -1,0 +1,85 @@
+"""`hubproxy models …`: public model ids, the provider and upstream name behind them, and prices."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from hubproxy.cli.context import CliError, console, load_config, print_json, save_config
+from hubproxy.config import Model, check_model_name
+from hubproxy.money import format_price, parse_price
+
+app = typer.Typer(help="Models served to clients, with prices in USD per 1M tokens.", no_args_is_help=True)
+
+
+def model_json(m: Model) -> dict:
+    return {
+        "name": m.name,
+        "provider": m.provider,
+        "upstream_model": m.upstream_model,
+        "input_price": format_price(m.input_price),
+        "output_price": format_price(m.output_price),
+    }
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: str,
+    provider: str = typer.Option(..., "--provider"),
+    upstream_model: str = typer.Option(
+        None, "--upstream-model", help="Name upstream knows it by (default: NAME)."
+    ),
+    input_price: str = typer.Option(..., "--input-price", help="USD per 1M prompt tokens."),
+    output_price: str = typer.Option(..., "--output-price", help="USD per 1M completion tokens."),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite an existing model of this name."),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Serve a model (an alias when --upstream-model differs from NAME)."""
+    check_model_name(name)
+    config = load_config(ctx)
+    if provider not in config.providers:
+        raise CliError(f"no provider {provider!r}; add it with `hubproxy providers add`")
+    if name in config.models and not replace:
+        raise CliError(f"model {name!r} already exists (use --replace to overwrite)")
+    model = Model(
+        name,
+        provider,
+        upstream_model or name,
+        parse_price(input_price, what="--input-price"),
+        parse_price(output_price, what="--output-price"),
+    )
+    config.models[name] = model
+    save_config(ctx, config)
+    if json:
+        print_json(model_json(model))
+    else:
+        console.print(
+            f"added model {name} → {provider}/{model.upstream_model} "
+            f"(${format_price(model.input_price)} in, ${format_price(model.output_price)} out per 1M)"
+        )
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> None:
+    """List models and prices."""
+    config = load_config(ctx)
+    if json:
+        print_json([model_json(m) for m in config.models.values()])
+        return
+    table = Table("model", "provider", "upstream model", "input $/1M", "output $/1M")
+    for m in config.models.values():
+        table.add_row(
+            m.name, m.provider, m.upstream_model, format_price(m.input_price), format_price(m.output_price)
+        )
+    console.print(table)
+
+
+@app.command("remove")
+def remove(ctx: typer.Context, name: str) -> None:
+    """Stop serving a model."""
+    config = load_config(ctx)
+    if config.models.pop(name, None) is None:
+        raise CliError(f"no model {name!r}; see `hubproxy models list`")
+    save_config(ctx, config)
+    console.print(f"removed model {name}")

@@ -1,0 +1,160 @@
+"""`hubproxy providers …`: upstream base URLs and where their keys are kept."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import aiohttp
+import typer
+from rich.table import Table
+
+from hubproxy.cli.context import CliError, console, load_config, paths, print_json, save_config
+from hubproxy.config import ENV_VAR_RE, Provider, check_base_url, check_provider_name
+from hubproxy.secrets import delete_secret, keyring_available, load_secret, provider_api_key, store_secret
+
+app = typer.Typer(help="Upstream providers (DeepSeek, Qwen, OpenAI, Ollama…).", no_args_is_help=True)
+
+
+def provider_json(p: Provider) -> dict:
+    where = f"env:{p.api_key_env}" if p.api_key_env else ("stored" if p.api_key_stored else "none")
+    return {
+        "name": p.name,
+        "base_url": p.base_url,
+        "api_style": p.api_style,
+        "api_key": where,
+        "headers": sorted(p.headers),
+        "stream_usage": p.stream_usage,
+    }
+
+
+def parse_headers(values: list[str]) -> dict[str, str]:
+    headers = {}
+    for item in values:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise CliError(f"--header must look like 'Name: value', got {item!r}")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: str,
+    base_url: str = typer.Option(..., "--base-url", help="e.g. https://api.deepseek.com/v1"),
+    api_key_env: str = typer.Option(
+        None, "--api-key-env", help="Read the key from this env var at call time."
+    ),
+    api_key_stdin: bool = typer.Option(
+        False, "--api-key-stdin", help="Read the key from stdin; store it safely."
+    ),
+    header: list[str] = typer.Option([], "--header", help="Extra header sent upstream, 'Name: value'."),
+    no_stream_usage: bool = typer.Option(
+        False, "--no-stream-usage", help="Upstream rejects stream_options; estimate streamed usage instead."
+    ),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite an existing provider of this name."),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Add an OpenAI-compatible provider."""
+    check_provider_name(name)
+    url = check_base_url(base_url, "--base-url")
+    if api_key_env and api_key_stdin:
+        raise CliError("use either --api-key-env or --api-key-stdin, not both")
+    if api_key_env and not ENV_VAR_RE.match(api_key_env):
+        raise CliError(f"--api-key-env must be an environment variable name, got {api_key_env!r}")
+    config = load_config(ctx)
+    if name in config.providers and not replace:
+        raise CliError(f"provider {name!r} already exists (use --replace to overwrite)")
+    secret = None
+    if api_key_stdin:
+        secret = sys.stdin.readline().strip()
+        if not secret:
+            raise CliError("--api-key-stdin was given but stdin had no key")
+    provider = Provider(
+        name,
+        url,
+        api_key_env=api_key_env,
+        api_key_stored=secret is not None,
+        headers=parse_headers(header),
+        stream_usage=not no_stream_usage,
+    )
+    where = store_secret(paths(ctx), name, secret) if secret else None
+    config.providers[name] = provider
+    save_config(ctx, config)
+    if json:
+        print_json({**provider_json(provider), "secret_stored_in": where})
+        return
+    console.print(f"added provider {name} → {url}")
+    if where and not keyring_available():
+        console.print(f"no OS keyring available: key stored in {where} (mode 0600)")
+    elif where:
+        console.print(f"key stored in the {where}")
+    elif api_key_env:
+        console.print(f"key read from ${api_key_env} when hubproxy calls {name}")
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> None:
+    """List providers."""
+    config = load_config(ctx)
+    if json:
+        print_json([provider_json(p) for p in config.providers.values()])
+        return
+    table = Table("name", "base url", "key", "models")
+    for p in config.providers.values():
+        used = sum(1 for m in config.models.values() if m.provider == p.name)
+        table.add_row(p.name, p.base_url, provider_json(p)["api_key"], str(used))
+    console.print(table)
+
+
+@app.command("remove")
+def remove(ctx: typer.Context, name: str) -> None:
+    """Remove a provider and its stored key (refused while models use it)."""
+    config = load_config(ctx)
+    if name not in config.providers:
+        raise CliError(f"no provider {name!r}; see `hubproxy providers list`")
+    used = [m.name for m in config.models.values() if m.provider == name]
+    if used:
+        raise CliError(f"provider {name!r} is used by models {', '.join(used)}; remove them first")
+    del config.providers[name]
+    save_config(ctx, config)
+    delete_secret(paths(ctx), name)
+    console.print(f"removed provider {name}")
+
+
+@app.command("test")
+def test(ctx: typer.Context, name: str, json: bool = typer.Option(False, "--json")) -> None:
+    """Check that the provider answers GET /models with its key."""
+    config = load_config(ctx)
+    provider = config.providers.get(name)
+    if provider is None:
+        raise CliError(f"no provider {name!r}; see `hubproxy providers list`")
+    stored = {name: load_secret(paths(ctx), name) or ""} if provider.api_key_stored else {}
+    key = provider_api_key(provider, stored)
+    if provider.api_key_env and not key:
+        raise CliError(f"environment variable {provider.api_key_env} is not set")
+    status, models = asyncio.run(_probe(provider, key, config.timeouts.connect))
+    if json:
+        print_json({"name": name, "status": status, "models": models})
+    if status != 200:
+        raise CliError(f"provider {name!r} answered HTTP {status} to GET /models")
+    if not json:
+        console.print(f"{name}: OK, {len(models)} models")
+
+
+async def _probe(provider: Provider, key: str | None, connect: float) -> tuple[int, list[str]]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    timeout = aiohttp.ClientTimeout(total=connect + 20, sock_connect=connect)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(provider.base_url + "/models", headers=headers) as resp,
+        ):
+            if resp.status != 200:
+                return resp.status, []
+            data = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise CliError(f"could not reach {provider.base_url}: {type(exc).__name__}") from None
+    items = data.get("data", []) if isinstance(data, dict) else []
+    return 200, [m.get("id", "?") for m in items if isinstance(m, dict)]

@@ -1,0 +1,37 @@
+"""`hubproxy serve`: print where to point tools, then run the gateway."""
+
+from __future__ import annotations
+
+import typer
+
+from hubproxy.cli.context import console, load_config, paths
+from hubproxy.server.run import event_loop_policy, run
+from hubproxy.store.db import connect
+
+
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option(None, "--host", help="Interface to listen on (default from config: 127.0.0.1)."),
+    port: int = typer.Option(None, "--port", help="Port (default from config: 8080)."),
+) -> None:
+    """Run the gateway until Ctrl-C / SIGTERM (in-flight calls drain, every write is flushed)."""
+    where = paths(ctx)
+    config = load_config(ctx)
+    if not where.config.exists():
+        config.save(where.config)
+    connect(where.database, create=True).close()
+    host = host or config.server.host
+    port = port or config.server.port
+    if not 0 < port < 65536:
+        raise typer.BadParameter("--port must be 1-65535")
+    loop_name = event_loop_policy()
+    base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::') else host}:{port}/v1"
+    console.print(f"[bold]hubproxy[/bold] on {base}  ({loop_name}, config {where.config})")
+    if config.models:
+        console.print("models: " + ", ".join(sorted(config.models)))
+    else:
+        console.print("no models yet: hubproxy providers add …; hubproxy models add …")
+    console.print(
+        f"point tools at it:  OPENAI_BASE_URL={base}  OPENAI_API_KEY=<a key from `hubproxy keys create`>"
+    )
+    run(where, config, host, port)

@@ -1,0 +1,27 @@
+"""`hubproxy init`: write config.toml and create the database."""
+
+from __future__ import annotations
+
+import typer
+
+from hubproxy.cli.context import console, paths, print_json
+from hubproxy.config import Config
+from hubproxy.store.db import connect
+
+
+def init(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Create config.toml and the database (keeps what already exists)."""
+    where = paths(ctx)
+    created_config = not where.config.exists()
+    config = Config.load(where.config)
+    if created_config:
+        config.save(where.config)
+    connect(where.database, create=True).close()
+    if json:
+        print_json(
+            {"config": str(where.config), "database": str(where.database), "created_config": created_config}
+        )
+        return
+    console.print(f"config:   {where.config}{'' if created_config else '  (kept existing)'}")
+    console.print(f"database: {where.database}")
+    console.print("next: hubproxy providers add …, hubproxy models add …, hubproxy users add …")

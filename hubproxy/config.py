@@ -1,0 +1,281 @@
+"""config.toml: where it lives, what it may say, and how it is written back.
+
+config.toml holds declarative things only (server settings, providers, models, prices) and is safe
+to keep in git: it never holds a secret. State (users, keys, balances, usage) is in SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+import tomli_w
+
+from hubproxy.money import MoneyError, format_price, parse_price
+
+HOME_ENV = "HUBPROXY_HOME"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")
+PROVIDER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """config.toml or a value meant for it is wrong; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where config, database and the fallback credentials file live."""
+
+    config_dir: Path
+    data_dir: Path
+
+    @classmethod
+    def resolve(cls, home: str | os.PathLike[str] | None = None) -> Paths:
+        """--home wins, then HUBPROXY_HOME, then platformdirs' per-user directories."""
+        chosen = home or os.environ.get(HOME_ENV)
+        if chosen:
+            root = Path(chosen).expanduser().resolve()
+            return cls(root, root)
+        return cls(
+            Path(platformdirs.user_config_dir("hubproxy")), Path(platformdirs.user_data_dir("hubproxy"))
+        )
+
+    @property
+    def config(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "hubproxy.db"
+
+    @property
+    def credentials(self) -> Path:
+        return self.config_dir / "credentials.json"
+
+
+@dataclass
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_mb: int = 16
+    drain_seconds: float = 20.0
+    access_log: bool = True
+
+
+@dataclass
+class Timeouts:
+    connect: float = 10.0
+    first_byte: float = 300.0
+    idle: float = 120.0
+
+
+@dataclass
+class BillingSettings:
+    default_max_tokens: int = 4096
+    bytes_per_token: int = 3
+
+
+@dataclass
+class Provider:
+    name: str
+    base_url: str
+    api_key_env: str | None = None
+    api_key_stored: bool = False
+    api_style: str = "openai"
+    headers: dict[str, str] = field(default_factory=dict)
+    stream_usage: bool = True
+
+
+@dataclass
+class Model:
+    name: str
+    provider: str
+    upstream_model: str
+    input_price: int
+    output_price: int
+
+
+@dataclass
+class Config:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    billing: BillingSettings = field(default_factory=BillingSettings)
+    providers: dict[str, Provider] = field(default_factory=dict)
+    models: dict[str, Model] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        """Read and validate config.toml; a missing file is the defaults."""
+        if not path.exists():
+            return cls()
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        return cls.from_dict(data, origin=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, origin: str = "config") -> Config:
+        cfg = cls(
+            server=_section(ServerSettings, data.get("server", {}), f"{origin} [server]"),
+            timeouts=_section(Timeouts, data.get("timeouts", {}), f"{origin} [timeouts]"),
+            billing=_section(BillingSettings, data.get("billing", {}), f"{origin} [billing]"),
+        )
+        for name, raw in _table(data, "providers", origin).items():
+            cfg.providers[name] = _provider(name, raw, origin)
+        for name, raw in _table(data, "models", origin).items():
+            cfg.models[name] = _model(name, raw, origin)
+        cfg.validate(origin)
+        return cfg
+
+    def validate(self, origin: str = "config") -> None:
+        for model in self.models.values():
+            if model.provider not in self.providers:
+                raise ConfigError(f"{origin}: model {model.name!r} uses unknown provider {model.provider!r}")
+        if not 0 < self.server.port < 65536:
+            raise ConfigError(f"{origin} [server] port must be 1-65535")
+        if self.billing.default_max_tokens < 1 or self.billing.bytes_per_token < 1:
+            raise ConfigError(f"{origin} [billing] values must be positive")
+        for name in ("connect", "first_byte", "idle"):
+            if getattr(self.timeouts, name) <= 0:
+                raise ConfigError(f"{origin} [timeouts] {name} must be positive")
+
+    def to_dict(self) -> dict:
+        providers = {}
+        for p in self.providers.values():
+            entry: dict = {"base_url": p.base_url, "api_style": p.api_style}
+            if p.api_key_env:
+                entry["api_key_env"] = p.api_key_env
+            if p.api_key_stored:
+                entry["api_key_stored"] = True
+            if p.headers:
+                entry["headers"] = dict(p.headers)
+            if not p.stream_usage:
+                entry["stream_usage"] = False
+            providers[p.name] = entry
+        models = {
+            m.name: {
+                "provider": m.provider,
+                "upstream_model": m.upstream_model,
+                "input_price": format_price(m.input_price),
+                "output_price": format_price(m.output_price),
+            }
+            for m in self.models.values()
+        }
+        return {
+            "server": vars(self.server).copy(),
+            "timeouts": vars(self.timeouts).copy(),
+            "billing": vars(self.billing).copy(),
+            "providers": providers,
+            "models": models,
+        }
+
+    def save(self, path: Path) -> None:
+        """Write atomically (temp file + rename) so a running server never reads half a file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".toml.tmp")
+        tmp.write_text(HEADER + tomli_w.dumps(self.to_dict()), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+HEADER = (
+    "# hubproxy configuration. Safe to keep in git: secrets live in the OS keyring or the environment.\n"
+    "# Every setting is documented in config.example.toml. Prices are USD per 1M tokens.\n\n"
+)
+
+
+def _table(data: dict, key: str, origin: str) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}: [{key}] must be a table")
+    return value
+
+
+def _section(kind: type, raw: object, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    defaults = kind()
+    values = {}
+    for key, value in raw.items():
+        if not hasattr(defaults, key):
+            raise ConfigError(f"{where}: unknown setting {key!r}")
+        expected = type(getattr(defaults, key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            raise ConfigError(f"{where}: {key} must be {expected.__name__}, got {value!r}")
+        values[key] = value
+    return kind(**values)
+
+
+def _provider(name: str, raw: dict, origin: str) -> Provider:
+    where = f"{origin} [providers.{name}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    check_provider_name(name)
+    unknown = set(raw) - {"base_url", "api_key_env", "api_key_stored", "api_style", "headers", "stream_usage"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
+    if "api_key" in raw:
+        raise ConfigError(f"{where}: secrets do not belong in config.toml")
+    base_url = check_base_url(raw.get("base_url", ""), where)
+    env = raw.get("api_key_env")
+    if env is not None and (not isinstance(env, str) or not ENV_VAR_RE.match(env)):
+        raise ConfigError(f"{where}: api_key_env must be an environment variable name")
+    headers = raw.get("headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError(f"{where}: headers must be a table of strings")
+    style = raw.get("api_style", "openai")
+    if style != "openai":
+        raise ConfigError(f"{where}: api_style {style!r} is not supported (supported: 'openai')")
+    return Provider(
+        name=name,
+        base_url=base_url,
+        api_key_env=env,
+        api_key_stored=bool(raw.get("api_key_stored", False)),
+        api_style=style,
+        headers=headers,
+        stream_usage=bool(raw.get("stream_usage", True)),
+    )
+
+
+def _model(name: str, raw: dict, origin: str) -> Model:
+    where = f"{origin} [models.{name}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    check_model_name(name)
+    provider = raw.get("provider")
+    if not isinstance(provider, str):
+        raise ConfigError(f"{where}: provider is required")
+    try:
+        input_price = parse_price(raw.get("input_price", "0"), what="input_price")
+        output_price = parse_price(raw.get("output_price", "0"), what="output_price")
+    except MoneyError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    upstream = raw.get("upstream_model", name)
+    if not isinstance(upstream, str) or not upstream:
+        raise ConfigError(f"{where}: upstream_model must be a non-empty string")
+    return Model(name, provider, upstream, input_price, output_price)
+
+
+def check_provider_name(name: str) -> str:
+    if not PROVIDER_RE.match(name):
+        raise ConfigError(f"provider name {name!r} must be lowercase letters, digits, '-' or '_'")
+    return name
+
+
+def check_model_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise ConfigError(f"model name {name!r} has characters a model id cannot have")
+    return name
+
+
+def check_base_url(url: object, where: str = "base_url") -> str:
+    if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
+        raise ConfigError(f"{where}: base_url must be an http(s) URL, got {url!r}")
+    return url.rstrip("/")

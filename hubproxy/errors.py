@@ -1,0 +1,58 @@
+"""Errors as values: an HTTP status, an OpenAI error code and type, and whether a retry can help.
+
+Raised anywhere on the request path, rendered once by the server's error middleware.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        retryable: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.type = type
+        self.param = param
+        self.retryable = retryable
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
+
+
+def invalid_api_key(
+    message: str = "Invalid API key. Pass a hubproxy key as 'Authorization: Bearer sk-hp-…'.",
+):
+    return GatewayError(401, "invalid_api_key", message, type="authentication_error")
+
+
+def insufficient_quota(message: str) -> GatewayError:
+    return GatewayError(402, "insufficient_quota", message, type="insufficient_quota")
+
+
+def model_not_found(model: str) -> GatewayError:
+    return GatewayError(
+        404,
+        "model_not_found",
+        f"The model {model!r} does not exist or is not served here; see GET /v1/models.",
+        param="model",
+    )
+
+
+def invalid_request(message: str, param: str | None = None, status: int = 400) -> GatewayError:
+    return GatewayError(status, "invalid_request_error", message, param=param)
+
+
+def upstream_unavailable(message: str, status: int = 502) -> GatewayError:
+    return GatewayError(status, "upstream_unavailable", message, type="api_error", retryable=True)

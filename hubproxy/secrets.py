@@ -1,0 +1,108 @@
+"""Provider credentials: the OS keyring, a 0600 file where no keyring exists, or an env var reference.
+
+config.toml records only *where* a secret is (`api_key_stored = true` or `api_key_env = "VAR"`),
+never the secret itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import keyring
+import keyring.errors
+from keyring.backends import fail
+
+from hubproxy.config import Paths, Provider
+
+SERVICE = "hubproxy"
+
+
+class SecretError(RuntimeError):
+    """A credential could not be stored or found; the message says which and why."""
+
+
+def keyring_available() -> bool:
+    backend = keyring.get_keyring()
+    return not isinstance(backend, fail.Keyring) and getattr(backend, "priority", 0) > 0
+
+
+def _account(provider: str) -> str:
+    return f"provider:{provider}"
+
+
+def store_secret(paths: Paths, provider: str, secret: str) -> str:
+    """Store a provider key; returns where it went ("OS keyring" or the fallback file's path)."""
+    if keyring_available():
+        try:
+            keyring.set_password(SERVICE, _account(provider), secret)
+            return "OS keyring"
+        except keyring.errors.KeyringError:
+            pass
+    data = _read_file(paths.credentials)
+    data[_account(provider)] = secret
+    _write_file(paths.credentials, data)
+    return str(paths.credentials)
+
+
+def load_secret(paths: Paths, provider: str) -> str | None:
+    if keyring_available():
+        try:
+            found = keyring.get_password(SERVICE, _account(provider))
+        except keyring.errors.KeyringError:
+            found = None
+        if found:
+            return found
+    return _read_file(paths.credentials).get(_account(provider))
+
+
+def delete_secret(paths: Paths, provider: str) -> None:
+    if keyring_available():
+        with contextlib.suppress(keyring.errors.KeyringError):
+            keyring.delete_password(SERVICE, _account(provider))
+    data = _read_file(paths.credentials)
+    if data.pop(_account(provider), None) is not None:
+        _write_file(paths.credentials, data)
+
+
+def provider_api_key(provider: Provider, stored: dict[str, str]) -> str | None:
+    """The key to send upstream: env vars are read at call time, stored keys come from `stored`."""
+    if provider.api_key_env:
+        return os.environ.get(provider.api_key_env) or None
+    return stored.get(provider.name)
+
+
+def load_stored_secrets(paths: Paths, providers: dict[str, Provider]) -> dict[str, str]:
+    """Read every stored provider key once (keyring calls can be slow: never on the hot path)."""
+    found = {}
+    for p in providers.values():
+        if p.api_key_stored:
+            secret = load_secret(paths, p.name)
+            if secret:
+                found[p.name] = secret
+    return found
+
+
+def _read_file(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SecretError(
+            f"{path} is not valid JSON; fix or delete it and add the provider keys again"
+        ) from None
+    return data if isinstance(data, dict) else {}
+
+
+def _write_file(path: Path, data: dict[str, str]) -> None:
+    """Create the file 0600 before any secret is written into it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)

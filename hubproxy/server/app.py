@@ -1,0 +1,130 @@
+"""The aiohttp application: factory, routes, and the life of its writer, sessions and watchers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from functools import partial
+
+from aiohttp import web
+
+from hubproxy.config import Config, ConfigError, Paths
+from hubproxy.gate import Gate
+from hubproxy.routing import Router
+from hubproxy.secrets import SecretError, load_stored_secrets
+from hubproxy.server import catalog
+from hubproxy.server.errors import error_middleware
+from hubproxy.server.proxy import make_handler
+from hubproxy.server.state import STATE, GatewayState
+from hubproxy.store.accounts import touch_keys
+from hubproxy.store.db import Writer, connect
+from hubproxy.store.usage import settle_leftover_reservations
+from hubproxy.upstream import Upstreams
+
+log = logging.getLogger("hubproxy.server")
+
+CONFIG_POLL_SECONDS = 1.0
+LAST_USED_FLUSH_SECONDS = 1.0
+
+
+def create_app(paths: Paths, config: Config) -> web.Application:
+    app = web.Application(
+        client_max_size=config.server.max_body_mb * 1024 * 1024, middlewares=[error_middleware]
+    )
+    app[STATE] = GatewayState(
+        paths=paths,
+        config=config,
+        router=Router(config),
+        gate=Gate(),
+        writer=Writer(paths.database),
+        upstreams=Upstreams(config.timeouts),
+    )
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/v1/chat/completions", make_handler("/chat/completions"))
+    app.router.add_post("/v1/completions", make_handler("/completions"))
+    app.router.add_post("/v1/embeddings", make_handler("/embeddings"))
+    app.router.add_get("/v1/models", catalog.list_models)
+    app.router.add_get("/v1/models/{model:.+}", catalog.get_model)
+    app.router.add_get("/health", catalog.health)
+    return app
+
+
+def prepare_database(paths: Paths, gate: Gate) -> int:
+    """Before serving: settle what a killed server left open, then load keys and users into memory."""
+    conn = connect(paths.database)
+    try:
+        settled = settle_leftover_reservations(conn)
+        gate.load(conn)
+    finally:
+        conn.close()
+    if settled:
+        log.warning("settled %d reservation(s) left open by a previous run (billed as estimated)", settled)
+    return settled
+
+
+async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    loop = asyncio.get_running_loop()
+    prepare_database(state.paths, state.gate)
+    state.stored_secrets = await loop.run_in_executor(
+        None, load_stored_secrets, state.paths, state.config.providers
+    )
+    state.config_mtime = _mtime(state.paths)
+    state.writer.watch(state.gate.read_changes, state.gate.apply_changes)
+    state.writer.start(loop)
+    tasks = [asyncio.create_task(watch_config(state)), asyncio.create_task(flush_last_used(state))]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        submit_last_used(state)
+        await state.upstreams.close()
+        await state.writer.close()
+        log.info("all writes flushed (%d in %d batches)", state.writer.writes, state.writer.batches)
+
+
+def _mtime(paths: Paths) -> float:
+    try:
+        return paths.config.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+async def watch_config(state: GatewayState) -> None:
+    """Pick up `hubproxy models add` and friends without a restart; a bad new config keeps the old one."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(CONFIG_POLL_SECONDS)
+        mtime = _mtime(state.paths)
+        if mtime == state.config_mtime:
+            continue
+        state.config_mtime = mtime
+        try:
+            config = Config.load(state.paths.config)
+            secrets = await loop.run_in_executor(None, load_stored_secrets, state.paths, config.providers)
+        except (ConfigError, SecretError) as exc:
+            log.error("config change ignored: %s", exc)
+            continue
+        state.install_config(config, secrets)
+        log.info("config reloaded: %d models, %d providers", len(config.models), len(config.providers))
+
+
+def submit_last_used(state: GatewayState) -> None:
+    if not state.last_used:
+        return
+    stamps = {k: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) for k, t in state.last_used.items()}
+    state.last_used.clear()
+    state.writer.submit(partial(touch_keys, last_used=stamps))
+
+
+async def flush_last_used(state: GatewayState) -> None:
+    while True:
+        await asyncio.sleep(LAST_USED_FLUSH_SECONDS)
+        submit_last_used(state)

@@ -1,0 +1,225 @@
+"""The proxied OpenAI endpoints: route → gate → reserve → upstream → settle, in one straight line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from hubproxy import errors
+from hubproxy.billing import read_usage
+from hubproxy.metering import CallMeter
+from hubproxy.money import format_usd
+from hubproxy.routing import Route
+from hubproxy.secrets import provider_api_key
+from hubproxy.server.errors import REQUEST_ID
+from hubproxy.server.relay import relay_stream
+from hubproxy.server.state import STATE, GatewayState
+
+log = logging.getLogger("hubproxy.server")
+
+REFUSED_CREDENTIALS = {401, 402, 403, 407}
+
+
+def api_key_from(headers) -> str | None:
+    """Bearer token, else `x-api-key` (Anthropic-style clients), else `api-key` (Azure-style)."""
+    auth = headers.get("Authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return headers.get("x-api-key") or headers.get("api-key")
+
+
+def parse_request(raw: bytes) -> dict:
+    if not raw:
+        raise errors.invalid_request("Request body is empty; send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise errors.invalid_request("Request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise errors.invalid_request("Request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise errors.invalid_request("'model' is required and must be a string.", param="model")
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise errors.invalid_request("'stream' must be a boolean.", param="stream")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise errors.invalid_request(f"'{name}' must be a positive integer.", param=name)
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise errors.invalid_request("'stream_options' must be an object.", param="stream_options")
+    return body
+
+
+def make_handler(endpoint: str):
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await proxy_call(request, endpoint)
+
+    handler.__name__ = "proxy" + endpoint.replace("/", "_")
+    return handler
+
+
+async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
+    state: GatewayState = request.app[STATE]
+    key, user = state.gate.authenticate(api_key_from(request.headers))
+    state.touch_key(key.id)
+    raw = await request.read()
+    body = parse_request(raw)
+    route = state.router.resolve(body["model"])
+    stream = bool(body.get("stream")) and endpoint != "/embeddings"
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    request_id = request["request_id"]
+    meter = CallMeter(
+        state.gate,
+        state.writer,
+        state.config.billing,
+        request_id,
+        key,
+        user,
+        route,
+        endpoint,
+        stream,
+        len(raw),
+        max_tokens,
+    )
+    client_wants_usage = False
+    body["model"] = route.model.upstream_model
+    if stream:
+        options = body.get("stream_options") or {}
+        client_wants_usage = options.get("include_usage") is True
+        if route.provider.stream_usage:
+            body["stream_options"] = {**options, "include_usage": True}
+    api_key = provider_api_key(route.provider, state.stored_secrets)
+    try:
+        resp = await send_upstream(state, route, endpoint, orjson.dumps(body), api_key, stream)
+    except BaseException:
+        meter.release("upstream_unreachable", 502)
+        raise
+    try:
+        if resp.status != 200:
+            meter.release("upstream_error", resp.status)
+            return await upstream_error(state, resp, route, api_key, request_id)
+        if stream:
+            return await relay_stream(request, resp, meter, client_wants_usage, state.config.timeouts.idle)
+        return await complete_json(state, resp, meter, request_id)
+    finally:
+        resp.release()
+        if meter.settled is None:
+            meter.settle(None, 0, estimated=True, status="aborted", http_status=499)
+
+
+async def send_upstream(
+    state: GatewayState, route: Route, endpoint: str, payload: bytes, api_key: str | None, stream: bool
+) -> aiohttp.ClientResponse:
+    provider = route.provider
+    if provider.api_key_env and not api_key:
+        raise errors.upstream_unavailable(
+            f"Provider {provider.name!r} has no API key: the environment variable {provider.api_key_env} "
+            "is not set where hubproxy runs.",
+            status=503,
+        )
+    adapter = state.adapter(provider)
+    session = state.upstreams.session(provider)
+    timeouts = state.config.timeouts
+    try:
+        async with asyncio.timeout(timeouts.first_byte):
+            return await session.post(
+                adapter.url(endpoint), data=payload, headers=adapter.headers(api_key, stream)
+            )
+    except TimeoutError:
+        raise errors.upstream_unavailable(
+            f"Provider {provider.name!r} did not answer within {timeouts.first_byte:g}s."
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise errors.upstream_unavailable(
+            f"Could not reach provider {provider.name!r} ({type(exc).__name__})."
+        ) from None
+
+
+async def read_body(resp: aiohttp.ClientResponse, idle: float, provider: str) -> bytes:
+    try:
+        async with asyncio.timeout(idle):
+            return await resp.read()
+    except TimeoutError:
+        raise errors.upstream_unavailable(f"Provider {provider!r} stopped sending for {idle:g}s.") from None
+    except aiohttp.ClientError as exc:
+        raise errors.upstream_unavailable(
+            f"Provider {provider!r} broke off its answer ({type(exc).__name__})."
+        ) from None
+
+
+async def complete_json(
+    state: GatewayState, resp: aiohttp.ClientResponse, meter: CallMeter, request_id: str
+) -> web.Response:
+    """Non-streamed answer: bill from its `usage`, add `usage.cost`, answer only once billing is durable."""
+    try:
+        data = await read_body(resp, state.config.timeouts.idle, meter.route.provider.name)
+    except errors.GatewayError:
+        meter.release("upstream_broken", 502)
+        raise
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        parsed = None
+    usage = parsed.get("usage") if isinstance(parsed, dict) else None
+    tokens = read_usage(usage)
+    if tokens is None:
+        output_estimate = 0 if meter.reservation.endpoint == "/embeddings" else len(data) // 4
+        await meter.settle(None, output_estimate, estimated=True, status="ok", http_status=200)
+    else:
+        await meter.settle(tokens[0], tokens[1], estimated=False, status="ok", http_status=200)
+        usage["cost"] = orjson.Fragment(format_usd(meter.cost, min_places=1).encode())
+        data = orjson.dumps(parsed)
+    return web.Response(
+        body=data, status=200, content_type="application/json", headers={REQUEST_ID: request_id}
+    )
+
+
+async def upstream_error(
+    state: GatewayState, resp: aiohttp.ClientResponse, route: Route, api_key: str | None, request_id: str
+) -> web.Response:
+    """Pass an upstream error on with its status and an OpenAI-shaped body, never leaking its key."""
+    name = route.provider.name
+    data = await read_body(resp, state.config.timeouts.idle, name)
+    if api_key:
+        data = data.replace(api_key.encode(), b"[redacted]")
+    parsed = None
+    with contextlib.suppress(orjson.JSONDecodeError):
+        parsed = orjson.loads(data)
+    upstream_message = ""
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        upstream_message = str(parsed["error"].get("message", ""))
+    else:
+        upstream_message = data[:300].decode("utf-8", "replace").strip()
+    if resp.status in REFUSED_CREDENTIALS:
+        log.warning("provider %s refused hubproxy's credentials (HTTP %s)", name, resp.status)
+        raise errors.upstream_unavailable(
+            f"Provider {name!r} refused hubproxy's credentials (HTTP {resp.status}): {upstream_message}",
+            status=502,
+        )
+    headers = {REQUEST_ID: request_id}
+    for header in ("Retry-After", "retry-after-ms"):
+        if header in resp.headers:
+            headers[header] = resp.headers[header]
+    if not (isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)):
+        status_type = "api_error" if resp.status >= 500 else "invalid_request_error"
+        data = orjson.dumps(
+            {
+                "error": {
+                    "message": f"Provider {name!r} answered HTTP {resp.status}: {upstream_message}",
+                    "type": status_type,
+                    "code": "upstream_error",
+                    "param": None,
+                }
+            }
+        )
+    return web.Response(body=data, status=resp.status, content_type="application/json", headers=headers)

@@ -1,0 +1,48 @@
+"""What the running server holds: config, router, gate, writer, upstream sessions."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from hubproxy.config import Config, Paths, Provider
+from hubproxy.gate import Gate
+from hubproxy.routing import Router
+from hubproxy.store.db import Writer
+from hubproxy.upstream import Upstreams
+from hubproxy.upstream.openai_compat import OpenAICompatAdapter
+
+
+@dataclass
+class GatewayState:
+    paths: Paths
+    config: Config
+    router: Router
+    gate: Gate
+    writer: Writer
+    upstreams: Upstreams
+    stored_secrets: dict[str, str] = field(default_factory=dict)
+    last_used: dict[str, int] = field(default_factory=dict)
+    config_mtime: float = 0.0
+    _adapters: dict[str, OpenAICompatAdapter] = field(default_factory=dict)
+
+    def adapter(self, provider: Provider) -> OpenAICompatAdapter:
+        adapter = self._adapters.get(provider.name)
+        if adapter is None or adapter.provider is not provider:
+            adapter = self._adapters[provider.name] = Upstreams.adapter(provider)
+        return adapter
+
+    def touch_key(self, key_id: str) -> None:
+        """Remember use in memory; flushed to the database once a second, not once a request."""
+        self.last_used[key_id] = int(time.time())
+
+    def install_config(self, config: Config, secrets: dict[str, str]) -> None:
+        self.config = config
+        self.router = Router(config)
+        self.stored_secrets = secrets
+        self._adapters.clear()
+
+
+STATE = web.AppKey("hubproxy_state", GatewayState)

@@ -1,0 +1,203 @@
+"""Users, API keys and the ledger.
+
+Every balance change is a ledger row written in the same transaction as the balance, so
+`users.balance == sum(ledger.amount)` holds at every commit. Rows that the server caches carry a
+`rev`, bumped on every change made here, so the server reloads only what changed.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+
+from hubproxy import apikey
+from hubproxy.store.db import transaction
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+KEY_NAME_RE = re.compile(r"^[\w .:@/-]{1,64}$")
+
+
+class AccountError(ValueError):
+    """A user-caused problem with users or keys (unknown email, duplicate, bad name)."""
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: int
+    email: str
+    balance: int
+    status: str
+    created_at: str
+    rev: int
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    id: str
+    user_id: int
+    email: str
+    name: str
+    key_hash: str
+    prefix: str
+    last4: str
+    status: str
+    created_at: str
+    revoked_at: str | None
+    last_used_at: str | None
+    rev: int
+
+    @property
+    def masked(self) -> str:
+        return apikey.masked(self.prefix, self.last4)
+
+
+USER_COLUMNS = "id, email, balance, status, created_at, rev"
+KEY_COLUMNS = (
+    "k.id, k.user_id, u.email, k.name, k.key_hash, k.prefix, k.last4, k.status, k.created_at, "
+    "k.revoked_at, k.last_used_at, k.rev"
+)
+KEY_FROM = "api_keys k JOIN users u ON u.id = k.user_id"
+
+
+def _next_rev(conn: sqlite3.Connection, table: str) -> int:
+    return conn.execute(f"SELECT coalesce(max(rev), 0) + 1 FROM {table}").fetchone()[0]
+
+
+def add_ledger(
+    conn: sqlite3.Connection,
+    user_id: int,
+    kind: str,
+    amount: int,
+    note: str | None = None,
+    request_id: str | None = None,
+    bump_rev: bool = True,
+) -> None:
+    """Move a balance and record why, in the caller's transaction.
+
+    The server's own charges pass `bump_rev=False`: it already knows about them, and bumping would
+    make every CLI command reload every user the server charged since.
+    """
+    conn.execute(
+        "INSERT INTO ledger (user_id, kind, amount, note, request_id) VALUES (?, ?, ?, ?, ?)",
+        (user_id, kind, amount, note, request_id),
+    )
+    if bump_rev:
+        conn.execute(
+            "UPDATE users SET balance = balance + ?, rev = ? WHERE id = ?",
+            (amount, _next_rev(conn, "users"), user_id),
+        )
+    else:
+        conn.execute("UPDATE users SET balance = balance + ? WHERE id = ?", (amount, user_id))
+
+
+def add_user(conn: sqlite3.Connection, email: str, balance: int = 0) -> UserRow:
+    email = email.strip()
+    if not EMAIL_RE.match(email):
+        raise AccountError(f"{email!r} is not an email address")
+    with transaction(conn):
+        if conn.execute("SELECT 1 FROM users WHERE email = ?", (email,)).fetchone():
+            raise AccountError(f"user {email} already exists")
+        cur = conn.execute("INSERT INTO users (email, rev) VALUES (?, ?)", (email, _next_rev(conn, "users")))
+        if balance:
+            add_ledger(conn, cur.lastrowid, "grant", balance, "initial balance")
+    return get_user(conn, email)
+
+
+def get_user(conn: sqlite3.Connection, email: str) -> UserRow:
+    row = conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE email = ?", (email.strip(),)).fetchone()
+    if row is None:
+        raise AccountError(f"no user {email!r}; see `hubproxy users list`")
+    return UserRow(*row)
+
+
+def list_users(conn: sqlite3.Connection) -> list[UserRow]:
+    return [UserRow(*r) for r in conn.execute(f"SELECT {USER_COLUMNS} FROM users ORDER BY id")]
+
+
+def topup(
+    conn: sqlite3.Connection, email: str, amount: int, kind: str = "topup", note: str | None = None
+) -> UserRow:
+    with transaction(conn):
+        user = get_user(conn, email)
+        add_ledger(conn, user.id, kind, amount, note)
+    return get_user(conn, email)
+
+
+def set_user_status(conn: sqlite3.Connection, email: str, status: str) -> UserRow:
+    with transaction(conn):
+        user = get_user(conn, email)
+        conn.execute(
+            "UPDATE users SET status = ?, rev = ? WHERE id = ?", (status, _next_rev(conn, "users"), user.id)
+        )
+    return get_user(conn, email)
+
+
+def create_key(conn: sqlite3.Connection, email: str, name: str) -> tuple[KeyRow, str]:
+    """Create a key; the full key is returned here once and never stored."""
+    if not KEY_NAME_RE.match(name):
+        raise AccountError(f"key name {name!r} must be 1-64 letters, digits, spaces or .:@/-_")
+    full = apikey.new_key()
+    key_id = apikey.new_key_id()
+    with transaction(conn):
+        user = get_user(conn, email)
+        conn.execute(
+            "INSERT INTO api_keys (id, user_id, name, key_hash, prefix, last4, rev) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key_id, user.id, name, apikey.hash_key(full), full[:9], full[-4:], _next_rev(conn, "api_keys")),
+        )
+    return get_key(conn, key_id), full
+
+
+def get_key(conn: sqlite3.Connection, key_id: str) -> KeyRow:
+    row = conn.execute(f"SELECT {KEY_COLUMNS} FROM {KEY_FROM} WHERE k.id = ?", (key_id,)).fetchone()
+    if row is None:
+        raise AccountError(f"no key {key_id!r}; see `hubproxy keys list`")
+    return KeyRow(*row)
+
+
+def list_keys(conn: sqlite3.Connection, email: str | None = None) -> list[KeyRow]:
+    if email is None:
+        rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM {KEY_FROM} ORDER BY k.created_at")
+    else:
+        user = get_user(conn, email)
+        rows = conn.execute(
+            f"SELECT {KEY_COLUMNS} FROM {KEY_FROM} WHERE k.user_id = ? ORDER BY k.created_at", (user.id,)
+        )
+    return [KeyRow(*r) for r in rows]
+
+
+def revoke_key(conn: sqlite3.Connection, key_id: str) -> KeyRow:
+    with transaction(conn):
+        key = get_key(conn, key_id)
+        if key.status == "revoked":
+            raise AccountError(f"key {key_id} is already revoked")
+        conn.execute(
+            "UPDATE api_keys SET status = 'revoked', rev = ?, "
+            "revoked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+            (_next_rev(conn, "api_keys"), key_id),
+        )
+    return get_key(conn, key_id)
+
+
+def users_changed_since(conn: sqlite3.Connection, rev: int) -> list[UserRow]:
+    return [UserRow(*r) for r in conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE rev > ?", (rev,))]
+
+
+def keys_changed_since(conn: sqlite3.Connection, rev: int) -> list[KeyRow]:
+    return [KeyRow(*r) for r in conn.execute(f"SELECT {KEY_COLUMNS} FROM {KEY_FROM} WHERE k.rev > ?", (rev,))]
+
+
+def touch_keys(conn: sqlite3.Connection, last_used: dict[str, str]) -> None:
+    """Record when keys were last used (batched by the server; does not bump rev)."""
+    conn.executemany(
+        "UPDATE api_keys SET last_used_at = ? WHERE id = ?", [(t, k) for k, t in last_used.items()]
+    )
+
+
+def ledger_mismatches(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
+    """Users whose balance differs from the sum of their ledger (should always be empty)."""
+    return conn.execute(
+        "SELECT u.email, u.balance, coalesce(sum(l.amount), 0) AS total FROM users u "
+        "LEFT JOIN ledger l ON l.user_id = u.id GROUP BY u.id HAVING u.balance != total"
+    ).fetchall()

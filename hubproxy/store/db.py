@@ -1,0 +1,217 @@
+"""SQLite connections and the one writer thread.
+
+SQLite allows one writer at a time. The server respects that by construction: a single thread owns
+the write connection, the event loop hands it small functions through a queue and (when it must)
+awaits a future. Each batch of queued functions is one transaction, so under load hundreds of
+settlements share one commit. The same thread notices changes made by other processes (the CLI)
+with `PRAGMA data_version` and hands them to the loop, so the hot path reads only memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("hubproxy.store")
+
+BUSY_TIMEOUT_MS = 15_000
+WATCH_INTERVAL = 0.1
+WRITE_ATTEMPTS = 3
+
+
+class DatabaseError(RuntimeError):
+    """The database is missing, corrupt or locked; the message tells the user what to do."""
+
+
+def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
+    """Open the database in WAL mode with a busy timeout, migrating it to the current schema."""
+    from hubproxy.store.migrations import migrate
+
+    if not create and not path.exists():
+        raise DatabaseError(f"no database at {path}; run `hubproxy init` first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(_explain(path, exc)) from None
+    return conn
+
+
+def _explain(path: Path, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return f"database {path} is locked by another process for too long ({text}); try again"
+    if "not a database" in text or "malformed" in text:
+        return f"database {path} is corrupt ({text}); restore it from a backup or move it away"
+    return f"database {path}: {text}"
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE … COMMIT: take the write lock up front so a busy database waits, not fails late."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise DatabaseError(_explain(Path(conn_path(conn)), exc)) from None
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+def conn_path(conn: sqlite3.Connection) -> str:
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return row[2] if row else "?"
+
+
+WriteFn = Callable[[sqlite3.Connection], Any]
+_STOP = object()
+
+
+class Writer:
+    """The single writer thread. `submit` from the event loop; `close` flushes everything."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._watchers: list[tuple[WriteFn, Callable[[Any], None]]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.conn: sqlite3.Connection | None = None
+        self.batches = 0
+        self.writes = 0
+
+    def watch(self, read: WriteFn, apply: Callable[[Any], None]) -> None:
+        """When another process changes the database, run `read` here and `apply(result)` on the loop."""
+        self._watchers.append((read, apply))
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.conn = connect(self.path)
+        self._thread = threading.Thread(target=self._run, name="hubproxy-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: WriteFn) -> asyncio.Future:
+        """Queue `fn(conn)` for the next batch; the future resolves once its batch is committed."""
+        assert self._loop is not None, "writer not started"
+        fut = self._loop.create_future()
+        self._queue.put((fn, fut))
+        return fut
+
+    async def close(self) -> None:
+        """Commit everything queued so far, then stop the thread."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._thread = None
+        if self.conn is not None:
+            self.conn.close()
+
+    def _run(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        last_watch = time.monotonic()
+        stopping = False
+        while not stopping:
+            try:
+                first = self._queue.get(timeout=WATCH_INTERVAL)
+            except queue.Empty:
+                first = None
+            batch = []
+            item = first
+            while item is not None:
+                if item is _STOP:
+                    stopping = True
+                else:
+                    batch.append(item)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    item = None
+            if batch:
+                self._commit(conn, batch)
+            now = time.monotonic()
+            if now - last_watch >= WATCH_INTERVAL or first is None:
+                last_watch = now
+                current = conn.execute("PRAGMA data_version").fetchone()[0]
+                if current != version:
+                    version = current
+                    self._notify(conn)
+
+    def _commit(self, conn: sqlite3.Connection, batch: list) -> None:
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                results = self._apply(conn, batch)
+                break
+            except Exception as exc:
+                log.error("write batch of %d failed (attempt %d): %s", len(batch), attempt, exc)
+                results = [(fut, None, exc) for _, fut in batch]
+        self.batches += 1
+        self.writes += len(batch)
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_resolve, results)
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, batch: list) -> list:
+        """One transaction; each function in its own savepoint so one failure spoils only itself."""
+        results = []
+        with transaction(conn):
+            for i, (fn, fut) in enumerate(batch):
+                conn.execute(f"SAVEPOINT w{i}")
+                try:
+                    results.append((fut, fn(conn), None))
+                    conn.execute(f"RELEASE w{i}")
+                except Exception as exc:
+                    conn.execute(f"ROLLBACK TO w{i}")
+                    conn.execute(f"RELEASE w{i}")
+                    results.append((fut, None, exc))
+        return results
+
+    def _notify(self, conn: sqlite3.Connection) -> None:
+        assert self._loop is not None
+        for read, apply in self._watchers:
+            try:
+                result = read(conn)
+            except Exception as exc:
+                log.error("reading changes failed: %s", exc)
+                continue
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(apply, result)
+
+
+def _resolve(results: list) -> None:
+    for fut, value, exc in results:
+        if fut.done():
+            continue
+        if exc is None:
+            fut.set_result(value)
+        else:
+            fut.set_exception(exc)
+            fut.add_done_callback(_log_unretrieved)
+
+
+def _log_unretrieved(fut: asyncio.Future) -> None:
+    exc = fut.exception()
+    if exc is not None:
+        log.error("write failed: %s", exc)

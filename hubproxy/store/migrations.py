@@ -1,0 +1,125 @@
+"""Schema migrations: an ordered list of small functions, each applied once and recorded.
+
+Never edit a migration that has shipped; add the next one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply every migration not yet recorded in `_migrations`, each in its own transaction."""
+    db = sqlite_utils.Database(conn)
+    if "_migrations" not in db.table_names():
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+    applied = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+    for fn in MIGRATIONS:
+        if fn.__name__ in applied:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (fn.__name__,)).fetchone():
+                fn(conn)
+                conn.execute(
+                    "INSERT INTO _migrations VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                    (fn.__name__,),
+                )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+
+
+@migration
+def m001_initial(conn: sqlite3.Connection) -> None:
+    statements = f"""
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        balance INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'active',
+        created_at TEXT NOT NULL DEFAULT {NOW},
+        rev INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX users_rev ON users (rev);
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        name TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        last4 TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'active',
+        created_at TEXT NOT NULL DEFAULT {NOW},
+        revoked_at TEXT,
+        last_used_at TEXT,
+        rev INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX api_keys_user ON api_keys (user_id);
+    CREATE INDEX api_keys_rev ON api_keys (rev);
+    CREATE TABLE ledger (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        kind TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        request_id TEXT,
+        note TEXT,
+        created_at TEXT NOT NULL DEFAULT {NOW}
+    );
+    CREATE INDEX ledger_user ON ledger (user_id);
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        user_id INTEGER NOT NULL,
+        key_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        upstream_model TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        stream INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cost INTEGER NOT NULL,
+        estimated INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        http_status INTEGER NOT NULL,
+        latency_ms INTEGER NOT NULL,
+        created_at TEXT NOT NULL DEFAULT {NOW}
+    );
+    CREATE INDEX usage_created ON usage (created_at);
+    CREATE INDEX usage_user ON usage (user_id, created_at);
+    CREATE TABLE reservations (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        key_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        upstream_model TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        stream INTEGER NOT NULL,
+        amount INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        prompt_cost INTEGER NOT NULL,
+        created_at TEXT NOT NULL DEFAULT {NOW}
+    );
+    """
+    for statement in statements.split(";"):
+        if statement.strip():
+            conn.execute(statement)

@@ -1,0 +1,96 @@
+"""Usage rows, open reservations, and the reports built from them."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import astuple
+
+from hubproxy.billing import CallRecord, Reservation
+from hubproxy.store.accounts import add_ledger
+from hubproxy.store.db import transaction
+
+RESERVATION_COLUMNS = (
+    "id, user_id, key_id, model, provider, upstream_model, endpoint, stream, amount, prompt_tokens, "
+    "prompt_cost"
+)
+REPORT_GROUPS = {
+    "model": "model",
+    "user": "u.email",
+    "key": "key_id",
+    "provider": "provider",
+    "day": "substr(s.created_at, 1, 10)",
+}
+
+
+def open_reservation(conn: sqlite3.Connection, r: Reservation) -> None:
+    """Persist a reservation so that a killed server's in-flight calls are settled on restart."""
+    conn.execute(
+        f"INSERT INTO reservations ({RESERVATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", astuple(r)
+    )
+
+
+def record_call(conn: sqlite3.Connection, rec: CallRecord) -> int:
+    """Write the usage row, charge the ledger, close the reservation; returns the new balance."""
+    r = rec.reservation
+    conn.execute(
+        "INSERT INTO usage (request_id, user_id, key_id, model, provider, upstream_model, endpoint, stream, "
+        "prompt_tokens, completion_tokens, cost, estimated, status, http_status, latency_ms) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            r.id,
+            r.user_id,
+            r.key_id,
+            r.model,
+            r.provider,
+            r.upstream_model,
+            r.endpoint,
+            int(r.stream),
+            rec.prompt_tokens,
+            rec.completion_tokens,
+            rec.cost,
+            int(rec.estimated),
+            rec.status,
+            rec.http_status,
+            rec.latency_ms,
+        ),
+    )
+    if rec.cost:
+        add_ledger(conn, r.user_id, "charge", -rec.cost, request_id=r.id, bump_rev=False)
+    conn.execute("DELETE FROM reservations WHERE id = ?", (r.id,))
+    return conn.execute("SELECT balance FROM users WHERE id = ?", (r.user_id,)).fetchone()[0]
+
+
+def settle_leftover_reservations(conn: sqlite3.Connection) -> int:
+    """Bill the calls a killed server left open: the prompt was sent, so its estimated cost is charged.
+
+    The usage row says `interrupted` and `estimated`; the output, if any was produced, is unknown.
+    """
+    with transaction(conn):
+        rows = conn.execute(f"SELECT {RESERVATION_COLUMNS} FROM reservations").fetchall()
+        for row in rows:
+            r = Reservation(*row)
+            r.stream = bool(r.stream)
+            record_call(conn, CallRecord(r, r.prompt_tokens, 0, r.prompt_cost, True, "interrupted", 0, 0))
+    return len(rows)
+
+
+def usage_report(
+    conn: sqlite3.Connection, by: str, since: str | None = None, user: str | None = None
+) -> list[dict]:
+    """Requests, tokens and cost grouped by model, user, key, provider or day."""
+    group = REPORT_GROUPS[by]
+    where, params = [], []
+    if since:
+        where.append("s.created_at >= ?")
+        params.append(since)
+    if user:
+        where.append("u.email = ?")
+        params.append(user)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    sql = (
+        f"SELECT {group} AS grp, count(*) AS requests, sum(prompt_tokens) AS prompt_tokens, "
+        f"sum(completion_tokens) AS completion_tokens, sum(cost) AS cost, sum(estimated) AS estimated "
+        f"FROM usage s JOIN users u ON u.id = s.user_id {clause} GROUP BY grp ORDER BY cost DESC, grp"
+    )
+    cols = ["group", "requests", "prompt_tokens", "completion_tokens", "cost", "estimated"]
+    return [dict(zip(cols, row, strict=True)) for row in conn.execute(sql, params)]

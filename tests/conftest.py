@@ -1,0 +1,235 @@
+"""Fixtures: a temp HUBPROXY_HOME, a fake upstream on a real port, the real server as a subprocess,
+the real CLI, and the official OpenAI SDK pointed at the server."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import pytest
+from typer.testing import CliRunner
+
+from hubproxy.cli import app as cli_app
+from tests.fake_upstream import FakeUpstream
+
+PRICE_IN, PRICE_OUT = "0.27", "1.10"
+SPECIAL_MODELS = [
+    "fail-500",
+    "rate-limited",
+    "no-usage",
+    "reasoning",
+    "tools",
+    "slow-stream",
+    "echo-key",
+    "hang",
+]
+
+
+@dataclass
+class HttpResult:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def raw_request(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> HttpResult:
+    """A raw HTTP call (for what the SDK would refuse to send: bad JSON, odd headers)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request(method, parts.path or "/", body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return HttpResult(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cli:
+    """Runs the real Typer app in-process; `json` parses --json output."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: str | None = None, ok: bool = True):
+        result = self.runner.invoke(cli_app, ["--home", str(self.home), *args], input=input)
+        if ok and result.exit_code != 0:
+            raise AssertionError(f"hubproxy {' '.join(args)} failed: {result.output}{result.exception!r}")
+        return result
+
+    def json(self, *args: str, input: str | None = None):
+        return json.loads(self(*args, "--json", input=input).stdout)
+
+
+def run_cli(home: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it: a separate process."""
+    return subprocess.run(
+        [sys.executable, "-m", "hubproxy", "--home", str(home), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ.copy(),
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HUBPROXY_HOME", str(tmp_path))
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    return tmp_path
+
+
+@pytest.fixture
+def cli(home: Path) -> Cli:
+    return Cli(home)
+
+
+@pytest.fixture
+def upstream():
+    fake = FakeUpstream().start()
+    yield fake
+    fake.stop()
+
+
+class Gateway:
+    """A running `hubproxy serve` subprocess and handles to drive it."""
+
+    def __init__(self, home: Path, cli: Cli, upstream: FakeUpstream, port: int) -> None:
+        self.home, self.cli, self.upstream, self.port = home, cli, upstream, port
+        self.log_path = home / "server.log"
+        self.proc: subprocess.Popen | None = None
+        self.key = ""
+        self.key_id = ""
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, extra_env: dict[str, str] | None = None) -> Gateway:
+        env = {**os.environ, "UPSTREAM_KEY": self.upstream.api_key, **(extra_env or {})}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hubproxy", "--home", str(self.home), "serve", "--port", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if raw_request("GET", f"http://127.0.0.1:{self.port}/health").status == 200:
+                    return self
+            except OSError:
+                time.sleep(0.05)
+            if self.proc.poll() is not None:
+                break
+        raise RuntimeError("server did not start:\n" + self.log_path.read_text())
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def client(self, key: str | None = None, **kwargs) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base_url, api_key=key or self.key, max_retries=0, **kwargs)
+
+    def async_client(self, key: str | None = None, **kwargs) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=key or self.key, max_retries=0, **kwargs)
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.home / "hubproxy.db")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def new_user(self, email: str, balance: str) -> str:
+        self.cli("users", "add", email, "--balance", balance)
+        return self.cli.json("keys", "create", "--user", email, "--name", "test")["key"]
+
+
+def configure(cli: Cli, upstream: FakeUpstream) -> None:
+    cli("init")
+    cli("providers", "add", "fake", "--base-url", upstream.base_url, "--api-key-env", "UPSTREAM_KEY")
+    cli(
+        "models",
+        "add",
+        "deepseek-chat",
+        "--provider",
+        "fake",
+        "--input-price",
+        PRICE_IN,
+        "--output-price",
+        PRICE_OUT,
+    )
+    cli(
+        "models",
+        "add",
+        "ds",
+        "--provider",
+        "fake",
+        "--upstream-model",
+        "deepseek-chat",
+        "--input-price",
+        PRICE_IN,
+        "--output-price",
+        PRICE_OUT,
+    )
+    cli(
+        "models",
+        "add",
+        "text-embedding",
+        "--provider",
+        "fake",
+        "--input-price",
+        "0.02",
+        "--output-price",
+        "0",
+    )
+    for name in SPECIAL_MODELS:
+        cli(
+            "models",
+            "add",
+            name,
+            "--provider",
+            "fake",
+            "--input-price",
+            PRICE_IN,
+            "--output-price",
+            PRICE_OUT,
+        )
+
+
+@pytest.fixture
+def gateway(home: Path, cli: Cli, upstream: FakeUpstream):
+    configure(cli, upstream)
+    gw = Gateway(home, cli, upstream, free_port())
+    gw.key = gw.new_user("dev@example.com", "5")
+    gw.key_id = cli.json("keys", "list", "--user", "dev@example.com")[0]["id"]
+    gw.start()
+    yield gw
+    if gw.proc and gw.proc.poll() is None:
+        gw.stop()

@@ -1,0 +1,252 @@
+"""A fake OpenAI-compatible provider on a real 127.0.0.1 socket, run in its own thread.
+
+Its usage numbers are computed from the request (prompt tokens = words in the messages, completion
+tokens = words in the reply), so tests check billing against values they can derive themselves.
+The model name picks a behaviour: "fail-500", "rate-limited", "no-usage", "reasoning", "tools",
+"slow-stream", "echo-key" (an error body quoting the upstream key), "hang".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import orjson
+from aiohttp import web
+
+REPLY = "hello from the fake upstream model"
+
+
+def count_prompt_words(body: dict) -> int:
+    if "messages" in body:
+        return sum(len(str(m.get("content", "")).split()) for m in body["messages"])
+    prompt = body.get("prompt", body.get("input", ""))
+    if isinstance(prompt, list):
+        return sum(len(str(p).split()) for p in prompt)
+    return len(str(prompt).split())
+
+
+class FakeUpstream:
+    def __init__(self, api_key: str = "sk-upstream-secret-123") -> None:
+        self.api_key = api_key
+        self.requests: list[dict] = []
+        self.open_streams = 0
+        self.cancelled_streams = 0
+        self.stream_delay = 0.0
+        self.stream_words = REPLY.split()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> FakeUpstream:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _serve(self, ready: threading.Event) -> None:
+        self._loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_get("/v1/models", self.models)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]
+        ready.set()
+        self._loop.run_forever()
+
+    # --- handlers --------------------------------------------------------------------------------
+    async def _record(self, request: web.Request) -> dict:
+        body = await request.json()
+        self.requests.append({"headers": dict(request.headers), "body": body, "path": request.path})
+        return body
+
+    def _check_key(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response(
+                {
+                    "error": {
+                        "message": "bad upstream key",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                },
+                status=401,
+            )
+        return None
+
+    async def models(self, request: web.Request) -> web.Response:
+        if (refused := self._check_key(request)) is not None:
+            return refused
+        return web.json_response({"object": "list", "data": [{"id": "deepseek-chat", "object": "model"}]})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        if (refused := self._check_key(request)) is not None:
+            return refused
+        body = await self._record(request)
+        model = body.get("model", "")
+        special = self._special(model)
+        if special is not None:
+            return special
+        if model == "hang":
+            await asyncio.sleep(3600)
+        prompt = count_prompt_words(body)
+        if body.get("stream"):
+            return await self._stream(request, body, prompt)
+        message: dict = {"role": "assistant", "content": REPLY}
+        if model == "reasoning":
+            message["reasoning_content"] = "let me think"
+        if model == "tools":
+            message["content"] = None
+            message["tool_calls"] = [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ]
+        answer = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
+            "system_fingerprint": "fp_fake",
+        }
+        if model != "no-usage":
+            answer["usage"] = {
+                "prompt_tokens": prompt,
+                "completion_tokens": len(REPLY.split()),
+                "total_tokens": prompt + len(REPLY.split()),
+                "prompt_cache_hit_tokens": 0,
+            }
+        return web.json_response(answer)
+
+    def _special(self, model: str) -> web.Response | None:
+        if model == "fail-500":
+            return web.json_response(
+                {"error": {"message": "upstream exploded", "type": "server_error", "code": None}}, status=500
+            )
+        if model == "rate-limited":
+            return web.json_response(
+                {"error": {"message": "slow down", "type": "rate_limit_error", "code": "rate_limited"}},
+                status=429,
+                headers={"Retry-After": "7"},
+            )
+        if model == "echo-key":
+            return web.json_response(
+                {
+                    "error": {
+                        "message": f"key {self.api_key} has no access",
+                        "type": "invalid_request_error",
+                        "code": None,
+                    }
+                },
+                status=400,
+            )
+        return None
+
+    async def _stream(self, request: web.Request, body: dict, prompt: int) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        model = body["model"]
+        include_usage = (body.get("stream_options") or {}).get("include_usage") is True
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model}
+        self.open_streams += 1
+        try:
+            first = {"role": "assistant", "content": ""}
+            if model == "reasoning":
+                first["reasoning_content"] = "thinking"
+            chunks = [first] + [{"content": w + " "} for w in self.stream_words]
+            if model == "tools":
+                chunks = [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": "{}"},
+                            }
+                        ],
+                    }
+                ]
+            for delta in chunks:
+                chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                if include_usage:
+                    chunk["usage"] = None
+                await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                if model == "slow-stream" or self.stream_delay:
+                    await asyncio.sleep(self.stream_delay or 0.2)
+            final = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            await resp.write(b"data: " + orjson.dumps(final) + b"\n\n")
+            if include_usage and model != "no-usage":
+                completion = len(chunks)
+                usage = {
+                    **base,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": prompt,
+                        "completion_tokens": completion,
+                        "total_tokens": prompt + completion,
+                    },
+                }
+                await resp.write(b"data: " + orjson.dumps(usage) + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.cancelled_streams += 1
+            raise
+        finally:
+            self.open_streams -= 1
+        return resp
+
+    async def completions(self, request: web.Request) -> web.Response:
+        if (refused := self._check_key(request)) is not None:
+            return refused
+        body = await self._record(request)
+        prompt = count_prompt_words(body)
+        return web.json_response(
+            {
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "created": 1,
+                "model": body["model"],
+                "choices": [{"index": 0, "text": REPLY, "finish_reason": "stop", "logprobs": None}],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": 6, "total_tokens": prompt + 6},
+            }
+        )
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        if (refused := self._check_key(request)) is not None:
+            return refused
+        body = await self._record(request)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        prompt = count_prompt_words(body)
+        return web.json_response(
+            {
+                "object": "list",
+                "model": body["model"],
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                    for i in range(len(inputs))
+                ],
+                "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+            }
+        )
