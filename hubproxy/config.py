@@ -218,11 +218,11 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table")
     check_provider_name(name)
+    if "api_key" in raw:
+        raise ConfigError(f"{where}: secrets do not belong in config.toml; use api_key_env or --api-key-stdin")
     unknown = set(raw) - {"base_url", "api_key_env", "api_key_stored", "api_style", "headers", "stream_usage"}
     if unknown:
         raise ConfigError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
-    if "api_key" in raw:
-        raise ConfigError(f"{where}: secrets do not belong in config.toml")
     base_url = check_base_url(raw.get("base_url", ""), where)
     env = raw.get("api_key_env")
     if env is not None and (not isinstance(env, str) or not ENV_VAR_RE.match(env)):

@@ -60,6 +60,18 @@ def raw_request(
         conn.close()
 
 
+def wait_for(predicate, timeout: float = 5.0, interval: float = 0.05):
+    """Poll until `predicate()` is truthy; fail the test with a clear message otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

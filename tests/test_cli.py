@@ -1,0 +1,150 @@
+"""The CLI contract: names, flags, --json, --home, secrets handling, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def test_init_prints_both_paths_and_creates_them(cli, home):
+    out = cli("init").stdout
+    assert str(home / "config.toml") in out and str(home / "hubproxy.db") in out
+    assert (home / "config.toml").exists() and (home / "hubproxy.db").exists()
+    again = cli.json("init")
+    assert again["created_config"] is False
+
+
+def test_home_option_and_env_var_choose_the_directory(tmp_path, monkeypatch):
+    a, b = tmp_path / "a", tmp_path / "b"
+    monkeypatch.setenv("HUBPROXY_HOME", str(b))
+    assert run_cli(a, "init").returncode == 0, "--home wins over the env var"
+    assert (a / "config.toml").exists() and not b.exists()
+    proc = subprocess.run([sys.executable, "-m", "hubproxy", "init"], capture_output=True, text=True, env=os.environ)
+    assert proc.returncode == 0, proc.stderr
+    assert (b / "config.toml").exists()
+
+
+def test_provider_key_from_stdin_goes_to_a_0600_file_without_keyring_never_to_config(cli, home):
+    cli("init")
+    out = cli("providers", "add", "qwen", "--base-url", "https://example.invalid/v1", "--api-key-stdin",
+              input="sk-very-secret\n").stdout
+    assert "no OS keyring" in out and "credentials.json" in out
+    creds = home / "credentials.json"
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+    assert "sk-very-secret" in creds.read_text()
+    assert "sk-very-secret" not in (home / "config.toml").read_text()
+    assert tomllib.loads((home / "config.toml").read_text())["providers"]["qwen"]["api_key_stored"] is True
+    cli("providers", "remove", "qwen")
+    assert "sk-very-secret" not in creds.read_text()
+
+
+def test_provider_env_reference_stores_only_the_name(cli, home):
+    cli("init")
+    cli("providers", "add", "deepseek", "--base-url", "https://api.deepseek.com/v1", "--api-key-env", "DS_KEY")
+    providers = cli.json("providers", "list")
+    assert providers == [{"name": "deepseek", "base_url": "https://api.deepseek.com/v1", "api_style": "openai",
+                          "api_key": "env:DS_KEY", "headers": [], "stream_usage": True}]
+
+
+def test_models_add_list_remove_with_alias(cli):
+    cli("init")
+    cli("providers", "add", "deepseek", "--base-url", "https://api.deepseek.com/v1", "--api-key-env", "K")
+    cli("models", "add", "ds", "--provider", "deepseek", "--upstream-model", "deepseek-chat",
+        "--input-price", "0.27", "--output-price", "1.10")
+    assert cli.json("models", "list") == [{"name": "ds", "provider": "deepseek", "upstream_model": "deepseek-chat",
+                                           "input_price": "0.27", "output_price": "1.1"}]
+    bad = cli("providers", "remove", "deepseek", ok=False)
+    assert bad.exit_code == 1 and "used by models ds" in bad.output
+    cli("models", "remove", "ds")
+    assert cli.json("models", "list") == []
+
+
+def test_users_keys_balance_round_trip(cli):
+    cli("init")
+    user = cli.json("users", "add", "dev@example.com", "--balance", "5")
+    assert user["balance"] == "5.00" and user["balance_pico_usd"] == 5 * 10**12
+    created = cli.json("keys", "create", "--user", "dev@example.com", "--name", "laptop")
+    assert created["key"].startswith("sk-hp-") and created["id"].startswith("key_")
+    listed = cli.json("keys", "list", "--user", "dev@example.com")
+    assert listed[0]["id"] == created["id"]
+    assert created["key"] not in str(listed), "listing must be masked"
+    assert listed[0]["key"].endswith(created["key"][-4:])
+    assert cli.json("users", "topup", "dev@example.com", "2.5")["balance"] == "7.50"
+    assert cli.json("balance", "dev@example.com")["balance"] == "7.50"
+    assert cli.json("keys", "revoke", created["id"])["status"] == "revoked"
+    assert cli.json("users", "disable", "dev@example.com")["status"] == "disabled"
+    assert [u["email"] for u in cli.json("users", "list")] == ["dev@example.com"]
+
+
+def test_usage_report_formats_on_empty_database(cli):
+    cli("init")
+    assert cli.json("usage", "report", "--by", "model") == []
+    assert cli("usage", "report", "--by", "user", "--format", "csv").stdout.startswith("group,requests")
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["users", "add", "not-an-email"], "is not an email address"),
+        (["users", "add", "a@b.co", "--balance", "lots"], "must be a number"),
+        (["users", "topup", "nobody@example.com", "5"], "no user"),
+        (["users", "topup", "a@b.co", "0.0000000000001"], "more than 12 decimal places"),
+        (["keys", "create", "--user", "nobody@example.com"], "no user"),
+        (["keys", "revoke", "key_nope"], "no key"),
+        (["models", "add", "m", "--provider", "nope", "--input-price", "1", "--output-price", "1"], "no provider"),
+        (["providers", "add", "Bad Name", "--base-url", "https://x.y/v1"], "provider name"),
+        (["providers", "add", "p", "--base-url", "ftp://x"], "base_url must be an http(s) URL"),
+        (["providers", "add", "p", "--base-url", "https://x.y", "--api-key-env", "1BAD"], "environment variable"),
+        (["providers", "test", "nope"], "no provider"),
+        (["balance", "nobody@example.com"], "no user"),
+    ],
+)
+def test_bad_input_is_one_line_nonzero_and_changes_nothing(home, args, message):
+    assert run_cli(home, "init").returncode == 0
+    assert run_cli(home, "users", "add", "a@b.co", "--balance", "1").returncode == 0
+    before = ((home / "config.toml").read_bytes(), run_cli(home, "users", "list", "--json").stdout)
+    proc = run_cli(home, *args)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert ((home / "config.toml").read_bytes(), run_cli(home, "users", "list", "--json").stdout) == before
+
+
+def test_commands_before_init_say_what_to_do(home):
+    proc = run_cli(home, "users", "list")
+    assert proc.returncode == 1
+    assert "run `hubproxy init` first" in proc.stderr
+
+
+def test_corrupt_database_is_a_clear_error(home):
+    assert run_cli(home, "init").returncode == 0
+    (home / "hubproxy.db").write_bytes(b"this is not sqlite" * 100)
+    for suffix in ("-wal", "-shm"):
+        (home / f"hubproxy.db{suffix}").unlink(missing_ok=True)
+    proc = run_cli(home, "users", "list")
+    assert proc.returncode == 1 and "corrupt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_broken_config_is_a_clear_error(home):
+    assert run_cli(home, "init").returncode == 0
+    (home / "config.toml").write_text("[server\nport = 'x'")
+    proc = run_cli(home, "models", "list")
+    assert proc.returncode == 1 and "not valid TOML" in proc.stderr
+    (home / "config.toml").write_text("[server]\nport = 'x'\n")
+    proc = run_cli(home, "models", "list")
+    assert proc.returncode == 1 and "port must be int" in proc.stderr
+
+
+def test_config_toml_refuses_a_secret(home):
+    assert run_cli(home, "init").returncode == 0
+    (home / "config.toml").write_text('[providers.x]\nbase_url = "https://x.y/v1"\napi_key = "sk-oops"\n')
+    proc = run_cli(home, "providers", "list")
+    assert proc.returncode == 1 and "secrets do not belong in config.toml" in proc.stderr

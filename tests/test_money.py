@@ -1,0 +1,62 @@
+"""Money is exact: integer pico-USD, integer micro-USD prices, no floats."""
+
+import pytest
+
+from hubproxy.billing import cost_of, read_usage
+from hubproxy.config import Model
+from hubproxy.money import MoneyError, format_price, format_usd, parse_price, parse_usd, token_cost
+
+
+def test_prices_times_tokens_are_exact_pico_usd():
+    price = parse_price("0.27")
+    assert price == 270_000
+    assert token_cost(1_000_000, price) == parse_usd("0.27")
+    assert token_cost(3, price) == 810_000
+    assert format_usd(token_cost(3, price)) == "0.00000081"
+
+
+def test_many_small_costs_add_up_exactly():
+    cost = token_cost(1, parse_price("0.1"))
+    assert sum([cost] * 10**6) == token_cost(10**6, parse_price("0.1")) == parse_usd("0.1")
+
+
+@pytest.mark.parametrize("text,pico", [("5", 5 * 10**12), ("$2.50", 2_500_000_000_000), ("0.000000000001", 1)])
+def test_parse_usd(text, pico):
+    assert parse_usd(text) == pico
+
+
+@pytest.mark.parametrize("text", ["abc", "1e400", "nan", "0.0000000000001", "-1", "99999999"])
+def test_parse_usd_refuses_inexact_or_silly_amounts(text):
+    with pytest.raises(MoneyError):
+        parse_usd(text)
+
+
+def test_negative_only_when_allowed():
+    assert parse_usd("-1.5", allow_negative=True) == -1_500_000_000_000
+
+
+@pytest.mark.parametrize("text", ["0.0000001", "-0.1", "x"])
+def test_parse_price_refuses_bad_prices(text):
+    with pytest.raises(MoneyError):
+        parse_price(text)
+
+
+def test_format_round_trips():
+    for text in ["0.27", "1.1", "15", "0.000001"]:
+        assert format_price(parse_price(text)) == text
+    assert format_usd(-1_230_000_000_000) == "-1.23"
+    assert format_usd(0) == "0.00"
+
+
+def test_cost_of_a_call():
+    model = Model("m", "p", "m", parse_price("0.27"), parse_price("1.10"))
+    assert cost_of(model, 1000, 500) == 1000 * 270_000 + 500 * 1_100_000
+
+
+def test_read_usage_accepts_openai_and_anthropic_shapes_and_rejects_junk():
+    assert read_usage({"prompt_tokens": 3, "completion_tokens": 4}) == (3, 4)
+    assert read_usage({"input_tokens": 3, "output_tokens": 4}) == (3, 4)
+    assert read_usage({"prompt_tokens": 3, "total_tokens": 3}) == (3, 0)
+    assert read_usage({"prompt_tokens": "3"}) is None
+    assert read_usage({"prompt_tokens": -1, "completion_tokens": 0}) is None
+    assert read_usage(None) is None

@@ -1,0 +1,196 @@
+"""The OpenAI API through hubproxy, driven by the official SDK against a fake upstream on a real port."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import openai
+import orjson
+import pytest
+
+from tests.conftest import raw_request, wait_for
+
+HELLO = [{"role": "user", "content": "say hello to me"}]
+PRICE_IN, PRICE_OUT = Decimal("0.27"), Decimal("1.10")
+
+
+def usd(prompt: int, completion: int) -> Decimal:
+    return (prompt * PRICE_IN + completion * PRICE_OUT) / 1_000_000
+
+
+def test_non_streamed_chat_bills_and_reports_cost(gateway):
+    resp = gateway.client().chat.completions.with_raw_response.create(model="deepseek-chat", messages=HELLO)
+    completion = resp.parse()
+    assert completion.choices[0].message.content == "hello from the fake upstream model"
+    assert completion.usage.prompt_tokens == 4 and completion.usage.completion_tokens == 6
+    assert Decimal(orjson.loads(resp.content)["usage"]["cost"].__str__()) == usd(4, 6)
+    assert completion._request_id and completion._request_id.startswith("req_")
+    assert resp.headers["x-request-id"] == completion._request_id
+
+
+def test_alias_is_rewritten_to_the_upstream_model_and_nothing_else_changes(gateway):
+    gateway.client().chat.completions.create(
+        model="ds", messages=HELLO, temperature=0.5, extra_body={"provider_extra": {"x": [1, 2]}}
+    )
+    sent = gateway.upstream.requests[-1]
+    assert sent["body"]["model"] == "deepseek-chat"
+    assert sent["body"]["temperature"] == 0.5 and sent["body"]["provider_extra"] == {"x": [1, 2]}
+
+
+def test_hubproxy_key_never_goes_upstream(gateway):
+    gateway.client().chat.completions.create(model="deepseek-chat", messages=HELLO)
+    headers = gateway.upstream.requests[-1]["headers"]
+    assert gateway.key not in str(headers)
+    assert headers["Authorization"] == f"Bearer {gateway.upstream.api_key}"
+
+
+def test_stream_relays_every_chunk_and_hides_usage_it_asked_for_itself(gateway):
+    chunks = list(gateway.client().chat.completions.create(model="deepseek-chat", messages=HELLO, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "hello from the fake upstream model "
+    assert all(c.choices for c in chunks), "the usage-only chunk must be hidden"
+    assert all(getattr(c, "usage", None) is None for c in chunks)
+    assert gateway.upstream.requests[-1]["body"]["stream_options"] == {"include_usage": True}
+
+
+def test_stream_with_include_usage_gets_usage_and_cost(gateway):
+    chunks = list(gateway.client().chat.completions.create(
+        model="deepseek-chat", messages=HELLO, stream=True, stream_options={"include_usage": True}
+    ))
+    final = chunks[-1]
+    assert final.choices == []
+    assert final.usage.prompt_tokens == 4 and final.usage.completion_tokens == 7
+    assert Decimal(str(final.usage.model_extra["cost"])) == usd(4, 7)
+
+
+def test_reasoning_content_and_tool_calls_pass_through(gateway):
+    client = gateway.client()
+    msg = client.chat.completions.create(model="reasoning", messages=HELLO).choices[0].message
+    assert msg.model_extra["reasoning_content"] == "let me think"
+    deltas = [c.choices[0].delta for c in client.chat.completions.create(model="reasoning", messages=HELLO,
+                                                                         stream=True) if c.choices]
+    assert deltas[0].model_extra["reasoning_content"] == "thinking"
+    msg = client.chat.completions.create(model="tools", messages=HELLO).choices[0].message
+    assert msg.tool_calls[0].function.name == "get_weather"
+    assert msg.tool_calls[0].function.arguments == '{"city": "Paris"}'
+    deltas = [c.choices[0].delta for c in client.chat.completions.create(model="tools", messages=HELLO,
+                                                                         stream=True) if c.choices]
+    assert deltas[0].tool_calls[0].function.name == "get_weather"
+
+
+def test_embeddings_and_legacy_completions_are_proxied_and_billed(gateway):
+    client = gateway.client()
+    emb = client.embeddings.create(model="text-embedding", input=["one two three", "four"])
+    assert len(emb.data) == 2 and emb.usage.prompt_tokens == 4
+    comp = client.completions.create(model="deepseek-chat", prompt="once upon a time")
+    assert comp.choices[0].text and comp.usage.completion_tokens == 6
+    with gateway.db() as db:
+        rows = db.execute("SELECT endpoint, prompt_tokens, completion_tokens, cost FROM usage ORDER BY id").fetchall()
+    assert rows == [("/embeddings", 4, 0, 4 * 20_000), ("/completions", 4, 6, 4 * 270_000 + 6 * 1_100_000)]
+
+
+def test_models_list_and_get(gateway):
+    client = gateway.client()
+    ids = {m.id for m in client.models.list()}
+    assert {"deepseek-chat", "ds", "text-embedding"} <= ids
+    model = client.models.retrieve("ds")
+    assert model.id == "ds" and model.owned_by == "fake" and model.object == "model"
+    with pytest.raises(openai.NotFoundError) as err:
+        client.models.retrieve("nope")
+    assert err.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize("header", ["x-api-key", "api-key"])
+def test_alternative_auth_headers(gateway, header):
+    resp = raw_request("GET", gateway.base_url + "/models", headers={header: gateway.key})
+    assert resp.status == 200 and resp.json()["object"] == "list"
+
+
+def test_wrong_key_is_401_and_not_retried(gateway):
+    with pytest.raises(openai.AuthenticationError) as err:
+        gateway.client(key="sk-hp-wrong").chat.completions.create(model="deepseek-chat", messages=HELLO)
+    assert err.value.status_code == 401 and err.value.code == "invalid_api_key"
+    assert err.value.response.headers["x-should-retry"] == "false"
+    assert err.value.request_id.startswith("req_")
+    resp = raw_request("GET", gateway.base_url + "/models")
+    assert resp.status == 401 and resp.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_unknown_model_is_404_model_not_found(gateway):
+    with pytest.raises(openai.NotFoundError) as err:
+        gateway.client().chat.completions.create(model="gpt-99", messages=HELLO)
+    assert err.value.code == "model_not_found" and "gpt-99" in err.value.message
+    assert err.value.body["param"] == "model"
+
+
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"messages": []}', "'model' is required"),
+        (b'{"model": "deepseek-chat", "stream": "yes"}', "'stream' must be a boolean"),
+        (b'{"model": "deepseek-chat", "max_tokens": -5}', "'max_tokens' must be a positive integer"),
+        (b"", "empty"),
+    ],
+)
+def test_malformed_requests_are_400_and_change_nothing(gateway, body, message):
+    headers = {"Authorization": f"Bearer {gateway.key}", "Content-Type": "application/json"}
+    resp = raw_request("POST", gateway.base_url + "/chat/completions", body=body, headers=headers)
+    assert resp.status == 400, resp.body
+    error = resp.json()["error"]
+    assert message in error["message"] and set(error) == {"message", "type", "code", "param"}
+    assert resp.headers["x-request-id"].startswith("req_")
+    assert gateway.cli.json("balance", "dev@example.com")["balance"] == "5.00"
+
+
+def test_huge_body_is_413_openai_shaped(gateway):
+    body = b'{"model": "deepseek-chat", "messages": [{"role": "user", "content": "' + b"x" * (17 * 1024 * 1024)
+    body += b'"}]}'
+    headers = {"Authorization": f"Bearer {gateway.key}", "Content-Type": "application/json"}
+    resp = raw_request("POST", gateway.base_url + "/chat/completions", body=body, headers=headers)
+    assert resp.status == 413 and resp.json()["error"]["code"] == "request_too_large"
+
+
+def test_unknown_route_is_openai_shaped_404(gateway):
+    resp = raw_request("GET", gateway.base_url + "/nothing-here")
+    assert resp.status == 404 and "error" in resp.json() and "x-request-id" in resp.headers
+
+
+def test_upstream_errors_pass_through_with_status_and_are_not_billed(gateway):
+    client = gateway.client()
+    with pytest.raises(openai.InternalServerError) as err:
+        client.chat.completions.create(model="fail-500", messages=HELLO)
+    assert err.value.status_code == 500 and err.value.body["message"] == "upstream exploded"
+    with pytest.raises(openai.RateLimitError) as err:
+        client.chat.completions.create(model="rate-limited", messages=HELLO)
+    assert err.value.response.headers["retry-after"] == "7"
+    assert gateway.cli.json("balance", "dev@example.com")["balance"] == "5.00"
+
+
+def test_unreachable_upstream_is_502_upstream_unavailable(gateway, cli):
+    cli("providers", "add", "dead", "--base-url", "http://127.0.0.1:9/v1")
+    cli("models", "add", "dead-model", "--provider", "dead", "--input-price", "1", "--output-price", "1")
+    client = gateway.client()
+    wait_for(lambda: "dead-model" in {m.id for m in client.models.list()})
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(model="dead-model", messages=HELLO)
+    assert err.value.status_code == 502 and err.value.code == "upstream_unavailable"
+    assert gateway.cli.json("balance", "dev@example.com")["balance"] == "5.00"
+
+
+def test_upstream_key_never_reaches_client_or_log(gateway):
+    client = gateway.client()
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="echo-key", messages=HELLO)
+    assert gateway.upstream.api_key not in err.value.response.text
+    assert "[redacted]" in err.value.message
+    client.chat.completions.create(model="deepseek-chat", messages=[{"role": "user", "content": "my secret prompt"}])
+    gateway.stop()
+    log = gateway.log()
+    assert gateway.upstream.api_key not in log
+    assert gateway.key not in log
+    assert "my secret prompt" not in log and "hello from the fake upstream" not in log
+    with gateway.db() as db:
+        dump = "\n".join(db.iterdump())
+    assert gateway.key not in dump and gateway.upstream.api_key not in dump and "my secret prompt" not in dump
