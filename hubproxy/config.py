@@ -41,9 +41,7 @@ class Paths:
         if chosen:
             root = Path(chosen).expanduser().resolve()
             return cls(root, root)
-        return cls(
-            Path(platformdirs.user_config_dir("hubproxy")), Path(platformdirs.user_data_dir("hubproxy"))
-        )
+        return cls(Path(platformdirs.user_config_dir("hubproxy")), Path(platformdirs.user_data_dir("hubproxy")))
 
     @property
     def config(self) -> Path:

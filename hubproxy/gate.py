@@ -52,9 +52,7 @@ class Gate:
 
     def read_changes(self, conn: sqlite3.Connection) -> Changes:
         """Rows changed since the last applied ones (runs on the writer thread)."""
-        return accounts.users_changed_since(conn, self._user_rev), accounts.keys_changed_since(
-            conn, self._key_rev
-        )
+        return accounts.users_changed_since(conn, self._user_rev), accounts.keys_changed_since(conn, self._key_rev)
 
     def apply_changes(self, changes: Changes) -> None:
         """Install changed rows (runs on the event loop)."""

@@ -16,9 +16,7 @@ class Route:
 
 class Router:
     def __init__(self, config: Config) -> None:
-        self._routes = {
-            name: Route(model, config.providers[model.provider]) for name, model in config.models.items()
-        }
+        self._routes = {name: Route(model, config.providers[model.provider]) for name, model in config.models.items()}
 
     def resolve(self, model: str) -> Route:
         route = self._routes.get(model)

@@ -91,9 +91,7 @@ def _read_file(path: Path) -> dict[str, str]:
     except FileNotFoundError:
         return {}
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise SecretError(
-            f"{path} is not valid JSON; fix or delete it and add the provider keys again"
-        ) from None
+        raise SecretError(f"{path} is not valid JSON; fix or delete it and add the provider keys again") from None
     return data if isinstance(data, dict) else {}
 
 

@@ -46,9 +46,7 @@ class HttpResult:
         return json.loads(self.body)
 
 
-def raw_request(
-    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
-) -> HttpResult:
+def raw_request(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> HttpResult:
     """A raw HTTP call (for what the SDK would refuse to send: bad JSON, odd headers)."""
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)

@@ -34,6 +34,7 @@ class FakeUpstream:
         self.open_streams = 0
         self.cancelled_streams = 0
         self.stream_delay = 0.0
+        self.delay = 0.0
         self.stream_words = REPLY.split()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -63,7 +64,7 @@ class FakeUpstream:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         self._loop.run_until_complete(site.start())
@@ -106,6 +107,8 @@ class FakeUpstream:
             return special
         if model == "hang":
             await asyncio.sleep(3600)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         prompt = count_prompt_words(body)
         if body.get("stream"):
             return await self._stream(request, body, prompt)
@@ -243,10 +246,7 @@ class FakeUpstream:
             {
                 "object": "list",
                 "model": body["model"],
-                "data": [
-                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
-                    for i in range(len(inputs))
-                ],
+                "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(inputs))],
                 "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
             }
         )

@@ -33,8 +33,15 @@ def test_home_option_and_env_var_choose_the_directory(tmp_path, monkeypatch):
 
 def test_provider_key_from_stdin_goes_to_a_0600_file_without_keyring_never_to_config(cli, home):
     cli("init")
-    out = cli("providers", "add", "qwen", "--base-url", "https://example.invalid/v1", "--api-key-stdin",
-              input="sk-very-secret\n").stdout
+    out = cli(
+        "providers",
+        "add",
+        "qwen",
+        "--base-url",
+        "https://example.invalid/v1",
+        "--api-key-stdin",
+        input="sk-very-secret\n",
+    ).stdout
     assert "no OS keyring" in out and "credentials.json" in out
     creds = home / "credentials.json"
     assert stat.S_IMODE(creds.stat().st_mode) == 0o600
@@ -49,17 +56,43 @@ def test_provider_env_reference_stores_only_the_name(cli, home):
     cli("init")
     cli("providers", "add", "deepseek", "--base-url", "https://api.deepseek.com/v1", "--api-key-env", "DS_KEY")
     providers = cli.json("providers", "list")
-    assert providers == [{"name": "deepseek", "base_url": "https://api.deepseek.com/v1", "api_style": "openai",
-                          "api_key": "env:DS_KEY", "headers": [], "stream_usage": True}]
+    assert providers == [
+        {
+            "name": "deepseek",
+            "base_url": "https://api.deepseek.com/v1",
+            "api_style": "openai",
+            "api_key": "env:DS_KEY",
+            "headers": [],
+            "stream_usage": True,
+        }
+    ]
 
 
 def test_models_add_list_remove_with_alias(cli):
     cli("init")
     cli("providers", "add", "deepseek", "--base-url", "https://api.deepseek.com/v1", "--api-key-env", "K")
-    cli("models", "add", "ds", "--provider", "deepseek", "--upstream-model", "deepseek-chat",
-        "--input-price", "0.27", "--output-price", "1.10")
-    assert cli.json("models", "list") == [{"name": "ds", "provider": "deepseek", "upstream_model": "deepseek-chat",
-                                           "input_price": "0.27", "output_price": "1.1"}]
+    cli(
+        "models",
+        "add",
+        "ds",
+        "--provider",
+        "deepseek",
+        "--upstream-model",
+        "deepseek-chat",
+        "--input-price",
+        "0.27",
+        "--output-price",
+        "1.10",
+    )
+    assert cli.json("models", "list") == [
+        {
+            "name": "ds",
+            "provider": "deepseek",
+            "upstream_model": "deepseek-chat",
+            "input_price": "0.27",
+            "output_price": "1.1",
+        }
+    ]
     bad = cli("providers", "remove", "deepseek", ok=False)
     assert bad.exit_code == 1 and "used by models ds" in bad.output
     cli("models", "remove", "ds")

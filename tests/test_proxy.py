@@ -54,9 +54,11 @@ def test_stream_relays_every_chunk_and_hides_usage_it_asked_for_itself(gateway):
 
 
 def test_stream_with_include_usage_gets_usage_and_cost(gateway):
-    chunks = list(gateway.client().chat.completions.create(
-        model="deepseek-chat", messages=HELLO, stream=True, stream_options={"include_usage": True}
-    ))
+    chunks = list(
+        gateway.client().chat.completions.create(
+            model="deepseek-chat", messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+    )
     final = chunks[-1]
     assert final.choices == []
     assert final.usage.prompt_tokens == 4 and final.usage.completion_tokens == 7
@@ -67,14 +69,20 @@ def test_reasoning_content_and_tool_calls_pass_through(gateway):
     client = gateway.client()
     msg = client.chat.completions.create(model="reasoning", messages=HELLO).choices[0].message
     assert msg.model_extra["reasoning_content"] == "let me think"
-    deltas = [c.choices[0].delta for c in client.chat.completions.create(model="reasoning", messages=HELLO,
-                                                                         stream=True) if c.choices]
+    deltas = [
+        c.choices[0].delta
+        for c in client.chat.completions.create(model="reasoning", messages=HELLO, stream=True)
+        if c.choices
+    ]
     assert deltas[0].model_extra["reasoning_content"] == "thinking"
     msg = client.chat.completions.create(model="tools", messages=HELLO).choices[0].message
     assert msg.tool_calls[0].function.name == "get_weather"
     assert msg.tool_calls[0].function.arguments == '{"city": "Paris"}'
-    deltas = [c.choices[0].delta for c in client.chat.completions.create(model="tools", messages=HELLO,
-                                                                         stream=True) if c.choices]
+    deltas = [
+        c.choices[0].delta
+        for c in client.chat.completions.create(model="tools", messages=HELLO, stream=True)
+        if c.choices
+    ]
     assert deltas[0].tool_calls[0].function.name == "get_weather"
 
 

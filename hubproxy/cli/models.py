@@ -27,9 +27,7 @@ def add(
     ctx: typer.Context,
     name: str,
     provider: str = typer.Option(..., "--provider"),
-    upstream_model: str = typer.Option(
-        None, "--upstream-model", help="Name upstream knows it by (default: NAME)."
-    ),
+    upstream_model: str = typer.Option(None, "--upstream-model", help="Name upstream knows it by (default: NAME)."),
     input_price: str = typer.Option(..., "--input-price", help="USD per 1M prompt tokens."),
     output_price: str = typer.Option(..., "--output-price", help="USD per 1M completion tokens."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing model of this name."),
@@ -69,9 +67,7 @@ def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> Non
         return
     table = Table("model", "provider", "upstream model", "input $/1M", "output $/1M")
     for m in config.models.values():
-        table.add_row(
-            m.name, m.provider, m.upstream_model, format_price(m.input_price), format_price(m.output_price)
-        )
+        table.add_row(m.name, m.provider, m.upstream_model, format_price(m.input_price), format_price(m.output_price))
     console.print(table)
 
 

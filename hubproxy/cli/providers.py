@@ -43,12 +43,8 @@ def add(
     ctx: typer.Context,
     name: str,
     base_url: str = typer.Option(..., "--base-url", help="e.g. https://api.deepseek.com/v1"),
-    api_key_env: str = typer.Option(
-        None, "--api-key-env", help="Read the key from this env var at call time."
-    ),
-    api_key_stdin: bool = typer.Option(
-        False, "--api-key-stdin", help="Read the key from stdin; store it safely."
-    ),
+    api_key_env: str = typer.Option(None, "--api-key-env", help="Read the key from this env var at call time."),
+    api_key_stdin: bool = typer.Option(False, "--api-key-stdin", help="Read the key from stdin; store it safely."),
     header: list[str] = typer.Option([], "--header", help="Extra header sent upstream, 'Name: value'."),
     no_stream_usage: bool = typer.Option(
         False, "--no-stream-usage", help="Upstream rejects stream_options; estimate streamed usage instead."

@@ -31,7 +31,5 @@ def serve(
         console.print("models: " + ", ".join(sorted(config.models)))
     else:
         console.print("no models yet: hubproxy providers add …; hubproxy models add …")
-    console.print(
-        f"point tools at it:  OPENAI_BASE_URL={base}  OPENAI_API_KEY=<a key from `hubproxy keys create`>"
-    )
+    console.print(f"point tools at it:  OPENAI_BASE_URL={base}  OPENAI_API_KEY=<a key from `hubproxy keys create`>")
     run(where, config, host, port)

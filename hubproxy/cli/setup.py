@@ -18,9 +18,7 @@ def init(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="Pr
         config.save(where.config)
     connect(where.database, create=True).close()
     if json:
-        print_json(
-            {"config": str(where.config), "database": str(where.database), "created_config": created_config}
-        )
+        print_json({"config": str(where.config), "database": str(where.database), "created_config": created_config})
         return
     console.print(f"config:   {where.config}{'' if created_config else '  (kept existing)'}")
     console.print(f"database: {where.database}")

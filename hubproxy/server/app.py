@@ -31,9 +31,7 @@ LAST_USED_FLUSH_SECONDS = 1.0
 
 
 def create_app(paths: Paths, config: Config) -> web.Application:
-    app = web.Application(
-        client_max_size=config.server.max_body_mb * 1024 * 1024, middlewares=[error_middleware]
-    )
+    app = web.Application(client_max_size=config.server.max_body_mb * 1024 * 1024, middlewares=[error_middleware])
     app[STATE] = GatewayState(
         paths=paths,
         config=config,
@@ -69,9 +67,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     loop = asyncio.get_running_loop()
     prepare_database(state.paths, state.gate)
-    state.stored_secrets = await loop.run_in_executor(
-        None, load_stored_secrets, state.paths, state.config.providers
-    )
+    state.stored_secrets = await loop.run_in_executor(None, load_stored_secrets, state.paths, state.config.providers)
     state.config_mtime = _mtime(state.paths)
     state.writer.watch(state.gate.read_changes, state.gate.apply_changes)
     state.writer.start(loop)

@@ -45,15 +45,11 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         message = exc.text if exc.status != 413 else "Request body is too large."
         if exc.status == 404:
             message = f"Unknown route {request.method} {request.path}."
-        err = GatewayError(
-            exc.status, HTTP_CODES.get(exc.status, "invalid_request_error"), message or exc.reason
-        )
+        err = GatewayError(exc.status, HTTP_CODES.get(exc.status, "invalid_request_error"), message or exc.reason)
         return error_response(err, request_id)
     except Exception:
         log.exception("internal error on %s %s (request %s)", request.method, request.path, request_id)
-        err = GatewayError(
-            500, "internal_error", "hubproxy hit an internal error.", type="api_error", retryable=True
-        )
+        err = GatewayError(500, "internal_error", "hubproxy hit an internal error.", type="api_error", retryable=True)
         return error_response(err, request_id)
     if not response.prepared:
         response.headers[REQUEST_ID] = request_id

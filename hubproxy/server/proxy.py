@@ -132,9 +132,7 @@ async def send_upstream(
     timeouts = state.config.timeouts
     try:
         async with asyncio.timeout(timeouts.first_byte):
-            return await session.post(
-                adapter.url(endpoint), data=payload, headers=adapter.headers(api_key, stream)
-            )
+            return await session.post(adapter.url(endpoint), data=payload, headers=adapter.headers(api_key, stream))
     except TimeoutError:
         raise errors.upstream_unavailable(
             f"Provider {provider.name!r} did not answer within {timeouts.first_byte:g}s."
@@ -179,9 +177,7 @@ async def complete_json(
         await meter.settle(tokens[0], tokens[1], estimated=False, status="ok", http_status=200)
         usage["cost"] = orjson.Fragment(format_usd(meter.cost, min_places=1).encode())
         data = orjson.dumps(parsed)
-    return web.Response(
-        body=data, status=200, content_type="application/json", headers={REQUEST_ID: request_id}
-    )
+    return web.Response(body=data, status=200, content_type="application/json", headers={REQUEST_ID: request_id})
 
 
 async def upstream_error(

@@ -110,9 +110,7 @@ class StreamRelay:
     async def fail(self, message: str) -> None:
         """Upstream broke mid-stream: tell the client in-band (the status line is already sent)."""
         await self.settle_estimated("upstream_broken", 502)
-        body = {
-            "error": {"message": message, "type": "api_error", "code": "upstream_unavailable", "param": None}
-        }
+        body = {"error": {"message": message, "type": "api_error", "code": "upstream_unavailable", "param": None}}
         await self.send(b"data: " + orjson.dumps(body) + b"\n\n")
 
 

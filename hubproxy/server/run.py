@@ -23,9 +23,7 @@ def event_loop_policy() -> str:
 
 
 def run(paths: Paths, config: Config, host: str, port: int) -> None:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not config.server.access_log:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     app = create_app(paths, config)

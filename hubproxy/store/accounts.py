@@ -115,9 +115,7 @@ def list_users(conn: sqlite3.Connection) -> list[UserRow]:
     return [UserRow(*r) for r in conn.execute(f"SELECT {USER_COLUMNS} FROM users ORDER BY id")]
 
 
-def topup(
-    conn: sqlite3.Connection, email: str, amount: int, kind: str = "topup", note: str | None = None
-) -> UserRow:
+def topup(conn: sqlite3.Connection, email: str, amount: int, kind: str = "topup", note: str | None = None) -> UserRow:
     with transaction(conn):
         user = get_user(conn, email)
         add_ledger(conn, user.id, kind, amount, note)
@@ -127,9 +125,7 @@ def topup(
 def set_user_status(conn: sqlite3.Connection, email: str, status: str) -> UserRow:
     with transaction(conn):
         user = get_user(conn, email)
-        conn.execute(
-            "UPDATE users SET status = ?, rev = ? WHERE id = ?", (status, _next_rev(conn, "users"), user.id)
-        )
+        conn.execute("UPDATE users SET status = ?, rev = ? WHERE id = ?", (status, _next_rev(conn, "users"), user.id))
     return get_user(conn, email)
 
 
@@ -142,8 +138,7 @@ def create_key(conn: sqlite3.Connection, email: str, name: str) -> tuple[KeyRow,
     with transaction(conn):
         user = get_user(conn, email)
         conn.execute(
-            "INSERT INTO api_keys (id, user_id, name, key_hash, prefix, last4, rev) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, user_id, name, key_hash, prefix, last4, rev) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (key_id, user.id, name, apikey.hash_key(full), full[:9], full[-4:], _next_rev(conn, "api_keys")),
         )
     return get_key(conn, key_id), full
@@ -190,9 +185,7 @@ def keys_changed_since(conn: sqlite3.Connection, rev: int) -> list[KeyRow]:
 
 def touch_keys(conn: sqlite3.Connection, last_used: dict[str, str]) -> None:
     """Record when keys were last used (batched by the server; does not bump rev)."""
-    conn.executemany(
-        "UPDATE api_keys SET last_used_at = ? WHERE id = ?", [(t, k) for k, t in last_used.items()]
-    )
+    conn.executemany("UPDATE api_keys SET last_used_at = ? WHERE id = ?", [(t, k) for k, t in last_used.items()])
 
 
 def ledger_mismatches(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:

@@ -39,9 +39,7 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
         raise DatabaseError(f"no database at {path}; run `hubproxy init` first")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        conn = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-        )
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")

@@ -23,9 +23,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     """Apply every migration not yet recorded in `_migrations`, each in its own transaction."""
     db = sqlite_utils.Database(conn)
     if "_migrations" not in db.table_names():
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-        )
+        conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     applied = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
     for fn in MIGRATIONS:
         if fn.__name__ in applied:

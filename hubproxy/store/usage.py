@@ -10,8 +10,7 @@ from hubproxy.store.accounts import add_ledger
 from hubproxy.store.db import transaction
 
 RESERVATION_COLUMNS = (
-    "id, user_id, key_id, model, provider, upstream_model, endpoint, stream, amount, prompt_tokens, "
-    "prompt_cost"
+    "id, user_id, key_id, model, provider, upstream_model, endpoint, stream, amount, prompt_tokens, prompt_cost"
 )
 REPORT_GROUPS = {
     "model": "model",
@@ -24,9 +23,7 @@ REPORT_GROUPS = {
 
 def open_reservation(conn: sqlite3.Connection, r: Reservation) -> None:
     """Persist a reservation so that a killed server's in-flight calls are settled on restart."""
-    conn.execute(
-        f"INSERT INTO reservations ({RESERVATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", astuple(r)
-    )
+    conn.execute(f"INSERT INTO reservations ({RESERVATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", astuple(r))
 
 
 def record_call(conn: sqlite3.Connection, rec: CallRecord) -> int:
@@ -74,9 +71,7 @@ def settle_leftover_reservations(conn: sqlite3.Connection) -> int:
     return len(rows)
 
 
-def usage_report(
-    conn: sqlite3.Connection, by: str, since: str | None = None, user: str | None = None
-) -> list[dict]:
+def usage_report(conn: sqlite3.Connection, by: str, since: str | None = None, user: str | None = None) -> list[dict]:
     """Requests, tokens and cost grouped by model, user, key, provider or day."""
     group = REPORT_GROUPS[by]
     where, params = [], []

@@ -1,0 +1,174 @@
+"""Billing invariants: exact sums, ledger == balance, no overspend, changes seen without restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import openai
+import pytest
+
+from tests.conftest import run_cli, wait_for
+
+HELLO = [{"role": "user", "content": "say hello to me"}]
+FIVE_USD = 5 * 10**12
+
+
+def ledger_state(gateway) -> tuple[int, int, int]:
+    """(balance, sum of ledger, sum of usage costs) for dev@example.com, straight from SQLite."""
+    with gateway.db() as db:
+        uid, balance = db.execute("SELECT id, balance FROM users WHERE email = 'dev@example.com'").fetchone()
+        ledger = db.execute("SELECT sum(amount) FROM ledger WHERE user_id = ?", (uid,)).fetchone()[0]
+        costs = db.execute("SELECT coalesce(sum(cost), 0) FROM usage WHERE user_id = ?", (uid,)).fetchone()[0]
+    return balance, ledger, costs
+
+
+def test_usage_costs_equal_balance_change_to_the_unit(gateway):
+    client = gateway.client()
+    for i in range(5):
+        client.chat.completions.create(model="deepseek-chat", messages=[{"role": "user", "content": "w " * i}])
+        list(client.chat.completions.create(model="ds", messages=HELLO, stream=True))
+        list(
+            client.chat.completions.create(
+                model="deepseek-chat", messages=HELLO, stream=True, stream_options={"include_usage": True}
+            )
+        )
+        client.embeddings.create(model="text-embedding", input="a b c")
+    balance, ledger, costs = ledger_state(gateway)
+    assert balance == ledger, "users.balance must equal sum(ledger)"
+    assert FIVE_USD - balance == costs, "the sum of usage costs must equal the balance change"
+    with gateway.db() as db:
+        rows = db.execute("SELECT model, prompt_tokens, completion_tokens, cost, estimated FROM usage").fetchall()
+    assert len(rows) == 20
+    prices = {"deepseek-chat": (270_000, 1_100_000), "ds": (270_000, 1_100_000), "text-embedding": (20_000, 0)}
+    for model, prompt, completion, cost, estimated in rows:
+        assert estimated == 0
+        assert cost == prompt * prices[model][0] + completion * prices[model][1]
+    shown = run_cli(gateway.home, "balance", "dev@example.com", "--json")
+    assert f'"balance_pico_usd": {balance}' in shown.stdout
+
+
+def test_each_answer_is_billed_before_the_client_sees_it(gateway):
+    client = gateway.client()
+    for _ in range(3):
+        client.chat.completions.create(model="deepseek-chat", messages=HELLO)
+        with gateway.db() as db:
+            open_reservations = db.execute("SELECT count(*) FROM reservations").fetchone()[0]
+            billed = db.execute("SELECT count(*) FROM usage").fetchone()[0]
+        assert open_reservations == 0
+    assert billed == 3
+
+
+async def _fire(gateway, key: str, n: int) -> list:
+    client = gateway.async_client(key=key)
+    calls = [client.chat.completions.create(model="deepseek-chat", messages=HELLO, max_tokens=1000) for _ in range(n)]
+    try:
+        return await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        await client.close()
+
+
+def test_fifty_parallel_calls_cannot_overspend_a_tiny_balance(gateway):
+    key = gateway.new_user("tiny@example.com", "0.01")
+    wait_for(lambda: _works(gateway, key))
+    gateway.upstream.delay = 0.5
+    results = asyncio.run(_fire(gateway, key, 50))
+    ok = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, openai.APIStatusError)]
+    assert len(ok) + len(refused) == 50
+    assert ok and refused
+    assert all(r.status_code == 402 and r.code == "insufficient_quota" for r in refused)
+    assert all(r.response.headers["x-should-retry"] == "false" for r in refused)
+    with gateway.db() as db:
+        balance, ledger = db.execute(
+            "SELECT balance, (SELECT sum(amount) FROM ledger WHERE user_id = users.id) FROM users "
+            "WHERE email = 'tiny@example.com'"
+        ).fetchone()
+    assert balance >= 0 and balance == ledger
+
+
+def _works(gateway, key: str) -> bool:
+    try:
+        gateway.client(key=key).models.list()
+        return True
+    except openai.AuthenticationError:
+        return False
+
+
+def test_insufficient_balance_is_402_and_the_sdk_does_not_retry(gateway):
+    key = gateway.new_user("broke@example.com", "0")
+    wait_for(lambda: _works(gateway, key))
+    before = len(gateway.upstream.requests)
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=3)
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(model="deepseek-chat", messages=HELLO)
+    assert err.value.status_code == 402 and err.value.code == "insufficient_quota"
+    assert time.monotonic() - started < 0.5, "no retries with backoff"
+    assert len(gateway.upstream.requests) == before
+
+
+def test_revoked_key_is_refused_and_new_key_works_within_a_second_without_restart(gateway):
+    client = gateway.client()
+    client.chat.completions.create(model="deepseek-chat", messages=HELLO)
+    revoke = run_cli(gateway.home, "keys", "revoke", gateway.key_id)
+    assert revoke.returncode == 0, revoke.stderr
+    revoked_at = time.monotonic()
+    wait_for(lambda: not _works(gateway, gateway.key), timeout=1.0, interval=0.02)
+    assert time.monotonic() - revoked_at <= 1.0
+    with pytest.raises(openai.AuthenticationError) as err:
+        client.chat.completions.create(model="deepseek-chat", messages=HELLO)
+    assert "revoked" in err.value.message
+    created = run_cli(gateway.home, "keys", "create", "--user", "dev@example.com", "--json")
+    new_key = json.loads(created.stdout)["key"]
+    made_at = time.monotonic()
+    wait_for(lambda: _works(gateway, new_key), timeout=1.0, interval=0.02)
+    assert time.monotonic() - made_at <= 1.0
+    gateway.client(key=new_key).chat.completions.create(model="deepseek-chat", messages=HELLO)
+
+
+def test_topup_and_disable_take_effect_while_serving(gateway):
+    key = gateway.new_user("late@example.com", "0")
+    wait_for(lambda: _works(gateway, key))
+    with pytest.raises(openai.APIStatusError):
+        gateway.client(key=key).chat.completions.create(model="deepseek-chat", messages=HELLO)
+    assert run_cli(gateway.home, "users", "topup", "late@example.com", "1").returncode == 0
+
+    def succeeds() -> bool:
+        try:
+            gateway.client(key=key).chat.completions.create(model="deepseek-chat", messages=HELLO)
+            return True
+        except openai.APIStatusError:
+            return False
+
+    wait_for(succeeds, timeout=1.0, interval=0.02)
+    assert run_cli(gateway.home, "users", "disable", "late@example.com").returncode == 0
+    wait_for(lambda: not _works(gateway, key), timeout=1.0, interval=0.02)
+
+
+def test_cli_during_load_neither_fails_nor_stalls_the_server(gateway):
+    async def load() -> list:
+        client = gateway.async_client()
+        try:
+            calls = [client.chat.completions.create(model="deepseek-chat", messages=HELLO) for _ in range(300)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            await client.close()
+
+    topups = [
+        subprocess.Popen(
+            [sys.executable, "-m", "hubproxy", "--home", str(gateway.home), "users", "topup", "dev@example.com", "0.5"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    results = asyncio.run(load())
+    assert [r for r in results if isinstance(r, Exception)] == []
+    assert all(p.wait(60) == 0 for p in topups)
+    balance, ledger, costs = ledger_state(gateway)
+    assert balance == ledger
+    assert FIVE_USD + 4 * 500_000_000_000 - balance == costs
