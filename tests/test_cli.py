@@ -181,3 +181,30 @@ def test_config_toml_refuses_a_secret(home):
     (home / "config.toml").write_text('[providers.x]\nbase_url = "https://x.y/v1"\napi_key = "sk-oops"\n')
     proc = run_cli(home, "providers", "list")
     assert proc.returncode == 1 and "secrets do not belong in config.toml" in proc.stderr
+
+
+def test_config_example_loads_and_documents_every_setting():
+    from dataclasses import fields
+    from pathlib import Path
+
+    from hubproxy.config import BillingSettings, Config, ServerSettings, Timeouts
+
+    example = Path(__file__).parent.parent / "config.example.toml"
+    config = Config.load(example)
+    assert config.models["ds"].upstream_model == "deepseek-chat"
+    text = example.read_text()
+    for kind in (ServerSettings, Timeouts, BillingSettings):
+        for field in fields(kind):
+            line = next(line for line in text.splitlines() if line.startswith(f"{field.name} ="))
+            assert "#" in line, f"{field.name} needs a comment"
+            assert str(getattr(kind(), field.name)).lower() in line.lower(), f"{field.name} default differs"
+
+
+def test_providers_test_reaches_the_upstream_with_its_key(cli, upstream, monkeypatch):
+    cli("init")
+    cli("providers", "add", "fake", "--base-url", upstream.base_url, "--api-key-env", "FAKE_KEY")
+    monkeypatch.setenv("FAKE_KEY", upstream.api_key)
+    assert "OK, 1 models" in cli("providers", "test", "fake").stdout
+    monkeypatch.setenv("FAKE_KEY", "wrong")
+    bad = cli("providers", "test", "fake", ok=False)
+    assert bad.exit_code == 1 and "HTTP 401" in bad.output

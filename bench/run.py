@@ -1,0 +1,305 @@
+"""hubproxy benchmark: `python -m bench.run` prints one table and writes bench/results.json.
+
+Starts a fast fake upstream, the plain aiohttp passthrough baseline and hubproxy (fresh home, key
+auth, reservation and a durable usage row per call, access log off), each pinned to a core where
+the OS allows it; loads each the same way in the same run; and reports requests/s (wrk where
+installed, else an aiohttp load generator), added latency at one connection, streaming chunk
+delay under many concurrent streams, resident memory, and hubproxy's ratios to the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = b'{"model":"bench","messages":[{"role":"user","content":"hello there, how are you today?"}]}'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(core: int | None):
+    def pin() -> None:
+        if core is not None and hasattr(os, "sched_setaffinity") and core < os.cpu_count():
+            os.sched_setaffinity(0, {core})
+
+    return pin
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return float("nan")
+    match = re.search(r"VmRSS:\s+(\d+) kB", text)
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+def wait_ready(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    pid: int
+    headers: dict[str, str] = field(default_factory=dict)
+    results: dict[str, float] = field(default_factory=dict)
+
+
+def start(cmd: list[str], core: int | None, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        cmd,
+        preexec_fn=pinned(core),
+        env=env or os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+
+
+def setup_hubproxy_home(home: Path, upstream: str) -> str:
+    """Fresh home with one provider, one priced model, one user and key; returns the key."""
+    from hubproxy.config import Config, Model, Provider
+    from hubproxy.money import parse_price, parse_usd
+    from hubproxy.store import accounts
+    from hubproxy.store.db import connect
+
+    config = Config()
+    config.server.access_log = False
+    config.providers["bench"] = Provider("bench", upstream)
+    config.models["bench"] = Model("bench", "bench", "bench", parse_price("0.27"), parse_price("1.10"))
+    config.save(home / "config.toml")
+    conn = connect(home / "hubproxy.db", create=True)
+    accounts.add_user(conn, "bench@example.com", parse_usd("100000"))
+    _, key = accounts.create_key(conn, "bench@example.com", "bench")
+    conn.close()
+    return key
+
+
+def run_wrk(target: Target, connections: int, duration: float, core: int | None) -> float:
+    headers = {"Content-Type": "application/json", **target.headers}
+    lines = ['wrk.method = "POST"', f"wrk.body = '{BODY.decode()}'"]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write("\n".join(lines) + "\n")
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, int(duration))}s",
+        "-s",
+        script.name,
+        target.url + "/chat/completions",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pinned(core)).stdout
+    os.unlink(script.name)
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        print(f"  warning: {target.name}: {errors.group(1)} non-2xx responses", file=sys.stderr)
+    return float(match.group(1)) if match else 0.0
+
+
+async def aiohttp_load(target: Target, connections: int, duration: float) -> float:
+    headers = {"Content-Type": "application/json", **target.headers}
+    done = 0
+    stop_at = time.monotonic() + duration
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal done
+        while time.monotonic() < stop_at:
+            async with session.post(target.url + "/chat/completions", data=BODY, headers=headers) as r:
+                await r.read()
+                done += 1
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
+        started = time.monotonic()
+        await asyncio.gather(*(worker(session) for _ in range(connections)))
+        return done / (time.monotonic() - started)
+
+
+async def latency_one_connection(target: Target, requests: int) -> tuple[float, float]:
+    headers = {"Content-Type": "application/json", **target.headers}
+    samples = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        for i in range(requests + 50):
+            t0 = time.perf_counter()
+            async with session.post(target.url + "/chat/completions", data=BODY, headers=headers) as r:
+                await r.read()
+            if i >= 50:
+                samples.append((time.perf_counter() - t0) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
+
+
+async def stream_delays(target: Target, streams: int, chunks: int, gap: float) -> tuple[float, float, float]:
+    """Concurrent streams; returns p50/p99 ms from upstream send to client receipt, and chunks per read."""
+    body = orjson.dumps(
+        {
+            "model": "bench",
+            "stream": True,
+            "bench_chunks": chunks,
+            "bench_gap": gap,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+    )
+    headers = {"Content-Type": "application/json", **target.headers}
+    delays: list[float] = []
+    reads = events = 0
+
+    async def one(session: aiohttp.ClientSession) -> None:
+        nonlocal reads, events
+        async with session.post(target.url + "/chat/completions", data=body, headers=headers) as r:
+            buffer = b""
+            async for data in r.content.iter_any():
+                now = time.time_ns()
+                reads += 1
+                buffer += data
+                while b"\n\n" in buffer:
+                    event, buffer = buffer.split(b"\n\n", 1)
+                    match = re.search(rb'"sent_ns":(\d+)', event)
+                    if match:
+                        events += 1
+                        delays.append((now - int(match.group(1))) / 1e6)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        await asyncio.gather(*(one(session) for _ in range(streams)))
+    delays.sort()
+    if not delays:
+        return float("nan"), float("nan"), float("nan")
+    return statistics.median(delays), delays[int(len(delays) * 0.99) - 1], events / max(reads, 1)
+
+
+def measure(target: Target, args: argparse.Namespace, use_wrk: bool) -> None:
+    print(f"measuring {target.name} …", file=sys.stderr)
+    if use_wrk:
+        target.results["rps"] = run_wrk(target, args.connections, args.duration, core=0)
+    else:
+        target.results["rps"] = asyncio.run(aiohttp_load(target, args.connections, args.duration))
+    target.results["rss_mb_after_load"] = rss_mb(target.pid)
+    p50, p99 = asyncio.run(latency_one_connection(target, args.latency_requests))
+    target.results["p50_ms"], target.results["p99_ms"] = p50, p99
+    s50, s99, per_read = asyncio.run(stream_delays(target, args.streams, args.chunks, args.gap))
+    target.results["stream_p50_ms"], target.results["stream_p99_ms"] = s50, s99
+    target.results["events_per_read"] = per_read
+    target.results["rss_mb_after_streams"] = rss_mb(target.pid)
+
+
+def print_table(targets: list[Target], baseline: Target, direct: Target) -> None:
+    cols = ["rps", "p50_ms", "p99_ms", "stream_p50_ms", "stream_p99_ms", "rss_mb_after_streams"]
+    print(f"\n{'target':<14}" + "".join(f"{c:>22}" for c in cols))
+    for t in targets:
+        print(f"{t.name:<14}" + "".join(f"{t.results.get(c, float('nan')):>22.3f}" for c in cols))
+    hub = next(t for t in targets if t.name == "hubproxy")
+    print("\nhubproxy vs passthrough, same run:")
+    print(f"  throughput ratio           {hub.results['rps'] / baseline.results['rps']:.2%}")
+    print(
+        f"  added p50 latency (ms)     {hub.results['p50_ms'] - direct.results['p50_ms']:.3f}"
+        f"   (passthrough adds {baseline.results['p50_ms'] - direct.results['p50_ms']:.3f})"
+    )
+    print(
+        f"  added p99 latency (ms)     {hub.results['p99_ms'] - direct.results['p99_ms']:.3f}"
+        f"   (passthrough adds {baseline.results['p99_ms'] - direct.results['p99_ms']:.3f})"
+    )
+    print(
+        f"  stream chunk delay p99 (ms) {hub.results['stream_p99_ms']:.3f}"
+        f"   (passthrough {baseline.results['stream_p99_ms']:.3f})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per target")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--latency-requests", type=int, default=2000)
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--chunks", type=int, default=20)
+    parser.add_argument("--gap", type=float, default=0.05, help="seconds between upstream chunks")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument("--no-wrk", action="store_true", help="use the aiohttp load generator even if wrk exists")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds in all, for tests")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.duration, args.latency_requests, args.streams, args.chunks = 1.0, 50, 5, 3
+    use_wrk = shutil.which("wrk") is not None and not args.no_wrk
+    if not use_wrk and not args.no_wrk:
+        print("wrk not found (apt-get install wrk): using the aiohttp load generator", file=sys.stderr)
+
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="hubproxy-bench-") as tmp:
+        try:
+            up_port, pass_port, hub_port = free_port(), free_port(), free_port()
+            upstream_url = f"http://127.0.0.1:{up_port}/v1"
+            procs.append(start([sys.executable, "-m", "bench.upstream", "--port", str(up_port)], core=0))
+            procs.append(
+                start(
+                    [sys.executable, "-m", "bench.passthrough", "--port", str(pass_port), "--upstream", upstream_url],
+                    core=1,
+                )
+            )
+            home = Path(tmp)
+            key = setup_hubproxy_home(home, upstream_url)
+            procs.append(
+                start([sys.executable, "-m", "hubproxy", "--home", str(home), "serve", "--port", str(hub_port)], core=1)
+            )
+            for port in (up_port, pass_port, hub_port):
+                wait_ready(port)
+            direct = Target("upstream", upstream_url, procs[0].pid)
+            baseline = Target("passthrough", f"http://127.0.0.1:{pass_port}/v1", procs[1].pid)
+            hub = Target(
+                "hubproxy", f"http://127.0.0.1:{hub_port}/v1", procs[2].pid, {"Authorization": f"Bearer {key}"}
+            )
+            targets = [direct, baseline, hub]
+            for target in targets:
+                measure(target, args, use_wrk)
+            print_table(targets, baseline, direct)
+            report = {
+                "load_generator": "wrk" if use_wrk else "aiohttp",
+                "cores": os.cpu_count(),
+                "args": vars(args),
+                "targets": {t.name: asdict(t)["results"] for t in targets},
+                "ratios": {"throughput_vs_passthrough": hub.results["rps"] / baseline.results["rps"]},
+            }
+            Path(args.json).write_text(json.dumps(report, indent=2))
+            print(f"\nresults written to {args.json}")
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

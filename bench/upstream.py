@@ -1,0 +1,65 @@
+"""A fast static OpenAI-compatible upstream for benchmarks (not itself the bottleneck: its direct
+figure is reported beside the others). Streams carry the send time of each chunk, in ns, so the
+client can measure how long the chunk took to get through the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import orjson
+from aiohttp import web
+
+ANSWER = orjson.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "bench",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13},
+    }
+)
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    body = await request.read()
+    if b'"stream":true' not in body.replace(b" ", b""):
+        return web.Response(body=ANSWER, content_type="application/json")
+    params = orjson.loads(body)
+    chunks = int(params.get("bench_chunks", 20))
+    gap = float(params.get("bench_gap", 0.05))
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    for _ in range(chunks):
+        chunk = {
+            "object": "chat.completion.chunk",
+            "sent_ns": time.time_ns(),
+            "choices": [{"index": 0, "delta": {"content": "tok"}}],
+        }
+        await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        await asyncio.sleep(gap)
+    usage = {
+        "object": "chat.completion.chunk",
+        "choices": [],
+        "usage": {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks},
+    }
+    await resp.write(b"data: " + orjson.dumps(usage) + b"\n\ndata: [DONE]\n\n")
+    return resp
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    import uvloop
+
+    uvloop.install()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
