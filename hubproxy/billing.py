@@ -40,6 +40,7 @@ class CallRecord:
     status: str
     http_status: int
     latency_ms: int
+    persisted: bool = False
 
 
 def estimate_prompt_tokens(body_bytes: int, bytes_per_token: int) -> int:

@@ -1,31 +1,56 @@
 """One call's money: reserve the worst case up front, settle to the real cost exactly once.
 
-The reservation is queued to the writer without waiting (a crash before it lands also means the
-client never got an answer). The settlement is awaited before the last bytes go to the client, so a
-call whose answer reached the client is durably billed even if the server is killed right after.
+The reservation is held in memory at once (so parallel calls cannot spend the same balance) and
+persisted by a sweep once the call has been open for `PERSIST_AFTER` seconds: LLM calls that take
+seconds are on disk while they run, and a killed server's are settled on the next start, while a
+call that finishes sooner costs no reservation write at all. The settlement is awaited before the
+last bytes go to the client, so an answer the client received is durably billed even if the server
+is killed right after.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from functools import partial
 
 from hubproxy.billing import CallRecord, Reservation, cost_of, estimate_prompt_tokens, reservation_amount
 from hubproxy.config import BillingSettings
 from hubproxy.gate import Gate, KeyState, UserState
 from hubproxy.routing import Route
 from hubproxy.store.db import Writer
-from hubproxy.store.usage import open_reservation, record_call
+from hubproxy.store.usage import open_reservations, record_calls
+
+PERSIST_AFTER = 0.1
+CALLS = "calls"
+
+
+class OpenCalls:
+    """Calls in flight in this process, and the sweep that persists their reservations."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        self.meters: dict[str, CallMeter] = {}
+        writer.bulk(CALLS, record_calls)
+
+    def persist_due(self, now: float | None = None) -> int:
+        """Queue the reservations of calls open longer than PERSIST_AFTER; returns how many."""
+        cutoff = (now if now is not None else time.monotonic()) - PERSIST_AFTER
+        due = [m for m in self.meters.values() if not m.persisted and m.started <= cutoff]
+        if due:
+            for meter in due:
+                meter.persisted = True
+            reservations = [m.reservation for m in due]
+            self.writer.submit(lambda conn: open_reservations(conn, reservations))
+        return len(due)
 
 
 class CallMeter:
-    __slots__ = ("_gate", "_started", "_writer", "cost", "reservation", "route", "settled", "user")
+    __slots__ = ("_calls", "cost", "persisted", "reservation", "route", "settled", "started", "user")
 
     def __init__(
         self,
+        calls: OpenCalls,
         gate: Gate,
-        writer: Writer,
         billing: BillingSettings,
         request_id: str,
         key: KeyState,
@@ -36,12 +61,12 @@ class CallMeter:
         body_bytes: int,
         max_tokens: int | None,
     ) -> None:
-        self._gate, self._writer, self.user, self.route = gate, writer, user, route
         model = route.model
         prompt = estimate_prompt_tokens(body_bytes, billing.bytes_per_token)
         output = 0 if endpoint == "/embeddings" else (max_tokens or billing.default_max_tokens)
         amount = reservation_amount(model, prompt, output)
         gate.reserve(user, amount)
+        self._calls, self.user, self.route = calls, user, route
         self.reservation = Reservation(
             id=request_id,
             user_id=user.id,
@@ -55,10 +80,11 @@ class CallMeter:
             prompt_tokens=prompt,
             prompt_cost=cost_of(model, prompt, 0),
         )
-        self._started = time.monotonic()
+        self.started = time.monotonic()
+        self.persisted = False
         self.settled: asyncio.Future | None = None
         self.cost = 0
-        writer.submit(partial(open_reservation, r=self.reservation))
+        calls.meters[request_id] = self
 
     def settle(
         self,
@@ -73,20 +99,15 @@ class CallMeter:
         if self.settled is not None:
             return self.settled
         r = self.reservation
+        self._calls.meters.pop(r.id, None)
         prompt = r.prompt_tokens if prompt_tokens is None else prompt_tokens
         self.cost = cost_of(self.route.model, prompt, completion_tokens)
+        latency_ms = int((time.monotonic() - self.started) * 1000)
         record = CallRecord(
-            r,
-            prompt,
-            completion_tokens,
-            self.cost,
-            estimated,
-            status,
-            http_status,
-            int((time.monotonic() - self._started) * 1000),
+            r, prompt, completion_tokens, self.cost, estimated, status, http_status, latency_ms, self.persisted
         )
         Gate.charge_queued(self.user, r.amount, self.cost)
-        fut = self._writer.submit(partial(record_call, rec=record))
+        fut = self._calls.writer.submit_item(CALLS, record)
         fut.add_done_callback(self._committed)
         self.settled = fut
         return fut

@@ -13,10 +13,11 @@ from aiohttp import web
 
 from hubproxy.config import Config, ConfigError, Paths
 from hubproxy.gate import Gate
+from hubproxy.metering import PERSIST_AFTER, OpenCalls
 from hubproxy.routing import Router
 from hubproxy.secrets import SecretError, load_stored_secrets
 from hubproxy.server import catalog
-from hubproxy.server.errors import error_middleware
+from hubproxy.server.errors import openai_errors, unknown_route
 from hubproxy.server.proxy import make_handler
 from hubproxy.server.state import STATE, GatewayState
 from hubproxy.store.accounts import touch_keys
@@ -31,22 +32,25 @@ LAST_USED_FLUSH_SECONDS = 1.0
 
 
 def create_app(paths: Paths, config: Config) -> web.Application:
-    app = web.Application(client_max_size=config.server.max_body_mb * 1024 * 1024, middlewares=[error_middleware])
+    app = web.Application(client_max_size=config.server.max_body_mb * 1024 * 1024)
+    writer = Writer(paths.database)
     app[STATE] = GatewayState(
         paths=paths,
         config=config,
         router=Router(config),
         gate=Gate(),
-        writer=Writer(paths.database),
+        writer=writer,
+        calls=OpenCalls(writer),
         upstreams=Upstreams(config.timeouts),
     )
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/v1/chat/completions", make_handler("/chat/completions"))
     app.router.add_post("/v1/completions", make_handler("/completions"))
     app.router.add_post("/v1/embeddings", make_handler("/embeddings"))
-    app.router.add_get("/v1/models", catalog.list_models)
-    app.router.add_get("/v1/models/{model:.+}", catalog.get_model)
+    app.router.add_get("/v1/models", openai_errors(catalog.list_models))
+    app.router.add_get("/v1/models/{model:.+}", openai_errors(catalog.get_model))
     app.router.add_get("/health", catalog.health)
+    app.router.add_route("*", "/{tail:.*}", unknown_route)
     return app
 
 
@@ -71,7 +75,11 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     state.config_mtime = _mtime(state.paths)
     state.writer.watch(state.gate.read_changes, state.gate.apply_changes)
     state.writer.start(loop)
-    tasks = [asyncio.create_task(watch_config(state)), asyncio.create_task(flush_last_used(state))]
+    tasks = [
+        asyncio.create_task(watch_config(state)),
+        asyncio.create_task(flush_last_used(state)),
+        asyncio.create_task(persist_reservations(state)),
+    ]
     try:
         yield
     finally:
@@ -118,6 +126,12 @@ def submit_last_used(state: GatewayState) -> None:
     stamps = {k: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) for k, t in state.last_used.items()}
     state.last_used.clear()
     state.writer.submit(partial(touch_keys, last_used=stamps))
+
+
+async def persist_reservations(state: GatewayState) -> None:
+    while True:
+        await asyncio.sleep(PERSIST_AFTER)
+        state.calls.persist_due()
 
 
 async def flush_last_used(state: GatewayState) -> None:

@@ -16,7 +16,7 @@ from hubproxy.metering import CallMeter
 from hubproxy.money import format_usd
 from hubproxy.routing import Route
 from hubproxy.secrets import provider_api_key
-from hubproxy.server.errors import REQUEST_ID
+from hubproxy.server.errors import REQUEST_ID, openai_errors
 from hubproxy.server.relay import relay_stream
 from hubproxy.server.state import STATE, GatewayState
 
@@ -65,7 +65,7 @@ def make_handler(endpoint: str):
         return await proxy_call(request, endpoint)
 
     handler.__name__ = "proxy" + endpoint.replace("/", "_")
-    return handler
+    return openai_errors(handler)
 
 
 async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
@@ -79,8 +79,8 @@ async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     request_id = request["request_id"]
     meter = CallMeter(
+        state.calls,
         state.gate,
-        state.writer,
         state.config.billing,
         request_id,
         key,
@@ -129,13 +129,16 @@ async def send_upstream(
         )
     adapter = state.adapter(provider)
     session = state.upstreams.session(provider)
-    timeouts = state.config.timeouts
+    first_byte = state.config.timeouts.first_byte
+    url, headers = adapter.url(endpoint), adapter.headers(api_key, stream)
     try:
-        async with asyncio.timeout(timeouts.first_byte):
-            return await session.post(adapter.url(endpoint), data=payload, headers=adapter.headers(api_key, stream))
+        if not stream:
+            return await session.post(url, data=payload, headers=headers, timeout=state.upstreams.call_timeout)
+        async with asyncio.timeout(first_byte):
+            return await session.post(url, data=payload, headers=headers, timeout=state.upstreams.stream_timeout)
     except TimeoutError:
         raise errors.upstream_unavailable(
-            f"Provider {provider.name!r} did not answer within {timeouts.first_byte:g}s."
+            f"Provider {provider.name!r} did not answer within {first_byte:g}s."
         ) from None
     except aiohttp.ClientError as exc:
         raise errors.upstream_unavailable(
@@ -143,12 +146,12 @@ async def send_upstream(
         ) from None
 
 
-async def read_body(resp: aiohttp.ClientResponse, idle: float, provider: str) -> bytes:
+async def read_body(resp: aiohttp.ClientResponse, provider: str) -> bytes:
+    """The whole body; the session's read timeout bounds each wait for more bytes."""
     try:
-        async with asyncio.timeout(idle):
-            return await resp.read()
+        return await resp.read()
     except TimeoutError:
-        raise errors.upstream_unavailable(f"Provider {provider!r} stopped sending for {idle:g}s.") from None
+        raise errors.upstream_unavailable(f"Provider {provider!r} stopped sending mid-answer.") from None
     except aiohttp.ClientError as exc:
         raise errors.upstream_unavailable(
             f"Provider {provider!r} broke off its answer ({type(exc).__name__})."
@@ -160,7 +163,7 @@ async def complete_json(
 ) -> web.Response:
     """Non-streamed answer: bill from its `usage`, add `usage.cost`, answer only once billing is durable."""
     try:
-        data = await read_body(resp, state.config.timeouts.idle, meter.route.provider.name)
+        data = await read_body(resp, meter.route.provider.name)
     except errors.GatewayError:
         meter.release("upstream_broken", 502)
         raise
@@ -185,7 +188,7 @@ async def upstream_error(
 ) -> web.Response:
     """Pass an upstream error on with its status and an OpenAI-shaped body, never leaking its key."""
     name = route.provider.name
-    data = await read_body(resp, state.config.timeouts.idle, name)
+    data = await read_body(resp, name)
     if api_key:
         data = data.replace(api_key.encode(), b"[redacted]")
     parsed = None

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from hubproxy.config import Config, Paths, Provider
 from hubproxy.gate import Gate
+from hubproxy.metering import OpenCalls
 from hubproxy.routing import Router
 from hubproxy.store.db import Writer
 from hubproxy.upstream import Upstreams
@@ -22,6 +23,7 @@ class GatewayState:
     router: Router
     gate: Gate
     writer: Writer
+    calls: OpenCalls
     upstreams: Upstreams
     stored_secrets: dict[str, str] = field(default_factory=dict)
     last_used: dict[str, int] = field(default_factory=dict)
@@ -41,6 +43,7 @@ class GatewayState:
     def install_config(self, config: Config, secrets: dict[str, str]) -> None:
         self.config = config
         self.router = Router(config)
+        self.upstreams.set_timeouts(config.timeouts)
         self.stored_secrets = secrets
         self._adapters.clear()
 

@@ -64,31 +64,30 @@ def _next_rev(conn: sqlite3.Connection, table: str) -> int:
     return conn.execute(f"SELECT coalesce(max(rev), 0) + 1 FROM {table}").fetchone()[0]
 
 
-def add_ledger(
-    conn: sqlite3.Connection,
-    user_id: int,
-    kind: str,
-    amount: int,
-    note: str | None = None,
-    request_id: str | None = None,
-    bump_rev: bool = True,
-) -> None:
-    """Move a balance and record why, in the caller's transaction.
-
-    The server's own charges pass `bump_rev=False`: it already knows about them, and bumping would
-    make every CLI command reload every user the server charged since.
-    """
+def add_ledger(conn: sqlite3.Connection, user_id: int, kind: str, amount: int, note: str | None = None) -> None:
+    """Move a balance and record why, in the caller's transaction."""
+    conn.execute("INSERT INTO ledger (user_id, kind, amount, note) VALUES (?, ?, ?, ?)", (user_id, kind, amount, note))
     conn.execute(
-        "INSERT INTO ledger (user_id, kind, amount, note, request_id) VALUES (?, ?, ?, ?, ?)",
-        (user_id, kind, amount, note, request_id),
+        "UPDATE users SET balance = balance + ?, rev = ? WHERE id = ?", (amount, _next_rev(conn, "users"), user_id)
     )
-    if bump_rev:
-        conn.execute(
-            "UPDATE users SET balance = balance + ?, rev = ? WHERE id = ?",
-            (amount, _next_rev(conn, "users"), user_id),
-        )
-    else:
-        conn.execute("UPDATE users SET balance = balance + ? WHERE id = ?", (amount, user_id))
+
+
+def charge_many(conn: sqlite3.Connection, charges: list[tuple[int, int, str]]) -> dict[int, int]:
+    """The server's own charges, (user_id, cost, request_id) each, in bulk and in the caller's
+    transaction: one ledger row per charge, one balance update per user. Returns new balances.
+
+    The rows' `rev` is left alone: the server already knows about its own charges, and bumping it
+    would make every CLI command reload every user the server charged since.
+    """
+    conn.executemany(
+        "INSERT INTO ledger (user_id, kind, amount, request_id) VALUES (?, 'charge', ?, ?)",
+        [(uid, -cost, request_id) for uid, cost, request_id in charges if cost],
+    )
+    totals: dict[int, int] = {}
+    for uid, cost, _ in charges:
+        totals[uid] = totals.get(uid, 0) + cost
+    conn.executemany("UPDATE users SET balance = balance - ? WHERE id = ?", [(c, u) for u, c in totals.items() if c])
+    return {u: conn.execute("SELECT balance FROM users WHERE id = ?", (u,)).fetchone()[0] for u in totals}
 
 
 def add_user(conn: sqlite3.Connection, email: str, balance: int = 0) -> UserRow:

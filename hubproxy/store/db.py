@@ -81,6 +81,7 @@ def conn_path(conn: sqlite3.Connection) -> str:
 
 
 WriteFn = Callable[[sqlite3.Connection], Any]
+BulkFn = Callable[[sqlite3.Connection, list], list]
 _STOP = object()
 
 
@@ -91,6 +92,7 @@ class Writer:
         self.path = path
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._watchers: list[tuple[WriteFn, Callable[[Any], None]]] = []
+        self._bulk: dict[str, BulkFn] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.conn: sqlite3.Connection | None = None
@@ -107,11 +109,26 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="hubproxy-writer", daemon=True)
         self._thread.start()
 
+    def bulk(self, kind: str, handler: BulkFn) -> None:
+        """Register `handler(conn, items) -> results` for items submitted with `submit_item(kind, …)`.
+
+        All items of one kind in a batch go to one call, so the hot path's writes become a few
+        `executemany` statements per batch instead of several statements per request.
+        """
+        self._bulk[kind] = handler
+
     def submit(self, fn: WriteFn) -> asyncio.Future:
         """Queue `fn(conn)` for the next batch; the future resolves once its batch is committed."""
+        return self._put(fn, None)
+
+    def submit_item(self, kind: str, item: Any) -> asyncio.Future:
+        """Queue one item for the bulk handler of `kind`; resolves to its result once committed."""
+        return self._put(kind, item)
+
+    def _put(self, what: WriteFn | str, item: Any) -> asyncio.Future:
         assert self._loop is not None, "writer not started"
         fut = self._loop.create_future()
-        self._queue.put((fn, fut))
+        self._queue.put((what, item, fut))
         return fut
 
     async def close(self) -> None:
@@ -163,27 +180,34 @@ class Writer:
                 break
             except Exception as exc:
                 log.error("write batch of %d failed (attempt %d): %s", len(batch), attempt, exc)
-                results = [(fut, None, exc) for _, fut in batch]
+                results = [(fut, None, exc) for _, _, fut in batch]
         self.batches += 1
         self.writes += len(batch)
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(_resolve, results)
 
-    @staticmethod
-    def _apply(conn: sqlite3.Connection, batch: list) -> list:
-        """One transaction; each function in its own savepoint so one failure spoils only itself."""
+    def _apply(self, conn: sqlite3.Connection, batch: list) -> list:
+        """One transaction: plain functions first, in order, each in a savepoint so that one failure
+        spoils only itself; then each bulk kind in one call (a bulk failure fails the batch)."""
         results = []
+        grouped: dict[str, list] = {}
         with transaction(conn):
-            for i, (fn, fut) in enumerate(batch):
+            for i, (what, item, fut) in enumerate(batch):
+                if isinstance(what, str):
+                    grouped.setdefault(what, []).append((item, fut))
+                    continue
                 conn.execute(f"SAVEPOINT w{i}")
                 try:
-                    results.append((fut, fn(conn), None))
+                    results.append((fut, what(conn), None))
                     conn.execute(f"RELEASE w{i}")
                 except Exception as exc:
                     conn.execute(f"ROLLBACK TO w{i}")
                     conn.execute(f"RELEASE w{i}")
                     results.append((fut, None, exc))
+            for kind, entries in grouped.items():
+                outcomes = self._bulk[kind](conn, [item for item, _ in entries])
+                results.extend((fut, out, None) for (_, fut), out in zip(entries, outcomes, strict=True))
         return results
 
     def _notify(self, conn: sqlite3.Connection) -> None:

@@ -6,7 +6,7 @@ import sqlite3
 from dataclasses import astuple
 
 from hubproxy.billing import CallRecord, Reservation
-from hubproxy.store.accounts import add_ledger
+from hubproxy.store.accounts import charge_many
 from hubproxy.store.db import transaction
 
 RESERVATION_COLUMNS = (
@@ -21,40 +21,47 @@ REPORT_GROUPS = {
 }
 
 
-def open_reservation(conn: sqlite3.Connection, r: Reservation) -> None:
-    """Persist a reservation so that a killed server's in-flight calls are settled on restart."""
-    conn.execute(f"INSERT INTO reservations ({RESERVATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", astuple(r))
+def open_reservations(conn: sqlite3.Connection, reservations: list[Reservation]) -> None:
+    """Persist in-flight calls so that a killed server's open calls are settled on restart."""
+    conn.executemany(
+        f"INSERT OR IGNORE INTO reservations ({RESERVATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        [astuple(r) for r in reservations],
+    )
 
 
-def record_call(conn: sqlite3.Connection, rec: CallRecord) -> int:
-    """Write the usage row, charge the ledger, close the reservation; returns the new balance."""
-    r = rec.reservation
-    conn.execute(
+def record_calls(conn: sqlite3.Connection, records: list[CallRecord]) -> list[int]:
+    """Write usage rows, charge the ledger, close reservations, in bulk; returns each user's new balance."""
+    conn.executemany(
         "INSERT INTO usage (request_id, user_id, key_id, model, provider, upstream_model, endpoint, stream, "
         "prompt_tokens, completion_tokens, cost, estimated, status, http_status, latency_ms) "
         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            r.id,
-            r.user_id,
-            r.key_id,
-            r.model,
-            r.provider,
-            r.upstream_model,
-            r.endpoint,
-            int(r.stream),
-            rec.prompt_tokens,
-            rec.completion_tokens,
-            rec.cost,
-            int(rec.estimated),
-            rec.status,
-            rec.http_status,
-            rec.latency_ms,
-        ),
+        [
+            (
+                r.id,
+                r.user_id,
+                r.key_id,
+                r.model,
+                r.provider,
+                r.upstream_model,
+                r.endpoint,
+                int(r.stream),
+                rec.prompt_tokens,
+                rec.completion_tokens,
+                rec.cost,
+                int(rec.estimated),
+                rec.status,
+                rec.http_status,
+                rec.latency_ms,
+            )
+            for rec in records
+            for r in (rec.reservation,)
+        ],
     )
-    if rec.cost:
-        add_ledger(conn, r.user_id, "charge", -rec.cost, request_id=r.id, bump_rev=False)
-    conn.execute("DELETE FROM reservations WHERE id = ?", (r.id,))
-    return conn.execute("SELECT balance FROM users WHERE id = ?", (r.user_id,)).fetchone()[0]
+    balances = charge_many(conn, [(rec.reservation.user_id, rec.cost, rec.reservation.id) for rec in records])
+    conn.executemany(
+        "DELETE FROM reservations WHERE id = ?", [(rec.reservation.id,) for rec in records if rec.persisted]
+    )
+    return [balances[rec.reservation.user_id] for rec in records]
 
 
 def settle_leftover_reservations(conn: sqlite3.Connection) -> int:
@@ -64,10 +71,13 @@ def settle_leftover_reservations(conn: sqlite3.Connection) -> int:
     """
     with transaction(conn):
         rows = conn.execute(f"SELECT {RESERVATION_COLUMNS} FROM reservations").fetchall()
+        records = []
         for row in rows:
             r = Reservation(*row)
             r.stream = bool(r.stream)
-            record_call(conn, CallRecord(r, r.prompt_tokens, 0, r.prompt_cost, True, "interrupted", 0, 0))
+            records.append(CallRecord(r, r.prompt_tokens, 0, r.prompt_cost, True, "interrupted", 0, 0, True))
+        if records:
+            record_calls(conn, records)
     return len(rows)
 
 

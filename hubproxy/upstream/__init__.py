@@ -14,16 +14,21 @@ class Upstreams:
     """Owns one `aiohttp.ClientSession` per provider, reused for the server's life."""
 
     def __init__(self, timeouts: Timeouts) -> None:
-        self.timeouts = timeouts
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self.set_timeouts(timeouts)
+
+    def set_timeouts(self, timeouts: Timeouts) -> None:
+        """Non-streamed calls: each wait for bytes (headers included) is bounded by `first_byte`.
+        Streams: the caller bounds the wait for headers and the gaps between chunks itself."""
+        self.call_timeout = aiohttp.ClientTimeout(sock_connect=timeouts.connect, sock_read=timeouts.first_byte)
+        self.stream_timeout = aiohttp.ClientTimeout(sock_connect=timeouts.connect)
 
     def session(self, provider: Provider) -> aiohttp.ClientSession:
         session = self._sessions.get(provider.name)
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect)
             session = aiohttp.ClientSession(
-                connector=connector, timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
             )
             self._sessions[provider.name] = session
         return session
