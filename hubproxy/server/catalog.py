@@ -37,5 +37,7 @@ async def health(request: web.Request) -> web.Response:
             "models": len(state.router.routes()),
             "users": len(state.gate.users),
             "writes": state.writer.writes,
+            "write_batches": state.writer.batches,
+            "open_calls": len(state.calls.meters),
         }
     )
