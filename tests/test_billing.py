@@ -11,6 +11,7 @@ import time
 import openai
 import pytest
 
+from hubproxy.money import format_usd
 from tests.conftest import run_cli, wait_for
 
 HELLO = [{"role": "user", "content": "say hello to me"}]
@@ -172,3 +173,35 @@ def test_cli_during_load_neither_fails_nor_stalls_the_server(gateway):
     balance, ledger, costs = ledger_state(gateway)
     assert balance == ledger
     assert FIVE_USD + 4 * 500_000_000_000 - balance == costs
+
+
+def test_usage_report_agrees_with_the_raw_usage_rows(gateway):
+    client = gateway.client()
+    other = gateway.new_user("second@example.com", "1")
+    wait_for(lambda: _works(gateway, other))
+    for _ in range(3):
+        client.chat.completions.create(model="deepseek-chat", messages=HELLO)
+        client.chat.completions.create(model="ds", messages=HELLO)
+        gateway.client(key=other).embeddings.create(model="text-embedding", input="a b")
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="fail-500", messages=HELLO)
+    with gateway.db() as db:
+        raw = {
+            row[0]: row[1:]
+            for row in db.execute(
+                "SELECT model, count(*), sum(prompt_tokens), sum(completion_tokens), sum(cost) "
+                "FROM usage GROUP BY model"
+            )
+        }
+    report = gateway.cli.json("usage", "report", "--by", "model")
+    assert {r["group"]: (r["requests"], r["prompt_tokens"], r["completion_tokens"]) for r in report} == {
+        m: v[:3] for m, v in raw.items()
+    }
+    assert {r["group"]: r["cost_usd"] for r in report} == {m: format_usd(v[3]) for m, v in raw.items()}
+    by_user = {r["group"]: r["requests"] for r in gateway.cli.json("usage", "report", "--by", "user")}
+    assert by_user == {"dev@example.com": 7, "second@example.com": 3}
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert [r["group"] for r in gateway.cli.json("usage", "report", "--by", "day")] == [today]
+    assert gateway.cli.json("usage", "report", "--since", "2999-01-01") == []
+    bad = gateway.cli("usage", "report", "--since", "yesterday", ok=False)
+    assert bad.exit_code == 1 and "--since must be a date" in bad.output

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import sys
+from datetime import date
 from enum import StrEnum
 
 import typer
 from rich.table import Table
 
-from hubproxy.cli.context import console, database, print_json
+from hubproxy.cli.context import CliError, console, database, print_json
 from hubproxy.money import format_usd
 from hubproxy.store.usage import usage_report
 
@@ -40,6 +41,11 @@ def report(
     json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
     """Requests, tokens and cost grouped by model, user, key, provider or day."""
+    if since is not None:
+        try:
+            since = date.fromisoformat(since).isoformat()
+        except ValueError:
+            raise CliError(f"--since must be a date like 2026-11-01, got {since!r}") from None
     with database(ctx) as conn:
         rows = usage_report(conn, by.value, since=since, user=user)
     for row in rows:

@@ -121,3 +121,27 @@ def m001_initial(conn: sqlite3.Connection) -> None:
     for statement in statements.split(";"):
         if statement.strip():
             conn.execute(statement)
+
+
+@migration
+def m002_usage_daily(conn: sqlite3.Connection) -> None:
+    """Per-day totals kept beside the raw rows, so reports stay fast however many calls were made."""
+    conn.execute(
+        """CREATE TABLE usage_daily (
+            day TEXT NOT NULL,
+            user_id INTEGER NOT NULL,
+            key_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            cost INTEGER NOT NULL,
+            estimated INTEGER NOT NULL,
+            PRIMARY KEY (day, user_id, key_id, model, provider)
+        ) WITHOUT ROWID"""
+    )
+    conn.execute(
+        "INSERT INTO usage_daily SELECT substr(created_at, 1, 10), user_id, key_id, model, provider, count(*), "
+        "sum(prompt_tokens), sum(completion_tokens), sum(cost), sum(estimated) FROM usage GROUP BY 1, 2, 3, 4, 5"
+    )

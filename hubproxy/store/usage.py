@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import astuple
 
 from hubproxy.billing import CallRecord, Reservation
@@ -17,7 +18,7 @@ REPORT_GROUPS = {
     "user": "u.email",
     "key": "key_id",
     "provider": "provider",
-    "day": "substr(s.created_at, 1, 10)",
+    "day": "s.day",
 }
 
 
@@ -30,11 +31,16 @@ def open_reservations(conn: sqlite3.Connection, reservations: list[Reservation])
 
 
 def record_calls(conn: sqlite3.Connection, records: list[CallRecord]) -> list[int]:
-    """Write usage rows, charge the ledger, close reservations, in bulk; returns each user's new balance."""
+    """Write usage rows and their daily totals, charge the ledger, close reservations, in bulk.
+
+    Returns each record's user's balance after the batch.
+    """
+    now = time.time()
+    created_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
     conn.executemany(
         "INSERT INTO usage (request_id, user_id, key_id, model, provider, upstream_model, endpoint, stream, "
-        "prompt_tokens, completion_tokens, cost, estimated, status, http_status, latency_ms) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "prompt_tokens, completion_tokens, cost, estimated, status, http_status, latency_ms, created_at) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [
             (
                 r.id,
@@ -52,16 +58,37 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord]) -> list[in
                 rec.status,
                 rec.http_status,
                 rec.latency_ms,
+                created_at,
             )
             for rec in records
             for r in (rec.reservation,)
         ],
     )
+    add_daily_totals(conn, created_at[:10], records)
     balances = charge_many(conn, [(rec.reservation.user_id, rec.cost, rec.reservation.id) for rec in records])
     conn.executemany(
         "DELETE FROM reservations WHERE id = ?", [(rec.reservation.id,) for rec in records if rec.persisted]
     )
     return [balances[rec.reservation.user_id] for rec in records]
+
+
+def add_daily_totals(conn: sqlite3.Connection, day: str, records: list[CallRecord]) -> None:
+    totals: dict[tuple, list[int]] = {}
+    for rec in records:
+        r = rec.reservation
+        t = totals.setdefault((day, r.user_id, r.key_id, r.model, r.provider), [0, 0, 0, 0, 0])
+        t[0] += 1
+        t[1] += rec.prompt_tokens
+        t[2] += rec.completion_tokens
+        t[3] += rec.cost
+        t[4] += rec.estimated
+    conn.executemany(
+        "INSERT INTO usage_daily VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
+        "requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+        "completion_tokens = completion_tokens + excluded.completion_tokens, cost = cost + excluded.cost, "
+        "estimated = estimated + excluded.estimated",
+        [(*k, *v) for k, v in totals.items()],
+    )
 
 
 def settle_leftover_reservations(conn: sqlite3.Connection) -> int:
@@ -82,20 +109,20 @@ def settle_leftover_reservations(conn: sqlite3.Connection) -> int:
 
 
 def usage_report(conn: sqlite3.Connection, by: str, since: str | None = None, user: str | None = None) -> list[dict]:
-    """Requests, tokens and cost grouped by model, user, key, provider or day."""
+    """Requests, tokens and cost grouped by model, user, key, provider or day, from the daily totals."""
     group = REPORT_GROUPS[by]
     where, params = [], []
     if since:
-        where.append("s.created_at >= ?")
+        where.append("s.day >= ?")
         params.append(since)
     if user:
         where.append("u.email = ?")
         params.append(user)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     sql = (
-        f"SELECT {group} AS grp, count(*) AS requests, sum(prompt_tokens) AS prompt_tokens, "
-        f"sum(completion_tokens) AS completion_tokens, sum(cost) AS cost, sum(estimated) AS estimated "
-        f"FROM usage s JOIN users u ON u.id = s.user_id {clause} GROUP BY grp ORDER BY cost DESC, grp"
+        f"SELECT {group} AS grp, sum(requests), sum(prompt_tokens), sum(completion_tokens), sum(cost), "
+        f"sum(estimated) FROM usage_daily s JOIN users u ON u.id = s.user_id {clause} "
+        "GROUP BY grp ORDER BY sum(cost) DESC, grp"
     )
     cols = ["group", "requests", "prompt_tokens", "completion_tokens", "cost", "estimated"]
     return [dict(zip(cols, row, strict=True)) for row in conn.execute(sql, params)]
