@@ -27,6 +27,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from bench.seed import seed
+
 ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"model":"bench","messages":[{"role":"user","content":"hello there, how are you today?"}]}'
 
@@ -213,6 +215,17 @@ def measure(target: Target, args: argparse.Namespace, use_wrk: bool) -> None:
     target.results["rss_mb_after_streams"] = rss_mb(target.pid)
 
 
+def time_usage_report(home: Path) -> float:
+    """Wall time of `hubproxy usage report --by model --json` as a user runs it (process start included)."""
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "hubproxy", "--home", str(home), "usage", "report", "--by", "model", "--json"],
+        check=True,
+        capture_output=True,
+    )
+    return time.perf_counter() - started
+
+
 def print_table(targets: list[Target], baseline: Target, direct: Target) -> None:
     cols = ["rps", "p50_ms", "p99_ms", "stream_p50_ms", "stream_p99_ms", "rss_mb_after_streams"]
     print(f"\n{'target':<14}" + "".join(f"{c:>22}" for c in cols))
@@ -246,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"))
     parser.add_argument("--no-wrk", action="store_true", help="use the aiohttp load generator even if wrk exists")
     parser.add_argument("--smoke", action="store_true", help="a few seconds in all, for tests")
+    parser.add_argument("--seed-keys", type=int, default=0, help="extra keys in hubproxy's database first")
+    parser.add_argument("--seed-rows", type=int, default=0, help="usage rows in hubproxy's database first")
     args = parser.parse_args(argv)
     if args.smoke:
         args.duration, args.latency_requests, args.streams, args.chunks = 1.0, 50, 5, 3
@@ -267,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             home = Path(tmp)
             key = setup_hubproxy_home(home, upstream_url)
+            extra: dict[str, float] = {}
+            if args.seed_keys or args.seed_rows:
+                print(f"seeding {args.seed_keys} keys and {args.seed_rows} usage rows …", file=sys.stderr)
+                extra.update(seed(home, args.seed_keys, args.seed_rows))
             procs.append(
                 start([sys.executable, "-m", "hubproxy", "--home", str(home), "serve", "--port", str(hub_port)], core=1)
             )
@@ -281,12 +300,15 @@ def main(argv: list[str] | None = None) -> int:
             for target in targets:
                 measure(target, args, use_wrk)
             print_table(targets, baseline, direct)
+            extra["usage_report_s"] = time_usage_report(home)
+            print(f"  usage report --by model      {extra['usage_report_s']:.3f} s")
             report = {
                 "load_generator": "wrk" if use_wrk else "aiohttp",
                 "cores": os.cpu_count(),
                 "args": vars(args),
                 "targets": {t.name: asdict(t)["results"] for t in targets},
                 "ratios": {"throughput_vs_passthrough": hub.results["rps"] / baseline.results["rps"]},
+                "database": extra,
             }
             Path(args.json).write_text(json.dumps(report, indent=2))
             print(f"\nresults written to {args.json}")

@@ -8,7 +8,7 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import raw_request, wait_for
+from tests.conftest import raw_request, run_cli, wait_for
 
 HELLO = [{"role": "user", "content": "say hello to me"}]
 PRICE_IN, PRICE_OUT = Decimal("0.27"), Decimal("1.10")
@@ -202,3 +202,21 @@ def test_upstream_key_never_reaches_client_or_log(gateway):
     with gateway.db() as db:
         dump = "\n".join(db.iterdump())
     assert gateway.key not in dump and gateway.upstream.api_key not in dump and "my secret prompt" not in dump
+
+
+def test_health_needs_no_key_and_has_a_request_id(gateway):
+    resp = raw_request("GET", f"http://127.0.0.1:{gateway.port}/health")
+    assert resp.status == 200 and resp.json()["status"] == "ok" and "x-request-id" in resp.headers
+
+
+def test_keys_list_shows_last_use(gateway):
+    assert gateway.cli.json("keys", "list")[0]["last_used_at"] is None
+    gateway.client().models.list()
+    gateway.client().chat.completions.create(model="deepseek-chat", messages=HELLO)
+    wait_for(lambda: gateway.cli.json("keys", "list")[0]["last_used_at"] is not None, timeout=5)
+
+
+def test_serve_on_a_busy_port_is_a_one_line_error(gateway):
+    proc = run_cli(gateway.home, "serve", "--port", str(gateway.port))
+    assert proc.returncode == 1
+    assert "cannot listen on" in proc.stderr and "Traceback" not in proc.stderr

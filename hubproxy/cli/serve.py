@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hubproxy.cli.context import console, load_config, paths
+from hubproxy.cli.context import CliError, console, load_config, paths
 from hubproxy.server.run import event_loop_policy, run
 from hubproxy.store.db import connect
 
@@ -32,4 +32,7 @@ def serve(
     else:
         console.print("no models yet: hubproxy providers add …; hubproxy models add …")
     console.print(f"point tools at it:  OPENAI_BASE_URL={base}  OPENAI_API_KEY=<a key from `hubproxy keys create`>")
-    run(where, config, host, port)
+    try:
+        run(where, config, host, port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

@@ -49,7 +49,7 @@ def create_app(paths: Paths, config: Config) -> web.Application:
     app.router.add_post("/v1/embeddings", make_handler("/embeddings"))
     app.router.add_get("/v1/models", openai_errors(catalog.list_models))
     app.router.add_get("/v1/models/{model:.+}", openai_errors(catalog.get_model))
-    app.router.add_get("/health", catalog.health)
+    app.router.add_get("/health", openai_errors(catalog.health))
     app.router.add_route("*", "/{tail:.*}", unknown_route)
     return app
 
