@@ -39,6 +39,13 @@ class KeyState:
     active: bool
 
 
+def insufficient_quota(amount: int, available: int | None) -> errors.GatewayError:
+    have = "" if available is None else f" and ${format_usd(max(available, 0))} is available"
+    return errors.insufficient_quota(
+        f"Insufficient balance: this call may cost up to ${format_usd(amount)}{have}. Top up to continue."
+    )
+
+
 Changes = tuple[list[accounts.UserRow], list[accounts.KeyRow]]
 
 
@@ -89,10 +96,7 @@ class Gate:
     def reserve(self, user: UserState, amount: int) -> None:
         """Hold `amount` of the user's balance for one call, or refuse with 402."""
         if user.available < amount or (amount == 0 and user.available < 0):
-            raise errors.insufficient_quota(
-                f"Insufficient balance: this call may cost up to ${format_usd(amount)} and "
-                f"${format_usd(max(user.available, 0))} is available. Top up to continue."
-            )
+            raise insufficient_quota(amount, user.available)
         user.reserved += amount
 
     @staticmethod

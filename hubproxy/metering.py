@@ -15,22 +15,30 @@ import time
 
 from hubproxy.billing import CallRecord, Reservation, cost_of, estimate_prompt_tokens, reservation_amount
 from hubproxy.config import BillingSettings
-from hubproxy.gate import Gate, KeyState, UserState
+from hubproxy.gate import Gate, KeyState, UserState, insufficient_quota
 from hubproxy.routing import Route
 from hubproxy.store.db import Writer
-from hubproxy.store.usage import open_reservations, record_calls
+from hubproxy.store.usage import open_reservations, record_calls, reserve_many
 
 PERSIST_AFTER = 0.1
 CALLS = "calls"
+RESERVE = "reserve"
 
 
 class OpenCalls:
-    """Calls in flight in this process, and the sweep that persists their reservations."""
+    """Calls in flight in this process, and the sweep that persists their reservations.
 
-    def __init__(self, writer: Writer) -> None:
+    `shared` is for several worker processes on one database: each reservation is then checked and
+    written by the database before the call goes upstream (memory alone cannot see the other
+    workers' reservations).
+    """
+
+    def __init__(self, writer: Writer, shared: bool = False) -> None:
         self.writer = writer
+        self.shared = shared
         self.meters: dict[str, CallMeter] = {}
         writer.bulk(CALLS, record_calls)
+        writer.bulk(RESERVE, reserve_many)
 
     def persist_due(self, now: float | None = None) -> int:
         """Queue the reservations of calls open longer than PERSIST_AFTER; returns how many."""
@@ -45,7 +53,7 @@ class OpenCalls:
 
 
 class CallMeter:
-    __slots__ = ("_calls", "cost", "persisted", "reservation", "route", "settled", "started", "user")
+    __slots__ = ("_calls", "_gate", "cost", "persisted", "reservation", "route", "settled", "started", "user")
 
     def __init__(
         self,
@@ -65,8 +73,7 @@ class CallMeter:
         prompt = estimate_prompt_tokens(body_bytes, billing.bytes_per_token)
         output = 0 if endpoint == "/embeddings" else (max_tokens or billing.default_max_tokens)
         amount = reservation_amount(model, prompt, output)
-        gate.reserve(user, amount)
-        self._calls, self.user, self.route = calls, user, route
+        self._calls, self._gate, self.user, self.route = calls, gate, user, route
         self.reservation = Reservation(
             id=request_id,
             user_id=user.id,
@@ -84,7 +91,18 @@ class CallMeter:
         self.persisted = False
         self.settled: asyncio.Future | None = None
         self.cost = 0
-        calls.meters[request_id] = self
+
+    async def reserve(self) -> None:
+        """Hold the worst case, or raise 402: in memory, or through the database when shared."""
+        amount = self.reservation.amount
+        if self._calls.shared:
+            if not await self._calls.writer.submit_item(RESERVE, self.reservation):
+                raise insufficient_quota(amount, None)
+            self.persisted = True
+            self.user.reserved += amount
+        else:
+            self._gate.reserve(self.user, amount)
+        self._calls.meters[self.reservation.id] = self
 
     def settle(
         self,

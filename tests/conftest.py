@@ -138,11 +138,21 @@ class Gateway:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self, extra_env: dict[str, str] | None = None) -> Gateway:
-        env = {**os.environ, "UPSTREAM_KEY": self.upstream.api_key, **(extra_env or {})}
+    def start(self, *serve_args: str) -> Gateway:
+        env = {**os.environ, "UPSTREAM_KEY": self.upstream.api_key}
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hubproxy", "--home", str(self.home), "serve", "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "hubproxy",
+                "--home",
+                str(self.home),
+                "serve",
+                "--port",
+                str(self.port),
+                *serve_args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

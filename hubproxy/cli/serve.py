@@ -13,6 +13,7 @@ def serve(
     ctx: typer.Context,
     host: str = typer.Option(None, "--host", help="Interface to listen on (default from config: 127.0.0.1)."),
     port: int = typer.Option(None, "--port", help="Port (default from config: 8080)."),
+    workers: int = typer.Option(1, "--workers", help="Processes sharing the port (SO_REUSEPORT) and the database."),
 ) -> None:
     """Run the gateway until Ctrl-C / SIGTERM (in-flight calls drain, every write is flushed)."""
     where = paths(ctx)
@@ -23,16 +24,19 @@ def serve(
     host = host or config.server.host
     port = port or config.server.port
     if not 0 < port < 65536:
-        raise typer.BadParameter("--port must be 1-65535")
+        raise CliError("--port must be 1-65535")
+    if not 1 <= workers <= 64:
+        raise CliError("--workers must be 1-64")
     loop_name = event_loop_policy()
     base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::') else host}:{port}/v1"
-    console.print(f"[bold]hubproxy[/bold] on {base}  ({loop_name}, config {where.config})")
+    plural = f", {workers} workers" if workers > 1 else ""
+    console.print(f"[bold]hubproxy[/bold] on {base}  ({loop_name}{plural}, config {where.config})")
     if config.models:
         console.print("models: " + ", ".join(sorted(config.models)))
     else:
         console.print("no models yet: hubproxy providers add …; hubproxy models add …")
     console.print(f"point tools at it:  OPENAI_BASE_URL={base}  OPENAI_API_KEY=<a key from `hubproxy keys create`>")
     try:
-        run(where, config, host, port)
+        run(where, config, host, port, workers)
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

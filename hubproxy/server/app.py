@@ -31,7 +31,9 @@ CONFIG_POLL_SECONDS = 1.0
 LAST_USED_FLUSH_SECONDS = 1.0
 
 
-def create_app(paths: Paths, config: Config) -> web.Application:
+def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.Application:
+    """`worker=True`: one of several processes on one database; reservations go through SQLite and
+    the parent, not the worker, settles what a previous run left open."""
     app = web.Application(client_max_size=config.server.max_body_mb * 1024 * 1024)
     writer = Writer(paths.database)
     app[STATE] = GatewayState(
@@ -40,7 +42,7 @@ def create_app(paths: Paths, config: Config) -> web.Application:
         router=Router(config),
         gate=Gate(),
         writer=writer,
-        calls=OpenCalls(writer),
+        calls=OpenCalls(writer, shared=worker),
         upstreams=Upstreams(config.timeouts),
     )
     app.cleanup_ctx.append(lifecycle)
@@ -54,12 +56,11 @@ def create_app(paths: Paths, config: Config) -> web.Application:
     return app
 
 
-def prepare_database(paths: Paths, gate: Gate) -> int:
-    """Before serving: settle what a killed server left open, then load keys and users into memory."""
+def settle_leftovers(paths: Paths) -> int:
+    """Before serving: settle the reservations a killed server left open."""
     conn = connect(paths.database)
     try:
         settled = settle_leftover_reservations(conn)
-        gate.load(conn)
     finally:
         conn.close()
     if settled:
@@ -67,10 +68,20 @@ def prepare_database(paths: Paths, gate: Gate) -> int:
     return settled
 
 
+def load_gate(paths: Paths, gate: Gate) -> None:
+    conn = connect(paths.database)
+    try:
+        gate.load(conn)
+    finally:
+        conn.close()
+
+
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     loop = asyncio.get_running_loop()
-    prepare_database(state.paths, state.gate)
+    if not state.calls.shared:
+        settle_leftovers(state.paths)
+    load_gate(state.paths, state.gate)
     state.stored_secrets = await loop.run_in_executor(None, load_stored_secrets, state.paths, state.config.providers)
     state.config_mtime = _mtime(state.paths)
     state.writer.watch(state.gate.read_changes, state.gate.apply_changes)

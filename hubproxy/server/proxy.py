@@ -91,6 +91,7 @@ async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
         len(raw),
         max_tokens,
     )
+    await meter.reserve()
     client_wants_usage = False
     body["model"] = route.model.upstream_model
     if stream:

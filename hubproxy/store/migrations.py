@@ -145,3 +145,9 @@ def m002_usage_daily(conn: sqlite3.Connection) -> None:
         "INSERT INTO usage_daily SELECT substr(created_at, 1, 10), user_id, key_id, model, provider, count(*), "
         "sum(prompt_tokens), sum(completion_tokens), sum(cost), sum(estimated) FROM usage GROUP BY 1, 2, 3, 4, 5"
     )
+
+
+@migration
+def m003_reservations_by_user(conn: sqlite3.Connection) -> None:
+    """Workers reserve against the database: the sum of a user's open reservations must be cheap."""
+    conn.execute("CREATE INDEX reservations_user ON reservations (user_id)")

@@ -30,6 +30,26 @@ def open_reservations(conn: sqlite3.Connection, reservations: list[Reservation])
     )
 
 
+def reserve_many(conn: sqlite3.Connection, reservations: list[Reservation]) -> list[bool]:
+    """Open each reservation only if the user's balance still covers it after every other open one.
+
+    Used when several worker processes share the database: the check and the insert happen in one
+    write transaction, which SQLite serializes across processes, so no two workers can promise the
+    same money.
+    """
+    placeholders = ",".join("?" * 11)
+    granted = []
+    for r in reservations:
+        cur = conn.execute(
+            f"INSERT INTO reservations ({RESERVATION_COLUMNS}) SELECT {placeholders} "
+            "WHERE (SELECT balance FROM users WHERE id = ?) "
+            "- (SELECT coalesce(sum(amount), 0) FROM reservations WHERE user_id = ?) >= ?",
+            (*astuple(r), r.user_id, r.user_id, r.amount),
+        )
+        granted.append(cur.rowcount == 1)
+    return granted
+
+
 def record_calls(conn: sqlite3.Connection, records: list[CallRecord]) -> list[int]:
     """Write usage rows and their daily totals, charge the ledger, close reservations, in bulk.
 

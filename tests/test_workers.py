@@ -1,0 +1,85 @@
+"""`hubproxy serve --workers N`: several processes on one port and one database keep every invariant."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import openai
+import pytest
+
+from tests.conftest import run_cli, wait_for
+
+HELLO = [{"role": "user", "content": "say hello to me"}]
+
+
+@pytest.fixture
+def workers(gateway):
+    gateway.stop()
+    gateway.start("--workers", "2")
+    return gateway
+
+
+async def _fire(gateway, key: str, n: int) -> list:
+    client = gateway.async_client(key=key)
+    try:
+        calls = [
+            client.chat.completions.create(model="deepseek-chat", messages=HELLO, max_tokens=1000) for _ in range(n)
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        await client.close()
+
+
+def _works(gateway, key: str) -> bool:
+    try:
+        gateway.client(key=key).models.list()
+        return True
+    except openai.AuthenticationError:
+        return False
+
+
+def test_workers_cannot_overspend_a_tiny_balance_together(workers):
+    key = workers.new_user("tiny@example.com", "0.01")
+    wait_for(lambda: all(_works(workers, key) for _ in range(6)))
+    workers.upstream.delay = 0.5
+    results = asyncio.run(_fire(workers, key, 50))
+    ok = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, openai.APIStatusError) and r.status_code == 402]
+    assert ok and len(ok) + len(refused) == 50
+    with workers.db() as db:
+        balance, ledger, rows = db.execute(
+            "SELECT balance, (SELECT sum(amount) FROM ledger WHERE user_id = users.id), "
+            "(SELECT count(*) FROM usage WHERE user_id = users.id) FROM users WHERE email = 'tiny@example.com'"
+        ).fetchone()
+    assert balance >= 0 and balance == ledger and rows == len(ok)
+
+
+def test_workers_lose_no_usage_rows_and_bill_exactly(workers):
+    results = asyncio.run(_fire(workers, workers.key, 200))
+    assert [r for r in results if isinstance(r, Exception)] == []
+    with workers.db() as db:
+        balance, ledger = db.execute("SELECT balance, (SELECT sum(amount) FROM ledger) FROM users").fetchone()
+        rows, costs = db.execute("SELECT count(*), sum(cost) FROM usage").fetchone()
+        open_reservations = db.execute("SELECT count(*) FROM reservations").fetchone()[0]
+    assert rows == 200 and open_reservations == 0
+    assert balance == ledger == 5 * 10**12 - costs
+
+
+def test_revocation_reaches_every_worker(workers):
+    revoke = run_cli(workers.home, "keys", "revoke", workers.key_id)
+    assert revoke.returncode == 0
+    wait_for(lambda: not any(_works(workers, workers.key) for _ in range(10)), timeout=1.5, interval=0.05)
+
+
+def test_sigterm_to_the_parent_drains_every_worker(workers):
+    workers.upstream.stream_delay = 0.2
+    stream = workers.client().chat.completions.create(model="deepseek-chat", messages=HELLO, stream=True)
+    chunks = iter(stream)
+    next(chunks)
+    workers.proc.send_signal(signal.SIGTERM)
+    rest = list(chunks)
+    assert rest and workers.proc.wait(30) == 0
+    with workers.db() as db:
+        assert db.execute("SELECT status FROM usage").fetchall() == [("ok",)]
+        assert db.execute("SELECT count(*) FROM reservations").fetchone()[0] == 0
