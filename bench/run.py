@@ -48,12 +48,15 @@ def pinned(core: int | None):
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (hubproxy --workers), in MB."""
     try:
         text = Path(f"/proc/{pid}/status").read_text()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return float("nan")
     match = re.search(r"VmRSS:\s+(\d+) kB", text)
-    return int(match.group(1)) / 1024 if match else float("nan")
+    own = int(match.group(1)) / 1024 if match else float("nan")
+    return own + sum(rss_mb(int(child)) for child in children)
 
 
 def wait_ready(port: int, timeout: float = 20.0) -> None:
@@ -259,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"))
     parser.add_argument("--no-wrk", action="store_true", help="use the aiohttp load generator even if wrk exists")
     parser.add_argument("--smoke", action="store_true", help="a few seconds in all, for tests")
+    parser.add_argument("--workers", type=int, default=1, help="hubproxy serve --workers N (unpinned when > 1)")
     parser.add_argument("--seed-keys", type=int, default=0, help="extra keys in hubproxy's database first")
     parser.add_argument("--seed-rows", type=int, default=0, help="usage rows in hubproxy's database first")
     args = parser.parse_args(argv)
@@ -286,9 +290,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.seed_keys or args.seed_rows:
                 print(f"seeding {args.seed_keys} keys and {args.seed_rows} usage rows …", file=sys.stderr)
                 extra.update(seed(home, args.seed_keys, args.seed_rows))
-            procs.append(
-                start([sys.executable, "-m", "hubproxy", "--home", str(home), "serve", "--port", str(hub_port)], core=1)
-            )
+            hub_cmd = [sys.executable, "-m", "hubproxy", "--home", str(home), "serve", "--port", str(hub_port)]
+            if args.workers > 1:
+                hub_cmd += ["--workers", str(args.workers)]
+            procs.append(start(hub_cmd, core=1 if args.workers == 1 else None))
+
             for port in (up_port, pass_port, hub_port):
                 wait_ready(port)
             direct = Target("upstream", upstream_url, procs[0].pid)

@@ -20,12 +20,14 @@ def seed(home: Path, keys: int, rows: int) -> dict[str, float]:
     started = time.perf_counter()
     with transaction(conn):
         uid = conn.execute(
-            "INSERT INTO users (email, balance, rev) VALUES ('seed@example.com', 0, 0) RETURNING id"
+            "INSERT INTO users (email, balance, rev) VALUES ('seed@example.com', 0, "
+            "(SELECT max(rev) + 1 FROM users)) RETURNING id"
         ).fetchone()[0]
+        rev0 = conn.execute("SELECT coalesce(max(rev), 0) + 1 FROM api_keys").fetchone()[0]
         conn.executemany(
-            "INSERT INTO api_keys (id, user_id, name, key_hash, prefix, last4, rev) VALUES (?, ?, 'seed', ?, ?, ?, 0)",
+            "INSERT INTO api_keys (id, user_id, name, key_hash, prefix, last4, rev) VALUES (?, ?, 'seed', ?, ?, ?, ?)",
             [
-                (f"key_seed{i:08d}", uid, apikey.hash_key(f"seed-{i}"), "sk-hp-see", f"{i % 10000:04d}")
+                (f"key_seed{i:08d}", uid, apikey.hash_key(f"seed-{i}"), "sk-hp-see", f"{i % 10000:04d}", rev0 + i)
                 for i in range(keys)
             ],
         )

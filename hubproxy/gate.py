@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from hubproxy import errors
-from hubproxy.apikey import hash_key
+from hubproxy.apikey import key_digest
 from hubproxy.money import format_usd
 from hubproxy.store import accounts
 
@@ -46,16 +46,15 @@ def insufficient_quota(amount: int, available: int | None) -> errors.GatewayErro
     )
 
 
-Changes = tuple[list[accounts.UserRow], list[accounts.KeyRow]]
+Changes = tuple[list[accounts.UserRow], list[tuple]]
 
 
 class Gate:
     def __init__(self) -> None:
         self.users: dict[int, UserState] = {}
-        self.keys: dict[str, KeyState] = {}
-        self._key_hash_by_id: dict[str, str] = {}
-        self._user_rev = 0
-        self._key_rev = 0
+        self.keys: dict[bytes, KeyState] = {}
+        self._user_rev = -1
+        self._key_rev = -1
 
     def read_changes(self, conn: sqlite3.Connection) -> Changes:
         """Rows changed since the last applied ones (runs on the writer thread)."""
@@ -72,10 +71,9 @@ class Gate:
                 state.active = row.status == "active"
                 state.balance = row.balance
             self._user_rev = max(self._user_rev, row.rev)
-        for row in keys:
-            self.keys[row.key_hash] = KeyState(row.id, row.user_id, row.name, row.status == "active")
-            self._key_hash_by_id[row.id] = row.key_hash
-            self._key_rev = max(self._key_rev, row.rev)
+        for key_id, user_id, name, status, key_hash, rev in keys:
+            self.keys[bytes.fromhex(key_hash)] = KeyState(key_id, user_id, name, status == "active")
+            self._key_rev = max(self._key_rev, rev)
 
     def load(self, conn: sqlite3.Connection) -> None:
         self.apply_changes(self.read_changes(conn))
@@ -83,7 +81,7 @@ class Gate:
     def authenticate(self, key: str | None) -> tuple[KeyState, UserState]:
         if not key:
             raise errors.invalid_api_key("Missing API key. Send 'Authorization: Bearer sk-hp-…'.")
-        state = self.keys.get(hash_key(key))
+        state = self.keys.get(key_digest(key))
         if state is None:
             raise errors.invalid_api_key()
         if not state.active:
