@@ -102,12 +102,15 @@ async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
     api_key = provider_api_key(route.provider, state.stored_secrets)
     try:
         resp = await send_upstream(state, route, endpoint, orjson.dumps(body), api_key, stream)
+    except errors.GatewayError:
+        await meter.release("upstream_unreachable", 502)
+        raise
     except BaseException:
         meter.release("upstream_unreachable", 502)
         raise
     try:
         if resp.status != 200:
-            meter.release("upstream_error", resp.status)
+            await meter.release("upstream_error", resp.status)
             return await upstream_error(state, resp, route, api_key, request_id)
         if stream:
             return await relay_stream(request, resp, meter, client_wants_usage, state.config.timeouts.idle)
@@ -166,7 +169,7 @@ async def complete_json(
     try:
         data = await read_body(resp, meter.route.provider.name)
     except errors.GatewayError:
-        meter.release("upstream_broken", 502)
+        await meter.release("upstream_broken", 502)
         raise
     try:
         parsed = orjson.loads(data)

@@ -145,6 +145,7 @@ class Writer:
         conn = self.conn
         assert conn is not None
         version = conn.execute("PRAGMA data_version").fetchone()[0]
+        self._notify(conn)  # what changed between the caller's initial load and `version`
         last_watch = time.monotonic()
         stopping = False
         while not stopping:
