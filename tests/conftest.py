@@ -3,6 +3,7 @@ the real CLI, and the official OpenAI SDK pointed at the server."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -24,6 +25,7 @@ from hubproxy.cli import app as cli_app
 from tests.fake_upstream import FakeUpstream
 
 PRICE_IN, PRICE_OUT = "0.27", "1.10"
+HELLO = [{"role": "user", "content": "say hello to me"}]
 SPECIAL_MODELS = [
     "fail-500",
     "rate-limited",
@@ -186,6 +188,25 @@ class Gateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def key_works(self, key: str) -> bool:
+        """Whether the server accepts `key` right now (it learns about new keys within a second)."""
+        try:
+            self.client(key=key).models.list()
+            return True
+        except openai.AuthenticationError:
+            return False
+
+    async def fire(self, key: str, n: int) -> list:
+        """`n` chat calls at once; each result is a completion or the exception it raised."""
+        client = self.async_client(key=key)
+        try:
+            calls = [
+                client.chat.completions.create(model="deepseek-chat", messages=HELLO, max_tokens=1000) for _ in range(n)
+            ]
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            await client.close()
+
     def new_user(self, email: str, balance: str) -> str:
         self.cli("users", "add", email, "--balance", balance)
         return self.cli.json("keys", "create", "--user", email, "--name", "test")["key"]
@@ -194,53 +215,14 @@ class Gateway:
 def configure(cli: Cli, upstream: FakeUpstream) -> None:
     cli("init")
     cli("providers", "add", "fake", "--base-url", upstream.base_url, "--api-key-env", "UPSTREAM_KEY")
-    cli(
-        "models",
-        "add",
-        "deepseek-chat",
-        "--provider",
-        "fake",
-        "--input-price",
-        PRICE_IN,
-        "--output-price",
-        PRICE_OUT,
-    )
-    cli(
-        "models",
-        "add",
-        "ds",
-        "--provider",
-        "fake",
-        "--upstream-model",
-        "deepseek-chat",
-        "--input-price",
-        PRICE_IN,
-        "--output-price",
-        PRICE_OUT,
-    )
-    cli(
-        "models",
-        "add",
-        "text-embedding",
-        "--provider",
-        "fake",
-        "--input-price",
-        "0.02",
-        "--output-price",
-        "0",
-    )
-    for name in SPECIAL_MODELS:
-        cli(
-            "models",
-            "add",
-            name,
-            "--provider",
-            "fake",
-            "--input-price",
-            PRICE_IN,
-            "--output-price",
-            PRICE_OUT,
-        )
+    models = [
+        ("deepseek-chat", [], PRICE_IN, PRICE_OUT),
+        ("ds", ["--upstream-model", "deepseek-chat"], PRICE_IN, PRICE_OUT),
+        ("text-embedding", [], "0.02", "0"),
+        *((name, [], PRICE_IN, PRICE_OUT) for name in SPECIAL_MODELS),
+    ]
+    for name, alias, price_in, price_out in models:
+        cli("models", "add", name, "--provider", "fake", *alias, "--input-price", price_in, "--output-price", price_out)
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ import openai
 import pytest
 
 from hubproxy.money import format_usd
-from tests.conftest import run_cli, wait_for
+from tests.conftest import HELLO, run_cli, wait_for
 
-HELLO = [{"role": "user", "content": "say hello to me"}]
 FIVE_USD = 5 * 10**12
 
 
@@ -63,20 +62,11 @@ def test_each_answer_is_billed_before_the_client_sees_it(gateway):
     assert billed == 3
 
 
-async def _fire(gateway, key: str, n: int) -> list:
-    client = gateway.async_client(key=key)
-    calls = [client.chat.completions.create(model="deepseek-chat", messages=HELLO, max_tokens=1000) for _ in range(n)]
-    try:
-        return await asyncio.gather(*calls, return_exceptions=True)
-    finally:
-        await client.close()
-
-
 def test_fifty_parallel_calls_cannot_overspend_a_tiny_balance(gateway):
     key = gateway.new_user("tiny@example.com", "0.01")
-    wait_for(lambda: _works(gateway, key))
+    wait_for(lambda: gateway.key_works(key))
     gateway.upstream.delay = 0.5
-    results = asyncio.run(_fire(gateway, key, 50))
+    results = asyncio.run(gateway.fire(key, 50))
     ok = [r for r in results if not isinstance(r, Exception)]
     refused = [r for r in results if isinstance(r, openai.APIStatusError)]
     assert len(ok) + len(refused) == 50
@@ -91,17 +81,9 @@ def test_fifty_parallel_calls_cannot_overspend_a_tiny_balance(gateway):
     assert balance >= 0 and balance == ledger
 
 
-def _works(gateway, key: str) -> bool:
-    try:
-        gateway.client(key=key).models.list()
-        return True
-    except openai.AuthenticationError:
-        return False
-
-
 def test_insufficient_balance_is_402_and_the_sdk_does_not_retry(gateway):
     key = gateway.new_user("broke@example.com", "0")
-    wait_for(lambda: _works(gateway, key))
+    wait_for(lambda: gateway.key_works(key))
     before = len(gateway.upstream.requests)
     client = openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=3)
     started = time.monotonic()
@@ -118,7 +100,7 @@ def test_revoked_key_is_refused_and_new_key_works_within_a_second_without_restar
     revoke = run_cli(gateway.home, "keys", "revoke", gateway.key_id)
     assert revoke.returncode == 0, revoke.stderr
     revoked_at = time.monotonic()
-    wait_for(lambda: not _works(gateway, gateway.key), timeout=1.0, interval=0.02)
+    wait_for(lambda: not gateway.key_works(gateway.key), timeout=1.0, interval=0.02)
     assert time.monotonic() - revoked_at <= 1.0
     with pytest.raises(openai.AuthenticationError) as err:
         client.chat.completions.create(model="deepseek-chat", messages=HELLO)
@@ -126,14 +108,14 @@ def test_revoked_key_is_refused_and_new_key_works_within_a_second_without_restar
     created = run_cli(gateway.home, "keys", "create", "--user", "dev@example.com", "--json")
     new_key = json.loads(created.stdout)["key"]
     made_at = time.monotonic()
-    wait_for(lambda: _works(gateway, new_key), timeout=1.0, interval=0.02)
+    wait_for(lambda: gateway.key_works(new_key), timeout=1.0, interval=0.02)
     assert time.monotonic() - made_at <= 1.0
     gateway.client(key=new_key).chat.completions.create(model="deepseek-chat", messages=HELLO)
 
 
 def test_topup_and_disable_take_effect_while_serving(gateway):
     key = gateway.new_user("late@example.com", "0")
-    wait_for(lambda: _works(gateway, key))
+    wait_for(lambda: gateway.key_works(key))
     with pytest.raises(openai.APIStatusError):
         gateway.client(key=key).chat.completions.create(model="deepseek-chat", messages=HELLO)
     assert run_cli(gateway.home, "users", "topup", "late@example.com", "1").returncode == 0
@@ -147,7 +129,7 @@ def test_topup_and_disable_take_effect_while_serving(gateway):
 
     wait_for(succeeds, timeout=1.0, interval=0.02)
     assert run_cli(gateway.home, "users", "disable", "late@example.com").returncode == 0
-    wait_for(lambda: not _works(gateway, key), timeout=1.0, interval=0.02)
+    wait_for(lambda: not gateway.key_works(key), timeout=1.0, interval=0.02)
 
 
 def test_cli_during_load_neither_fails_nor_stalls_the_server(gateway):
@@ -178,7 +160,7 @@ def test_cli_during_load_neither_fails_nor_stalls_the_server(gateway):
 def test_usage_report_agrees_with_the_raw_usage_rows(gateway):
     client = gateway.client()
     other = gateway.new_user("second@example.com", "1")
-    wait_for(lambda: _works(gateway, other))
+    wait_for(lambda: gateway.key_works(other))
     for _ in range(3):
         client.chat.completions.create(model="deepseek-chat", messages=HELLO)
         client.chat.completions.create(model="ds", messages=HELLO)

@@ -15,9 +15,7 @@ import orjson
 import pytest
 import tomli_w
 
-from tests.conftest import wait_for
-
-HELLO = [{"role": "user", "content": "say hello to me"}]
+from tests.conftest import HELLO, wait_for
 
 
 def count(gateway, sql: str) -> int:

@@ -8,9 +8,8 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import raw_request, run_cli, wait_for
+from tests.conftest import HELLO, raw_request, run_cli, wait_for
 
-HELLO = [{"role": "user", "content": "say hello to me"}]
 PRICE_IN, PRICE_OUT = Decimal("0.27"), Decimal("1.10")
 
 

@@ -8,9 +8,7 @@ import signal
 import openai
 import pytest
 
-from tests.conftest import run_cli, wait_for
-
-HELLO = [{"role": "user", "content": "say hello to me"}]
+from tests.conftest import HELLO, run_cli, wait_for
 
 
 @pytest.fixture
@@ -20,30 +18,11 @@ def workers(gateway):
     return gateway
 
 
-async def _fire(gateway, key: str, n: int) -> list:
-    client = gateway.async_client(key=key)
-    try:
-        calls = [
-            client.chat.completions.create(model="deepseek-chat", messages=HELLO, max_tokens=1000) for _ in range(n)
-        ]
-        return await asyncio.gather(*calls, return_exceptions=True)
-    finally:
-        await client.close()
-
-
-def _works(gateway, key: str) -> bool:
-    try:
-        gateway.client(key=key).models.list()
-        return True
-    except openai.AuthenticationError:
-        return False
-
-
 def test_workers_cannot_overspend_a_tiny_balance_together(workers):
     key = workers.new_user("tiny@example.com", "0.01")
-    wait_for(lambda: all(_works(workers, key) for _ in range(6)))
+    wait_for(lambda: all(workers.key_works(key) for _ in range(6)))
     workers.upstream.delay = 0.5
-    results = asyncio.run(_fire(workers, key, 50))
+    results = asyncio.run(workers.fire(key, 50))
     ok = [r for r in results if not isinstance(r, Exception)]
     refused = [r for r in results if isinstance(r, openai.APIStatusError) and r.status_code == 402]
     assert ok and len(ok) + len(refused) == 50
@@ -56,7 +35,7 @@ def test_workers_cannot_overspend_a_tiny_balance_together(workers):
 
 
 def test_workers_lose_no_usage_rows_and_bill_exactly(workers):
-    results = asyncio.run(_fire(workers, workers.key, 200))
+    results = asyncio.run(workers.fire(workers.key, 200))
     assert [r for r in results if isinstance(r, Exception)] == []
     with workers.db() as db:
         balance, ledger = db.execute("SELECT balance, (SELECT sum(amount) FROM ledger) FROM users").fetchone()
@@ -69,7 +48,7 @@ def test_workers_lose_no_usage_rows_and_bill_exactly(workers):
 def test_revocation_reaches_every_worker(workers):
     revoke = run_cli(workers.home, "keys", "revoke", workers.key_id)
     assert revoke.returncode == 0
-    wait_for(lambda: not any(_works(workers, workers.key) for _ in range(10)), timeout=1.5, interval=0.05)
+    wait_for(lambda: not any(workers.key_works(workers.key) for _ in range(10)), timeout=1.5, interval=0.05)
 
 
 def test_sigterm_to_the_parent_drains_every_worker(workers):
