@@ -6,6 +6,7 @@ to keep in git: it never holds a secret. State (users, keys, balances, usage) is
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -63,6 +64,7 @@ class ServerSettings:
     max_body_mb: int = 16
     drain_seconds: float = 20.0
     access_log: bool = True
+    trusted_proxies: list = field(default_factory=list)
 
 
 @dataclass
@@ -137,6 +139,11 @@ class Config:
                 raise ConfigError(f"{origin}: model {model.name!r} uses unknown provider {model.provider!r}")
         if not 0 < self.server.port < 65536:
             raise ConfigError(f"{origin} [server] port must be 1-65535")
+        for proxy in self.server.trusted_proxies:
+            try:
+                ipaddress.ip_network(str(proxy), strict=False)
+            except ValueError:
+                raise ConfigError(f"{origin} [server] trusted_proxies: {proxy!r} is not an IP or CIDR") from None
         if self.billing.default_max_tokens < 1 or self.billing.bytes_per_token < 1:
             raise ConfigError(f"{origin} [billing] values must be positive")
         for name in ("connect", "first_byte", "idle"):
@@ -166,7 +173,7 @@ class Config:
             for m in self.models.values()
         }
         return {
-            "server": vars(self.server).copy(),
+            "server": {**vars(self.server), "trusted_proxies": list(self.server.trusted_proxies)},
             "timeouts": vars(self.timeouts).copy(),
             "billing": vars(self.billing).copy(),
             "providers": providers,

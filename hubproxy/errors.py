@@ -50,6 +50,25 @@ def model_not_found(model: str) -> GatewayError:
     )
 
 
+def model_not_allowed(model: str) -> GatewayError:
+    return GatewayError(
+        403,
+        "model_not_allowed",
+        f"This API key may not use the model {model!r}.",
+        type="permission_error",
+        param="model",
+    )
+
+
+def ip_not_allowed(address: str | None) -> GatewayError:
+    return GatewayError(
+        403,
+        "ip_not_allowed",
+        f"This API key may not be used from {address or 'this address'}.",
+        type="permission_error",
+    )
+
+
 def invalid_request(message: str, param: str | None = None, status: int = 400) -> GatewayError:
     return GatewayError(status, "invalid_request_error", message, param=param)
 

@@ -8,13 +8,20 @@ Available balance = committed balance - charges queued but not yet committed - o
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
+import time
 from dataclasses import dataclass
 
 from hubproxy import errors
 from hubproxy.apikey import key_digest
 from hubproxy.money import format_usd
+from hubproxy.policy import KeyPolicy, PolicyError, expiry_timestamp, parse_models, parse_networks, period_start
 from hubproxy.store import accounts
+
+log = logging.getLogger("hubproxy.gate")
+NO_RULES = KeyPolicy()
 
 
 @dataclass(slots=True)
@@ -37,6 +44,34 @@ class KeyState:
     user_id: int
     name: str
     active: bool
+    policy: KeyPolicy = NO_RULES
+    spent: int = 0
+    period: str = ""
+    reserved: int = 0
+
+    def budget_left(self) -> int | None:
+        """What the key may still spend in its current budget period (None: no cap)."""
+        limit = self.policy.spend_limit
+        if limit is None:
+            return None
+        current = period_start(self.policy.budget_period)
+        if current != self.period:
+            self.period, self.spent = current, 0
+        return limit - self.spent - self.reserved
+
+
+def key_policy(row: tuple) -> KeyPolicy:
+    models, allow_ips, spend_limit, budget_period, expires_at, rpm, tpm, max_parallel = row
+    return KeyPolicy(
+        models=parse_models(models),
+        networks=parse_networks(json.loads(allow_ips) if allow_ips else ()),
+        spend_limit=spend_limit,
+        budget_period=budget_period,
+        expires_at=expiry_timestamp(expires_at),
+        rpm=rpm,
+        tpm=tpm,
+        max_parallel=max_parallel,
+    )
 
 
 def insufficient_quota(amount: int, available: int | None) -> errors.GatewayError:
@@ -46,7 +81,7 @@ def insufficient_quota(amount: int, available: int | None) -> errors.GatewayErro
     )
 
 
-Changes = tuple[list[accounts.UserRow], list[tuple]]
+Changes = tuple[list[accounts.UserRow], list[tuple[tuple, int]]]
 
 
 class Gate:
@@ -57,8 +92,16 @@ class Gate:
         self._key_rev = -1
 
     def read_changes(self, conn: sqlite3.Connection) -> Changes:
-        """Rows changed since the last applied ones (runs on the writer thread)."""
-        return accounts.users_changed_since(conn, self._user_rev), accounts.keys_changed_since(conn, self._key_rev)
+        """Rows changed since the last applied ones, with what capped keys spent in their current
+        budget period (runs on the writer thread)."""
+        keys = []
+        for row in accounts.keys_changed_since(conn, self._key_rev):
+            spend_limit, budget_period = row[8], row[9]
+            spent = 0
+            if spend_limit is not None:
+                spent = accounts.key_spend_since(conn, row[0], period_start(budget_period))
+            keys.append((row, spent))
+        return accounts.users_changed_since(conn, self._user_rev), keys
 
     def apply_changes(self, changes: Changes) -> None:
         """Install changed rows (runs on the event loop)."""
@@ -71,8 +114,19 @@ class Gate:
                 state.active = row.status == "active"
                 state.balance = row.balance
             self._user_rev = max(self._user_rev, row.rev)
-        for key_id, user_id, name, status, key_hash, rev in keys:
-            self.keys[bytes.fromhex(key_hash)] = KeyState(key_id, user_id, name, status == "active")
+        for row, spent in keys:
+            key_id, user_id, name, status, key_hash, rev = row[:6]
+            try:
+                policy = key_policy(row[6:])
+            except (PolicyError, ValueError) as exc:
+                log.error("key %s has unreadable rules (%s); refusing it until they are fixed", key_id, exc)
+                policy, status = NO_RULES, "invalid"
+            digest = bytes.fromhex(key_hash)
+            state = self.keys.get(digest)
+            if state is None:
+                state = self.keys[digest] = KeyState(key_id, user_id, name, status == "active")
+            state.name, state.active, state.policy, state.spent = name, status == "active", policy, spent
+            state.period = period_start(policy.budget_period)
             self._key_rev = max(self._key_rev, rev)
 
     def load(self, conn: sqlite3.Connection) -> None:
@@ -86,21 +140,41 @@ class Gate:
             raise errors.invalid_api_key()
         if not state.active:
             raise errors.invalid_api_key("This API key has been revoked.")
+        expires = state.policy.expires_at
+        if expires is not None and time.time() >= expires:
+            raise errors.invalid_api_key(
+                f"This API key expired at {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(expires))}."
+            )
         user = self.users[state.user_id]
         if not user.active:
             raise errors.invalid_api_key("The account this key belongs to is disabled.")
         return state, user
 
-    def reserve(self, user: UserState, amount: int) -> None:
-        """Hold `amount` of the user's balance for one call, or refuse with 402."""
+    @staticmethod
+    def check_key_budget(key: KeyState, amount: int) -> None:
+        """Refuse with 402 if this call could take the key past its spend cap."""
+        left = key.budget_left()
+        if left is not None and left < amount:
+            period = f" this {key.policy.budget_period}" if key.policy.budget_period else ""
+            raise errors.insufficient_quota(
+                f"This key's spend limit of ${format_usd(key.policy.spend_limit or 0)}{period} leaves "
+                f"${format_usd(max(left, 0))}; this call may cost up to ${format_usd(amount)}."
+            )
+
+    def reserve(self, user: UserState, key: KeyState, amount: int) -> None:
+        """Hold `amount` of the user's balance (and of the key's budget) for one call, or refuse with 402."""
+        self.check_key_budget(key, amount)
         if user.available < amount or (amount == 0 and user.available < 0):
             raise insufficient_quota(amount, user.available)
         user.reserved += amount
+        key.reserved += amount
 
     @staticmethod
-    def charge_queued(user: UserState, reserved: int, cost: int) -> None:
+    def charge_queued(user: UserState, key: KeyState, reserved: int, cost: int) -> None:
         user.reserved -= reserved
         user.pending += cost
+        key.reserved -= reserved
+        key.spent += cost
 
     @staticmethod
     def charge_committed(user: UserState, cost: int, new_balance: int) -> None:

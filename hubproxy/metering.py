@@ -16,6 +16,7 @@ import time
 from hubproxy.billing import CallRecord, Reservation, cost_of, estimate_prompt_tokens, reservation_amount
 from hubproxy.config import BillingSettings
 from hubproxy.gate import Gate, KeyState, UserState, insufficient_quota
+from hubproxy.limits import RateLimiter, TokenEntry
 from hubproxy.routing import Route
 from hubproxy.store.db import Writer
 from hubproxy.store.usage import open_reservations, record_calls, reserve_many
@@ -36,6 +37,7 @@ class OpenCalls:
     def __init__(self, writer: Writer, shared: bool = False) -> None:
         self.writer = writer
         self.shared = shared
+        self.limiter = RateLimiter()
         self.meters: dict[str, CallMeter] = {}
         writer.bulk(CALLS, record_calls)
         writer.bulk(RESERVE, reserve_many)
@@ -53,7 +55,20 @@ class OpenCalls:
 
 
 class CallMeter:
-    __slots__ = ("_calls", "_gate", "cost", "persisted", "reservation", "route", "settled", "started", "user")
+    __slots__ = (
+        "_calls",
+        "_gate",
+        "_limit_entry",
+        "cost",
+        "key",
+        "persisted",
+        "reservation",
+        "route",
+        "settled",
+        "started",
+        "tokens",
+        "user",
+    )
 
     def __init__(
         self,
@@ -73,7 +88,9 @@ class CallMeter:
         prompt = estimate_prompt_tokens(body_bytes, billing.bytes_per_token)
         output = 0 if endpoint == "/embeddings" else (max_tokens or billing.default_max_tokens)
         amount = reservation_amount(model, prompt, output)
-        self._calls, self._gate, self.user, self.route = calls, gate, user, route
+        self.tokens = prompt + output
+        self._limit_entry: TokenEntry | None = None
+        self._calls, self._gate, self.user, self.key, self.route = calls, gate, user, key, route
         self.reservation = Reservation(
             id=request_id,
             user_id=user.id,
@@ -93,16 +110,27 @@ class CallMeter:
         self.cost = 0
 
     async def reserve(self) -> None:
-        """Hold the worst case, or raise 402: in memory, or through the database when shared."""
+        """Count the call against the key's rate limits (or raise 429), then hold its worst-case
+        cost (or raise 402): in memory, or through the database when workers share it."""
+        self._limit_entry = self._calls.limiter.admit(self.key.id, self.key.policy, self.tokens)
+        try:
+            await self._reserve_money()
+        except BaseException:
+            self._calls.limiter.finish(self.key.id, self._limit_entry, 0)
+            raise
+        self._calls.meters[self.reservation.id] = self
+
+    async def _reserve_money(self) -> None:
         amount = self.reservation.amount
         if self._calls.shared:
+            Gate.check_key_budget(self.key, amount)
             if not await self._calls.writer.submit_item(RESERVE, self.reservation):
                 raise insufficient_quota(amount, None)
             self.persisted = True
             self.user.reserved += amount
+            self.key.reserved += amount
         else:
-            self._gate.reserve(self.user, amount)
-        self._calls.meters[self.reservation.id] = self
+            self._gate.reserve(self.user, self.key, amount)
 
     def settle(
         self,
@@ -124,7 +152,8 @@ class CallMeter:
         record = CallRecord(
             r, prompt, completion_tokens, self.cost, estimated, status, http_status, latency_ms, self.persisted
         )
-        Gate.charge_queued(self.user, r.amount, self.cost)
+        Gate.charge_queued(self.user, self.key, r.amount, self.cost)
+        self._calls.limiter.finish(self.key.id, self._limit_entry, prompt + completion_tokens)
         fut = self._calls.writer.submit_item(CALLS, record)
         fut.add_done_callback(self._committed)
         self.settled = fut

@@ -193,7 +193,7 @@ class Gateway:
         try:
             self.client(key=key).models.list()
             return True
-        except openai.AuthenticationError:
+        except (openai.AuthenticationError, openai.PermissionDeniedError):
             return False
 
     async def fire(self, key: str, n: int) -> list:

@@ -19,11 +19,12 @@ from typer.core import TyperGroup
 
 from hubproxy.config import Config, ConfigError, Paths
 from hubproxy.money import MoneyError
+from hubproxy.policy import PolicyError
 from hubproxy.secrets import SecretError
 from hubproxy.store.accounts import AccountError
 from hubproxy.store.db import DatabaseError, connect
 
-USER_ERRORS = (AccountError, ConfigError, MoneyError, DatabaseError, SecretError)
+USER_ERRORS = (AccountError, ConfigError, MoneyError, DatabaseError, SecretError, PolicyError)
 console = Console(highlight=False)
 
 

@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 from rich.table import Table
 
-from hubproxy.cli.context import console, database, print_json
+from hubproxy.cli.context import CliError, console, database, print_json
+from hubproxy.money import format_usd, parse_usd
+from hubproxy.policy import check_period, check_positive, parse_expiry, parse_models, parse_networks
 from hubproxy.store import accounts
 
 app = typer.Typer(help="API keys for users.", no_args_is_help=True)
 
 
+RULE_FLAGS = {
+    "models": "models",
+    "allow-ip": "allow_ips",
+    "spend-limit": "spend_limit",
+    "budget-period": "budget_period",
+    "expires": "expires_at",
+    "rpm": "rpm",
+    "tpm": "tpm",
+    "max-parallel": "max_parallel",
+}
+
+
 def key_json(key: accounts.KeyRow) -> dict:
+    rules = key.rules()
+    if "allow_ips" in rules:
+        rules["allow_ips"] = json.loads(rules["allow_ips"])
+    if "models" in rules:
+        rules["models"] = list(parse_models(rules["models"]))
+    if "spend_limit" in rules:
+        rules["spend_limit"] = format_usd(rules["spend_limit"])
     return {
         "id": key.id,
         "user": key.email,
@@ -21,7 +44,39 @@ def key_json(key: accounts.KeyRow) -> dict:
         "created_at": key.created_at,
         "last_used_at": key.last_used_at,
         "revoked_at": key.revoked_at,
+        "rules": rules,
     }
+
+
+def collect_rules(
+    models: str | None,
+    allow_ip: list[str],
+    spend_limit: str | None,
+    budget_period: str | None,
+    expires: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    max_parallel: int | None,
+) -> dict:
+    """Flags → validated policy column values (only the flags that were given)."""
+    rules: dict = {}
+    if models is not None:
+        rules["models"] = ",".join(parse_models(models)) or None
+    if allow_ip:
+        rules["allow_ips"] = json.dumps([str(n) for n in parse_networks(allow_ip)])
+    if spend_limit is not None:
+        rules["spend_limit"] = parse_usd(spend_limit, what="--spend-limit")
+    if budget_period is not None:
+        rules["budget_period"] = check_period(budget_period)
+    if expires is not None:
+        rules["expires_at"] = parse_expiry(expires)
+    for name, value in (("--rpm", rpm), ("--tpm", tpm), ("--max-parallel", max_parallel)):
+        if value is not None:
+            rules[name[2:].replace("-", "_")] = check_positive(name, value)
+    return rules
+
+
+MODELS_HELP = "Allowed models, comma-separated: exact ids, aliases, provider/* patterns (default: all)."
 
 
 @app.command("create")
@@ -29,17 +84,59 @@ def create(
     ctx: typer.Context,
     user: str = typer.Option(..., "--user", help="Email of the key's owner."),
     name: str = typer.Option("default", "--name", help="A label for the key."),
+    models: str = typer.Option(None, "--models", help=MODELS_HELP),
+    allow_ip: list[str] = typer.Option([], "--allow-ip", help="Allowed client IP or CIDR (repeat; IPv4/IPv6)."),
+    spend_limit: str = typer.Option(None, "--spend-limit", help="Most this key may spend, USD."),
+    budget_period: str = typer.Option(None, "--budget-period", help="Reset the spend limit every day|week|month."),
+    expires: str = typer.Option(None, "--expires", help="30d, 12h, or a date like 2027-01-01."),
+    rpm: int = typer.Option(None, "--rpm", help="Requests per minute."),
+    tpm: int = typer.Option(None, "--tpm", help="Tokens per minute (prompt + max_tokens, corrected to usage)."),
+    max_parallel: int = typer.Option(None, "--max-parallel", help="Calls in flight at once."),
     json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Create a key. The full key is printed once; only its hash is kept."""
+    rules = collect_rules(models, allow_ip, spend_limit, budget_period, expires, rpm, tpm, max_parallel)
     with database(ctx) as conn:
-        key, full = accounts.create_key(conn, user, name)
+        key, full = accounts.create_key(conn, user, name, rules)
     if json:
         print_json({**key_json(key), "key": full})
         return
     console.print(f"created {key.id} ({key.name}) for {key.email}")
     console.print("this is the only time the full key is shown:")
     console.print(full, soft_wrap=True)
+
+
+@app.command("update")
+def update(
+    ctx: typer.Context,
+    key_id: str,
+    models: str = typer.Option(None, "--models", help=MODELS_HELP),
+    allow_ip: list[str] = typer.Option([], "--allow-ip", help="Allowed client IP or CIDR (repeat; replaces the list)."),
+    spend_limit: str = typer.Option(None, "--spend-limit", help="Most this key may spend, USD."),
+    budget_period: str = typer.Option(None, "--budget-period", help="day|week|month."),
+    expires: str = typer.Option(None, "--expires", help="30d, 12h, or a date like 2027-01-01."),
+    rpm: int = typer.Option(None, "--rpm"),
+    tpm: int = typer.Option(None, "--tpm"),
+    max_parallel: int = typer.Option(None, "--max-parallel"),
+    clear: list[str] = typer.Option([], "--clear", help=f"Remove a rule: {', '.join(RULE_FLAGS)} (repeat)."),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Change a key's rules; a running server applies them within a second."""
+    rules = collect_rules(models, allow_ip, spend_limit, budget_period, expires, rpm, tpm, max_parallel)
+    for flag in clear:
+        if flag not in RULE_FLAGS:
+            raise CliError(f"--clear takes one of {', '.join(RULE_FLAGS)}, got {flag!r}")
+        rules[RULE_FLAGS[flag]] = None
+    with database(ctx) as conn:
+        key = accounts.update_key(conn, key_id, rules)
+    if json:
+        print_json(key_json(key))
+    else:
+        console.print(f"updated {key.id}: {describe_rules(key) or 'no rules'}")
+
+
+def describe_rules(key: accounts.KeyRow) -> str:
+    return "; ".join(f"{name}={value}" for name, value in key_json(key)["rules"].items())
 
 
 @app.command("list")
@@ -54,9 +151,9 @@ def list_(
     if json:
         print_json([key_json(k) for k in keys])
         return
-    table = Table("id", "user", "name", "key", "status", "last used")
+    table = Table("id", "user", "name", "key", "status", "last used", "rules")
     for k in keys:
-        table.add_row(k.id, k.email, k.name, k.masked, k.status, k.last_used_at or "never")
+        table.add_row(k.id, k.email, k.name, k.masked, k.status, k.last_used_at or "never", describe_rules(k))
     console.print(table)
 
 

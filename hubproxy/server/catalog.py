@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from hubproxy import __version__
+from hubproxy import __version__, errors
+from hubproxy.policy import model_allowed
 from hubproxy.routing import Route
-from hubproxy.server.proxy import api_key_from
+from hubproxy.server.auth import authorize
 from hubproxy.server.state import STATE
 
 CREATED = 1_700_000_000
@@ -17,15 +18,18 @@ def model_object(route: Route) -> dict:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    state.gate.authenticate(api_key_from(request.headers))
-    return web.json_response({"object": "list", "data": [model_object(r) for r in state.router.routes()]})
+    """Only the models this key may use."""
+    key, _ = authorize(request)
+    routes = [r for r in request.app[STATE].router.routes() if model_allowed(key.policy, r.model)]
+    return web.json_response({"object": "list", "data": [model_object(r) for r in routes]})
 
 
 async def get_model(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    state.gate.authenticate(api_key_from(request.headers))
-    return web.json_response(model_object(state.router.resolve(request.match_info["model"])))
+    key, _ = authorize(request)
+    route = request.app[STATE].router.resolve(request.match_info["model"])
+    if not model_allowed(key.policy, route.model):
+        raise errors.model_not_allowed(route.model.name)
+    return web.json_response(model_object(route))
 
 
 async def health(request: web.Request) -> web.Response:

@@ -14,8 +14,10 @@ from hubproxy import errors
 from hubproxy.billing import read_usage
 from hubproxy.metering import CallMeter
 from hubproxy.money import format_usd
+from hubproxy.policy import model_allowed
 from hubproxy.routing import Route
 from hubproxy.secrets import provider_api_key
+from hubproxy.server.auth import authorize
 from hubproxy.server.errors import REQUEST_ID, openai_errors
 from hubproxy.server.relay import relay_stream
 from hubproxy.server.state import STATE, GatewayState
@@ -23,16 +25,6 @@ from hubproxy.server.state import STATE, GatewayState
 log = logging.getLogger("hubproxy.server")
 
 REFUSED_CREDENTIALS = {401, 402, 403, 407}
-
-
-def api_key_from(headers) -> str | None:
-    """Bearer token, else `x-api-key` (Anthropic-style clients), else `api-key` (Azure-style)."""
-    auth = headers.get("Authorization")
-    if auth:
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    return headers.get("x-api-key") or headers.get("api-key")
 
 
 def parse_request(raw: bytes) -> dict:
@@ -70,11 +62,13 @@ def make_handler(endpoint: str):
 
 async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
     state: GatewayState = request.app[STATE]
-    key, user = state.gate.authenticate(api_key_from(request.headers))
+    key, user = authorize(request)
     state.touch_key(key.id)
     raw = await request.read()
     body = parse_request(raw)
     route = state.router.resolve(body["model"])
+    if not model_allowed(key.policy, route.model):
+        raise errors.model_not_allowed(route.model.name)
     stream = bool(body.get("stream")) and endpoint != "/embeddings"
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     request_id = request["request_id"]

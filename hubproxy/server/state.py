@@ -10,6 +10,7 @@ from aiohttp import web
 from hubproxy.config import Config, Paths, Provider
 from hubproxy.gate import Gate
 from hubproxy.metering import OpenCalls
+from hubproxy.policy import IPNetwork, client_address, parse_networks
 from hubproxy.routing import Router
 from hubproxy.store.db import Writer
 from hubproxy.upstream import Upstreams
@@ -28,7 +29,14 @@ class GatewayState:
     stored_secrets: dict[str, str] = field(default_factory=dict)
     last_used: dict[str, int] = field(default_factory=dict)
     config_mtime: float = 0.0
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     _adapters: dict[str, OpenAICompatAdapter] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.trusted_proxies = parse_networks(self.config.server.trusted_proxies)
+
+    def caller_address(self, request: web.Request) -> str | None:
+        return client_address(request.remote, request.headers.get("X-Forwarded-For"), self.trusted_proxies)
 
     def adapter(self, provider: Provider) -> OpenAICompatAdapter:
         adapter = self._adapters.get(provider.name)
@@ -44,6 +52,7 @@ class GatewayState:
         self.config = config
         self.router = Router(config)
         self.upstreams.set_timeouts(config.timeouts)
+        self.trusted_proxies = parse_networks(config.server.trusted_proxies)
         self.stored_secrets = secrets
         self._adapters.clear()
 

@@ -32,6 +32,9 @@ class UserRow:
     rev: int
 
 
+POLICY_COLUMNS = ("models", "allow_ips", "spend_limit", "budget_period", "expires_at", "rpm", "tpm", "max_parallel")
+
+
 @dataclass(frozen=True)
 class KeyRow:
     id: str
@@ -46,6 +49,18 @@ class KeyRow:
     revoked_at: str | None
     last_used_at: str | None
     rev: int
+    models: str | None = None
+    allow_ips: str | None = None
+    spend_limit: int | None = None
+    budget_period: str | None = None
+    expires_at: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+
+    def rules(self) -> dict:
+        """The key's policy columns that are set."""
+        return {c: getattr(self, c) for c in POLICY_COLUMNS if getattr(self, c) is not None}
 
     @property
     def masked(self) -> str:
@@ -55,7 +70,7 @@ class KeyRow:
 USER_COLUMNS = "id, email, balance, status, created_at, rev"
 KEY_COLUMNS = (
     "k.id, k.user_id, u.email, k.name, k.key_hash, k.prefix, k.last4, k.status, k.created_at, "
-    "k.revoked_at, k.last_used_at, k.rev"
+    "k.revoked_at, k.last_used_at, k.rev, " + ", ".join(f"k.{c}" for c in POLICY_COLUMNS)
 )
 KEY_FROM = "api_keys k JOIN users u ON u.id = k.user_id"
 
@@ -128,19 +143,47 @@ def set_user_status(conn: sqlite3.Connection, email: str, status: str) -> UserRo
     return get_user(conn, email)
 
 
-def create_key(conn: sqlite3.Connection, email: str, name: str) -> tuple[KeyRow, str]:
-    """Create a key; the full key is returned here once and never stored."""
+def create_key(conn: sqlite3.Connection, email: str, name: str, rules: dict | None = None) -> tuple[KeyRow, str]:
+    """Create a key; the full key is returned here once and never stored.
+
+    `rules` maps policy columns (see POLICY_COLUMNS) to already validated values.
+    """
     if not KEY_NAME_RE.match(name):
         raise AccountError(f"key name {name!r} must be 1-64 letters, digits, spaces or .:@/-_")
+    rules = _check_rules(rules or {})
     full = apikey.new_key()
     key_id = apikey.new_key_id()
+    columns = ["id", "user_id", "name", "key_hash", "prefix", "last4", "rev", *rules]
     with transaction(conn):
         user = get_user(conn, email)
+        values = [key_id, user.id, name, apikey.hash_key(full), full[:9], full[-4:], _next_rev(conn, "api_keys")]
         conn.execute(
-            "INSERT INTO api_keys (id, user_id, name, key_hash, prefix, last4, rev) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key_id, user.id, name, apikey.hash_key(full), full[:9], full[-4:], _next_rev(conn, "api_keys")),
+            f"INSERT INTO api_keys ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            [*values, *rules.values()],
         )
     return get_key(conn, key_id), full
+
+
+def update_key(conn: sqlite3.Connection, key_id: str, rules: dict) -> KeyRow:
+    """Change a key's rules (None clears one); a running server applies them within a second."""
+    rules = _check_rules(rules)
+    if not rules:
+        raise AccountError("nothing to change; see `hubproxy keys update --help`")
+    with transaction(conn):
+        get_key(conn, key_id)
+        assignments = ", ".join(f"{column} = ?" for column in rules)
+        conn.execute(
+            f"UPDATE api_keys SET {assignments}, rev = ? WHERE id = ?",
+            [*rules.values(), _next_rev(conn, "api_keys"), key_id],
+        )
+    return get_key(conn, key_id)
+
+
+def _check_rules(rules: dict) -> dict:
+    unknown = set(rules) - set(POLICY_COLUMNS)
+    if unknown:
+        raise AccountError(f"unknown key rule {sorted(unknown)[0]!r}")
+    return rules
 
 
 def get_key(conn: sqlite3.Connection, key_id: str) -> KeyRow:
@@ -178,12 +221,21 @@ def users_changed_since(conn: sqlite3.Connection, rev: int) -> list[UserRow]:
     return [UserRow(*r) for r in conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE rev > ?", (rev,))]
 
 
-def keys_changed_since(conn: sqlite3.Connection, rev: int) -> list[tuple[str, int, str, str, str, int]]:
-    """(id, user_id, name, status, key_hash, rev) of keys changed since `rev`: only what the
-    server keeps in memory, so 100,000 keys load fast and small."""
+def keys_changed_since(conn: sqlite3.Connection, rev: int) -> list[tuple]:
+    """(id, user_id, name, status, key_hash, rev, *policy columns) of keys changed since `rev`: only
+    what the server keeps in memory, so 100,000 keys load fast and small."""
     return conn.execute(
-        "SELECT id, user_id, name, status, key_hash, rev FROM api_keys WHERE rev > ?", (rev,)
+        f"SELECT id, user_id, name, status, key_hash, rev, {', '.join(POLICY_COLUMNS)} FROM api_keys WHERE rev > ?",
+        (rev,),
     ).fetchall()
+
+
+def key_spend_since(conn: sqlite3.Connection, key_id: str, day: str) -> int:
+    """What a key has spent from `day` on (day granularity, from the daily totals)."""
+    row = conn.execute(
+        "SELECT coalesce(sum(cost), 0) FROM usage_daily WHERE key_id = ? AND day >= ?", (key_id, day)
+    ).fetchone()
+    return row[0]
 
 
 def touch_keys(conn: sqlite3.Connection, last_used: dict[str, str]) -> None:

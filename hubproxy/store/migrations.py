@@ -151,3 +151,19 @@ def m002_usage_daily(conn: sqlite3.Connection) -> None:
 def m003_reservations_by_user(conn: sqlite3.Connection) -> None:
     """Workers reserve against the database: the sum of a user's open reservations must be cheap."""
     conn.execute("CREATE INDEX reservations_user ON reservations (user_id)")
+
+
+@migration
+def m004_key_policy(conn: sqlite3.Connection) -> None:
+    """Per-key rules: model allowlist, IP allowlist, spend cap and its period, expiry, rate limits."""
+    for column in (
+        "models TEXT",
+        "allow_ips TEXT",
+        "spend_limit INTEGER",
+        "budget_period TEXT",
+        "expires_at TEXT",
+        "rpm INTEGER",
+        "tpm INTEGER",
+        "max_parallel INTEGER",
+    ):
+        conn.execute(f"ALTER TABLE api_keys ADD COLUMN {column}")

@@ -1,0 +1,110 @@
+"""Requests per minute, tokens per minute and parallel calls, per key, in memory.
+
+Sliding one-minute windows, so `Retry-After` can say exactly when the next call would be admitted.
+Tokens are counted when a call starts (its reservation: estimated prompt + max_tokens) and
+corrected to the real usage when it ends. The limiter sits behind this small class so a shared
+backend (Redis) can replace it for several machines without touching the routes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from hubproxy import errors
+from hubproxy.policy import KeyPolicy
+
+WINDOW = 60.0
+
+
+@dataclass(slots=True)
+class TokenEntry:
+    started: float
+    tokens: int
+    live: bool = True
+
+
+@dataclass
+class KeyWindow:
+    requests: deque[float] = field(default_factory=deque)
+    tokens: deque[TokenEntry] = field(default_factory=deque)
+    token_sum: int = 0
+    parallel: int = 0
+
+    def expire(self, now: float) -> None:
+        cutoff = now - WINDOW
+        while self.requests and self.requests[0] <= cutoff:
+            self.requests.popleft()
+        while self.tokens and self.tokens[0].started <= cutoff:
+            entry = self.tokens.popleft()
+            entry.live = False
+            self.token_sum -= entry.tokens
+
+
+def rate_limited(message: str, wait: float, retryable: bool = True) -> errors.GatewayError:
+    wait = max(wait, 0.001)
+    return errors.GatewayError(
+        429,
+        "rate_limited",
+        message,
+        type="rate_limit_error",
+        retryable=retryable,
+        headers={"Retry-After": str(math.ceil(wait)), "retry-after-ms": str(math.ceil(wait * 1000))},
+    )
+
+
+class RateLimiter:
+    def __init__(self) -> None:
+        self._windows: dict[str, KeyWindow] = {}
+
+    def admit(self, key_id: str, policy: KeyPolicy, tokens: int, now: float | None = None) -> TokenEntry | None:
+        """Count one call of `tokens` against the key's limits or raise 429; returns its token entry."""
+        if not policy.limited:
+            return None
+        now = time.monotonic() if now is None else now
+        window = self._windows.setdefault(key_id, KeyWindow())
+        window.expire(now)
+        if policy.max_parallel and window.parallel >= policy.max_parallel:
+            raise rate_limited(f"This key allows {policy.max_parallel} calls at a time; wait for one to finish.", 1.0)
+        if policy.rpm and len(window.requests) >= policy.rpm:
+            wait = window.requests[len(window.requests) - policy.rpm] + WINDOW - now
+            raise rate_limited(f"This key allows {policy.rpm} requests per minute.", wait)
+        if policy.tpm:
+            if tokens > policy.tpm:
+                raise errors.invalid_request(
+                    f"This call may use {tokens} tokens but the key allows {policy.tpm} per minute; "
+                    "lower max_tokens or the prompt.",
+                    param="max_tokens",
+                )
+            if window.token_sum + tokens > policy.tpm:
+                raise rate_limited(
+                    f"This key allows {policy.tpm} tokens per minute.",
+                    self._tokens_free_in(window, tokens, policy, now),
+                )
+        window.requests.append(now)
+        window.parallel += 1
+        entry = TokenEntry(now, tokens)
+        window.tokens.append(entry)
+        window.token_sum += tokens
+        return entry
+
+    @staticmethod
+    def _tokens_free_in(window: KeyWindow, tokens: int, policy: KeyPolicy, now: float) -> float:
+        excess = window.token_sum + tokens - (policy.tpm or 0)
+        for entry in window.tokens:
+            excess -= entry.tokens
+            if excess <= 0:
+                return entry.started + WINDOW - now
+        return WINDOW
+
+    def finish(self, key_id: str, entry: TokenEntry | None, used_tokens: int | None) -> None:
+        """The call ended: free its parallel slot and replace its reserved tokens by the real count."""
+        window = self._windows.get(key_id)
+        if entry is None or window is None:
+            return
+        window.parallel -= 1
+        if used_tokens is not None and entry.live:
+            window.token_sum += used_tokens - entry.tokens
+            entry.tokens = used_tokens

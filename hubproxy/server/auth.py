@@ -1,0 +1,31 @@
+"""Who is calling: the key from the request's headers, checked by the gate and the key's IP rules."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hubproxy import errors
+from hubproxy.gate import KeyState, UserState
+from hubproxy.policy import ip_allowed
+from hubproxy.server.state import STATE
+
+
+def api_key_from(headers) -> str | None:
+    """Bearer token, else `x-api-key` (Anthropic-style clients), else `api-key` (Azure-style)."""
+    auth = headers.get("Authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return headers.get("x-api-key") or headers.get("api-key")
+
+
+def authorize(request: web.Request) -> tuple[KeyState, UserState]:
+    """The calling key and its user, or 401 (unknown, revoked, expired, disabled) / 403 (address)."""
+    state = request.app[STATE]
+    key, user = state.gate.authenticate(api_key_from(request.headers))
+    if key.policy.networks:
+        address = state.caller_address(request)
+        if not ip_allowed(key.policy, address):
+            raise errors.ip_not_allowed(address)
+    return key, user
