@@ -16,7 +16,7 @@ from pathlib import Path
 import platformdirs
 import tomli_w
 
-from hubproxy.money import MoneyError, format_price, parse_price
+from hubproxy.money import MoneyError, format_price, format_usd, parse_price, parse_usd
 
 HOME_ENV = "HUBPROXY_HOME"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")
@@ -100,6 +100,23 @@ class Model:
     output_price: int
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Defaults for every user on the plan: limits (a key's own limits win), included monthly credit
+    (pico-USD, granted once per calendar month), and a price multiplier in millionths (1.0 = 1_000_000)."""
+
+    name: str
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+    monthly_credit: int = 0
+    price_multiplier: int = 1_000_000
+
+    def price(self, cost: int) -> int:
+        """The plan's price for a cost; rounded down to the pico-USD, in integers."""
+        return cost * self.price_multiplier // 1_000_000
+
+
 @dataclass
 class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -107,6 +124,7 @@ class Config:
     billing: BillingSettings = field(default_factory=BillingSettings)
     providers: dict[str, Provider] = field(default_factory=dict)
     models: dict[str, Model] = field(default_factory=dict)
+    plans: dict[str, Plan] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Config:
@@ -130,6 +148,8 @@ class Config:
             cfg.providers[name] = _provider(name, raw, origin)
         for name, raw in _table(data, "models", origin).items():
             cfg.models[name] = _model(name, raw, origin)
+        for name, raw in _table(data, "plans", origin).items():
+            cfg.plans[name] = _plan(name, raw, origin)
         cfg.validate(origin)
         return cfg
 
@@ -178,6 +198,7 @@ class Config:
             "billing": vars(self.billing).copy(),
             "providers": providers,
             "models": models,
+            "plans": {p.name: _plan_dict(p) for p in self.plans.values()},
         }
 
     def save(self, path: Path) -> None:
@@ -266,6 +287,36 @@ def _model(name: str, raw: dict, origin: str) -> Model:
     if not isinstance(upstream, str) or not upstream:
         raise ConfigError(f"{where}: upstream_model must be a non-empty string")
     return Model(name, provider, upstream, input_price, output_price)
+
+
+def _plan(name: str, raw: dict, origin: str) -> Plan:
+    where = f"{origin} [plans.{name}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    if not PROVIDER_RE.match(name):
+        raise ConfigError(f"{where}: plan names are lowercase letters, digits, '-' or '_'")
+    unknown = set(raw) - {"rpm", "tpm", "max_parallel", "monthly_credit", "price_multiplier"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
+    limits = {}
+    for key in ("rpm", "tpm", "max_parallel"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"{where}: {key} must be a positive integer")
+        limits[key] = value
+    try:
+        credit = parse_usd(raw.get("monthly_credit", "0"), what="monthly_credit")
+        multiplier = parse_price(raw.get("price_multiplier", "1"), what="price_multiplier")
+    except MoneyError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return Plan(name, monthly_credit=credit, price_multiplier=multiplier, **limits)
+
+
+def _plan_dict(plan: Plan) -> dict:
+    entry: dict = {k: getattr(plan, k) for k in ("rpm", "tpm", "max_parallel") if getattr(plan, k) is not None}
+    entry["monthly_credit"] = format_usd(plan.monthly_credit)
+    entry["price_multiplier"] = format_price(plan.price_multiplier)
+    return entry
 
 
 def check_provider_name(name: str) -> str:

@@ -30,6 +30,7 @@ class UserState:
     email: str
     active: bool
     balance: int
+    plan: str | None = None
     pending: int = 0
     reserved: int = 0
 
@@ -109,10 +110,11 @@ class Gate:
         for row in users:
             state = self.users.get(row.id)
             if state is None:
-                self.users[row.id] = UserState(row.id, row.email, row.status == "active", row.balance)
+                self.users[row.id] = UserState(row.id, row.email, row.status == "active", row.balance, row.plan)
             else:
                 state.active = row.status == "active"
                 state.balance = row.balance
+                state.plan = row.plan
             self._user_rev = max(self._user_rev, row.rev)
         for row, spent in keys:
             key_id, user_id, name, status, key_hash, rev = row[:6]

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from hubproxy import errors
-from hubproxy.policy import KeyPolicy
+from hubproxy.policy import Limits
 
 WINDOW = 60.0
 
@@ -59,9 +59,9 @@ class RateLimiter:
     def __init__(self) -> None:
         self._windows: dict[str, KeyWindow] = {}
 
-    def admit(self, key_id: str, policy: KeyPolicy, tokens: int, now: float | None = None) -> TokenEntry | None:
+    def admit(self, key_id: str, policy: Limits, tokens: int, now: float | None = None) -> TokenEntry | None:
         """Count one call of `tokens` against the key's limits or raise 429; returns its token entry."""
-        if not policy.limited:
+        if not policy.any:
             return None
         now = time.monotonic() if now is None else now
         window = self._windows.setdefault(key_id, KeyWindow())
@@ -91,7 +91,7 @@ class RateLimiter:
         return entry
 
     @staticmethod
-    def _tokens_free_in(window: KeyWindow, tokens: int, policy: KeyPolicy, now: float) -> float:
+    def _tokens_free_in(window: KeyWindow, tokens: int, policy: Limits, now: float) -> float:
         excess = window.token_sum + tokens - (policy.tpm or 0)
         for entry in window.tokens:
             excess -= entry.tokens

@@ -14,9 +14,10 @@ import asyncio
 import time
 
 from hubproxy.billing import CallRecord, Reservation, cost_of, estimate_prompt_tokens, reservation_amount
-from hubproxy.config import BillingSettings
+from hubproxy.config import BillingSettings, Plan
 from hubproxy.gate import Gate, KeyState, UserState, insufficient_quota
 from hubproxy.limits import RateLimiter, TokenEntry
+from hubproxy.policy import effective_limits
 from hubproxy.routing import Route
 from hubproxy.store.db import Writer
 from hubproxy.store.usage import open_reservations, record_calls, reserve_many
@@ -62,6 +63,7 @@ class CallMeter:
         "cost",
         "key",
         "persisted",
+        "plan",
         "reservation",
         "route",
         "settled",
@@ -83,11 +85,13 @@ class CallMeter:
         stream: bool,
         body_bytes: int,
         max_tokens: int | None,
+        plan: Plan | None = None,
     ) -> None:
         model = route.model
         prompt = estimate_prompt_tokens(body_bytes, billing.bytes_per_token)
         output = 0 if endpoint == "/embeddings" else (max_tokens or billing.default_max_tokens)
-        amount = reservation_amount(model, prompt, output)
+        self.plan = plan
+        amount = self.price(reservation_amount(model, prompt, output))
         self.tokens = prompt + output
         self._limit_entry: TokenEntry | None = None
         self._calls, self._gate, self.user, self.key, self.route = calls, gate, user, key, route
@@ -102,7 +106,7 @@ class CallMeter:
             stream=stream,
             amount=amount,
             prompt_tokens=prompt,
-            prompt_cost=cost_of(model, prompt, 0),
+            prompt_cost=self.price(cost_of(model, prompt, 0)),
         )
         self.started = time.monotonic()
         self.persisted = False
@@ -112,7 +116,8 @@ class CallMeter:
     async def reserve(self) -> None:
         """Count the call against the key's rate limits (or raise 429), then hold its worst-case
         cost (or raise 402): in memory, or through the database when workers share it."""
-        self._limit_entry = self._calls.limiter.admit(self.key.id, self.key.policy, self.tokens)
+        limits = effective_limits(self.key.policy, self.plan)
+        self._limit_entry = self._calls.limiter.admit(self.key.id, limits, self.tokens)
         try:
             await self._reserve_money()
         except BaseException:
@@ -147,7 +152,7 @@ class CallMeter:
         r = self.reservation
         self._calls.meters.pop(r.id, None)
         prompt = r.prompt_tokens if prompt_tokens is None else prompt_tokens
-        self.cost = cost_of(self.route.model, prompt, completion_tokens)
+        self.cost = self.price(cost_of(self.route.model, prompt, completion_tokens))
         latency_ms = int((time.monotonic() - self.started) * 1000)
         record = CallRecord(
             r, prompt, completion_tokens, self.cost, estimated, status, http_status, latency_ms, self.persisted
@@ -158,6 +163,10 @@ class CallMeter:
         fut.add_done_callback(self._committed)
         self.settled = fut
         return fut
+
+    def price(self, cost: int) -> int:
+        """What the user pays for `cost`: their plan's multiplier, if any."""
+        return cost if self.plan is None else self.plan.price(cost)
 
     def release(self, status: str, http_status: int) -> asyncio.Future:
         """The call produced nothing billable (upstream error before any output)."""

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from hubproxy.config import Model
+from hubproxy.config import Model, Plan
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 PERIODS = ("day", "week", "month")
@@ -36,9 +36,23 @@ class KeyPolicy:
     tpm: int | None = None
     max_parallel: int | None = None
 
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+
     @property
-    def limited(self) -> bool:
+    def any(self) -> bool:
         return bool(self.rpm or self.tpm or self.max_parallel)
+
+
+def effective_limits(policy: KeyPolicy, plan: Plan | None) -> Limits:
+    """A key's own limits, else its user's plan's."""
+    if plan is None:
+        return Limits(policy.rpm, policy.tpm, policy.max_parallel)
+    return Limits(policy.rpm or plan.rpm, policy.tpm or plan.tpm, policy.max_parallel or plan.max_parallel)
 
 
 def parse_models(text: str | None) -> tuple[str, ...]:

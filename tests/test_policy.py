@@ -177,3 +177,59 @@ def test_address_rules_cover_ipv6_and_forwarding():
     assert client_address("127.0.0.1", "1.2.3.4", trusted) == "1.2.3.4"
     assert client_address("8.8.8.8", "1.2.3.4", trusted) == "8.8.8.8"
     assert client_address("127.0.0.1", "1.2.3.4, 127.0.0.1", trusted) == "1.2.3.4"
+
+
+def add_plans(gateway) -> None:
+    path = gateway.home / "config.toml"
+    config = tomllib.loads(path.read_text())
+    config["plans"] = {
+        "pro": {"rpm": 2, "monthly_credit": "3", "price_multiplier": "0.5"},
+        "free": {"rpm": 100},
+    }
+    path.write_text(tomli_w.dumps(config))
+    health = f"http://127.0.0.1:{gateway.port}/health"
+    wait_for(lambda: raw_request("GET", health).json()["plans"] == 2, timeout=3)
+
+
+def test_plans_give_limits_credit_and_price(gateway):
+    add_plans(gateway)
+    created = gateway.cli.json("users", "add", "pro@example.com", "--balance", "1", "--plan", "pro")
+    assert created["plan"] == "pro" and created["balance"] == "4.00", "1 USD grant + 3 USD monthly credit"
+    key = gateway.cli.json("keys", "create", "--user", "pro@example.com")["key"]
+    wait_for(lambda: gateway.key_works(key), timeout=3)
+    answer = chat(gateway, key)
+    assert answer.usage.model_extra["cost"] == pytest.approx((4 * 0.27 + 6 * 1.10) / 2 / 1e6)
+    chat(gateway, key)
+    with pytest.raises(openai.RateLimitError):
+        chat(gateway, key)
+    with gateway.db() as db:
+        cost_sum = db.execute("SELECT sum(cost) FROM usage WHERE user_id = 2").fetchone()[0]
+        balance, ledger = db.execute(
+            "SELECT balance, (SELECT sum(amount) FROM ledger WHERE user_id = 2) FROM users WHERE id = 2"
+        ).fetchone()
+    assert cost_sum == 2 * (4 * 270_000 + 6 * 1_100_000) // 2
+    assert balance == ledger == 4 * 10**12 - cost_sum
+
+
+def test_a_keys_own_limits_override_its_plan(gateway):
+    add_plans(gateway)
+    gateway.cli("users", "add", "pro@example.com", "--plan", "pro")
+    key = gateway.cli.json("keys", "create", "--user", "pro@example.com", "--rpm", "4")["key"]
+    wait_for(lambda: gateway.key_works(key), timeout=3)
+    for _ in range(4):
+        chat(gateway, key)
+    with pytest.raises(openai.RateLimitError):
+        chat(gateway, key)
+
+
+def test_monthly_credit_is_given_once_per_month(gateway):
+    add_plans(gateway)
+    gateway.cli("users", "add", "pro@example.com", "--plan", "pro")
+    gateway.cli("users", "update", "pro@example.com", "--plan", "pro")
+    gateway.stop()
+    gateway.start()
+    with gateway.db() as db:
+        credits = db.execute("SELECT count(*), sum(amount) FROM ledger WHERE kind = 'plan_credit'").fetchone()
+    assert credits == (1, 3 * 10**12)
+    bad = gateway.cli("users", "update", "pro@example.com", "--plan", "gold", ok=False)
+    assert bad.exit_code == 1 and "no plan 'gold'" in bad.output

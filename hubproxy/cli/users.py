@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import typer
 from rich.table import Table
 
-from hubproxy.cli.context import console, database, print_json
+from hubproxy.cli.context import CliError, console, database, load_config, print_json
 from hubproxy.money import format_usd, parse_usd
 from hubproxy.store import accounts
 
@@ -19,8 +21,26 @@ def user_json(user: accounts.UserRow) -> dict:
         "balance": format_usd(user.balance),
         "balance_pico_usd": user.balance,
         "status": user.status,
+        "plan": user.plan,
         "created_at": user.created_at,
     }
+
+
+def checked_plan(ctx: typer.Context, plan: str | None) -> str | None:
+    """A plan name that config.toml defines (or None)."""
+    if plan is None:
+        return None
+    plans = load_config(ctx).plans
+    if plan not in plans:
+        known = ", ".join(sorted(plans)) or "none defined; add [plans.NAME] to config.toml"
+        raise CliError(f"no plan {plan!r} (plans: {known})")
+    return plan
+
+
+def grant_plan_credit(ctx: typer.Context, conn) -> None:
+    config = load_config(ctx)
+    credits = {p.name: p.monthly_credit for p in config.plans.values()}
+    accounts.grant_monthly_credits(conn, credits, time.strftime("%Y-%m", time.gmtime()))
 
 
 @app.command("add")
@@ -28,12 +48,17 @@ def add(
     ctx: typer.Context,
     email: str,
     balance: str = typer.Option("0", "--balance", help="Starting balance in USD (recorded as a grant)."),
+    plan: str = typer.Option(None, "--plan", help="A plan from config.toml ([plans.NAME])."),
     json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Add a user."""
     amount = parse_usd(balance, what="--balance")
+    plan = checked_plan(ctx, plan)
     with database(ctx) as conn:
-        user = accounts.add_user(conn, email, amount)
+        user = accounts.add_user(conn, email, amount, plan)
+        if plan:
+            grant_plan_credit(ctx, conn)
+            user = accounts.get_user(conn, email)
     if json:
         print_json(user_json(user))
     else:
@@ -48,9 +73,9 @@ def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> Non
     if json:
         print_json([user_json(u) for u in users])
         return
-    table = Table("email", "balance (USD)", "status", "created")
+    table = Table("email", "balance (USD)", "plan", "status", "created")
     for u in users:
-        table.add_row(u.email, format_usd(u.balance), u.status, u.created_at[:19])
+        table.add_row(u.email, format_usd(u.balance), u.plan or "", u.status, u.created_at[:19])
     console.print(table)
 
 
@@ -82,6 +107,29 @@ def _set_status(ctx: typer.Context, email: str, status: str, json: bool) -> None
         print_json(user_json(user))
     else:
         console.print(f"{user.email} is now {user.status}")
+
+
+@app.command("update")
+def update(
+    ctx: typer.Context,
+    email: str,
+    plan: str = typer.Option(None, "--plan", help="Move the user to this plan."),
+    no_plan: bool = typer.Option(False, "--no-plan", help="Take the user off any plan."),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Change a user's plan (limits and price apply within a second on a running server)."""
+    if (plan is None) == (not no_plan):
+        raise CliError("give either --plan NAME or --no-plan")
+    plan = checked_plan(ctx, plan)
+    with database(ctx) as conn:
+        user = accounts.set_user_plan(conn, email, plan)
+        if plan:
+            grant_plan_credit(ctx, conn)
+            user = accounts.get_user(conn, email)
+    if json:
+        print_json(user_json(user))
+    else:
+        console.print(f"{user.email}: plan {user.plan or 'none'}, balance ${format_usd(user.balance)}")
 
 
 @app.command("disable")

@@ -20,7 +20,7 @@ from hubproxy.server import catalog
 from hubproxy.server.errors import openai_errors, unknown_route
 from hubproxy.server.proxy import make_handler
 from hubproxy.server.state import STATE, GatewayState
-from hubproxy.store.accounts import touch_keys
+from hubproxy.store.accounts import grant_monthly_credits, touch_keys
 from hubproxy.store.db import Writer, connect
 from hubproxy.store.usage import settle_leftover_reservations
 from hubproxy.upstream import Upstreams
@@ -29,6 +29,7 @@ log = logging.getLogger("hubproxy.server")
 
 CONFIG_POLL_SECONDS = 1.0
 LAST_USED_FLUSH_SECONDS = 1.0
+CREDIT_CHECK_SECONDS = 600.0
 
 
 def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.Application:
@@ -56,16 +57,25 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
     return app
 
 
-def settle_leftovers(paths: Paths) -> int:
-    """Before serving: settle the reservations a killed server left open."""
+def settle_leftovers(paths: Paths, config: Config) -> int:
+    """Before serving: settle the reservations a killed server left open; give this month's plan credit."""
     conn = connect(paths.database)
     try:
         settled = settle_leftover_reservations(conn)
+        grant_monthly_credits(conn, plan_credits(config), current_month())
     finally:
         conn.close()
     if settled:
         log.warning("settled %d reservation(s) left open by a previous run (billed as estimated)", settled)
     return settled
+
+
+def plan_credits(config: Config) -> dict[str, int]:
+    return {plan.name: plan.monthly_credit for plan in config.plans.values()}
+
+
+def current_month() -> str:
+    return time.strftime("%Y-%m", time.gmtime())
 
 
 def load_gate(paths: Paths, gate: Gate) -> None:
@@ -80,7 +90,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     loop = asyncio.get_running_loop()
     if not state.calls.shared:
-        settle_leftovers(state.paths)
+        settle_leftovers(state.paths, state.config)
     load_gate(state.paths, state.gate)
     state.stored_secrets = await loop.run_in_executor(None, load_stored_secrets, state.paths, state.config.providers)
     state.config_mtime = _mtime(state.paths)
@@ -90,6 +100,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(watch_config(state)),
         asyncio.create_task(flush_last_used(state)),
         asyncio.create_task(persist_reservations(state)),
+        asyncio.create_task(grant_credits_monthly(state)),
     ]
     try:
         yield
@@ -143,6 +154,14 @@ async def persist_reservations(state: GatewayState) -> None:
     while True:
         await asyncio.sleep(PERSIST_AFTER)
         state.calls.persist_due()
+
+
+async def grant_credits_monthly(state: GatewayState) -> None:
+    """Plan credit for a new month, without waiting for a restart (idempotent, so workers may all run it)."""
+    while True:
+        await asyncio.sleep(CREDIT_CHECK_SECONDS)
+        credits, month = plan_credits(state.config), current_month()
+        state.writer.submit(lambda conn, c=credits, m=month: grant_monthly_credits(conn, c, m))
 
 
 async def flush_last_used(state: GatewayState) -> None:

@@ -39,6 +39,7 @@ async def health(request: web.Request) -> web.Response:
             "status": "ok",
             "version": __version__,
             "models": len(state.router.routes()),
+            "plans": len(state.config.plans),
             "users": len(state.gate.users),
             "writes": state.writer.writes,
             "write_batches": state.writer.batches,

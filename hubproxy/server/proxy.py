@@ -84,6 +84,7 @@ async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
         stream,
         len(raw),
         max_tokens,
+        state.config.plans.get(user.plan) if user.plan else None,
     )
     await meter.reserve()
     client_wants_usage = False

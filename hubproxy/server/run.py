@@ -53,7 +53,7 @@ def run(paths: Paths, config: Config, host: str, port: int, workers: int = 1) ->
         _serve(paths, config, host, port, worker=False)
         return
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
-    settle_leftovers(paths)
+    settle_leftovers(paths, config)
     context = multiprocessing.get_context("spawn")
     children = [context.Process(target=_worker, args=(paths, config, host, port)) for _ in range(workers)]
     for child in children:

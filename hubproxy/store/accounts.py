@@ -30,6 +30,7 @@ class UserRow:
     status: str
     created_at: str
     rev: int
+    plan: str | None
 
 
 POLICY_COLUMNS = ("models", "allow_ips", "spend_limit", "budget_period", "expires_at", "rpm", "tpm", "max_parallel")
@@ -67,7 +68,7 @@ class KeyRow:
         return apikey.masked(self.prefix, self.last4)
 
 
-USER_COLUMNS = "id, email, balance, status, created_at, rev"
+USER_COLUMNS = "id, email, balance, status, created_at, rev, plan"
 KEY_COLUMNS = (
     "k.id, k.user_id, u.email, k.name, k.key_hash, k.prefix, k.last4, k.status, k.created_at, "
     "k.revoked_at, k.last_used_at, k.rev, " + ", ".join(f"k.{c}" for c in POLICY_COLUMNS)
@@ -105,17 +106,47 @@ def charge_many(conn: sqlite3.Connection, charges: list[tuple[int, int, str]]) -
     return {u: conn.execute("SELECT balance FROM users WHERE id = ?", (u,)).fetchone()[0] for u in totals}
 
 
-def add_user(conn: sqlite3.Connection, email: str, balance: int = 0) -> UserRow:
+def add_user(conn: sqlite3.Connection, email: str, balance: int = 0, plan: str | None = None) -> UserRow:
     email = email.strip()
     if not EMAIL_RE.match(email):
         raise AccountError(f"{email!r} is not an email address")
     with transaction(conn):
         if conn.execute("SELECT 1 FROM users WHERE email = ?", (email,)).fetchone():
             raise AccountError(f"user {email} already exists")
-        cur = conn.execute("INSERT INTO users (email, rev) VALUES (?, ?)", (email, _next_rev(conn, "users")))
+        cur = conn.execute(
+            "INSERT INTO users (email, plan, rev) VALUES (?, ?, ?)", (email, plan, _next_rev(conn, "users"))
+        )
         if balance:
             add_ledger(conn, cur.lastrowid, "grant", balance, "initial balance")
     return get_user(conn, email)
+
+
+def set_user_plan(conn: sqlite3.Connection, email: str, plan: str | None) -> UserRow:
+    with transaction(conn):
+        user = get_user(conn, email)
+        conn.execute("UPDATE users SET plan = ?, rev = ? WHERE id = ?", (plan, _next_rev(conn, "users"), user.id))
+    return get_user(conn, email)
+
+
+def grant_monthly_credits(conn: sqlite3.Connection, credits: dict[str, int], month: str) -> int:
+    """Give each user on a plan with included credit that credit once for `month` (YYYY-MM).
+
+    Idempotent: the ledger row (kind `plan_credit`, note = the month) is the record that it was given.
+    """
+    granted = 0
+    with transaction(conn):
+        for plan, credit in credits.items():
+            if credit <= 0:
+                continue
+            rows = conn.execute(
+                "SELECT id FROM users WHERE plan = ? AND status = 'active' AND NOT EXISTS (SELECT 1 FROM ledger "
+                "WHERE ledger.user_id = users.id AND kind = 'plan_credit' AND note = ?)",
+                (plan, month),
+            ).fetchall()
+            for (uid,) in rows:
+                add_ledger(conn, uid, "plan_credit", credit, month)
+                granted += 1
+    return granted
 
 
 def get_user(conn: sqlite3.Connection, email: str) -> UserRow:

@@ -167,3 +167,9 @@ def m004_key_policy(conn: sqlite3.Connection) -> None:
         "max_parallel INTEGER",
     ):
         conn.execute(f"ALTER TABLE api_keys ADD COLUMN {column}")
+
+
+@migration
+def m005_user_plan(conn: sqlite3.Connection) -> None:
+    """Users may be on a plan from config.toml ([plans.NAME]): default limits, credit, price multiplier."""
+    conn.execute("ALTER TABLE users ADD COLUMN plan TEXT")
