@@ -65,6 +65,8 @@ class ServerSettings:
     drain_seconds: float = 20.0
     access_log: bool = True
     trusted_proxies: list = field(default_factory=list)
+    accounts_api: bool = False
+    allow_registration: bool = True
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Timeouts:
 class BillingSettings:
     default_max_tokens: int = 4096
     bytes_per_token: int = 3
+    signup_grant: str = "0"
 
 
 @dataclass
@@ -166,6 +169,10 @@ class Config:
                 raise ConfigError(f"{origin} [server] trusted_proxies: {proxy!r} is not an IP or CIDR") from None
         if self.billing.default_max_tokens < 1 or self.billing.bytes_per_token < 1:
             raise ConfigError(f"{origin} [billing] values must be positive")
+        try:
+            parse_usd(self.billing.signup_grant, what="signup_grant")
+        except MoneyError as exc:
+            raise ConfigError(f"{origin} [billing] {exc}") from None
         for name in ("connect", "first_byte", "idle"):
             if getattr(self.timeouts, name) <= 0:
                 raise ConfigError(f"{origin} [timeouts] {name} must be positive")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 from pathlib import Path
 
 import keyring
@@ -29,8 +30,8 @@ def keyring_available() -> bool:
     return not isinstance(backend, fail.Keyring) and getattr(backend, "priority", 0) > 0
 
 
-def _account(provider: str) -> str:
-    return f"provider:{provider}"
+def _account(name: str) -> str:
+    return name if name == JWT_SECRET else f"provider:{name}"
 
 
 def store_secret(paths: Paths, provider: str, secret: str) -> str:
@@ -104,3 +105,16 @@ def _write_file(path: Path, data: dict[str, str]) -> None:
         json.dump(data, fh, indent=2)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+JWT_SECRET = "jwt-secret"
+
+
+def jwt_secret(paths: Paths) -> str:
+    """The account API's token-signing secret: made once, kept where provider keys are kept."""
+    found = load_secret(paths, JWT_SECRET)
+    if found:
+        return found
+    secret = secrets.token_urlsafe(48)
+    store_secret(paths, JWT_SECRET, secret)
+    return secret

@@ -53,7 +53,8 @@ def raw_request(method: str, url: str, body: bytes | None = None, headers: dict[
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
-        conn.request(method, parts.path or "/", body=body, headers=headers or {})
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request(method, target, body=body, headers=headers or {})
         resp = conn.getresponse()
         return HttpResult(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
     finally:

@@ -17,6 +17,7 @@ from hubproxy.metering import PERSIST_AFTER, OpenCalls
 from hubproxy.routing import Router
 from hubproxy.secrets import SecretError, load_stored_secrets
 from hubproxy.server import catalog
+from hubproxy.server.accounts import add_account_routes
 from hubproxy.server.errors import openai_errors, unknown_route
 from hubproxy.server.proxy import make_handler
 from hubproxy.server.state import STATE, GatewayState
@@ -53,6 +54,8 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
     app.router.add_get("/v1/models", openai_errors(catalog.list_models))
     app.router.add_get("/v1/models/{model:.+}", openai_errors(catalog.get_model))
     app.router.add_get("/health", openai_errors(catalog.health))
+    if config.server.accounts_api:
+        add_account_routes(app)
     app.router.add_route("*", "/{tail:.*}", unknown_route)
     return app
 

@@ -17,6 +17,7 @@ import sys
 from aiohttp import web
 
 from hubproxy.config import Config, Paths
+from hubproxy.secrets import jwt_secret
 from hubproxy.server.app import create_app, settle_leftovers
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
@@ -54,6 +55,8 @@ def run(paths: Paths, config: Config, host: str, port: int, workers: int = 1) ->
         return
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     settle_leftovers(paths, config)
+    if config.server.accounts_api:
+        jwt_secret(paths)  # made once here, so every worker signs with the same secret
     context = multiprocessing.get_context("spawn")
     children = [context.Process(target=_worker, args=(paths, config, host, port)) for _ in range(workers)]
     for child in children:

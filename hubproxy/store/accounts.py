@@ -128,6 +128,39 @@ def set_user_plan(conn: sqlite3.Connection, email: str, plan: str | None) -> Use
     return get_user(conn, email)
 
 
+def register_user(conn: sqlite3.Connection, email: str, password_hash: str, grant: int) -> tuple[UserRow, str]:
+    """A self-registered user with a password, the signup grant, and a first key (returned in full once)."""
+    with transaction(conn):
+        user = add_user(conn, email)
+        if grant:
+            add_ledger(conn, user.id, "signup_grant", grant, "signup grant")
+        conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user.id))
+        _, full = create_key(conn, user.email, "default")
+    return get_user(conn, user.email), full
+
+
+def password_hash_of(conn: sqlite3.Connection, email: str) -> tuple[int, str | None] | None:
+    row = conn.execute("SELECT id, password_hash FROM users WHERE email = ?", (email.strip(),)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def list_keys_of(conn: sqlite3.Connection, user_id: int) -> list[KeyRow]:
+    return [
+        KeyRow(*r)
+        for r in conn.execute(
+            f"SELECT {KEY_COLUMNS} FROM {KEY_FROM} WHERE k.user_id = ? ORDER BY k.created_at", (user_id,)
+        )
+    ]
+
+
+def revoke_key_of(conn: sqlite3.Connection, user_id: int, key_id: str) -> KeyRow:
+    """Revoke one of this user's keys; anyone else's key id is reported as not found."""
+    row = conn.execute("SELECT user_id FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+    if row is None or row[0] != user_id:
+        raise AccountError(f"no key {key_id!r}")
+    return revoke_key(conn, key_id)
+
+
 def grant_monthly_credits(conn: sqlite3.Connection, credits: dict[str, int], month: str) -> int:
     """Give each user on a plan with included credit that credit once for `month` (YYYY-MM).
 

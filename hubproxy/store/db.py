@@ -61,7 +61,21 @@ def _explain(path: Path, exc: sqlite3.DatabaseError) -> str:
 
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE … COMMIT: take the write lock up front so a busy database waits, not fails late."""
+    """BEGIN IMMEDIATE … COMMIT: take the write lock up front so a busy database waits, not fails late.
+
+    Inside a transaction already (a function run by the writer thread), it is a savepoint instead,
+    so the same account functions serve the CLI and the server.
+    """
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT nested")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK TO nested")
+            conn.execute("RELEASE nested")
+            raise
+        conn.execute("RELEASE nested")
+        return
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:

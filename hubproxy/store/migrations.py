@@ -173,3 +173,9 @@ def m004_key_policy(conn: sqlite3.Connection) -> None:
 def m005_user_plan(conn: sqlite3.Connection) -> None:
     """Users may be on a plan from config.toml ([plans.NAME]): default limits, credit, price multiplier."""
     conn.execute("ALTER TABLE users ADD COLUMN plan TEXT")
+
+
+@migration
+def m006_user_password(conn: sqlite3.Connection) -> None:
+    """Users who register through the account API log in with a password (scrypt hash only)."""
+    conn.execute("ALTER TABLE users ADD COLUMN password_hash TEXT")

@@ -146,3 +146,21 @@ def usage_report(conn: sqlite3.Connection, by: str, since: str | None = None, us
     )
     cols = ["group", "requests", "prompt_tokens", "completion_tokens", "cost", "estimated"]
     return [dict(zip(cols, row, strict=True)) for row in conn.execute(sql, params)]
+
+
+def recent_usage(conn: sqlite3.Connection, user_id: int, limit: int) -> list[dict]:
+    """A user's latest calls, newest first: model, tokens, cost (pico-USD), time."""
+    rows = conn.execute(
+        "SELECT request_id, model, prompt_tokens, completion_tokens, cost, estimated, status, created_at "
+        "FROM usage WHERE user_id = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+        (user_id, limit),
+    )
+    cols = ["request_id", "model", "prompt_tokens", "completion_tokens", "cost", "estimated", "status", "timestamp"]
+    return [dict(zip(cols, row, strict=True)) for row in rows]
+
+
+def total_cost_since(conn: sqlite3.Connection, user_id: int, day: str) -> int:
+    row = conn.execute(
+        "SELECT coalesce(sum(cost), 0) FROM usage_daily WHERE user_id = ? AND day >= ?", (user_id, day)
+    ).fetchone()
+    return row[0]

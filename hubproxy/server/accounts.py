@@ -1,0 +1,260 @@
+"""The account API of the hosted hubs (off by default): register, log in, own keys, balance, usage.
+
+Same shapes as the API Hub documentation: JWT (HS256) for account actions, either the JWT or an
+API key for billing reads, and the legacy OpenAI dashboard endpoints that chat apps read a balance
+from. Writes go through the store's writer; reads run off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+import orjson
+from aiohttp import web
+
+from hubproxy import errors
+from hubproxy.apikey import PREFIX
+from hubproxy.limits import RateLimiter
+from hubproxy.money import format_usd, parse_usd
+from hubproxy.passwords import MIN_LENGTH, hash_password, verify_password
+from hubproxy.policy import Limits
+from hubproxy.secrets import jwt_secret
+from hubproxy.server.auth import api_key_from, authorize
+from hubproxy.server.errors import openai_errors
+from hubproxy.server.state import STATE, GatewayState
+from hubproxy.store import accounts
+from hubproxy.store.accounts import AccountError
+from hubproxy.store.db import connect
+from hubproxy.store.usage import recent_usage, total_cost_since
+
+TOKEN_SECONDS = 7 * 24 * 3600
+LOGIN_PER_EMAIL = Limits(rpm=5)
+LOGIN_PER_ADDRESS = Limits(rpm=20)
+SECRET = web.AppKey("jwt_secret", str)
+LOGINS = web.AppKey("login_limiter", RateLimiter)
+
+
+def add_account_routes(app: web.Application) -> None:
+    app.cleanup_ctx.append(_load_secret)
+    app[LOGINS] = RateLimiter()
+    routes = [
+        ("POST", "/auth/register", register),
+        ("POST", "/auth/login", login),
+        ("GET", "/api-keys", list_keys),
+        ("POST", "/api-keys", create_key),
+        ("DELETE", "/api-keys/{key_id}", revoke_key),
+        ("GET", "/billing/balance", balance),
+        ("GET", "/billing/usage", usage),
+        ("GET", "/v1/dashboard/billing/subscription", subscription),
+        ("GET", "/v1/dashboard/billing/usage", dashboard_usage),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, openai_errors(handler))
+
+
+async def _load_secret(app: web.Application):
+    loop = asyncio.get_running_loop()
+    app[SECRET] = await loop.run_in_executor(None, jwt_secret, app[STATE].paths)
+    yield
+
+
+def usd(pico: int) -> orjson.Fragment:
+    """An exact decimal JSON number."""
+    return orjson.Fragment(format_usd(pico, min_places=1).encode())
+
+
+def respond(data: dict, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+async def credentials(request: web.Request) -> tuple[str, str]:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise errors.invalid_request("Request body is not valid JSON.") from None
+    email, password = (body.get("email"), body.get("password")) if isinstance(body, dict) else (None, None)
+    if not isinstance(email, str) or not isinstance(password, str):
+        raise errors.invalid_request("'email' and 'password' are required strings.")
+    return email.strip(), password
+
+
+def issue_token(request: web.Request, user_id: int, email: str) -> str:
+    now = int(time.time())
+    claims = {"sub": str(user_id), "email": email, "iat": now, "exp": now + TOKEN_SECONDS}
+    return jwt.encode(claims, request.app[SECRET], algorithm="HS256")
+
+
+def token_user(request: web.Request) -> int:
+    """The user id of a valid JWT in `Authorization: Bearer …`, or 401."""
+    token = api_key_from(request.headers)
+    if not token or token.startswith(PREFIX):
+        raise errors.invalid_api_key("This endpoint needs the token from POST /auth/login.")
+    try:
+        claims = jwt.decode(token, request.app[SECRET], algorithms=["HS256"], options={"require": ["exp", "sub"]})
+    except jwt.ExpiredSignatureError:
+        raise errors.invalid_api_key("The login token has expired; log in again.") from None
+    except jwt.InvalidTokenError:
+        raise errors.invalid_api_key("Invalid login token.") from None
+    user_id = int(claims["sub"])
+    user = request.app[STATE].gate.users.get(user_id)
+    if user is None or not user.active:
+        raise errors.invalid_api_key("The account is disabled.")
+    return user_id
+
+
+def caller_user(request: web.Request) -> int:
+    """Billing reads accept an API key or a login token."""
+    token = api_key_from(request.headers)
+    if token and token.startswith(PREFIX):
+        _, user = authorize(request)
+        return user.id
+    return token_user(request)
+
+
+async def write(state: GatewayState, fn: Callable[[Any], Any]) -> Any:
+    """Run an account change on the writer thread and show the gate what changed, before answering."""
+
+    def run(conn):
+        return fn(conn), state.gate.read_changes(conn)
+
+    try:
+        result, changes = await state.writer.submit(run)
+    except AccountError as exc:
+        raise errors.GatewayError(404 if "no key" in str(exc) else 409, "invalid_request_error", str(exc)) from None
+    state.gate.apply_changes(changes)
+    return result
+
+
+async def read(state: GatewayState, fn: Callable[[Any], Any]) -> Any:
+    def run():
+        conn = connect(state.paths.database)
+        try:
+            return fn(conn)
+        finally:
+            conn.close()
+
+    return await asyncio.get_running_loop().run_in_executor(None, run)
+
+
+def limit_logins(request: web.Request, email: str) -> None:
+    limiter = request.app[LOGINS]
+    limiter.admit(f"email:{email.lower()}", LOGIN_PER_EMAIL, 0)
+    limiter.admit(f"address:{request.app[STATE].caller_address(request)}", LOGIN_PER_ADDRESS, 0)
+
+
+async def register(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if not state.config.server.allow_registration:
+        raise errors.GatewayError(403, "registration_closed", "Registration is closed on this server.")
+    email, password = await credentials(request)
+    limit_logins(request, email)
+    if not accounts.EMAIL_RE.match(email):
+        raise errors.invalid_request(f"{email!r} is not an email address.", param="email")
+    if len(password) < MIN_LENGTH:
+        raise errors.invalid_request(f"The password must be at least {MIN_LENGTH} characters.", param="password")
+    hashed = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
+    grant = parse_usd(state.config.billing.signup_grant)
+    user, key = await write(state, lambda conn: accounts.register_user(conn, email, hashed, grant))
+    message = f"Registration successful! ${format_usd(grant)} granted." if grant else "Registration successful!"
+    return respond(
+        {
+            "token": issue_token(request, user.id, user.email),
+            "api_key": key,
+            "balance": usd(user.balance),
+            "message": message,
+        },
+        status=201,
+    )
+
+
+async def login(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    email, password = await credentials(request)
+    limit_logins(request, email)
+    found = await read(state, lambda conn: accounts.password_hash_of(conn, email))
+    stored = found[1] if found else None
+    ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, stored)
+    user = state.gate.users.get(found[0]) if found and ok else None
+    if user is None or not user.active:
+        raise errors.invalid_api_key("Wrong email or password.")
+    return respond({"token": issue_token(request, user.id, user.email), "balance": usd(user.balance)})
+
+
+def key_object(key: accounts.KeyRow) -> dict:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "key": key.masked,
+        "status": key.status,
+        "created_at": key.created_at,
+        "last_used_at": key.last_used_at,
+    }
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    user_id = token_user(request)
+    keys = await read(request.app[STATE], lambda conn: accounts.list_keys_of(conn, user_id))
+    return respond({"object": "list", "data": [key_object(k) for k in keys]})
+
+
+async def create_key(request: web.Request) -> web.Response:
+    user_id = token_user(request)
+    state = request.app[STATE]
+    name = request.query.get("name", "default")
+    email = state.gate.users[user_id].email
+    key, full = await write(state, lambda conn: accounts.create_key(conn, email, name))
+    return respond({**key_object(key), "key": full}, status=201)
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    user_id = token_user(request)
+    key_id = request.match_info["key_id"]
+    key = await write(request.app[STATE], lambda conn: accounts.revoke_key_of(conn, user_id, key_id))
+    return respond(key_object(key))
+
+
+async def balance(request: web.Request) -> web.Response:
+    user = request.app[STATE].gate.users[caller_user(request)]
+    return respond({"balance": usd(user.available + user.reserved), "email": user.email})
+
+
+async def usage(request: web.Request) -> web.Response:
+    user_id = caller_user(request)
+    try:
+        limit = min(max(int(request.query.get("limit", "10")), 1), 1000)
+    except ValueError:
+        raise errors.invalid_request("'limit' must be an integer.", param="limit") from None
+    rows = await read(request.app[STATE], lambda conn: recent_usage(conn, user_id, limit))
+    for row in rows:
+        row["cost"] = usd(row["cost"])
+        row["estimated"] = bool(row["estimated"])
+    return respond({"object": "list", "data": rows})
+
+
+async def subscription(request: web.Request) -> web.Response:
+    """Legacy OpenAI shape: chat apps show `hard_limit_usd` as the balance."""
+    user = request.app[STATE].gate.users[caller_user(request)]
+    remaining = usd(max(user.available + user.reserved, 0))
+    return respond(
+        {
+            "object": "billing_subscription",
+            "has_payment_method": True,
+            "hard_limit_usd": remaining,
+            "soft_limit_usd": remaining,
+            "system_hard_limit_usd": remaining,
+            "access_until": 0,
+        }
+    )
+
+
+async def dashboard_usage(request: web.Request) -> web.Response:
+    """Legacy OpenAI shape: `total_usage` in US cents since `start_date` (default: this month)."""
+    user_id = caller_user(request)
+    start = request.query.get("start_date") or datetime.now(UTC).strftime("%Y-%m-01")
+    spent = await read(request.app[STATE], lambda conn: total_cost_since(conn, user_id, start[:10]))
+    return respond({"object": "list", "total_usage": orjson.Fragment(format_usd(spent * 100, min_places=1).encode())})
