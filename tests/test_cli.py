@@ -139,16 +139,16 @@ def test_usage_report_formats_on_empty_database(cli):
         (["balance", "nobody@example.com"], "no user"),
     ],
 )
-def test_bad_input_is_one_line_nonzero_and_changes_nothing(home, args, message):
-    assert run_cli(home, "init").returncode == 0
-    assert run_cli(home, "users", "add", "a@b.co", "--balance", "1").returncode == 0
-    before = ((home / "config.toml").read_bytes(), run_cli(home, "users", "list", "--json").stdout)
+def test_bad_input_is_one_line_nonzero_and_changes_nothing(cli, home, args, message):
+    cli("init")
+    cli("users", "add", "a@b.co", "--balance", "1")
+    before = ((home / "config.toml").read_bytes(), cli("users", "list", "--json").stdout)
     proc = run_cli(home, *args)
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert ((home / "config.toml").read_bytes(), run_cli(home, "users", "list", "--json").stdout) == before
+    assert ((home / "config.toml").read_bytes(), cli("users", "list", "--json").stdout) == before
 
 
 def test_commands_before_init_say_what_to_do(home):

@@ -14,7 +14,9 @@ from tests.conftest import HELLO, run_cli, wait_for
 @pytest.fixture
 def workers(gateway):
     gateway.stop()
+    gateway.log_path.write_text("")
     gateway.start("--workers", "2")
+    wait_for(lambda: gateway.log().count("ready:") == 2, timeout=20)
     return gateway
 
 

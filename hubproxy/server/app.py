@@ -99,6 +99,9 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     state.config_mtime = _mtime(state.paths)
     state.writer.watch(state.gate.read_changes, state.gate.apply_changes)
     state.writer.start(loop)
+    log.info(
+        "ready: %d keys, %d users, %d models", len(state.gate.keys), len(state.gate.users), len(state.router.routes())
+    )
     tasks = [
         asyncio.create_task(watch_config(state)),
         asyncio.create_task(flush_last_used(state)),

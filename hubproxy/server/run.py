@@ -62,7 +62,11 @@ def run(paths: Paths, config: Config, host: str, port: int, workers: int = 1) ->
     for child in children:
         child.start()
 
+    stopping = False
+
     def stop_children(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.is_alive():
                 child.terminate()
@@ -71,7 +75,9 @@ def run(paths: Paths, config: Config, host: str, port: int, workers: int = 1) ->
     signal.signal(signal.SIGINT, stop_children)
     for child in children:
         child.join()
-    failed = [c.exitcode for c in children if c.exitcode]
+    # a worker stopped by our SIGTERM before it had set up its own handling is a clean stop too
+    clean = (0, -signal.SIGTERM) if stopping else (0,)
+    failed = [c.exitcode for c in children if c.exitcode not in clean]
     if failed:
         raise SystemExit(f"{len(failed)} worker(s) exited with an error")
 
