@@ -41,6 +41,7 @@ class CallRecord:
     http_status: int
     latency_ms: int
     persisted: bool = False
+    attempts: str = ""
 
 
 def estimate_prompt_tokens(body_bytes: int, bytes_per_token: int) -> int:

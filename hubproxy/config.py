@@ -95,12 +95,36 @@ class Provider:
 
 
 @dataclass
+class RoutingSettings:
+    max_attempts: int = 3
+    backoff_ms: int = 50
+    breaker_failures: int = 3
+    breaker_cooldown: float = 30.0
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One provider + upstream model that can serve a public model id."""
+
+    provider: str
+    upstream_model: str
+    priority: int = 0
+    weight: int = 1
+
+
+@dataclass
 class Model:
     name: str
     provider: str
     upstream_model: str
     input_price: int
     output_price: int
+    deployments: tuple[Deployment, ...] = ()
+
+    @property
+    def targets(self) -> tuple[Deployment, ...]:
+        """Every deployment; a model without a `deployments` list has exactly one."""
+        return self.deployments or (Deployment(self.provider, self.upstream_model),)
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,7 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     timeouts: Timeouts = field(default_factory=Timeouts)
     billing: BillingSettings = field(default_factory=BillingSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
     providers: dict[str, Provider] = field(default_factory=dict)
     models: dict[str, Model] = field(default_factory=dict)
     plans: dict[str, Plan] = field(default_factory=dict)
@@ -146,6 +171,7 @@ class Config:
             server=_section(ServerSettings, data.get("server", {}), f"{origin} [server]"),
             timeouts=_section(Timeouts, data.get("timeouts", {}), f"{origin} [timeouts]"),
             billing=_section(BillingSettings, data.get("billing", {}), f"{origin} [billing]"),
+            routing=_section(RoutingSettings, data.get("routing", {}), f"{origin} [routing]"),
         )
         for name, raw in _table(data, "providers", origin).items():
             cfg.providers[name] = _provider(name, raw, origin)
@@ -158,8 +184,12 @@ class Config:
 
     def validate(self, origin: str = "config") -> None:
         for model in self.models.values():
-            if model.provider not in self.providers:
-                raise ConfigError(f"{origin}: model {model.name!r} uses unknown provider {model.provider!r}")
+            for target in model.targets:
+                if target.provider not in self.providers:
+                    raise ConfigError(f"{origin}: model {model.name!r} uses unknown provider {target.provider!r}")
+        r = self.routing
+        if r.max_attempts < 1 or r.backoff_ms < 0 or r.breaker_failures < 1 or r.breaker_cooldown <= 0:
+            raise ConfigError(f"{origin} [routing] values must be positive")
         if not 0 < self.server.port < 65536:
             raise ConfigError(f"{origin} [server] port must be 1-65535")
         for proxy in self.server.trusted_proxies:
@@ -190,19 +220,12 @@ class Config:
             if not p.stream_usage:
                 entry["stream_usage"] = False
             providers[p.name] = entry
-        models = {
-            m.name: {
-                "provider": m.provider,
-                "upstream_model": m.upstream_model,
-                "input_price": format_price(m.input_price),
-                "output_price": format_price(m.output_price),
-            }
-            for m in self.models.values()
-        }
+        models = {m.name: _model_dict(m) for m in self.models.values()}
         return {
             "server": {**vars(self.server), "trusted_proxies": list(self.server.trusted_proxies)},
             "timeouts": vars(self.timeouts).copy(),
             "billing": vars(self.billing).copy(),
+            "routing": vars(self.routing).copy(),
             "providers": providers,
             "models": models,
             "plans": {p.name: _plan_dict(p) for p in self.plans.values()},
@@ -282,18 +305,45 @@ def _model(name: str, raw: dict, origin: str) -> Model:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table")
     check_model_name(name)
-    provider = raw.get("provider")
-    if not isinstance(provider, str):
-        raise ConfigError(f"{where}: provider is required")
+    unknown = set(raw) - {"provider", "upstream_model", "input_price", "output_price", "deployments"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
     try:
         input_price = parse_price(raw.get("input_price", "0"), what="input_price")
         output_price = parse_price(raw.get("output_price", "0"), what="output_price")
     except MoneyError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    deployments = tuple(_deployment(item, name, where) for item in raw.get("deployments", []))
+    if deployments:
+        return Model(
+            name, deployments[0].provider, deployments[0].upstream_model, input_price, output_price, deployments
+        )
+    provider = raw.get("provider")
+    if not isinstance(provider, str):
+        raise ConfigError(f"{where}: provider (or a deployments list) is required")
     upstream = raw.get("upstream_model", name)
     if not isinstance(upstream, str) or not upstream:
         raise ConfigError(f"{where}: upstream_model must be a non-empty string")
     return Model(name, provider, upstream, input_price, output_price)
+
+
+def _deployment(item: object, model: str, where: str) -> Deployment:
+    if not isinstance(item, dict) or not isinstance(item.get("provider"), str):
+        raise ConfigError(f"{where}: each deployment needs a provider")
+    upstream = item.get("upstream_model", model)
+    priority, weight = item.get("priority", 0), item.get("weight", 1)
+    if not isinstance(upstream, str) or not isinstance(priority, int) or not isinstance(weight, int) or weight < 1:
+        raise ConfigError(f"{where}: deployment upstream_model is a string, priority an integer, weight >= 1")
+    return Deployment(item["provider"], upstream, priority, weight)
+
+
+def _model_dict(m: Model) -> dict:
+    entry: dict = {"input_price": format_price(m.input_price), "output_price": format_price(m.output_price)}
+    if m.deployments:
+        entry["deployments"] = [vars(d).copy() for d in m.deployments]
+    else:
+        entry.update(provider=m.provider, upstream_model=m.upstream_model)
+    return entry
 
 
 def _plan(name: str, raw: dict, origin: str) -> Plan:

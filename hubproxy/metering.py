@@ -60,6 +60,7 @@ class CallMeter:
         "_calls",
         "_gate",
         "_limit_entry",
+        "attempts",
         "cost",
         "key",
         "persisted",
@@ -101,7 +102,7 @@ class CallMeter:
             key_id=key.id,
             model=model.name,
             provider=route.provider.name,
-            upstream_model=model.upstream_model,
+            upstream_model=route.upstream_model,
             endpoint=endpoint,
             stream=stream,
             amount=amount,
@@ -109,6 +110,7 @@ class CallMeter:
             prompt_cost=self.price(cost_of(model, prompt, 0)),
         )
         self.started = time.monotonic()
+        self.attempts: list[str] = []
         self.persisted = False
         self.settled: asyncio.Future | None = None
         self.cost = 0
@@ -155,7 +157,16 @@ class CallMeter:
         self.cost = self.price(cost_of(self.route.model, prompt, completion_tokens))
         latency_ms = int((time.monotonic() - self.started) * 1000)
         record = CallRecord(
-            r, prompt, completion_tokens, self.cost, estimated, status, http_status, latency_ms, self.persisted
+            r,
+            prompt,
+            completion_tokens,
+            self.cost,
+            estimated,
+            status,
+            http_status,
+            latency_ms,
+            self.persisted,
+            ",".join(self.attempts),
         )
         Gate.charge_queued(self.user, self.key, r.amount, self.cost)
         self._calls.limiter.finish(self.key.id, self._limit_entry, prompt + completion_tokens)
@@ -163,6 +174,12 @@ class CallMeter:
         fut.add_done_callback(self._committed)
         self.settled = fut
         return fut
+
+    def use(self, route: Route) -> None:
+        """The deployment this call is now trying (failover may move it before any answer)."""
+        self.route = route
+        self.reservation.provider = route.provider.name
+        self.reservation.upstream_model = route.upstream_model
 
     def price(self, cost: int) -> int:
         """What the user pays for `cost`: their plan's multiplier, if any."""

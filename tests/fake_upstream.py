@@ -3,7 +3,7 @@
 Its usage numbers are computed from the request (prompt tokens = words in the messages, completion
 tokens = words in the reply), so tests check billing against values they can derive themselves.
 The model name picks a behaviour: "fail-500", "rate-limited", "no-usage", "reasoning", "tools",
-"slow-stream", "echo-key" (an error body quoting the upstream key), "hang".
+"slow-stream", "echo-key" (an error body quoting the upstream key), "hang", "die-mid-stream".
 """
 
 from __future__ import annotations
@@ -200,7 +200,10 @@ class FakeUpstream:
                         ],
                     }
                 ]
-            for delta in chunks:
+            for number, delta in enumerate(chunks):
+                if model == "die-mid-stream" and number == 2:
+                    request.transport.abort()
+                    return resp
                 chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
                 if include_usage:
                     chunk["usage"] = None

@@ -99,7 +99,7 @@ def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> Non
         return
     table = Table("name", "base url", "key", "models")
     for p in config.providers.values():
-        used = sum(1 for m in config.models.values() if m.provider == p.name)
+        used = sum(1 for m in config.models.values() if any(t.provider == p.name for t in m.targets))
         table.add_row(p.name, p.base_url, provider_json(p)["api_key"], str(used))
     console.print(table)
 
@@ -110,7 +110,7 @@ def remove(ctx: typer.Context, name: str) -> None:
     config = load_config(ctx)
     if name not in config.providers:
         raise CliError(f"no provider {name!r}; see `hubproxy providers list`")
-    used = [m.name for m in config.models.values() if m.provider == name]
+    used = [m.name for m in config.models.values() if any(t.provider == name for t in m.targets)]
     if used:
         raise CliError(f"provider {name!r} is used by models {', '.join(used)}; remove them first")
     del config.providers[name]

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from hubproxy.config import Config, ConfigError, Paths
 from hubproxy.gate import Gate
+from hubproxy.health import HealthBoard
 from hubproxy.metering import PERSIST_AFTER, OpenCalls
 from hubproxy.routing import Router
 from hubproxy.secrets import SecretError, load_stored_secrets
@@ -46,6 +47,7 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
         writer=writer,
         calls=OpenCalls(writer, shared=worker),
         upstreams=Upstreams(config.timeouts),
+        health=HealthBoard(config.routing),
     )
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/v1/chat/completions", make_handler("/chat/completions"))

@@ -26,7 +26,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def get_model(request: web.Request) -> web.Response:
     key, _ = authorize(request)
-    route = request.app[STATE].router.resolve(request.match_info["model"])
+    route = request.app[STATE].router.resolve(request.match_info["model"])[0]
     if not model_allowed(key.policy, route.model):
         raise errors.model_not_allowed(route.model.name)
     return web.json_response(model_object(route))
@@ -44,5 +44,6 @@ async def health(request: web.Request) -> web.Response:
             "writes": state.writer.writes,
             "write_batches": state.writer.batches,
             "open_calls": len(state.calls.meters),
+            "deployments": state.health.snapshot(),
         }
     )

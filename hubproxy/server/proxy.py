@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import aiohttp
 import orjson
@@ -12,6 +13,7 @@ from aiohttp import web
 
 from hubproxy import errors
 from hubproxy.billing import read_usage
+from hubproxy.config import Provider
 from hubproxy.metering import CallMeter
 from hubproxy.money import format_usd
 from hubproxy.policy import model_allowed
@@ -60,15 +62,19 @@ def make_handler(endpoint: str):
     return openai_errors(handler)
 
 
+FAILOVER_STATUSES = frozenset({401, 402, 403, 408, 429, 500, 502, 503, 504})
+
+
 async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
     state: GatewayState = request.app[STATE]
     key, user = authorize(request)
     state.touch_key(key.id)
     raw = await request.read()
     body = parse_request(raw)
-    route = state.router.resolve(body["model"])
-    if not model_allowed(key.policy, route.model):
-        raise errors.model_not_allowed(route.model.name)
+    routes = state.router.resolve(body["model"])
+    if not model_allowed(key.policy, routes[0].model):
+        raise errors.model_not_allowed(routes[0].model.name)
+    candidates = state.router.candidates(routes, state.health)
     stream = bool(body.get("stream")) and endpoint != "/embeddings"
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     request_id = request["request_id"]
@@ -79,7 +85,7 @@ async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
         request_id,
         key,
         user,
-        route,
+        candidates[0],
         endpoint,
         stream,
         len(raw),
@@ -87,22 +93,8 @@ async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
         state.config.plans.get(user.plan) if user.plan else None,
     )
     await meter.reserve()
-    client_wants_usage = False
-    body["model"] = route.model.upstream_model
-    if stream:
-        options = body.get("stream_options") or {}
-        client_wants_usage = options.get("include_usage") is True
-        if route.provider.stream_usage:
-            body["stream_options"] = {**options, "include_usage": True}
-    api_key = provider_api_key(route.provider, state.stored_secrets)
-    try:
-        resp = await send_upstream(state, route, endpoint, orjson.dumps(body), api_key, stream)
-    except errors.GatewayError:
-        await meter.release("upstream_unreachable", 502)
-        raise
-    except BaseException:
-        meter.release("upstream_unreachable", 502)
-        raise
+    client_wants_usage = stream and (body.get("stream_options") or {}).get("include_usage") is True
+    resp, route, api_key = await first_answer(state, meter, candidates, body, endpoint, stream)
     try:
         if resp.status != 200:
             await meter.release("upstream_error", resp.status)
@@ -116,10 +108,65 @@ async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
             meter.settle(None, 0, estimated=True, status="aborted", http_status=499)
 
 
+def upstream_body(body: dict, route: Route, stream: bool, client_options: dict | None) -> bytes:
+    """The request as this deployment gets it: its model name, and usage asked for where supported."""
+    body["model"] = route.upstream_model
+    if stream:
+        if route.provider.stream_usage:
+            body["stream_options"] = {**(client_options or {}), "include_usage": True}
+        elif client_options is None:
+            body.pop("stream_options", None)
+        else:
+            body["stream_options"] = client_options
+    return orjson.dumps(body)
+
+
+async def first_answer(
+    state: GatewayState, meter: CallMeter, candidates: list[Route], body: dict, endpoint: str, stream: bool
+) -> tuple[aiohttp.ClientResponse, Route, str | None]:
+    """Try deployments in order until one gives an answer worth passing on.
+
+    Connection failures, timeouts, 429, 5xx and refusals of hubproxy's own upstream key move on to
+    the next deployment; nothing has reached the client yet, so it never sees a switch. The last
+    deployment's answer, whatever it is, is the one returned. Each attempt is kept for the usage row.
+    """
+    routing = state.config.routing
+    tries = candidates[: routing.max_attempts]
+    client_options = body.get("stream_options")
+    for number, route in enumerate(tries, start=1):
+        last = number == len(tries)
+        api_key = provider_api_key(route.provider, state.stored_secrets)
+        meter.use(route)
+        started = time.monotonic()
+        try:
+            payload = upstream_body(body, route, stream, client_options)
+            resp = await send_upstream(state, route.provider, endpoint, payload, api_key, stream)
+        except errors.GatewayError as exc:
+            state.health.failure(route.key, exc.message)
+            meter.attempts.append(f"{route.key}:unreachable")
+            if last:
+                await meter.release("upstream_unreachable", exc.status)
+                raise
+            await asyncio.sleep(routing.backoff_ms * 2 ** (number - 1) / 1000)
+            continue
+        except BaseException:
+            meter.release("upstream_unreachable", 502)
+            raise
+        meter.attempts.append(f"{route.key}:{resp.status}")
+        if resp.status not in FAILOVER_STATUSES:
+            state.health.success(route.key, (time.monotonic() - started) * 1000)
+            return resp, route, api_key
+        state.health.failure(route.key, f"HTTP {resp.status}")
+        if last:
+            return resp, route, api_key
+        resp.close()
+        await asyncio.sleep(routing.backoff_ms * 2 ** (number - 1) / 1000)
+    raise AssertionError("unreachable: the loop returns or raises on its last try")
+
+
 async def send_upstream(
-    state: GatewayState, route: Route, endpoint: str, payload: bytes, api_key: str | None, stream: bool
+    state: GatewayState, provider: Provider, endpoint: str, payload: bytes, api_key: str | None, stream: bool
 ) -> aiohttp.ClientResponse:
-    provider = route.provider
     if provider.api_key_env and not api_key:
         raise errors.upstream_unavailable(
             f"Provider {provider.name!r} has no API key: the environment variable {provider.api_key_env} "

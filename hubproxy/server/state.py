@@ -9,6 +9,7 @@ from aiohttp import web
 
 from hubproxy.config import Config, Paths, Provider
 from hubproxy.gate import Gate
+from hubproxy.health import HealthBoard
 from hubproxy.metering import OpenCalls
 from hubproxy.policy import IPNetwork, client_address, parse_networks
 from hubproxy.routing import Router
@@ -26,6 +27,7 @@ class GatewayState:
     writer: Writer
     calls: OpenCalls
     upstreams: Upstreams
+    health: HealthBoard
     stored_secrets: dict[str, str] = field(default_factory=dict)
     last_used: dict[str, int] = field(default_factory=dict)
     config_mtime: float = 0.0
@@ -52,6 +54,7 @@ class GatewayState:
         self.config = config
         self.router = Router(config)
         self.upstreams.set_timeouts(config.timeouts)
+        self.health.settings = config.routing
         self.trusted_proxies = parse_networks(config.server.trusted_proxies)
         self.stored_secrets = secrets
         self._adapters.clear()

@@ -179,3 +179,9 @@ def m005_user_plan(conn: sqlite3.Connection) -> None:
 def m006_user_password(conn: sqlite3.Connection) -> None:
     """Users who register through the account API log in with a password (scrypt hash only)."""
     conn.execute("ALTER TABLE users ADD COLUMN password_hash TEXT")
+
+
+@migration
+def m007_usage_attempts(conn: sqlite3.Connection) -> None:
+    """Which deployments a call tried, in order, with what each answered ("deepseek/deepseek-chat:502,…")."""
+    conn.execute("ALTER TABLE usage ADD COLUMN attempts TEXT")
