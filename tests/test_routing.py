@@ -121,3 +121,13 @@ def test_weights_split_traffic(routed):
         client.chat.completions.create(model="weighted", messages=HELLO)
     counts = collections.Counter(r["body"]["model"] for r in routed.upstream.requests)
     assert 120 <= counts["w-heavy"] <= 180 and counts["w-heavy"] + counts["w-light"] == 200
+
+
+def test_providers_status_shows_the_running_servers_view(routed):
+    routed.client().chat.completions.create(model="failover", messages=HELLO)
+    url = f"http://127.0.0.1:{routed.port}"
+    status = routed.cli.json("providers", "status", "--url", url)
+    assert status["fake/deepseek-chat"]["state"] == "closed"
+    assert status["dead/deepseek-chat"]["error_rate"] == 1.0
+    bad = routed.cli("providers", "status", "--url", "http://127.0.0.1:9", ok=False)
+    assert bad.exit_code == 1 and "no hubproxy server" in bad.output

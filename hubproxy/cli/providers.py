@@ -154,3 +154,46 @@ async def _probe(provider: Provider, key: str | None, connect: float) -> tuple[i
         raise CliError(f"could not reach {provider.base_url}: {type(exc).__name__}") from None
     items = data.get("data", []) if isinstance(data, dict) else []
     return 200, [m.get("id", "?") for m in items if isinstance(m, dict)]
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    url: str = typer.Option(None, "--url", help="The running server (default: host and port from config.toml)."),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Each deployment's breaker state, recent latency and error rate, from the running server."""
+    config = load_config(ctx)
+    host = "127.0.0.1" if config.server.host in ("0.0.0.0", "::") else config.server.host
+    base = url or f"http://{host}:{config.server.port}"
+    deployments = asyncio.run(_health(base.rstrip("/")))
+    if json:
+        print_json(deployments)
+        return
+    if not deployments:
+        console.print("no calls yet: deployments appear after their first call")
+        return
+    table = Table("deployment", "state", "latency ms", "error rate", "last error")
+    for name, info in sorted(deployments.items()):
+        error = info["last_error"] or ""
+        loud = any(code in error for code in ("HTTP 401", "HTTP 402", "HTTP 403"))
+        table.add_row(
+            name,
+            info["state"],
+            str(info["latency_ms"] or "-"),
+            f"{info['error_rate']:.0%}",
+            f"[bold red]{error} (check this provider's key/credit)[/]" if loud else error,
+        )
+    console.print(table)
+
+
+async def _health(base: str) -> dict:
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(base + "/health") as resp,
+        ):
+            data = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        raise CliError(f"no hubproxy server answering at {base}; is `hubproxy serve` running?") from None
+    return data.get("deployments", {}) if isinstance(data, dict) else {}
