@@ -166,7 +166,7 @@ class CallMeter:
             http_status,
             latency_ms,
             self.persisted,
-            ",".join(self.attempts),
+            ",".join(self.attempts) if len(self.attempts) > 1 else "",
         )
         Gate.charge_queued(self.user, self.key, r.amount, self.cost)
         self._calls.limiter.finish(self.key.id, self._limit_entry, prompt + completion_tokens)

@@ -183,5 +183,8 @@ def m006_user_password(conn: sqlite3.Connection) -> None:
 
 @migration
 def m007_usage_attempts(conn: sqlite3.Connection) -> None:
-    """Which deployments a call tried, in order, with what each answered ("deepseek/deepseek-chat:502,…")."""
+    """Which deployments a call tried, in order, with what each answered ("deepseek/deepseek-chat:502,…").
+
+    NULL when the first deployment answered: provider, upstream_model and http_status already say it.
+    """
     conn.execute("ALTER TABLE usage ADD COLUMN attempts TEXT")
