@@ -37,10 +37,13 @@ def checked_plan(ctx: typer.Context, plan: str | None) -> str | None:
     return plan
 
 
-def grant_plan_credit(ctx: typer.Context, conn) -> None:
-    config = load_config(ctx)
-    credits = {p.name: p.monthly_credit for p in config.plans.values()}
+def with_plan_credit(ctx: typer.Context, conn, user: accounts.UserRow) -> accounts.UserRow:
+    """Give a user newly on a plan this month's included credit at once (the server would within 10 min)."""
+    if not user.plan:
+        return user
+    credits = {p.name: p.monthly_credit for p in load_config(ctx).plans.values()}
     accounts.grant_monthly_credits(conn, credits, time.strftime("%Y-%m", time.gmtime()))
+    return accounts.get_user(conn, user.email)
 
 
 @app.command("add")
@@ -55,10 +58,7 @@ def add(
     amount = parse_usd(balance, what="--balance")
     plan = checked_plan(ctx, plan)
     with database(ctx) as conn:
-        user = accounts.add_user(conn, email, amount, plan)
-        if plan:
-            grant_plan_credit(ctx, conn)
-            user = accounts.get_user(conn, email)
+        user = with_plan_credit(ctx, conn, accounts.add_user(conn, email, amount, plan))
     if json:
         print_json(user_json(user))
     else:
@@ -122,10 +122,7 @@ def update(
         raise CliError("give either --plan NAME or --no-plan")
     plan = checked_plan(ctx, plan)
     with database(ctx) as conn:
-        user = accounts.set_user_plan(conn, email, plan)
-        if plan:
-            grant_plan_credit(ctx, conn)
-            user = accounts.get_user(conn, email)
+        user = with_plan_credit(ctx, conn, accounts.set_user_plan(conn, email, plan))
     if json:
         print_json(user_json(user))
     else:

@@ -28,7 +28,7 @@ from hubproxy.server.auth import api_key_from, authorize
 from hubproxy.server.errors import openai_errors
 from hubproxy.server.state import STATE, GatewayState
 from hubproxy.store import accounts
-from hubproxy.store.accounts import AccountError
+from hubproxy.store.accounts import AccountError, ConflictError, NotFoundError
 from hubproxy.store.db import connect
 from hubproxy.store.usage import recent_usage, total_cost_since
 
@@ -124,8 +124,12 @@ async def write(state: GatewayState, fn: Callable[[Any], Any]) -> Any:
 
     try:
         result, changes = await state.writer.submit(run)
+    except NotFoundError as exc:
+        raise errors.GatewayError(404, "not_found", str(exc)) from None
+    except ConflictError as exc:
+        raise errors.GatewayError(409, "conflict", str(exc)) from None
     except AccountError as exc:
-        raise errors.GatewayError(404 if "no key" in str(exc) else 409, "invalid_request_error", str(exc)) from None
+        raise errors.invalid_request(str(exc)) from None
     state.gate.apply_changes(changes)
     return result
 

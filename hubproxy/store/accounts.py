@@ -22,6 +22,14 @@ class AccountError(ValueError):
     """A user-caused problem with users or keys (unknown email, duplicate, bad name)."""
 
 
+class NotFoundError(AccountError):
+    """No such user or key (or not one the caller may see)."""
+
+
+class ConflictError(AccountError):
+    """The change clashes with what exists (a taken email, a key already revoked)."""
+
+
 @dataclass(frozen=True)
 class UserRow:
     id: int
@@ -112,7 +120,7 @@ def add_user(conn: sqlite3.Connection, email: str, balance: int = 0, plan: str |
         raise AccountError(f"{email!r} is not an email address")
     with transaction(conn):
         if conn.execute("SELECT 1 FROM users WHERE email = ?", (email,)).fetchone():
-            raise AccountError(f"user {email} already exists")
+            raise ConflictError(f"user {email} already exists")
         cur = conn.execute(
             "INSERT INTO users (email, plan, rev) VALUES (?, ?, ?)", (email, plan, _next_rev(conn, "users"))
         )
@@ -157,7 +165,7 @@ def revoke_key_of(conn: sqlite3.Connection, user_id: int, key_id: str) -> KeyRow
     """Revoke one of this user's keys; anyone else's key id is reported as not found."""
     row = conn.execute("SELECT user_id FROM api_keys WHERE id = ?", (key_id,)).fetchone()
     if row is None or row[0] != user_id:
-        raise AccountError(f"no key {key_id!r}")
+        raise NotFoundError(f"no key {key_id!r}")
     return revoke_key(conn, key_id)
 
 
@@ -185,7 +193,7 @@ def grant_monthly_credits(conn: sqlite3.Connection, credits: dict[str, int], mon
 def get_user(conn: sqlite3.Connection, email: str) -> UserRow:
     row = conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE email = ?", (email.strip(),)).fetchone()
     if row is None:
-        raise AccountError(f"no user {email!r}; see `hubproxy users list`")
+        raise NotFoundError(f"no user {email!r}; see `hubproxy users list`")
     return UserRow(*row)
 
 
@@ -253,7 +261,7 @@ def _check_rules(rules: dict) -> dict:
 def get_key(conn: sqlite3.Connection, key_id: str) -> KeyRow:
     row = conn.execute(f"SELECT {KEY_COLUMNS} FROM {KEY_FROM} WHERE k.id = ?", (key_id,)).fetchone()
     if row is None:
-        raise AccountError(f"no key {key_id!r}; see `hubproxy keys list`")
+        raise NotFoundError(f"no key {key_id!r}; see `hubproxy keys list`")
     return KeyRow(*row)
 
 
@@ -272,7 +280,7 @@ def revoke_key(conn: sqlite3.Connection, key_id: str) -> KeyRow:
     with transaction(conn):
         key = get_key(conn, key_id)
         if key.status == "revoked":
-            raise AccountError(f"key {key_id} is already revoked")
+            raise ConflictError(f"key {key_id} is already revoked")
         conn.execute(
             "UPDATE api_keys SET status = 'revoked', rev = ?, "
             "revoked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
