@@ -117,9 +117,14 @@ class Model:
     name: str
     provider: str
     upstream_model: str
-    input_price: int
-    output_price: int
+    input_price: int | None
+    output_price: int | None
     deployments: tuple[Deployment, ...] = ()
+
+    @property
+    def priced(self) -> bool:
+        """Unpriced models (added by `models sync`) are never served: no billing at a guessed price."""
+        return self.input_price is not None and self.output_price is not None
 
     @property
     def targets(self) -> tuple[Deployment, ...]:
@@ -308,9 +313,11 @@ def _model(name: str, raw: dict, origin: str) -> Model:
     unknown = set(raw) - {"provider", "upstream_model", "input_price", "output_price", "deployments"}
     if unknown:
         raise ConfigError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
+    if ("input_price" in raw) != ("output_price" in raw):
+        raise ConfigError(f"{where}: give both input_price and output_price, or neither (unpriced)")
     try:
-        input_price = parse_price(raw.get("input_price", "0"), what="input_price")
-        output_price = parse_price(raw.get("output_price", "0"), what="output_price")
+        input_price = parse_price(raw["input_price"], what="input_price") if "input_price" in raw else None
+        output_price = parse_price(raw["output_price"], what="output_price") if "output_price" in raw else None
     except MoneyError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     deployments = tuple(_deployment(item, name, where) for item in raw.get("deployments", []))
@@ -338,7 +345,9 @@ def _deployment(item: object, model: str, where: str) -> Deployment:
 
 
 def _model_dict(m: Model) -> dict:
-    entry: dict = {"input_price": format_price(m.input_price), "output_price": format_price(m.output_price)}
+    entry: dict = {}
+    if m.priced:
+        entry.update(input_price=format_price(m.input_price), output_price=format_price(m.output_price))
     if m.deployments:
         entry["deployments"] = [vars(d).copy() for d in m.deployments]
     else:

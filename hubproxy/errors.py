@@ -60,6 +60,17 @@ def model_not_allowed(model: str) -> GatewayError:
     )
 
 
+def model_not_priced(model: str) -> GatewayError:
+    return GatewayError(
+        403,
+        "model_not_priced",
+        f"The model {model!r} has no price set on this gateway yet, so it cannot be billed; the operator "
+        f"can set one with `hubproxy models add {model} … --replace`.",
+        type="permission_error",
+        param="model",
+    )
+
+
 def ip_not_allowed(address: str | None) -> GatewayError:
     return GatewayError(
         403,

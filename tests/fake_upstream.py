@@ -104,7 +104,8 @@ class FakeUpstream:
     async def models(self, request: web.Request) -> web.Response:
         if (refused := self._check_key(request)) is not None:
             return refused
-        return web.json_response({"object": "list", "data": [{"id": "deepseek-chat", "object": "model"}]})
+        listed = [{"id": name, "object": "model"} for name in ("deepseek-chat", "new-model")]
+        return web.json_response({"object": "list", "data": listed})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         if (refused := self._check_key(request)) is not None:

@@ -204,7 +204,44 @@ def test_providers_test_reaches_the_upstream_with_its_key(cli, upstream, monkeyp
     cli("init")
     cli("providers", "add", "fake", "--base-url", upstream.base_url, "--api-key-env", "FAKE_KEY")
     monkeypatch.setenv("FAKE_KEY", upstream.api_key)
-    assert "OK, 1 models" in cli("providers", "test", "fake").stdout
+    assert "OK, 2 models" in cli("providers", "test", "fake").stdout
     monkeypatch.setenv("FAKE_KEY", "wrong")
     bad = cli("providers", "test", "fake", ok=False)
     assert bad.exit_code == 1 and "HTTP 401" in bad.output
+
+
+def test_presets_fill_the_base_url_and_key_variable(cli):
+    cli("init")
+    presets = cli.json("providers", "presets")
+    names = {p["name"] for p in presets}
+    assert {
+        "deepseek",
+        "qwen",
+        "glm",
+        "moonshot",
+        "doubao",
+        "openai",
+        "anthropic",
+        "gemini",
+        "openrouter",
+        "groq",
+        "mistral",
+        "xai",
+        "together",
+        "siliconflow",
+        "ollama",
+        "vllm",
+        "lmstudio",
+    } <= names
+    assert all(p["source"].startswith("http") for p in presets)
+    cli("providers", "add", "kimi", "--preset", "moonshot")
+    assert cli.json("providers", "list")[0] == {
+        "name": "kimi",
+        "base_url": "https://api.moonshot.cn/v1",
+        "api_style": "openai",
+        "api_key": "env:MOONSHOT_API_KEY",
+        "headers": [],
+        "stream_usage": True,
+    }
+    bad = cli("providers", "add", "x", "--preset", "nope", ok=False)
+    assert bad.exit_code == 1 and "no preset 'nope'" in bad.output

@@ -219,3 +219,22 @@ def test_serve_on_a_busy_port_is_a_one_line_error(gateway):
     proc = run_cli(gateway.home, "serve", "--port", str(gateway.port))
     assert proc.returncode == 1
     assert "cannot listen on" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_models_sync_adds_unpriced_models_that_are_refused_until_priced(gateway, monkeypatch):
+    monkeypatch.setenv("UPSTREAM_KEY", gateway.upstream.api_key)
+    result = gateway.cli.json("models", "sync", "fake")
+    assert result == {"provider": "fake", "listed": 2, "added": ["new-model"]}
+    listed = {m["name"]: m for m in gateway.cli.json("models", "list")}
+    assert listed["new-model"]["input_price"] is None
+    client = gateway.client()
+    wait_for(lambda: raw_request("GET", f"http://127.0.0.1:{gateway.port}/health").json()["models"] == len(listed))
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        client.chat.completions.create(model="new-model", messages=HELLO)
+    assert err.value.code == "model_not_priced"
+    assert "new-model" not in {m.id for m in client.models.list()}
+    gateway.cli(
+        "models", "add", "new-model", "--provider", "fake", "--input-price", "1", "--output-price", "2", "--replace"
+    )
+    wait_for(lambda: "new-model" in {m.id for m in client.models.list()})
+    assert client.chat.completions.create(model="new-model", messages=HELLO).usage.model_extra["cost"] > 0

@@ -6,10 +6,15 @@ import typer
 from rich.table import Table
 
 from hubproxy.cli.context import CliError, console, load_config, print_json, save_config
-from hubproxy.config import Model, check_model_name
+from hubproxy.cli.providers import upstream_models
+from hubproxy.config import ConfigError, Model, check_model_name
 from hubproxy.money import format_price, parse_price
 
 app = typer.Typer(help="Models served to clients, with prices in USD per 1M tokens.", no_args_is_help=True)
+
+
+def price_text(micro: int | None) -> str | None:
+    return None if micro is None else format_price(micro)
 
 
 def model_json(m: Model) -> dict:
@@ -17,8 +22,8 @@ def model_json(m: Model) -> dict:
         "name": m.name,
         "provider": m.provider,
         "upstream_model": m.upstream_model,
-        "input_price": format_price(m.input_price),
-        "output_price": format_price(m.output_price),
+        "input_price": price_text(m.input_price),
+        "output_price": price_text(m.output_price),
     }
 
 
@@ -58,6 +63,37 @@ def add(
         )
 
 
+@app.command("sync")
+def sync(ctx: typer.Context, provider: str, json: bool = typer.Option(False, "--json")) -> None:
+    """Add every model the provider lists at GET /models that is not served yet, unpriced.
+
+    An unpriced model is refused to clients until `hubproxy models add ID --replace` prices it:
+    nothing is billed at a guessed price.
+    """
+    found = upstream_models(ctx, provider)
+    config = load_config(ctx)
+    served = {(t.provider, t.upstream_model) for m in config.models.values() for t in m.targets}
+    added = []
+    for upstream in found:
+        if (provider, upstream) in served or upstream in config.models:
+            continue
+        try:
+            check_model_name(upstream)
+        except ConfigError:
+            continue
+        config.models[upstream] = Model(upstream, provider, upstream, None, None)
+        added.append(upstream)
+    save_config(ctx, config)
+    if json:
+        print_json({"provider": provider, "listed": len(found), "added": added})
+        return
+    console.print(f"{provider} lists {len(found)} models; added {len(added)} unpriced: {', '.join(added) or '-'}")
+    if added:
+        console.print(
+            "price each before use: hubproxy models add ID --provider P --input-price X --output-price Y --replace"
+        )
+
+
 @app.command("list")
 def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> None:
     """List models and prices."""
@@ -67,7 +103,13 @@ def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> Non
         return
     table = Table("model", "provider", "upstream model", "input $/1M", "output $/1M")
     for m in config.models.values():
-        table.add_row(m.name, m.provider, m.upstream_model, format_price(m.input_price), format_price(m.output_price))
+        table.add_row(
+            m.name,
+            m.provider,
+            m.upstream_model,
+            price_text(m.input_price) or "unpriced",
+            price_text(m.output_price) or "unpriced",
+        )
     console.print(table)
 
 

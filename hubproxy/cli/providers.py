@@ -12,6 +12,7 @@ from rich.table import Table
 from hubproxy.cli.context import CliError, console, load_config, paths, print_json, save_config
 from hubproxy.config import ENV_VAR_RE, Provider, check_base_url, check_provider_name
 from hubproxy.secrets import delete_secret, keyring_available, load_secret, provider_api_key, store_secret
+from hubproxy.upstream.presets import get_preset, load_presets
 
 app = typer.Typer(help="Upstream providers (DeepSeek, Qwen, OpenAI, Ollama…).", no_args_is_help=True)
 
@@ -42,7 +43,8 @@ def parse_headers(values: list[str]) -> dict[str, str]:
 def add(
     ctx: typer.Context,
     name: str,
-    base_url: str = typer.Option(..., "--base-url", help="e.g. https://api.deepseek.com/v1"),
+    base_url: str = typer.Option(None, "--base-url", help="e.g. https://api.deepseek.com/v1"),
+    preset: str = typer.Option(None, "--preset", help="Fill base URL and key variable: see `providers presets`."),
     api_key_env: str = typer.Option(None, "--api-key-env", help="Read the key from this env var at call time."),
     api_key_stdin: bool = typer.Option(False, "--api-key-stdin", help="Read the key from stdin; store it safely."),
     header: list[str] = typer.Option([], "--header", help="Extra header sent upstream, 'Name: value'."),
@@ -54,9 +56,16 @@ def add(
 ) -> None:
     """Add an OpenAI-compatible provider."""
     check_provider_name(name)
-    url = check_base_url(base_url, "--base-url")
     if api_key_env and api_key_stdin:
         raise CliError("use either --api-key-env or --api-key-stdin, not both")
+    if preset is not None:
+        found = get_preset(preset)
+        base_url = base_url or found.base_url
+        if not api_key_stdin:
+            api_key_env = api_key_env or found.api_key_env
+    if base_url is None:
+        raise CliError("give --base-url URL or --preset NAME")
+    url = check_base_url(base_url, "--base-url")
     if api_key_env and not ENV_VAR_RE.match(api_key_env):
         raise CliError(f"--api-key-env must be an environment variable name, got {api_key_env!r}")
     config = load_config(ctx)
@@ -88,6 +97,19 @@ def add(
         console.print(f"key stored in the {where}")
     elif api_key_env:
         console.print(f"key read from ${api_key_env} when hubproxy calls {name}")
+
+
+@app.command("presets")
+def presets(json: bool = typer.Option(False, "--json")) -> None:
+    """Known providers: base URL, key variable, and where that was read."""
+    found = load_presets()
+    if json:
+        print_json([vars(p) for p in found.values()])
+        return
+    table = Table("preset", "base url", "key variable", "source")
+    for p in found.values():
+        table.add_row(p.name, p.base_url, p.api_key_env or "(none: local)", p.source)
+    console.print(table)
 
 
 @app.command("list")
@@ -122,6 +144,15 @@ def remove(ctx: typer.Context, name: str) -> None:
 @app.command("test")
 def test(ctx: typer.Context, name: str, json: bool = typer.Option(False, "--json")) -> None:
     """Check that the provider answers GET /models with its key."""
+    models = upstream_models(ctx, name)
+    if json:
+        print_json({"name": name, "status": 200, "models": models})
+    else:
+        console.print(f"{name}: OK, {len(models)} models")
+
+
+def upstream_models(ctx: typer.Context, name: str) -> list[str]:
+    """The model ids a configured provider lists at GET /models (with its key), or a one-line error."""
     config = load_config(ctx)
     provider = config.providers.get(name)
     if provider is None:
@@ -131,12 +162,9 @@ def test(ctx: typer.Context, name: str, json: bool = typer.Option(False, "--json
     if provider.api_key_env and not key:
         raise CliError(f"environment variable {provider.api_key_env} is not set")
     status, models = asyncio.run(_probe(provider, key, config.timeouts.connect))
-    if json:
-        print_json({"name": name, "status": status, "models": models})
     if status != 200:
         raise CliError(f"provider {name!r} answered HTTP {status} to GET /models")
-    if not json:
-        console.print(f"{name}: OK, {len(models)} models")
+    return models
 
 
 async def _probe(provider: Provider, key: str | None, connect: float) -> tuple[int, list[str]]:

@@ -20,7 +20,7 @@ def model_object(route: Route) -> dict:
 async def list_models(request: web.Request) -> web.Response:
     """Only the models this key may use."""
     key, _ = authorize(request)
-    routes = [r for r in request.app[STATE].router.routes() if model_allowed(key.policy, r.model)]
+    routes = [r for r in request.app[STATE].router.routes() if r.model.priced and model_allowed(key.policy, r.model)]
     return web.json_response({"object": "list", "data": [model_object(r) for r in routes]})
 
 

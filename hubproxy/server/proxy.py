@@ -74,6 +74,8 @@ async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
     routes = state.router.resolve(body["model"])
     if not model_allowed(key.policy, routes[0].model):
         raise errors.model_not_allowed(routes[0].model.name)
+    if not routes[0].model.priced:
+        raise errors.model_not_priced(routes[0].model.name)
     candidates = state.router.candidates(routes, state.health)
     stream = bool(body.get("stream")) and endpoint != "/embeddings"
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
