@@ -42,6 +42,7 @@ class CallRecord:
     latency_ms: int
     persisted: bool = False
     attempts: str = ""
+    cached_tokens: int = 0
 
 
 def estimate_prompt_tokens(body_bytes: int, bytes_per_token: int) -> int:
@@ -49,16 +50,28 @@ def estimate_prompt_tokens(body_bytes: int, bytes_per_token: int) -> int:
     return max(1, -(-body_bytes // bytes_per_token))
 
 
-def cost_of(model: Model, prompt_tokens: int, completion_tokens: int) -> int:
-    return token_cost(prompt_tokens, model.input_price) + token_cost(completion_tokens, model.output_price)
+def cost_of(model: Model, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
+    """Exact pico-USD; prompt tokens served from the provider's cache are billed at the model's cached
+    price when it has one (else at the input price)."""
+    cost = token_cost(completion_tokens, model.output_price)
+    if cached_tokens and model.cached_input_price is not None:
+        cached = min(cached_tokens, prompt_tokens)
+        return (
+            cost + token_cost(prompt_tokens - cached, model.input_price) + token_cost(cached, model.cached_input_price)
+        )
+    return cost + token_cost(prompt_tokens, model.input_price)
 
 
 def reservation_amount(model: Model, prompt_tokens: int, max_tokens: int) -> int:
     return cost_of(model, prompt_tokens, max_tokens)
 
 
-def read_usage(usage: object) -> tuple[int, int] | None:
-    """(prompt_tokens, completion_tokens) from an upstream `usage` object, or None if it has none."""
+def read_usage(usage: object) -> tuple[int, int, int] | None:
+    """(prompt, completion, cached prompt) tokens from an upstream `usage` object, or None if it has none.
+
+    Cached prompt tokens: OpenAI's `prompt_tokens_details.cached_tokens` or DeepSeek's
+    `prompt_cache_hit_tokens`.
+    """
     if not isinstance(usage, dict):
         return None
     prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
@@ -72,4 +85,8 @@ def read_usage(usage: object) -> tuple[int, int] | None:
         return None
     if isinstance(prompt, bool) or isinstance(completion, bool):
         return None
-    return prompt, completion
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else usage.get("prompt_cache_hit_tokens")
+    if not isinstance(cached, int) or isinstance(cached, bool) or cached < 0:
+        cached = 0
+    return prompt, completion, min(cached, prompt)

@@ -120,6 +120,7 @@ class Model:
     input_price: int | None
     output_price: int | None
     deployments: tuple[Deployment, ...] = ()
+    cached_input_price: int | None = None
 
     @property
     def priced(self) -> bool:
@@ -310,7 +311,14 @@ def _model(name: str, raw: dict, origin: str) -> Model:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table")
     check_model_name(name)
-    unknown = set(raw) - {"provider", "upstream_model", "input_price", "output_price", "deployments"}
+    unknown = set(raw) - {
+        "provider",
+        "upstream_model",
+        "input_price",
+        "output_price",
+        "deployments",
+        "cached_input_price",
+    }
     if unknown:
         raise ConfigError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
     if ("input_price" in raw) != ("output_price" in raw):
@@ -318,6 +326,8 @@ def _model(name: str, raw: dict, origin: str) -> Model:
     try:
         input_price = parse_price(raw["input_price"], what="input_price") if "input_price" in raw else None
         output_price = parse_price(raw["output_price"], what="output_price") if "output_price" in raw else None
+        cached = raw.get("cached_input_price")
+        cached_price = None if cached is None else parse_price(cached, what="cached_input_price")
     except MoneyError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     deployments = tuple(_deployment(item, name, where) for item in raw.get("deployments", []))
@@ -331,7 +341,7 @@ def _model(name: str, raw: dict, origin: str) -> Model:
     upstream = raw.get("upstream_model", name)
     if not isinstance(upstream, str) or not upstream:
         raise ConfigError(f"{where}: upstream_model must be a non-empty string")
-    return Model(name, provider, upstream, input_price, output_price)
+    return Model(name, provider, upstream, input_price, output_price, cached_input_price=cached_price)
 
 
 def _deployment(item: object, model: str, where: str) -> Deployment:
@@ -348,6 +358,8 @@ def _model_dict(m: Model) -> dict:
     entry: dict = {}
     if m.priced:
         entry.update(input_price=format_price(m.input_price), output_price=format_price(m.output_price))
+    if m.cached_input_price is not None:
+        entry["cached_input_price"] = format_price(m.cached_input_price)
     if m.deployments:
         entry["deployments"] = [vars(d).copy() for d in m.deployments]
     else:

@@ -147,6 +147,7 @@ class CallMeter:
         estimated: bool,
         status: str,
         http_status: int,
+        cached_tokens: int = 0,
     ) -> asyncio.Future:
         """Replace the reservation by the real charge; idempotent, returns the commit future."""
         if self.settled is not None:
@@ -154,7 +155,7 @@ class CallMeter:
         r = self.reservation
         self._calls.meters.pop(r.id, None)
         prompt = r.prompt_tokens if prompt_tokens is None else prompt_tokens
-        self.cost = self.price(cost_of(self.route.model, prompt, completion_tokens))
+        self.cost = self.price(cost_of(self.route.model, prompt, completion_tokens, cached_tokens))
         latency_ms = int((time.monotonic() - self.started) * 1000)
         record = CallRecord(
             r,
@@ -167,6 +168,7 @@ class CallMeter:
             latency_ms,
             self.persisted,
             ",".join(self.attempts) if len(self.attempts) > 1 else "",
+            cached_tokens,
         )
         Gate.charge_queued(self.user, self.key, r.amount, self.cost)
         self._calls.limiter.finish(self.key.id, self._limit_entry, prompt + completion_tokens)

@@ -3,7 +3,8 @@
 Its usage numbers are computed from the request (prompt tokens = words in the messages, completion
 tokens = words in the reply), so tests check billing against values they can derive themselves.
 The model name picks a behaviour: "fail-500", "rate-limited", "no-usage", "reasoning", "tools",
-"slow-stream", "echo-key" (an error body quoting the upstream key), "hang", "die-mid-stream".
+"slow-stream", "echo-key" (an error body quoting the upstream key), "hang", "die-mid-stream",
+"cache-hit" (2 prompt tokens from the provider's cache).
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class FakeUpstream:
                 "prompt_tokens": prompt,
                 "completion_tokens": len(REPLY.split()),
                 "total_tokens": prompt + len(REPLY.split()),
-                "prompt_cache_hit_tokens": 0,
+                "prompt_cache_hit_tokens": min(2, prompt) if model == "cache-hit" else 0,
             }
         return web.json_response(answer)
 

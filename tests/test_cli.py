@@ -91,6 +91,7 @@ def test_models_add_list_remove_with_alias(cli):
             "upstream_model": "deepseek-chat",
             "input_price": "0.27",
             "output_price": "1.1",
+            "cached_input_price": None,
         }
     ]
     bad = cli("providers", "remove", "deepseek", ok=False)

@@ -54,9 +54,18 @@ def test_cost_of_a_call():
 
 
 def test_read_usage_accepts_openai_and_anthropic_shapes_and_rejects_junk():
-    assert read_usage({"prompt_tokens": 3, "completion_tokens": 4}) == (3, 4)
-    assert read_usage({"input_tokens": 3, "output_tokens": 4}) == (3, 4)
-    assert read_usage({"prompt_tokens": 3, "total_tokens": 3}) == (3, 0)
+    assert read_usage({"prompt_tokens": 3, "completion_tokens": 4}) == (3, 4, 0)
+    assert read_usage({"input_tokens": 3, "output_tokens": 4}) == (3, 4, 0)
+    assert read_usage({"prompt_tokens": 3, "total_tokens": 3}) == (3, 0, 0)
+    assert read_usage({"prompt_tokens": 9, "completion_tokens": 1, "prompt_cache_hit_tokens": 5}) == (9, 1, 5)
+    assert read_usage({"prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": 50}}) == (9, 0, 9)
     assert read_usage({"prompt_tokens": "3"}) is None
     assert read_usage({"prompt_tokens": -1, "completion_tokens": 0}) is None
     assert read_usage(None) is None
+
+
+def test_cached_prompt_tokens_use_the_cached_price_only_where_one_is_set():
+    plain = Model("m", "p", "m", parse_price("0.27"), parse_price("1.10"))
+    cached = Model("m", "p", "m", parse_price("0.27"), parse_price("1.10"), cached_input_price=parse_price("0.07"))
+    assert cost_of(plain, 100, 10, cached_tokens=60) == 100 * 270_000 + 10 * 1_100_000
+    assert cost_of(cached, 100, 10, cached_tokens=60) == 40 * 270_000 + 60 * 70_000 + 10 * 1_100_000

@@ -238,3 +238,21 @@ def test_models_sync_adds_unpriced_models_that_are_refused_until_priced(gateway,
     )
     wait_for(lambda: "new-model" in {m.id for m in client.models.list()})
     assert client.chat.completions.create(model="new-model", messages=HELLO).usage.model_extra["cost"] > 0
+
+
+def test_cached_prompt_tokens_are_billed_at_the_cached_price(gateway):
+    prices = ["--input-price", "0.27", "--output-price", "1.10", "--cached-input-price", "0.07"]
+    gateway.cli("models", "add", "cache-hit", "--provider", "fake", *prices, "--replace")
+    wait_for(lambda: _cached(gateway.client()))
+    with gateway.db() as db:
+        rows = db.execute("SELECT prompt_tokens, cached_tokens, cost FROM usage WHERE model = 'cache-hit'").fetchall()
+    assert rows[-1] == (4, 2, 2 * 270_000 + 2 * 70_000 + 6 * 1_100_000)
+
+
+def _cached(client) -> bool:
+    """True once the server bills cache-hit at its cached price (config reloads within a second)."""
+    try:
+        answer = client.chat.completions.create(model="cache-hit", messages=HELLO)
+    except openai.NotFoundError:
+        return False
+    return answer.usage.model_extra["cost"] < (4 * 0.27 + 6 * 1.10) / 1e6

@@ -24,6 +24,7 @@ def model_json(m: Model) -> dict:
         "upstream_model": m.upstream_model,
         "input_price": price_text(m.input_price),
         "output_price": price_text(m.output_price),
+        "cached_input_price": price_text(m.cached_input_price),
     }
 
 
@@ -35,6 +36,9 @@ def add(
     upstream_model: str = typer.Option(None, "--upstream-model", help="Name upstream knows it by (default: NAME)."),
     input_price: str = typer.Option(..., "--input-price", help="USD per 1M prompt tokens."),
     output_price: str = typer.Option(..., "--output-price", help="USD per 1M completion tokens."),
+    cached_input_price: str = typer.Option(
+        None, "--cached-input-price", help="USD per 1M prompt tokens served from the provider's cache."
+    ),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing model of this name."),
     json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -51,6 +55,9 @@ def add(
         upstream_model or name,
         parse_price(input_price, what="--input-price"),
         parse_price(output_price, what="--output-price"),
+        cached_input_price=None
+        if cached_input_price is None
+        else parse_price(cached_input_price, what="--cached-input-price"),
     )
     config.models[name] = model
     save_config(ctx, config)

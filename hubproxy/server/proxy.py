@@ -225,7 +225,7 @@ async def complete_json(
         output_estimate = 0 if meter.reservation.endpoint == "/embeddings" else len(data) // 4
         await meter.settle(None, output_estimate, estimated=True, status="ok", http_status=200)
     else:
-        await meter.settle(tokens[0], tokens[1], estimated=False, status="ok", http_status=200)
+        await meter.settle(tokens[0], tokens[1], estimated=False, status="ok", http_status=200, cached_tokens=tokens[2])
         usage["cost"] = orjson.Fragment(format_usd(meter.cost, min_places=1).encode())
         data = orjson.dumps(parsed)
     return web.Response(body=data, status=200, content_type="application/json", headers={REQUEST_ID: request_id})

@@ -96,7 +96,9 @@ class StreamRelay:
         if tokens is None:
             self.events += 1
             return event
-        await self.meter.settle(tokens[0], tokens[1], estimated=False, status="ok", http_status=200)
+        await self.meter.settle(
+            tokens[0], tokens[1], estimated=False, status="ok", http_status=200, cached_tokens=tokens[2]
+        )
         if self.client_wants_usage:
             usage["cost"] = orjson.Fragment(format_usd(self.meter.cost, min_places=1).encode())
             return b"data: " + orjson.dumps(chunk) + b"\n\n"

@@ -188,3 +188,9 @@ def m007_usage_attempts(conn: sqlite3.Connection) -> None:
     NULL when the first deployment answered: provider, upstream_model and http_status already say it.
     """
     conn.execute("ALTER TABLE usage ADD COLUMN attempts TEXT")
+
+
+@migration
+def m008_usage_cached_tokens(conn: sqlite3.Connection) -> None:
+    """Prompt tokens the provider served from its cache (billed at the model's cached price, if set)."""
+    conn.execute("ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")

@@ -59,8 +59,8 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord]) -> list[in
     created_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
     conn.executemany(
         "INSERT INTO usage (request_id, user_id, key_id, model, provider, upstream_model, endpoint, stream, "
-        "prompt_tokens, completion_tokens, cost, estimated, status, http_status, latency_ms, created_at, attempts) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "prompt_tokens, completion_tokens, cost, estimated, status, http_status, latency_ms, created_at, attempts, "
+        "cached_tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [
             (
                 r.id,
@@ -80,6 +80,7 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord]) -> list[in
                 rec.latency_ms,
                 created_at,
                 rec.attempts or None,
+                rec.cached_tokens,
             )
             for rec in records
             for r in (rec.reservation,)
