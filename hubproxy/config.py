@@ -92,6 +92,8 @@ class Provider:
     api_style: str = "openai"
     headers: dict[str, str] = field(default_factory=dict)
     stream_usage: bool = True
+    timeout: float | None = None
+    max_concurrent: int | None = None
 
 
 @dataclass
@@ -225,6 +227,10 @@ class Config:
                 entry["headers"] = dict(p.headers)
             if not p.stream_usage:
                 entry["stream_usage"] = False
+            if p.timeout is not None:
+                entry["timeout"] = p.timeout
+            if p.max_concurrent is not None:
+                entry["max_concurrent"] = p.max_concurrent
             providers[p.name] = entry
         models = {m.name: _model_dict(m) for m in self.models.values()}
         return {
@@ -282,7 +288,23 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
     check_provider_name(name)
     if "api_key" in raw:
         raise ConfigError(f"{where}: secrets do not belong in config.toml; use api_key_env or --api-key-stdin")
-    unknown = set(raw) - {"base_url", "api_key_env", "api_key_stored", "api_style", "headers", "stream_usage"}
+    unknown = set(raw) - {
+        "base_url",
+        "api_key_env",
+        "api_key_stored",
+        "api_style",
+        "headers",
+        "stream_usage",
+        "timeout",
+        "max_concurrent",
+    }
+    timeout, max_concurrent = raw.get("timeout"), raw.get("max_concurrent")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
+        raise ConfigError(f"{where}: timeout must be a positive number of seconds")
+    if max_concurrent is not None and (
+        isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) or max_concurrent < 1
+    ):
+        raise ConfigError(f"{where}: max_concurrent must be a positive integer")
     if unknown:
         raise ConfigError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
     base_url = check_base_url(raw.get("base_url", ""), where)
@@ -303,6 +325,8 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
         api_style=style,
         headers=headers,
         stream_usage=bool(raw.get("stream_usage", True)),
+        timeout=None if timeout is None else float(timeout),
+        max_concurrent=max_concurrent,
     )
 
 

@@ -64,6 +64,8 @@ def test_provider_env_reference_stores_only_the_name(cli, home):
             "api_key": "env:DS_KEY",
             "headers": [],
             "stream_usage": True,
+            "timeout": None,
+            "max_concurrent": None,
         }
     ]
 
@@ -243,6 +245,8 @@ def test_presets_fill_the_base_url_and_key_variable(cli):
         "api_key": "env:MOONSHOT_API_KEY",
         "headers": [],
         "stream_usage": True,
+        "timeout": None,
+        "max_concurrent": None,
     }
     bad = cli("providers", "add", "x", "--preset", "nope", ok=False)
     assert bad.exit_code == 1 and "no preset 'nope'" in bad.output

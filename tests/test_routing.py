@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 import tomllib
@@ -25,6 +26,8 @@ ROUTED = {
     "mid-stream": [deployment("fake", "die-mid-stream", 2), deployment("fake", "deepseek-chat", 1)],
     "weighted": [deployment("fake", "w-heavy", 0, 3), deployment("fake", "w-light", 0, 1)],
     "all-dead": [deployment("dead", "a", 1), deployment("dead", "b", 0)],
+    "hang-fast": [deployment("impatient", "hang")],
+    "narrow-first": [deployment("narrow", "deepseek-chat", 2), deployment("fake", "deepseek-chat", 1)],
 }
 
 
@@ -34,6 +37,9 @@ def routed(gateway):
     path = gateway.home / "config.toml"
     config = tomllib.loads(path.read_text())
     config["providers"]["dead"] = {"base_url": "http://127.0.0.1:9/v1", "api_style": "openai"}
+    fake = config["providers"]["fake"]
+    config["providers"]["impatient"] = {**fake, "timeout": 0.5}
+    config["providers"]["narrow"] = {**fake, "max_concurrent": 1}
     config["routing"] = {"max_attempts": 3, "backoff_ms": 1, "breaker_failures": 3, "breaker_cooldown": 1.0}
     for name, deployments in ROUTED.items():
         config["models"][name] = {"input_price": "0.27", "output_price": "1.10", "deployments": deployments}
@@ -132,3 +138,28 @@ def test_providers_status_shows_the_running_servers_view(routed):
     assert status["dead/deepseek-chat"]["error_rate"] == 1.0
     bad = routed.cli("providers", "status", "--url", "http://127.0.0.1:9", ok=False)
     assert bad.exit_code == 1 and "no hubproxy server" in bad.output
+
+
+def test_a_providers_own_timeout_wins(routed):
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as err:
+        routed.client().chat.completions.create(model="hang-fast", messages=HELLO)
+    assert err.value.status_code == 502 and "0.5s" in err.value.message
+    assert time.monotonic() - started < 3
+
+
+def test_max_concurrent_sends_the_overflow_to_the_next_deployment(routed):
+    routed.upstream.delay = 0.5
+    results = asyncio.run(_two_at_once(routed))
+    assert all(not isinstance(r, Exception) for r in results)
+    attempts = [row[3] for row in usage_rows(routed, "narrow-first")]
+    assert sorted(a or "" for a in attempts) == ["", "narrow/deepseek-chat:busy,fake/deepseek-chat:200"]
+
+
+async def _two_at_once(gateway) -> list:
+    client = gateway.async_client()
+    try:
+        calls = [client.chat.completions.create(model="narrow-first", messages=HELLO) for _ in range(2)]
+        return await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        await client.close()

@@ -26,6 +26,8 @@ def provider_json(p: Provider) -> dict:
         "api_key": where,
         "headers": sorted(p.headers),
         "stream_usage": p.stream_usage,
+        "timeout": p.timeout,
+        "max_concurrent": p.max_concurrent,
     }
 
 
@@ -51,6 +53,8 @@ def add(
     no_stream_usage: bool = typer.Option(
         False, "--no-stream-usage", help="Upstream rejects stream_options; estimate streamed usage instead."
     ),
+    timeout: float = typer.Option(None, "--timeout", help="Seconds to wait for its answer (overrides first_byte)."),
+    max_concurrent: int = typer.Option(None, "--max-concurrent", help="Calls in flight to it at once."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing provider of this name."),
     json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -65,6 +69,8 @@ def add(
             api_key_env = api_key_env or found.api_key_env
     if base_url is None:
         raise CliError("give --base-url URL or --preset NAME")
+    if (timeout is not None and timeout <= 0) or (max_concurrent is not None and max_concurrent < 1):
+        raise CliError("--timeout and --max-concurrent must be positive")
     url = check_base_url(base_url, "--base-url")
     if api_key_env and not ENV_VAR_RE.match(api_key_env):
         raise CliError(f"--api-key-env must be an environment variable name, got {api_key_env!r}")
@@ -83,6 +89,8 @@ def add(
         api_key_stored=secret is not None,
         headers=parse_headers(header),
         stream_usage=not no_stream_usage,
+        timeout=timeout,
+        max_concurrent=max_concurrent,
     )
     where = store_secret(paths(ctx), name, secret) if secret else None
     config.providers[name] = provider

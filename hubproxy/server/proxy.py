@@ -106,6 +106,7 @@ async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
         return await complete_json(state, resp, meter, request_id)
     finally:
         resp.release()
+        state.upstreams.release(route.provider)
         if meter.settled is None:
             meter.settle(None, 0, estimated=True, status="aborted", http_status=499)
 
@@ -126,7 +127,8 @@ def upstream_body(body: dict, route: Route, stream: bool, client_options: dict |
 async def first_answer(
     state: GatewayState, meter: CallMeter, candidates: list[Route], body: dict, endpoint: str, stream: bool
 ) -> tuple[aiohttp.ClientResponse, Route, str | None]:
-    """Try deployments in order until one gives an answer worth passing on.
+    """Try deployments in order until one gives an answer worth passing on; the answer's provider slot
+    (`max_concurrent`) stays taken until the caller releases it.
 
     Connection failures, timeouts, 429, 5xx and refusals of hubproxy's own upstream key move on to
     the next deployment; nothing has reached the client yet, so it never sees a switch. The last
@@ -135,8 +137,18 @@ async def first_answer(
     routing = state.config.routing
     tries = candidates[: routing.max_attempts]
     client_options = body.get("stream_options")
+    upstreams = state.upstreams
     for number, route in enumerate(tries, start=1):
         last = number == len(tries)
+        if not upstreams.try_acquire(route.provider):
+            meter.attempts.append(f"{route.key}:busy")
+            if last:
+                await meter.release("upstream_busy", 503)
+                raise errors.upstream_unavailable(
+                    f"Every deployment of {route.model.name!r} is at its max_concurrent limit; try again shortly.",
+                    status=503,
+                )
+            continue
         api_key = provider_api_key(route.provider, state.stored_secrets)
         meter.use(route)
         started = time.monotonic()
@@ -144,6 +156,7 @@ async def first_answer(
             payload = upstream_body(body, route, stream, client_options)
             resp = await send_upstream(state, route.provider, endpoint, payload, api_key, stream)
         except errors.GatewayError as exc:
+            upstreams.release(route.provider)
             state.health.failure(route.key, exc.message)
             meter.attempts.append(f"{route.key}:unreachable")
             if last:
@@ -152,6 +165,7 @@ async def first_answer(
             await asyncio.sleep(routing.backoff_ms * 2 ** (number - 1) / 1000)
             continue
         except BaseException:
+            upstreams.release(route.provider)
             meter.release("upstream_unreachable", 502)
             raise
         meter.attempts.append(f"{route.key}:{resp.status}")
@@ -162,6 +176,7 @@ async def first_answer(
         if last:
             return resp, route, api_key
         resp.close()
+        upstreams.release(route.provider)
         await asyncio.sleep(routing.backoff_ms * 2 ** (number - 1) / 1000)
     raise AssertionError("unreachable: the loop returns or raises on its last try")
 
@@ -177,11 +192,13 @@ async def send_upstream(
         )
     adapter = state.adapter(provider)
     session = state.upstreams.session(provider)
-    first_byte = state.config.timeouts.first_byte
+    first_byte = state.upstreams.first_byte(provider)
     url, headers = adapter.url(endpoint), adapter.headers(api_key, stream)
     try:
         if not stream:
-            return await session.post(url, data=payload, headers=headers, timeout=state.upstreams.call_timeout)
+            return await session.post(
+                url, data=payload, headers=headers, timeout=state.upstreams.call_timeout(provider)
+            )
         async with asyncio.timeout(first_byte):
             return await session.post(url, data=payload, headers=headers, timeout=state.upstreams.stream_timeout)
     except TimeoutError:
