@@ -169,7 +169,7 @@ async def grant_credits_monthly(state: GatewayState) -> None:
     while True:
         await asyncio.sleep(CREDIT_CHECK_SECONDS)
         credits, month = plan_credits(state.config), current_month()
-        state.writer.submit(lambda conn, c=credits, m=month: grant_monthly_credits(conn, c, m))
+        state.writer.submit(partial(grant_monthly_credits, credits=credits, month=month))
 
 
 async def flush_last_used(state: GatewayState) -> None:
