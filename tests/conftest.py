@@ -197,13 +197,12 @@ class Gateway:
         except (openai.AuthenticationError, openai.PermissionDeniedError):
             return False
 
-    async def fire(self, key: str, n: int) -> list:
+    async def fire(self, key: str, n: int, model: str = "deepseek-chat", max_tokens: int | None = 1000) -> list:
         """`n` chat calls at once; each result is a completion or the exception it raised."""
+        params = {} if max_tokens is None else {"max_tokens": max_tokens}
         client = self.async_client(key=key)
         try:
-            calls = [
-                client.chat.completions.create(model="deepseek-chat", messages=HELLO, max_tokens=1000) for _ in range(n)
-            ]
+            calls = [client.chat.completions.create(model=model, messages=HELLO, **params) for _ in range(n)]
             return await asyncio.gather(*calls, return_exceptions=True)
         finally:
             await client.close()

@@ -128,17 +128,7 @@ def test_tpm_counts_the_reservation_then_the_real_usage(gateway):
     assert "per minute" in err.value.message
     gateway.upstream.delay = 0.5
 
-    async def both() -> list:
-        client = gateway.async_client(key=key)
-        try:
-            calls = [
-                client.chat.completions.create(model="deepseek-chat", messages=HELLO, max_tokens=600) for _ in range(2)
-            ]
-            return await asyncio.gather(*calls, return_exceptions=True)
-        finally:
-            await client.close()
-
-    results = asyncio.run(both())
+    results = asyncio.run(gateway.fire(key, 2, max_tokens=600))
     assert sum(isinstance(r, openai.RateLimitError) for r in results) == 1
 
 

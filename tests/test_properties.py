@@ -8,6 +8,7 @@ import openai
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hubproxy.store.accounts import ledger_mismatches
 from tests.conftest import HELLO
 
 CALL = st.tuples(
@@ -36,10 +37,7 @@ OPERATIONS = st.lists(st.one_of(CALL, TOPUP, RULE, BURST), min_size=1, max_size=
 
 def money_adds_up(gateway) -> None:
     with gateway.db() as db:
-        mismatched = db.execute(
-            "SELECT u.email, u.balance, coalesce(sum(l.amount), 0) AS total FROM users u "
-            "LEFT JOIN ledger l ON l.user_id = u.id GROUP BY u.id HAVING u.balance != total"
-        ).fetchall()
+        mismatched = ledger_mismatches(db)
         credits = db.execute("SELECT coalesce(sum(amount), 0) FROM ledger WHERE kind != 'charge'").fetchone()[0]
         costs = db.execute("SELECT coalesce(sum(cost), 0) FROM usage").fetchone()[0]
         balances = db.execute("SELECT sum(balance) FROM users").fetchone()[0]

@@ -150,16 +150,7 @@ def test_a_providers_own_timeout_wins(routed):
 
 def test_max_concurrent_sends_the_overflow_to_the_next_deployment(routed):
     routed.upstream.delay = 0.5
-    results = asyncio.run(_two_at_once(routed))
+    results = asyncio.run(routed.fire(routed.key, 2, model="narrow-first", max_tokens=None))
     assert all(not isinstance(r, Exception) for r in results)
     attempts = [row[3] for row in usage_rows(routed, "narrow-first")]
     assert sorted(a or "" for a in attempts) == ["", "narrow/deepseek-chat:busy,fake/deepseek-chat:200"]
-
-
-async def _two_at_once(gateway) -> list:
-    client = gateway.async_client()
-    try:
-        calls = [client.chat.completions.create(model="narrow-first", messages=HELLO) for _ in range(2)]
-        return await asyncio.gather(*calls, return_exceptions=True)
-    finally:
-        await client.close()
