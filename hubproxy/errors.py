@@ -5,6 +5,8 @@ Raised anywhere on the request path, rendered once by the server's error middlew
 
 from __future__ import annotations
 
+import math
+
 
 class GatewayError(Exception):
     def __init__(
@@ -77,6 +79,19 @@ def ip_not_allowed(address: str | None) -> GatewayError:
         "ip_not_allowed",
         f"This API key may not be used from {address or 'this address'}.",
         type="permission_error",
+    )
+
+
+def rate_limited(message: str, wait: float) -> GatewayError:
+    """429 that tells the true wait in whole seconds (Retry-After) and milliseconds (retry-after-ms)."""
+    wait = max(wait, 0.001)
+    return GatewayError(
+        429,
+        "rate_limited",
+        message,
+        type="rate_limit_error",
+        retryable=True,
+        headers={"Retry-After": str(math.ceil(wait)), "retry-after-ms": str(math.ceil(wait * 1000))},
     )
 
 

@@ -8,7 +8,6 @@ backend (Redis) can replace it for several machines without touching the routes.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -43,18 +42,6 @@ class KeyWindow:
             self.token_sum -= entry.tokens
 
 
-def rate_limited(message: str, wait: float, retryable: bool = True) -> errors.GatewayError:
-    wait = max(wait, 0.001)
-    return errors.GatewayError(
-        429,
-        "rate_limited",
-        message,
-        type="rate_limit_error",
-        retryable=retryable,
-        headers={"Retry-After": str(math.ceil(wait)), "retry-after-ms": str(math.ceil(wait * 1000))},
-    )
-
-
 class RateLimiter:
     def __init__(self) -> None:
         self._windows: dict[str, KeyWindow] = {}
@@ -67,10 +54,12 @@ class RateLimiter:
         window = self._windows.setdefault(key_id, KeyWindow())
         window.expire(now)
         if policy.max_parallel and window.parallel >= policy.max_parallel:
-            raise rate_limited(f"This key allows {policy.max_parallel} calls at a time; wait for one to finish.", 1.0)
+            raise errors.rate_limited(
+                f"This key allows {policy.max_parallel} calls at a time; wait for one to finish.", 1.0
+            )
         if policy.rpm and len(window.requests) >= policy.rpm:
             wait = window.requests[len(window.requests) - policy.rpm] + WINDOW - now
-            raise rate_limited(f"This key allows {policy.rpm} requests per minute.", wait)
+            raise errors.rate_limited(f"This key allows {policy.rpm} requests per minute.", wait)
         if policy.tpm:
             if tokens > policy.tpm:
                 raise errors.invalid_request(
@@ -79,7 +68,7 @@ class RateLimiter:
                     param="max_tokens",
                 )
             if window.token_sum + tokens > policy.tpm:
-                raise rate_limited(
+                raise errors.rate_limited(
                     f"This key allows {policy.tpm} tokens per minute.",
                     self._tokens_free_in(window, tokens, policy, now),
                 )
