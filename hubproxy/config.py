@@ -94,6 +94,7 @@ class Provider:
     stream_usage: bool = True
     timeout: float | None = None
     max_concurrent: int | None = None
+    preset: str | None = None
 
 
 @dataclass
@@ -231,6 +232,8 @@ class Config:
                 entry["timeout"] = p.timeout
             if p.max_concurrent is not None:
                 entry["max_concurrent"] = p.max_concurrent
+            if p.preset is not None:
+                entry["preset"] = p.preset
             providers[p.name] = entry
         models = {m.name: _model_dict(m) for m in self.models.values()}
         return {
@@ -297,6 +300,7 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
         "stream_usage",
         "timeout",
         "max_concurrent",
+        "preset",
     }
     timeout, max_concurrent = raw.get("timeout"), raw.get("max_concurrent")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
@@ -314,6 +318,9 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
     headers = raw.get("headers", {})
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{where}: headers must be a table of strings")
+    preset = raw.get("preset")
+    if preset is not None and not isinstance(preset, str):
+        raise ConfigError(f"{where}: preset must be a preset name")
     style = raw.get("api_style", "openai")
     if style != "openai":
         raise ConfigError(f"{where}: api_style {style!r} is not supported (supported: 'openai')")
@@ -327,6 +334,7 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
         stream_usage=bool(raw.get("stream_usage", True)),
         timeout=None if timeout is None else float(timeout),
         max_concurrent=max_concurrent,
+        preset=preset,
     )
 
 

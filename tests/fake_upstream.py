@@ -28,6 +28,17 @@ def count_prompt_words(body: dict) -> int:
     return len(str(prompt).split())
 
 
+# GET /models: one model every test config serves, one in the deepseek preset's catalog, one nobody
+# prices, and two carrying OpenRouter-style per-token prices (one exact, one "varies").
+LISTED = [
+    {"id": "deepseek-chat", "object": "model"},
+    {"id": "deepseek-reasoner", "object": "model"},
+    {"id": "new-model", "object": "model"},
+    {"id": "listed-model", "object": "model", "pricing": {"prompt": "0.000001", "completion": "0.0000025"}},
+    {"id": "varies-model", "object": "model", "pricing": {"prompt": "-1", "completion": "-1"}},
+]
+
+
 class FakeUpstream:
     def __init__(self, api_key: str = "sk-upstream-secret-123") -> None:
         self.api_key = api_key
@@ -105,8 +116,7 @@ class FakeUpstream:
     async def models(self, request: web.Request) -> web.Response:
         if (refused := self._check_key(request)) is not None:
             return refused
-        listed = [{"id": name, "object": "model"} for name in ("deepseek-chat", "new-model")]
-        return web.json_response({"object": "list", "data": listed})
+        return web.json_response({"object": "list", "data": LISTED})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         if (refused := self._check_key(request)) is not None:

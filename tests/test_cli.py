@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import tomllib
+from datetime import date
 
 import pytest
 
@@ -207,7 +208,7 @@ def test_providers_test_reaches_the_upstream_with_its_key(cli, upstream, monkeyp
     cli("init")
     cli("providers", "add", "fake", "--base-url", upstream.base_url, "--api-key-env", "FAKE_KEY")
     monkeypatch.setenv("FAKE_KEY", upstream.api_key)
-    assert "OK, 2 models" in cli("providers", "test", "fake").stdout
+    assert "OK, 5 models" in cli("providers", "test", "fake").stdout
     monkeypatch.setenv("FAKE_KEY", "wrong")
     bad = cli("providers", "test", "fake", ok=False)
     assert bad.exit_code == 1 and "HTTP 401" in bad.output
@@ -237,16 +238,28 @@ def test_presets_fill_the_base_url_and_key_variable(cli):
         "lmstudio",
     } <= names
     assert all(p["source"].startswith("http") for p in presets)
-    cli("providers", "add", "kimi", "--preset", "moonshot")
-    assert cli.json("providers", "list")[0] == {
-        "name": "kimi",
-        "base_url": "https://api.moonshot.cn/v1",
-        "api_style": "openai",
-        "api_key": "env:MOONSHOT_API_KEY",
-        "headers": [],
-        "stream_usage": True,
-        "timeout": None,
-        "max_concurrent": None,
+    for priced in (p for p in presets if p["models"]):
+        assert priced["prices_source"].startswith("https://"), priced["name"]
+        assert date.fromisoformat(priced["prices_read"]), priced["name"]
+    assert {"deepseek", "openai", "anthropic", "gemini", "moonshot", "xai"} <= {
+        p["name"] for p in presets if p["models"]
     }
+    added = cli.json("providers", "add", "kimi", "--preset", "moonshot")
+    assert added["base_url"] == "https://api.moonshot.ai/v1" and added["api_key"] == "env:MOONSHOT_API_KEY"
+    assert added["preset"] == "moonshot" and added["models_added"] == ["kimi-k2.5", "kimi-k2-0905-preview"]
+    listed = {m["name"]: m for m in cli.json("models", "list")}
+    assert listed["kimi-k2.5"] == {
+        "name": "kimi-k2.5",
+        "provider": "kimi",
+        "upstream_model": "kimi-k2.5",
+        "input_price": "0.6",
+        "output_price": "3",
+        "cached_input_price": "0.1",
+    }
+    again = cli.json("providers", "add", "kimi2", "--preset", "moonshot")
+    assert again["models_added"] == [], "models already served are left to their first provider"
+    bare = cli.json("providers", "add", "ds", "--preset", "deepseek", "--no-models")
+    assert bare["models_added"] == [] and "deepseek-chat" not in {m["name"] for m in cli.json("models", "list")}
+    assert "check them before billing" in cli("providers", "add", "oa", "--preset", "openai").stdout
     bad = cli("providers", "add", "x", "--preset", "nope", ok=False)
     assert bad.exit_code == 1 and "no preset 'nope'" in bad.output

@@ -224,7 +224,8 @@ def test_serve_on_a_busy_port_is_a_one_line_error(gateway):
 def test_models_sync_adds_unpriced_models_that_are_refused_until_priced(gateway, monkeypatch):
     monkeypatch.setenv("UPSTREAM_KEY", gateway.upstream.api_key)
     result = gateway.cli.json("models", "sync", "fake")
-    assert result == {"provider": "fake", "listed": 2, "added": ["new-model"]}
+    unpriced = ["deepseek-reasoner", "new-model", "listed-model", "varies-model"]
+    assert result == {"provider": "fake", "listed": 5, "priced": {}, "unpriced": unpriced}
     listed = {m["name"]: m for m in gateway.cli.json("models", "list")}
     assert listed["new-model"]["input_price"] is None
     client = gateway.client()
@@ -238,6 +239,29 @@ def test_models_sync_adds_unpriced_models_that_are_refused_until_priced(gateway,
     )
     wait_for(lambda: "new-model" in {m.id for m in client.models.list()})
     assert client.chat.completions.create(model="new-model", messages=HELLO).usage.model_extra["cost"] > 0
+
+
+def test_models_sync_prices_from_the_preset_the_listing_or_local(gateway, monkeypatch):
+    monkeypatch.setenv("UPSTREAM_KEY", gateway.upstream.api_key)
+    url = ["--base-url", gateway.upstream.base_url, "--api-key-env", "UPSTREAM_KEY", "--no-models"]
+    gateway.cli("providers", "add", "ds", "--preset", "deepseek", *url)
+    result = gateway.cli.json("models", "sync", "ds")
+    assert result["priced"] == {"deepseek-reasoner": "preset deepseek"}
+    assert result["unpriced"] == ["new-model", "listed-model", "varies-model"]
+    for name in result["unpriced"]:
+        gateway.cli("models", "remove", name)
+    gateway.cli("providers", "add", "router", "--preset", "openrouter", *url)
+    result = gateway.cli.json("models", "sync", "router")
+    assert result["priced"] == {"listed-model": "listing"} and "varies-model" in result["unpriced"]
+    gateway.cli("models", "remove", "listed-model")
+    gateway.cli("providers", "add", "box", "--preset", "ollama", *url)
+    assert gateway.cli.json("models", "sync", "box")["priced"]["listed-model"] == "local"
+    listed = {m["name"]: m for m in gateway.cli.json("models", "list")}
+    assert listed["deepseek-reasoner"]["input_price"] == "0.56" and listed["listed-model"]["output_price"] == "0"
+    client = gateway.client()
+    wait_for(lambda: "deepseek-reasoner" in {m.id for m in client.models.list()})
+    usage = client.chat.completions.create(model="deepseek-reasoner", messages=HELLO).usage
+    assert usage.model_extra["cost"] == (usage.prompt_tokens * 560_000 + usage.completion_tokens * 1_680_000) / 1e12
 
 
 def test_cached_prompt_tokens_are_billed_at_the_cached_price(gateway):

@@ -9,6 +9,7 @@ from hubproxy.cli.context import CliError, console, load_config, print_json, sav
 from hubproxy.cli.providers import upstream_models
 from hubproxy.config import ConfigError, Model, check_model_name
 from hubproxy.money import format_price, parse_price
+from hubproxy.upstream.presets import load_presets
 
 app = typer.Typer(help="Models served to clients, with prices in USD per 1M tokens.", no_args_is_help=True)
 
@@ -72,30 +73,44 @@ def add(
 
 @app.command("sync")
 def sync(ctx: typer.Context, provider: str, json: bool = typer.Option(False, "--json")) -> None:
-    """Add every model the provider lists at GET /models that is not served yet, unpriced.
+    """Add every model the provider lists at GET /models that is not served yet.
 
-    An unpriced model is refused to clients until `hubproxy models add ID --replace` prices it:
-    nothing is billed at a guessed price.
+    Prices come from the provider's preset catalog, from its own listing where the preset says it
+    carries prices (OpenRouter), or are 0 for local presets. Anything else is added unpriced and refused
+    to clients until `hubproxy models add ID --replace` prices it: nothing is billed at a guessed price.
     """
     found = upstream_models(ctx, provider)
     config = load_config(ctx)
+    preset_name = config.providers[provider].preset
+    preset = load_presets().get(preset_name) if preset_name else None
     served = {(t.provider, t.upstream_model) for m in config.models.values() for t in m.targets}
-    added = []
-    for upstream in found:
+    priced, unpriced = {}, []
+    for item in found:
+        upstream = item["id"]
         if (provider, upstream) in served or upstream in config.models:
             continue
         try:
             check_model_name(upstream)
         except ConfigError:
             continue
-        config.models[upstream] = Model(upstream, provider, upstream, None, None)
-        added.append(upstream)
+        prices, origin = preset.price_of(upstream, item) if preset else (None, "")
+        if prices is None:
+            config.models[upstream] = Model(upstream, provider, upstream, None, None)
+            unpriced.append(upstream)
+        else:
+            config.models[upstream] = Model(
+                upstream, provider, upstream, prices.input, prices.output, cached_input_price=prices.cached_input
+            )
+            priced[upstream] = origin
     save_config(ctx, config)
     if json:
-        print_json({"provider": provider, "listed": len(found), "added": added})
+        print_json({"provider": provider, "listed": len(found), "priced": priced, "unpriced": unpriced})
         return
-    console.print(f"{provider} lists {len(found)} models; added {len(added)} unpriced: {', '.join(added) or '-'}")
-    if added:
+    console.print(f"{provider} lists {len(found)} models; added {len(priced)} priced, {len(unpriced)} unpriced")
+    for upstream, origin in priced.items():
+        console.print(f"  {upstream}: priced from {origin}")
+    if unpriced:
+        console.print(f"  unpriced (refused until priced): {', '.join(unpriced)}")
         console.print(
             "price each before use: hubproxy models add ID --provider P --input-price X --output-price Y --replace"
         )

@@ -10,9 +10,10 @@ import typer
 from rich.table import Table
 
 from hubproxy.cli.context import CliError, console, load_config, paths, print_json, save_config
-from hubproxy.config import ENV_VAR_RE, Provider, check_base_url, check_provider_name
+from hubproxy.config import ENV_VAR_RE, Config, Model, Provider, check_base_url, check_provider_name
+from hubproxy.money import format_price
 from hubproxy.secrets import delete_secret, keyring_available, load_secret, provider_api_key, store_secret
-from hubproxy.upstream.presets import get_preset, load_presets
+from hubproxy.upstream.presets import Preset, Prices, get_preset, load_presets
 
 app = typer.Typer(help="Upstream providers (DeepSeek, Qwen, OpenAI, Ollama…).", no_args_is_help=True)
 
@@ -28,6 +29,7 @@ def provider_json(p: Provider) -> dict:
         "stream_usage": p.stream_usage,
         "timeout": p.timeout,
         "max_concurrent": p.max_concurrent,
+        "preset": p.preset,
     }
 
 
@@ -46,7 +48,10 @@ def add(
     ctx: typer.Context,
     name: str,
     base_url: str = typer.Option(None, "--base-url", help="e.g. https://api.deepseek.com/v1"),
-    preset: str = typer.Option(None, "--preset", help="Fill base URL and key variable: see `providers presets`."),
+    preset: str = typer.Option(
+        None, "--preset", help="Fill base URL, key variable and priced models: see `providers presets`."
+    ),
+    no_models: bool = typer.Option(False, "--no-models", help="With --preset: add no models from its catalog."),
     api_key_env: str = typer.Option(None, "--api-key-env", help="Read the key from this env var at call time."),
     api_key_stdin: bool = typer.Option(False, "--api-key-stdin", help="Read the key from stdin; store it safely."),
     header: list[str] = typer.Option([], "--header", help="Extra header sent upstream, 'Name: value'."),
@@ -62,8 +67,8 @@ def add(
     check_provider_name(name)
     if api_key_env and api_key_stdin:
         raise CliError("use either --api-key-env or --api-key-stdin, not both")
-    if preset is not None:
-        found = get_preset(preset)
+    found = None if preset is None else get_preset(preset)
+    if found is not None:
         base_url = base_url or found.base_url
         if not api_key_stdin:
             api_key_env = api_key_env or found.api_key_env
@@ -91,14 +96,21 @@ def add(
         stream_usage=not no_stream_usage,
         timeout=timeout,
         max_concurrent=max_concurrent,
+        preset=preset,
     )
     where = store_secret(paths(ctx), name, secret) if secret else None
     config.providers[name] = provider
+    added = [] if found is None or no_models else add_catalog(config, name, found)
     save_config(ctx, config)
     if json:
-        print_json({**provider_json(provider), "secret_stored_in": where})
+        print_json({**provider_json(provider), "secret_stored_in": where, "models_added": added})
         return
     console.print(f"added provider {name} → {url}")
+    if added and found is not None:
+        console.print(
+            f"added {len(added)} priced models: {', '.join(added)}\n"
+            f"prices read from {found.prices_source} on {found.prices_read}: check them before billing real money"
+        )
     if where and not keyring_available():
         console.print(f"no OS keyring available: key stored in {where} (mode 0600)")
     elif where:
@@ -107,16 +119,49 @@ def add(
         console.print(f"key read from ${api_key_env} when hubproxy calls {name}")
 
 
+def add_catalog(config: Config, provider: str, preset: Preset) -> list[str]:
+    """Serve the preset's priced models through `provider`; model ids already served are left alone."""
+    added = []
+    for model_id, prices in preset.models.items():
+        if model_id not in config.models:
+            config.models[model_id] = Model(
+                model_id, provider, model_id, prices.input, prices.output, cached_input_price=prices.cached_input
+            )
+            added.append(model_id)
+    return added
+
+
+def prices_json(x: Prices) -> dict:
+    cached = None if x.cached_input is None else format_price(x.cached_input)
+    return {"input_price": format_price(x.input), "output_price": format_price(x.output), "cached_input_price": cached}
+
+
+def preset_json(p: Preset) -> dict:
+    return {**vars(p), "models": {m: prices_json(x) for m, x in p.models.items()}}
+
+
+def _prices_cell(p: Preset) -> str:
+    if p.local:
+        return "0 (local)"
+    if p.listing_prices:
+        return "from its /models"
+    if p.models:
+        return f"{len(p.models)} models, read {p.prices_read}"
+    return "none read: sync adds unpriced"
+
+
 @app.command("presets")
 def presets(json: bool = typer.Option(False, "--json")) -> None:
-    """Known providers: base URL, key variable, and where that was read."""
+    """Known providers: base URL, key variable, priced models, and where that was read."""
     found = load_presets()
     if json:
-        print_json([vars(p) for p in found.values()])
+        print_json([preset_json(p) for p in found.values()])
         return
-    table = Table("preset", "base url", "key variable", "source")
+    table = Table("preset", "base url", "key variable", "prices", "prices from")
     for p in found.values():
-        table.add_row(p.name, p.base_url, p.api_key_env or "(none: local)", p.source)
+        table.add_row(
+            p.name, p.base_url, p.api_key_env or "(none: local)", _prices_cell(p), p.prices_source or p.source
+        )
     console.print(table)
 
 
@@ -154,13 +199,13 @@ def test(ctx: typer.Context, name: str, json: bool = typer.Option(False, "--json
     """Check that the provider answers GET /models with its key."""
     models = upstream_models(ctx, name)
     if json:
-        print_json({"name": name, "status": 200, "models": models})
+        print_json({"name": name, "status": 200, "models": [m["id"] for m in models]})
     else:
         console.print(f"{name}: OK, {len(models)} models")
 
 
-def upstream_models(ctx: typer.Context, name: str) -> list[str]:
-    """The model ids a configured provider lists at GET /models (with its key), or a one-line error."""
+def upstream_models(ctx: typer.Context, name: str) -> list[dict]:
+    """The model entries a configured provider lists at GET /models (with its key), or a one-line error."""
     config = load_config(ctx)
     provider = config.providers.get(name)
     if provider is None:
@@ -175,7 +220,7 @@ def upstream_models(ctx: typer.Context, name: str) -> list[str]:
     return models
 
 
-async def _probe(provider: Provider, key: str | None, connect: float) -> tuple[int, list[str]]:
+async def _probe(provider: Provider, key: str | None, connect: float) -> tuple[int, list[dict]]:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     timeout = aiohttp.ClientTimeout(total=connect + 20, sock_connect=connect)
     try:
@@ -189,7 +234,7 @@ async def _probe(provider: Provider, key: str | None, connect: float) -> tuple[i
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise CliError(f"could not reach {provider.base_url}: {type(exc).__name__}") from None
     items = data.get("data", []) if isinstance(data, dict) else []
-    return 200, [m.get("id", "?") for m in items if isinstance(m, dict)]
+    return 200, [m for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
 
 @app.command("status")
