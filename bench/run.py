@@ -27,6 +27,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from bench import peers
 from bench.seed import seed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +84,7 @@ def start(cmd: list[str], core: int | None, env: dict | None = None) -> subproce
     return subprocess.Popen(
         cmd,
         preexec_fn=pinned(core),
-        env=env or os.environ.copy(),
+        env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,
@@ -151,11 +152,15 @@ async def aiohttp_load(target: Target, connections: int, duration: float) -> flo
         return done / (time.monotonic() - started)
 
 
-async def latency_one_connection(target: Target, requests: int) -> tuple[float, float]:
+async def latency_one_connection(target: Target, requests: int, limit_s: float) -> tuple[float, float]:
+    """p50/p99 ms at one connection, after 50 warm-up calls; stops early after limit_s (slow peers)."""
     headers = {"Content-Type": "application/json", **target.headers}
     samples = []
+    stop_at = time.monotonic() + limit_s
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
         for i in range(requests + 50):
+            if i > 150 and time.monotonic() > stop_at:
+                break
             t0 = time.perf_counter()
             async with session.post(target.url + "/chat/completions", data=BODY, headers=headers) as r:
                 await r.read()
@@ -190,7 +195,7 @@ async def stream_delays(target: Target, streams: int, chunks: int, gap: float) -
                 buffer += data
                 while b"\n\n" in buffer:
                     event, buffer = buffer.split(b"\n\n", 1)
-                    match = re.search(rb'"sent_ns":(\d+)', event)
+                    match = re.search(rb'"content":\s*"(\d{19})"', event)
                     if match:
                         events += 1
                         delays.append((now - int(match.group(1))) / 1e6)
@@ -199,6 +204,7 @@ async def stream_delays(target: Target, streams: int, chunks: int, gap: float) -
         await asyncio.gather(*(one(session) for _ in range(streams)))
     delays.sort()
     if not delays:
+        print(f"  warning: {target.name}: no streamed chunk came through", file=sys.stderr)
         return float("nan"), float("nan"), float("nan")
     return statistics.median(delays), delays[int(len(delays) * 0.99) - 1], events / max(reads, 1)
 
@@ -210,12 +216,35 @@ def measure(target: Target, args: argparse.Namespace, use_wrk: bool) -> None:
     else:
         target.results["rps"] = asyncio.run(aiohttp_load(target, args.connections, args.duration))
     target.results["rss_mb_after_load"] = rss_mb(target.pid)
-    p50, p99 = asyncio.run(latency_one_connection(target, args.latency_requests))
+    p50, p99 = asyncio.run(latency_one_connection(target, args.latency_requests, max(10.0, 2 * args.duration)))
     target.results["p50_ms"], target.results["p99_ms"] = p50, p99
     s50, s99, per_read = asyncio.run(stream_delays(target, args.streams, args.chunks, args.gap))
     target.results["stream_p50_ms"], target.results["stream_p99_ms"] = s50, s99
     target.results["events_per_read"] = per_read
     target.results["rss_mb_after_streams"] = rss_mb(target.pid)
+
+
+def make_peer(name: str, args: argparse.Namespace, home: Path, upstream_url: str) -> peers.Peer | None:
+    if name == "litellm":
+        return peers.litellm(args.litellm_cmd, home, upstream_url, free_port())
+    return peers.portkey(args.portkey_cmd, upstream_url, free_port())
+
+
+def measure_peer(peer: peers.Peer, args: argparse.Namespace, use_wrk: bool) -> Target:
+    """Start a peer on hubproxy's core, measure it like hubproxy, and stop it before the next one."""
+    print(f"starting {peer.name} …", file=sys.stderr)
+    proc = start(peer.cmd, core=1, env=peer.env)
+    try:
+        wait_ready(peer.port, timeout=180)
+        target = Target(peer.name, peer.url, proc.pid, peer.headers)
+        measure(target, args, use_wrk)
+        return target
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def time_usage_report(home: Path) -> float:
@@ -249,6 +278,12 @@ def print_table(targets: list[Target], baseline: Target, direct: Target) -> None
         f"  stream chunk delay p99 (ms) {hub.results['stream_p99_ms']:.3f}"
         f"   (passthrough {baseline.results['stream_p99_ms']:.3f})"
     )
+    for peer in targets[3:]:
+        print(
+            f"hubproxy vs {peer.name}: {hub.results['rps'] / peer.results['rps']:.1f}x the throughput, "
+            f"{peer.results['p50_ms'] - hub.results['p50_ms']:.3f} ms less p50 latency, "
+            f"{peer.results['rss_mb_after_streams'] / hub.results['rss_mb_after_streams']:.1f}x less memory"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="hubproxy serve --workers N (unpinned when > 1)")
     parser.add_argument("--seed-keys", type=int, default=0, help="extra keys in hubproxy's database first")
     parser.add_argument("--seed-rows", type=int, default=0, help="usage rows in hubproxy's database first")
+    parser.add_argument(
+        "--compare", nargs="+", default=[], choices=["litellm", "portkey"], help="also measure these gateways"
+    )
+    parser.add_argument("--litellm-cmd", default="litellm", help="how to start LiteLLM's proxy")
+    parser.add_argument("--portkey-cmd", default="npx --yes @portkey-ai/gateway", help="how to start Portkey")
     args = parser.parse_args(argv)
     if args.smoke:
         args.duration, args.latency_requests, args.streams, args.chunks = 1.0, 50, 5, 3
@@ -305,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
             targets = [direct, baseline, hub]
             for target in targets:
                 measure(target, args, use_wrk)
+            for name in args.compare:
+                peer = make_peer(name, args, home, upstream_url)
+                if peer is None:
+                    print(f"{name} not found, skipped; to install: {peers.INSTALL_HINTS[name]}", file=sys.stderr)
+                    continue
+                targets.append(measure_peer(peer, args, use_wrk))
             print_table(targets, baseline, direct)
             extra["usage_report_s"] = time_usage_report(home)
             print(f"  usage report --by model      {extra['usage_report_s']:.3f} s")
@@ -313,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
                 "cores": os.cpu_count(),
                 "args": vars(args),
                 "targets": {t.name: asdict(t)["results"] for t in targets},
-                "ratios": {"throughput_vs_passthrough": hub.results["rps"] / baseline.results["rps"]},
+                "ratios": {
+                    f"throughput_vs_{t.name}": hub.results["rps"] / t.results["rps"] for t in targets if t is not hub
+                },
                 "database": extra,
             }
             Path(args.json).write_text(json.dumps(report, indent=2))

@@ -1,6 +1,6 @@
 """A fast static OpenAI-compatible upstream for benchmarks (not itself the bottleneck: its direct
-figure is reported beside the others). Streams carry the send time of each chunk, in ns, so the
-client can measure how long the chunk took to get through the gateway."""
+figure is reported beside the others). Each streamed chunk's content is its send time in ns, so the
+client can measure how long the chunk took to get through a gateway, even one that re-encodes chunks."""
 
 from __future__ import annotations
 
@@ -34,14 +34,19 @@ async def chat(request: web.Request) -> web.StreamResponse:
     await resp.prepare(request)
     for _ in range(chunks):
         chunk = {
+            "id": "chatcmpl-bench",
             "object": "chat.completion.chunk",
-            "sent_ns": time.time_ns(),
-            "choices": [{"index": 0, "delta": {"content": "tok"}}],
+            "created": 1,
+            "model": "bench",
+            "choices": [{"index": 0, "delta": {"content": str(time.time_ns())}}],
         }
         await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
         await asyncio.sleep(gap)
     usage = {
+        "id": "chatcmpl-bench",
         "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "bench",
         "choices": [],
         "usage": {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks},
     }

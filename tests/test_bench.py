@@ -10,7 +10,8 @@ def test_bench_smoke_run_reports_every_target(tmp_path):
     out = tmp_path / "results.json"
     root = Path(__file__).parent.parent
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--no-wrk", "--json", str(out)],
+        [sys.executable, "-m", "bench.run", "--smoke", "--no-wrk", "--json", str(out)]
+        + ["--compare", "litellm", "--litellm-cmd", str(tmp_path / "no-litellm-here")],
         cwd=root,
         capture_output=True,
         text=True,
@@ -22,3 +23,4 @@ def test_bench_smoke_run_reports_every_target(tmp_path):
     for results in report["targets"].values():
         assert results["rps"] > 0 and results["stream_p50_ms"] == results["stream_p50_ms"]
     assert "throughput ratio" in proc.stdout
+    assert "litellm not found, skipped; to install:" in proc.stderr
