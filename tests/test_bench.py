@@ -9,9 +9,9 @@ from pathlib import Path
 def test_bench_smoke_run_reports_every_target(tmp_path):
     out = tmp_path / "results.json"
     root = Path(__file__).parent.parent
+    missing_peer = ["--compare", "litellm", "--litellm-cmd", str(tmp_path / "no-litellm-here")]
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--no-wrk", "--json", str(out)]
-        + ["--compare", "litellm", "--litellm-cmd", str(tmp_path / "no-litellm-here")],
+        [sys.executable, "-m", "bench.run", "--smoke", "--no-wrk", "--json", str(out), *missing_peer],
         cwd=root,
         capture_output=True,
         text=True,
