@@ -60,6 +60,17 @@ def rss_mb(pid: int) -> float:
     return own + sum(rss_mb(int(child)) for child in children)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children so far: steadier than req/s on a shared VM."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return float("nan")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
+
+
 def wait_ready(port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -211,10 +222,13 @@ async def stream_delays(target: Target, streams: int, chunks: int, gap: float) -
 
 def measure(target: Target, args: argparse.Namespace, use_wrk: bool) -> None:
     print(f"measuring {target.name} …", file=sys.stderr)
+    cpu_before, started = cpu_seconds(target.pid), time.monotonic()
     if use_wrk:
         target.results["rps"] = run_wrk(target, args.connections, args.duration, core=0)
     else:
         target.results["rps"] = asyncio.run(aiohttp_load(target, args.connections, args.duration))
+    requests = target.results["rps"] * (time.monotonic() - started)
+    target.results["cpu_us_per_request"] = (cpu_seconds(target.pid) - cpu_before) / max(requests, 1) * 1e6
     target.results["rss_mb_after_load"] = rss_mb(target.pid)
     p50, p99 = asyncio.run(latency_one_connection(target, args.latency_requests, max(10.0, 2 * args.duration)))
     target.results["p50_ms"], target.results["p99_ms"] = p50, p99
@@ -259,13 +273,17 @@ def time_usage_report(home: Path) -> float:
 
 
 def print_table(targets: list[Target], baseline: Target, direct: Target) -> None:
-    cols = ["rps", "p50_ms", "p99_ms", "stream_p50_ms", "stream_p99_ms", "rss_mb_after_streams"]
-    print(f"\n{'target':<14}" + "".join(f"{c:>22}" for c in cols))
+    cols = ["rps", "cpu_us_per_request", "p50_ms", "p99_ms", "stream_p50_ms", "stream_p99_ms", "rss_mb_after_streams"]
+    print(f"\n{'target':<12}" + "".join(f"{c:>21}" for c in cols))
     for t in targets:
-        print(f"{t.name:<14}" + "".join(f"{t.results.get(c, float('nan')):>22.3f}" for c in cols))
+        print(f"{t.name:<12}" + "".join(f"{t.results.get(c, float('nan')):>21.3f}" for c in cols))
     hub = next(t for t in targets if t.name == "hubproxy")
     print("\nhubproxy vs passthrough, same run:")
     print(f"  throughput ratio           {hub.results['rps'] / baseline.results['rps']:.2%}")
+    print(
+        f"  CPU per request ratio      {baseline.results['cpu_us_per_request'] / hub.results['cpu_us_per_request']:.2%}"
+        "   (passthrough CPU / hubproxy CPU: the throughput ratio on a quiet machine)"
+    )
     print(
         f"  added p50 latency (ms)     {hub.results['p50_ms'] - direct.results['p50_ms']:.3f}"
         f"   (passthrough adds {baseline.results['p50_ms'] - direct.results['p50_ms']:.3f})"
