@@ -52,9 +52,7 @@ class Upstreams:
         session = self._sessions.get(provider.name)
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-            session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
-            )
+            session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
             self._sessions[provider.name] = session
         return session
 
