@@ -41,6 +41,7 @@ def test_hubproxy_key_never_goes_upstream(gateway):
     headers = gateway.upstream.requests[-1]["headers"]
     assert gateway.key not in str(headers)
     assert headers["Authorization"] == f"Bearer {gateway.upstream.api_key}"
+    assert headers["User-Agent"].startswith("hubproxy/"), "the client's own User-Agent is not forwarded"
 
 
 def test_stream_relays_every_chunk_and_hides_usage_it_asked_for_itself(gateway):
