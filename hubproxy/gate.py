@@ -22,6 +22,7 @@ from hubproxy.store import accounts
 
 log = logging.getLogger("hubproxy.gate")
 NO_RULES = KeyPolicy()
+DIGEST_CACHE = 10_000
 
 
 @dataclass(slots=True)
@@ -89,6 +90,7 @@ class Gate:
     def __init__(self) -> None:
         self.users: dict[int, UserState] = {}
         self.keys: dict[bytes, KeyState] = {}
+        self._digests: dict[str, bytes] = {}  # presented key → its SHA-256, for keys that exist
         self._user_rev = -1
         self._key_rev = -1
 
@@ -137,7 +139,14 @@ class Gate:
     def authenticate(self, key: str | None) -> tuple[KeyState, UserState]:
         if not key:
             raise errors.invalid_api_key("Missing API key. Send 'Authorization: Bearer sk-hp-…'.")
-        state = self.keys.get(key_digest(key))
+        digest = self._digests.get(key)
+        if digest is None:
+            digest = key_digest(key)
+            if digest in self.keys:  # remember real keys only, so junk keys cannot grow the cache
+                if len(self._digests) >= DIGEST_CACHE:
+                    self._digests.clear()
+                self._digests[key] = digest
+        state = self.keys.get(digest)
         if state is None:
             raise errors.invalid_api_key()
         if not state.active:

@@ -7,6 +7,7 @@ caller; this adapter only knows where to send them and how to authenticate.
 from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from hubproxy import __version__
 from hubproxy.config import Provider
@@ -19,9 +20,14 @@ class OpenAICompatAdapter:
         self.provider = provider
         self._base_headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **provider.headers}
         self._headers: dict[tuple[str | None, bool], CIMultiDictProxy[str]] = {}
+        self._urls: dict[str, URL] = {}
 
-    def url(self, endpoint: str) -> str:
-        return self.provider.base_url + endpoint
+    def url(self, endpoint: str) -> URL:
+        """Parsed once per endpoint: aiohttp would parse a string URL again on every call."""
+        found = self._urls.get(endpoint)
+        if found is None:
+            found = self._urls[endpoint] = URL(self.provider.base_url + endpoint)
+        return found
 
     def headers(self, api_key: str | None, stream: bool) -> CIMultiDictProxy[str]:
         """Built once per key and mode: aiohttp takes a multidict as is, a dict it converts per call."""
