@@ -1,0 +1,108 @@
+"""Instructions per request under callgrind: `python -m bench.instructions` (needs valgrind).
+
+Requests per second on a shared or virtual machine swing by ±15% from one run to the next, which
+hides the few-percent changes hot-path work is made of. The number of instructions a server runs
+per request barely moves, so this A/B measure is the one to use before and after a change:
+the passthrough baseline and hubproxy each run under valgrind's callgrind, warmed up with
+instrumentation off, then counted over a fixed number of calls, 32 at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from bench.run import BODY, free_port, setup_hubproxy_home, start, wait_ready
+
+
+async def drive(url: str, headers: dict[str, str], calls: int, concurrency: int = 32) -> int:
+    """Make `calls` calls, `concurrency` at a time; returns how many were not 200."""
+    left, bad = calls, 0
+    async with aiohttp.ClientSession() as session:
+
+        async def worker() -> None:
+            nonlocal left, bad
+            while left > 0:
+                left -= 1
+                async with session.post(url, data=BODY, headers=headers) as resp:
+                    await resp.read()
+                    bad += resp.status != 200
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return bad
+
+
+def counted(out_dir: Path, pid: int) -> int:
+    """Instructions callgrind counted in a process (every thread's dump file)."""
+    total = 0
+    for dump in out_dir.glob(f"cg.{pid}*"):
+        for line in dump.read_text(errors="replace").splitlines():
+            if line.startswith(("summary:", "totals:")):
+                total += int(line.split()[1])
+    return total
+
+
+def measure(name: str, cmd: list[str], port: int, headers: dict[str, str], calls: int, out_dir: Path) -> float:
+    print(f"measuring {name} under callgrind …", file=sys.stderr)
+    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_dir}/cg.%p"]
+    proc = start(valgrind + cmd, core=1)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    try:
+        wait_ready(port, timeout=180)
+        asyncio.run(drive(url, headers, 300))
+        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+        bad = asyncio.run(drive(url, headers, calls))
+        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
+        time.sleep(1)
+        if bad:
+            print(f"  warning: {name}: {bad} calls were not 200", file=sys.stderr)
+        return counted(out_dir, proc.pid) / calls
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000, help="calls counted per target")
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("valgrind not found (apt-get install valgrind)", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="hubproxy-ir-") as tmp:
+        out_dir = Path(tmp)
+        up_port, pass_port, hub_port = free_port(), free_port(), free_port()
+        upstream_url = f"http://127.0.0.1:{up_port}/v1"
+        upstream = start([sys.executable, "-m", "bench.upstream", "--port", str(up_port)], core=0)
+        try:
+            wait_ready(up_port)
+            home = out_dir / "home"
+            home.mkdir()
+            key = setup_hubproxy_home(home, upstream_url)
+            passthrough = [sys.executable, "-m", "bench.passthrough", "--port", str(pass_port)]
+            base = measure(
+                "passthrough", [*passthrough, "--upstream", upstream_url], pass_port, {}, args.calls, out_dir
+            )
+            hub_cmd = [sys.executable, "-m", "hubproxy", "--home", str(home), "serve", "--port", str(hub_port)]
+            hub = measure("hubproxy", hub_cmd, hub_port, {"Authorization": f"Bearer {key}"}, args.calls, out_dir)
+        finally:
+            upstream.terminate()
+            upstream.wait(30)
+    print(f"\n{'target':<14}{'instructions/request':>24}")
+    print(f"{'passthrough':<14}{base:>24,.0f}")
+    print(f"{'hubproxy':<14}{hub:>24,.0f}")
+    print(f"\npassthrough / hubproxy: {base / hub:.1%}  (the throughput ratio if both were CPU-bound on one core)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
