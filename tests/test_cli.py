@@ -67,6 +67,7 @@ def test_provider_env_reference_stores_only_the_name(cli, home):
             "stream_usage": True,
             "timeout": None,
             "max_concurrent": None,
+            "preset": None,
         }
     ]
 

@@ -25,6 +25,8 @@ log = logging.getLogger("hubproxy.store")
 BUSY_TIMEOUT_MS = 15_000
 WATCH_INTERVAL = 0.1
 WRITE_ATTEMPTS = 3
+CHECKPOINT_IDLE_AFTER = 0.5  # seconds since the last checkpoint before an idle moment is used for one
+CHECKPOINT_FORCE_AFTER = 4000  # writes since the last checkpoint before one is done even under load
 
 
 class DatabaseError(RuntimeError):
@@ -113,6 +115,8 @@ class Writer:
         self.conn: sqlite3.Connection | None = None
         self.batches = 0
         self.writes = 0
+        self._unchecked = 0
+        self._checked_at = time.monotonic()
 
     def watch(self, read: WriteFn, apply: Callable[[Any], None]) -> None:
         """When another process changes the database, run `read` here and `apply(result)` on the loop."""
@@ -121,6 +125,7 @@ class Writer:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.conn = connect(self.path)
+        self.conn.execute("PRAGMA wal_autocheckpoint = 0")  # see `_checkpoint`
         self._thread = threading.Thread(target=self._run, name="hubproxy-writer", daemon=True)
         self._thread.start()
 
@@ -194,6 +199,7 @@ class Writer:
                     handed = None
             if batch:
                 self._commit(conn, batch)
+                self._checkpoint(conn, len(batch))
             now = time.monotonic()
             if now - last_watch >= WATCH_INTERVAL or first is None:
                 last_watch = now
@@ -215,6 +221,24 @@ class Writer:
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(_resolve, results)
+
+    def _checkpoint(self, conn: sqlite3.Connection, written: int) -> None:
+        """Copy the write-ahead log back into the database when nobody waits on this thread.
+
+        SQLite's automatic checkpoint runs inside the COMMIT that crosses ~1,000 pages, so every call
+        waiting on that commit also waits for the copy and its fsync: a tail-latency spike. Here the
+        batch's callers are already released, and the copy waits for an idle moment (nothing queued)
+        unless the log has grown long under steady load. It runs on this connection between
+        transactions, so the log restarts from its beginning instead of growing.
+        """
+        self._unchecked += written
+        idle = self._queue.empty() and time.monotonic() - self._checked_at >= CHECKPOINT_IDLE_AFTER
+        if idle or self._unchecked >= CHECKPOINT_FORCE_AFTER:
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                log.warning("WAL checkpoint skipped: %s", exc)
+            self._unchecked, self._checked_at = 0, time.monotonic()
 
     def _apply(self, conn: sqlite3.Connection, batch: list) -> list:
         """One transaction: plain functions first, in order, each in a savepoint so that one failure
