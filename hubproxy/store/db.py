@@ -25,8 +25,8 @@ log = logging.getLogger("hubproxy.store")
 BUSY_TIMEOUT_MS = 15_000
 WATCH_INTERVAL = 0.1
 WRITE_ATTEMPTS = 3
-CHECKPOINT_IDLE_AFTER = 0.5  # seconds since the last checkpoint before an idle moment is used for one
-CHECKPOINT_FORCE_AFTER = 4000  # writes since the last checkpoint before one is done even under load
+CHECKPOINT_AFTER_WRITES = 1000  # under steady load, checkpoint after this many writes …
+CHECKPOINT_AFTER_SECONDS = 10.0  # … or this long, whichever comes first
 
 
 class DatabaseError(RuntimeError):
@@ -199,7 +199,14 @@ class Writer:
                     handed = None
             if batch:
                 self._commit(conn, batch)
-                self._checkpoint(conn, len(batch))
+                self._unchecked += len(batch)
+                if (
+                    self._unchecked >= CHECKPOINT_AFTER_WRITES
+                    or time.monotonic() - self._checked_at >= CHECKPOINT_AFTER_SECONDS
+                ):
+                    self._checkpoint(conn)
+            elif first is None and self._unchecked:
+                self._checkpoint(conn)  # nothing to write for WATCH_INTERVAL: nobody waits on us
             now = time.monotonic()
             if now - last_watch >= WATCH_INTERVAL or first is None:
                 last_watch = now
@@ -222,23 +229,20 @@ class Writer:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(_resolve, results)
 
-    def _checkpoint(self, conn: sqlite3.Connection, written: int) -> None:
-        """Copy the write-ahead log back into the database when nobody waits on this thread.
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Copy the write-ahead log back into the database file at a moment nobody waits on it.
 
         SQLite's automatic checkpoint runs inside the COMMIT that crosses ~1,000 pages, so every call
-        waiting on that commit also waits for the copy and its fsync: a tail-latency spike. Here the
-        batch's callers are already released, and the copy waits for an idle moment (nothing queued)
-        unless the log has grown long under steady load. It runs on this connection between
-        transactions, so the log restarts from its beginning instead of growing.
+        waiting on that commit waits for the copy and its fsync too: a tail-latency spike. Here it runs
+        when the writer has been idle for WATCH_INTERVAL, or, under load that never pauses, after a
+        batch's callers were released. It runs on this connection between transactions, so the log
+        starts again from its beginning instead of growing.
         """
-        self._unchecked += written
-        idle = self._queue.empty() and time.monotonic() - self._checked_at >= CHECKPOINT_IDLE_AFTER
-        if idle or self._unchecked >= CHECKPOINT_FORCE_AFTER:
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error as exc:
-                log.warning("WAL checkpoint skipped: %s", exc)
-            self._unchecked, self._checked_at = 0, time.monotonic()
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpoint skipped: %s", exc)
+        self._unchecked, self._checked_at = 0, time.monotonic()
 
     def _apply(self, conn: sqlite3.Connection, batch: list) -> list:
         """One transaction: plain functions first, in order, each in a savepoint so that one failure
