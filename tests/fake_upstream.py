@@ -29,13 +29,16 @@ def count_prompt_words(body: dict) -> int:
 
 
 # GET /models: one model every test config serves, one in the deepseek preset's catalog, one nobody
-# prices, and two carrying OpenRouter-style per-token prices (one exact, one "varies").
+# prices, two with OpenRouter-style per-token prices (one exact, one "varies") and two with
+# Together-style per-million prices (one real, one 0 for "not sold per token").
 LISTED = [
     {"id": "deepseek-chat", "object": "model"},
     {"id": "deepseek-reasoner", "object": "model"},
     {"id": "new-model", "object": "model"},
     {"id": "listed-model", "object": "model", "pricing": {"prompt": "0.000001", "completion": "0.0000025"}},
     {"id": "varies-model", "object": "model", "pricing": {"prompt": "-1", "completion": "-1"}},
+    {"id": "org/open-model", "object": "model", "pricing": {"hourly": 0, "input": 0.3, "output": 0.6}},
+    {"id": "org/dedicated-only", "object": "model", "pricing": {"hourly": 1.5, "input": 0, "output": 0}},
 ]
 
 
@@ -85,6 +88,7 @@ class FakeUpstream:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/bare/models", self.models_as_a_list)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -112,6 +116,12 @@ class FakeUpstream:
                 status=401,
             )
         return None
+
+    async def models_as_a_list(self, request: web.Request) -> web.Response:
+        """Together's shape: the model list itself, not wrapped in {"data": …}."""
+        if (refused := self._check_key(request)) is not None:
+            return refused
+        return web.json_response(LISTED)
 
     async def models(self, request: web.Request) -> web.Response:
         if (refused := self._check_key(request)) is not None:

@@ -209,7 +209,7 @@ def test_providers_test_reaches_the_upstream_with_its_key(cli, upstream, monkeyp
     cli("init")
     cli("providers", "add", "fake", "--base-url", upstream.base_url, "--api-key-env", "FAKE_KEY")
     monkeypatch.setenv("FAKE_KEY", upstream.api_key)
-    assert "OK, 5 models" in cli("providers", "test", "fake").stdout
+    assert "OK, 7 models" in cli("providers", "test", "fake").stdout
     monkeypatch.setenv("FAKE_KEY", "wrong")
     bad = cli("providers", "test", "fake", ok=False)
     assert bad.exit_code == 1 and "HTTP 401" in bad.output

@@ -226,7 +226,7 @@ def test_models_sync_adds_unpriced_models_that_are_refused_until_priced(gateway,
     monkeypatch.setenv("UPSTREAM_KEY", gateway.upstream.api_key)
     result = gateway.cli.json("models", "sync", "fake")
     unpriced = ["deepseek-reasoner", "new-model", "listed-model", "varies-model"]
-    assert result == {"provider": "fake", "listed": 5, "priced": {}, "unpriced": unpriced}
+    assert result["listed"] == 7 and result["priced"] == {} and result["unpriced"][:4] == unpriced
     listed = {m["name"]: m for m in gateway.cli.json("models", "list")}
     assert listed["new-model"]["input_price"] is None
     client = gateway.client()
@@ -248,13 +248,23 @@ def test_models_sync_prices_from_the_preset_the_listing_or_local(gateway, monkey
     gateway.cli("providers", "add", "ds", "--preset", "deepseek", *url)
     result = gateway.cli.json("models", "sync", "ds")
     assert result["priced"] == {"deepseek-reasoner": "preset deepseek"}
-    assert result["unpriced"] == ["new-model", "listed-model", "varies-model"]
+    assert result["unpriced"] == ["new-model", "listed-model", "varies-model", "org/open-model", "org/dedicated-only"]
     for name in result["unpriced"]:
         gateway.cli("models", "remove", name)
     gateway.cli("providers", "add", "router", "--preset", "openrouter", *url)
     result = gateway.cli.json("models", "sync", "router")
     assert result["priced"] == {"listed-model": "listing"} and "varies-model" in result["unpriced"]
     gateway.cli("models", "remove", "listed-model")
+    for name in ("varies-model", "org/open-model", "org/dedicated-only"):
+        gateway.cli("models", "remove", name)
+    bare = ["--base-url", gateway.upstream.base_url.removesuffix("/v1") + "/bare", *url[2:]]
+    gateway.cli("providers", "add", "tg", "--preset", "together", *bare)
+    result = gateway.cli.json("models", "sync", "tg")
+    assert result["listed"] == 7 and result["priced"] == {"org/open-model": "listing"}
+    assert "org/dedicated-only" in result["unpriced"], "0 from Together means not sold per token"
+    assert {m["name"]: m for m in gateway.cli.json("models", "list")}["org/open-model"]["output_price"] == "0.6"
+    for name in result["unpriced"]:
+        gateway.cli("models", "remove", name)
     gateway.cli("providers", "add", "box", "--preset", "ollama", *url)
     assert gateway.cli.json("models", "sync", "box")["priced"]["listed-model"] == "local"
     listed = {m["name"]: m for m in gateway.cli.json("models", "list")}

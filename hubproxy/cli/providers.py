@@ -233,7 +233,9 @@ async def _probe(provider: Provider, key: str | None, connect: float) -> tuple[i
             data = await resp.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise CliError(f"could not reach {provider.base_url}: {type(exc).__name__}") from None
-    items = data.get("data", []) if isinstance(data, dict) else []
+    items = data.get("data", []) if isinstance(data, dict) else data  # Together answers a bare list
+    if not isinstance(items, list):
+        return 200, []
     return 200, [m for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
 

@@ -33,7 +33,7 @@ class Preset:
     prices_read: str | None = None
     prices_note: str | None = None
     local: bool = False
-    listing_prices: bool = False
+    listing_prices: str | None = None
     models: dict[str, Prices] = field(default_factory=dict)
 
     def price_of(self, model_id: str, listing: dict | None = None) -> tuple[Prices | None, str]:
@@ -42,8 +42,10 @@ class Preset:
             return self.models[model_id], f"preset {self.name}"
         if self.local:
             return FREE, "local"
-        if self.listing_prices and listing is not None and (found := listed_prices(listing)) is not None:
-            return found, "listing"
+        if self.listing_prices and listing is not None:
+            found = listed_prices(listing, self.listing_prices)
+            if found is not None:
+                return found, "listing"
         return None, ""
 
 
@@ -73,22 +75,33 @@ def get_preset(name: str) -> Preset:
     return presets[name]
 
 
-def listed_prices(item: dict) -> Prices | None:
-    """OpenRouter-style `pricing` on a GET /models entry: USD per token as decimal strings.
+# How a provider's GET /models entry carries prices: (input key, output key, cached-input key, the
+# factor from its unit to USD per 1M tokens, whether 0 is a real price).
+LISTING_FORMATS = {
+    "per-token": ("prompt", "completion", "input_cache_read", 1_000_000, True),  # OpenRouter
+    "per-million": ("input", "output", None, 1, False),  # Together: 0 stands for "not sold per token"
+}
 
-    Only an exact conversion to micro-USD per 1M tokens is accepted; anything else (missing, negative,
-    "-1" for "varies", more precision than we bill in) leaves the model unpriced.
+
+def listed_prices(item: dict, style: str) -> Prices | None:
+    """The `pricing` on a GET /models entry, converted exactly to micro-USD per 1M tokens.
+
+    Anything else (missing, negative, "-1" for "varies", a 0 where 0 means "not sold per token", more
+    precision than we bill in) leaves the model unpriced.
     """
     pricing = item.get("pricing")
+    input_key, output_key, cached_key, factor, zero_is_a_price = LISTING_FORMATS[style]
     if not isinstance(pricing, dict):
         return None
     try:
-        per_million = {k: Decimal(str(v)) * 1_000_000 for k, v in pricing.items() if v is not None}
+        per_million = {k: Decimal(str(v)) * factor for k, v in pricing.items() if v is not None}
         prices = Prices(
-            parse_price(per_million["prompt"]),
-            parse_price(per_million["completion"]),
-            parse_price(per_million["input_cache_read"]) if "input_cache_read" in per_million else None,
+            parse_price(per_million[input_key]),
+            parse_price(per_million[output_key]),
+            parse_price(per_million[cached_key]) if cached_key in per_million else None,
         )
     except (KeyError, InvalidOperation, MoneyError):
+        return None
+    if not zero_is_a_price and (prices.input == 0 or prices.output == 0):
         return None
     return prices
