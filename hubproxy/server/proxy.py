@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 
@@ -55,11 +56,8 @@ def parse_request(raw: bytes) -> dict:
 
 
 def make_handler(endpoint: str):
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return await proxy_call(request, endpoint)
-
-    handler.__name__ = "proxy" + endpoint.replace("/", "_")
-    return openai_errors(handler)
+    """The route handler for one endpoint: `proxy_call` itself, no extra coroutine frame per resume."""
+    return openai_errors(functools.partial(proxy_call, endpoint=endpoint))
 
 
 FAILOVER_STATUSES = frozenset({401, 402, 403, 408, 429, 500, 502, 503, 504})
