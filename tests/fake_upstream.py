@@ -10,6 +10,7 @@ The model name picks a behaviour: "fail-500", "rate-limited", "no-usage", "reaso
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -99,8 +100,9 @@ class FakeUpstream:
 
     # --- handlers --------------------------------------------------------------------------------
     async def _record(self, request: web.Request) -> dict:
-        body = await request.json()
-        self.requests.append({"headers": dict(request.headers), "body": body, "path": request.path})
+        raw = await request.read()
+        body = json.loads(raw)
+        self.requests.append({"headers": dict(request.headers), "body": body, "path": request.path, "raw": raw})
         return body
 
     def _check_key(self, request: web.Request) -> web.Response | None:

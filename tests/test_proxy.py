@@ -36,6 +36,16 @@ def test_alias_is_rewritten_to_the_upstream_model_and_nothing_else_changes(gatew
     assert sent["body"]["temperature"] == 0.5 and sent["body"]["provider_extra"] == {"x": [1, 2]}
 
 
+def test_a_request_that_needs_no_rewrite_goes_upstream_byte_for_byte(gateway):
+    body = b'{"model":  "deepseek-chat", "messages": [{"role": "user", "content": "hi \\u00e9"}], "temperature": 0.50}'
+    headers = {"Authorization": f"Bearer {gateway.key}", "Content-Type": "application/json"}
+    url = f"http://127.0.0.1:{gateway.port}/v1/chat/completions"
+    assert raw_request("POST", url, body, headers).status == 200
+    assert gateway.upstream.requests[-1]["raw"] == body
+    assert raw_request("POST", url, body.replace(b'"deepseek-chat"', b'"ds"'), headers).status == 200
+    assert gateway.upstream.requests[-1]["body"]["model"] == "deepseek-chat", "an alias is still rewritten"
+
+
 def test_hubproxy_key_never_goes_upstream(gateway):
     gateway.client().chat.completions.create(model="deepseek-chat", messages=HELLO)
     headers = gateway.upstream.requests[-1]["headers"]

@@ -94,7 +94,7 @@ async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
     )
     await meter.reserve()
     client_wants_usage = stream and (body.get("stream_options") or {}).get("include_usage") is True
-    resp, route, api_key = await first_answer(state, meter, candidates, body, endpoint, stream)
+    resp, route, api_key = await first_answer(state, meter, candidates, body, raw, endpoint, stream)
     try:
         if resp.status != 200:
             await meter.release("upstream_error", resp.status)
@@ -109,8 +109,19 @@ async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
             meter.settle(None, 0, estimated=True, status="aborted", http_status=499)
 
 
-def upstream_body(body: dict, route: Route, stream: bool, client_options: dict | None) -> bytes:
-    """The request as this deployment gets it: its model name, and usage asked for where supported."""
+def upstream_body(
+    body: dict, raw: bytes, requested: str, client_options: dict | None, route: Route, stream: bool
+) -> bytes:
+    """The request as this deployment gets it: its model name, and usage asked for where supported.
+
+    When nothing changes (same model name; not a stream, or a stream that already asks for usage
+    where the provider supports it) the client's own bytes go up untouched: no re-encoding of what
+    may be a long prompt. `requested` and `client_options` are what the client sent: `body` is
+    rewritten in place for each deployment tried.
+    """
+    asks_usage = isinstance(client_options, dict) and client_options.get("include_usage") is True
+    if route.upstream_model == requested and (not stream or (route.provider.stream_usage and asks_usage)):
+        return raw
     body["model"] = route.upstream_model
     if stream:
         if route.provider.stream_usage:
@@ -123,7 +134,13 @@ def upstream_body(body: dict, route: Route, stream: bool, client_options: dict |
 
 
 async def first_answer(
-    state: GatewayState, meter: CallMeter, candidates: list[Route], body: dict, endpoint: str, stream: bool
+    state: GatewayState,
+    meter: CallMeter,
+    candidates: list[Route],
+    body: dict,
+    raw: bytes,
+    endpoint: str,
+    stream: bool,
 ) -> tuple[aiohttp.ClientResponse, Route, str | None]:
     """Try deployments in order until one gives an answer worth passing on; the answer's provider slot
     (`max_concurrent`) stays taken until the caller releases it.
@@ -134,7 +151,7 @@ async def first_answer(
     """
     routing = state.config.routing
     tries = candidates[: routing.max_attempts]
-    client_options = body.get("stream_options")
+    requested, client_options = body["model"], body.get("stream_options")
     upstreams = state.upstreams
     for number, route in enumerate(tries, start=1):
         last = number == len(tries)
@@ -151,7 +168,7 @@ async def first_answer(
         meter.use(route)
         started = time.monotonic()
         try:
-            payload = upstream_body(body, route, stream, client_options)
+            payload = upstream_body(body, raw, requested, client_options, route, stream)
             resp = await send_upstream(state, route.provider, endpoint, payload, api_key, stream)
         except errors.GatewayError as exc:
             upstreams.release(route.provider)
