@@ -242,7 +242,7 @@ def test_presets_fill_the_base_url_and_key_variable(cli):
     for priced in (p for p in presets if p["models"]):
         assert priced["prices_source"].startswith("https://"), priced["name"]
         assert date.fromisoformat(priced["prices_read"]), priced["name"]
-    assert {"deepseek", "openai", "anthropic", "gemini", "moonshot", "xai"} <= {
+    assert {"deepseek", "openai", "anthropic", "gemini", "glm", "moonshot", "xai"} <= {
         p["name"] for p in presets if p["models"]
     }
     added = cli.json("providers", "add", "kimi", "--preset", "moonshot")
