@@ -364,9 +364,8 @@ def _model(name: str, raw: dict, origin: str) -> Model:
         raise ConfigError(f"{where}: {exc}") from None
     deployments = tuple(_deployment(item, name, where) for item in raw.get("deployments", []))
     if deployments:
-        return Model(
-            name, deployments[0].provider, deployments[0].upstream_model, input_price, output_price, deployments
-        )
+        first = deployments[0]
+        return Model(name, first.provider, first.upstream_model, input_price, output_price, deployments, cached_price)
     provider = raw.get("provider")
     if not isinstance(provider, str):
         raise ConfigError(f"{where}: provider (or a deployments list) is required")

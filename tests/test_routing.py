@@ -28,6 +28,7 @@ ROUTED = {
     "all-dead": [deployment("dead", "a", 1), deployment("dead", "b", 0)],
     "hang-fast": [deployment("impatient", "hang")],
     "narrow-first": [deployment("narrow", "deepseek-chat", 2), deployment("fake", "deepseek-chat", 1)],
+    "cached-routed": [deployment("dead", "cache-hit", 2), deployment("fake", "cache-hit", 1)],
 }
 
 
@@ -43,6 +44,7 @@ def routed(gateway):
     config["routing"] = {"max_attempts": 3, "backoff_ms": 1, "breaker_failures": 3, "breaker_cooldown": 1.0}
     for name, deployments in ROUTED.items():
         config["models"][name] = {"input_price": "0.27", "output_price": "1.10", "deployments": deployments}
+    config["models"]["cached-routed"]["cached_input_price"] = "0.07"
     path.write_text(tomli_w.dumps(config))
     gateway.start()
     return gateway
@@ -103,6 +105,13 @@ def test_breaker_opens_after_failures_and_closes_after_cooldown(routed):
     time.sleep(1.1)
     client.chat.completions.create(model="failover", messages=HELLO)
     assert usage_rows(routed, "failover")[-1][3].startswith("dead/deepseek-chat:unreachable"), "tried again"
+
+
+def test_a_routed_model_bills_cached_prompt_tokens_at_its_cached_price(routed):
+    routed.client().chat.completions.create(model="cached-routed", messages=HELLO)
+    listed = {m["name"]: m for m in routed.cli.json("models", "list")}
+    assert listed["cached-routed"]["cached_input_price"] == "0.07"
+    assert usage_rows(routed, "cached-routed")[-1][2] == 2 * 270_000 + 2 * 70_000 + 6 * 1_100_000
 
 
 def test_no_available_deployment_is_503_naming_the_model(routed):
