@@ -51,15 +51,17 @@ def estimate_prompt_tokens(body_bytes: int, bytes_per_token: int) -> int:
 
 
 def cost_of(model: Model, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
-    """Exact pico-USD; prompt tokens served from the provider's cache are billed at the model's cached
-    price when it has one (else at the input price)."""
-    cost = token_cost(completion_tokens, model.output_price)
-    if cached_tokens and model.cached_input_price is not None:
+    """Exact pico-USD at the prices for this prompt size (a model's tiers); prompt tokens served from
+    the provider's cache are billed at the cached price when there is one (else at the input price)."""
+    if model.tiers:
+        input_price, output_price, cached_price = model.prices_for(prompt_tokens)
+    else:
+        input_price, output_price, cached_price = model.input_price, model.output_price, model.cached_input_price
+    cost = token_cost(completion_tokens, output_price)
+    if cached_tokens and cached_price is not None:
         cached = min(cached_tokens, prompt_tokens)
-        return (
-            cost + token_cost(prompt_tokens - cached, model.input_price) + token_cost(cached, model.cached_input_price)
-        )
-    return cost + token_cost(prompt_tokens, model.input_price)
+        return cost + token_cost(prompt_tokens - cached, input_price) + token_cost(cached, cached_price)
+    return cost + token_cost(prompt_tokens, input_price)
 
 
 def reservation_amount(model: Model, prompt_tokens: int, max_tokens: int) -> int:

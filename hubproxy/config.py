@@ -115,6 +115,17 @@ class Deployment:
     weight: int = 1
 
 
+@dataclass(frozen=True)
+class PriceTier:
+    """Prices for a call whose prompt is longer than `above` tokens: providers such as Gemini 2.5 Pro
+    (over 200k) and Qwen bill the whole call at a higher rate then."""
+
+    above: int
+    input_price: int
+    output_price: int
+    cached_input_price: int | None = None
+
+
 @dataclass
 class Model:
     name: str
@@ -124,6 +135,15 @@ class Model:
     output_price: int | None
     deployments: tuple[Deployment, ...] = ()
     cached_input_price: int | None = None
+    tiers: tuple[PriceTier, ...] = ()  # ascending by `above`
+
+    def prices_for(self, prompt_tokens: int) -> tuple[int, int, int | None]:
+        """(input, output, cached input) prices for a call with this many prompt tokens."""
+        chosen = (self.input_price, self.output_price, self.cached_input_price)
+        for tier in self.tiers:
+            if prompt_tokens > tier.above:
+                chosen = (tier.input_price, tier.output_price, tier.cached_input_price)
+        return chosen  # type: ignore[return-value]
 
     @property
     def priced(self) -> bool:
@@ -350,6 +370,7 @@ def _model(name: str, raw: dict, origin: str) -> Model:
         "output_price",
         "deployments",
         "cached_input_price",
+        "tiers",
     }
     if unknown:
         raise ConfigError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
@@ -362,17 +383,64 @@ def _model(name: str, raw: dict, origin: str) -> Model:
         cached_price = None if cached is None else parse_price(cached, what="cached_input_price")
     except MoneyError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    tiers = _tiers(raw.get("tiers", []), where)
+    if tiers and input_price is None:
+        raise ConfigError(f"{where}: tiers need the model's own input_price and output_price too")
     deployments = tuple(_deployment(item, name, where) for item in raw.get("deployments", []))
     if deployments:
         first = deployments[0]
-        return Model(name, first.provider, first.upstream_model, input_price, output_price, deployments, cached_price)
+        return Model(
+            name, first.provider, first.upstream_model, input_price, output_price, deployments, cached_price, tiers
+        )
     provider = raw.get("provider")
     if not isinstance(provider, str):
         raise ConfigError(f"{where}: provider (or a deployments list) is required")
     upstream = raw.get("upstream_model", name)
     if not isinstance(upstream, str) or not upstream:
         raise ConfigError(f"{where}: upstream_model must be a non-empty string")
-    return Model(name, provider, upstream, input_price, output_price, cached_input_price=cached_price)
+    return Model(name, provider, upstream, input_price, output_price, (), cached_price, tiers)
+
+
+def _tiers(raw: object, where: str) -> tuple[PriceTier, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: tiers must be a list of tables")
+    tiers = []
+    for item in raw:
+        keys = {"above_prompt_tokens", "input_price", "output_price", "cached_input_price"}
+        if (
+            not isinstance(item, dict)
+            or set(item) - keys
+            or not {"above_prompt_tokens", "input_price", "output_price"} <= set(item)
+        ):
+            raise ConfigError(
+                f"{where}: each tier is {{ above_prompt_tokens, input_price, output_price[, cached_input_price] }}"
+            )
+        above = item["above_prompt_tokens"]
+        if isinstance(above, bool) or not isinstance(above, int) or above < 1:
+            raise ConfigError(f"{where}: tier above_prompt_tokens must be a positive integer")
+        try:
+            cached = item.get("cached_input_price")
+            tiers.append(
+                PriceTier(
+                    above,
+                    parse_price(item["input_price"], what="tier input_price"),
+                    parse_price(item["output_price"], what="tier output_price"),
+                    None if cached is None else parse_price(cached, what="tier cached_input_price"),
+                )
+            )
+        except MoneyError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if len({t.above for t in tiers}) != len(tiers):
+        raise ConfigError(f"{where}: two tiers start above the same prompt size")
+    return tuple(sorted(tiers, key=lambda t: t.above))
+
+
+def tier_dict(t: PriceTier) -> dict:
+    entry = {"above_prompt_tokens": t.above, "input_price": format_price(t.input_price)}
+    entry["output_price"] = format_price(t.output_price)
+    if t.cached_input_price is not None:
+        entry["cached_input_price"] = format_price(t.cached_input_price)
+    return entry
 
 
 def _deployment(item: object, model: str, where: str) -> Deployment:
@@ -391,6 +459,8 @@ def _model_dict(m: Model) -> dict:
         entry.update(input_price=format_price(m.input_price), output_price=format_price(m.output_price))
     if m.cached_input_price is not None:
         entry["cached_input_price"] = format_price(m.cached_input_price)
+    if m.tiers:
+        entry["tiers"] = [tier_dict(t) for t in m.tiers]
     if m.deployments:
         entry["deployments"] = [vars(d).copy() for d in m.deployments]
     else:

@@ -96,6 +96,7 @@ def test_models_add_list_remove_with_alias(cli):
             "input_price": "0.27",
             "output_price": "1.1",
             "cached_input_price": None,
+            "tiers": [],
         }
     ]
     bad = cli("providers", "remove", "deepseek", ok=False)
@@ -256,6 +257,7 @@ def test_presets_fill_the_base_url_and_key_variable(cli):
         "input_price": "0.6",
         "output_price": "3",
         "cached_input_price": "0.1",
+        "tiers": [],
     }
     again = cli.json("providers", "add", "kimi2", "--preset", "moonshot")
     assert again["models_added"] == [], "models already served are left to their first provider"

@@ -3,7 +3,7 @@
 import pytest
 
 from hubproxy.billing import cost_of, read_usage
-from hubproxy.config import Model
+from hubproxy.config import Model, PriceTier
 from hubproxy.money import MoneyError, format_price, format_usd, parse_price, parse_usd, token_cost
 
 
@@ -69,3 +69,18 @@ def test_cached_prompt_tokens_use_the_cached_price_only_where_one_is_set():
     cached = Model("m", "p", "m", parse_price("0.27"), parse_price("1.10"), cached_input_price=parse_price("0.07"))
     assert cost_of(plain, 100, 10, cached_tokens=60) == 100 * 270_000 + 10 * 1_100_000
     assert cost_of(cached, 100, 10, cached_tokens=60) == 40 * 270_000 + 60 * 70_000 + 10 * 1_100_000
+
+
+def test_a_prompt_over_a_tier_bills_the_whole_call_at_that_tier():
+    tiers = (
+        PriceTier(200_000, parse_price("2.50"), parse_price("15"), parse_price("0.25")),
+        PriceTier(100_000, parse_price("2"), parse_price("12")),
+    )
+    model = Model(
+        "m", "p", "m", parse_price("1.25"), parse_price("10"), tiers=tuple(sorted(tiers, key=lambda t: t.above))
+    )
+    assert cost_of(model, 100_000, 10) == 100_000 * 1_250_000 + 10 * 10_000_000, "at the threshold: base"
+    assert cost_of(model, 100_001, 10) == 100_001 * 2_000_000 + 10 * 12_000_000
+    assert cost_of(model, 300_000, 10, cached_tokens=100_000) == (
+        200_000 * 2_500_000 + 100_000 * 250_000 + 10 * 15_000_000
+    )

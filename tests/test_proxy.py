@@ -294,6 +294,40 @@ def test_cached_prompt_tokens_are_billed_at_the_cached_price(gateway):
     assert rows[-1] == (4, 2, 2 * 270_000 + 2 * 70_000 + 6 * 1_100_000)
 
 
+def test_a_tiered_model_is_billed_at_the_tier_its_prompt_falls_in(gateway):
+    bad = gateway.cli(
+        "models",
+        "add",
+        "x",
+        "--provider",
+        "fake",
+        "--input-price",
+        "1",
+        "--output-price",
+        "2",
+        "--tier",
+        "lots:1:2",
+        ok=False,
+    )
+    assert bad.exit_code == 1 and "--tier wants ABOVE_PROMPT_TOKENS:INPUT:OUTPUT" in bad.output
+    prices = ["--input-price", "1", "--output-price", "2", "--tier", "3:10:20", "--tier", "1000:100:200"]
+    added = gateway.cli.json(
+        "models", "add", "tiered", "--provider", "fake", "--upstream-model", "deepseek-chat", *prices
+    )
+    assert added["tiers"] == [
+        {"above_prompt_tokens": 3, "input_price": "10", "output_price": "20"},
+        {"above_prompt_tokens": 1000, "input_price": "100", "output_price": "200"},
+    ]
+    assert "tiers" in (gateway.home / "config.toml").read_text()
+    client = gateway.client()
+    wait_for(lambda: "tiered" in {m.id for m in client.models.list()})
+    usage = client.chat.completions.create(model="tiered", messages=HELLO).usage
+    assert usage.prompt_tokens > 3
+    expected = usage.prompt_tokens * 10_000_000 + usage.completion_tokens * 20_000_000
+    with gateway.db() as db:
+        assert db.execute("SELECT cost FROM usage WHERE model = 'tiered'").fetchone()[0] == expected
+
+
 def _cached(client) -> bool:
     """True once the server bills cache-hit at its cached price (config reloads within a second)."""
     try:

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from hubproxy.cli.context import CliError, console, load_config, print_json, save_config
 from hubproxy.cli.providers import upstream_models
-from hubproxy.config import ConfigError, Model, check_model_name
+from hubproxy.config import ConfigError, Model, PriceTier, check_model_name, tier_dict
 from hubproxy.money import format_price, parse_price
 from hubproxy.upstream.presets import load_presets
 
@@ -26,7 +26,22 @@ def model_json(m: Model) -> dict:
         "input_price": price_text(m.input_price),
         "output_price": price_text(m.output_price),
         "cached_input_price": price_text(m.cached_input_price),
+        "tiers": [tier_dict(t) for t in m.tiers],
     }
+
+
+def parse_tier(text: str) -> PriceTier:
+    """ "200000:2.50:15[:0.25]" → prices for calls whose prompt is over 200,000 tokens."""
+    parts = text.split(":")
+    if len(parts) not in (3, 4) or not parts[0].isdigit() or int(parts[0]) < 1:
+        raise CliError(f"--tier wants ABOVE_PROMPT_TOKENS:INPUT:OUTPUT[:CACHED_INPUT], got {text!r}")
+    cached = parse_price(parts[3], what="--tier cached input price") if len(parts) == 4 else None
+    return PriceTier(
+        int(parts[0]),
+        parse_price(parts[1], what="--tier input price"),
+        parse_price(parts[2], what="--tier output price"),
+        cached,
+    )
 
 
 @app.command("add")
@@ -40,11 +55,17 @@ def add(
     cached_input_price: str = typer.Option(
         None, "--cached-input-price", help="USD per 1M prompt tokens served from the provider's cache."
     ),
+    tier: list[str] = typer.Option(
+        [], "--tier", help="Prices over a prompt size, ABOVE_TOKENS:INPUT:OUTPUT[:CACHED]; repeatable."
+    ),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing model of this name."),
     json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Serve a model (an alias when --upstream-model differs from NAME)."""
     check_model_name(name)
+    tiers = tuple(sorted((parse_tier(t) for t in tier), key=lambda t: t.above))
+    if len({t.above for t in tiers}) != len(tiers):
+        raise CliError("two --tier options start above the same prompt size")
     config = load_config(ctx)
     if provider not in config.providers:
         raise CliError(f"no provider {provider!r}; add it with `hubproxy providers add`")
@@ -59,6 +80,7 @@ def add(
         cached_input_price=None
         if cached_input_price is None
         else parse_price(cached_input_price, what="--cached-input-price"),
+        tiers=tiers,
     )
     config.models[name] = model
     save_config(ctx, config)
@@ -98,9 +120,7 @@ def sync(ctx: typer.Context, provider: str, json: bool = typer.Option(False, "--
             config.models[upstream] = Model(upstream, provider, upstream, None, None)
             unpriced.append(upstream)
         else:
-            config.models[upstream] = Model(
-                upstream, provider, upstream, prices.input, prices.output, cached_input_price=prices.cached_input
-            )
+            config.models[upstream] = prices.model(upstream, provider)
             priced[upstream] = origin
     save_config(ctx, config)
     if json:
@@ -123,7 +143,7 @@ def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> Non
     if json:
         print_json([model_json(m) for m in config.models.values()])
         return
-    table = Table("model", "provider", "upstream model", "input $/1M", "output $/1M")
+    table = Table("model", "provider", "upstream model", "input $/1M", "output $/1M", "over a prompt size")
     for m in config.models.values():
         table.add_row(
             m.name,
@@ -131,6 +151,7 @@ def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> Non
             m.upstream_model,
             price_text(m.input_price) or "unpriced",
             price_text(m.output_price) or "unpriced",
+            ", ".join(f">{t.above:,}: {format_price(t.input_price)} / {format_price(t.output_price)}" for t in m.tiers),
         )
     console.print(table)
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from hubproxy.cli.context import CliError, console, load_config, paths, print_json, save_config
-from hubproxy.config import ENV_VAR_RE, Config, Model, Provider, check_base_url, check_provider_name
+from hubproxy.config import ENV_VAR_RE, Config, Provider, check_base_url, check_provider_name, tier_dict
 from hubproxy.money import format_price
 from hubproxy.secrets import delete_secret, keyring_available, load_secret, provider_api_key, store_secret
 from hubproxy.upstream.presets import Preset, Prices, get_preset, load_presets
@@ -124,16 +124,19 @@ def add_catalog(config: Config, provider: str, preset: Preset) -> list[str]:
     added = []
     for model_id, prices in preset.models.items():
         if model_id not in config.models:
-            config.models[model_id] = Model(
-                model_id, provider, model_id, prices.input, prices.output, cached_input_price=prices.cached_input
-            )
+            config.models[model_id] = prices.model(model_id, provider)
             added.append(model_id)
     return added
 
 
 def prices_json(x: Prices) -> dict:
     cached = None if x.cached_input is None else format_price(x.cached_input)
-    return {"input_price": format_price(x.input), "output_price": format_price(x.output), "cached_input_price": cached}
+    return {
+        "input_price": format_price(x.input),
+        "output_price": format_price(x.output),
+        "cached_input_price": cached,
+        "tiers": [tier_dict(t) for t in x.tiers],
+    }
 
 
 def preset_json(p: Preset) -> dict:

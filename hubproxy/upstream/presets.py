@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 
-from hubproxy.config import ConfigError
+from hubproxy.config import ConfigError, Model, PriceTier
 from hubproxy.money import MoneyError, parse_price
 
 
@@ -18,6 +18,11 @@ class Prices:
     input: int
     output: int
     cached_input: int | None = None
+    tiers: tuple[PriceTier, ...] = ()
+
+    def model(self, name: str, provider: str) -> Model:
+        """A model served as `name` through `provider` at these prices."""
+        return Model(name, provider, name, self.input, self.output, (), self.cached_input, self.tiers)
 
 
 FREE = Prices(0, 0)
@@ -49,14 +54,17 @@ class Preset:
         return None, ""
 
 
+def _price(raw: dict, key: str, where: str) -> int | None:
+    return None if raw.get(key) is None else parse_price(raw[key], what=f"{where} {key}")
+
+
 def _prices(name: str, model: str, raw: dict) -> Prices:
     where = f"preset {name} model {model}"
-    cached = raw.get("cached_input")
-    return Prices(
-        parse_price(raw["input"], what=f"{where} input"),
-        parse_price(raw["output"], what=f"{where} output"),
-        None if cached is None else parse_price(cached, what=f"{where} cached_input"),
+    tiers = tuple(
+        PriceTier(t["above"], _price(t, "input", where), _price(t, "output", where), _price(t, "cached_input", where))
+        for t in raw.get("tiers", [])
     )
+    return Prices(_price(raw, "input", where), _price(raw, "output", where), _price(raw, "cached_input", where), tiers)
 
 
 def load_presets() -> dict[str, Preset]:
