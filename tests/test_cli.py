@@ -264,5 +264,8 @@ def test_presets_fill_the_base_url_and_key_variable(cli):
     bare = cli.json("providers", "add", "ds", "--preset", "deepseek", "--no-models")
     assert bare["models_added"] == [] and "deepseek-chat" not in {m["name"] for m in cli.json("models", "list")}
     assert "check them before billing" in cli("providers", "add", "oa", "--preset", "openai").stdout
+    cli("providers", "add", "gm", "--preset", "gemini")
+    pro = {m["name"]: m for m in cli.json("models", "list")}["gemini-2.5-pro"]
+    assert pro["tiers"] == [{"above_prompt_tokens": 200000, "input_price": "2.5", "output_price": "15"}]
     bad = cli("providers", "add", "x", "--preset", "nope", ok=False)
     assert bad.exit_code == 1 and "no preset 'nope'" in bad.output
