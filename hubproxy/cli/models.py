@@ -98,8 +98,9 @@ def sync(ctx: typer.Context, provider: str, json: bool = typer.Option(False, "--
     """Add every model the provider lists at GET /models that is not served yet.
 
     Prices come from the provider's preset catalog, from its own listing where the preset says it
-    carries prices (OpenRouter, Together), or are 0 for local presets. Anything else is added unpriced and refused
-    to clients until `hubproxy models add ID --replace` prices it: nothing is billed at a guessed price.
+    carries prices (OpenRouter, Together), or are 0 for local presets. Anything else is added
+    unpriced and refused to clients until `hubproxy models add ID --replace` prices it: nothing is
+    billed at a guessed price.
     """
     found = upstream_models(ctx, provider)
     config = load_config(ctx)
