@@ -194,3 +194,10 @@ def m007_usage_attempts(conn: sqlite3.Connection) -> None:
 def m008_usage_cached_tokens(conn: sqlite3.Connection) -> None:
     """Prompt tokens the provider served from its cache (billed at the model's cached price, if set)."""
     conn.execute("ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")
+
+
+@migration
+def m009_drop_usage_created_index(conn: sqlite3.Connection) -> None:
+    """Reports read the daily totals and a user's recent calls use (user_id, created_at): an index on
+    created_at alone was only one more b-tree to update on every call."""
+    conn.execute("DROP INDEX IF EXISTS usage_created")
