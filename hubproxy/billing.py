@@ -53,10 +53,7 @@ def estimate_prompt_tokens(body_bytes: int, bytes_per_token: int) -> int:
 def cost_of(model: Model, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
     """Exact pico-USD at the prices for this prompt size (a model's tiers); prompt tokens served from
     the provider's cache are billed at the cached price when there is one (else at the input price)."""
-    if model.tiers:
-        input_price, output_price, cached_price = model.prices_for(prompt_tokens)
-    else:
-        input_price, output_price, cached_price = model.input_price, model.output_price, model.cached_input_price
+    input_price, output_price, cached_price = model.prices_for(prompt_tokens)
     cost = token_cost(completion_tokens, output_price)
     if cached_tokens and cached_price is not None:
         cached = min(cached_tokens, prompt_tokens)

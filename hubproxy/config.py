@@ -10,6 +10,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,13 +138,13 @@ class Model:
     cached_input_price: int | None = None
     tiers: tuple[PriceTier, ...] = ()  # ascending by `above`
 
-    def prices_for(self, prompt_tokens: int) -> tuple[int, int, int | None]:
-        """(input, output, cached input) prices for a call with this many prompt tokens."""
-        chosen = (self.input_price, self.output_price, self.cached_input_price)
-        for tier in self.tiers:
+    def prices_for(self, prompt_tokens: int) -> tuple[int | None, int | None, int | None]:
+        """(input, output, cached input) prices for a call with this many prompt tokens: the highest
+        tier the prompt passes, else the model's own prices."""
+        for tier in reversed(self.tiers):
             if prompt_tokens > tier.above:
-                chosen = (tier.input_price, tier.output_price, tier.cached_input_price)
-        return chosen  # type: ignore[return-value]
+                return tier.input_price, tier.output_price, tier.cached_input_price
+        return self.input_price, self.output_price, self.cached_input_price
 
     @property
     def priced(self) -> bool:
@@ -383,7 +384,7 @@ def _model(name: str, raw: dict, origin: str) -> Model:
         cached_price = None if cached is None else parse_price(cached, what="cached_input_price")
     except MoneyError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    tiers = _tiers(raw.get("tiers", []), where)
+    tiers = parse_tiers(raw.get("tiers", []), where)
     if tiers and input_price is None:
         raise ConfigError(f"{where}: tiers need the model's own input_price and output_price too")
     deployments = tuple(_deployment(item, name, where) for item in raw.get("deployments", []))
@@ -401,7 +402,8 @@ def _model(name: str, raw: dict, origin: str) -> Model:
     return Model(name, provider, upstream, input_price, output_price, (), cached_price, tiers)
 
 
-def _tiers(raw: object, where: str) -> tuple[PriceTier, ...]:
+def parse_tiers(raw: object, where: str) -> tuple[PriceTier, ...]:
+    """A `tiers` list as config.toml and presets.toml write it, checked and in ascending order."""
     if not isinstance(raw, list):
         raise ConfigError(f"{where}: tiers must be a list of tables")
     tiers = []
@@ -430,9 +432,15 @@ def _tiers(raw: object, where: str) -> tuple[PriceTier, ...]:
             )
         except MoneyError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-    if len({t.above for t in tiers}) != len(tiers):
+    return ordered_tiers(tiers, where)
+
+
+def ordered_tiers(tiers: Iterable[PriceTier], where: str) -> tuple[PriceTier, ...]:
+    """Tiers in ascending order of prompt size, refusing two that start at the same size."""
+    ordered = tuple(sorted(tiers, key=lambda t: t.above))
+    if len({t.above for t in ordered}) != len(ordered):
         raise ConfigError(f"{where}: two tiers start above the same prompt size")
-    return tuple(sorted(tiers, key=lambda t: t.above))
+    return ordered
 
 
 def tier_dict(t: PriceTier) -> dict:

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from hubproxy.cli.context import CliError, console, load_config, print_json, save_config
 from hubproxy.cli.providers import upstream_models
-from hubproxy.config import ConfigError, Model, PriceTier, check_model_name, tier_dict
+from hubproxy.config import ConfigError, Model, PriceTier, check_model_name, ordered_tiers, tier_dict
 from hubproxy.money import format_price, parse_price
 from hubproxy.upstream.presets import load_presets
 
@@ -63,9 +63,7 @@ def add(
 ) -> None:
     """Serve a model (an alias when --upstream-model differs from NAME)."""
     check_model_name(name)
-    tiers = tuple(sorted((parse_tier(t) for t in tier), key=lambda t: t.above))
-    if len({t.above for t in tiers}) != len(tiers):
-        raise CliError("two --tier options start above the same prompt size")
+    tiers = ordered_tiers((parse_tier(t) for t in tier), "--tier")
     config = load_config(ctx)
     if provider not in config.providers:
         raise CliError(f"no provider {provider!r}; add it with `hubproxy providers add`")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 
-from hubproxy.config import ConfigError, Model, PriceTier
+from hubproxy.config import ConfigError, Model, PriceTier, parse_tiers
 from hubproxy.money import MoneyError, parse_price
 
 
@@ -54,17 +54,18 @@ class Preset:
         return None, ""
 
 
-def _price(raw: dict, key: str, where: str) -> int | None:
-    return None if raw.get(key) is None else parse_price(raw[key], what=f"{where} {key}")
-
-
 def _prices(name: str, model: str, raw: dict) -> Prices:
     where = f"preset {name} model {model}"
-    tiers = tuple(
-        PriceTier(t["above"], _price(t, "input", where), _price(t, "output", where), _price(t, "cached_input", where))
-        for t in raw.get("tiers", [])
-    )
-    return Prices(_price(raw, "input", where), _price(raw, "output", where), _price(raw, "cached_input", where), tiers)
+    cached = raw.get("cached_input")
+    try:
+        return Prices(
+            parse_price(raw["input"], what=f"{where} input"),
+            parse_price(raw["output"], what=f"{where} output"),
+            None if cached is None else parse_price(cached, what=f"{where} cached_input"),
+            parse_tiers(raw.get("tiers", []), where),
+        )
+    except (KeyError, MoneyError) as exc:
+        raise ConfigError(f"{where}: bad price {exc}") from None
 
 
 def load_presets() -> dict[str, Preset]:
