@@ -74,6 +74,7 @@ def measure(name: str, cmd: list[str], port: int, headers: dict[str, str], calls
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000, help="calls counted per target")
+    parser.add_argument("--keep", type=Path, help="keep callgrind's files here (read them with callgrind_annotate)")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind not found (apt-get install valgrind)", file=sys.stderr)
@@ -97,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             upstream.terminate()
             upstream.wait(30)
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for dump in out_dir.glob("cg.*"):
+                shutil.copy(dump, args.keep)
     print(f"\n{'target':<14}{'instructions/request':>24}")
     print(f"{'passthrough':<14}{base:>24,.0f}")
     print(f"{'hubproxy':<14}{hub:>24,.0f}")
