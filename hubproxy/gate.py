@@ -12,6 +12,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hubproxy import errors
@@ -34,6 +35,7 @@ class UserState:
     plan: str | None = None
     pending: int = 0
     reserved: int = 0
+    lease: int = 0  # with several workers: this worker's slice of the balance (leases.py)
 
     @property
     def available(self) -> int:
@@ -93,6 +95,7 @@ class Gate:
         self._digests: dict[str, bytes] = {}  # presented key → its SHA-256, for keys that exist
         self._user_rev = -1
         self._key_rev = -1
+        self.on_users_changed: Callable[[list[int]], None] | None = None
 
     def read_changes(self, conn: sqlite3.Connection) -> Changes:
         """Rows changed since the last applied ones, with what capped keys spent in their current
@@ -109,6 +112,8 @@ class Gate:
     def apply_changes(self, changes: Changes) -> None:
         """Install changed rows (runs on the event loop)."""
         users, keys = changes
+        if users and self.on_users_changed is not None:
+            self.on_users_changed([row.id for row in users if row.id in self.users])
         for row in users:
             state = self.users.get(row.id)
             if state is None:

@@ -12,36 +12,35 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 
 from hubproxy.billing import CallRecord, Reservation, cost_of, estimate_prompt_tokens, reservation_amount
 from hubproxy.config import BillingSettings, Plan
-from hubproxy.gate import Gate, KeyState, UserState, insufficient_quota
+from hubproxy.gate import Gate, KeyState, UserState
+from hubproxy.leases import Leases
 from hubproxy.limits import RateLimiter, TokenEntry
 from hubproxy.policy import effective_limits
 from hubproxy.routing import Route
 from hubproxy.store.db import Writer
-from hubproxy.store.usage import open_reservations, record_calls, reserve_many
+from hubproxy.store.usage import open_reservations, record_calls
 
 PERSIST_AFTER = 0.1
 CALLS = "calls"
-RESERVE = "reserve"
 
 
 class OpenCalls:
     """Calls in flight in this process, and the sweep that persists their reservations.
 
-    `shared` is for several worker processes on one database: each reservation is then checked and
-    written by the database before the call goes upstream (memory alone cannot see the other
-    workers' reservations).
+    `leases` is for several worker processes on one database: memory alone cannot see the other
+    workers' reservations, so each worker reserves against its lease of the balance instead.
     """
 
-    def __init__(self, writer: Writer, shared: bool = False) -> None:
+    def __init__(self, writer: Writer, leases: Leases | None = None) -> None:
         self.writer = writer
-        self.shared = shared
+        self.leases = leases
         self.limiter = RateLimiter()
         self.meters: dict[str, CallMeter] = {}
-        writer.bulk(CALLS, record_calls)
-        writer.bulk(RESERVE, reserve_many)
+        writer.bulk(CALLS, record_calls if leases is None else partial(record_calls, lease_holder=leases.holder))
 
     def persist_due(self, now: float | None = None) -> int:
         """Queue the reservations of calls open longer than PERSIST_AFTER; returns how many."""
@@ -117,7 +116,7 @@ class CallMeter:
 
     async def reserve(self) -> None:
         """Count the call against the key's rate limits (or raise 429), then hold its worst-case
-        cost (or raise 402): in memory, or through the database when workers share it."""
+        cost (or raise 402): from the balance in memory, or from this worker's lease of it."""
         limits = effective_limits(self.key.policy, self.plan)
         self._limit_entry = self._calls.limiter.admit(self.key.id, limits, self.tokens)
         try:
@@ -128,16 +127,10 @@ class CallMeter:
         self._calls.meters[self.reservation.id] = self
 
     async def _reserve_money(self) -> None:
-        amount = self.reservation.amount
-        if self._calls.shared:
-            Gate.check_key_budget(self.key, amount)
-            if not await self._calls.writer.submit_item(RESERVE, self.reservation):
-                raise insufficient_quota(amount, None)
-            self.persisted = True
-            self.user.reserved += amount
-            self.key.reserved += amount
+        if self._calls.leases is not None:
+            await self._calls.leases.reserve(self.user, self.key, self.reservation.amount)
         else:
-            self._gate.reserve(self.user, self.key, amount)
+            self._gate.reserve(self.user, self.key, self.reservation.amount)
 
     def settle(
         self,
@@ -196,3 +189,5 @@ class CallMeter:
             Gate.charge_committed(self.user, self.cost, self.user.balance)
             return
         Gate.charge_committed(self.user, self.cost, fut.result())
+        if self._calls.leases is not None:
+            self._calls.leases.charged(self.user, self.cost)

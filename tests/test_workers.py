@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 
 import openai
 import pytest
 
+from hubproxy.money import format_usd
 from tests.conftest import HELLO, run_cli, wait_for
 
 
@@ -40,11 +42,33 @@ def test_workers_lose_no_usage_rows_and_bill_exactly(workers):
     results = asyncio.run(workers.fire(workers.key, 200))
     assert [r for r in results if isinstance(r, Exception)] == []
     with workers.db() as db:
+        leased = db.execute("SELECT coalesce(sum(amount), 0) FROM leases").fetchone()[0]
+    assert leased > 0  # the workers reserve against leases of the balance while they serve
+    assert workers.stop() == 0
+    with workers.db() as db:
         balance, ledger = db.execute("SELECT balance, (SELECT sum(amount) FROM ledger) FROM users").fetchone()
         rows, costs = db.execute("SELECT count(*), sum(cost) FROM usage").fetchone()
         open_reservations = db.execute("SELECT count(*) FROM reservations").fetchone()[0]
-    assert rows == 200 and open_reservations == 0
+        leases = db.execute("SELECT count(*) FROM leases").fetchone()[0]
+    assert rows == 200 and open_reservations == 0 and leases == 0
     assert balance == ledger == 5 * 10**12 - costs
+
+
+def test_money_one_worker_holds_idle_reaches_the_other(workers):
+    """The balance covers one reservation and a half: whichever worker leases it first holds nearly
+    all of it, and a call reaching the other worker must still be served (after a recall), not refused."""
+    key = workers.new_user("half@example.com", "0.0017")  # a call reserves ~$0.00113 (max_tokens 1000)
+    wait_for(lambda: all(workers.key_works(key) for _ in range(6)))
+    for _ in range(12):  # a new connection each time: the kernel spreads them over both workers
+        client = workers.client(key=key)
+        client.chat.completions.create(model="deepseek-chat", messages=HELLO, max_tokens=1000)
+        client.close()
+    with workers.db() as db:
+        rows = db.execute(
+            "SELECT count(*) FROM usage u JOIN users s ON s.id = u.user_id "
+            "WHERE s.email = 'half@example.com' AND u.status = 'ok'"
+        ).fetchone()[0]
+    assert rows == 12
 
 
 def test_revocation_reaches_every_worker(workers):
@@ -64,3 +88,24 @@ def test_sigterm_to_the_parent_drains_every_worker(workers):
     with workers.db() as db:
         assert db.execute("SELECT status FROM usage").fetchall() == [("ok",)]
         assert db.execute("SELECT count(*) FROM reservations").fetchone()[0] == 0
+
+
+def test_a_balance_lowered_from_the_cli_takes_back_what_workers_hold(workers):
+    key = workers.new_user("cut@example.com", "1")
+    wait_for(lambda: all(workers.key_works(key) for _ in range(6)))
+    assert not [r for r in asyncio.run(workers.fire(key, 20)) if isinstance(r, Exception)]
+    with workers.db() as db:
+        assert db.execute("SELECT sum(amount) FROM leases").fetchone()[0] > 10**9  # leases hold money
+    with workers.db() as db:
+        balance = db.execute("SELECT balance FROM users WHERE email = 'cut@example.com'").fetchone()[0]
+    workers.cli("users", "topup", "--adjust", "--", "cut@example.com", f"-{format_usd(balance)}")  # to $0
+
+    time.sleep(0.5)  # workers see changes made by other processes within ~0.1 s
+    results = asyncio.run(workers.fire(key, 6))
+    assert all(isinstance(r, openai.APIStatusError) and r.status_code == 402 for r in results)
+    with workers.db() as db:
+        balance, leased = db.execute(
+            "SELECT balance, (SELECT coalesce(sum(amount), 0) FROM leases WHERE user_id = users.id) "
+            "FROM users WHERE email = 'cut@example.com'"
+        ).fetchone()
+    assert balance == 0 and leased == 0

@@ -15,6 +15,7 @@ from aiohttp import web
 from hubproxy.config import Config, ConfigError, Paths
 from hubproxy.gate import Gate
 from hubproxy.health import HealthBoard
+from hubproxy.leases import IDLE_SECONDS, Leases
 from hubproxy.metering import PERSIST_AFTER, OpenCalls
 from hubproxy.routing import Router
 from hubproxy.secrets import SecretError, load_stored_secrets
@@ -36,17 +37,21 @@ CREDIT_CHECK_SECONDS = 600.0
 
 
 def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.Application:
-    """`worker=True`: one of several processes on one database; reservations go through SQLite and
-    the parent, not the worker, settles what a previous run left open."""
+    """`worker=True`: one of several processes on one database; calls reserve against leases of the
+    balances, and the parent, not the worker, settles what a previous run left open."""
     app = web.Application(client_max_size=config.server.max_body_mb * 1024 * 1024)
     writer = Writer(paths.database)
+    gate = Gate()
+    leases = Leases(writer) if worker else None
+    if leases is not None:
+        gate.on_users_changed = leases.give_back
     app[STATE] = GatewayState(
         paths=paths,
         config=config,
         router=Router(config),
-        gate=Gate(),
+        gate=gate,
         writer=writer,
-        calls=OpenCalls(writer, shared=worker),
+        calls=OpenCalls(writer, leases),
         upstreams=Upstreams(config.timeouts),
         health=HealthBoard(config.routing),
     )
@@ -107,7 +112,7 @@ def load_gate(paths: Paths, gate: Gate) -> None:
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     loop = asyncio.get_running_loop()
-    if not state.calls.shared:
+    if state.calls.leases is None:
         settle_leftovers(state.paths, state.config)
     load_gate(state.paths, state.gate)
     state.stored_secrets = await loop.run_in_executor(None, load_stored_secrets, state.paths, state.config.providers)
@@ -124,6 +129,8 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(persist_reservations(state)),
         asyncio.create_task(grant_credits_monthly(state)),
     ]
+    if state.calls.leases is not None:
+        tasks.append(asyncio.create_task(return_idle_leases(state.calls.leases)))
     try:
         yield
     finally:
@@ -133,6 +140,8 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         submit_last_used(state)
+        if state.calls.leases is not None:
+            state.calls.leases.close()
         await state.upstreams.close()
         await state.writer.close()
         log.info("all writes flushed (%d in %d batches)", state.writer.writes, state.writer.batches)
@@ -176,6 +185,12 @@ async def persist_reservations(state: GatewayState) -> None:
     while True:
         await asyncio.sleep(PERSIST_AFTER)
         state.calls.persist_due()
+
+
+async def return_idle_leases(leases: Leases) -> None:
+    while True:
+        await asyncio.sleep(IDLE_SECONDS)
+        leases.return_idle()
 
 
 async def grant_credits_monthly(state: GatewayState) -> None:

@@ -201,3 +201,18 @@ def m009_drop_usage_created_index(conn: sqlite3.Connection) -> None:
     """Reports read the daily totals and a user's recent calls use (user_id, created_at): an index on
     created_at alone was only one more b-tree to update on every call."""
     conn.execute("DROP INDEX IF EXISTS usage_created")
+
+
+@migration
+def m010_leases(conn: sqlite3.Connection) -> None:
+    """Worker processes hold slices of a user's balance (see store/leases.py): one row per user and
+    holding process. `wanted` is set by a worker that was refused, asking the holders to give back."""
+    conn.execute(
+        """CREATE TABLE leases (
+            user_id INTEGER NOT NULL,
+            holder TEXT NOT NULL,
+            amount INTEGER NOT NULL,
+            wanted INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (user_id, holder)
+        ) WITHOUT ROWID"""
+    )

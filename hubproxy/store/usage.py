@@ -9,6 +9,7 @@ from dataclasses import astuple
 from hubproxy.billing import CallRecord, Reservation
 from hubproxy.store.accounts import charge_many
 from hubproxy.store.db import transaction
+from hubproxy.store.leases import charge_leases, drop_leases
 
 RESERVATION_COLUMNS = (
     "id, user_id, key_id, model, provider, upstream_model, endpoint, stream, amount, prompt_tokens, prompt_cost"
@@ -30,28 +31,9 @@ def open_reservations(conn: sqlite3.Connection, reservations: list[Reservation])
     )
 
 
-def reserve_many(conn: sqlite3.Connection, reservations: list[Reservation]) -> list[bool]:
-    """Open each reservation only if the user's balance still covers it after every other open one.
-
-    Used when several worker processes share the database: the check and the insert happen in one
-    write transaction, which SQLite serializes across processes, so no two workers can promise the
-    same money.
-    """
-    placeholders = ",".join("?" * 11)
-    granted = []
-    for r in reservations:
-        cur = conn.execute(
-            f"INSERT INTO reservations ({RESERVATION_COLUMNS}) SELECT {placeholders} "
-            "WHERE (SELECT balance FROM users WHERE id = ?) "
-            "- (SELECT coalesce(sum(amount), 0) FROM reservations WHERE user_id = ?) >= ?",
-            (*astuple(r), r.user_id, r.user_id, r.amount),
-        )
-        granted.append(cur.rowcount == 1)
-    return granted
-
-
-def record_calls(conn: sqlite3.Connection, records: list[CallRecord]) -> list[int]:
-    """Write usage rows and their daily totals, charge the ledger, close reservations, in bulk.
+def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_holder: str | None = None) -> list[int]:
+    """Write usage rows and their daily totals, charge the ledger, close reservations, in bulk; with
+    a `lease_holder` (a worker process), the charges also use up its leases.
 
     Returns each record's user's balance after the batch.
     """
@@ -88,6 +70,8 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord]) -> list[in
     )
     add_daily_totals(conn, created_at[:10], records)
     balances = charge_many(conn, [(rec.reservation.user_id, rec.cost, rec.reservation.id) for rec in records])
+    if lease_holder is not None:
+        charge_leases(conn, lease_holder, [(rec.reservation.user_id, rec.cost) for rec in records])
     conn.executemany(
         "DELETE FROM reservations WHERE id = ?", [(rec.reservation.id,) for rec in records if rec.persisted]
     )
@@ -117,8 +101,10 @@ def settle_leftover_reservations(conn: sqlite3.Connection) -> int:
     """Bill the calls a killed server left open: the prompt was sent, so its estimated cost is charged.
 
     The usage row says `interrupted` and `estimated`; the output, if any was produced, is unknown.
+    Leases the workers of a previous run held are only promises, and nobody holds them now.
     """
     with transaction(conn):
+        drop_leases(conn)
         rows = conn.execute(f"SELECT {RESERVATION_COLUMNS} FROM reservations").fetchall()
         records = []
         for row in rows:
