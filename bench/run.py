@@ -274,9 +274,10 @@ def time_usage_report(home: Path) -> float:
 
 def print_table(targets: list[Target], baseline: Target, direct: Target) -> None:
     cols = ["rps", "cpu_us_per_request", "p50_ms", "p99_ms", "stream_p50_ms", "stream_p99_ms", "rss_mb_after_streams"]
-    print(f"\n{'target':<12}" + "".join(f"{c:>21}" for c in cols))
+    width = max(12, *(len(t.name) + 2 for t in targets))
+    print(f"\n{'target':<{width}}" + "".join(f"{c:>21}" for c in cols))
     for t in targets:
-        print(f"{t.name:<12}" + "".join(f"{t.results.get(c, float('nan')):>21.3f}" for c in cols))
+        print(f"{t.name:<{width}}" + "".join(f"{t.results.get(c, float('nan')):>21.3f}" for c in cols))
     hub = next(t for t in targets if t.name == "hubproxy")
     print("\nhubproxy vs passthrough, same run:")
     print(f"  throughput ratio           {hub.results['rps'] / baseline.results['rps']:.2%}")
@@ -297,6 +298,8 @@ def print_table(targets: list[Target], baseline: Target, direct: Target) -> None
         f"   (passthrough {baseline.results['stream_p99_ms']:.3f})"
     )
     for peer in targets[3:]:
+        if peer.name.startswith("hubproxy"):
+            continue
         print(
             f"hubproxy vs {peer.name}: {hub.results['rps'] / peer.results['rps']:.1f}x the throughput, "
             f"{peer.results['p50_ms'] - hub.results['p50_ms']:.3f} ms less p50 latency, "
@@ -315,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"))
     parser.add_argument("--no-wrk", action="store_true", help="use the aiohttp load generator even if wrk exists")
     parser.add_argument("--smoke", action="store_true", help="a few seconds in all, for tests")
-    parser.add_argument("--workers", type=int, default=1, help="hubproxy serve --workers N (unpinned when > 1)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="also measure hubproxy serve --workers N (unpinned), on its own home"
+    )
     parser.add_argument("--seed-keys", type=int, default=0, help="extra keys in hubproxy's database first")
     parser.add_argument("--seed-rows", type=int, default=0, help="usage rows in hubproxy's database first")
     parser.add_argument(
@@ -342,25 +347,31 @@ def main(argv: list[str] | None = None) -> int:
                     core=1,
                 )
             )
-            home = Path(tmp)
-            key = setup_hubproxy_home(home, upstream_url)
+            home = Path(tmp) / "hubproxy"
+            homes = [home] + ([Path(tmp) / "hubproxy-workers"] if args.workers > 1 else [])
             extra: dict[str, float] = {}
-            if args.seed_keys or args.seed_rows:
-                print(f"seeding {args.seed_keys} keys and {args.seed_rows} usage rows …", file=sys.stderr)
-                extra.update(seed(home, args.seed_keys, args.seed_rows))
+            auth = []
+            for where in homes:
+                where.mkdir()
+                auth.append({"Authorization": f"Bearer {setup_hubproxy_home(where, upstream_url)}"})
+                if args.seed_keys or args.seed_rows:
+                    print(f"seeding {args.seed_keys} keys and {args.seed_rows} usage rows …", file=sys.stderr)
+                    extra.update(seed(where, args.seed_keys, args.seed_rows))
             hub_cmd = [sys.executable, "-m", "hubproxy", "--home", str(home), "serve", "--port", str(hub_port)]
-            if args.workers > 1:
-                hub_cmd += ["--workers", str(args.workers)]
-            procs.append(start(hub_cmd, core=1 if args.workers == 1 else None))
-
-            for port in (up_port, pass_port, hub_port):
-                wait_ready(port)
+            procs.append(start(hub_cmd, core=1))
             direct = Target("upstream", upstream_url, procs[0].pid)
             baseline = Target("passthrough", f"http://127.0.0.1:{pass_port}/v1", procs[1].pid)
-            hub = Target(
-                "hubproxy", f"http://127.0.0.1:{hub_port}/v1", procs[2].pid, {"Authorization": f"Bearer {key}"}
-            )
+            hub = Target("hubproxy", f"http://127.0.0.1:{hub_port}/v1", procs[2].pid, auth[0])
+            for port in (up_port, pass_port, hub_port):
+                wait_ready(port)
             targets = [direct, baseline, hub]
+            if args.workers > 1:
+                workers_port = free_port()
+                workers_cmd = [sys.executable, "-m", "hubproxy", "--home", str(homes[1]), "serve"]
+                procs.append(start([*workers_cmd, "--port", str(workers_port), "--workers", str(args.workers)], None))
+                wait_ready(workers_port)
+                name = f"hubproxy --workers {args.workers}"
+                targets.append(Target(name, f"http://127.0.0.1:{workers_port}/v1", procs[-1].pid, auth[1]))
             for target in targets:
                 measure(target, args, use_wrk)
             for name in args.compare:
@@ -370,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 targets.append(measure_peer(peer, args, use_wrk))
             print_table(targets, baseline, direct)
+            if args.workers > 1:
+                scaling = targets[3].results["rps"] / hub.results["rps"]
+                print(f"  --workers {args.workers} vs one process: {scaling:.2f}x the throughput")
             extra["usage_report_s"] = time_usage_report(home)
             print(f"  usage report --by model      {extra['usage_report_s']:.3f} s")
             report = {
