@@ -2,14 +2,15 @@
 
 Sliding one-minute windows, so `Retry-After` can say exactly when the next call would be admitted.
 Tokens are counted when a call starts (its reservation: estimated prompt + max_tokens) and
-corrected to the real usage when it ends. The limiter sits behind this small class so a shared
-backend (Redis) can replace it for several machines without touching the routes.
+corrected to the real usage when it ends. Worker processes share the same windows through SQLite
+instead (shared_limits.py); both refuse with the errors made here.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hubproxy import errors
@@ -42,6 +43,37 @@ class KeyWindow:
             self.token_sum -= entry.tokens
 
 
+def check_call_size(policy: Limits, tokens: int) -> None:
+    """A call that could use more tokens than the key may use in a whole minute can never pass: 400."""
+    if policy.tpm and tokens > policy.tpm:
+        raise errors.invalid_request(
+            f"This call may use {tokens} tokens but the key allows {policy.tpm} per minute; "
+            "lower max_tokens or the prompt.",
+            param="max_tokens",
+        )
+
+
+def refused(policy: Limits, limit: str, wait: float) -> errors.GatewayError:
+    """429 for the limit ("parallel", "rpm" or "tpm") that refuses a call, with the true wait."""
+    if limit == "parallel":
+        return errors.rate_limited(
+            f"This key allows {policy.max_parallel} calls at a time; wait for one to finish.", wait
+        )
+    if limit == "rpm":
+        return errors.rate_limited(f"This key allows {policy.rpm} requests per minute.", wait)
+    return errors.rate_limited(f"This key allows {policy.tpm} tokens per minute.", wait)
+
+
+def tokens_free_in(entries: Iterable[tuple[float, int]], excess: int, now: float) -> float:
+    """Seconds until enough of the window's (started, tokens) entries, oldest first, leave it to
+    free `excess` tokens."""
+    for started, tokens in entries:
+        excess -= tokens
+        if excess <= 0:
+            return started + WINDOW - now
+    return WINDOW
+
+
 class RateLimiter:
     def __init__(self) -> None:
         self._windows: dict[str, KeyWindow] = {}
@@ -54,39 +86,21 @@ class RateLimiter:
         window = self._windows.setdefault(key_id, KeyWindow())
         window.expire(now)
         if policy.max_parallel and window.parallel >= policy.max_parallel:
-            raise errors.rate_limited(
-                f"This key allows {policy.max_parallel} calls at a time; wait for one to finish.", 1.0
-            )
+            raise refused(policy, "parallel", 1.0)
         if policy.rpm and len(window.requests) >= policy.rpm:
-            wait = window.requests[len(window.requests) - policy.rpm] + WINDOW - now
-            raise errors.rate_limited(f"This key allows {policy.rpm} requests per minute.", wait)
+            raise refused(policy, "rpm", window.requests[len(window.requests) - policy.rpm] + WINDOW - now)
         if policy.tpm:
-            if tokens > policy.tpm:
-                raise errors.invalid_request(
-                    f"This call may use {tokens} tokens but the key allows {policy.tpm} per minute; "
-                    "lower max_tokens or the prompt.",
-                    param="max_tokens",
-                )
-            if window.token_sum + tokens > policy.tpm:
-                raise errors.rate_limited(
-                    f"This key allows {policy.tpm} tokens per minute.",
-                    self._tokens_free_in(window, tokens, policy, now),
-                )
+            check_call_size(policy, tokens)
+            excess = window.token_sum + tokens - policy.tpm
+            if excess > 0:
+                entries = ((entry.started, entry.tokens) for entry in window.tokens)
+                raise refused(policy, "tpm", tokens_free_in(entries, excess, now))
         window.requests.append(now)
         window.parallel += 1
         entry = TokenEntry(now, tokens)
         window.tokens.append(entry)
         window.token_sum += tokens
         return entry
-
-    @staticmethod
-    def _tokens_free_in(window: KeyWindow, tokens: int, policy: Limits, now: float) -> float:
-        excess = window.token_sum + tokens - (policy.tpm or 0)
-        for entry in window.tokens:
-            excess -= entry.tokens
-            if excess <= 0:
-                return entry.started + WINDOW - now
-        return WINDOW
 
     def finish(self, key_id: str, entry: TokenEntry | None, used_tokens: int | None) -> None:
         """The call ended: free its parallel slot and replace its reserved tokens by the real count."""

@@ -21,6 +21,7 @@ from hubproxy.leases import Leases
 from hubproxy.limits import RateLimiter, TokenEntry
 from hubproxy.policy import effective_limits
 from hubproxy.routing import Route
+from hubproxy.shared_limits import SharedLimiter
 from hubproxy.store.db import Writer
 from hubproxy.store.usage import open_reservations, record_calls
 
@@ -31,14 +32,17 @@ CALLS = "calls"
 class OpenCalls:
     """Calls in flight in this process, and the sweep that persists their reservations.
 
-    `leases` is for several worker processes on one database: memory alone cannot see the other
-    workers' reservations, so each worker reserves against its lease of the balance instead.
+    `leases` and a SharedLimiter are for several worker processes on one database: memory alone
+    cannot see the other workers' calls, so each worker reserves against its lease of the balance
+    and counts limited keys' calls in the database instead.
     """
 
-    def __init__(self, writer: Writer, leases: Leases | None = None) -> None:
+    def __init__(
+        self, writer: Writer, leases: Leases | None = None, limiter: RateLimiter | SharedLimiter | None = None
+    ) -> None:
         self.writer = writer
         self.leases = leases
-        self.limiter = RateLimiter()
+        self.limiter = limiter or RateLimiter()
         self.meters: dict[str, CallMeter] = {}
         writer.bulk(CALLS, record_calls if leases is None else partial(record_calls, lease_holder=leases.holder))
 
@@ -93,7 +97,7 @@ class CallMeter:
         self.plan = plan
         amount = self.price(reservation_amount(model, prompt, output))
         self.tokens = prompt + output
-        self._limit_entry: TokenEntry | None = None
+        self._limit_entry: TokenEntry | str | None = None
         self._calls, self._gate, self.user, self.key, self.route = calls, gate, user, key, route
         self.reservation = Reservation(
             id=request_id,
@@ -118,7 +122,12 @@ class CallMeter:
         """Count the call against the key's rate limits (or raise 429), then hold its worst-case
         cost (or raise 402): from the balance in memory, or from this worker's lease of it."""
         limits = effective_limits(self.key.policy, self.plan)
-        self._limit_entry = self._calls.limiter.admit(self.key.id, limits, self.tokens)
+        limiter = self._calls.limiter
+        if isinstance(limiter, SharedLimiter):
+            if limits.any:
+                self._limit_entry = await limiter.admit(self.key.id, limits, self.tokens, self.reservation.id)
+        else:
+            self._limit_entry = limiter.admit(self.key.id, limits, self.tokens)
         try:
             await self._reserve_money()
         except BaseException:

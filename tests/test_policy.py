@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import tomllib
 from datetime import date
@@ -11,7 +12,11 @@ import openai
 import pytest
 import tomli_w
 
-from hubproxy.policy import KeyPolicy, client_address, ip_allowed, parse_networks, period_start
+from hubproxy import errors
+from hubproxy.limits import RateLimiter, refused
+from hubproxy.policy import KeyPolicy, Limits, client_address, ip_allowed, parse_networks, period_start
+from hubproxy.store.db import connect, transaction
+from hubproxy.store.limits import admit_calls, finish_calls
 from tests.conftest import HELLO, raw_request, wait_for
 
 
@@ -223,3 +228,33 @@ def test_monthly_credit_is_given_once_per_month(gateway):
     assert credits == (1, 3 * 10**12)
     bad = gateway.cli("users", "update", "pro@example.com", "--plan", "gold", ok=False)
     assert bad.exit_code == 1 and "no plan 'gold'" in bad.output
+
+
+def test_the_shared_limiter_decides_exactly_as_the_one_in_memory(tmp_path):
+    """Workers count limited keys' calls in SQLite; the same calls at the same times must get the same
+    answers, waits included, as from one process's memory."""
+    conn = connect(tmp_path / "hubproxy.db", create=True)
+    memory = RateLimiter()
+    limits = Limits(rpm=6, tpm=1_000, max_parallel=3)
+    rng = random.Random(3)
+    now, running = 1_000.0, []
+    for n in range(400):
+        now += rng.choice([0.2, 1.0, 7.0])
+        if running and rng.random() < 0.5:
+            request_id, entry, used = running.pop(rng.randrange(len(running)))
+            memory.finish("k", entry, used)
+            with transaction(conn):
+                finish_calls(conn, [(request_id, "k", used, now)])
+            continue
+        tokens = rng.randint(50, 400)
+        try:
+            entry = memory.admit("k", limits, tokens, now)
+            expected = None
+        except errors.GatewayError as err:
+            expected = (err.message, err.headers["retry-after-ms"])
+        with transaction(conn):
+            refusal = admit_calls(conn, [(f"r{n}", "k", 6, 1_000, 3, tokens, now)])[0]
+        shared = None if refusal is None else refused(limits, *refusal)
+        assert expected == (None if shared is None else (shared.message, shared.headers["retry-after-ms"]))
+        if refusal is None:
+            running.append((f"r{n}", entry, rng.choice([None, rng.randint(0, tokens)])))

@@ -109,3 +109,36 @@ def test_a_balance_lowered_from_the_cli_takes_back_what_workers_hold(workers):
             "FROM users WHERE email = 'cut@example.com'"
         ).fetchone()
     assert balance == 0 and leased == 0
+
+
+def limited_key(workers, *limits: str) -> str:
+    workers.cli("users", "add", "limited@example.com", "--balance", "5")
+    key = workers.cli.json("keys", "create", "--user", "limited@example.com", "--name", "l", *limits)["key"]
+    wait_for(lambda: all(workers.key_works(key) for _ in range(6)))
+    return key
+
+
+def test_rpm_holds_across_workers(workers):
+    key = limited_key(workers, "--rpm", "4")
+    outcomes = []
+    for _ in range(10):  # a new connection each time: the kernel spreads them over both workers
+        client = workers.client(key=key)
+        try:
+            client.chat.completions.create(model="deepseek-chat", messages=HELLO)
+            outcomes.append("ok")
+        except openai.RateLimitError as err:
+            assert 1 <= int(err.response.headers["retry-after"]) <= 60
+            outcomes.append("429")
+        finally:
+            client.close()
+    assert outcomes == ["ok"] * 4 + ["429"] * 6
+
+
+def test_max_parallel_holds_across_workers(workers):
+    key = limited_key(workers, "--max-parallel", "2")
+    workers.upstream.delay = 0.5
+    results = asyncio.run(workers.fire(key, 8))
+    assert sum(not isinstance(r, Exception) for r in results) == 2
+    assert all(r.code == "rate_limited" for r in results if isinstance(r, Exception))
+    workers.upstream.delay = 0
+    workers.client(key=key).chat.completions.create(model="deepseek-chat", messages=HELLO)  # slots freed

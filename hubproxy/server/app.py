@@ -24,6 +24,7 @@ from hubproxy.server.accounts import add_account_routes
 from hubproxy.server.errors import openai_errors, unknown_route
 from hubproxy.server.proxy import make_handler
 from hubproxy.server.state import STATE, GatewayState
+from hubproxy.shared_limits import SharedLimiter
 from hubproxy.store.accounts import grant_monthly_credits, touch_keys
 from hubproxy.store.db import Writer, connect
 from hubproxy.store.usage import settle_leftover_reservations
@@ -51,7 +52,7 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
         router=Router(config),
         gate=gate,
         writer=writer,
-        calls=OpenCalls(writer, leases),
+        calls=OpenCalls(writer, leases, SharedLimiter(writer) if worker else None),
         upstreams=Upstreams(config.timeouts),
         health=HealthBoard(config.routing),
     )

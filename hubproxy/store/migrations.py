@@ -216,3 +216,19 @@ def m010_leases(conn: sqlite3.Connection) -> None:
             PRIMARY KEY (user_id, holder)
         ) WITHOUT ROWID"""
     )
+
+
+@migration
+def m011_limit_calls(conn: sqlite3.Connection) -> None:
+    """Calls counted against a key's rpm/tpm/max_parallel when worker processes share the limits
+    (store/limits.py): open while the call runs, kept for the one-minute window after it started."""
+    conn.execute(
+        """CREATE TABLE limit_calls (
+            id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            started REAL NOT NULL,
+            tokens INTEGER NOT NULL,
+            open INTEGER NOT NULL DEFAULT 1
+        ) WITHOUT ROWID"""
+    )
+    conn.execute("CREATE INDEX limit_calls_key ON limit_calls (key_id, started)")

@@ -10,6 +10,7 @@ from hubproxy.billing import CallRecord, Reservation
 from hubproxy.store.accounts import charge_many
 from hubproxy.store.db import transaction
 from hubproxy.store.leases import charge_leases, drop_leases
+from hubproxy.store.limits import clear_limit_calls
 
 RESERVATION_COLUMNS = (
     "id, user_id, key_id, model, provider, upstream_model, endpoint, stream, amount, prompt_tokens, prompt_cost"
@@ -101,10 +102,12 @@ def settle_leftover_reservations(conn: sqlite3.Connection) -> int:
     """Bill the calls a killed server left open: the prompt was sent, so its estimated cost is charged.
 
     The usage row says `interrupted` and `estimated`; the output, if any was produced, is unknown.
-    Leases the workers of a previous run held are only promises, and nobody holds them now.
+    Leases the workers of a previous run held are only promises, and nobody holds them now; nor do
+    its calls still hold rate-limit slots.
     """
     with transaction(conn):
         drop_leases(conn)
+        clear_limit_calls(conn)
         rows = conn.execute(f"SELECT {RESERVATION_COLUMNS} FROM reservations").fetchall()
         records = []
         for row in rows:

@@ -1,0 +1,66 @@
+"""Rate limits shared by worker processes: each key's calls of the last minute, in SQLite.
+
+One process counts calls in memory (limits.RateLimiter). Worker processes cannot, so for keys that
+have limits each admission is decided in the writer's transaction, which SQLite serializes across
+processes: the same sliding windows, seen by every worker. Keys without limits never come here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from hubproxy.limits import WINDOW, tokens_free_in
+
+AdmitAsk = tuple[str, str, int | None, int | None, int | None, int, float]
+# request id, key id, rpm, tpm, max_parallel, tokens, now (unix seconds)
+Refusal = tuple[str, float] | None  # ("parallel" | "rpm" | "tpm", seconds to wait), or None: admitted
+
+
+def admit_calls(conn: sqlite3.Connection, asks: list[AdmitAsk]) -> list[Refusal]:
+    """Admit each call (and record it) or say which limit refuses it and for how long."""
+    results: list[Refusal] = []
+    for request_id, key_id, rpm, tpm, max_parallel, tokens, now in asks:
+        cutoff = now - WINDOW
+        if max_parallel:
+            running = conn.execute("SELECT count(*) FROM limit_calls WHERE key_id = ? AND open = 1", (key_id,))
+            if running.fetchone()[0] >= max_parallel:
+                results.append(("parallel", 1.0))
+                continue
+        recent = conn.execute(
+            "SELECT started, tokens FROM limit_calls WHERE key_id = ? AND started > ? ORDER BY started",
+            (key_id, cutoff),
+        ).fetchall()
+        if rpm and len(recent) >= rpm:
+            results.append(("rpm", recent[len(recent) - rpm][0] + WINDOW - now))
+            continue
+        if tpm:
+            excess = sum(t for _, t in recent) + tokens - tpm
+            if excess > 0:
+                results.append(("tpm", tokens_free_in(recent, excess, now)))
+                continue
+        conn.execute(
+            "INSERT INTO limit_calls (id, key_id, started, tokens) VALUES (?, ?, ?, ?)",
+            (request_id, key_id, now, tokens),
+        )
+        results.append(None)
+    return results
+
+
+def finish_calls(conn: sqlite3.Connection, done: list[tuple[str, str, int | None, float]]) -> list[None]:
+    """Calls (request id, key id, tokens used or None, now) ended: close them, count their real tokens,
+    and forget these keys' closed calls that left the window."""
+    conn.executemany(
+        "UPDATE limit_calls SET open = 0, tokens = coalesce(?, tokens) WHERE id = ?",
+        [(tokens, request_id) for request_id, _, tokens, _ in done],
+    )
+    expired = {key_id: now - WINDOW for _, key_id, _, now in done}
+    conn.executemany(
+        "DELETE FROM limit_calls WHERE key_id = ? AND started <= ? AND open = 0",
+        list(expired.items()),
+    )
+    return [None] * len(done)
+
+
+def clear_limit_calls(conn: sqlite3.Connection) -> None:
+    """Nothing runs yet: calls a killed worker left open hold no slot."""
+    conn.execute("DELETE FROM limit_calls")
