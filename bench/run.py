@@ -348,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=1, help="also measure hubproxy serve --workers N (unpinned), on its own home"
     )
+    parser.add_argument(
+        "--unpinned", action="store_true", help="start the single hubproxy process on no core in particular"
+    )
     parser.add_argument("--seed-keys", type=int, default=0, help="extra keys in hubproxy's database first")
     parser.add_argument("--seed-rows", type=int, default=0, help="usage rows in hubproxy's database first")
     parser.add_argument(
@@ -385,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"seeding {args.seed_keys} keys and {args.seed_rows} usage rows …", file=sys.stderr)
                     extra.update(seed(where, args.seed_keys, args.seed_rows))
             hub_cmd = [sys.executable, "-m", "hubproxy", "--home", str(home), "serve", "--port", str(hub_port)]
-            procs.append(start(hub_cmd, core=1))
+            procs.append(start(hub_cmd, core=None if args.unpinned else 1))
             direct = Target("upstream", upstream_url, procs[0].pid)
             baseline = Target("passthrough", f"http://127.0.0.1:{pass_port}/v1", procs[1].pid)
             hub = Target("hubproxy", f"http://127.0.0.1:{hub_port}/v1", procs[2].pid, auth[0])
