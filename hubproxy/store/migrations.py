@@ -232,3 +232,9 @@ def m011_limit_calls(conn: sqlite3.Connection) -> None:
         ) WITHOUT ROWID"""
     )
     conn.execute("CREATE INDEX limit_calls_key ON limit_calls (key_id, started)")
+
+
+@migration
+def m012_drop_reservations_by_user(conn: sqlite3.Connection) -> None:
+    """Workers no longer sum a user's open reservations (they hold leases, m010): nothing reads it."""
+    conn.execute("DROP INDEX IF EXISTS reservations_user")
