@@ -96,16 +96,18 @@ def add_ledger(conn: sqlite3.Connection, user_id: int, kind: str, amount: int, n
     )
 
 
-def charge_many(conn: sqlite3.Connection, charges: list[tuple[int, int, str]]) -> dict[int, int]:
+def charge_many(conn: sqlite3.Connection, charges: list[tuple[int, int, str]], created_at: str) -> dict[int, int]:
     """The server's own charges, (user_id, cost, request_id) each, in bulk and in the caller's
     transaction: one ledger row per charge, one balance update per user. Returns new balances.
+    `created_at` is the batch's time, given rather than left to the column default (SQLite would
+    format the time anew for every row).
 
     The rows' `rev` is left alone: the server already knows about its own charges, and bumping it
     would make every CLI command reload every user the server charged since.
     """
     conn.executemany(
-        "INSERT INTO ledger (user_id, kind, amount, request_id) VALUES (?, 'charge', ?, ?)",
-        [(uid, -cost, request_id) for uid, cost, request_id in charges if cost],
+        "INSERT INTO ledger (user_id, kind, amount, request_id, created_at) VALUES (?, 'charge', ?, ?, ?)",
+        [(uid, -cost, request_id, created_at) for uid, cost, request_id in charges if cost],
     )
     totals: dict[int, int] = {}
     for uid, cost, _ in charges:

@@ -43,7 +43,7 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
     conn.executemany(
         "INSERT INTO usage (request_id, user_id, key_id, model, provider, upstream_model, endpoint, stream, "
         "prompt_tokens, completion_tokens, cost, estimated, status, http_status, latency_ms, created_at, attempts, "
-        "cached_tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "cached_tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,nullif(?, ''),?)",
         [
             (
                 r.id,
@@ -62,7 +62,7 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
                 rec.http_status,
                 rec.latency_ms,
                 created_at,
-                rec.attempts or None,
+                rec.attempts,  # "" → NULL in SQL: binding None makes sqlite3 raise and clear an error per row
                 rec.cached_tokens,
             )
             for rec in records
@@ -70,7 +70,8 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
         ],
     )
     add_daily_totals(conn, created_at[:10], records)
-    balances = charge_many(conn, [(rec.reservation.user_id, rec.cost, rec.reservation.id) for rec in records])
+    charges = [(rec.reservation.user_id, rec.cost, rec.reservation.id) for rec in records]
+    balances = charge_many(conn, charges, created_at)
     if lease_holder is not None:
         charge_leases(conn, lease_holder, [(rec.reservation.user_id, rec.cost) for rec in records])
     conn.executemany(
