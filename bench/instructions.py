@@ -20,10 +20,10 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.run import BODY, free_port, setup_hubproxy_home, start, wait_ready
+from bench.run import BODY, free_port, request_body, setup_hubproxy_home, start, wait_ready
 
 
-async def drive(url: str, headers: dict[str, str], calls: int, concurrency: int = 32) -> int:
+async def drive(url: str, headers: dict[str, str], calls: int, body: bytes = BODY, concurrency: int = 32) -> int:
     """Make `calls` calls, `concurrency` at a time; returns how many were not 200."""
     left, bad = calls, 0
     async with aiohttp.ClientSession() as session:
@@ -32,7 +32,7 @@ async def drive(url: str, headers: dict[str, str], calls: int, concurrency: int 
             nonlocal left, bad
             while left > 0:
                 left -= 1
-                async with session.post(url, data=BODY, headers=headers) as resp:
+                async with session.post(url, data=body, headers=headers) as resp:
                     await resp.read()
                     bad += resp.status != 200
 
@@ -50,16 +50,18 @@ def counted(out_dir: Path, pid: int) -> int:
     return total
 
 
-def measure(name: str, cmd: list[str], port: int, headers: dict[str, str], calls: int, out_dir: Path) -> float:
+def measure(
+    name: str, cmd: list[str], port: int, headers: dict[str, str], calls: int, body: bytes, out_dir: Path
+) -> float:
     print(f"measuring {name} under callgrind …", file=sys.stderr)
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_dir}/cg.%p"]
     proc = start(valgrind + cmd, core=1)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     try:
         wait_ready(port, timeout=180)
-        asyncio.run(drive(url, headers, 300))
+        asyncio.run(drive(url, headers, 300, body))
         subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
-        bad = asyncio.run(drive(url, headers, calls))
+        bad = asyncio.run(drive(url, headers, calls, body))
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
         time.sleep(1)
@@ -74,8 +76,10 @@ def measure(name: str, cmd: list[str], port: int, headers: dict[str, str], calls
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000, help="calls counted per target")
+    parser.add_argument("--prompt-kb", type=int, default=0, help="requests carry a conversation of about N KB")
     parser.add_argument("--keep", type=Path, help="keep callgrind's files here (read them with callgrind_annotate)")
     args = parser.parse_args(argv)
+    body = request_body(args.prompt_kb)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind not found (apt-get install valgrind)", file=sys.stderr)
         return 1
@@ -91,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             key = setup_hubproxy_home(home, upstream_url)
             passthrough = [sys.executable, "-m", "bench.passthrough", "--port", str(pass_port)]
             base = measure(
-                "passthrough", [*passthrough, "--upstream", upstream_url], pass_port, {}, args.calls, out_dir
+                "passthrough", [*passthrough, "--upstream", upstream_url], pass_port, {}, args.calls, body, out_dir
             )
             hub_cmd = [sys.executable, "-m", "hubproxy", "--home", str(home), "serve", "--port", str(hub_port)]
-            hub = measure("hubproxy", hub_cmd, hub_port, {"Authorization": f"Bearer {key}"}, args.calls, out_dir)
+            hub = measure("hubproxy", hub_cmd, hub_port, {"Authorization": f"Bearer {key}"}, args.calls, body, out_dir)
         finally:
             upstream.terminate()
             upstream.wait(30)

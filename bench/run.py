@@ -32,6 +32,20 @@ from bench.seed import seed
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"model":"bench","messages":[{"role":"user","content":"hello there, how are you today?"}]}'
+CODE_LINE = "    total = sum(item.price * item.quantity for item in order.items)  # ünïcode\n"
+
+
+def request_body(prompt_kb: int) -> bytes:
+    """The benchmark's chat request: a one-line prompt, or a conversation of about `prompt_kb` KB of
+    code and text, as coding tools send (their prompts are tens of KB; the gateway must not pay for
+    the size)."""
+    if prompt_kb <= 0:
+        return BODY
+    turns = max(1, prompt_kb // 4)
+    messages = [{"role": "system", "content": "You are a careful coding assistant."}]
+    for i in range(turns):
+        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": CODE_LINE * 50})
+    return orjson.dumps({"messages": messages, "model": "bench"})
 
 
 def free_port() -> int:
@@ -121,9 +135,16 @@ def setup_hubproxy_home(home: Path, upstream: str) -> str:
     return key
 
 
-def run_wrk(target: Target, connections: int, duration: float, core: int | None) -> float:
+def run_wrk(target: Target, body: bytes, connections: int, duration: float, core: int | None) -> float:
     headers = {"Content-Type": "application/json", **target.headers}
-    lines = ['wrk.method = "POST"', f"wrk.body = '{BODY.decode()}'"]
+    with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as body_file:
+        body_file.write(body)
+    lines = [
+        'wrk.method = "POST"',
+        f'local f = io.open("{body_file.name}", "rb")',
+        "wrk.body = f:read('*a')",
+        "f:close()",
+    ]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write("\n".join(lines) + "\n")
@@ -138,6 +159,7 @@ def run_wrk(target: Target, connections: int, duration: float, core: int | None)
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pinned(core)).stdout
     os.unlink(script.name)
+    os.unlink(body_file.name)
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
@@ -145,7 +167,7 @@ def run_wrk(target: Target, connections: int, duration: float, core: int | None)
     return float(match.group(1)) if match else 0.0
 
 
-async def aiohttp_load(target: Target, connections: int, duration: float) -> float:
+async def aiohttp_load(target: Target, body: bytes, connections: int, duration: float) -> float:
     headers = {"Content-Type": "application/json", **target.headers}
     done = 0
     stop_at = time.monotonic() + duration
@@ -153,7 +175,7 @@ async def aiohttp_load(target: Target, connections: int, duration: float) -> flo
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal done
         while time.monotonic() < stop_at:
-            async with session.post(target.url + "/chat/completions", data=BODY, headers=headers) as r:
+            async with session.post(target.url + "/chat/completions", data=body, headers=headers) as r:
                 await r.read()
                 done += 1
 
@@ -163,7 +185,7 @@ async def aiohttp_load(target: Target, connections: int, duration: float) -> flo
         return done / (time.monotonic() - started)
 
 
-async def latency_one_connection(target: Target, requests: int, limit_s: float) -> tuple[float, float]:
+async def latency_one_connection(target: Target, body: bytes, requests: int, limit_s: float) -> tuple[float, float]:
     """p50/p99 ms at one connection, after 50 warm-up calls; stops early after limit_s (slow peers)."""
     headers = {"Content-Type": "application/json", **target.headers}
     samples = []
@@ -173,7 +195,7 @@ async def latency_one_connection(target: Target, requests: int, limit_s: float) 
             if i > 150 and time.monotonic() > stop_at:
                 break
             t0 = time.perf_counter()
-            async with session.post(target.url + "/chat/completions", data=BODY, headers=headers) as r:
+            async with session.post(target.url + "/chat/completions", data=body, headers=headers) as r:
                 await r.read()
             if i >= 50:
                 samples.append((time.perf_counter() - t0) * 1000)
@@ -225,9 +247,9 @@ def load(target: Target, args: argparse.Namespace, use_wrk: bool, duration: floa
     cpu_before = cpu_seconds(target.pid)
     if use_wrk:
         duration = max(1, int(duration))
-        rps = run_wrk(target, args.connections, duration, core=0)
+        rps = run_wrk(target, args.body, args.connections, duration, core=0)
     else:
-        rps = asyncio.run(aiohttp_load(target, args.connections, duration))
+        rps = asyncio.run(aiohttp_load(target, args.body, args.connections, duration))
     return rps, (cpu_seconds(target.pid) - cpu_before) / max(rps * duration, 1) * 1e6
 
 
@@ -252,7 +274,8 @@ def measure_throughput(targets: list[Target], args: argparse.Namespace, use_wrk:
 def measure_rest(target: Target, args: argparse.Namespace) -> None:
     """Latency at one connection, stream chunk delay, memory."""
     print(f"measuring latency and streams of {target.name} …", file=sys.stderr)
-    p50, p99 = asyncio.run(latency_one_connection(target, args.latency_requests, max(10.0, 2 * args.duration)))
+    limit_s = max(10.0, 2 * args.duration)
+    p50, p99 = asyncio.run(latency_one_connection(target, args.body, args.latency_requests, limit_s))
     target.results["p50_ms"], target.results["p99_ms"] = p50, p99
     s50, s99, per_read = asyncio.run(stream_delays(target, args.streams, args.chunks, args.gap))
     target.results["stream_p50_ms"], target.results["stream_p99_ms"] = s50, s99
@@ -351,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--unpinned", action="store_true", help="start the single hubproxy process on no core in particular"
     )
+    parser.add_argument("--prompt-kb", type=int, default=0, help="requests carry a conversation of about N KB")
     parser.add_argument("--seed-keys", type=int, default=0, help="extra keys in hubproxy's database first")
     parser.add_argument("--seed-rows", type=int, default=0, help="usage rows in hubproxy's database first")
     parser.add_argument(
@@ -359,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--litellm-cmd", default="litellm", help="how to start LiteLLM's proxy")
     parser.add_argument("--portkey-cmd", default="npx --yes @portkey-ai/gateway", help="how to start Portkey")
     args = parser.parse_args(argv)
+    args.body = request_body(args.prompt_kb)
     if args.smoke:
         args.duration, args.rounds, args.latency_requests, args.streams, args.chunks = 1.0, 1, 50, 5, 3
     use_wrk = shutil.which("wrk") is not None and not args.no_wrk
@@ -420,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             report = {
                 "load_generator": "wrk" if use_wrk else "aiohttp",
                 "cores": os.cpu_count(),
-                "args": vars(args),
+                "args": {k: v for k, v in vars(args).items() if k != "body"},
                 "targets": {t.name: asdict(t)["results"] for t in targets},
                 "ratios": {
                     f"throughput_vs_{t.name}": hub.results["rps"] / t.results["rps"] for t in targets if t is not hub

@@ -44,6 +44,15 @@ def test_a_request_that_needs_no_rewrite_goes_upstream_byte_for_byte(gateway):
     assert gateway.upstream.requests[-1]["raw"] == body
     assert raw_request("POST", url, body.replace(b'"deepseek-chat"', b'"ds"'), headers).status == 200
     assert gateway.upstream.requests[-1]["body"]["model"] == "deepseek-chat", "an alias is still rewritten"
+    stream = b' \n{"stream": true, ' + body[1:]
+    assert raw_request("POST", url, stream, headers).status == 200
+    sent = gateway.upstream.requests[-1]["raw"]
+    assert sent == b' \n{"stream_options":{"include_usage":true},"stream": true, ' + body[1:], (
+        "usage asked, rest as sent"
+    )
+    null_options = b'{"stream_options": null, "stream": true, ' + body[1:]
+    assert raw_request("POST", url, null_options, headers).status == 200
+    assert gateway.upstream.requests[-1]["body"]["stream_options"] == {"include_usage": True}
 
 
 def test_hubproxy_key_never_goes_upstream(gateway):

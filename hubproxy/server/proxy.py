@@ -9,6 +9,7 @@ import logging
 import time
 
 import aiohttp
+import msgspec
 import orjson
 from aiohttp import web
 
@@ -28,31 +29,43 @@ from hubproxy.server.state import STATE, GatewayState
 log = logging.getLogger("hubproxy.server")
 
 REFUSED_CREDENTIALS = {401, 402, 403, 407}
+ASK_STREAM_USAGE = b'"stream_options":{"include_usage":true},'
 
 
-def parse_request(raw: bytes) -> dict:
+class RequestFields(msgspec.Struct):
+    """The top-level fields the gateway reads. Decoding into this skips the rest of the body (the
+    messages: tens of KB from coding tools) without building it, while still checking it is JSON."""
+
+    model: object = None
+    stream: object = None
+    max_tokens: object = None
+    max_completion_tokens: object = None
+    stream_options: object = msgspec.UNSET
+
+
+READ_FIELDS = msgspec.json.Decoder(RequestFields)
+
+
+def parse_request(raw: bytes) -> RequestFields:
     if not raw:
         raise errors.invalid_request("Request body is empty; send a JSON object.")
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        fields = READ_FIELDS.decode(raw)
+    except msgspec.ValidationError:
+        raise errors.invalid_request("Request body must be a JSON object.") from None
+    except msgspec.DecodeError:
         raise errors.invalid_request("Request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise errors.invalid_request("Request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
+    if not isinstance(fields.model, str) or not fields.model:
         raise errors.invalid_request("'model' is required and must be a string.", param="model")
-    stream = body.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
+    if fields.stream is not None and not isinstance(fields.stream, bool):
         raise errors.invalid_request("'stream' must be a boolean.", param="stream")
     for name in ("max_tokens", "max_completion_tokens"):
-        value = body.get(name)
+        value = getattr(fields, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise errors.invalid_request(f"'{name}' must be a positive integer.", param=name)
-    options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
+    if fields.stream_options not in (None, msgspec.UNSET) and not isinstance(fields.stream_options, dict):
         raise errors.invalid_request("'stream_options' must be an object.", param="stream_options")
-    return body
+    return fields
 
 
 def make_handler(endpoint: str):
@@ -69,14 +82,14 @@ async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
     state.touch_key(key.id)
     raw = await request.read()
     body = parse_request(raw)
-    routes = state.router.resolve(body["model"])
+    routes = state.router.resolve(body.model)
     if not model_allowed(key.policy, routes[0].model):
         raise errors.model_not_allowed(routes[0].model.name)
     if not routes[0].model.priced:
         raise errors.model_not_priced(routes[0].model.name)
     candidates = state.router.candidates(routes, state.health)
-    stream = bool(body.get("stream")) and endpoint != "/embeddings"
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    stream = bool(body.stream) and endpoint != "/embeddings"
+    max_tokens = body.max_completion_tokens or body.max_tokens
     request_id = request["request_id"]
     meter = CallMeter(
         state.calls,
@@ -93,7 +106,8 @@ async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
         state.config.plans.get(user.plan) if user.plan else None,
     )
     await meter.reserve()
-    client_wants_usage = stream and (body.get("stream_options") or {}).get("include_usage") is True
+    options = body.stream_options
+    client_wants_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
     resp, route, api_key = await first_answer(state, meter, candidates, body, raw, endpoint, stream)
     try:
         if resp.status != 200:
@@ -109,35 +123,37 @@ async def proxy_call(request: web.Request, endpoint: str) -> web.StreamResponse:
             meter.settle(None, 0, estimated=True, status="aborted", http_status=499)
 
 
-def upstream_body(
-    body: dict, raw: bytes, requested: str, client_options: dict | None, route: Route, stream: bool
-) -> bytes:
+def upstream_body(raw: bytes, body: RequestFields, route: Route, stream: bool) -> bytes:
     """The request as this deployment gets it: its model name, and usage asked for where supported.
 
     When nothing changes (same model name; not a stream, or a stream that already asks for usage
     where the provider supports it) the client's own bytes go up untouched: no re-encoding of what
-    may be a long prompt. `requested` and `client_options` are what the client sent: `body` is
-    rewritten in place for each deployment tried.
+    may be a long prompt. A stream that only lacks `stream_options` gets it written in front of the
+    client's bytes. Anything else is parsed whole, changed and encoded again.
     """
-    asks_usage = isinstance(client_options, dict) and client_options.get("include_usage") is True
-    if route.upstream_model == requested and (not stream or (route.provider.stream_usage and asks_usage)):
+    options = body.stream_options
+    asks_usage = isinstance(options, dict) and options.get("include_usage") is True
+    same_model = route.upstream_model == body.model
+    if same_model and (not stream or (route.provider.stream_usage and asks_usage)):
         return raw
-    body["model"] = route.upstream_model
+    if same_model and route.provider.stream_usage and options is msgspec.UNSET:
+        start = raw.index(b"{") + 1  # it decoded as an object: its first byte but white space is "{"
+        return raw[:start] + ASK_STREAM_USAGE + raw[start:]
+    whole = orjson.loads(raw)
+    whole["model"] = route.upstream_model
     if stream:
         if route.provider.stream_usage:
-            body["stream_options"] = {**(client_options or {}), "include_usage": True}
-        elif client_options is None:
-            body.pop("stream_options", None)
-        else:
-            body["stream_options"] = client_options
-    return orjson.dumps(body)
+            whole["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        elif options is None:
+            whole.pop("stream_options", None)
+    return orjson.dumps(whole)
 
 
 async def first_answer(
     state: GatewayState,
     meter: CallMeter,
     candidates: list[Route],
-    body: dict,
+    body: RequestFields,
     raw: bytes,
     endpoint: str,
     stream: bool,
@@ -151,7 +167,6 @@ async def first_answer(
     """
     routing = state.config.routing
     tries = candidates[: routing.max_attempts]
-    requested, client_options = body["model"], body.get("stream_options")
     upstreams = state.upstreams
     for number, route in enumerate(tries, start=1):
         last = number == len(tries)
@@ -168,7 +183,7 @@ async def first_answer(
         meter.use(route)
         started = time.monotonic()
         try:
-            payload = upstream_body(body, raw, requested, client_options, route, stream)
+            payload = upstream_body(raw, body, route, stream)
             resp = await send_upstream(state, route.provider, endpoint, payload, api_key, stream)
         except errors.GatewayError as exc:
             upstreams.release(route.provider)
