@@ -113,7 +113,7 @@ class CallMeter:
             prompt_cost=self.price(cost_of(model, prompt, 0)),
         )
         self.started = time.monotonic()
-        self.attempts: list[str] = []
+        self.attempts: list[tuple[str, object]] = []  # (deployment, its answer); written only if > 1
         self.persisted = False
         self.settled: asyncio.Future | None = None
         self.cost = 0
@@ -169,7 +169,7 @@ class CallMeter:
             http_status,
             latency_ms,
             self.persisted,
-            ",".join(self.attempts) if len(self.attempts) > 1 else "",
+            ",".join(f"{where}:{outcome}" for where, outcome in self.attempts) if len(self.attempts) > 1 else "",
             cached_tokens,
         )
         Gate.charge_queued(self.user, self.key, r.amount, self.cost)

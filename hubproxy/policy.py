@@ -48,9 +48,14 @@ class Limits:
         return bool(self.rpm or self.tpm or self.max_parallel)
 
 
+NO_LIMITS = Limits()
+
+
 def effective_limits(policy: KeyPolicy, plan: Plan | None) -> Limits:
     """A key's own limits, else its user's plan's."""
     if plan is None:
+        if not (policy.rpm or policy.tpm or policy.max_parallel):
+            return NO_LIMITS  # most keys: no frozen dataclass built per call
         return Limits(policy.rpm, policy.tpm, policy.max_parallel)
     return Limits(policy.rpm or plan.rpm, policy.tpm or plan.tpm, policy.max_parallel or plan.max_parallel)
 

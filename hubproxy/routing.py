@@ -8,7 +8,7 @@ explicitly (billed at the price of the public model that lists it).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hubproxy import errors
 from hubproxy.config import Config, Model, Provider
@@ -22,10 +22,10 @@ class Route:
     upstream_model: str
     priority: int = 0
     weight: int = 1
+    key: str = field(init=False)  # "provider/upstream_model": made once, read on every call
 
-    @property
-    def key(self) -> str:
-        return f"{self.provider.name}/{self.upstream_model}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.provider.name}/{self.upstream_model}")
 
 
 class Router:
