@@ -19,8 +19,14 @@ import time
 from pathlib import Path
 
 import aiohttp
+import orjson
 
 from bench.run import BODY, free_port, request_body, setup_hubproxy_home, start, wait_ready
+
+# Streams: few at a time and chunks far apart, so that even slowed ~50x by callgrind a gateway gets
+# each chunk on its own, as it would at full speed, rather than twenty in one read.
+STREAM_CONCURRENCY = 4
+STREAM_GAP = 0.2
 
 
 async def drive(url: str, headers: dict[str, str], calls: int, body: bytes = BODY, concurrency: int = 32) -> int:
@@ -53,15 +59,16 @@ def counted(out_dir: Path, pid: int) -> int:
 def measure(
     name: str, cmd: list[str], port: int, headers: dict[str, str], calls: int, body: bytes, out_dir: Path
 ) -> float:
+    concurrency = STREAM_CONCURRENCY if b'"stream":true' in body else 32
     print(f"measuring {name} under callgrind …", file=sys.stderr)
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_dir}/cg.%p"]
     proc = start(valgrind + cmd, core=1)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     try:
         wait_ready(port, timeout=180)
-        asyncio.run(drive(url, headers, 300, body))
+        asyncio.run(drive(url, headers, 300 if concurrency == 32 else 40, body, concurrency))
         subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
-        bad = asyncio.run(drive(url, headers, calls, body))
+        bad = asyncio.run(drive(url, headers, calls, body, concurrency))
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
         time.sleep(1)
@@ -77,9 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000, help="calls counted per target")
     parser.add_argument("--prompt-kb", type=int, default=0, help="requests carry a conversation of about N KB")
+    parser.add_argument(
+        "--stream",
+        type=int,
+        metavar="CHUNKS",
+        default=0,
+        help="streamed calls of CHUNKS chunks each (0.2 s apart; try --stream 10 --calls 100)",
+    )
     parser.add_argument("--keep", type=Path, help="keep callgrind's files here (read them with callgrind_annotate)")
     args = parser.parse_args(argv)
     body = request_body(args.prompt_kb)
+    if args.stream:
+        whole = orjson.loads(body)
+        body = orjson.dumps({**whole, "stream": True, "bench_chunks": args.stream, "bench_gap": STREAM_GAP})
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind not found (apt-get install valgrind)", file=sys.stderr)
         return 1
@@ -106,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             args.keep.mkdir(parents=True, exist_ok=True)
             for dump in out_dir.glob("cg.*"):
                 shutil.copy(dump, args.keep)
-    print(f"\n{'target':<14}{'instructions/request':>24}")
+    per = f"instructions/call ({args.stream} chunks)" if args.stream else "instructions/request"
+    print(f"\n{'target':<14}{per:>24}")
     print(f"{'passthrough':<14}{base:>24,.0f}")
     print(f"{'hubproxy':<14}{hub:>24,.0f}")
     print(f"\npassthrough / hubproxy: {base / hub:.1%}  (the throughput ratio if both were CPU-bound on one core)")
