@@ -43,6 +43,7 @@ class CallRecord:
     persisted: bool = False
     attempts: str = ""
     cached_tokens: int = 0
+    budget_held: bool = False  # workers: a hold on the key's spend cap to drop with this record
 
 
 def estimate_prompt_tokens(body_bytes: int, bytes_per_token: int) -> int:

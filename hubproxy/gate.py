@@ -85,6 +85,14 @@ def insufficient_quota(amount: int, available: int | None) -> errors.GatewayErro
     )
 
 
+def over_key_budget(key: KeyState, left: int, amount: int) -> errors.GatewayError:
+    period = f" this {key.policy.budget_period}" if key.policy.budget_period else ""
+    return errors.insufficient_quota(
+        f"This key's spend limit of ${format_usd(key.policy.spend_limit or 0)}{period} leaves "
+        f"${format_usd(max(left, 0))}; this call may cost up to ${format_usd(amount)}."
+    )
+
+
 Changes = tuple[list[accounts.UserRow], list[tuple[tuple, int]]]
 
 
@@ -171,11 +179,7 @@ class Gate:
         """Refuse with 402 if this call could take the key past its spend cap."""
         left = key.budget_left()
         if left is not None and left < amount:
-            period = f" this {key.policy.budget_period}" if key.policy.budget_period else ""
-            raise errors.insufficient_quota(
-                f"This key's spend limit of ${format_usd(key.policy.spend_limit or 0)}{period} leaves "
-                f"${format_usd(max(left, 0))}; this call may cost up to ${format_usd(amount)}."
-            )
+            raise over_key_budget(key, left, amount)
 
     def reserve(self, user: UserState, key: KeyState, amount: int) -> None:
         """Hold `amount` of the user's balance (and of the key's budget) for one call, or refuse with 402."""

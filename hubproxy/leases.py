@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 from functools import partial
 
-from hubproxy.gate import Gate, KeyState, UserState, insufficient_quota
+from hubproxy.gate import KeyState, UserState, insufficient_quota
 from hubproxy.store.db import Writer
 from hubproxy.store.leases import drop_leases, give_back, take_leases, wanted_back
 
@@ -42,8 +42,8 @@ class Leases:
 
     async def reserve(self, user: UserState, key: KeyState, amount: int) -> None:
         """Hold `amount` for one call out of this worker's lease, growing the lease first if it is
-        short; 402 if the database has not enough unpromised money even after a recall."""
-        Gate.check_key_budget(key, amount)
+        short; 402 if the database has not enough unpromised money even after a recall. (The key's
+        spend cap is the shared limiter's to check: this worker alone cannot see it.)"""
         if amount == 0 and user.balance < 0:
             raise insufficient_quota(amount, None)
         refused = False

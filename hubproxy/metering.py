@@ -64,6 +64,7 @@ class CallMeter:
         "_gate",
         "_limit_entry",
         "attempts",
+        "budget_held",
         "cost",
         "key",
         "persisted",
@@ -115,6 +116,7 @@ class CallMeter:
         self.started = time.monotonic()
         self.attempts: list[tuple[str, object]] = []  # (deployment, its answer); written only if > 1
         self.persisted = False
+        self.budget_held = False
         self.settled: asyncio.Future | None = None
         self.cost = 0
 
@@ -136,10 +138,17 @@ class CallMeter:
         self._calls.meters[self.reservation.id] = self
 
     async def _reserve_money(self) -> None:
-        if self._calls.leases is not None:
-            await self._calls.leases.reserve(self.user, self.key, self.reservation.amount)
-        else:
-            self._gate.reserve(self.user, self.key, self.reservation.amount)
+        amount, leases, limiter = self.reservation.amount, self._calls.leases, self._calls.limiter
+        if leases is None or not isinstance(limiter, SharedLimiter):
+            self._gate.reserve(self.user, self.key, amount)
+            return
+        self.budget_held = await limiter.hold_budget(self.key, amount, self.reservation.id)
+        try:
+            await leases.reserve(self.user, self.key, amount)
+        except BaseException:
+            if self.budget_held:
+                limiter.release_budget(self.reservation.id)
+            raise
 
     def settle(
         self,
@@ -171,6 +180,7 @@ class CallMeter:
             self.persisted,
             ",".join(f"{where}:{outcome}" for where, outcome in self.attempts) if len(self.attempts) > 1 else "",
             cached_tokens,
+            self.budget_held,
         )
         Gate.charge_queued(self.user, self.key, r.amount, self.cost)
         self._calls.limiter.finish(self.key.id, self._limit_entry, prompt + completion_tokens)

@@ -13,10 +13,13 @@ import pytest
 import tomli_w
 
 from hubproxy import errors
+from hubproxy.billing import CallRecord, Reservation
 from hubproxy.limits import RateLimiter, refused
 from hubproxy.policy import KeyPolicy, Limits, client_address, ip_allowed, parse_networks, period_start
+from hubproxy.store import accounts
 from hubproxy.store.db import connect, transaction
-from hubproxy.store.limits import admit_calls, finish_calls
+from hubproxy.store.limits import admit_calls, finish_calls, hold_budgets
+from hubproxy.store.usage import record_calls
 from tests.conftest import HELLO, raw_request, wait_for
 
 
@@ -258,3 +261,19 @@ def test_the_shared_limiter_decides_exactly_as_the_one_in_memory(tmp_path):
         assert expected == (None if shared is None else (shared.message, shared.headers["retry-after-ms"]))
         if refusal is None:
             running.append((f"r{n}", entry, rng.choice([None, rng.randint(0, tokens)])))
+
+
+def test_shared_spend_caps_count_holds_in_flight_and_costs_committed(tmp_path):
+    conn = connect(tmp_path / "hubproxy.db", create=True)
+    user = accounts.add_user(conn, "cap@example.com", 10_000)
+    day = period_start("month")
+    with transaction(conn):
+        assert hold_budgets(conn, [("r1", "k", 1_000, day, 600)]) == [None]
+        assert hold_budgets(conn, [("r2", "k", 1_000, day, 500)]) == [400], "600 is held: 400 left"
+        assert hold_budgets(conn, [("r3", "other", 1_000, day, 500)]) == [None], "caps are per key"
+    r1 = Reservation("r1", user.id, "k", "m", "p", "m", "/chat/completions", False, 600, 1, 0)
+    with transaction(conn):
+        record_calls(conn, [CallRecord(r1, 1, 1, 100, False, "ok", 200, 1, budget_held=True)])
+    with transaction(conn):
+        assert hold_budgets(conn, [("r2", "k", 1_000, day, 900)]) == [None], "the hold went, its cost stays"
+        assert hold_budgets(conn, [("r4", "k", 1_000, day, 1)]) == [0]

@@ -142,3 +142,22 @@ def test_max_parallel_holds_across_workers(workers):
     assert all(r.code == "rate_limited" for r in results if isinstance(r, Exception))
     workers.upstream.delay = 0
     workers.client(key=key).chat.completions.create(model="deepseek-chat", messages=HELLO)  # slots freed
+
+
+def test_a_key_spend_cap_holds_across_workers(workers):
+    """A call reserves ~$0.00113 (max_tokens 1000): a $0.0028 cap fits two calls in flight, not three,
+    whichever workers they reach."""
+    workers.cli("users", "add", "capped@example.com", "--balance", "5")
+    created = workers.cli.json(
+        "keys", "create", "--user", "capped@example.com", "--name", "c", "--spend-limit", "0.0028"
+    )
+    wait_for(lambda: all(workers.key_works(created["key"]) for _ in range(6)))
+    workers.upstream.delay = 0.5
+    results = asyncio.run(workers.fire(created["key"], 8))
+    assert sum(not isinstance(r, Exception) for r in results) == 2
+    assert all(
+        isinstance(r, openai.APIStatusError) and r.status_code == 402 for r in results if isinstance(r, Exception)
+    )
+    workers.upstream.delay = 0
+    with workers.db() as db:
+        assert db.execute("SELECT count(*) FROM key_holds").fetchone()[0] == 0, "holds go with the usage rows"

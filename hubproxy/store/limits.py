@@ -1,8 +1,9 @@
-"""Rate limits shared by worker processes: each key's calls of the last minute, in SQLite.
+"""Rate limits and spend caps shared by worker processes, in SQLite.
 
-One process counts calls in memory (limits.RateLimiter). Worker processes cannot, so for keys that
-have limits each admission is decided in the writer's transaction, which SQLite serializes across
-processes: the same sliding windows, seen by every worker. Keys without limits never come here.
+One process counts calls and spend in memory (limits.RateLimiter, gate.Gate). Worker processes
+cannot, so for keys that have limits or a spend cap each admission is decided in the writer's
+transaction, which SQLite serializes across processes: the same windows and caps, seen by every
+worker. Keys without them never come here.
 """
 
 from __future__ import annotations
@@ -61,6 +62,35 @@ def finish_calls(conn: sqlite3.Connection, done: list[tuple[str, str, int | None
     return [None] * len(done)
 
 
+BudgetAsk = tuple[str, str, int, str, int]  # request id, key id, spend limit, period's first day, amount
+
+
+def hold_budgets(conn: sqlite3.Connection, asks: list[BudgetAsk]) -> list[int | None]:
+    """Hold each call's worst case against its key's cap: None when held, else what the cap leaves.
+
+    Spent = the key's committed costs since the period began (daily totals) + the holds of its calls
+    in flight; `record_calls` drops a call's hold in the transaction that adds its cost.
+    """
+    results: list[int | None] = []
+    for request_id, key_id, limit, since, amount in asks:
+        spent = conn.execute(
+            "SELECT coalesce(sum(cost), 0) FROM usage_daily WHERE key_id = ? AND day >= ?", (key_id, since)
+        ).fetchone()[0]
+        held = conn.execute("SELECT coalesce(sum(amount), 0) FROM key_holds WHERE key_id = ?", (key_id,)).fetchone()[0]
+        left = limit - spent - held
+        if left < amount:
+            results.append(left)
+            continue
+        conn.execute("INSERT INTO key_holds (id, key_id, amount) VALUES (?, ?, ?)", (request_id, key_id, amount))
+        results.append(None)
+    return results
+
+
+def release_budgets(conn: sqlite3.Connection, request_ids: list[str]) -> None:
+    conn.executemany("DELETE FROM key_holds WHERE id = ?", [(r,) for r in request_ids])
+
+
 def clear_limit_calls(conn: sqlite3.Connection) -> None:
-    """Nothing runs yet: calls a killed worker left open hold no slot."""
+    """Nothing runs yet: calls a killed worker left open hold no rate-limit slot and no budget."""
     conn.execute("DELETE FROM limit_calls")
+    conn.execute("DELETE FROM key_holds")

@@ -238,3 +238,11 @@ def m011_limit_calls(conn: sqlite3.Connection) -> None:
 def m012_drop_reservations_by_user(conn: sqlite3.Connection) -> None:
     """Workers no longer sum a user's open reservations (they hold leases, m010): nothing reads it."""
     conn.execute("DROP INDEX IF EXISTS reservations_user")
+
+
+@migration
+def m013_key_holds(conn: sqlite3.Connection) -> None:
+    """Worst-case costs of calls in flight held against their key's spend cap, when worker processes
+    share the caps (store/limits.py); each goes in the transaction that records its call."""
+    conn.execute("CREATE TABLE key_holds (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, amount INTEGER NOT NULL)")
+    conn.execute("CREATE INDEX key_holds_key ON key_holds (key_id)")

@@ -10,7 +10,7 @@ from hubproxy.billing import CallRecord, Reservation
 from hubproxy.store.accounts import charge_many
 from hubproxy.store.db import transaction
 from hubproxy.store.leases import charge_leases, drop_leases
-from hubproxy.store.limits import clear_limit_calls
+from hubproxy.store.limits import clear_limit_calls, release_budgets
 
 RESERVATION_COLUMNS = (
     "id, user_id, key_id, model, provider, upstream_model, endpoint, stream, amount, prompt_tokens, prompt_cost"
@@ -77,6 +77,9 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
     conn.executemany(
         "DELETE FROM reservations WHERE id = ?", [(rec.reservation.id,) for rec in records if rec.persisted]
     )
+    held = [rec.reservation.id for rec in records if rec.budget_held]
+    if held:
+        release_budgets(conn, held)
     return [balances[rec.reservation.user_id] for rec in records]
 
 
