@@ -53,10 +53,11 @@ def give_back(conn: sqlite3.Connection, holder: str, amounts: dict[int, int]) ->
     )
 
 
-def charge_leases(conn: sqlite3.Connection, holder: str, charges: Iterable[tuple[int, int]]) -> None:
-    """Charges (user_id, cost) made under this holder's leases use them up, in the charge's transaction."""
+def charge_leases(conn: sqlite3.Connection, holder: str, charges: Iterable[tuple[int, int, str]]) -> None:
+    """Charges (user_id, cost, request_id), as `charge_many` takes them, made under this holder's
+    leases use them up, in the charge's transaction."""
     totals: dict[int, int] = {}
-    for user_id, cost in charges:
+    for user_id, cost, _ in charges:
         totals[user_id] = totals.get(user_id, 0) + cost
     conn.executemany(
         "UPDATE leases SET amount = amount - ? WHERE user_id = ? AND holder = ?",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 
 from hubproxy.limits import WINDOW, tokens_free_in
+from hubproxy.store.accounts import key_spend_since
 
 AdmitAsk = tuple[str, str, int | None, int | None, int | None, int, float]
 # request id, key id, rpm, tpm, max_parallel, tokens, now (unix seconds)
@@ -73,9 +74,7 @@ def hold_budgets(conn: sqlite3.Connection, asks: list[BudgetAsk]) -> list[int | 
     """
     results: list[int | None] = []
     for request_id, key_id, limit, since, amount in asks:
-        spent = conn.execute(
-            "SELECT coalesce(sum(cost), 0) FROM usage_daily WHERE key_id = ? AND day >= ?", (key_id, since)
-        ).fetchone()[0]
+        spent = key_spend_since(conn, key_id, since)
         held = conn.execute("SELECT coalesce(sum(amount), 0) FROM key_holds WHERE key_id = ?", (key_id,)).fetchone()[0]
         left = limit - spent - held
         if left < amount:

@@ -73,7 +73,7 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
     charges = [(rec.reservation.user_id, rec.cost, rec.reservation.id) for rec in records]
     balances = charge_many(conn, charges, created_at)
     if lease_holder is not None:
-        charge_leases(conn, lease_holder, [(rec.reservation.user_id, rec.cost) for rec in records])
+        charge_leases(conn, lease_holder, charges)
     conn.executemany(
         "DELETE FROM reservations WHERE id = ?", [(rec.reservation.id,) for rec in records if rec.persisted]
     )
@@ -107,7 +107,7 @@ def settle_leftover_reservations(conn: sqlite3.Connection) -> int:
 
     The usage row says `interrupted` and `estimated`; the output, if any was produced, is unknown.
     Leases the workers of a previous run held are only promises, and nobody holds them now; nor do
-    its calls still hold rate-limit slots.
+    its calls still hold rate-limit slots or spend-cap holds.
     """
     with transaction(conn):
         drop_leases(conn)
