@@ -57,16 +57,16 @@ def counted(out_dir: Path, pid: int) -> int:
 
 
 def measure(
-    name: str, cmd: list[str], port: int, headers: dict[str, str], calls: int, body: bytes, out_dir: Path
+    name: str, cmd: list[str], port: int, headers: dict[str, str], calls: int, body: bytes, out_dir: Path, stream: bool
 ) -> float:
-    concurrency = STREAM_CONCURRENCY if b'"stream":true' in body else 32
+    concurrency = STREAM_CONCURRENCY if stream else 32
     print(f"measuring {name} under callgrind …", file=sys.stderr)
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_dir}/cg.%p"]
     proc = start(valgrind + cmd, core=1)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     try:
         wait_ready(port, timeout=180)
-        asyncio.run(drive(url, headers, 300 if concurrency == 32 else 40, body, concurrency))
+        asyncio.run(drive(url, headers, 40 if stream else 300, body, concurrency))
         subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
         bad = asyncio.run(drive(url, headers, calls, body, concurrency))
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
@@ -111,11 +111,12 @@ def main(argv: list[str] | None = None) -> int:
             home.mkdir()
             key = setup_hubproxy_home(home, upstream_url)
             passthrough = [sys.executable, "-m", "bench.passthrough", "--port", str(pass_port)]
-            base = measure(
-                "passthrough", [*passthrough, "--upstream", upstream_url], pass_port, {}, args.calls, body, out_dir
-            )
+            stream = bool(args.stream)
+            pass_cmd = [*passthrough, "--upstream", upstream_url]
+            base = measure("passthrough", pass_cmd, pass_port, {}, args.calls, body, out_dir, stream)
             hub_cmd = [sys.executable, "-m", "hubproxy", "--home", str(home), "serve", "--port", str(hub_port)]
-            hub = measure("hubproxy", hub_cmd, hub_port, {"Authorization": f"Bearer {key}"}, args.calls, body, out_dir)
+            auth = {"Authorization": f"Bearer {key}"}
+            hub = measure("hubproxy", hub_cmd, hub_port, auth, args.calls, body, out_dir, stream)
         finally:
             upstream.terminate()
             upstream.wait(30)
