@@ -143,7 +143,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         submit_last_used(state)
         if state.calls.leases is not None:
             state.calls.leases.close()
-        await state.upstreams.close()
+        state.upstreams.close()
         await state.writer.close()
         log.info("all writes flushed (%d in %d batches)", state.writer.writes, state.writer.batches)
 

@@ -8,7 +8,6 @@ import functools
 import logging
 import time
 
-import aiohttp
 import msgspec
 import orjson
 from aiohttp import web
@@ -25,6 +24,8 @@ from hubproxy.server.auth import authorize
 from hubproxy.server.errors import REQUEST_ID, openai_errors
 from hubproxy.server.relay import relay_stream
 from hubproxy.server.state import STATE, GatewayState
+from hubproxy.upstream import Upstreams
+from hubproxy.upstream.http import Response, UpstreamError
 
 log = logging.getLogger("hubproxy.server")
 
@@ -116,7 +117,7 @@ async def proxy_call(endpoint: str, request: web.Request) -> web.StreamResponse:
             return await upstream_error(state, resp, route, api_key, request_id)
         if stream:
             return await relay_stream(request, resp, meter, client_wants_usage, state.config.timeouts.idle)
-        return await complete_json(resp, meter)
+        return await complete_json(resp, meter, state.upstreams)
     finally:
         resp.release()
         state.upstreams.release(route.provider)
@@ -158,7 +159,7 @@ async def first_answer(
     raw: bytes,
     endpoint: str,
     stream: bool,
-) -> tuple[aiohttp.ClientResponse, Route, str | None]:
+) -> tuple[Response, Route, str | None]:
     """Try deployments in order until one gives an answer worth passing on; the answer's provider slot
     (`max_concurrent`) stays taken until the caller releases it.
 
@@ -214,7 +215,7 @@ async def first_answer(
 
 async def send_upstream(
     state: GatewayState, provider: Provider, endpoint: str, payload: bytes, api_key: str | None, stream: bool
-) -> aiohttp.ClientResponse:
+) -> Response:
     if provider.api_key_env and not api_key:
         raise errors.upstream_unavailable(
             f"Provider {provider.name!r} has no API key: the environment variable {provider.api_key_env} "
@@ -222,42 +223,33 @@ async def send_upstream(
             status=503,
         )
     adapter = state.adapter(provider)
-    session = state.upstreams.session(provider)
     first_byte = state.upstreams.first_byte(provider)
-    url, headers = adapter.url(endpoint), adapter.headers(api_key, stream)
     try:
-        if not stream:
-            return await session.post(
-                url, data=payload, headers=headers, timeout=state.upstreams.call_timeout(provider)
-            )
-        async with asyncio.timeout(first_byte):
-            return await session.post(url, data=payload, headers=headers, timeout=state.upstreams.stream_timeout)
+        return await state.upstreams.client.post(
+            adapter.origin, adapter.head(endpoint, api_key, stream), payload, first_byte
+        )
     except TimeoutError:
         raise errors.upstream_unavailable(
             f"Provider {provider.name!r} did not answer within {first_byte:g}s."
         ) from None
-    except aiohttp.ClientError as exc:
-        raise errors.upstream_unavailable(
-            f"Could not reach provider {provider.name!r} ({type(exc).__name__})."
-        ) from None
+    except UpstreamError as exc:
+        raise errors.upstream_unavailable(f"Could not reach provider {provider.name!r} ({exc}).") from None
 
 
-async def read_body(resp: aiohttp.ClientResponse, provider: str) -> bytes:
-    """The whole body; the session's read timeout bounds each wait for more bytes."""
+async def read_body(resp: Response, provider: Provider, upstreams: Upstreams) -> bytes:
+    """The whole body; each wait for more bytes is bounded by the provider's first-byte timeout."""
     try:
-        return await resp.read()
+        return await resp.read(upstreams.first_byte(provider))
     except TimeoutError:
-        raise errors.upstream_unavailable(f"Provider {provider!r} stopped sending mid-answer.") from None
-    except aiohttp.ClientError as exc:
-        raise errors.upstream_unavailable(
-            f"Provider {provider!r} broke off its answer ({type(exc).__name__})."
-        ) from None
+        raise errors.upstream_unavailable(f"Provider {provider.name!r} stopped sending mid-answer.") from None
+    except UpstreamError as exc:
+        raise errors.upstream_unavailable(f"Provider {provider.name!r} broke off its answer ({exc}).") from None
 
 
-async def complete_json(resp: aiohttp.ClientResponse, meter: CallMeter) -> web.Response:
+async def complete_json(resp: Response, meter: CallMeter, upstreams: Upstreams) -> web.Response:
     """Non-streamed answer: bill from its `usage`, add `usage.cost`, answer only once billing is durable."""
     try:
-        data = await read_body(resp, meter.route.provider.name)
+        data = await read_body(resp, meter.route.provider, upstreams)
     except errors.GatewayError:
         await meter.release("upstream_broken", 502)
         raise
@@ -278,11 +270,11 @@ async def complete_json(resp: aiohttp.ClientResponse, meter: CallMeter) -> web.R
 
 
 async def upstream_error(
-    state: GatewayState, resp: aiohttp.ClientResponse, route: Route, api_key: str | None, request_id: str
+    state: GatewayState, resp: Response, route: Route, api_key: str | None, request_id: str
 ) -> web.Response:
     """Pass an upstream error on with its status and an OpenAI-shaped body, never leaking its key."""
     name = route.provider.name
-    data = await read_body(resp, name)
+    data = await read_body(resp, route.provider, state.upstreams)
     if api_key:
         data = data.replace(api_key.encode(), b"[redacted]")
     parsed = None

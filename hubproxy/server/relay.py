@@ -8,10 +8,8 @@ settlement is committed before the usage event or `[DONE]` is forwarded.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -19,6 +17,7 @@ from hubproxy.billing import read_usage
 from hubproxy.metering import CallMeter
 from hubproxy.money import format_usd
 from hubproxy.server.errors import REQUEST_ID
+from hubproxy.upstream.http import Response, UpstreamError
 
 log = logging.getLogger("hubproxy.server")
 
@@ -118,7 +117,7 @@ class StreamRelay:
 
 async def relay_stream(
     request: web.Request,
-    resp: aiohttp.ClientResponse,
+    resp: Response,
     meter: CallMeter,
     client_wants_usage: bool,
     idle: float,
@@ -127,27 +126,24 @@ async def relay_stream(
     await out.prepare(request)
     relay = StreamRelay(out, meter, client_wants_usage)
     provider = meter.route.provider.name
-    loop = asyncio.get_running_loop()
     buffer = b""
     try:
         try:
-            async with asyncio.timeout(idle) as deadline:
-                async for chunk in resp.content.iter_any():
-                    deadline.reschedule(loop.time() + idle)
-                    buffer += chunk
-                    end = last_event_end(buffer)
-                    if end:
-                        complete, buffer = buffer[:end], buffer[end:]
-                        await relay.forward(complete)
+            async for chunk in resp.chunks(idle):
+                buffer += chunk
+                end = last_event_end(buffer)
+                if end:
+                    complete, buffer = buffer[:end], buffer[end:]
+                    await relay.forward(complete)
             if buffer.strip():
                 await relay.forward(buffer + b"\n\n")
             await relay.settle_estimated("ok")
         except TimeoutError:
             resp.close()
             await relay.fail(f"Provider {provider!r} sent nothing for {idle:g}s; the stream was cut.")
-        except aiohttp.ClientError as exc:
+        except UpstreamError as exc:
             resp.close()
-            await relay.fail(f"Provider {provider!r} broke off the stream ({type(exc).__name__}).")
+            await relay.fail(f"Provider {provider!r} broke off the stream ({exc}).")
         await out.write_eof()
     except ClientGone:
         resp.close()

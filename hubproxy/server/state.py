@@ -43,7 +43,7 @@ class GatewayState:
     def adapter(self, provider: Provider) -> OpenAICompatAdapter:
         adapter = self._adapters.get(provider.name)
         if adapter is None or adapter.provider is not provider:
-            adapter = self._adapters[provider.name] = Upstreams.adapter(provider)
+            adapter = self._adapters[provider.name] = self.upstreams.adapter(provider)
         return adapter
 
     def touch_key(self, key_id: str) -> None:

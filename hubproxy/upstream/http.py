@@ -1,0 +1,317 @@
+"""The upstream HTTP/1.1 client: one POST of bytes the gateway already holds, over kept-alive connections.
+
+aiohttp's client serves every need (cookies, redirects, proxies, tracing, forms, decompression) and on
+a gateway's path it cost more per call than the rest of hubproxy together. An upstream call needs
+none of that: the request line and headers are bytes made once per provider and key, the body is the
+client's bytes, and the answer is read by httptools (llhttp, the parser uvicorn uses), either whole
+or piece by piece as it arrives for a stream.
+
+Each wait for bytes is bounded by a timeout given by the caller. A kept-alive connection that the
+server closed while it sat idle is only found out when it is used; a call whose connection broke
+before any byte of the answer came is sent once more on a new connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+KEEP_IDLE_SECONDS = 30.0  # a pooled connection unused longer than this is closed rather than reused
+PAUSE_AT = 1 << 18  # bytes of a stream buffered and not yet relayed before reading from upstream pauses
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached, or broke off its answer; the message says which way."""
+
+
+class Origin:
+    """Where one provider lives: its connection parameters and the request heads made for it."""
+
+    def __init__(self, base_url: str, tls: ssl.SSLContext) -> None:
+        url = URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        self.host = url.raw_host or ""
+        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self.tls = tls if url.scheme == "https" else None
+        self.path = url.raw_path.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.host_header = host if url.is_default_port() else f"{host}:{self.port}"
+        self.idle: list[Connection] = []
+
+    def head(self, endpoint: str, headers: dict[str, str]) -> bytes:
+        """The request line and headers up to the body's length, which each call appends."""
+        lines = [f"POST {self.path}{endpoint} HTTP/1.1", f"Host: {self.host_header}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        return ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+
+
+class Response:
+    """An upstream answer: status and headers at once, the body whole (`read`) or as it comes (`chunks`)."""
+
+    __slots__ = ("_body", "_buffered", "_conn", "_error", "_headers", "_raw_headers", "_waiter", "complete", "status")
+
+    def __init__(self, conn: Connection) -> None:
+        self.status = 0
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._headers: CIMultiDictProxy[str] | None = None
+        self._body: list[bytes] = []
+        self._buffered = 0
+        self._waiter: asyncio.Future | None = None
+        self._error: BaseException | None = None
+        self.complete = False
+        self._conn = conn
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        if self._headers is None:
+            self._headers = CIMultiDictProxy(
+                CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in self._raw_headers)
+            )
+        return self._headers
+
+    async def read(self, timeout: float) -> bytes:
+        """The whole body; each wait for more bytes is bounded by `timeout` seconds."""
+        while not self.complete:
+            await self._wait(timeout)
+        body = self._body
+        return body[0] if len(body) == 1 else b"".join(body)
+
+    async def chunks(self, timeout: float) -> AsyncIterator[bytes]:
+        """The body as it arrives: everything buffered since the last step, each wait bounded by `timeout`."""
+        conn = self._conn
+        while True:
+            if self._body:
+                body, self._body, self._buffered = self._body, [], 0
+                if conn.paused:
+                    conn.resume()
+                yield body[0] if len(body) == 1 else b"".join(body)
+            elif self.complete:
+                return
+            else:
+                await self._wait(timeout)
+
+    def release(self) -> None:
+        """Done with this answer: its connection goes back to the pool if the answer was read to its end."""
+        conn = self._conn
+        if conn.response is self:
+            conn.finish(reuse=self.complete and self._error is None)
+
+    def close(self) -> None:
+        """Done, and the rest of the answer is not wanted: the connection is closed."""
+        conn = self._conn
+        if conn.response is self:
+            conn.finish(reuse=False)
+
+    async def _wait(self, timeout: float) -> None:
+        if self._error is not None:
+            raise self._error
+        loop = self._conn.loop
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _time_out, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+        if self._error is not None:
+            raise self._error
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None and not self.complete:
+            self._error = error
+            self._wake()
+
+
+def _time_out(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+class Connection(asyncio.Protocol):
+    """One kept-alive connection; it carries one request at a time."""
+
+    def __init__(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
+        self.origin = origin
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.response: Response | None = None
+        self.closed = False
+        self.paused = False
+        self.reused = False
+        self.answered = False
+        self.keep_alive = False
+        self.idle_since = 0.0
+
+    def send(self, head: bytes, payload: bytes) -> Response:
+        assert self.transport is not None
+        response = self.response = Response(self)
+        self.answered = False
+        self.transport.writelines((head, b"%d\r\n\r\n" % len(payload), payload))
+        return response
+
+    def finish(self, reuse: bool) -> None:
+        self.response = None
+        if reuse and self.keep_alive and not self.closed:
+            if self.paused:
+                self.resume()
+            self.reused = True
+            self.idle_since = self.loop.time()
+            self.origin.idle.append(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.response is None:  # bytes nobody asked for: the connection cannot be trusted again
+            self.close()
+            return
+        self.answered = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.response._fail(UpstreamError(f"malformed HTTP answer ({exc})"))
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        response = self.response
+        if response is None or response.complete:
+            return
+        if response.status and self._reads_to_close(response):
+            response.complete = True  # no length given: the body was everything up to the close
+            response._wake()
+        elif not self.answered and self.reused:
+            response._fail(StaleConnection())
+        else:
+            response._fail(UpstreamError("the connection closed mid-answer" if response.status else "disconnected"))
+
+    @staticmethod
+    def _reads_to_close(response: Response) -> bool:
+        names = {name.lower() for name, _ in response._raw_headers}
+        return b"content-length" not in names and b"transfer-encoding" not in names
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.response._raw_headers.append((name, value))  # type: ignore[union-attr]
+
+    def on_headers_complete(self) -> None:
+        response = self.response
+        assert response is not None
+        response.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()  # read here: llhttp forgets it once the message ends
+        response._wake()
+
+    def on_body(self, body: bytes) -> None:
+        response = self.response
+        assert response is not None
+        response._body.append(body)
+        response._buffered += len(body)
+        if response._buffered > PAUSE_AT and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        response._wake()
+
+    def on_message_complete(self) -> None:
+        response = self.response
+        assert response is not None
+        response.complete = True
+        response._wake()
+
+
+class StaleConnection(UpstreamError):
+    """A reused connection broke before any answer came: the server had closed it while it was idle."""
+
+
+class Client:
+    """Kept-alive connections per origin, for the server's life."""
+
+    def __init__(self, connect_timeout: float) -> None:
+        self.connect_timeout = connect_timeout
+        self.tls = ssl.create_default_context()
+        self._origins: dict[str, Origin] = {}
+
+    def origin(self, base_url: str) -> Origin:
+        """One per base URL, kept across config reloads so that its idle connections stay in use."""
+        origin = self._origins.get(base_url)
+        if origin is None:
+            origin = self._origins[base_url] = Origin(base_url, self.tls)
+        return origin
+
+    async def post(self, origin: Origin, head: bytes, payload: bytes, timeout: float) -> Response:
+        """Send the request; return once the status and headers are in (waiting at most `timeout`)."""
+        for _ in range(2):
+            conn = await self._connection(origin)
+            response = conn.send(head, payload)
+            try:
+                while not response.status:
+                    await response._wait(timeout)
+            except StaleConnection:
+                continue
+            except BaseException:
+                response.close()
+                raise
+            return response
+        raise UpstreamError("disconnected")
+
+    async def _connection(self, origin: Origin) -> Connection:
+        idle = origin.idle
+        now = None
+        while idle:
+            conn = idle.pop()
+            if conn.closed:
+                continue
+            now = now or conn.loop.time()
+            if now - conn.idle_since < KEEP_IDLE_SECONDS:
+                return conn
+            conn.close()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: Connection(origin, loop),
+                    origin.host,
+                    origin.port,
+                    ssl=origin.tls,
+                    server_hostname=origin.host if origin.tls else None,
+                )
+        except TimeoutError:
+            raise UpstreamError(f"no connection within {self.connect_timeout:g}s") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamError(f"could not connect: {exc.strerror or exc}") from None
+        return conn
+
+    def close(self) -> None:
+        for origin in self._origins.values():
+            for conn in origin.idle:
+                conn.close()
+            origin.idle.clear()
