@@ -102,7 +102,10 @@ class FakeUpstream:
     async def _record(self, request: web.Request) -> dict:
         raw = await request.read()
         body = json.loads(raw)
-        self.requests.append({"headers": dict(request.headers), "body": body, "path": request.path, "raw": raw})
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.requests.append(
+            {"headers": dict(request.headers), "body": body, "path": request.path, "raw": raw, "peer": peer}
+        )
         return body
 
     def _check_key(self, request: web.Request) -> web.Response | None:

@@ -61,6 +61,17 @@ def test_hubproxy_key_never_goes_upstream(gateway):
     assert gateway.key not in str(headers)
     assert headers["Authorization"] == f"Bearer {gateway.upstream.api_key}"
     assert headers["User-Agent"].startswith("hubproxy/"), "the client's own User-Agent is not forwarded"
+    assert headers["Accept-Encoding"] == "identity", "the answer is read for usage: it must not come compressed"
+
+
+def test_calls_one_after_another_share_one_upstream_connection(gateway):
+    client = gateway.client()
+    for stream in (False, True, False, True, False):
+        answer = client.chat.completions.create(model="deepseek-chat", messages=HELLO, stream=stream)
+        if stream:
+            list(answer)
+    peers = {r["peer"] for r in gateway.upstream.requests[-5:]}
+    assert len(peers) == 1, f"each call opened its own upstream connection: {peers}"
 
 
 def test_stream_relays_every_chunk_and_hides_usage_it_asked_for_itself(gateway):

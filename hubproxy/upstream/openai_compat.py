@@ -17,7 +17,13 @@ class OpenAICompatAdapter:
     def __init__(self, provider: Provider, origin: Origin) -> None:
         self.provider = provider
         self.origin = origin
-        self._base_headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **provider.headers}
+        # identity: the answer is read for its usage and passed on as is, so it must not come compressed
+        self._base_headers = {
+            "Content-Type": "application/json",
+            "Accept-Encoding": "identity",
+            "User-Agent": USER_AGENT,
+            **provider.headers,
+        }
         self._heads: dict[tuple[str, str | None, bool], bytes] = {}
 
     def head(self, endpoint: str, api_key: str | None, stream: bool) -> bytes:
