@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -209,3 +211,41 @@ def test_request_heads_name_the_host_and_path_of_the_base_url():
     assert head == b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.example.com\r\nA: b\r\nContent-Length: "
     assert client.origin("http://[::1]:8000").head("/x", {}).startswith(b"POST /x HTTP/1.1\r\nHost: [::1]:8000\r\n")
     assert client.origin("https://api.example.com/v1/") is client.origin("https://api.example.com/v1/")
+
+
+CERT = Path(__file__).parent / "data" / "localhost.pem"  # self-signed for 127.0.0.1, made for these tests
+
+
+def serve_tls(test: Callable[[Client, object], Awaitable[None]]) -> None:
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(ok(b'{"over":"tls"}'))
+        await writer.drain()
+
+    async def main() -> None:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(CERT, CERT.with_name("localhost-key.pem"))
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=tls)
+        client = Client(connect_timeout=2)
+        try:
+            await test(client, client.origin(f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"))
+        finally:
+            client.close()
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_https_upstreams_are_verified_against_the_trusted_certificates(monkeypatch):
+    async def untrusted(client, origin):
+        with pytest.raises(UpstreamError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            await client.post(origin, origin.head("/x", {}), BODY, timeout=2)
+
+    async def trusted(client, origin):
+        resp = await client.post(origin, origin.head("/x", {}), BODY, timeout=2)
+        assert await resp.read(2) == b'{"over":"tls"}'
+        resp.release()
+
+    serve_tls(untrusted)
+    monkeypatch.setenv("SSL_CERT_FILE", str(CERT))  # how a user trusts a private CA, e.g. a self-hosted vLLM
+    serve_tls(trusted)
