@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import time
 
 import orjson
@@ -32,6 +33,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     gap = float(params.get("bench_gap", 0.05))
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
+    if params.get("bench_phase"):  # independent streams: each starts at its own point of the gap
+        await asyncio.sleep(random.uniform(0, gap))
     for _ in range(chunks):
         chunk = {
             "id": "chatcmpl-bench",
