@@ -249,3 +249,30 @@ def test_https_upstreams_are_verified_against_the_trusted_certificates(monkeypat
     serve_tls(untrusted)
     monkeypatch.setenv("SSL_CERT_FILE", str(CERT))  # how a user trusts a private CA, e.g. a self-hosted vLLM
     serve_tls(trusted)
+
+
+def test_connections_left_idle_since_a_peak_are_closed_as_others_come_back():
+    async def handler(reader, writer):
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(ok(b"{}"))
+
+    async def call(client, origin):
+        resp = await client.post(origin, origin.head("/x", {}), BODY, timeout=2)
+        await resp.read(2)
+        return resp
+
+    async def test(client, origin):
+        peak = await asyncio.gather(*(call(client, origin) for _ in range(3)))
+        for resp in peak:
+            resp.release()
+        oldest, middle, newest = origin.idle
+        oldest.idle_since -= 3600
+        (await call(client, origin)).release()
+        assert oldest.closed and oldest not in origin.idle
+        assert origin.idle == [middle, newest] and not middle.closed
+
+    run(handler, test)

@@ -7,8 +7,8 @@ client's bytes, and the answer is read by httptools (llhttp, the parser uvicorn 
 or piece by piece as it arrives for a stream.
 
 Each wait for bytes is bounded by a timeout given by the caller. A kept-alive connection that the
-server closed while it sat idle is only found out when it is used; a call whose connection broke
-before any byte of the answer came is sent once more on a new connection.
+server closed while it sat idle is only found out when it is used: a call sent on a reused connection
+that broke before any byte of the answer came is sent once more on a new connection.
 """
 
 from __future__ import annotations
@@ -167,8 +167,11 @@ class Connection(asyncio.Protocol):
             if self.paused:
                 self.resume()
             self.reused = True
-            self.idle_since = self.loop.time()
-            self.origin.idle.append(self)
+            self.idle_since = now = self.loop.time()
+            idle = self.origin.idle
+            while idle and now - idle[0].idle_since >= KEEP_IDLE_SECONDS:  # the oldest: unused since a peak
+                idle.pop(0).close()
+            idle.append(self)
         else:
             self.close()
 
