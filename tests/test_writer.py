@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 import sys
 
@@ -56,3 +58,26 @@ def test_the_writer_never_lets_sqlite_checkpoint_inside_a_commit(tmp_path):
         return value
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_workers_writers_take_turns_through_the_lock_file(tmp_path):
+    """With `serve --workers`, a writer waits on the other workers' file lock (woken as soon as it is
+    let go) rather than in SQLite's sleep-and-retry; one holding it keeps the others out."""
+    path = tmp_path / "hubproxy.db"
+    db.connect(path, create=True).execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    other_worker = os.open(f"{path}.writers", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(other_worker, fcntl.LOCK_EX)
+
+    async def scenario() -> tuple[bool, int]:
+        writer = db.Writer(path, shared=True)
+        writer.start(asyncio.get_running_loop())
+        write = writer.submit(insert_note("waits its turn"))
+        await asyncio.sleep(0.3)
+        waited = not write.done()
+        fcntl.flock(other_worker, fcntl.LOCK_UN)
+        row = await asyncio.wait_for(write, 2)
+        await writer.close()
+        return waited, row
+
+    assert asyncio.run(scenario()) == (True, 1)
+    os.close(other_worker)

@@ -41,7 +41,7 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
     """`worker=True`: one of several processes on one database; calls reserve against leases of the
     balances, and the parent, not the worker, settles what a previous run left open."""
     app = web.Application(client_max_size=config.server.max_body_mb * 1024 * 1024)
-    writer = Writer(paths.database)
+    writer = Writer(paths.database, shared=worker)
     gate = Gate()
     leases = Leases(writer) if worker else None
     if leases is not None:
