@@ -276,3 +276,76 @@ def test_connections_left_idle_since_a_peak_are_closed_as_others_come_back():
         assert origin.idle == [middle, newest] and not middle.closed
 
     run(handler, test)
+
+
+def test_interim_answers_are_skipped_for_the_real_one():
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n")
+        writer.write(ok(b'{"real":true}', b"X-Upstream: yes\r\n"))
+        await writer.drain()
+
+    async def test(client, origin):
+        resp = await client.post(origin, origin.head("/x", {}), BODY, timeout=2)
+        assert resp.status == 200
+        assert await resp.read(2) == b'{"real":true}'
+        assert resp.headers["X-Upstream"] == "yes" and "Link" not in resp.headers
+        resp.release()
+
+    run(handler, test)
+
+
+def test_new_connections_opened_at_once_share_one_address_lookup():
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(ok(b"{}", b"Connection: close\r\n"))
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        lookups = []
+        real_lookup = loop.getaddrinfo
+
+        async def counted_lookup(*args, **kwargs):
+            lookups.append(args[0])
+            return await real_lookup(*args, **kwargs)
+
+        loop.getaddrinfo = counted_lookup
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        client = Client(connect_timeout=2)
+        origin = client.origin(f"http://localhost:{server.sockets[0].getsockname()[1]}")
+        calls = [client.post(origin, origin.head("/x", {}), BODY, timeout=2) for _ in range(3)]
+        for resp in await asyncio.gather(*calls):
+            assert await resp.read(2) == b"{}"
+            resp.release()
+        server.close()
+        return lookups
+
+    assert asyncio.run(main()) == ["localhost"]
+
+
+def test_an_address_that_refuses_falls_through_to_the_next():
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(ok(b"{}"))
+        await writer.drain()
+
+    async def main():
+        dead = await asyncio.start_server(handler, "127.0.0.1", 0)
+        dead_port = dead.sockets[0].getsockname()[1]
+        dead.close()
+        await dead.wait_closed()
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = Client(connect_timeout=2)
+        origin = client.origin(f"http://upstream.test:{port}")
+        origin._addresses = [("127.0.0.1", dead_port), ("127.0.0.1", port)]  # as a lookup of two would give
+        origin._fresh_until = asyncio.get_running_loop().time() + 60
+        resp = await client.post(origin, origin.head("/x", {}), BODY, timeout=2)
+        assert await resp.read(2) == b"{}"
+        resp.release()
+        client.close()
+        server.close()
+
+    asyncio.run(main())

@@ -14,6 +14,7 @@ that broke before any byte of the answer came is sent once more on a new connect
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator
 
@@ -21,6 +22,7 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+DNS_TTL_SECONDS = 300.0  # a provider's addresses are looked up again after this long
 KEEP_IDLE_SECONDS = 30.0  # a pooled connection unused longer than this is closed rather than reused
 PAUSE_AT = 1 << 18  # bytes of a stream buffered and not yet relayed before reading from upstream pauses
 
@@ -43,6 +45,24 @@ class Origin:
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host if url.is_default_port() else f"{host}:{self.port}"
         self.idle: list[Connection] = []
+        self._addresses: list[tuple[str, int]] = []
+        self._fresh_until = 0.0
+        self._lookup: asyncio.Task | None = None
+
+    async def addresses(self, loop: asyncio.AbstractEventLoop) -> list[tuple[str, int]]:
+        """The host's addresses, looked up once per DNS_TTL_SECONDS: a burst of new connections (many
+        streams opening at once) shares one lookup instead of queueing one each on the thread pool."""
+        if self._addresses and loop.time() < self._fresh_until:
+            return self._addresses
+        if self._lookup is None or self._lookup.done():
+            self._lookup = loop.create_task(self._resolve(loop))
+        return await asyncio.shield(self._lookup)
+
+    async def _resolve(self, loop: asyncio.AbstractEventLoop) -> list[tuple[str, int]]:
+        found = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        self._addresses = list(dict.fromkeys((info[4][0], info[4][1]) for info in found))
+        self._fresh_until = loop.time() + DNS_TTL_SECONDS
+        return self._addresses
 
     def head(self, endpoint: str, headers: dict[str, str]) -> bytes:
         """The request line and headers up to the body's length, which each call appends."""
@@ -152,6 +172,7 @@ class Connection(asyncio.Protocol):
         self.reused = False
         self.answered = False
         self.keep_alive = False
+        self.interim = False
         self.idle_since = 0.0
 
     def send(self, head: bytes, payload: bytes) -> Response:
@@ -230,7 +251,12 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         response = self.response
         assert response is not None
-        response.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+            self.interim = True
+            response._raw_headers.clear()
+            return
+        response.status = status
         self.keep_alive = self.parser.should_keep_alive()  # read here: llhttp forgets it once the message ends
         response._wake()
 
@@ -247,6 +273,9 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         response = self.response
         assert response is not None
+        if self.interim:
+            self.interim = False
+            return
         response.complete = True
         response._wake()
 
@@ -300,18 +329,25 @@ class Client:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: Connection(origin, loop),
-                    origin.host,
-                    origin.port,
-                    ssl=origin.tls,
-                    server_hostname=origin.host if origin.tls else None,
-                )
+                addresses = await origin.addresses(loop)
+                for number, (host, port) in enumerate(addresses, start=1):
+                    try:
+                        _, conn = await loop.create_connection(
+                            lambda: Connection(origin, loop),
+                            host,
+                            port,
+                            ssl=origin.tls,
+                            server_hostname=origin.host if origin.tls else None,
+                        )
+                        return conn
+                    except OSError:
+                        if number == len(addresses):
+                            raise
         except TimeoutError:
             raise UpstreamError(f"no connection within {self.connect_timeout:g}s") from None
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:  # ssl.SSLError and socket.gaierror included
             raise UpstreamError(f"could not connect: {exc.strerror or exc}") from None
-        return conn
+        raise UpstreamError(f"could not connect: no address found for {origin.host}")
 
     def close(self) -> None:
         for origin in self._origins.values():
