@@ -8,7 +8,9 @@ or piece by piece as it arrives for a stream.
 
 Each wait for bytes is bounded by a timeout given by the caller. A kept-alive connection that the
 server closed while it sat idle is only found out when it is used: a call sent on a reused connection
-that broke before any byte of the answer came is sent once more on a new connection.
+that broke before any byte of the answer came is sent once more on a new connection. (A POST may not be
+retried blindly, but a server that read a call drops the connection without a byte of answer only when
+it dies mid-call; the OpenAI SDKs would retry the resulting 502 just the same.)
 """
 
 from __future__ import annotations
