@@ -25,15 +25,15 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(length)
 
 
-def run(handler: Handler, test: Callable[[Client, object], Awaitable[None]]) -> None:
-    """Serve `handler` on 127.0.0.1 and run `test(client, origin)` against it."""
+def run(handler: Handler, test: Callable[[Client, object], Awaitable[None]], tls: ssl.SSLContext | None = None) -> None:
+    """Serve `handler` on 127.0.0.1 (over TLS with `tls`) and run `test(client, origin)` against it."""
 
     async def main() -> None:
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=tls)
         port = server.sockets[0].getsockname()[1]
         client = Client(connect_timeout=2)
         try:
-            await test(client, client.origin(f"http://127.0.0.1:{port}/v1"))
+            await test(client, client.origin(f"{'https' if tls else 'http'}://127.0.0.1:{port}/v1"))
         finally:
             client.close()
             server.close()
@@ -222,18 +222,9 @@ def serve_tls(test: Callable[[Client, object], Awaitable[None]]) -> None:
         writer.write(ok(b'{"over":"tls"}'))
         await writer.drain()
 
-    async def main() -> None:
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(CERT, CERT.with_name("localhost-key.pem"))
-        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=tls)
-        client = Client(connect_timeout=2)
-        try:
-            await test(client, client.origin(f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"))
-        finally:
-            client.close()
-            server.close()
-
-    asyncio.run(main())
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(CERT, CERT.with_name("localhost-key.pem"))
+    run(handler, test, tls)
 
 
 def test_https_upstreams_are_verified_against_the_trusted_certificates(monkeypatch):
