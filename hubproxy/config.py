@@ -339,6 +339,8 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
     headers = raw.get("headers", {})
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{where}: headers must be a table of strings")
+    if any(c in f"{name}{value}" for name, value in headers.items() for c in "\r\n"):
+        raise ConfigError(f"{where}: header names and values cannot contain line breaks")
     preset = raw.get("preset")
     if preset is not None and not isinstance(preset, str):
         raise ConfigError(f"{where}: preset must be a preset name")

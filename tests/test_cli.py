@@ -141,6 +141,7 @@ def test_usage_report_formats_on_empty_database(cli):
         (["providers", "add", "Bad Name", "--base-url", "https://x.y/v1"], "provider name"),
         (["providers", "add", "p", "--base-url", "ftp://x"], "base_url must be an http(s) URL"),
         (["providers", "add", "p", "--base-url", "https://x.y", "--api-key-env", "1BAD"], "environment variable"),
+        (["providers", "add", "p", "--base-url", "https://x.y", "--header", "X-A: b\r\nX-B: c"], "line breaks"),
         (["providers", "test", "nope"], "no provider"),
         (["balance", "nobody@example.com"], "no user"),
     ],
@@ -180,6 +181,9 @@ def test_broken_config_is_a_clear_error(home):
     (home / "config.toml").write_text("[server]\nport = 'x'\n")
     proc = run_cli(home, "models", "list")
     assert proc.returncode == 1 and "port must be int" in proc.stderr
+    (home / "config.toml").write_text('[providers.x]\nbase_url = "https://x.y/v1"\nheaders = {A = "b\\r\\nC: d"}\n')
+    proc = run_cli(home, "providers", "list")
+    assert proc.returncode == 1 and "cannot contain line breaks" in proc.stderr
 
 
 def test_config_toml_refuses_a_secret(home):

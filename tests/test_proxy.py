@@ -8,7 +8,7 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import HELLO, raw_request, run_cli, wait_for
+from tests.conftest import HELLO, Gateway, configure, free_port, raw_request, run_cli, wait_for
 
 PRICE_IN, PRICE_OUT = Decimal("0.27"), Decimal("1.10")
 
@@ -355,3 +355,20 @@ def _cached(client) -> bool:
     except openai.NotFoundError:
         return False
     return answer.usage.model_extra["cost"] < (4 * 0.27 + 6 * 1.10) / 1e6
+
+
+def test_an_upstream_key_with_a_line_break_is_refused_before_anything_is_sent(home, cli, upstream):
+    configure(cli, upstream)
+    upstream.api_key = "sk-upstream-secret\r\nX-Injected: yes"  # e.g. pasted into the environment with its line
+    gw = Gateway(home, cli, upstream, free_port())
+    key = gw.new_user("dev@example.com", "5")
+    gw.start()
+    try:
+        with pytest.raises(openai.APIStatusError) as refused:
+            gw.client(key).chat.completions.create(model="deepseek-chat", messages=HELLO)
+        assert refused.value.status_code == 502
+        assert "Authorization header has a line break" in refused.value.message
+        assert "sk-upstream-secret" not in refused.value.response.text
+        assert upstream.requests == []
+    finally:
+        gw.stop()

@@ -39,6 +39,8 @@ def parse_headers(values: list[str]) -> dict[str, str]:
         name, sep, value = item.partition(":")
         if not sep or not name.strip():
             raise CliError(f"--header must look like 'Name: value', got {item!r}")
+        if "\r" in item or "\n" in item:
+            raise CliError("--header cannot contain line breaks")
         headers[name.strip()] = value.strip()
     return headers
 

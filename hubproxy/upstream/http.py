@@ -69,7 +69,10 @@ class Origin:
     def head(self, endpoint: str, headers: dict[str, str]) -> bytes:
         """The request line and headers up to the body's length, which each call appends."""
         lines = [f"POST {self.path}{endpoint} HTTP/1.1", f"Host: {self.host_header}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
+        for name, value in headers.items():
+            if any(c in name or c in value for c in "\r\n"):  # it would end the header early: refuse, never send
+                raise UpstreamError(f"its {name} header has a line break in it; check the key or header configured")
+            lines.append(f"{name}: {value}")
         return ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
 
 
