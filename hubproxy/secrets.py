@@ -11,10 +11,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-
-import keyring
-import keyring.errors
-from keyring.backends import fail
+from types import ModuleType
 
 from hubproxy.config import Paths, Provider
 
@@ -25,8 +22,19 @@ class SecretError(RuntimeError):
     """A credential could not be stored or found; the message says which and why."""
 
 
+def _keyring() -> ModuleType:
+    """The keyring package, loaded when a secret is first wanted: it and the backends it finds take
+    ~20 MB, which a server whose providers read their keys from the environment never needs."""
+    import keyring
+    import keyring.errors
+
+    return keyring
+
+
 def keyring_available() -> bool:
-    backend = keyring.get_keyring()
+    from keyring.backends import fail
+
+    backend = _keyring().get_keyring()
     return not isinstance(backend, fail.Keyring) and getattr(backend, "priority", 0) > 0
 
 
@@ -37,6 +45,7 @@ def _account(name: str) -> str:
 def store_secret(paths: Paths, provider: str, secret: str) -> str:
     """Store a provider key; returns where it went ("OS keyring" or the fallback file's path)."""
     if keyring_available():
+        keyring = _keyring()
         try:
             keyring.set_password(SERVICE, _account(provider), secret)
             return "OS keyring"
@@ -50,6 +59,7 @@ def store_secret(paths: Paths, provider: str, secret: str) -> str:
 
 def load_secret(paths: Paths, provider: str) -> str | None:
     if keyring_available():
+        keyring = _keyring()
         try:
             found = keyring.get_password(SERVICE, _account(provider))
         except keyring.errors.KeyringError:
@@ -61,6 +71,7 @@ def load_secret(paths: Paths, provider: str) -> str | None:
 
 def delete_secret(paths: Paths, provider: str) -> None:
     if keyring_available():
+        keyring = _keyring()
         with contextlib.suppress(keyring.errors.KeyringError):
             keyring.delete_password(SERVICE, _account(provider))
     data = _read_file(paths.credentials)

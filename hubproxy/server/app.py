@@ -20,7 +20,6 @@ from hubproxy.metering import PERSIST_AFTER, OpenCalls
 from hubproxy.routing import Router
 from hubproxy.secrets import SecretError, load_stored_secrets
 from hubproxy.server import catalog
-from hubproxy.server.accounts import add_account_routes
 from hubproxy.server.errors import openai_errors, unknown_route
 from hubproxy.server.proxy import make_handler
 from hubproxy.server.state import STATE, GatewayState
@@ -64,6 +63,8 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
     app.router.add_get("/v1/models/{model:.+}", openai_errors(catalog.get_model))
     app.router.add_get("/health", openai_errors(catalog.health))
     if config.server.accounts_api:
+        from hubproxy.server.accounts import add_account_routes  # pyjwt and its crypto: only when used
+
         add_account_routes(app)
     app.router.add_route("*", "/{tail:.*}", unknown_route)
     return app
