@@ -17,12 +17,15 @@ from pathlib import Path
 import platformdirs
 import tomli_w
 
+from hubproxy.filemodes import fix_modes, write_private
 from hubproxy.money import MoneyError, format_price, format_usd, parse_price, parse_usd
 
 HOME_ENV = "HUBPROXY_HOME"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")
 PROVIDER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CORS_ORIGIN_RE = re.compile(r"^(\*|https?://[A-Za-z0-9.\-\[\]:]+?(:(\d{1,5}|\*))?)$")
+LOCAL_ORIGINS = ("http://localhost:*", "http://127.0.0.1:*")
 
 
 class ConfigError(ValueError):
@@ -57,6 +60,16 @@ class Paths:
     def credentials(self) -> Path:
         return self.config_dir / "credentials.json"
 
+    @property
+    def admin_token(self) -> Path:
+        return self.data_dir / "admin-token"
+
+    def make_private(self) -> list[Path]:
+        """Tighten the home's directories and files that others can read; returns those changed."""
+        db = str(self.database)
+        files = [self.config, self.credentials, self.admin_token, self.database, Path(db + "-wal"), Path(db + "-shm")]
+        return fix_modes(sorted({self.config_dir, self.data_dir}), files)
+
 
 @dataclass
 class ServerSettings:
@@ -68,6 +81,10 @@ class ServerSettings:
     trusted_proxies: list = field(default_factory=list)
     accounts_api: bool = False
     allow_registration: bool = True
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_connections_per_address: int = 256
+    cors_origins: list = field(default_factory=lambda: list(LOCAL_ORIGINS))
 
 
 @dataclass
@@ -227,6 +244,18 @@ class Config:
                 ipaddress.ip_network(str(proxy), strict=False)
             except ValueError:
                 raise ConfigError(f"{origin} [server] trusted_proxies: {proxy!r} is not an IP or CIDR") from None
+        server = self.server
+        if server.header_timeout < 0 or server.body_timeout < 0 or server.max_connections_per_address < 0:
+            raise ConfigError(
+                f"{origin} [server] header_timeout, body_timeout and max_connections_per_address must be 0 (no limit) "
+                "or positive"
+            )
+        for origin_url in server.cors_origins:
+            if not isinstance(origin_url, str) or not CORS_ORIGIN_RE.match(origin_url):
+                raise ConfigError(
+                    f"{origin} [server] cors_origins: {origin_url!r} is not an origin like 'https://app.example.com', "
+                    "'http://localhost:*' or '*'"
+                )
         if self.billing.default_max_tokens < 1 or self.billing.bytes_per_token < 1:
             raise ConfigError(f"{origin} [billing] values must be positive")
         try:
@@ -258,7 +287,11 @@ class Config:
             providers[p.name] = entry
         models = {m.name: _model_dict(m) for m in self.models.values()}
         return {
-            "server": {**vars(self.server), "trusted_proxies": list(self.server.trusted_proxies)},
+            "server": {
+                **vars(self.server),
+                "trusted_proxies": list(self.server.trusted_proxies),
+                "cors_origins": list(self.server.cors_origins),
+            },
             "timeouts": vars(self.timeouts).copy(),
             "billing": vars(self.billing).copy(),
             "routing": vars(self.routing).copy(),
@@ -269,10 +302,7 @@ class Config:
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file + rename) so a running server never reads half a file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".toml.tmp")
-        tmp.write_text(HEADER + tomli_w.dumps(self.to_dict()), encoding="utf-8")
-        os.replace(tmp, path)
+        write_private(path, HEADER + tomli_w.dumps(self.to_dict()))
 
 
 HEADER = (

@@ -36,6 +36,7 @@ class UserState:
     pending: int = 0
     reserved: int = 0
     lease: int = 0  # with several workers: this worker's slice of the balance (leases.py)
+    token_version: int = 0  # login tokens of another version have ended (logout, new password, disabled)
 
     @property
     def available(self) -> int:
@@ -125,11 +126,14 @@ class Gate:
         for row in users:
             state = self.users.get(row.id)
             if state is None:
-                self.users[row.id] = UserState(row.id, row.email, row.status == "active", row.balance, row.plan)
+                self.users[row.id] = UserState(
+                    row.id, row.email, row.status == "active", row.balance, row.plan, token_version=row.token_version
+                )
             else:
                 state.active = row.status == "active"
                 state.balance = row.balance
                 state.plan = row.plan
+                state.token_version = row.token_version
             self._user_rev = max(self._user_rev, row.rev)
         for row, spent in keys:
             key_id, user_id, name, status, key_hash, rev = row[:6]

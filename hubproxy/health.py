@@ -1,7 +1,11 @@
 """How each deployment is doing: a circuit breaker, recent latency and error rate.
 
 A deployment that fails `breaker_failures` times in a row is skipped for `breaker_cooldown`
-seconds; then one call is let through, and its success closes the breaker again. Upstream answers
+seconds; then one call is let through, and its success closes the breaker again. An error answer
+may be the caller's own doing (a request the upstream chokes on with a 500), so failures that came
+as answers open the breaker only when they came from at least two users: one key holder cannot take
+a model offline for everyone. A failure no request can cause (no connection, no answer in time)
+counts whoever made the call. Upstream answers
 that mean hubproxy's own upstream key is wrong or out of money (401/402/403) are kept as the last
 error, so `/health` and `providers status` can show them loudly.
 """
@@ -24,6 +28,7 @@ class DeploymentHealth:
     latency_ms: float | None = None
     outcomes: deque = field(default_factory=lambda: deque(maxlen=RECENT))
     last_error: str | None = None
+    blamed: set = field(default_factory=set)  # users whose calls make up the current run of failures
 
     def state(self, now: float) -> str:
         if self.open_until > now:
@@ -50,15 +55,21 @@ class HealthBoard:
         health = self.of(key)
         health.failures_in_a_row = 0
         health.open_until = 0.0
+        health.blamed.clear()
         health.outcomes.append(True)
         health.latency_ms = latency_ms if health.latency_ms is None else 0.8 * health.latency_ms + 0.2 * latency_ms
 
-    def failure(self, key: str, reason: str, now: float | None = None) -> None:
+    def failure(self, key: str, reason: str, caller: int | None = None, now: float | None = None) -> None:
+        """`caller`: the user whose request got an error answer, or None when the upstream gave no
+        answer at all (nothing in the request can cause that)."""
         health = self.of(key)
         health.failures_in_a_row += 1
         health.outcomes.append(False)
         health.last_error = reason
-        if health.failures_in_a_row >= self.settings.breaker_failures:
+        health.blamed.add(caller)
+        if health.failures_in_a_row >= self.settings.breaker_failures and (
+            None in health.blamed or len(health.blamed) > 1
+        ):
             health.open_until = (time.monotonic() if now is None else now) + self.settings.breaker_cooldown
 
     def snapshot(self) -> dict[str, dict]:

@@ -78,6 +78,19 @@ class RateLimiter:
     def __init__(self) -> None:
         self._windows: dict[str, KeyWindow] = {}
 
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def prune(self, now: float | None = None) -> None:
+        """Forget windows with nothing left in their minute: callers that count by something a client
+        chooses (login attempts by email) would otherwise keep one per value forever."""
+        now = time.monotonic() if now is None else now
+        for name in list(self._windows):
+            window = self._windows[name]
+            window.expire(now)
+            if not window.requests and not window.tokens and not window.parallel:
+                del self._windows[name]
+
     def admit(self, key_id: str, policy: Limits, tokens: int, now: float | None = None) -> TokenEntry | None:
         """Count one call of `tokens` against the key's limits or raise 429; returns its token entry."""
         if not policy.any:

@@ -184,10 +184,8 @@ class CallMeter:
         )
         Gate.charge_queued(self.user, self.key, r.amount, self.cost)
         self._calls.limiter.finish(self.key.id, self._limit_entry, prompt + completion_tokens)
-        fut = self._calls.writer.submit_item(CALLS, record)
-        fut.add_done_callback(self._committed)
-        self.settled = fut
-        return fut
+        self.settled = self._calls.writer.submit_item(CALLS, record, self._committed)
+        return self.settled
 
     def use(self, route: Route) -> None:
         """The deployment this call is now trying (failover may move it before any answer)."""
@@ -203,10 +201,10 @@ class CallMeter:
         """The call produced nothing billable (upstream error before any output)."""
         return self.settle(0, 0, estimated=False, status=status, http_status=http_status)
 
-    def _committed(self, fut: asyncio.Future) -> None:
-        if fut.cancelled() or fut.exception() is not None:
+    def _committed(self, new_balance: int | None, error: BaseException | None) -> None:
+        if error is not None:
             Gate.charge_committed(self.user, self.cost, self.user.balance)
             return
-        Gate.charge_committed(self.user, self.cost, fut.result())
+        Gate.charge_committed(self.user, self.cost, new_balance)
         if self._calls.leases is not None:
             self._calls.leases.charged(self.user, self.cost)

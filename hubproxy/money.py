@@ -7,6 +7,7 @@ no rounding and no float anywhere on the money path.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 PICO_PER_USD = 10**12
@@ -14,13 +15,21 @@ MICRO_PER_USD = 10**6
 MAX_BALANCE_USD = 1_000_000
 
 
+PLAIN_NUMBER = re.compile(r"[-+]?\$?[-+]?(\d+(\.\d*)?|\.\d+)")
+
+
 class MoneyError(ValueError):
     """A user-typed amount or price that cannot be represented exactly."""
 
 
 def _decimal(text: str | int | float, what: str) -> Decimal:
+    """Plain decimal notation only: "1e3" is refused, not read as 1,000 (nobody types an exponent
+    for money on purpose)."""
+    typed = str(text).strip()
+    if not PLAIN_NUMBER.fullmatch(typed):
+        raise MoneyError(f"{what} must be a plain number of USD like 5 or 0.25, got {text!r}")
     try:
-        value = Decimal(str(text).strip().lstrip("$"))
+        value = Decimal(typed.replace("$", ""))
     except InvalidOperation:
         raise MoneyError(f"{what} must be a number of USD, got {text!r}") from None
     if not value.is_finite():

@@ -165,3 +165,18 @@ def period_start(period: str | None, today: date | None = None) -> str:
     else:
         start = today.replace(day=1)
     return start.isoformat()
+
+
+def origin_matcher(patterns: list[str]) -> re.Pattern[str] | None:
+    """One regular expression for every allowed origin; None when there are none."""
+    if not patterns:
+        return None
+    parts = []
+    for pattern in patterns:
+        if pattern == "*":
+            parts.append(r"[^/]+//[^/]+")
+        elif pattern.endswith(":*"):
+            parts.append(re.escape(pattern[:-2]) + r"(:\d+)?")
+        else:
+            parts.append(re.escape(pattern))
+    return re.compile("(?:" + "|".join(parts) + ")")

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 from hubproxy.config import Paths, Provider
+from hubproxy.filemodes import write_private
 
 SERVICE = "hubproxy"
 
@@ -108,14 +109,18 @@ def _read_file(path: Path) -> dict[str, str]:
 
 
 def _write_file(path: Path, data: dict[str, str]) -> None:
-    """Create the file 0600 before any secret is written into it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_private(path, json.dumps(data, indent=2))
+
+
+def admin_token(paths: Paths) -> str:
+    """The token that shows a running server's detail on /health to its operator: made at the first
+    start, kept in a 0600 file beside the database, where the CLI on the same machine reads it."""
+    try:
+        return paths.admin_token.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        token = "hp-admin-" + secrets.token_urlsafe(32)
+        write_private(paths.admin_token, token)
+        return token
 
 
 JWT_SECRET = "jwt-secret"

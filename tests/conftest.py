@@ -189,6 +189,12 @@ class Gateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def health(self) -> dict:
+        """GET /health as the operator sees it (with the admin token the server keeps in its home)."""
+        token = (self.home / "admin-token").read_text().strip()
+        url = f"http://127.0.0.1:{self.port}/health"
+        return raw_request("GET", url, headers={"Authorization": f"Bearer {token}"}).json()
+
     def key_works(self, key: str) -> bool:
         """Whether the server accepts `key` right now (it learns about new keys within a second)."""
         try:

@@ -185,8 +185,7 @@ def add_plans(gateway) -> None:
         "free": {"rpm": 100},
     }
     path.write_text(tomli_w.dumps(config))
-    health = f"http://127.0.0.1:{gateway.port}/health"
-    wait_for(lambda: raw_request("GET", health).json()["plans"] == 2, timeout=3)
+    wait_for(lambda: gateway.health()["plans"] == 2, timeout=3)
 
 
 def test_plans_give_limits_credit_and_price(gateway):

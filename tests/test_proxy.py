@@ -260,7 +260,7 @@ def test_models_sync_adds_unpriced_models_that_are_refused_until_priced(gateway,
     listed = {m["name"]: m for m in gateway.cli.json("models", "list")}
     assert listed["new-model"]["input_price"] is None
     client = gateway.client()
-    wait_for(lambda: raw_request("GET", f"http://127.0.0.1:{gateway.port}/health").json()["models"] == len(listed))
+    wait_for(lambda: gateway.health()["models"] == len(listed))
     with pytest.raises(openai.PermissionDeniedError) as err:
         client.chat.completions.create(model="new-model", messages=HELLO)
     assert err.value.code == "model_not_priced"

@@ -11,7 +11,7 @@ import openai
 import pytest
 import tomli_w
 
-from tests.conftest import HELLO, raw_request, wait_for
+from tests.conftest import HELLO, wait_for
 
 
 def deployment(provider: str, upstream: str, priority: int = 0, weight: int = 1) -> dict:
@@ -97,7 +97,7 @@ def test_breaker_opens_after_failures_and_closes_after_cooldown(routed):
     client = routed.client()
     for _ in range(3):
         client.chat.completions.create(model="failover", messages=HELLO)
-    health = raw_request("GET", f"http://127.0.0.1:{routed.port}/health").json()["deployments"]
+    health = routed.health()["deployments"]
     assert health["dead/deepseek-chat"]["state"] == "open"
     client.chat.completions.create(model="failover", messages=HELLO)
     assert usage_rows(routed, "failover")[-1][:2] == ("fake", "deepseek-chat")

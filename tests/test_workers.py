@@ -18,7 +18,7 @@ def workers(gateway):
     gateway.stop()
     gateway.log_path.write_text("")
     gateway.start("--workers", "2")
-    wait_for(lambda: gateway.log().count("ready:") == 2, timeout=20)
+    wait_for(lambda: gateway.log().count("ready on") == 2, timeout=20)
     return gateway
 
 

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import typer
 
+from hubproxy import __version__
 from hubproxy.cli import keys, models, providers, serve, setup, usage, users
 from hubproxy.cli.context import GuardedGroup
+from hubproxy.cli.help import use_plain_metavars
 from hubproxy.config import HOME_ENV, Paths
 
+use_plain_metavars()
 app = typer.Typer(
     cls=GuardedGroup,
     no_args_is_help=True,
@@ -19,12 +22,22 @@ app = typer.Typer(
 )
 
 
+def print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"hubproxy {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
+    version: bool = typer.Option(
+        False, "--version", callback=print_version, is_eager=True, help="Print the version and exit."
+    ),
     home: Path | None = typer.Option(
         None,
         "--home",
+        metavar="DIR",
         envvar=HOME_ENV,
         help="Directory for config.toml and the database (default: per-user dirs).",
     ),

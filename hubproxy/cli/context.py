@@ -14,7 +14,10 @@ from typing import Any
 
 import click
 import typer
+from rich.cells import cell_len
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from hubproxy.config import Config, ConfigError, Paths
@@ -23,6 +26,11 @@ from hubproxy.policy import PolicyError
 from hubproxy.secrets import SecretError
 from hubproxy.store.accounts import AccountError
 from hubproxy.store.db import DatabaseError, connect
+
+try:  # Typer 0.2x carries its own copy of click
+    from typer._click.exceptions import UsageError
+except ImportError:
+    from click.exceptions import UsageError
 
 USER_ERRORS = (AccountError, ConfigError, MoneyError, DatabaseError, SecretError, PolicyError)
 console = Console(highlight=False)
@@ -33,17 +41,34 @@ class CliError(Exception):
 
 
 class GuardedGroup(TyperGroup):
-    """Turns every known user error raised by any subcommand into one line and exit code 1."""
+    """Turns every known user error raised by any subcommand into one line and exit code 1, and a
+    mistyped command line into one line and exit code 2."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            usage_error(exc)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except UsageError as exc:
+            usage_error(exc)
         except (*USER_ERRORS, CliError) as exc:
             click.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
         except sqlite3.Error as exc:
             click.echo(f"Error: database problem: {exc}", err=True)
             raise typer.Exit(1) from None
+
+
+def usage_error(exc: UsageError) -> None:
+    """One line: what was wrong, and where help is (Typer would draw a box around several)."""
+    message = exc.format_message().replace("Value error, ", "")
+    where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+    click.echo(f"Error: {message}{where}", err=True)
+    raise typer.Exit(exc.exit_code)
 
 
 def paths(ctx: typer.Context) -> Paths:
@@ -68,6 +93,51 @@ def database(ctx: typer.Context) -> Iterator[sqlite3.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+def make_home_private(where: Paths) -> None:
+    """Tighten modes an earlier version left loose, and say so in one line."""
+    fixed = where.make_private()
+    if fixed:
+        names = ", ".join(str(path) for path in fixed)
+        console.print(f"made private (they were readable by other users of this machine): {names}")
+
+
+class WholeTable(Table):
+    """A rich table whose `whole` columns (ids, keys, URLs: things a user copies) are never cut at a
+    narrow terminal or in a pipe: the other columns wrap around them, and where even that leaves
+    them no room, each row is printed as a block of `header: value` lines instead."""
+
+    NARROWEST = 6  # a wrapped column narrower than this is unreadable
+
+    def __init__(self, *headers: str, whole: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.records: list[tuple[Any, ...]] = []
+        for header in headers:
+            if header in whole:
+                self.add_column(header, no_wrap=True, min_width=cell_len(header))
+            else:
+                self.add_column(header, overflow="fold")
+
+    def add_row(self, *cells: Any, **kwargs: Any) -> None:
+        super().add_row(*cells, **kwargs)
+        self.records.append(cells)
+        for column, cell in zip(self.columns, cells, strict=False):
+            if column.no_wrap and isinstance(cell, str):
+                column.min_width = max(column.min_width or 0, cell_len(cell))
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        needed = sum(c.min_width if c.no_wrap else self.NARROWEST for c in self.columns) + 3 * len(self.columns) + 1
+        if needed <= options.max_width:
+            yield from super().__rich_console__(console, options)
+            return
+        width = max(cell_len(str(c.header)) for c in self.columns)
+        for cells in self.records:
+            yield Text(str(cells[0]), style="bold", no_wrap=True, overflow="ignore")
+            for column, cell in zip(self.columns[1:], cells[1:], strict=False):
+                line = Text.assemble(f"  {str(column.header) + ':':<{width + 1}} ", Text.from_markup(str(cell)))
+                line.no_wrap, line.overflow = True, "ignore"
+                yield line
 
 
 def print_json(data: Any) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.table import Table
 
-from hubproxy.cli.context import CliError, console, database, print_json
+from hubproxy.cli.context import CliError, WholeTable, console, database, print_json
 from hubproxy.money import format_usd, parse_usd
 from hubproxy.policy import check_period, check_positive, parse_expiry, parse_models, parse_networks
 from hubproxy.store import accounts
@@ -82,17 +81,23 @@ MODELS_HELP = "Allowed models, comma-separated: exact ids, aliases, provider/* p
 @app.command("create")
 def create(
     ctx: typer.Context,
-    user: str = typer.Option(..., "--user", help="Email of the key's owner."),
-    name: str = typer.Option("default", "--name", help="A label for the key."),
-    models: str = typer.Option(None, "--models", help=MODELS_HELP),
-    allow_ip: list[str] = typer.Option([], "--allow-ip", help="Allowed client IP or CIDR (repeat; IPv4/IPv6)."),
-    spend_limit: str = typer.Option(None, "--spend-limit", help="Most this key may spend, USD."),
-    budget_period: str = typer.Option(None, "--budget-period", help="Reset the spend limit every day|week|month."),
-    expires: str = typer.Option(None, "--expires", help="30d, 12h, or a date like 2027-01-01."),
-    rpm: int = typer.Option(None, "--rpm", help="Requests per minute."),
-    tpm: int = typer.Option(None, "--tpm", help="Tokens per minute (prompt + max_tokens, corrected to usage)."),
-    max_parallel: int = typer.Option(None, "--max-parallel", help="Calls in flight at once."),
-    json: bool = typer.Option(False, "--json"),
+    user: str = typer.Option(..., "--user", metavar="EMAIL", help="Email of the key's owner."),
+    name: str = typer.Option("default", "--name", metavar="NAME", help="A label for the key."),
+    models: str = typer.Option(None, "--models", metavar="MODELS", help=MODELS_HELP),
+    allow_ip: list[str] = typer.Option(
+        [], "--allow-ip", metavar="IP|CIDR", help="Allowed client IP or CIDR (repeat; IPv4/IPv6)."
+    ),
+    spend_limit: str = typer.Option(None, "--spend-limit", metavar="USD", help="Most this key may spend, USD."),
+    budget_period: str = typer.Option(
+        None, "--budget-period", metavar="day|week|month", help="Reset the spend limit every day|week|month."
+    ),
+    expires: str = typer.Option(None, "--expires", metavar="WHEN", help="30d, 12h, or a date like 2027-01-01."),
+    rpm: int = typer.Option(None, "--rpm", metavar="N", help="Requests per minute."),
+    tpm: int = typer.Option(
+        None, "--tpm", metavar="N", help="Tokens per minute (prompt + max_tokens, corrected to usage)."
+    ),
+    max_parallel: int = typer.Option(None, "--max-parallel", metavar="N", help="Calls in flight at once."),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create a key. The full key is printed once; only its hash is kept."""
     rules = collect_rules(models, allow_ip, spend_limit, budget_period, expires, rpm, tpm, max_parallel)
@@ -110,16 +115,18 @@ def create(
 def update(
     ctx: typer.Context,
     key_id: str,
-    models: str = typer.Option(None, "--models", help=MODELS_HELP),
-    allow_ip: list[str] = typer.Option([], "--allow-ip", help="Allowed client IP or CIDR (repeat; replaces the list)."),
-    spend_limit: str = typer.Option(None, "--spend-limit", help="Most this key may spend, USD."),
-    budget_period: str = typer.Option(None, "--budget-period", help="day|week|month."),
-    expires: str = typer.Option(None, "--expires", help="30d, 12h, or a date like 2027-01-01."),
-    rpm: int = typer.Option(None, "--rpm"),
-    tpm: int = typer.Option(None, "--tpm"),
-    max_parallel: int = typer.Option(None, "--max-parallel"),
+    models: str = typer.Option(None, "--models", metavar="MODELS", help=MODELS_HELP),
+    allow_ip: list[str] = typer.Option(
+        [], "--allow-ip", metavar="IP|CIDR", help="Allowed client IP or CIDR (repeat; replaces the list)."
+    ),
+    spend_limit: str = typer.Option(None, "--spend-limit", metavar="USD", help="Most this key may spend, USD."),
+    budget_period: str = typer.Option(None, "--budget-period", metavar="day|week|month", help="day|week|month."),
+    expires: str = typer.Option(None, "--expires", metavar="WHEN", help="30d, 12h, or a date like 2027-01-01."),
+    rpm: int = typer.Option(None, "--rpm", metavar="N"),
+    tpm: int = typer.Option(None, "--tpm", metavar="N"),
+    max_parallel: int = typer.Option(None, "--max-parallel", metavar="N"),
     clear: list[str] = typer.Option([], "--clear", help=f"Remove a rule: {', '.join(RULE_FLAGS)} (repeat)."),
-    json: bool = typer.Option(False, "--json"),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Change a key's rules; a running server applies them within a second."""
     rules = collect_rules(models, allow_ip, spend_limit, budget_period, expires, rpm, tpm, max_parallel)
@@ -142,8 +149,8 @@ def describe_rules(key: accounts.KeyRow) -> str:
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    user: str = typer.Option(None, "--user", help="Only this user's keys."),
-    json: bool = typer.Option(False, "--json"),
+    user: str = typer.Option(None, "--user", metavar="EMAIL", help="Only this user's keys."),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List keys, masked."""
     with database(ctx) as conn:
@@ -151,14 +158,14 @@ def list_(
     if json:
         print_json([key_json(k) for k in keys])
         return
-    table = Table("id", "user", "name", "key", "status", "last used", "rules")
+    table = WholeTable("id", "user", "name", "key", "status", "last used", "rules", whole=("id", "key"))
     for k in keys:
         table.add_row(k.id, k.email, k.name, k.masked, k.status, k.last_used_at or "never", describe_rules(k))
-    console.print(table)
+    console.print(table, crop=False)
 
 
 @app.command("revoke")
-def revoke(ctx: typer.Context, key_id: str, json: bool = typer.Option(False, "--json")) -> None:
+def revoke(ctx: typer.Context, key_id: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Revoke a key (a running server refuses it within a second)."""
     with database(ctx) as conn:
         key = accounts.revoke_key(conn, key_id)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
-from hubproxy.cli.context import CliError, console, load_config, print_json, save_config
+from hubproxy.cli.context import CliError, WholeTable, console, load_config, print_json, save_config
 from hubproxy.cli.providers import upstream_models
 from hubproxy.config import ConfigError, Model, PriceTier, check_model_name, ordered_tiers, tier_dict
 from hubproxy.money import format_price, parse_price
@@ -48,18 +47,23 @@ def parse_tier(text: str) -> PriceTier:
 def add(
     ctx: typer.Context,
     name: str,
-    provider: str = typer.Option(..., "--provider"),
-    upstream_model: str = typer.Option(None, "--upstream-model", help="Name upstream knows it by (default: NAME)."),
-    input_price: str = typer.Option(..., "--input-price", help="USD per 1M prompt tokens."),
-    output_price: str = typer.Option(..., "--output-price", help="USD per 1M completion tokens."),
+    provider: str = typer.Option(..., "--provider", metavar="PROVIDER"),
+    upstream_model: str = typer.Option(
+        None, "--upstream-model", metavar="MODEL", help="Name upstream knows it by (default: NAME)."
+    ),
+    input_price: str = typer.Option(..., "--input-price", metavar="USD", help="USD per 1M prompt tokens."),
+    output_price: str = typer.Option(..., "--output-price", metavar="USD", help="USD per 1M completion tokens."),
     cached_input_price: str = typer.Option(
-        None, "--cached-input-price", help="USD per 1M prompt tokens served from the provider's cache."
+        None, "--cached-input-price", metavar="USD", help="USD per 1M prompt tokens served from the provider's cache."
     ),
     tier: list[str] = typer.Option(
-        [], "--tier", help="Prices over a prompt size, ABOVE_TOKENS:INPUT:OUTPUT[:CACHED]; repeatable."
+        [],
+        "--tier",
+        metavar="ABOVE:IN:OUT[:CACHED]",
+        help="Prices over a prompt size, ABOVE_TOKENS:INPUT:OUTPUT[:CACHED]; repeatable.",
     ),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing model of this name."),
-    json: bool = typer.Option(False, "--json"),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Serve a model (an alias when --upstream-model differs from NAME)."""
     check_model_name(name)
@@ -92,7 +96,7 @@ def add(
 
 
 @app.command("sync")
-def sync(ctx: typer.Context, provider: str, json: bool = typer.Option(False, "--json")) -> None:
+def sync(ctx: typer.Context, provider: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Add every model the provider lists at GET /models that is not served yet.
 
     Prices come from the provider's preset catalog, from its own listing where the preset says it
@@ -136,13 +140,15 @@ def sync(ctx: typer.Context, provider: str, json: bool = typer.Option(False, "--
 
 
 @app.command("list")
-def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> None:
+def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List models and prices."""
     config = load_config(ctx)
     if json:
         print_json([model_json(m) for m in config.models.values()])
         return
-    table = Table("model", "provider", "upstream model", "input $/1M", "output $/1M", "over a prompt size")
+    table = WholeTable(
+        "model", "provider", "upstream model", "input $/1M", "output $/1M", "over a prompt size", whole=("model",)
+    )
     for m in config.models.values():
         table.add_row(
             m.name,
@@ -152,7 +158,7 @@ def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> Non
             price_text(m.output_price) or "unpriced",
             ", ".join(f">{t.above:,}: {format_price(t.input_price)} / {format_price(t.output_price)}" for t in m.tiers),
         )
-    console.print(table)
+    console.print(table, crop=False)
 
 
 @app.command("remove")

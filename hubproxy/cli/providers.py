@@ -7,12 +7,18 @@ import sys
 
 import aiohttp
 import typer
-from rich.table import Table
 
-from hubproxy.cli.context import CliError, console, load_config, paths, print_json, save_config
+from hubproxy.cli.context import CliError, WholeTable, console, load_config, paths, print_json, save_config
 from hubproxy.config import ENV_VAR_RE, Config, Provider, check_base_url, check_provider_name, tier_dict
 from hubproxy.money import format_price
-from hubproxy.secrets import delete_secret, keyring_available, load_secret, provider_api_key, store_secret
+from hubproxy.secrets import (
+    admin_token,
+    delete_secret,
+    keyring_available,
+    load_secret,
+    provider_api_key,
+    store_secret,
+)
 from hubproxy.upstream.presets import Preset, Prices, get_preset, load_presets
 
 app = typer.Typer(help="Upstream providers (DeepSeek, Qwen, OpenAI, Ollama…).", no_args_is_help=True)
@@ -49,21 +55,30 @@ def parse_headers(values: list[str]) -> dict[str, str]:
 def add(
     ctx: typer.Context,
     name: str,
-    base_url: str = typer.Option(None, "--base-url", help="e.g. https://api.deepseek.com/v1"),
+    base_url: str = typer.Option(None, "--base-url", metavar="URL", help="e.g. https://api.deepseek.com/v1"),
     preset: str = typer.Option(
-        None, "--preset", help="Fill base URL, key variable and priced models: see `providers presets`."
+        None,
+        "--preset",
+        metavar="PRESET",
+        help="Fill base URL, key variable and priced models: see `providers presets`.",
     ),
     no_models: bool = typer.Option(False, "--no-models", help="With --preset: add no models from its catalog."),
-    api_key_env: str = typer.Option(None, "--api-key-env", help="Read the key from this env var at call time."),
+    api_key_env: str = typer.Option(
+        None, "--api-key-env", metavar="VAR", help="Read the key from this env var at call time."
+    ),
     api_key_stdin: bool = typer.Option(False, "--api-key-stdin", help="Read the key from stdin; store it safely."),
-    header: list[str] = typer.Option([], "--header", help="Extra header sent upstream, 'Name: value'."),
+    header: list[str] = typer.Option(
+        [], "--header", metavar="'NAME: VALUE'", help="Extra header sent upstream, 'Name: value'."
+    ),
     no_stream_usage: bool = typer.Option(
         False, "--no-stream-usage", help="Upstream rejects stream_options; estimate streamed usage instead."
     ),
-    timeout: float = typer.Option(None, "--timeout", help="Seconds to wait for its answer (overrides first_byte)."),
-    max_concurrent: int = typer.Option(None, "--max-concurrent", help="Calls in flight to it at once."),
+    timeout: float = typer.Option(
+        None, "--timeout", metavar="SECONDS", help="Seconds to wait for its answer (overrides first_byte)."
+    ),
+    max_concurrent: int = typer.Option(None, "--max-concurrent", metavar="N", help="Calls in flight to it at once."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing provider of this name."),
-    json: bool = typer.Option(False, "--json"),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Add an OpenAI-compatible provider."""
     check_provider_name(name)
@@ -119,6 +134,13 @@ def add(
         console.print(f"key stored in the {where}")
     elif api_key_env:
         console.print(f"key read from ${api_key_env} when hubproxy calls {name}")
+    elif any(h.lower() in ("authorization", "x-api-key", "api-key") for h in provider.headers):
+        console.print(f"calls to {name} authenticate with the header given by --header")
+    else:
+        console.print(
+            f"no key: calls to {name} carry no credentials (fine for a local Ollama or vLLM; otherwise add "
+            f"--api-key-env VAR or --api-key-stdin with --replace)"
+        )
 
 
 def add_catalog(config: Config, provider: str, preset: Preset) -> list[str]:
@@ -156,32 +178,34 @@ def _prices_cell(p: Preset) -> str:
 
 
 @app.command("presets")
-def presets(json: bool = typer.Option(False, "--json")) -> None:
+def presets(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Known providers: base URL, key variable, priced models, and where that was read."""
     found = load_presets()
     if json:
         print_json([preset_json(p) for p in found.values()])
         return
-    table = Table("preset", "base url", "key variable", "prices", "prices from")
+    table = WholeTable(
+        "preset", "base url", "key variable", "prices", "prices from", whole=("preset", "base url", "prices from")
+    )
     for p in found.values():
         table.add_row(
             p.name, p.base_url, p.api_key_env or "(none: local)", _prices_cell(p), p.prices_source or p.source
         )
-    console.print(table)
+    console.print(table, crop=False)
 
 
 @app.command("list")
-def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> None:
+def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List providers."""
     config = load_config(ctx)
     if json:
         print_json([provider_json(p) for p in config.providers.values()])
         return
-    table = Table("name", "base url", "key", "models")
+    table = WholeTable("name", "base url", "key", "models", whole=("name", "base url"))
     for p in config.providers.values():
         used = sum(1 for m in config.models.values() if any(t.provider == p.name for t in m.targets))
         table.add_row(p.name, p.base_url, provider_json(p)["api_key"], str(used))
-    console.print(table)
+    console.print(table, crop=False)
 
 
 @app.command("remove")
@@ -200,7 +224,7 @@ def remove(ctx: typer.Context, name: str) -> None:
 
 
 @app.command("test")
-def test(ctx: typer.Context, name: str, json: bool = typer.Option(False, "--json")) -> None:
+def test(ctx: typer.Context, name: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Check that the provider answers GET /models with its key."""
     models = upstream_models(ctx, name)
     if json:
@@ -247,21 +271,23 @@ async def _probe(provider: Provider, key: str | None, connect: float) -> tuple[i
 @app.command("status")
 def status(
     ctx: typer.Context,
-    url: str = typer.Option(None, "--url", help="The running server (default: host and port from config.toml)."),
-    json: bool = typer.Option(False, "--json"),
+    url: str = typer.Option(
+        None, "--url", metavar="URL", help="The running server (default: host and port from config.toml)."
+    ),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Each deployment's breaker state, recent latency and error rate, from the running server."""
     config = load_config(ctx)
     host = "127.0.0.1" if config.server.host in ("0.0.0.0", "::") else config.server.host
     base = url or f"http://{host}:{config.server.port}"
-    deployments = asyncio.run(_health(base.rstrip("/")))
+    deployments = asyncio.run(_health(base.rstrip("/"), admin_token(paths(ctx))))
     if json:
         print_json(deployments)
         return
     if not deployments:
         console.print("no calls yet: deployments appear after their first call")
         return
-    table = Table("deployment", "state", "latency ms", "error rate", "last error")
+    table = WholeTable("deployment", "state", "latency ms", "error rate", "last error", whole=("deployment",))
     for name, info in sorted(deployments.items()):
         error = info["last_error"] or ""
         loud = any(code in error for code in ("HTTP 401", "HTTP 402", "HTTP 403"))
@@ -272,16 +298,19 @@ def status(
             f"{info['error_rate']:.0%}",
             f"[bold red]{error} (check this provider's key/credit)[/]" if loud else error,
         )
-    console.print(table)
+    console.print(table, crop=False)
 
 
-async def _health(base: str) -> dict:
+async def _health(base: str, token: str) -> dict:
+    """The server's /health detail, asked with the admin token of this hubproxy home."""
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
-            session.get(base + "/health") as resp,
+            session.get(base + "/health", headers={"Authorization": f"Bearer {token}"}) as resp,
         ):
             data = await resp.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError):
         raise CliError(f"no hubproxy server answering at {base}; is `hubproxy serve` running?") from None
+    if resp.status == 401:
+        raise CliError(f"the server at {base} does not know this home's admin token; give --home of that server")
     return data.get("deployments", {}) if isinstance(data, dict) else {}

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from hubproxy.cli.context import CliError, console, load_config, paths
-from hubproxy.server.run import event_loop_policy, run
+from hubproxy.cli.context import CliError, console, load_config, make_home_private, paths
+from hubproxy.server.run import check_port, event_loop_policy, listen, run
 from hubproxy.store.db import connect
 
 
 def serve(
     ctx: typer.Context,
-    host: str = typer.Option(None, "--host", help="Interface to listen on (default from config: 127.0.0.1)."),
-    port: int = typer.Option(None, "--port", help="Port (default from config: 8080)."),
-    workers: int = typer.Option(1, "--workers", help="Processes sharing the port (SO_REUSEPORT) and the database."),
+    host: str = typer.Option(
+        None, "--host", metavar="HOST", help="Interface to listen on (default from config: 127.0.0.1)."
+    ),
+    port: int = typer.Option(None, "--port", metavar="PORT", help="Port (default from config: 8080)."),
+    workers: int = typer.Option(
+        1, "--workers", metavar="N", help="Processes sharing the port (SO_REUSEPORT) and the database."
+    ),
 ) -> None:
     """Run the gateway until Ctrl-C / SIGTERM (in-flight calls drain, every write is flushed)."""
     where = paths(ctx)
@@ -21,12 +25,21 @@ def serve(
     if not where.config.exists():
         config.save(where.config)
     connect(where.database, create=True).close()
+    make_home_private(where)
     host = host or config.server.host
     port = port or config.server.port
     if not 0 < port < 65536:
         raise CliError("--port must be 1-65535")
     if not 1 <= workers <= 64:
         raise CliError("--workers must be 1-64")
+    try:
+        if workers > 1:
+            check_port(host, port)
+            sock = None
+        else:
+            sock = listen(host, port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     loop_name = event_loop_policy()
     base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::') else host}:{port}/v1"
     plural = f", {workers} workers" if workers > 1 else ""
@@ -37,6 +50,6 @@ def serve(
         console.print("no models yet: hubproxy providers add …; hubproxy models add …")
     console.print(f"point tools at it:  OPENAI_BASE_URL={base}  OPENAI_API_KEY=<a key from `hubproxy keys create`>")
     try:
-        run(where, config, host, port, workers)
+        run(where, config, host, port, workers, sock)
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

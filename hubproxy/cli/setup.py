@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hubproxy.cli.context import console, paths, print_json
+from hubproxy.cli.context import console, make_home_private, paths, print_json
 from hubproxy.config import Config
 from hubproxy.store.db import connect
 
@@ -17,6 +17,8 @@ def init(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="Pr
     if created_config:
         config.save(where.config)
     connect(where.database, create=True).close()
+    if not json:
+        make_home_private(where)
     if json:
         print_json({"config": str(where.config), "database": str(where.database), "created_config": created_config})
         return

@@ -8,9 +8,8 @@ from datetime import date
 from enum import StrEnum
 
 import typer
-from rich.table import Table
 
-from hubproxy.cli.context import CliError, console, database, print_json
+from hubproxy.cli.context import CliError, WholeTable, console, database, print_json
 from hubproxy.money import format_usd
 from hubproxy.store.usage import usage_report
 
@@ -31,12 +30,20 @@ class Format(StrEnum):
     csv = "csv"
 
 
+def decimal_places(pico: int) -> int:
+    """Places `format_usd` needs for this amount; a report gives every cost the most any needs, so
+    that a column reads 0.0000000 beside 0.0000005, not 0.00."""
+    return max(len(format_usd(pico).partition(".")[2]), 2)
+
+
 @app.command("report")
 def report(
     ctx: typer.Context,
     by: GroupBy = typer.Option(GroupBy.model, "--by"),
-    since: str = typer.Option(None, "--since", help="Only calls at or after this date, e.g. 2026-11-01."),
-    user: str = typer.Option(None, "--user", help="Only this user's calls."),
+    since: str = typer.Option(
+        None, "--since", metavar="DATE", help="Only calls at or after this date, e.g. 2026-11-01."
+    ),
+    user: str = typer.Option(None, "--user", metavar="EMAIL", help="Only this user's calls."),
     fmt: Format = typer.Option(Format.table, "--format"),
     json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
@@ -48,8 +55,10 @@ def report(
             raise CliError(f"--since must be a date like 2026-11-01, got {since!r}") from None
     with database(ctx) as conn:
         rows = usage_report(conn, by.value, since=since, user=user)
-    for row in rows:
-        row["cost_usd"] = format_usd(row.pop("cost") or 0)
+    costs = [row.pop("cost") or 0 for row in rows]
+    places = max((decimal_places(cost) for cost in costs), default=2)
+    for row, cost in zip(rows, costs, strict=True):
+        row["cost_usd"] = format_usd(cost, min_places=places)
     if json or fmt is Format.json:
         print_json(rows)
     elif fmt is Format.csv:
@@ -60,7 +69,9 @@ def report(
         writer.writeheader()
         writer.writerows(rows)
     else:
-        table = Table(by.value, "requests", "prompt tokens", "completion tokens", "cost (USD)", "estimated")
+        table = WholeTable(
+            by.value, "requests", "prompt tokens", "completion tokens", "cost (USD)", "estimated", whole=(by.value,)
+        )
         for r in rows:
             table.add_row(
                 str(r["group"]),
@@ -70,4 +81,4 @@ def report(
                 r["cost_usd"],
                 str(r["estimated"]),
             )
-        console.print(table)
+        console.print(table, crop=False)

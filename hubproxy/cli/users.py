@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import typer
-from rich.table import Table
 
-from hubproxy.cli.context import CliError, console, database, load_config, print_json
+from hubproxy.cli.context import CliError, WholeTable, console, database, load_config, print_json
 from hubproxy.money import format_usd, parse_usd
+from hubproxy.passwords import MIN_LENGTH, hash_password
 from hubproxy.store import accounts
 
 app = typer.Typer(help="Users and their balances.", no_args_is_help=True)
@@ -50,9 +51,9 @@ def with_plan_credit(ctx: typer.Context, conn, user: accounts.UserRow) -> accoun
 def add(
     ctx: typer.Context,
     email: str,
-    balance: str = typer.Option("0", "--balance", help="Starting balance in USD (recorded as a grant)."),
-    plan: str = typer.Option(None, "--plan", help="A plan from config.toml ([plans.NAME])."),
-    json: bool = typer.Option(False, "--json"),
+    balance: str = typer.Option("0", "--balance", metavar="USD", help="Starting balance in USD (recorded as a grant)."),
+    plan: str = typer.Option(None, "--plan", metavar="PLAN", help="A plan from config.toml ([plans.NAME])."),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Add a user."""
     amount = parse_usd(balance, what="--balance")
@@ -66,30 +67,32 @@ def add(
 
 
 @app.command("list")
-def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> None:
+def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List users and balances."""
     with database(ctx) as conn:
         users = accounts.list_users(conn)
     if json:
         print_json([user_json(u) for u in users])
         return
-    table = Table("email", "balance (USD)", "plan", "status", "created")
+    table = WholeTable("email", "balance (USD)", "plan", "status", "created", whole=("email",))
     for u in users:
         table.add_row(u.email, format_usd(u.balance), u.plan or "", u.status, u.created_at[:19])
-    console.print(table)
+    console.print(table, crop=False)
 
 
-@app.command("topup")
+@app.command("topup", context_settings={"ignore_unknown_options": True})
 def topup(
     ctx: typer.Context,
     email: str,
     amount: str = typer.Argument(..., help="USD to add; negative with --adjust to correct a balance."),
-    note: str = typer.Option(None, "--note", help="Why (kept in the ledger)."),
+    note: str = typer.Option(None, "--note", metavar="TEXT", help="Why (kept in the ledger)."),
     adjust: bool = typer.Option(False, "--adjust", help="Record as an adjustment (may be negative)."),
-    json: bool = typer.Option(False, "--json"),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Add to a user's balance (a ledger row records it)."""
-    value = parse_usd(amount, what="amount", allow_negative=adjust)
+    """Add to a user's balance (a ledger row records it). `topup EMAIL -5 --adjust` corrects it down."""
+    value = parse_usd(amount, what="amount", allow_negative=True)
+    if value < 0 and not adjust:
+        raise CliError(f"{amount} takes money away: record it as an adjustment with --adjust")
     if value == 0:
         raise accounts.AccountError("amount must not be zero")
     with database(ctx) as conn:
@@ -113,9 +116,9 @@ def _set_status(ctx: typer.Context, email: str, status: str, json: bool) -> None
 def update(
     ctx: typer.Context,
     email: str,
-    plan: str = typer.Option(None, "--plan", help="Move the user to this plan."),
+    plan: str = typer.Option(None, "--plan", metavar="PLAN", help="Move the user to this plan."),
     no_plan: bool = typer.Option(False, "--no-plan", help="Take the user off any plan."),
-    json: bool = typer.Option(False, "--json"),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Change a user's plan (limits and price apply within a second on a running server)."""
     if (plan is None) == (not no_plan):
@@ -129,19 +132,36 @@ def update(
         console.print(f"{user.email}: plan {user.plan or 'none'}, balance ${format_usd(user.balance)}")
 
 
+@app.command("set-password")
+def set_password(
+    ctx: typer.Context, email: str, json: bool = typer.Option(False, "--json", help="Print JSON.")
+) -> None:
+    """Set the password this user logs in to the account API with, read from stdin; every login
+    token the user holds ends."""
+    password = sys.stdin.readline().rstrip("\n")
+    if len(password) < MIN_LENGTH:
+        raise CliError(f"give the new password on stdin, at least {MIN_LENGTH} characters")
+    with database(ctx) as conn:
+        user = accounts.set_password(conn, email, hash_password(password))
+    if json:
+        print_json(user_json(user))
+    else:
+        console.print(f"{user.email}: password set; earlier login tokens have ended")
+
+
 @app.command("disable")
-def disable(ctx: typer.Context, email: str, json: bool = typer.Option(False, "--json")) -> None:
-    """Refuse every key of this user (takes effect within a second on a running server)."""
+def disable(ctx: typer.Context, email: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Refuse every key and login token of this user (within a second on a running server)."""
     _set_status(ctx, email, "disabled", json)
 
 
 @app.command("enable")
-def enable(ctx: typer.Context, email: str, json: bool = typer.Option(False, "--json")) -> None:
+def enable(ctx: typer.Context, email: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Re-enable a disabled user."""
     _set_status(ctx, email, "active", json)
 
 
-def balance(ctx: typer.Context, email: str, json: bool = typer.Option(False, "--json")) -> None:
+def balance(ctx: typer.Context, email: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show a user's balance."""
     with database(ctx) as conn:
         user = accounts.get_user(conn, email)

@@ -8,6 +8,7 @@ from. Writes go through the store's writer; reads run off the event loop.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from hubproxy import errors
 from hubproxy.apikey import PREFIX
+from hubproxy.gate import UserState
 from hubproxy.limits import RateLimiter
 from hubproxy.money import format_usd, parse_usd
 from hubproxy.passwords import MIN_LENGTH, hash_password, verify_password
@@ -26,6 +28,7 @@ from hubproxy.policy import Limits
 from hubproxy.secrets import jwt_secret
 from hubproxy.server.auth import api_key_from, authorize
 from hubproxy.server.errors import openai_errors
+from hubproxy.server.request_body import read_request
 from hubproxy.server.state import STATE, GatewayState
 from hubproxy.store import accounts
 from hubproxy.store.accounts import AccountError, ConflictError, NotFoundError
@@ -33,8 +36,10 @@ from hubproxy.store.db import connect
 from hubproxy.store.usage import recent_usage, total_cost_since
 
 TOKEN_SECONDS = 7 * 24 * 3600
-LOGIN_PER_EMAIL = Limits(rpm=5)
+LOGIN_PER_EMAIL_AND_ADDRESS = Limits(rpm=5)
 LOGIN_PER_ADDRESS = Limits(rpm=20)
+LOGIN_PER_EMAIL = Limits(rpm=60)
+LOGIN_WINDOWS = 10_000
 SECRET = web.AppKey("jwt_secret", str)
 LOGINS = web.AppKey("login_limiter", RateLimiter)
 
@@ -45,6 +50,8 @@ def add_account_routes(app: web.Application) -> None:
     routes = [
         ("POST", "/auth/register", register),
         ("POST", "/auth/login", login),
+        ("POST", "/auth/logout", logout),
+        ("POST", "/auth/password", change_password),
         ("GET", "/api-keys", list_keys),
         ("POST", "/api-keys", create_key),
         ("DELETE", "/api-keys/{key_id}", revoke_key),
@@ -72,20 +79,39 @@ def respond(data: dict, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-async def credentials(request: web.Request) -> tuple[str, str]:
+async def json_fields(request: web.Request, *names: str) -> list[str]:
+    """The named string fields of a JSON body, or 400."""
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(await read_request(request, request.app[STATE].config.server))
     except orjson.JSONDecodeError:
         raise errors.invalid_request("Request body is not valid JSON.") from None
-    email, password = (body.get("email"), body.get("password")) if isinstance(body, dict) else (None, None)
-    if not isinstance(email, str) or not isinstance(password, str):
-        raise errors.invalid_request("'email' and 'password' are required strings.")
+    values = [body.get(name) for name in names] if isinstance(body, dict) else [None] * len(names)
+    if not all(isinstance(value, str) for value in values):
+        raise errors.invalid_request(" and ".join(f"'{name}'" for name in names) + " are required strings.")
+    return values
+
+
+async def credentials(request: web.Request) -> tuple[str, str]:
+    email, password = await json_fields(request, "email", "password")
     return email.strip(), password
 
 
-def issue_token(request: web.Request, user_id: int, email: str) -> str:
+def check_new_password(password: str, param: str = "password") -> None:
+    if len(password) < MIN_LENGTH:
+        raise errors.invalid_request(f"The password must be at least {MIN_LENGTH} characters.", param=param)
+
+
+def issue_token(request: web.Request, user: UserState) -> str:
+    """A login token; `ver` is the user's token version, which logout, a new password or a disabled
+    account moves on, ending every token issued before."""
     now = int(time.time())
-    claims = {"sub": str(user_id), "email": email, "iat": now, "exp": now + TOKEN_SECONDS}
+    claims = {
+        "sub": str(user.id),
+        "email": user.email,
+        "ver": user.token_version,
+        "iat": now,
+        "exp": now + TOKEN_SECONDS,
+    }
     return jwt.encode(claims, request.app[SECRET], algorithm="HS256")
 
 
@@ -100,11 +126,19 @@ def token_user(request: web.Request) -> int:
         raise errors.invalid_api_key("The login token has expired; log in again.") from None
     except jwt.InvalidTokenError:
         raise errors.invalid_api_key("Invalid login token.") from None
-    user_id = int(claims["sub"])
-    user = request.app[STATE].gate.users.get(user_id)
-    if user is None or not user.active:
+    subject = claims["sub"]
+    user = (
+        request.app[STATE].gate.users.get(int(subject))
+        if isinstance(subject, str) and subject.isascii() and subject.isdigit()
+        else None
+    )
+    if user is None:
+        raise errors.invalid_api_key("Invalid login token.")
+    if not user.active:
         raise errors.invalid_api_key("The account is disabled.")
-    return user_id
+    if claims.get("ver", 0) != user.token_version:
+        raise errors.invalid_api_key("This login token has ended (logged out or password changed); log in again.")
+    return user.id
 
 
 def caller_user(request: web.Request) -> int:
@@ -145,10 +179,25 @@ async def read(state: GatewayState, fn: Callable[[Any], Any]) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, run)
 
 
-def limit_logins(request: web.Request, email: str) -> None:
+def limit_logins(request: web.Request, email: str | None) -> None:
+    """Guessing passwords is slowed per address, per email from one address, and per email overall;
+    the last is high enough that failing logins from one address cannot lock the owner out.
+    Registering (no email to guess for) counts per address only."""
     limiter = request.app[LOGINS]
-    limiter.admit(f"email:{email.lower()}", LOGIN_PER_EMAIL, 0)
-    limiter.admit(f"address:{request.app[STATE].caller_address(request)}", LOGIN_PER_ADDRESS, 0)
+    if len(limiter) > LOGIN_WINDOWS:
+        limiter.prune()
+    address = request.app[STATE].caller_address(request)
+    email = email.lower() if email is not None else None
+    buckets = [(f"address:{address}", LOGIN_PER_ADDRESS)]
+    if email is not None:
+        buckets.append((f"email:{email} from:{address}", LOGIN_PER_EMAIL_AND_ADDRESS))
+        buckets.append((f"email:{email}", LOGIN_PER_EMAIL))
+    for bucket, limits in buckets:
+        try:
+            limiter.admit(bucket, limits, 0)
+        except errors.GatewayError as refused:
+            wait = int(refused.headers["retry-after-ms"]) / 1000
+            raise errors.rate_limited(f"Too many login attempts; try again in {math.ceil(wait)} s.", wait) from None
 
 
 async def register(request: web.Request) -> web.Response:
@@ -156,18 +205,17 @@ async def register(request: web.Request) -> web.Response:
     if not state.config.server.allow_registration:
         raise errors.GatewayError(403, "registration_closed", "Registration is closed on this server.")
     email, password = await credentials(request)
-    limit_logins(request, email)
+    limit_logins(request, None)
     if not accounts.EMAIL_RE.match(email):
         raise errors.invalid_request(f"{email!r} is not an email address.", param="email")
-    if len(password) < MIN_LENGTH:
-        raise errors.invalid_request(f"The password must be at least {MIN_LENGTH} characters.", param="password")
+    check_new_password(password)
     hashed = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
     grant = parse_usd(state.config.billing.signup_grant)
     user, key = await write(state, lambda conn: accounts.register_user(conn, email, hashed, grant))
     message = f"Registration successful! ${format_usd(grant)} granted." if grant else "Registration successful!"
     return respond(
         {
-            "token": issue_token(request, user.id, user.email),
+            "token": issue_token(request, state.gate.users[user.id]),
             "api_key": key,
             "balance": usd(user.balance),
             "message": message,
@@ -186,7 +234,29 @@ async def login(request: web.Request) -> web.Response:
     user = state.gate.users.get(found[0]) if found and ok else None
     if user is None or not user.active:
         raise errors.invalid_api_key("Wrong email or password.")
-    return respond({"token": issue_token(request, user.id, user.email), "balance": usd(user.balance)})
+    return respond({"token": issue_token(request, user), "balance": usd(user.balance)})
+
+
+async def logout(request: web.Request) -> web.Response:
+    """End every login token of this account (on every device: tokens are not stored one by one)."""
+    user_id = token_user(request)
+    await write(request.app[STATE], lambda conn: accounts.end_login_tokens(conn, user_id))
+    return respond({"message": "Logged out: every login token of this account has ended."})
+
+
+async def change_password(request: web.Request) -> web.Response:
+    """`{password, new_password}`: every earlier login token ends; the answer carries a new one."""
+    state = request.app[STATE]
+    user = state.gate.users[token_user(request)]
+    password, new_password = await json_fields(request, "password", "new_password")
+    check_new_password(new_password, "new_password")
+    loop = asyncio.get_running_loop()
+    found = await read(state, lambda conn: accounts.password_hash_of(conn, user.email))
+    if not await loop.run_in_executor(None, verify_password, password, found[1] if found else None):
+        raise errors.invalid_api_key("The current password is wrong.")
+    hashed = await loop.run_in_executor(None, hash_password, new_password)
+    await write(state, lambda conn: accounts.set_password(conn, user.email, hashed))
+    return respond({"token": issue_token(request, user), "message": "Password changed; other sessions have ended."})
 
 
 def key_object(key: accounts.KeyRow) -> dict:

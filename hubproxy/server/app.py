@@ -18,8 +18,9 @@ from hubproxy.health import HealthBoard
 from hubproxy.leases import IDLE_SECONDS, Leases
 from hubproxy.metering import PERSIST_AFTER, OpenCalls
 from hubproxy.routing import Router
-from hubproxy.secrets import SecretError, load_stored_secrets
+from hubproxy.secrets import SecretError, admin_token, load_stored_secrets
 from hubproxy.server import catalog
+from hubproxy.server.cors import add_cors_headers, preflight
 from hubproxy.server.errors import openai_errors, unknown_route
 from hubproxy.server.proxy import make_handler
 from hubproxy.server.state import STATE, GatewayState
@@ -66,6 +67,8 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
         from hubproxy.server.accounts import add_account_routes  # pyjwt and its crypto: only when used
 
         add_account_routes(app)
+    app.on_response_prepare.append(add_cors_headers)
+    app.router.add_route("OPTIONS", "/{tail:.*}", preflight)
     app.router.add_route("*", "/{tail:.*}", unknown_route)
     return app
 
@@ -118,13 +121,11 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         settle_leftovers(state.paths, state.config)
     load_gate(state.paths, state.gate)
     state.stored_secrets = await loop.run_in_executor(None, load_stored_secrets, state.paths, state.config.providers)
+    state.admin_token = await loop.run_in_executor(None, admin_token, state.paths)
     state.config_mtime = _mtime(state.paths)
     state.writer.watch(state.gate.read_changes, state.gate.apply_changes)
     state.writer.start(loop)
     settle_the_heap()
-    log.info(
-        "ready: %d keys, %d users, %d models", len(state.gate.keys), len(state.gate.users), len(state.router.routes())
-    )
     tasks = [
         asyncio.create_task(watch_config(state)),
         asyncio.create_task(flush_last_used(state)),

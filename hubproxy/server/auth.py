@@ -11,13 +11,21 @@ from hubproxy.server.state import STATE
 
 
 def api_key_from(headers) -> str | None:
-    """Bearer token, else `x-api-key` (Anthropic-style clients), else `api-key` (Azure-style)."""
+    """Bearer token, else `x-api-key` (Anthropic-style clients), else `api-key` (Azure-style).
+
+    Every key and token hubproxy issues is ASCII; anything else (bytes that are not UTF-8 arrive
+    as surrogates) is refused here, before it reaches a hash or a comparison that would choke on it."""
+    token = None
     auth = headers.get("Authorization")
     if auth:
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    return headers.get("x-api-key") or headers.get("api-key")
+        scheme, _, bearer = auth.partition(" ")
+        if scheme.lower() == "bearer" and bearer.strip():
+            token = bearer.strip()
+    if token is None:
+        token = headers.get("x-api-key") or headers.get("api-key")
+    if token is not None and not token.isascii():
+        raise errors.invalid_api_key("The API key holds characters that no hubproxy key has.")
+    return token
 
 
 def authorize(request: web.Request) -> tuple[KeyState, UserState]:

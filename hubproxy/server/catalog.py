@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
+
 from aiohttp import web
 
 from hubproxy import __version__, errors
 from hubproxy.policy import model_allowed
 from hubproxy.routing import Route
-from hubproxy.server.auth import authorize
+from hubproxy.server.auth import api_key_from, authorize
 from hubproxy.server.state import STATE
 
 CREATED = 1_700_000_000
@@ -33,7 +35,23 @@ async def get_model(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    """Anyone: liveness only. A hubproxy key: the model count and each deployment's state, latency
+    and error rate. The admin token (`hubproxy providers status` sends it): everything, with each
+    deployment's last error, which may name upstream hosts."""
     state = request.app[STATE]
+    token = api_key_from(request.headers)
+    if not token:
+        return web.json_response({"status": "ok"})
+    admin = bool(state.admin_token) and hmac.compare_digest(token, state.admin_token)
+    if not admin:
+        authorize(request)
+    deployments = state.health.snapshot()
+    if not admin:
+        for info in deployments.values():
+            info.pop("last_error")
+        return web.json_response(
+            {"status": "ok", "version": __version__, "models": len(state.router.routes()), "deployments": deployments}
+        )
     return web.json_response(
         {
             "status": "ok",
@@ -44,6 +62,6 @@ async def health(request: web.Request) -> web.Response:
             "writes": state.writer.writes,
             "write_batches": state.writer.batches,
             "open_calls": len(state.calls.meters),
-            "deployments": state.health.snapshot(),
+            "deployments": deployments,
         }
     )

@@ -36,11 +36,15 @@ def error_response(err: GatewayError, request_id: str) -> web.Response:
     headers = {REQUEST_ID: request_id, **err.headers}
     if not err.retryable and err.status != 429:
         headers["x-should-retry"] = "false"
-    return web.Response(
+    response = web.Response(
         status=err.status, body=orjson.dumps(err.body()), content_type="application/json", headers=headers
     )
+    if err.status in UNREAD_BODY:
+        response.force_close()  # the rest of the body is not wanted: do not wait for it
+    return response
 
 
+UNREAD_BODY = frozenset({408, 413})
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
 

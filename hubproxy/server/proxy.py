@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import time
 
 import msgspec
 import orjson
 from aiohttp import web
+from msgspec import UnsetType
 
 from hubproxy import errors
 from hubproxy.billing import read_usage
@@ -23,6 +25,7 @@ from hubproxy.secrets import provider_api_key
 from hubproxy.server.auth import authorize
 from hubproxy.server.errors import REQUEST_ID, openai_errors
 from hubproxy.server.relay import relay_stream
+from hubproxy.server.request_body import read_request
 from hubproxy.server.state import STATE, GatewayState
 from hubproxy.upstream import Upstreams
 from hubproxy.upstream.http import Response, UpstreamError
@@ -34,28 +37,77 @@ ASK_STREAM_USAGE = b'"stream_options":{"include_usage":true},'
 
 
 class RequestFields(msgspec.Struct):
-    """The top-level fields the gateway reads. Decoding into this skips the rest of the body (the
-    messages: tens of KB from coding tools) without building it, while still checking it is JSON."""
+    """The top-level fields the gateway reads or checks. Decoding into this skips the rest of the body
+    (the messages' text: tens of KB from coding tools) without building it, while still checking that
+    it is JSON and that the fields an upstream would choke on have the right types: a request that an
+    upstream answers with a 500 is refused here, before it can count against the deployment."""
 
     model: object = None
     stream: object = None
     max_tokens: object = None
     max_completion_tokens: object = None
     stream_options: object = msgspec.UNSET
+    n: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
 
 
-READ_FIELDS = msgspec.json.Decoder(RequestFields)
+class Message(msgspec.Struct):
+    role: str
 
 
-def parse_request(raw: bytes) -> RequestFields:
+class Tool(msgspec.Struct):
+    type: str
+
+
+class ChatFields(RequestFields):
+    messages: list[Message] | UnsetType = msgspec.UNSET
+    tools: list[Tool] | None = None
+    tool_choice: str | dict | None = None
+
+
+class CompletionFields(RequestFields):
+    prompt: msgspec.Raw | UnsetType = msgspec.UNSET
+
+
+class EmbeddingFields(RequestFields):
+    input: msgspec.Raw | UnsetType = msgspec.UNSET
+
+
+READ_FIELDS = {
+    "/chat/completions": msgspec.json.Decoder(ChatFields),
+    "/completions": msgspec.json.Decoder(CompletionFields),
+    "/embeddings": msgspec.json.Decoder(EmbeddingFields),
+}
+AT_FIELD = re.compile(r"^(.*) - at `\$\.([A-Za-z_]+)(.*)`$")
+
+
+def invalid_field(exc: msgspec.ValidationError) -> errors.GatewayError:
+    """A 400 that names the field, from msgspec's own "Expected `array`, got `str` - at `$.messages`"."""
+    found = AT_FIELD.match(str(exc))
+    if found is None:
+        return errors.invalid_request("Request body must be a JSON object.")
+    problem, field, where = found.groups()
+    return errors.invalid_request(f"Invalid '{field}{where}': {problem}.", param=field)
+
+
+def text_or_list(raw: msgspec.Raw | UnsetType, name: str) -> None:
+    if raw is not msgspec.UNSET and bytes(raw)[:1] not in (b'"', b"["):
+        raise errors.invalid_request(f"'{name}' must be a string or an array.", param=name)
+
+
+def parse_request(raw: bytes, endpoint: str = "/chat/completions") -> RequestFields:
     if not raw:
         raise errors.invalid_request("Request body is empty; send a JSON object.")
     try:
-        fields = READ_FIELDS.decode(raw)
-    except msgspec.ValidationError:
-        raise errors.invalid_request("Request body must be a JSON object.") from None
+        fields = READ_FIELDS[endpoint].decode(raw)
+    except msgspec.ValidationError as exc:
+        raise invalid_field(exc) from None
     except msgspec.DecodeError:
         raise errors.invalid_request("Request body is not valid JSON.") from None
+    except RecursionError:
+        raise errors.invalid_request("Request body is nested too deeply.") from None
     if not isinstance(fields.model, str) or not fields.model:
         raise errors.invalid_request("'model' is required and must be a string.", param="model")
     if fields.stream is not None and not isinstance(fields.stream, bool):
@@ -66,6 +118,16 @@ def parse_request(raw: bytes) -> RequestFields:
             raise errors.invalid_request(f"'{name}' must be a positive integer.", param=name)
     if fields.stream_options not in (None, msgspec.UNSET) and not isinstance(fields.stream_options, dict):
         raise errors.invalid_request("'stream_options' must be an object.", param="stream_options")
+    if fields.n is not None and fields.n < 1:
+        raise errors.invalid_request("'n' must be a positive integer.", param="n")
+    if isinstance(fields, ChatFields) and not fields.messages:
+        raise errors.invalid_request("'messages' is required: a non-empty array of messages.", param="messages")
+    if isinstance(fields, CompletionFields):
+        text_or_list(fields.prompt, "prompt")
+    if isinstance(fields, EmbeddingFields):
+        if fields.input is msgspec.UNSET:
+            raise errors.invalid_request("'input' is required: a string or an array.", param="input")
+        text_or_list(fields.input, "input")
     return fields
 
 
@@ -76,14 +138,15 @@ def make_handler(endpoint: str):
 
 
 FAILOVER_STATUSES = frozenset({401, 402, 403, 408, 429, 500, 502, 503, 504})
+NOT_THE_CALLERS_DOING = frozenset({401, 402, 403, 407, 429})  # hubproxy's own upstream key refused or limited
 
 
 async def proxy_call(endpoint: str, request: web.Request) -> web.StreamResponse:
     state: GatewayState = request.app[STATE]
     key, user = authorize(request)
     state.touch_key(key.id)
-    raw = await request.read()
-    body = parse_request(raw)
+    raw = await read_request(request, state.config.server)
+    body = parse_request(raw, endpoint)
     routes = state.router.resolve(body.model)
     if not model_allowed(key.policy, routes[0].model):
         raise errors.model_not_allowed(routes[0].model.name)
@@ -110,19 +173,33 @@ async def proxy_call(endpoint: str, request: web.Request) -> web.StreamResponse:
     await meter.reserve()
     options = body.stream_options
     client_wants_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
-    resp, route, api_key = await first_answer(state, meter, candidates, body, raw, endpoint, stream)
+    connection = request.protocol
+    if not stream:  # a stream notices a hang-up at its next write; a plain call would wait for the upstream
+        connection.on_lost = functools.partial(stop_waiting, asyncio.current_task(), meter)
     try:
-        if resp.status != 200:
-            await meter.release("upstream_error", resp.status)
-            return await upstream_error(state, resp, route, api_key, request_id)
-        if stream:
-            return await relay_stream(request, resp, meter, client_wants_usage, state.config.timeouts.idle)
-        return await complete_json(resp, meter, state.upstreams)
+        resp, route, api_key = await first_answer(state, meter, candidates, body, raw, endpoint, stream)
+        try:
+            if resp.status != 200:
+                await meter.release("upstream_error", resp.status)
+                return await upstream_error(state, resp, route, api_key, request_id)
+            if stream:
+                return await relay_stream(request, resp, meter, client_wants_usage, state.config.timeouts.idle)
+            return await complete_json(resp, meter, state.upstreams)
+        finally:
+            resp.release()
+            state.upstreams.release(route.provider)
+            if meter.settled is None:
+                meter.settle(None, 0, estimated=True, status="aborted", http_status=499)
     finally:
-        resp.release()
-        state.upstreams.release(route.provider)
-        if meter.settled is None:
-            meter.settle(None, 0, estimated=True, status="aborted", http_status=499)
+        connection.on_lost = None
+
+
+def stop_waiting(task: asyncio.Task, meter: CallMeter) -> None:
+    """The client hung up on a plain call: stop waiting for the upstream (closing its connection), so
+    the reservation is released now rather than when the upstream answers or times out. Once the
+    call is being settled there is nothing left to wait for."""
+    if meter.settled is None:
+        task.cancel()
 
 
 def upstream_body(raw: bytes, body: RequestFields, route: Route, stream: bool) -> bytes:
@@ -196,6 +273,10 @@ async def first_answer(
                 raise
             await asyncio.sleep(routing.backoff_ms * 2 ** (number - 1) / 1000)
             continue
+        except asyncio.CancelledError:
+            upstreams.release(route.provider)
+            meter.release("client_gone", 499)
+            raise
         except BaseException:
             upstreams.release(route.provider)
             meter.release("upstream_unreachable", 502)
@@ -204,7 +285,8 @@ async def first_answer(
         if resp.status not in FAILOVER_STATUSES:
             state.health.success(route.key, (time.monotonic() - started) * 1000)
             return resp, route, api_key
-        state.health.failure(route.key, f"HTTP {resp.status}")
+        caller = None if resp.status in NOT_THE_CALLERS_DOING else meter.user.id
+        state.health.failure(route.key, f"HTTP {resp.status}", caller)
         if last:
             return resp, route, api_key
         resp.close()

@@ -8,10 +8,12 @@ waits for each to drain and flush.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 
 from aiohttp import web
@@ -19,8 +21,12 @@ from aiohttp import web
 from hubproxy.config import Config, Paths
 from hubproxy.secrets import jwt_secret
 from hubproxy.server.app import create_app, settle_leftovers
+from hubproxy.server.connections import ConnectionGuard, GuardedSite
+from hubproxy.server.state import STATE
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+BACKLOG = 1024
+KEEPALIVE_SECONDS = 75.0  # an idle kept-alive connection is closed after this long
 
 
 def event_loop_policy() -> str:
@@ -33,25 +39,90 @@ def event_loop_policy() -> str:
     return "uvloop"
 
 
-def _serve(paths: Paths, config: Config, host: str, port: int, worker: bool) -> None:
+def _address(host: str, port: int) -> tuple:
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = found[0]
+    return family, kind, proto, address
+
+
+def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """Bind and listen before anything else, so that a busy port is the first thing the user hears."""
+    family, kind, proto, address = _address(host, port)
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def check_port(host: str, port: int) -> None:
+    """For --workers, which each listen on their own SO_REUSEPORT socket: fail now, in the parent,
+    if another program holds the port (a bound socket that does not listen takes no connections)."""
+    family, kind, proto, address = _address(host, port)
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind(address)
+
+
+def handler_args(config: Config) -> dict:
+    """What each connection's aiohttp request handler is made with."""
+    args: dict = {"keepalive_timeout": KEEPALIVE_SECONDS}
+    if config.server.access_log:
+        args.update(access_log=logging.getLogger("aiohttp.access"), access_log_format='%a "%r" %s %b %Tfs')
+    else:
+        args["access_log"] = None
+    return args
+
+
+async def serve_app(app: web.Application, sock: socket.socket, config: Config) -> None:
+    """Start the app (its lifecycle: database, caches, writer), accept connections on `sock`, say
+    "ready" only then, and run until SIGINT/SIGTERM; then drain in-flight calls and flush."""
+    runner = web.AppRunner(app, handle_signals=True, shutdown_timeout=config.server.drain_seconds)
+    await runner.setup()
+    try:
+        site = GuardedSite(runner, sock, ConnectionGuard(config.server), handler_args(config))
+        await site.start()
+        app[STATE].announce_ready(site.name)
+        while True:
+            await asyncio.sleep(3600)
+    finally:
+        await runner.cleanup()
+
+
+def _serve(paths: Paths, config: Config, sock: socket.socket, worker: bool) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
-    if not config.server.access_log:
-        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     event_loop_policy()
-    web.run_app(
-        create_app(paths, config, worker=worker),
-        host=host,
-        port=port,
-        reuse_port=worker or None,
-        shutdown_timeout=config.server.drain_seconds,
-        access_log_format='%a "%r" %s %b %Tfs',
-        print=None,
-    )
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(serve_app(create_app(paths, config, worker=worker), sock, config))
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if not main.done():
+            main.cancel()
+            with contextlib.suppress(asyncio.CancelledError, web.GracefulExit, KeyboardInterrupt):
+                loop.run_until_complete(main)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
-def run(paths: Paths, config: Config, host: str, port: int, workers: int = 1) -> None:
+def run(
+    paths: Paths, config: Config, host: str, port: int, workers: int = 1, sock: socket.socket | None = None
+) -> None:
+    """Serve until stopped: on `sock` (bound by the caller with `listen`), or with `workers` processes
+    that each listen on `host:port` through SO_REUSEPORT."""
     if workers <= 1:
-        _serve(paths, config, host, port, worker=False)
+        _serve(paths, config, sock or listen(host, port), worker=False)
         return
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     settle_leftovers(paths, config)
@@ -85,4 +156,4 @@ def run(paths: Paths, config: Config, host: str, port: int, workers: int = 1) ->
 def _worker(paths: Paths, config: Config, host: str, port: int) -> None:
     """Own process group, so a terminal's Ctrl-C reaches only the parent, which stops each worker once."""
     os.setpgrp()
-    _serve(paths, config, host, port, worker=True)
+    _serve(paths, config, listen(host, port, reuse_port=True), worker=True)

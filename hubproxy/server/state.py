@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -11,11 +13,13 @@ from hubproxy.config import Config, Paths, Provider
 from hubproxy.gate import Gate
 from hubproxy.health import HealthBoard
 from hubproxy.metering import OpenCalls
-from hubproxy.policy import IPNetwork, client_address, parse_networks
+from hubproxy.policy import IPNetwork, client_address, origin_matcher, parse_networks
 from hubproxy.routing import Router
 from hubproxy.store.db import Writer
 from hubproxy.upstream import Upstreams
 from hubproxy.upstream.openai_compat import OpenAICompatAdapter
+
+log = logging.getLogger("hubproxy.server")
 
 
 @dataclass
@@ -31,11 +35,14 @@ class GatewayState:
     stored_secrets: dict[str, str] = field(default_factory=dict)
     last_used: dict[str, int] = field(default_factory=dict)
     config_mtime: float = 0.0
+    admin_token: str = ""
+    cors: re.Pattern[str] | None = None
     trusted_proxies: tuple[IPNetwork, ...] = ()
     _adapters: dict[str, OpenAICompatAdapter] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.trusted_proxies = parse_networks(self.config.server.trusted_proxies)
+        self.cors = origin_matcher(self.config.server.cors_origins)
 
     def caller_address(self, request: web.Request) -> str | None:
         return client_address(request.remote, request.headers.get("X-Forwarded-For"), self.trusted_proxies)
@@ -50,12 +57,23 @@ class GatewayState:
         """Remember use in memory; flushed to the database once a second, not once a request."""
         self.last_used[key_id] = int(time.time())
 
+    def announce_ready(self, where: str) -> None:
+        """Logged once the socket accepts calls, never before."""
+        log.info(
+            "ready on %s: %d keys, %d users, %d models",
+            where,
+            len(self.gate.keys),
+            len(self.gate.users),
+            len(self.router.routes()),
+        )
+
     def install_config(self, config: Config, secrets: dict[str, str]) -> None:
         self.config = config
         self.router = Router(config)
         self.upstreams.set_timeouts(config.timeouts)
         self.health.settings = config.routing
         self.trusted_proxies = parse_networks(config.server.trusted_proxies)
+        self.cors = origin_matcher(config.server.cors_origins)
         self.stored_secrets = secrets
         self._adapters.clear()
 

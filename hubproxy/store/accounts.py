@@ -39,6 +39,7 @@ class UserRow:
     created_at: str
     rev: int
     plan: str | None
+    token_version: int = 0
 
 
 POLICY_COLUMNS = ("models", "allow_ips", "spend_limit", "budget_period", "expires_at", "rpm", "tpm", "max_parallel")
@@ -76,7 +77,7 @@ class KeyRow:
         return apikey.masked(self.prefix, self.last4)
 
 
-USER_COLUMNS = "id, email, balance, status, created_at, rev, plan"
+USER_COLUMNS = "id, email, balance, status, created_at, rev, plan, token_version"
 KEY_COLUMNS = (
     "k.id, k.user_id, u.email, k.name, k.key_hash, k.prefix, k.last4, k.status, k.created_at, "
     "k.revoked_at, k.last_used_at, k.rev, " + ", ".join(f"k.{c}" for c in POLICY_COLUMNS)
@@ -211,10 +212,39 @@ def topup(conn: sqlite3.Connection, email: str, amount: int, kind: str = "topup"
 
 
 def set_user_status(conn: sqlite3.Connection, email: str, status: str) -> UserRow:
+    """Enable or disable; disabling also ends the user's login tokens."""
     with transaction(conn):
         user = get_user(conn, email)
-        conn.execute("UPDATE users SET status = ?, rev = ? WHERE id = ?", (status, _next_rev(conn, "users"), user.id))
+        ended = 1 if status != "active" else 0
+        conn.execute(
+            "UPDATE users SET status = ?, token_version = token_version + ?, rev = ? WHERE id = ?",
+            (status, ended, _next_rev(conn, "users"), user.id),
+        )
     return get_user(conn, email)
+
+
+def set_password(conn: sqlite3.Connection, email: str, password_hash: str) -> UserRow:
+    """A new password hash; every login token issued before it ends."""
+    with transaction(conn):
+        user = get_user(conn, email)
+        conn.execute(
+            "UPDATE users SET password_hash = ?, token_version = token_version + 1, rev = ? WHERE id = ?",
+            (password_hash, _next_rev(conn, "users"), user.id),
+        )
+    return get_user(conn, email)
+
+
+def end_login_tokens(conn: sqlite3.Connection, user_id: int) -> UserRow:
+    """Log out everywhere: every login token this user holds ends."""
+    with transaction(conn):
+        conn.execute(
+            "UPDATE users SET token_version = token_version + 1, rev = ? WHERE id = ?",
+            (_next_rev(conn, "users"), user_id),
+        )
+        row = conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"no user {user_id}")
+    return UserRow(*row)
 
 
 def create_key(conn: sqlite3.Connection, email: str, name: str, rules: dict | None = None) -> tuple[KeyRow, str]:

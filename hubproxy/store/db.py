@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hubproxy.filemodes import create_private
+
 try:
     import fcntl
 except ImportError:  # Windows: no `serve --workers` there (it shares the port through SO_REUSEPORT)
@@ -45,7 +47,7 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
 
     if not create and not path.exists():
         raise DatabaseError(f"no database at {path}; run `hubproxy init` first")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    create_private(path)
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -103,6 +105,7 @@ def conn_path(conn: sqlite3.Connection) -> str:
 
 
 WriteFn = Callable[[sqlite3.Connection], Any]
+Committed = Callable[[Any, BaseException | None], None]
 BulkFn = Callable[[sqlite3.Connection, list], list]
 _STOP = object()
 
@@ -151,11 +154,15 @@ class Writer:
         """Queue `fn(conn)` for the next batch; the future resolves once its batch is committed."""
         return self._put(fn, None)
 
-    def submit_item(self, kind: str, item: Any) -> asyncio.Future:
-        """Queue one item for the bulk handler of `kind`; resolves to its result once committed."""
-        return self._put(kind, item)
+    def submit_item(self, kind: str, item: Any, then: Committed | None = None) -> asyncio.Future:
+        """Queue one item for the bulk handler of `kind`; resolves to its result once committed.
 
-    def _put(self, what: WriteFn | str, item: Any) -> asyncio.Future:
+        `then(result, error)` runs on the loop as the batch's outcome arrives, before the future is
+        resolved and even if whoever awaited the future was cancelled meanwhile: memory that mirrors
+        the database (a balance) must learn the outcome in every case."""
+        return self._put(kind, item, then)
+
+    def _put(self, what: WriteFn | str, item: Any, then: Committed | None = None) -> asyncio.Future:
         """Collect this loop iteration's writes and hand them to the thread as one list.
 
         One queue put per iteration instead of one per write: every put wakes the writer thread,
@@ -163,7 +170,7 @@ class Writer:
         """
         assert self._loop is not None, "writer not started"
         fut = self._loop.create_future()
-        self._pending.append((what, item, fut))
+        self._pending.append((what, item, fut, then))
         if len(self._pending) == 1:
             self._loop.call_soon(self._hand_over)
         return fut
@@ -235,7 +242,7 @@ class Writer:
                 break
             except Exception as exc:
                 log.error("write batch of %d failed (attempt %d): %s", len(batch), attempt, exc)
-                results = [(fut, None, exc) for _, _, fut in batch]
+                results = [(fut, then, None, exc) for _, _, fut, then in batch]
         self.batches += 1
         self.writes += len(batch)
         assert self._loop is not None
@@ -278,21 +285,21 @@ class Writer:
         results = []
         grouped: dict[str, list] = {}
         with transaction(conn):
-            for i, (what, item, fut) in enumerate(batch):
+            for i, (what, item, fut, then) in enumerate(batch):
                 if isinstance(what, str):
-                    grouped.setdefault(what, []).append((item, fut))
+                    grouped.setdefault(what, []).append((item, fut, then))
                     continue
                 conn.execute(f"SAVEPOINT w{i}")
                 try:
-                    results.append((fut, what(conn), None))
+                    results.append((fut, then, what(conn), None))
                     conn.execute(f"RELEASE w{i}")
                 except Exception as exc:
                     conn.execute(f"ROLLBACK TO w{i}")
                     conn.execute(f"RELEASE w{i}")
-                    results.append((fut, None, exc))
+                    results.append((fut, then, None, exc))
             for kind, entries in grouped.items():
-                outcomes = self._bulk[kind](conn, [item for item, _ in entries])
-                results.extend((fut, out, None) for (_, fut), out in zip(entries, outcomes, strict=True))
+                outcomes = self._bulk[kind](conn, [item for item, _, _ in entries])
+                results.extend((fut, then, out, None) for (_, fut, then), out in zip(entries, outcomes, strict=True))
         return results
 
     def _notify(self, conn: sqlite3.Connection) -> None:
@@ -308,7 +315,9 @@ class Writer:
 
 
 def _resolve(results: list) -> None:
-    for fut, value, exc in results:
+    for fut, then, value, exc in results:
+        if then is not None:
+            then(value, exc)
         if fut.done():
             continue
         if exc is None:

@@ -246,3 +246,10 @@ def m013_key_holds(conn: sqlite3.Connection) -> None:
     share the caps (store/limits.py); each goes in the transaction that records its call."""
     conn.execute("CREATE TABLE key_holds (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, amount INTEGER NOT NULL)")
     conn.execute("CREATE INDEX key_holds_key ON key_holds (key_id)")
+
+
+@migration
+def m014_user_token_version(conn: sqlite3.Connection) -> None:
+    """Login tokens carry the user's token version; bumping it (logout, a new password, a disabled
+    account) ends every token issued before."""
+    conn.execute("ALTER TABLE users ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0")

@@ -1,0 +1,169 @@
+"""The HTTP connections the server accepts: malformed requests cost one log line, slow and greedy
+clients are cut off.
+
+aiohttp's own request handler logs a malformed request (a stray CR in a header, a bad chunk, 1,000
+headers) with a traceback whose message quotes the raw header line, an API key with it, and echoes
+that line in its 400 answer. It also waits as long as a client likes for the rest of a request's
+headers, and accepts any number of connections from one address. `GuardedConnection` is aiohttp's
+handler with those three things changed; `GuardedSite` is how the server listens with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from hubproxy.config import ServerSettings
+from hubproxy.policy import IPNetwork, parse_networks
+
+log = logging.getLogger("hubproxy.server")
+
+THIS_MACHINE = ("127.0.0.1", "::1")
+BAD_REQUEST_BODY = '{"error": {"message": "Malformed HTTP request.", "type": "invalid_request_error", '
+BAD_REQUEST_BODY += '"code": "invalid_request_error", "param": null}}'
+
+
+class ConnectionGuard:
+    """Limits shared by every connection of one server: how long a request's headers may take to
+    arrive, and how many connections one address may hold open. Exempt: this machine itself
+    (127.0.0.1 and ::1: its own tools, a reverse proxy beside the gateway) and the reverse proxies
+    listed in `trusted_proxies`, since every client behind one shares its address."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.header_timeout = settings.header_timeout
+        self.max_per_address = settings.max_connections_per_address
+        self.exempt: tuple[IPNetwork, ...] = parse_networks([*settings.trusted_proxies, *THIS_MACHINE])
+        self.open: dict[str, int] = {}
+
+    def admit(self, address: str | None) -> bool:
+        """Count a new connection from `address`, or refuse it (False) when that address is at its limit."""
+        if address is None or not self.max_per_address:
+            return True
+        count = self.open.get(address, 0)
+        if count >= self.max_per_address and not self._exempt(address):
+            return False
+        self.open[address] = count + 1
+        return True
+
+    def release(self, address: str | None) -> None:
+        count = self.open.get(address or "", 0)
+        if count > 1:
+            self.open[address] = count - 1
+        elif count:
+            del self.open[address]
+
+    def _exempt(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.exempt)
+
+
+class GuardedConnection(RequestHandler):
+    """aiohttp's request handler, with three changes (see the module docstring), and a hook that
+    lets the route cancel its upstream call when the client hangs up."""
+
+    __slots__ = ("_address", "_guard", "_header_deadline", "on_lost")
+
+    def __init__(self, manager: web.Server, guard: ConnectionGuard, **kwargs) -> None:
+        super().__init__(manager, **kwargs)
+        self._guard = guard
+        self._address: str | None = None
+        self._header_deadline: asyncio.TimerHandle | None = None
+        self.on_lost: Callable[[], object] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) else None
+        if not self._guard.admit(address):
+            log.warning("refused a connection from %s: it has %d open", address, self._guard.max_per_address)
+            transport.abort()
+            return
+        self._address = address
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+        if self._address is not None:
+            self._guard.release(self._address)
+            self._address = None
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._messages:  # a request's headers are complete: its handler takes it from here
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+        elif self._header_deadline is None and not self._request_in_progress:
+            self._arm_header_deadline()
+
+    def _arm_header_deadline(self) -> None:
+        if self._guard.header_timeout > 0:
+            self._header_deadline = self._loop.call_later(self._guard.header_timeout, self._headers_too_slow)
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if self._request_in_progress or self._messages:
+            return
+        log.info("closed a connection from %s: no complete request in %gs", self._address, self._guard.header_timeout)
+        self.force_close()
+
+    async def _handle_request(self, request, start_time, request_handler):
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+        return await super()._handle_request(request, start_time, request_handler)
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """One short log line without the request's text, and a generic body, for a request that could
+        not be parsed; anything else (a bug of ours) is logged in full as aiohttp does."""
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        log.info("malformed HTTP request from %s (%s)", request.remote, type(exc).__name__)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started")
+        resp = web.Response(status=status, text=BAD_REQUEST_BODY, content_type="application/json")
+        resp.force_close()
+        return resp
+
+
+class GuardedSite(web.SockSite):
+    """Serve the runner's application on an already bound socket, through GuardedConnection."""
+
+    def __init__(self, runner: web.AppRunner, sock: socket.socket, guard: ConnectionGuard, handler_args: dict) -> None:
+        super().__init__(runner, sock)
+        self._guard = guard
+        self._handler_args = handler_args
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+
+        def connection() -> GuardedConnection:
+            return GuardedConnection(server, self._guard, loop=loop, **self._handler_args)
+
+        self._server = await loop.create_server(connection, sock=self._sock, backlog=self._backlog)

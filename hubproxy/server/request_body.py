@@ -1,0 +1,42 @@
+"""Reading a request's body: what is too large is refused before it is read, what is too slow or
+malformed is refused with a 4xx, never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+
+from hubproxy import errors
+from hubproxy.config import ServerSettings
+
+
+def too_large(settings: ServerSettings) -> errors.GatewayError:
+    return errors.GatewayError(
+        413,
+        "request_too_large",
+        f"Request body is too large: this server accepts up to {settings.max_body_mb} MB.",
+    )
+
+
+async def read_request(request: web.Request, settings: ServerSettings) -> bytes:
+    """The whole body. A declared length over the limit is refused at once (413), without waiting for
+    bytes that may never come; a body still arriving after `body_timeout` seconds gets 408."""
+    declared = request.content_length
+    if declared is not None and declared > settings.max_body_mb * 1024 * 1024:
+        raise too_large(settings)
+    try:
+        if request.content.is_eof() or not settings.body_timeout:
+            return await request.read()
+        async with asyncio.timeout(settings.body_timeout):
+            return await request.read()
+    except TimeoutError:
+        raise errors.GatewayError(
+            408, "request_timeout", f"The request body did not arrive within {settings.body_timeout:g}s."
+        ) from None
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large(settings) from None
+    except (RequestPayloadError, HttpProcessingError):
+        raise errors.invalid_request("The request body is malformed (a broken chunk or a short body).") from None
