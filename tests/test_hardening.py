@@ -333,6 +333,11 @@ def test_browser_clients_get_cors_for_allowed_origins_only(gateway):
     answer = raw_request("POST", url, body, headers)
     assert answer.status == 200 and answer.headers["access-control-allow-origin"] == "http://127.0.0.1:8000"
     assert "x-request-id" in answer.headers["access-control-expose-headers"]
+    stream = json.dumps({"model": "deepseek-chat", "messages": HELLO, "stream": True}).encode()
+    streamed = raw_request("POST", url, stream, headers)
+    assert streamed.status == 200 and streamed.headers["access-control-allow-origin"] == "http://127.0.0.1:8000"
+    refused = raw_request("POST", url, body, {**headers, "Authorization": "Bearer sk-hp-nope"})
+    assert refused.status == 401 and refused.headers["access-control-allow-origin"] == "http://127.0.0.1:8000"
     assert "access-control-allow-origin" not in raw_request("POST", url, body, {**headers, "Origin": "null"}).headers
 
 

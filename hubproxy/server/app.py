@@ -20,7 +20,7 @@ from hubproxy.metering import PERSIST_AFTER, OpenCalls
 from hubproxy.routing import Router
 from hubproxy.secrets import SecretError, admin_token, load_stored_secrets
 from hubproxy.server import catalog
-from hubproxy.server.cors import add_cors_headers, preflight
+from hubproxy.server.cors import preflight
 from hubproxy.server.errors import openai_errors, unknown_route
 from hubproxy.server.proxy import make_handler
 from hubproxy.server.state import STATE, GatewayState
@@ -67,8 +67,7 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
         from hubproxy.server.accounts import add_account_routes  # pyjwt and its crypto: only when used
 
         add_account_routes(app)
-    app.on_response_prepare.append(add_cors_headers)
-    app.router.add_route("OPTIONS", "/{tail:.*}", preflight)
+    app.router.add_route("OPTIONS", "/{tail:.*}", openai_errors(preflight))
     app.router.add_route("*", "/{tail:.*}", unknown_route)
     return app
 

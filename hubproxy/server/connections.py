@@ -124,11 +124,12 @@ class GuardedConnection(RequestHandler):
         log.info("closed a connection from %s: no complete request in %gs", self._address, self._guard.header_timeout)
         self.force_close()
 
-    async def _handle_request(self, request, start_time, request_handler):
+    def _handle_request(self, request, start_time, request_handler):
+        """The handler takes over (a plain function handing back aiohttp's coroutine: no extra frame)."""
         if self._header_deadline is not None:
             self._header_deadline.cancel()
             self._header_deadline = None
-        return await super()._handle_request(request, start_time, request_handler)
+        return super()._handle_request(request, start_time, request_handler)
 
     def handle_error(
         self,

@@ -9,9 +9,9 @@ mode is offered.
 from __future__ import annotations
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from hubproxy.errors import GatewayError
-from hubproxy.server.errors import openai_errors
 from hubproxy.server.state import STATE
 
 METHODS = "GET, POST, DELETE, OPTIONS"
@@ -24,18 +24,18 @@ def allowed(request: web.Request, origin: str) -> bool:
     return matcher is not None and matcher.fullmatch(origin) is not None
 
 
-async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: an answer to an allowed origin says so (and that it varies by origin)."""
+def allow_origin(request: web.Request, headers: CIMultiDict) -> None:
+    """Before an answer is sent: one to an allowed origin says so (and that it varies by origin).
+    Called where responses are made rather than from aiohttp's on_response_prepare signal, which
+    cost ~7k instructions per call (`python -m bench.instructions`)."""
     origin = request.headers.get("Origin")
     if origin is None or not allowed(request, origin):
         return
-    headers = response.headers
     headers["Access-Control-Allow-Origin"] = origin
     headers["Access-Control-Expose-Headers"] = EXPOSED
     headers.add("Vary", "Origin")
 
 
-@openai_errors
 async def preflight(request: web.Request) -> web.Response:
     """OPTIONS on any path: allowed origins get the methods and exactly the headers they asked for."""
     origin = request.headers.get("Origin")

@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from hubproxy.errors import GatewayError
+from hubproxy.server.cors import allow_origin
 
 log = logging.getLogger("hubproxy.server")
 
@@ -58,21 +59,23 @@ def openai_errors(handler: Handler) -> Handler:
         try:
             response = await handler(request)
         except GatewayError as err:
-            return error_response(err, request_id)
+            response = error_response(err, request_id)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             message = "Request body is too large." if exc.status == 413 else (exc.text or exc.reason)
             err = GatewayError(exc.status, HTTP_CODES.get(exc.status, "invalid_request_error"), message)
-            return error_response(err, request_id)
+            response = error_response(err, request_id)
         except Exception:
             log.exception("internal error on %s %s (request %s)", request.method, request.path, request_id)
             err = GatewayError(
                 500, "internal_error", "hubproxy hit an internal error.", type="api_error", retryable=True
             )
-            return error_response(err, request_id)
+            response = error_response(err, request_id)
         if not response.prepared:
-            response.headers[REQUEST_ID] = request_id
+            headers = response.headers
+            headers[REQUEST_ID] = request_id
+            allow_origin(request, headers)
         return response
 
     return wrapped

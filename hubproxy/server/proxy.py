@@ -8,6 +8,7 @@ import functools
 import logging
 import re
 import time
+from typing import Annotated
 
 import msgspec
 import orjson
@@ -36,18 +37,22 @@ REFUSED_CREDENTIALS = {401, 402, 403, 407}
 ASK_STREAM_USAGE = b'"stream_options":{"include_usage":true},'
 
 
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
 class RequestFields(msgspec.Struct):
     """The top-level fields the gateway reads or checks. Decoding into this skips the rest of the body
-    (the messages' text: tens of KB from coding tools) without building it, while still checking that
-    it is JSON and that the fields an upstream would choke on have the right types: a request that an
-    upstream answers with a 500 is refused here, before it can count against the deployment."""
+    (the messages' text: tens of KB from coding tools) without building it, while checking that it is
+    JSON and that the fields an upstream would choke on have the right types (msgspec checks them as
+    it reads): a request an upstream would answer with a 500 is refused here, before it can count
+    against the deployment."""
 
     model: object = None
-    stream: object = None
-    max_tokens: object = None
-    max_completion_tokens: object = None
-    stream_options: object = msgspec.UNSET
-    n: int | None = None
+    stream: bool | None = None
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+    stream_options: dict | UnsetType | None = msgspec.UNSET
+    n: PositiveInt | None = None
     temperature: float | None = None
     top_p: float | None = None
     stop: str | list[str] | None = None
@@ -81,6 +86,13 @@ READ_FIELDS = {
     "/embeddings": msgspec.json.Decoder(EmbeddingFields),
 }
 AT_FIELD = re.compile(r"^(.*) - at `\$\.([A-Za-z_]+)(.*)`$")
+FIELD_RULES = {
+    "stream": "'stream' must be a boolean.",
+    "max_tokens": "'max_tokens' must be a positive integer.",
+    "max_completion_tokens": "'max_completion_tokens' must be a positive integer.",
+    "n": "'n' must be a positive integer.",
+    "stream_options": "'stream_options' must be an object.",
+}
 
 
 def invalid_field(exc: msgspec.ValidationError) -> errors.GatewayError:
@@ -89,7 +101,7 @@ def invalid_field(exc: msgspec.ValidationError) -> errors.GatewayError:
     if found is None:
         return errors.invalid_request("Request body must be a JSON object.")
     problem, field, where = found.groups()
-    return errors.invalid_request(f"Invalid '{field}{where}': {problem}.", param=field)
+    return errors.invalid_request(FIELD_RULES.get(field) or f"Invalid '{field}{where}': {problem}.", param=field)
 
 
 def text_or_list(raw: msgspec.Raw | UnsetType, name: str) -> None:
@@ -108,23 +120,14 @@ def parse_request(raw: bytes, endpoint: str = "/chat/completions") -> RequestFie
         raise errors.invalid_request("Request body is not valid JSON.") from None
     except RecursionError:
         raise errors.invalid_request("Request body is nested too deeply.") from None
-    if not isinstance(fields.model, str) or not fields.model:
+    if fields.model.__class__ is not str or not fields.model:
         raise errors.invalid_request("'model' is required and must be a string.", param="model")
-    if fields.stream is not None and not isinstance(fields.stream, bool):
-        raise errors.invalid_request("'stream' must be a boolean.", param="stream")
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = getattr(fields, name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise errors.invalid_request(f"'{name}' must be a positive integer.", param=name)
-    if fields.stream_options not in (None, msgspec.UNSET) and not isinstance(fields.stream_options, dict):
-        raise errors.invalid_request("'stream_options' must be an object.", param="stream_options")
-    if fields.n is not None and fields.n < 1:
-        raise errors.invalid_request("'n' must be a positive integer.", param="n")
-    if isinstance(fields, ChatFields) and not fields.messages:
-        raise errors.invalid_request("'messages' is required: a non-empty array of messages.", param="messages")
-    if isinstance(fields, CompletionFields):
+    if endpoint == "/chat/completions":
+        if not fields.messages:
+            raise errors.invalid_request("'messages' is required: a non-empty array of messages.", param="messages")
+    elif endpoint == "/completions":
         text_or_list(fields.prompt, "prompt")
-    if isinstance(fields, EmbeddingFields):
+    else:
         if fields.input is msgspec.UNSET:
             raise errors.invalid_request("'input' is required: a string or an array.", param="input")
         text_or_list(fields.input, "input")

@@ -16,6 +16,7 @@ from aiohttp import web
 from hubproxy.billing import read_usage
 from hubproxy.metering import CallMeter
 from hubproxy.money import format_usd
+from hubproxy.server.cors import allow_origin
 from hubproxy.server.errors import REQUEST_ID
 from hubproxy.upstream.http import Response, UpstreamError
 
@@ -123,6 +124,7 @@ async def relay_stream(
     idle: float,
 ) -> web.StreamResponse:
     out = web.StreamResponse(status=200, headers={**SSE_HEADERS, REQUEST_ID: request["request_id"]})
+    allow_origin(request, out.headers)
     await out.prepare(request)
     relay = StreamRelay(out, meter, client_wants_usage)
     provider = meter.route.provider.name
