@@ -132,7 +132,7 @@ def test_usage_report_formats_on_empty_database(cli):
     "args,message",
     [
         (["users", "add", "not-an-email"], "is not an email address"),
-        (["users", "add", "a@b.co", "--balance", "lots"], "must be a number"),
+        (["users", "add", "a@b.co", "--balance", "lots"], "must be a plain number"),
         (["users", "topup", "nobody@example.com", "5"], "no user"),
         (["users", "topup", "a@b.co", "0.0000000000001"], "more than 12 decimal places"),
         (["keys", "create", "--user", "nobody@example.com"], "no user"),

@@ -56,9 +56,8 @@ def report(
     with database(ctx) as conn:
         rows = usage_report(conn, by.value, since=since, user=user)
     costs = [row.pop("cost") or 0 for row in rows]
-    places = max((decimal_places(cost) for cost in costs), default=2)
     for row, cost in zip(rows, costs, strict=True):
-        row["cost_usd"] = format_usd(cost, min_places=places)
+        row["cost_usd"] = format_usd(cost)
     if json or fmt is Format.json:
         print_json(rows)
     elif fmt is Format.csv:
@@ -69,16 +68,17 @@ def report(
         writer.writeheader()
         writer.writerows(rows)
     else:
+        places = max((decimal_places(cost) for cost in costs), default=2)
         table = WholeTable(
             by.value, "requests", "prompt tokens", "completion tokens", "cost (USD)", "estimated", whole=(by.value,)
         )
-        for r in rows:
+        for r, cost in zip(rows, costs, strict=True):
             table.add_row(
                 str(r["group"]),
                 str(r["requests"]),
                 str(r["prompt_tokens"]),
                 str(r["completion_tokens"]),
-                r["cost_usd"],
+                format_usd(cost, min_places=places),
                 str(r["estimated"]),
             )
         console.print(table, crop=False)
