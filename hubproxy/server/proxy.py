@@ -195,6 +195,8 @@ async def proxy_call(endpoint: str, request: web.Request) -> web.StreamResponse:
                 meter.settle(None, 0, estimated=True, status="aborted", http_status=499)
     finally:
         connection.on_lost = None
+        if meter.settled is None:  # cancelled between two tries (the backoff): nothing reached the client
+            meter.release("client_gone", 499)
 
 
 def stop_waiting(task: asyncio.Task, meter: CallMeter) -> None:

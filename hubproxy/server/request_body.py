@@ -24,14 +24,15 @@ def too_large(settings: ServerSettings) -> errors.GatewayError:
 async def read_request(request: web.Request, settings: ServerSettings) -> bytes:
     """The whole body. A declared length over the limit is refused at once (413), without waiting for
     bytes that may never come; a body still arriving after `body_timeout` seconds gets 408."""
-    declared = request.content_length
-    if declared is not None and declared > settings.max_body_mb * 1024 * 1024:
-        raise too_large(settings)
     try:
-        if request.content.is_eof() or not settings.body_timeout:
-            return await request.read()
-        async with asyncio.timeout(settings.body_timeout):
-            return await request.read()
+        if not request.content.is_eof():  # most bodies came with the headers: nothing to wait for
+            declared = request.content_length
+            if declared is not None and declared > settings.max_body_mb * 1024 * 1024:
+                raise too_large(settings)
+            if settings.body_timeout:
+                async with asyncio.timeout(settings.body_timeout):
+                    return await request.read()
+        return await request.read()
     except TimeoutError:
         raise errors.GatewayError(
             408, "request_timeout", f"The request body did not arrive within {settings.body_timeout:g}s."
