@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import signal
+import subprocess
 import time
+from pathlib import Path
 
 import openai
 import pytest
 
+from hubproxy.config import Paths
 from hubproxy.money import format_usd
+from hubproxy.server.run import supervise
 from tests.conftest import HELLO, run_cli, wait_for
 
 
@@ -161,3 +167,78 @@ def test_a_key_spend_cap_holds_across_workers(workers):
     workers.upstream.delay = 0
     with workers.db() as db:
         assert db.execute("SELECT count(*) FROM key_holds").fetchone()[0] == 0, "holds go with the usage rows"
+
+
+def worker_pids(workers) -> set[int]:
+    """The parent's worker processes (not multiprocessing's resource tracker)."""
+    found = subprocess.run(["pgrep", "-P", str(workers.proc.pid)], capture_output=True, text=True).stdout
+    pids = set()
+    for pid in found.split():
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"resource_tracker" not in command:
+            pids.add(int(pid))
+    return pids
+
+
+def test_a_killed_worker_is_replaced_and_what_it_held_is_settled(workers):
+    key = workers.new_user("held@example.com", "1")
+    wait_for(lambda: all(workers.key_works(key) for _ in range(6)))
+    before = worker_pids(workers)
+    assert len(before) == 2
+    workers.upstream.delay = 2.0
+
+    async def fire_and_kill() -> list:
+        calls = asyncio.ensure_future(workers.fire(key, 8))
+        await asyncio.sleep(0.8)  # every call is open upstream, its reservation on disk
+        os.kill(min(before), signal.SIGKILL)
+        return await calls
+
+    results = asyncio.run(fire_and_kill())
+    broken = [r for r in results if isinstance(r, Exception)]
+    assert all(isinstance(r, openai.APIConnectionError) for r in broken)
+    wait_for(lambda: len(worker_pids(workers)) == 2 and min(before) not in worker_pids(workers), timeout=10)
+    assert f"worker {min(before)} died" in workers.log()
+    wait_for(lambda: workers.db().execute("SELECT count(*) FROM reservations").fetchone()[0] == 0, timeout=5)
+    with workers.db() as db:
+        dead_leases = db.execute("SELECT count(*) FROM leases WHERE holder = ?", (f"pid:{min(before)}",)).fetchone()
+        balance, ledger = db.execute(
+            "SELECT balance, (SELECT sum(amount) FROM ledger WHERE user_id = users.id) FROM users "
+            "WHERE email = 'held@example.com'"
+        ).fetchone()
+        statuses = [
+            s
+            for (s,) in db.execute(
+                "SELECT u.status FROM usage u JOIN users s ON s.id = u.user_id "
+                "WHERE s.email = 'held@example.com' AND u.model = 'deepseek-chat'"
+            )
+        ]
+    assert dead_leases == (0,) and balance == ledger
+    assert statuses.count("interrupted") == len(broken) and len(statuses) == 8, statuses
+    workers.upstream.delay = 0
+    wait_for(lambda: workers.log().count("ready on") == 3, timeout=20)
+    assert not [r for r in asyncio.run(workers.fire(key, 10)) if isinstance(r, Exception)], "served again"
+
+
+def exit_at_once() -> None:
+    raise SystemExit(3)
+
+
+def test_workers_that_keep_dying_stop_the_server_instead_of_looping(cli, home):
+    cli("init")
+    context = multiprocessing.get_context("spawn")
+
+    def start_worker():
+        child = context.Process(target=exit_at_once)
+        child.start()
+        return child
+
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit, match="died 3 times"):
+            supervise(Paths.resolve(home), start_worker, 2)
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])

@@ -21,7 +21,7 @@ from hubproxy.routing import Router
 from hubproxy.secrets import SecretError, admin_token, load_stored_secrets
 from hubproxy.server import catalog
 from hubproxy.server.cors import preflight
-from hubproxy.server.errors import openai_errors, unknown_route
+from hubproxy.server.errors import openai_errors, request_prefix, unknown_route
 from hubproxy.server.proxy import make_handler
 from hubproxy.server.state import STATE, GatewayState
 from hubproxy.shared_limits import SharedLimiter
@@ -82,6 +82,18 @@ def settle_leftovers(paths: Paths, config: Config) -> int:
         conn.close()
     if settled:
         log.warning("settled %d reservation(s) left open by a previous run (billed as estimated)", settled)
+    return settled
+
+
+def settle_dead_worker(paths: Paths, pid: int) -> int:
+    """A worker of `serve --workers` died (kill -9, a crash): settle the calls it had open and drop its
+    leases, so the money it held serves the other workers again."""
+    conn = connect(paths.database)
+    try:
+        settled = settle_leftover_reservations(conn, holder=f"pid:{pid}", request_prefix=request_prefix(pid))
+    finally:
+        conn.close()
+    log.warning("worker %d died: settled %d call(s) it left open and returned what it held", pid, settled)
     return settled
 
 

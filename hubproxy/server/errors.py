@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import os
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -22,15 +23,23 @@ from hubproxy.server.cors import allow_origin
 log = logging.getLogger("hubproxy.server")
 
 REQUEST_ID = "x-request-id"
-_PROCESS_TAG = secrets.token_hex(6)
+
+
+def request_prefix(pid: int) -> str:
+    """How the request ids of the process `pid` start: the parent of `serve --workers` finds a dead
+    worker's open calls by it."""
+    return f"req_{pid:x}x"
+
+
+_PROCESS_PREFIX = request_prefix(os.getpid()) + secrets.token_hex(4)
 _counter = itertools.count(1)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def new_request_id() -> str:
-    """Unique without a syscall per request: a random per-process tag and a counter."""
-    return f"req_{_PROCESS_TAG}{next(_counter):010x}"
+    """Unique without a syscall per request: the process id, a random tag and a counter."""
+    return f"{_PROCESS_PREFIX}{next(_counter):010x}"
 
 
 def error_response(err: GatewayError, request_id: str) -> web.Response:

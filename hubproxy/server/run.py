@@ -1,8 +1,8 @@
 """Run the server in the foreground until SIGINT/SIGTERM, then drain and flush.
 
 With `workers > 1` the parent settles what a previous run left open, then starts that many worker
-processes that share the port (SO_REUSEPORT) and the database, forwards SIGINT/SIGTERM to them and
-waits for each to drain and flush.
+processes that share the port (SO_REUSEPORT) and the database, replaces any that dies (after
+settling what it held), forwards SIGINT/SIGTERM to them and waits for each to drain and flush.
 """
 
 from __future__ import annotations
@@ -15,17 +15,24 @@ import os
 import signal
 import socket
 import sys
+import time
+from collections.abc import Callable
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
 
 from aiohttp import web
 
 from hubproxy.config import Config, Paths
 from hubproxy.secrets import jwt_secret
-from hubproxy.server.app import create_app, settle_leftovers
+from hubproxy.server.app import create_app, settle_dead_worker, settle_leftovers
 from hubproxy.server.connections import ConnectionGuard, GuardedSite
 from hubproxy.server.state import STATE
 
+log = logging.getLogger("hubproxy.server")
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 BACKLOG = 1024
+QUICK_DEATH = 10.0  # a worker that dies sooner than this after starting …
+MAX_QUICK_DEATHS = 3  # … this many times in a row stops the server
 KEEPALIVE_SECONDS = 75.0  # an idle kept-alive connection is closed after this long
 
 
@@ -129,11 +136,26 @@ def run(
     if config.server.accounts_api:
         jwt_secret(paths)  # made once here, so every worker signs with the same secret
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_worker, args=(paths, config, host, port)) for _ in range(workers)]
-    for child in children:
-        child.start()
 
+    def start_worker() -> BaseProcess:
+        child = context.Process(target=_worker, args=(paths, config, host, port))
+        child.start()
+        return child
+
+    supervise(paths, start_worker, workers)
+
+
+def supervise(paths: Paths, start_worker: Callable[[], BaseProcess], count: int) -> None:
+    """Keep `count` workers running until SIGINT/SIGTERM, which is passed on to each once.
+
+    A worker that dies on its own (kill -9, a crash) is replaced at once, after what it held is
+    settled: its open calls billed as interrupted, its leases of the balances dropped. Workers that
+    keep dying soon after they start stop the whole server instead of looping."""
+    children = [start_worker() for _ in range(count)]
+    started = {child.pid: time.monotonic() for child in children}
     stopping = False
+    stopped_codes: list[int | None] = []
+    quick_deaths = 0
 
     def stop_children(_signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -144,11 +166,29 @@ def run(
 
     signal.signal(signal.SIGTERM, stop_children)
     signal.signal(signal.SIGINT, stop_children)
-    for child in children:
-        child.join()
+    while children:
+        ended = wait([child.sentinel for child in children])
+        for child in [c for c in children if c.sentinel in ended]:
+            child.join()
+            children.remove(child)
+            if stopping:
+                stopped_codes.append(child.exitcode)
+                continue
+            log.error("worker %d exited unexpectedly (exit code %s)", child.pid, child.exitcode)
+            settle_dead_worker(paths, child.pid)
+            quick_deaths = quick_deaths + 1 if time.monotonic() - started.pop(child.pid) < QUICK_DEATH else 0
+            if quick_deaths >= MAX_QUICK_DEATHS:
+                stop_children(signal.SIGTERM, None)
+                stopped_codes.append(child.exitcode)
+                continue
+            if not stopping:
+                replacement = start_worker()
+                started[replacement.pid] = time.monotonic()
+                children.append(replacement)
+    if quick_deaths >= MAX_QUICK_DEATHS:
+        raise SystemExit(f"workers died {quick_deaths} times within {QUICK_DEATH:g}s of starting; see the log")
     # a worker stopped by our SIGTERM before it had set up its own handling is a clean stop too
-    clean = (0, -signal.SIGTERM) if stopping else (0,)
-    failed = [c.exitcode for c in children if c.exitcode not in clean]
+    failed = [code for code in stopped_codes if code not in (0, -signal.SIGTERM)]
     if failed:
         raise SystemExit(f"{len(failed)} worker(s) exited with an error")
 

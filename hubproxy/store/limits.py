@@ -89,7 +89,12 @@ def release_budgets(conn: sqlite3.Connection, request_ids: list[str]) -> None:
     conn.executemany("DELETE FROM key_holds WHERE id = ?", [(r,) for r in request_ids])
 
 
-def clear_limit_calls(conn: sqlite3.Connection) -> None:
-    """Nothing runs yet: calls a killed worker left open hold no rate-limit slot and no budget."""
-    conn.execute("DELETE FROM limit_calls")
-    conn.execute("DELETE FROM key_holds")
+def clear_limit_calls(conn: sqlite3.Connection, request_prefix: str | None = None) -> None:
+    """Calls a killed worker left open hold no rate-limit slot and no budget: all of them (nothing
+    runs yet), or those whose request ids start with `request_prefix` (one worker died)."""
+    if request_prefix is None:
+        conn.execute("DELETE FROM limit_calls")
+        conn.execute("DELETE FROM key_holds")
+        return
+    for table in ("limit_calls", "key_holds"):
+        conn.execute(f"DELETE FROM {table} WHERE substr(id, 1, ?) = ?", (len(request_prefix), request_prefix))

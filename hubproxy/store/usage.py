@@ -102,17 +102,27 @@ def add_daily_totals(conn: sqlite3.Connection, day: str, records: list[CallRecor
     )
 
 
-def settle_leftover_reservations(conn: sqlite3.Connection) -> int:
+def settle_leftover_reservations(
+    conn: sqlite3.Connection, *, holder: str | None = None, request_prefix: str | None = None
+) -> int:
     """Bill the calls a killed server left open: the prompt was sent, so its estimated cost is charged.
 
     The usage row says `interrupted` and `estimated`; the output, if any was produced, is unknown.
     Leases the workers of a previous run held are only promises, and nobody holds them now; nor do
-    its calls still hold rate-limit slots or spend-cap holds.
+    its calls still hold rate-limit slots or spend-cap holds. With `holder` and `request_prefix`, only
+    what one dead worker held (its lease holder name, the prefix of its request ids) is settled,
+    while the other workers go on serving.
     """
     with transaction(conn):
-        drop_leases(conn)
-        clear_limit_calls(conn)
-        rows = conn.execute(f"SELECT {RESERVATION_COLUMNS} FROM reservations").fetchall()
+        drop_leases(conn, holder)
+        clear_limit_calls(conn, request_prefix)
+        if request_prefix is None:
+            rows = conn.execute(f"SELECT {RESERVATION_COLUMNS} FROM reservations").fetchall()
+        else:
+            rows = conn.execute(
+                f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE substr(id, 1, ?) = ?",
+                (len(request_prefix), request_prefix),
+            ).fetchall()
         records = []
         for row in rows:
             r = Reservation(*row)
