@@ -27,6 +27,22 @@ class Reservation:
     prompt_tokens: int
     prompt_cost: int
 
+    def row(self) -> tuple:
+        """The fields in order (dataclasses.astuple deep-copies each one: ~100k instructions)."""
+        return (
+            self.id,
+            self.user_id,
+            self.key_id,
+            self.model,
+            self.provider,
+            self.upstream_model,
+            self.endpoint,
+            self.stream,
+            self.amount,
+            self.prompt_tokens,
+            self.prompt_cost,
+        )
+
 
 @dataclass(slots=True)
 class CallRecord:

@@ -61,6 +61,10 @@ class Paths:
         return self.config_dir / "credentials.json"
 
     @property
+    def journal(self) -> Path:
+        return self.data_dir / "journal"
+
+    @property
     def admin_token(self) -> Path:
         return self.data_dir / "admin-token"
 

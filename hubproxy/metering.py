@@ -23,6 +23,7 @@ from hubproxy.policy import effective_limits
 from hubproxy.routing import Route
 from hubproxy.shared_limits import SharedLimiter
 from hubproxy.store.db import Writer
+from hubproxy.store.journal import CallJournal
 from hubproxy.store.usage import open_reservations, record_calls
 
 PERSIST_AFTER = 0.1
@@ -41,6 +42,7 @@ class OpenCalls:
         self, writer: Writer, leases: Leases | None = None, limiter: RateLimiter | SharedLimiter | None = None
     ) -> None:
         self.writer = writer
+        self.journal: CallJournal | None = None  # set once the server runs (the lifecycle opens it)
         self.leases = leases
         self.limiter = limiter or RateLimiter()
         self.meters: dict[str, CallMeter] = {}
@@ -71,6 +73,7 @@ class CallMeter:
         "plan",
         "reservation",
         "route",
+        "segment",
         "settled",
         "started",
         "tokens",
@@ -118,6 +121,7 @@ class CallMeter:
         self.persisted = False
         self.budget_held = False
         self.settled: asyncio.Future | None = None
+        self.segment = 0
         self.cost = 0
 
     async def reserve(self) -> None:
@@ -136,6 +140,9 @@ class CallMeter:
             self._calls.limiter.finish(self.key.id, self._limit_entry, 0)
             raise
         self._calls.meters[self.reservation.id] = self
+        journal = self._calls.journal
+        if journal is not None:
+            self.segment = journal.opened(self.reservation)
 
     async def _reserve_money(self) -> None:
         amount, leases, limiter = self.reservation.amount, self._calls.leases, self._calls.limiter
@@ -208,3 +215,5 @@ class CallMeter:
         Gate.charge_committed(self.user, self.cost, new_balance)
         if self._calls.leases is not None:
             self._calls.leases.charged(self.user, self.cost)
+        if self.segment:
+            self._calls.journal.closed(self.segment)

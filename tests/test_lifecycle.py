@@ -50,7 +50,39 @@ def test_kill_9_during_load_then_restart_settles_leftover_reservations(gateway):
         balance, ledger = db.execute("SELECT balance, (SELECT sum(amount) FROM ledger) FROM users").fetchone()
     assert len(rows) == 8 and all(r[0] == "interrupted" and r[1] == 1 for r in rows)
     assert balance == ledger == balance_before - reserved_prompt_cost
-    assert "settled 8 reservation(s)" in gateway.log()
+    assert "settled 8 call(s)" in gateway.log()
+
+
+def test_kill_9_moments_after_calls_went_upstream_loses_none_of_them(gateway):
+    """Calls open for less than the reservation sweep's 100 ms are on no table yet: the journal
+    line each wrote before going upstream is what bills them after the restart."""
+    gateway.upstream.delay = 5.0
+    threads = [threading.Thread(target=lambda: _call_quietly(gateway), daemon=True) for _ in range(6)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(gateway.upstream.requests) == 6, interval=0.005)
+    killed = gateway.proc.pid
+    gateway.stop(signal.SIGKILL)
+    reached = len(gateway.upstream.requests)
+    assert count(gateway, "SELECT count(*) FROM reservations") < reached, "some were on no table at all"
+    assert list((gateway.home / "journal").glob("*.jsonl"))
+    gateway.upstream.delay = 0
+    gateway.start()
+    with gateway.db() as db:
+        rows = db.execute("SELECT status, estimated, cost > 0 FROM usage").fetchall()
+        balance, ledger = db.execute("SELECT balance, (SELECT sum(amount) FROM ledger) FROM users").fetchone()
+    assert rows == [("interrupted", 1, 1)] * reached
+    assert balance == ledger
+    assert not list((gateway.home / "journal").glob(f"{killed}-*.jsonl")), "settled segments are deleted"
+    gateway.client().chat.completions.create(model="deepseek-chat", messages=HELLO)
+    gateway.stop()
+    assert not list((gateway.home / "journal").glob("*.jsonl")), "a clean stop leaves no journal"
+    assert count(gateway, "SELECT count(*) FROM usage") == reached + 1
+
+
+def _call_quietly(gateway) -> None:
+    with contextlib.suppress(openai.APIError):
+        gateway.client().chat.completions.create(model="deepseek-chat", messages=HELLO)
 
 
 def test_sigterm_lets_an_inflight_stream_finish_and_flushes_billing(gateway):

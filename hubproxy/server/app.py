@@ -27,6 +27,7 @@ from hubproxy.server.state import STATE, GatewayState
 from hubproxy.shared_limits import SharedLimiter
 from hubproxy.store.accounts import grant_monthly_credits, touch_keys
 from hubproxy.store.db import Writer, connect
+from hubproxy.store.journal import CallJournal, leftover_segments, settle_journal
 from hubproxy.store.usage import settle_leftover_reservations
 from hubproxy.upstream import Upstreams
 
@@ -77,11 +78,12 @@ def settle_leftovers(paths: Paths, config: Config) -> int:
     conn = connect(paths.database)
     try:
         settled = settle_leftover_reservations(conn)
+        settled += settle_journal(conn, leftover_segments(paths.journal))
         grant_monthly_credits(conn, plan_credits(config), current_month())
     finally:
         conn.close()
     if settled:
-        log.warning("settled %d reservation(s) left open by a previous run (billed as estimated)", settled)
+        log.warning("settled %d call(s) left open by a previous run (billed as estimated)", settled)
     return settled
 
 
@@ -91,6 +93,7 @@ def settle_dead_worker(paths: Paths, pid: int) -> int:
     conn = connect(paths.database)
     try:
         settled = settle_leftover_reservations(conn, holder=f"pid:{pid}", request_prefix=request_prefix(pid))
+        settled += settle_journal(conn, leftover_segments(paths.journal, pid))
     finally:
         conn.close()
     log.warning("worker %d died: settled %d call(s) it left open and returned what it held", pid, settled)
@@ -136,6 +139,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     state.config_mtime = _mtime(state.paths)
     state.writer.watch(state.gate.read_changes, state.gate.apply_changes)
     state.writer.start(loop)
+    state.calls.journal = CallJournal(state.paths.journal)
     settle_the_heap()
     tasks = [
         asyncio.create_task(watch_config(state)),
@@ -158,6 +162,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
             state.calls.leases.close()
         state.upstreams.close()
         await state.writer.close()
+        state.calls.journal.close()
         log.info("all writes flushed (%d in %d batches)", state.writer.writes, state.writer.batches)
 
 

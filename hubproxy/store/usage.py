@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import astuple
 
 from hubproxy.billing import CallRecord, Reservation
 from hubproxy.store.accounts import charge_many
@@ -28,7 +27,7 @@ def open_reservations(conn: sqlite3.Connection, reservations: list[Reservation])
     """Persist in-flight calls so that a killed server's open calls are settled on restart."""
     conn.executemany(
         f"INSERT OR IGNORE INTO reservations ({RESERVATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        [astuple(r) for r in reservations],
+        [r.row() for r in reservations],
     )
 
 
