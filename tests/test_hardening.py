@@ -226,6 +226,19 @@ def test_slow_headers_are_cut_off_and_one_address_cannot_hold_every_connection(g
     )
 
 
+def test_connection_limits_follow_a_reloaded_config(gateway):
+    path = gateway.home / "config.toml"
+    config = tomllib.loads(path.read_text())
+    config["server"]["max_connections_per_address"] = 1
+    path.write_text(tomli_w.dumps(config))
+    wait_for(lambda: "config reloaded" in gateway.log(), timeout=5)
+    with socket.socket() as held:
+        held.bind(("127.0.0.2", 0))
+        held.connect(("127.0.0.1", gateway.port))
+        time.sleep(0.2)
+        assert exchange(gateway.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", source="127.0.0.2", timeout=2) == b""
+
+
 def test_a_body_that_does_not_arrive_gets_408(gateway):
     with_server_settings(gateway, body_timeout=1.0)
     head = (

@@ -22,11 +22,12 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from hubproxy.config import ServerSettings
-from hubproxy.policy import IPNetwork, parse_networks
+from hubproxy.policy import parse_networks
+from hubproxy.server.state import GatewayState
 
 log = logging.getLogger("hubproxy.server")
 
-THIS_MACHINE = ("127.0.0.1", "::1")
+THIS_MACHINE = parse_networks(["127.0.0.1", "::1"])
 BAD_REQUEST_BODY = '{"error": {"message": "Malformed HTTP request.", "type": "invalid_request_error", '
 BAD_REQUEST_BODY += '"code": "invalid_request_error", "param": null}}'
 
@@ -35,26 +36,30 @@ class ConnectionGuard:
     """Limits shared by every connection of one server: how long a request's headers may take to
     arrive, and how many connections one address may hold open. Exempt: this machine itself
     (127.0.0.1 and ::1: its own tools, a reverse proxy beside the gateway) and the reverse proxies
-    listed in `trusted_proxies`, since every client behind one shares its address."""
+    listed in `trusted_proxies`, since every client behind one shares its address. The settings are
+    read from the running configuration, so a reloaded config.toml applies to new connections."""
 
-    def __init__(self, settings: ServerSettings) -> None:
-        self.header_timeout = settings.header_timeout
-        self.max_per_address = settings.max_connections_per_address
-        self.exempt: tuple[IPNetwork, ...] = parse_networks([*settings.trusted_proxies, *THIS_MACHINE])
+    def __init__(self, state: GatewayState) -> None:
+        self._state = state
         self.open: dict[str, int] = {}
+
+    @property
+    def settings(self) -> ServerSettings:
+        return self._state.config.server
 
     def admit(self, address: str | None) -> bool:
         """Count a new connection from `address`, or refuse it (False) when that address is at its limit."""
-        if address is None or not self.max_per_address:
+        if address is None:
             return True
         count = self.open.get(address, 0)
-        if count >= self.max_per_address and not self._exempt(address):
+        limit = self.settings.max_connections_per_address
+        if limit and count >= limit and not self._exempt(address):
             return False
         self.open[address] = count + 1
         return True
 
-    def release(self, address: str | None) -> None:
-        count = self.open.get(address or "", 0)
+    def release(self, address: str) -> None:
+        count = self.open.get(address, 0)
         if count > 1:
             self.open[address] = count - 1
         elif count:
@@ -65,7 +70,7 @@ class ConnectionGuard:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
-        return any(ip in net for net in self.exempt)
+        return any(ip in net for net in (*THIS_MACHINE, *self._state.trusted_proxies))
 
 
 class GuardedConnection(RequestHandler):
@@ -85,7 +90,7 @@ class GuardedConnection(RequestHandler):
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) else None
         if not self._guard.admit(address):
-            log.warning("refused a connection from %s: it has %d open", address, self._guard.max_per_address)
+            log.warning("refused a connection from %s: it has %d open", address, self._guard.open[address])
             transport.abort()
             return
         self._address = address
@@ -114,14 +119,16 @@ class GuardedConnection(RequestHandler):
             self._arm_header_deadline()
 
     def _arm_header_deadline(self) -> None:
-        if self._guard.header_timeout > 0:
-            self._header_deadline = self._loop.call_later(self._guard.header_timeout, self._headers_too_slow)
+        timeout = self._guard.settings.header_timeout
+        if timeout > 0:
+            self._header_deadline = self._loop.call_later(timeout, self._headers_too_slow)
 
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
         if self._request_in_progress or self._messages:
             return
-        log.info("closed a connection from %s: no complete request in %gs", self._address, self._guard.header_timeout)
+        timeout = self._guard.settings.header_timeout
+        log.info("closed a connection from %s: no complete request in %gs", self._address, timeout)
         self.force_close()
 
     def _handle_request(self, request, start_time, request_handler):

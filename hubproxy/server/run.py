@@ -95,7 +95,7 @@ async def serve_app(app: web.Application, sock: socket.socket, config: Config) -
     runner = web.AppRunner(app, handle_signals=True, shutdown_timeout=config.server.drain_seconds)
     await runner.setup()
     try:
-        site = GuardedSite(runner, sock, ConnectionGuard(config.server), handler_args(config))
+        site = GuardedSite(runner, sock, ConnectionGuard(app[STATE]), handler_args(config))
         await site.start()
         app[STATE].announce_ready(site.name)
         while True:

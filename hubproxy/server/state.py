@@ -41,6 +41,10 @@ class GatewayState:
     _adapters: dict[str, OpenAICompatAdapter] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._read_server_settings()
+
+    def _read_server_settings(self) -> None:
+        """What the request path needs of [server] in a ready form: parsed once per config, not per call."""
         self.trusted_proxies = parse_networks(self.config.server.trusted_proxies)
         self.cors = origin_matcher(self.config.server.cors_origins)
 
@@ -72,8 +76,7 @@ class GatewayState:
         self.router = Router(config)
         self.upstreams.set_timeouts(config.timeouts)
         self.health.settings = config.routing
-        self.trusted_proxies = parse_networks(config.server.trusted_proxies)
-        self.cors = origin_matcher(config.server.cors_origins)
+        self._read_server_settings()
         self.stored_secrets = secrets
         self._adapters.clear()
 
