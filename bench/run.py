@@ -120,8 +120,8 @@ def setup_hubproxy_home(home: Path, upstream: str) -> str:
     """Fresh home with one provider, one priced model, one user and key; returns the key."""
     from hubproxy.config import Config, Model, Provider
     from hubproxy.money import parse_price, parse_usd
-    from hubproxy.store import accounts
-    from hubproxy.store.db import connect
+    from hubproxy.store.sqlite import accounts
+    from hubproxy.store.sqlite.db import connect
 
     config = Config()
     config.server.access_log = False

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 from hubproxy import apikey
-from hubproxy.billing import CallRecord, Reservation
-from hubproxy.store.db import connect, transaction
-from hubproxy.store.usage import record_calls
+from hubproxy.billing.pricing import CallRecord, Reservation
+from hubproxy.store.sqlite.db import connect, transaction
+from hubproxy.store.sqlite.usage import record_calls
 
 BATCH = 5000
 

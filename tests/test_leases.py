@@ -7,11 +7,11 @@ import sqlite3
 
 import pytest
 
-from hubproxy.billing import CallRecord, Reservation
-from hubproxy.store import accounts
-from hubproxy.store.db import connect, transaction
-from hubproxy.store.leases import drop_leases, give_back, take_leases, wanted_back
-from hubproxy.store.usage import record_calls, settle_leftover_reservations
+from hubproxy.billing.pricing import CallRecord, Reservation
+from hubproxy.store.sqlite import accounts
+from hubproxy.store.sqlite.db import connect, transaction
+from hubproxy.store.sqlite.leases import drop_leases, give_back, take_leases, wanted_back
+from hubproxy.store.sqlite.usage import record_calls, settle_leftover_reservations
 
 
 @pytest.fixture

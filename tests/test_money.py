@@ -2,7 +2,7 @@
 
 import pytest
 
-from hubproxy.billing import cost_of, read_usage
+from hubproxy.billing.pricing import cost_of, read_usage
 from hubproxy.config import Model, PriceTier
 from hubproxy.money import MoneyError, format_price, format_usd, parse_price, parse_usd, token_cost
 

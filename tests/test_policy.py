@@ -13,13 +13,14 @@ import pytest
 import tomli_w
 
 from hubproxy import errors
-from hubproxy.billing import CallRecord, Reservation
-from hubproxy.limits import RateLimiter, refused
-from hubproxy.policy import KeyPolicy, Limits, client_address, ip_allowed, parse_networks, period_start
-from hubproxy.store import accounts
-from hubproxy.store.db import connect, transaction
-from hubproxy.store.limits import admit_calls, finish_calls, hold_budgets
-from hubproxy.store.usage import record_calls
+from hubproxy.accounts.rules import KeyPolicy, Limits, ip_allowed, parse_networks, period_start
+from hubproxy.billing.pricing import CallRecord, Reservation
+from hubproxy.ratelimit.windows import RateLimiter, refused
+from hubproxy.server.addresses import client_address
+from hubproxy.store.sqlite import accounts
+from hubproxy.store.sqlite.db import connect, transaction
+from hubproxy.store.sqlite.limits import admit_calls, finish_calls, hold_budgets
+from hubproxy.store.sqlite.usage import record_calls
 from tests.conftest import HELLO, raw_request, wait_for
 
 

@@ -8,7 +8,7 @@ import os
 import sqlite3
 import sys
 
-from hubproxy.store import db
+from hubproxy.store.sqlite import db
 
 
 def insert_note(text: str):

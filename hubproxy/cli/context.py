@@ -20,12 +20,12 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from hubproxy.accounts.rules import PolicyError
 from hubproxy.config import Config, ConfigError, Paths
 from hubproxy.money import MoneyError
-from hubproxy.policy import PolicyError
 from hubproxy.secrets import SecretError
-from hubproxy.store.accounts import AccountError
-from hubproxy.store.db import DatabaseError, connect
+from hubproxy.store.sqlite.accounts import AccountError
+from hubproxy.store.sqlite.db import DatabaseError, connect
 
 try:  # Typer 0.2x carries its own copy of click
     from typer._click.exceptions import UsageError

@@ -6,10 +6,10 @@ import json
 
 import typer
 
+from hubproxy.accounts.rules import check_period, check_positive, parse_expiry, parse_models, parse_networks
 from hubproxy.cli.context import CliError, WholeTable, console, database, print_json
 from hubproxy.money import format_usd, parse_usd
-from hubproxy.policy import check_period, check_positive, parse_expiry, parse_models, parse_networks
-from hubproxy.store import accounts
+from hubproxy.store.sqlite import accounts
 
 app = typer.Typer(help="API keys for users.", no_args_is_help=True)
 

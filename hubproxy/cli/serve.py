@@ -6,7 +6,7 @@ import typer
 
 from hubproxy.cli.context import CliError, console, load_config, make_home_private, paths
 from hubproxy.server.run import check_port, event_loop_policy, listen, run
-from hubproxy.store.db import connect
+from hubproxy.store.sqlite.db import connect
 
 
 def serve(

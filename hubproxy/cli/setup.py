@@ -6,7 +6,7 @@ import typer
 
 from hubproxy.cli.context import console, make_home_private, paths, print_json
 from hubproxy.config import Config
-from hubproxy.store.db import connect
+from hubproxy.store.sqlite.db import connect
 
 
 def init(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:

@@ -11,7 +11,7 @@ import typer
 
 from hubproxy.cli.context import CliError, WholeTable, console, database, print_json
 from hubproxy.money import format_usd
-from hubproxy.store.usage import usage_report
+from hubproxy.store.sqlite.usage import usage_report
 
 app = typer.Typer(help="Usage and cost reports.", no_args_is_help=True)
 

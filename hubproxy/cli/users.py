@@ -10,7 +10,7 @@ import typer
 from hubproxy.cli.context import CliError, WholeTable, console, database, load_config, print_json
 from hubproxy.money import format_usd, parse_usd
 from hubproxy.passwords import MIN_LENGTH, hash_password
-from hubproxy.store import accounts
+from hubproxy.store.sqlite import accounts
 
 app = typer.Typer(help="Users and their balances.", no_args_is_help=True)
 

@@ -19,21 +19,21 @@ import orjson
 from aiohttp import web
 
 from hubproxy import errors
+from hubproxy.accounts.keys import UserState
+from hubproxy.accounts.rules import Limits
 from hubproxy.apikey import PREFIX
-from hubproxy.gate import UserState
-from hubproxy.limits import RateLimiter
 from hubproxy.money import format_usd, parse_usd
 from hubproxy.passwords import MIN_LENGTH, hash_password, verify_password
-from hubproxy.policy import Limits
+from hubproxy.ratelimit.windows import RateLimiter
 from hubproxy.secrets import jwt_secret
 from hubproxy.server.auth import api_key_from, authorize
 from hubproxy.server.errors import openai_errors
 from hubproxy.server.request_body import read_request
 from hubproxy.server.state import STATE, GatewayState
-from hubproxy.store import accounts
-from hubproxy.store.accounts import AccountError, ConflictError, NotFoundError
-from hubproxy.store.db import connect
-from hubproxy.store.usage import recent_usage, total_cost_since
+from hubproxy.store.sqlite import accounts
+from hubproxy.store.sqlite.accounts import AccountError, ConflictError, NotFoundError
+from hubproxy.store.sqlite.db import connect
+from hubproxy.store.sqlite.usage import recent_usage, total_cost_since
 
 TOKEN_SECONDS = 7 * 24 * 3600
 LOGIN_PER_EMAIL_AND_ADDRESS = Limits(rpm=5)

@@ -12,24 +12,24 @@ from functools import partial
 
 from aiohttp import web
 
+from hubproxy.accounts.keys import Gate
+from hubproxy.billing.leases import IDLE_SECONDS, Leases
+from hubproxy.billing.meter import PERSIST_AFTER, OpenCalls
 from hubproxy.config import Config, ConfigError, Paths
-from hubproxy.gate import Gate
-from hubproxy.health import HealthBoard
-from hubproxy.leases import IDLE_SECONDS, Leases
-from hubproxy.metering import PERSIST_AFTER, OpenCalls
-from hubproxy.routing import Router
+from hubproxy.ratelimit.shared import SharedLimiter
+from hubproxy.routing.health import HealthBoard
+from hubproxy.routing.router import Router
 from hubproxy.secrets import SecretError, admin_token, load_stored_secrets
 from hubproxy.server import catalog
 from hubproxy.server.cors import preflight
 from hubproxy.server.errors import openai_errors, request_prefix, unknown_route
 from hubproxy.server.proxy import make_handler
 from hubproxy.server.state import STATE, GatewayState
-from hubproxy.shared_limits import SharedLimiter
-from hubproxy.store.accounts import grant_monthly_credits, touch_keys
-from hubproxy.store.db import Writer, connect
 from hubproxy.store.journal import CallJournal, leftover_segments, settle_journal
-from hubproxy.store.usage import settle_leftover_reservations
-from hubproxy.upstream import Upstreams
+from hubproxy.store.sqlite.accounts import grant_monthly_credits, touch_keys
+from hubproxy.store.sqlite.db import Writer, connect
+from hubproxy.store.sqlite.usage import settle_leftover_reservations
+from hubproxy.upstream.pool import Upstreams
 
 log = logging.getLogger("hubproxy.server")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from hubproxy import errors
-from hubproxy.gate import KeyState, UserState
-from hubproxy.policy import ip_allowed
+from hubproxy.accounts.keys import KeyState, UserState
+from hubproxy.accounts.rules import ip_allowed
 from hubproxy.server.state import STATE
 
 

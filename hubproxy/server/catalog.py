@@ -7,8 +7,8 @@ import hmac
 from aiohttp import web
 
 from hubproxy import __version__, errors
-from hubproxy.policy import model_allowed
-from hubproxy.routing import Route
+from hubproxy.accounts.rules import model_allowed
+from hubproxy.routing.router import Route
 from hubproxy.server.auth import api_key_from, authorize
 from hubproxy.server.state import STATE
 

@@ -21,8 +21,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from hubproxy.accounts.rules import parse_networks
 from hubproxy.config import ServerSettings
-from hubproxy.policy import parse_networks
 from hubproxy.server.state import GatewayState
 
 log = logging.getLogger("hubproxy.server")

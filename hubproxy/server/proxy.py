@@ -16,20 +16,20 @@ from aiohttp import web
 from msgspec import UnsetType
 
 from hubproxy import errors
-from hubproxy.billing import read_usage
+from hubproxy.accounts.rules import model_allowed
+from hubproxy.billing.meter import CallMeter
+from hubproxy.billing.pricing import read_usage
 from hubproxy.config import Provider
-from hubproxy.metering import CallMeter
 from hubproxy.money import format_usd
-from hubproxy.policy import model_allowed
-from hubproxy.routing import Route
+from hubproxy.routing.router import Route
 from hubproxy.secrets import provider_api_key
 from hubproxy.server.auth import authorize
 from hubproxy.server.errors import REQUEST_ID, openai_errors
 from hubproxy.server.relay import relay_stream
 from hubproxy.server.request_body import read_request
 from hubproxy.server.state import STATE, GatewayState
-from hubproxy.upstream import Upstreams
 from hubproxy.upstream.http import Response, UpstreamError
+from hubproxy.upstream.pool import Upstreams
 
 log = logging.getLogger("hubproxy.server")
 

@@ -13,8 +13,8 @@ import logging
 import orjson
 from aiohttp import web
 
-from hubproxy.billing import read_usage
-from hubproxy.metering import CallMeter
+from hubproxy.billing.meter import CallMeter
+from hubproxy.billing.pricing import read_usage
 from hubproxy.money import format_usd
 from hubproxy.server.cors import allow_origin
 from hubproxy.server.errors import REQUEST_ID

@@ -9,15 +9,16 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from hubproxy.accounts.keys import Gate
+from hubproxy.accounts.rules import IPNetwork, parse_networks
+from hubproxy.billing.meter import OpenCalls
 from hubproxy.config import Config, Paths, Provider
-from hubproxy.gate import Gate
-from hubproxy.health import HealthBoard
-from hubproxy.metering import OpenCalls
-from hubproxy.policy import IPNetwork, client_address, origin_matcher, parse_networks
-from hubproxy.routing import Router
-from hubproxy.store.db import Writer
-from hubproxy.upstream import Upstreams
-from hubproxy.upstream.openai_compat import OpenAICompatAdapter
+from hubproxy.routing.health import HealthBoard
+from hubproxy.routing.router import Router
+from hubproxy.server.addresses import client_address, origin_matcher
+from hubproxy.store.sqlite.db import Writer
+from hubproxy.upstream.adapter import OpenAICompatAdapter
+from hubproxy.upstream.pool import Upstreams
 
 log = logging.getLogger("hubproxy.server")
 

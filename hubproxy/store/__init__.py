@@ -1,1 +1,0 @@
-"""SQLite state: users, keys, ledger, usage and open reservations."""

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import orjson
 
-from hubproxy.billing import CallRecord, Reservation
+from hubproxy.billing.pricing import CallRecord, Reservation
 from hubproxy.filemodes import PRIVATE_FILE, make_private_dir
-from hubproxy.store.db import transaction
-from hubproxy.store.usage import record_calls
+from hubproxy.store.sqlite.db import transaction
+from hubproxy.store.sqlite.usage import record_calls
 
 try:
     import fcntl

@@ -43,7 +43,7 @@ class DatabaseError(RuntimeError):
 
 def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
     """Open the database in WAL mode with a busy timeout, migrating it to the current schema."""
-    from hubproxy.store.migrations import migrate
+    from hubproxy.store.sqlite.migrations import migrate
 
     if not create and not path.exists():
         raise DatabaseError(f"no database at {path}; run `hubproxy init` first")

@@ -142,17 +142,6 @@ def ip_allowed(policy: KeyPolicy, address: str | None) -> bool:
     return any(ip in network for network in policy.networks)
 
 
-def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[IPNetwork, ...]) -> str | None:
-    """The caller's address: the peer, unless the peer is a trusted proxy that says who it forwards."""
-    if not forwarded_for or not trusted or not ip_allowed(KeyPolicy(networks=trusted), peer):
-        return peer
-    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
-    for hop in reversed(hops):
-        if not ip_allowed(KeyPolicy(networks=trusted), hop):
-            return hop
-    return hops[0] if hops else peer
-
-
 def period_start(period: str | None, today: date | None = None) -> str:
     """First day (YYYY-MM-DD) of the budget period containing `today`; "" for a lifetime budget."""
     if period is None:
@@ -165,18 +154,3 @@ def period_start(period: str | None, today: date | None = None) -> str:
     else:
         start = today.replace(day=1)
     return start.isoformat()
-
-
-def origin_matcher(patterns: list[str]) -> re.Pattern[str] | None:
-    """One regular expression for every allowed origin; None when there are none."""
-    if not patterns:
-        return None
-    parts = []
-    for pattern in patterns:
-        if pattern == "*":
-            parts.append(r"[^/]+//[^/]+")
-        elif pattern.endswith(":*"):
-            parts.append(re.escape(pattern[:-2]) + r"(:\d+)?")
-        else:
-            parts.append(re.escape(pattern))
-    return re.compile("(?:" + "|".join(parts) + ")")

@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from hubproxy import apikey
-from hubproxy.store.db import transaction
+from hubproxy.store.sqlite.db import transaction
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 KEY_NAME_RE = re.compile(r"^[\w .:@/-]{1,64}$")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from hubproxy.limits import WINDOW, tokens_free_in
-from hubproxy.store.accounts import key_spend_since
+from hubproxy.ratelimit.windows import WINDOW, tokens_free_in
+from hubproxy.store.sqlite.accounts import key_spend_since
 
 AdmitAsk = tuple[str, str, int | None, int | None, int | None, int, float]
 # request id, key id, rpm, tpm, max_parallel, tokens, now (unix seconds)

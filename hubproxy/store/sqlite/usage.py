@@ -5,11 +5,11 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from hubproxy.billing import CallRecord, Reservation
-from hubproxy.store.accounts import charge_many
-from hubproxy.store.db import transaction
-from hubproxy.store.leases import charge_leases, drop_leases
-from hubproxy.store.limits import clear_limit_calls, release_budgets
+from hubproxy.billing.pricing import CallRecord, Reservation
+from hubproxy.store.sqlite.accounts import charge_many
+from hubproxy.store.sqlite.db import transaction
+from hubproxy.store.sqlite.leases import charge_leases, drop_leases
+from hubproxy.store.sqlite.limits import clear_limit_calls, release_budgets
 
 RESERVATION_COLUMNS = (
     "id, user_id, key_id, model, provider, upstream_model, endpoint, stream, amount, prompt_tokens, prompt_cost"

@@ -21,9 +21,9 @@ import time
 from collections.abc import Iterable
 from functools import partial
 
-from hubproxy.gate import KeyState, UserState, insufficient_quota
-from hubproxy.store.db import Writer
-from hubproxy.store.leases import drop_leases, give_back, take_leases, wanted_back
+from hubproxy.accounts.keys import KeyState, UserState, insufficient_quota
+from hubproxy.store.sqlite.db import Writer
+from hubproxy.store.sqlite.leases import drop_leases, give_back, take_leases, wanted_back
 
 LEASE = "lease"
 LEASE_CALLS = 32

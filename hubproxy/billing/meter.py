@@ -14,17 +14,17 @@ import asyncio
 import time
 from functools import partial
 
-from hubproxy.billing import CallRecord, Reservation, cost_of, estimate_prompt_tokens, reservation_amount
+from hubproxy.accounts.keys import Gate, KeyState, UserState
+from hubproxy.accounts.rules import effective_limits
+from hubproxy.billing.leases import Leases
+from hubproxy.billing.pricing import CallRecord, Reservation, cost_of, estimate_prompt_tokens, reservation_amount
 from hubproxy.config import BillingSettings, Plan
-from hubproxy.gate import Gate, KeyState, UserState
-from hubproxy.leases import Leases
-from hubproxy.limits import RateLimiter, TokenEntry
-from hubproxy.policy import effective_limits
-from hubproxy.routing import Route
-from hubproxy.shared_limits import SharedLimiter
-from hubproxy.store.db import Writer
+from hubproxy.ratelimit.shared import SharedLimiter
+from hubproxy.ratelimit.windows import RateLimiter, TokenEntry
+from hubproxy.routing.router import Route
 from hubproxy.store.journal import CallJournal
-from hubproxy.store.usage import open_reservations, record_calls
+from hubproxy.store.sqlite.db import Writer
+from hubproxy.store.sqlite.usage import open_reservations, record_calls
 
 PERSIST_AFTER = 0.1
 CALLS = "calls"

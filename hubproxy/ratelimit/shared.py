@@ -8,11 +8,11 @@ from __future__ import annotations
 import time
 from functools import partial
 
-from hubproxy.gate import KeyState, over_key_budget
-from hubproxy.limits import check_call_size, refused
-from hubproxy.policy import Limits, period_start
-from hubproxy.store.db import Writer
-from hubproxy.store.limits import admit_calls, finish_calls, hold_budgets, release_budgets
+from hubproxy.accounts.keys import KeyState, over_key_budget
+from hubproxy.accounts.rules import Limits, period_start
+from hubproxy.ratelimit.windows import check_call_size, refused
+from hubproxy.store.sqlite.db import Writer
+from hubproxy.store.sqlite.limits import admit_calls, finish_calls, hold_budgets, release_budgets
 
 ADMIT = "limit_admit"
 DONE = "limit_done"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from hubproxy import errors
 from hubproxy.config import Config, Model, Provider
-from hubproxy.health import HealthBoard
+from hubproxy.routing.health import HealthBoard
 
 
 @dataclass(frozen=True, slots=True)

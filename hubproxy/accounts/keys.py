@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hubproxy import errors
+from hubproxy.accounts.rules import KeyPolicy, PolicyError, expiry_timestamp, parse_models, parse_networks, period_start
 from hubproxy.apikey import key_digest
 from hubproxy.money import format_usd
-from hubproxy.policy import KeyPolicy, PolicyError, expiry_timestamp, parse_models, parse_networks, period_start
-from hubproxy.store import accounts
+from hubproxy.store.sqlite import accounts
 
-log = logging.getLogger("hubproxy.gate")
+log = logging.getLogger("hubproxy.accounts.keys")
 NO_RULES = KeyPolicy()
 DIGEST_CACHE = 10_000
 

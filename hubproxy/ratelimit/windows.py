@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hubproxy import errors
-from hubproxy.policy import Limits
+from hubproxy.accounts.rules import Limits
 
 WINDOW = 60.0
 

@@ -1,0 +1,56 @@
+"""Where hubproxy keeps its files: one home (--home, HUBPROXY_HOME) or the platform's per-user directories."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from hubproxy.filemodes import fix_modes
+
+HOME_ENV = "HUBPROXY_HOME"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where config, database and the fallback credentials file live."""
+
+    config_dir: Path
+    data_dir: Path
+
+    @classmethod
+    def resolve(cls, home: str | os.PathLike[str] | None = None) -> Paths:
+        """--home wins, then HUBPROXY_HOME, then platformdirs' per-user directories."""
+        chosen = home or os.environ.get(HOME_ENV)
+        if chosen:
+            root = Path(chosen).expanduser().resolve()
+            return cls(root, root)
+        return cls(Path(platformdirs.user_config_dir("hubproxy")), Path(platformdirs.user_data_dir("hubproxy")))
+
+    @property
+    def config(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "hubproxy.db"
+
+    @property
+    def credentials(self) -> Path:
+        return self.config_dir / "credentials.json"
+
+    @property
+    def journal(self) -> Path:
+        return self.data_dir / "journal"
+
+    @property
+    def admin_token(self) -> Path:
+        return self.data_dir / "admin-token"
+
+    def make_private(self) -> list[Path]:
+        """Tighten the home's directories and files that others can read; returns those changed."""
+        db = str(self.database)
+        files = [self.config, self.credentials, self.admin_token, self.database, Path(db + "-wal"), Path(db + "-shm")]
+        return fix_modes(sorted({self.config_dir, self.data_dir}), files)

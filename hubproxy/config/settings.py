@@ -1,0 +1,198 @@
+"""config.toml: what it may say, how it is validated, and how it is written back.
+
+config.toml holds declarative things only (server settings, providers, models, prices) and is safe
+to keep in git: it never holds a secret. State (users, keys, balances, usage) is in the store.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomli_w
+
+from hubproxy.config.catalog import (
+    ConfigError,
+    Model,
+    Plan,
+    Provider,
+    _model,
+    _model_dict,
+    _plan,
+    _plan_dict,
+    _provider,
+    provider_dict,
+)
+from hubproxy.filemodes import write_private
+from hubproxy.money import MoneyError, parse_usd
+
+CORS_ORIGIN_RE = re.compile(r"^(\*|https?://[A-Za-z0-9.\-\[\]:]+?(:(\d{1,5}|\*))?)$")
+LOCAL_ORIGINS = ("http://localhost:*", "http://127.0.0.1:*")
+
+
+@dataclass
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_mb: int = 16
+    drain_seconds: float = 20.0
+    access_log: bool = True
+    trusted_proxies: list = field(default_factory=list)
+    accounts_api: bool = False
+    allow_registration: bool = True
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_connections_per_address: int = 256
+    cors_origins: list = field(default_factory=lambda: list(LOCAL_ORIGINS))
+
+
+@dataclass
+class Timeouts:
+    connect: float = 10.0
+    first_byte: float = 300.0
+    idle: float = 120.0
+
+
+@dataclass
+class BillingSettings:
+    default_max_tokens: int = 4096
+    bytes_per_token: int = 3
+    signup_grant: str = "0"
+
+
+@dataclass
+class RoutingSettings:
+    max_attempts: int = 3
+    backoff_ms: int = 50
+    breaker_failures: int = 3
+    breaker_cooldown: float = 30.0
+
+
+@dataclass
+class Config:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    billing: BillingSettings = field(default_factory=BillingSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    providers: dict[str, Provider] = field(default_factory=dict)
+    models: dict[str, Model] = field(default_factory=dict)
+    plans: dict[str, Plan] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        """Read and validate config.toml; a missing file is the defaults."""
+        if not path.exists():
+            return cls()
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        return cls.from_dict(data, origin=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, origin: str = "config") -> Config:
+        cfg = cls(
+            server=_section(ServerSettings, data.get("server", {}), f"{origin} [server]"),
+            timeouts=_section(Timeouts, data.get("timeouts", {}), f"{origin} [timeouts]"),
+            billing=_section(BillingSettings, data.get("billing", {}), f"{origin} [billing]"),
+            routing=_section(RoutingSettings, data.get("routing", {}), f"{origin} [routing]"),
+        )
+        for name, raw in _table(data, "providers", origin).items():
+            cfg.providers[name] = _provider(name, raw, origin)
+        for name, raw in _table(data, "models", origin).items():
+            cfg.models[name] = _model(name, raw, origin)
+        for name, raw in _table(data, "plans", origin).items():
+            cfg.plans[name] = _plan(name, raw, origin)
+        cfg.validate(origin)
+        return cfg
+
+    def validate(self, origin: str = "config") -> None:
+        for model in self.models.values():
+            for target in model.targets:
+                if target.provider not in self.providers:
+                    raise ConfigError(f"{origin}: model {model.name!r} uses unknown provider {target.provider!r}")
+        r = self.routing
+        if r.max_attempts < 1 or r.backoff_ms < 0 or r.breaker_failures < 1 or r.breaker_cooldown <= 0:
+            raise ConfigError(f"{origin} [routing] values must be positive")
+        if not 0 < self.server.port < 65536:
+            raise ConfigError(f"{origin} [server] port must be 1-65535")
+        for proxy in self.server.trusted_proxies:
+            try:
+                ipaddress.ip_network(str(proxy), strict=False)
+            except ValueError:
+                raise ConfigError(f"{origin} [server] trusted_proxies: {proxy!r} is not an IP or CIDR") from None
+        server = self.server
+        if server.header_timeout < 0 or server.body_timeout < 0 or server.max_connections_per_address < 0:
+            raise ConfigError(
+                f"{origin} [server] header_timeout, body_timeout and max_connections_per_address must be 0 (no limit) "
+                "or positive"
+            )
+        for origin_url in server.cors_origins:
+            if not isinstance(origin_url, str) or not CORS_ORIGIN_RE.match(origin_url):
+                raise ConfigError(
+                    f"{origin} [server] cors_origins: {origin_url!r} is not an origin like 'https://app.example.com', "
+                    "'http://localhost:*' or '*'"
+                )
+        if self.billing.default_max_tokens < 1 or self.billing.bytes_per_token < 1:
+            raise ConfigError(f"{origin} [billing] values must be positive")
+        try:
+            parse_usd(self.billing.signup_grant, what="signup_grant")
+        except MoneyError as exc:
+            raise ConfigError(f"{origin} [billing] {exc}") from None
+        for name in ("connect", "first_byte", "idle"):
+            if getattr(self.timeouts, name) <= 0:
+                raise ConfigError(f"{origin} [timeouts] {name} must be positive")
+
+    def to_dict(self) -> dict:
+        providers = {p.name: provider_dict(p) for p in self.providers.values()}
+        models = {m.name: _model_dict(m) for m in self.models.values()}
+        return {
+            "server": {
+                **vars(self.server),
+                "trusted_proxies": list(self.server.trusted_proxies),
+                "cors_origins": list(self.server.cors_origins),
+            },
+            "timeouts": vars(self.timeouts).copy(),
+            "billing": vars(self.billing).copy(),
+            "routing": vars(self.routing).copy(),
+            "providers": providers,
+            "models": models,
+            "plans": {p.name: _plan_dict(p) for p in self.plans.values()},
+        }
+
+    def save(self, path: Path) -> None:
+        """Write atomically (temp file + rename) so a running server never reads half a file."""
+        write_private(path, HEADER + tomli_w.dumps(self.to_dict()))
+
+
+HEADER = (
+    "# hubproxy configuration. Safe to keep in git: secrets live in the OS keyring or the environment.\n"
+    "# Every setting is documented in config.example.toml. Prices are USD per 1M tokens.\n\n"
+)
+
+
+def _table(data: dict, key: str, origin: str) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}: [{key}] must be a table")
+    return value
+
+
+def _section(kind: type, raw: object, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    defaults = kind()
+    values = {}
+    for key, value in raw.items():
+        if not hasattr(defaults, key):
+            raise ConfigError(f"{where}: unknown setting {key!r}")
+        expected = type(getattr(defaults, key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            raise ConfigError(f"{where}: {key} must be {expected.__name__}, got {value!r}")
+        values[key] = value
+    return kind(**values)

@@ -1,0 +1,1 @@
+"""SQLite state: users, keys, ledger, usage and open reservations."""

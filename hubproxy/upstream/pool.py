@@ -1,0 +1,45 @@
+"""Upstream providers: one adapter interface, kept-alive connections per provider."""
+
+from __future__ import annotations
+
+from hubproxy.config import Provider, Timeouts
+from hubproxy.upstream.adapter import OpenAICompatAdapter
+from hubproxy.upstream.http import Client
+
+ADAPTERS = {"openai": OpenAICompatAdapter}
+
+
+class Upstreams:
+    """The HTTP client for every provider, their timeouts and their `max_concurrent` slots."""
+
+    def __init__(self, timeouts: Timeouts) -> None:
+        self.client = Client(timeouts.connect)
+        self._in_flight: dict[str, int] = {}
+        self.set_timeouts(timeouts)
+
+    def set_timeouts(self, timeouts: Timeouts) -> None:
+        """Every wait for the answer's status and headers, and each wait for more of a non-streamed body,
+        is bounded by `first_byte` (or the provider's own `timeout`); streams bound waits between chunks
+        by `idle`."""
+        self.timeouts = timeouts
+        self.client.connect_timeout = timeouts.connect
+
+    def first_byte(self, provider: Provider) -> float:
+        return provider.timeout or self.timeouts.first_byte
+
+    def try_acquire(self, provider: Provider) -> bool:
+        """Take one of the provider's `max_concurrent` slots; False when all are in use."""
+        count = self._in_flight.get(provider.name, 0)
+        if provider.max_concurrent is not None and count >= provider.max_concurrent:
+            return False
+        self._in_flight[provider.name] = count + 1
+        return True
+
+    def release(self, provider: Provider) -> None:
+        self._in_flight[provider.name] -= 1
+
+    def adapter(self, provider: Provider) -> OpenAICompatAdapter:
+        return ADAPTERS[provider.api_style](provider, self.client.origin(provider.base_url))
+
+    def close(self) -> None:
+        self.client.close()
