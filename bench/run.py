@@ -120,18 +120,17 @@ def setup_hubproxy_home(home: Path, upstream: str) -> str:
     """Fresh home with one provider, one priced model, one user and key; returns the key."""
     from hubproxy.config import Config, Model, Provider
     from hubproxy.money import parse_price, parse_usd
-    from hubproxy.store.sqlite import accounts
-    from hubproxy.store.sqlite.db import connect
+    from hubproxy.store import open_store
 
     config = Config()
     config.server.access_log = False
     config.providers["bench"] = Provider("bench", upstream)
     config.models["bench"] = Model("bench", "bench", "bench", parse_price("0.27"), parse_price("1.10"))
     config.save(home / "config.toml")
-    conn = connect(home / "hubproxy.db", create=True)
-    accounts.add_user(conn, "bench@example.com", parse_usd("100000"))
-    _, key = accounts.create_key(conn, "bench@example.com", "bench")
-    conn.close()
+    store = open_store(home / "hubproxy.db", create=True)
+    store.add_user("bench@example.com", parse_usd("100000"))
+    _, key = store.create_key("bench@example.com", "bench")
+    store.close()
     return key
 
 

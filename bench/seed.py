@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from hubproxy import apikey
-from hubproxy.billing.pricing import CallRecord, Reservation
+from hubproxy.store.records import CallRecord, Reservation
 from hubproxy.store.sqlite.db import connect, transaction
 from hubproxy.store.sqlite.usage import record_calls
 

@@ -1,6 +1,6 @@
 """Errors as values: an HTTP status, an OpenAI error code and type, and whether a retry can help.
 
-Raised anywhere on the request path, rendered once by the server's error middleware.
+Raised anywhere on the request path; each protocol module renders them in its own error shape.
 """
 
 from __future__ import annotations
@@ -28,9 +28,6 @@ class GatewayError(Exception):
         self.param = param
         self.retryable = retryable
         self.headers = headers or {}
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
 
 
 def invalid_api_key(

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from hubproxy.billing.pricing import CallRecord, Reservation
+from hubproxy.store.records import CallRecord, Reservation
 from hubproxy.store.sqlite import accounts
 from hubproxy.store.sqlite.db import connect, transaction
 from hubproxy.store.sqlite.leases import drop_leases, give_back, take_leases, wanted_back

@@ -2,9 +2,11 @@
 
 import pytest
 
-from hubproxy.billing.pricing import cost_of, read_usage
+from hubproxy.billing.pricing import cost_of
 from hubproxy.config import Model, PriceTier
 from hubproxy.money import MoneyError, format_price, format_usd, parse_price, parse_usd, token_cost
+from hubproxy.protocols import Usage
+from hubproxy.protocols.openai_chat import read_usage
 
 
 def test_prices_times_tokens_are_exact_pico_usd():
@@ -54,11 +56,14 @@ def test_cost_of_a_call():
 
 
 def test_read_usage_accepts_openai_and_anthropic_shapes_and_rejects_junk():
-    assert read_usage({"prompt_tokens": 3, "completion_tokens": 4}) == (3, 4, 0)
-    assert read_usage({"input_tokens": 3, "output_tokens": 4}) == (3, 4, 0)
-    assert read_usage({"prompt_tokens": 3, "total_tokens": 3}) == (3, 0, 0)
-    assert read_usage({"prompt_tokens": 9, "completion_tokens": 1, "prompt_cache_hit_tokens": 5}) == (9, 1, 5)
-    assert read_usage({"prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": 50}}) == (9, 0, 9)
+    assert read_usage({"prompt_tokens": 3, "completion_tokens": 4}) == Usage(3, 4)
+    assert read_usage({"input_tokens": 3, "output_tokens": 4}) == Usage(3, 4)
+    assert read_usage({"prompt_tokens": 3, "total_tokens": 3}) == Usage(3, 0)
+    assert read_usage({"prompt_tokens": 9, "completion_tokens": 1, "prompt_cache_hit_tokens": 5}) == Usage(9, 1, 5)
+    assert read_usage({"prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": 50}}) == Usage(9, 0, 9)
+    reasoning = {"prompt_tokens": 2, "completion_tokens": 7, "completion_tokens_details": {"reasoning_tokens": 5}}
+    assert read_usage(reasoning) == Usage(2, 7, reasoning=5)
+    assert read_usage({"prompt_tokens": True, "completion_tokens": 1}) is None
     assert read_usage({"prompt_tokens": "3"}) is None
     assert read_usage({"prompt_tokens": -1, "completion_tokens": 0}) is None
     assert read_usage(None) is None

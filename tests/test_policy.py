@@ -14,9 +14,9 @@ import tomli_w
 
 from hubproxy import errors
 from hubproxy.accounts.rules import KeyPolicy, Limits, ip_allowed, parse_networks, period_start
-from hubproxy.billing.pricing import CallRecord, Reservation
 from hubproxy.ratelimit.windows import RateLimiter, refused
 from hubproxy.server.addresses import client_address
+from hubproxy.store.records import CallRecord, Reservation
 from hubproxy.store.sqlite import accounts
 from hubproxy.store.sqlite.db import connect, transaction
 from hubproxy.store.sqlite.limits import admit_calls, finish_calls, hold_budgets
@@ -257,7 +257,7 @@ def test_the_shared_limiter_decides_exactly_as_the_one_in_memory(tmp_path):
             expected = (err.message, err.headers["retry-after-ms"])
         with transaction(conn):
             refusal = admit_calls(conn, [(f"r{n}", "k", 6, 1_000, 3, tokens, now)])[0]
-        shared = None if refusal is None else refused(limits, *refusal)
+        shared = None if refusal is None else refused(limits, refusal.limit, refusal.wait)
         assert expected == (None if shared is None else (shared.message, shared.headers["retry-after-ms"]))
         if refusal is None:
             running.append((f"r{n}", entry, rng.choice([None, rng.randint(0, tokens)])))

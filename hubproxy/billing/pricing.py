@@ -1,69 +1,32 @@
-"""What a call costs: reservations before it, exact charges after it. Pure functions and records.
+"""What a call costs: the bound held before it, the exact charge after it. Pure functions.
 
-A call first reserves its worst case (estimated prompt plus `max_tokens` of output) so parallel
-calls cannot spend the same balance twice; when it ends, the reservation is replaced by the exact
-cost of the tokens the upstream reported, or by an estimate marked as such.
+Before a call goes upstream its worst case is held: a prompt bound that holds for any text, plus
+`max_tokens` of output (or `default_max_tokens`). A byte-level tokenizer (GPT, Llama, Qwen, DeepSeek,
+Claude) never makes more tokens than the text has bytes, and the JSON around the text (quotes,
+keys, `{"role":"user","content":…}`) outweighs the few tokens a chat template adds per message, so
+the body's size in bytes plus PROMPT_SLACK (the reply's priming tokens) bounds the prompt of any
+text: CJK, digits or one-letter words alike. What the body's size does not show (images given by
+URL, a template's fixed preamble for tools) the protocol module counts as `unseen` tokens. When
+the call ends the hold is replaced by the exact cost of the tokens the upstream reported, or by an
+estimate (body bytes / `bytes_per_token`) marked as such.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from hubproxy.config import Model
 from hubproxy.money import token_cost
+from hubproxy.protocols import Usage
+
+PROMPT_SLACK = 16
 
 
-@dataclass(slots=True)
-class Reservation:
-    id: str
-    user_id: int
-    key_id: str
-    model: str
-    provider: str
-    upstream_model: str
-    endpoint: str
-    stream: bool
-    amount: int
-    prompt_tokens: int
-    prompt_cost: int
-
-    def row(self) -> tuple:
-        """The fields in order (dataclasses.astuple deep-copies each one: ~100k instructions)."""
-        return (
-            self.id,
-            self.user_id,
-            self.key_id,
-            self.model,
-            self.provider,
-            self.upstream_model,
-            self.endpoint,
-            self.stream,
-            self.amount,
-            self.prompt_tokens,
-            self.prompt_cost,
-        )
-
-
-@dataclass(slots=True)
-class CallRecord:
-    """One finished call, as written to `usage` (and to `ledger` when it cost something)."""
-
-    reservation: Reservation
-    prompt_tokens: int
-    completion_tokens: int
-    cost: int
-    estimated: bool
-    status: str
-    http_status: int
-    latency_ms: int
-    persisted: bool = False
-    attempts: str = ""
-    cached_tokens: int = 0
-    budget_held: bool = False  # workers: a hold on the key's spend cap to drop with this record
+def prompt_bound(body_bytes: int, unseen: int) -> int:
+    """At most this many prompt tokens, whatever the text (see the module's docstring)."""
+    return body_bytes + unseen + PROMPT_SLACK
 
 
 def estimate_prompt_tokens(body_bytes: int, bytes_per_token: int) -> int:
-    """An upper-leaning guess of prompt tokens from the request size (no tokenizer on the hot path)."""
+    """A likely count of prompt tokens from the request size, for a call whose usage never came."""
     return max(1, -(-body_bytes // bytes_per_token))
 
 
@@ -78,31 +41,5 @@ def cost_of(model: Model, prompt_tokens: int, completion_tokens: int, cached_tok
     return cost + token_cost(prompt_tokens, input_price)
 
 
-def reservation_amount(model: Model, prompt_tokens: int, max_tokens: int) -> int:
-    return cost_of(model, prompt_tokens, max_tokens)
-
-
-def read_usage(usage: object) -> tuple[int, int, int] | None:
-    """(prompt, completion, cached prompt) tokens from an upstream `usage` object, or None if it has none.
-
-    Cached prompt tokens: OpenAI's `prompt_tokens_details.cached_tokens` or DeepSeek's
-    `prompt_cache_hit_tokens`.
-    """
-    if not isinstance(usage, dict):
-        return None
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-    completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
-    if completion is None:
-        completion = 0
-    total = usage.get("total_tokens")
-    if prompt is None and isinstance(total, int):
-        prompt = total - completion
-    if not (isinstance(prompt, int) and isinstance(completion, int)) or prompt < 0 or completion < 0:
-        return None
-    if isinstance(prompt, bool) or isinstance(completion, bool):
-        return None
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else usage.get("prompt_cache_hit_tokens")
-    if not isinstance(cached, int) or isinstance(cached, bool) or cached < 0:
-        cached = 0
-    return prompt, completion, min(cached, prompt)
+def usage_cost(model: Model, usage: Usage) -> int:
+    return cost_of(model, usage.input, usage.output, usage.cached)

@@ -1,4 +1,4 @@
-"""What every command needs: the resolved paths, config, database, output and the error contract.
+"""What every command needs: the resolved paths, config, store, output and the error contract.
 
 Every error a user can cause is printed as one line on stderr with a non-zero exit, never a traceback.
 """
@@ -6,7 +6,6 @@ Every error a user can cause is printed as one line on stderr with a non-zero ex
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,8 +23,8 @@ from hubproxy.accounts.rules import PolicyError
 from hubproxy.config import Config, ConfigError, Paths
 from hubproxy.money import MoneyError
 from hubproxy.secrets import SecretError
-from hubproxy.store.sqlite.accounts import AccountError
-from hubproxy.store.sqlite.db import DatabaseError, connect
+from hubproxy.store import STORE_ERRORS, Store, open_store
+from hubproxy.store.records import AccountError, DatabaseError
 
 try:  # Typer 0.2x carries its own copy of click
     from typer._click.exceptions import UsageError
@@ -58,7 +57,7 @@ class GuardedGroup(TyperGroup):
         except (*USER_ERRORS, CliError) as exc:
             click.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
-        except sqlite3.Error as exc:
+        except STORE_ERRORS as exc:
             click.echo(f"Error: database problem: {exc}", err=True)
             raise typer.Exit(1) from None
 
@@ -87,12 +86,12 @@ def save_config(ctx: typer.Context, config: Config) -> None:
 
 
 @contextmanager
-def database(ctx: typer.Context) -> Iterator[sqlite3.Connection]:
-    conn = connect(paths(ctx).database)
+def database(ctx: typer.Context) -> Iterator[Store]:
+    store = open_store(paths(ctx).database)
     try:
-        yield conn
+        yield store
     finally:
-        conn.close()
+        store.close()
 
 
 def make_home_private(where: Paths) -> None:

@@ -9,7 +9,7 @@ import typer
 from hubproxy.accounts.rules import check_period, check_positive, parse_expiry, parse_models, parse_networks
 from hubproxy.cli.context import CliError, WholeTable, console, database, print_json
 from hubproxy.money import format_usd, parse_usd
-from hubproxy.store.sqlite import accounts
+from hubproxy.store.records import KeyRow
 
 app = typer.Typer(help="API keys for users.", no_args_is_help=True)
 
@@ -26,7 +26,7 @@ RULE_FLAGS = {
 }
 
 
-def key_json(key: accounts.KeyRow) -> dict:
+def key_json(key: KeyRow) -> dict:
     rules = key.rules()
     if "allow_ips" in rules:
         rules["allow_ips"] = json.loads(rules["allow_ips"])
@@ -101,8 +101,8 @@ def create(
 ) -> None:
     """Create a key. The full key is printed once; only its hash is kept."""
     rules = collect_rules(models, allow_ip, spend_limit, budget_period, expires, rpm, tpm, max_parallel)
-    with database(ctx) as conn:
-        key, full = accounts.create_key(conn, user, name, rules)
+    with database(ctx) as store:
+        key, full = store.create_key(user, name, rules)
     if json:
         print_json({**key_json(key), "key": full})
         return
@@ -134,15 +134,15 @@ def update(
         if flag not in RULE_FLAGS:
             raise CliError(f"--clear takes one of {', '.join(RULE_FLAGS)}, got {flag!r}")
         rules[RULE_FLAGS[flag]] = None
-    with database(ctx) as conn:
-        key = accounts.update_key(conn, key_id, rules)
+    with database(ctx) as store:
+        key = store.update_key(key_id, rules)
     if json:
         print_json(key_json(key))
     else:
         console.print(f"updated {key.id}: {describe_rules(key) or 'no rules'}")
 
 
-def describe_rules(key: accounts.KeyRow) -> str:
+def describe_rules(key: KeyRow) -> str:
     return "; ".join(f"{name}={value}" for name, value in key_json(key)["rules"].items())
 
 
@@ -153,8 +153,8 @@ def list_(
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List keys, masked."""
-    with database(ctx) as conn:
-        keys = accounts.list_keys(conn, user)
+    with database(ctx) as store:
+        keys = store.list_keys(user)
     if json:
         print_json([key_json(k) for k in keys])
         return
@@ -167,8 +167,8 @@ def list_(
 @app.command("revoke")
 def revoke(ctx: typer.Context, key_id: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Revoke a key (a running server refuses it within a second)."""
-    with database(ctx) as conn:
-        key = accounts.revoke_key(conn, key_id)
+    with database(ctx) as store:
+        key = store.revoke_key(key_id)
     if json:
         print_json(key_json(key))
     else:

@@ -10,6 +10,7 @@ import typer
 
 from hubproxy.cli.context import CliError, WholeTable, console, load_config, paths, print_json, save_config
 from hubproxy.config import ENV_VAR_RE, Config, Provider, check_base_url, check_provider_name, tier_dict
+from hubproxy.errors import GatewayError
 from hubproxy.money import format_price
 from hubproxy.secrets import (
     admin_token,
@@ -19,6 +20,8 @@ from hubproxy.secrets import (
     provider_api_key,
     store_secret,
 )
+from hubproxy.upstream.http import Client
+from hubproxy.upstream.pool import adapter_for
 from hubproxy.upstream.presets import Preset, Prices, get_preset, load_presets
 
 app = typer.Typer(help="Upstream providers (DeepSeek, Qwen, OpenAI, Ollama…).", no_args_is_help=True)
@@ -250,18 +253,16 @@ def upstream_models(ctx: typer.Context, name: str) -> list[dict]:
 
 
 async def _probe(provider: Provider, key: str | None, connect: float) -> tuple[int, list[dict]]:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    timeout = aiohttp.ClientTimeout(total=connect + 20, sock_connect=connect)
+    """GET /models through the provider's adapter: its base URL, headers and key, as calls get them."""
+    client = Client(connect)
     try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(provider.base_url + "/models", headers=headers) as resp,
-        ):
-            if resp.status != 200:
-                return resp.status, []
-            data = await resp.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise CliError(f"could not reach {provider.base_url}: {type(exc).__name__}") from None
+        status, data = await adapter_for(provider, client).list_models(key, connect + 20)
+    except GatewayError as exc:
+        raise CliError(exc.message) from None
+    finally:
+        client.close()
+    if status != 200:
+        return status, []
     items = data.get("data", []) if isinstance(data, dict) else data  # Together answers a bare list
     if not isinstance(items, list):
         return 200, []

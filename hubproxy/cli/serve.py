@@ -6,7 +6,7 @@ import typer
 
 from hubproxy.cli.context import CliError, console, load_config, make_home_private, paths
 from hubproxy.server.run import check_port, event_loop_policy, listen, run
-from hubproxy.store.sqlite.db import connect
+from hubproxy.store import open_store
 
 
 def serve(
@@ -24,7 +24,7 @@ def serve(
     config = load_config(ctx)
     if not where.config.exists():
         config.save(where.config)
-    connect(where.database, create=True).close()
+    open_store(where.database, create=True).close()
     make_home_private(where)
     host = host or config.server.host
     port = port or config.server.port

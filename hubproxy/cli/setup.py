@@ -6,7 +6,7 @@ import typer
 
 from hubproxy.cli.context import console, make_home_private, paths, print_json
 from hubproxy.config import Config
-from hubproxy.store.sqlite.db import connect
+from hubproxy.store import open_store
 
 
 def init(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
@@ -16,7 +16,7 @@ def init(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="Pr
     config = Config.load(where.config)
     if created_config:
         config.save(where.config)
-    connect(where.database, create=True).close()
+    open_store(where.database, create=True).close()
     if not json:
         make_home_private(where)
     if json:

@@ -11,7 +11,6 @@ import typer
 
 from hubproxy.cli.context import CliError, WholeTable, console, database, print_json
 from hubproxy.money import format_usd
-from hubproxy.store.sqlite.usage import usage_report
 
 app = typer.Typer(help="Usage and cost reports.", no_args_is_help=True)
 
@@ -53,8 +52,8 @@ def report(
             since = date.fromisoformat(since).isoformat()
         except ValueError:
             raise CliError(f"--since must be a date like 2026-11-01, got {since!r}") from None
-    with database(ctx) as conn:
-        rows = usage_report(conn, by.value, since=since, user=user)
+    with database(ctx) as store:
+        rows = store.usage_report(by.value, since=since, user=user)
     costs = [row.pop("cost") or 0 for row in rows]
     for row, cost in zip(rows, costs, strict=True):
         row["cost_usd"] = format_usd(cost)

@@ -10,12 +10,13 @@ import typer
 from hubproxy.cli.context import CliError, WholeTable, console, database, load_config, print_json
 from hubproxy.money import format_usd, parse_usd
 from hubproxy.passwords import MIN_LENGTH, hash_password
-from hubproxy.store.sqlite import accounts
+from hubproxy.store import Store
+from hubproxy.store.records import AccountError, UserRow
 
 app = typer.Typer(help="Users and their balances.", no_args_is_help=True)
 
 
-def user_json(user: accounts.UserRow) -> dict:
+def user_json(user: UserRow) -> dict:
     return {
         "id": user.id,
         "email": user.email,
@@ -38,13 +39,13 @@ def checked_plan(ctx: typer.Context, plan: str | None) -> str | None:
     return plan
 
 
-def with_plan_credit(ctx: typer.Context, conn, user: accounts.UserRow) -> accounts.UserRow:
+def with_plan_credit(ctx: typer.Context, store: Store, user: UserRow) -> UserRow:
     """Give a user newly on a plan this month's included credit at once (the server would within 10 min)."""
     if not user.plan:
         return user
     credits = {p.name: p.monthly_credit for p in load_config(ctx).plans.values()}
-    accounts.grant_monthly_credits(conn, credits, time.strftime("%Y-%m", time.gmtime()))
-    return accounts.get_user(conn, user.email)
+    store.grant_monthly_credits(credits, time.strftime("%Y-%m", time.gmtime()))
+    return store.get_user(user.email)
 
 
 @app.command("add")
@@ -58,8 +59,8 @@ def add(
     """Add a user."""
     amount = parse_usd(balance, what="--balance")
     plan = checked_plan(ctx, plan)
-    with database(ctx) as conn:
-        user = with_plan_credit(ctx, conn, accounts.add_user(conn, email, amount, plan))
+    with database(ctx) as store:
+        user = with_plan_credit(ctx, store, store.add_user(email, amount, plan))
     if json:
         print_json(user_json(user))
     else:
@@ -69,8 +70,8 @@ def add(
 @app.command("list")
 def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List users and balances."""
-    with database(ctx) as conn:
-        users = accounts.list_users(conn)
+    with database(ctx) as store:
+        users = store.list_users()
     if json:
         print_json([user_json(u) for u in users])
         return
@@ -94,9 +95,9 @@ def topup(
     if value < 0 and not adjust:
         raise CliError(f"{amount} takes money away: record it as an adjustment with --adjust")
     if value == 0:
-        raise accounts.AccountError("amount must not be zero")
-    with database(ctx) as conn:
-        user = accounts.topup(conn, email, value, kind="adjustment" if adjust else "topup", note=note)
+        raise AccountError("amount must not be zero")
+    with database(ctx) as store:
+        user = store.topup(email, value, kind="adjustment" if adjust else "topup", note=note)
     if json:
         print_json(user_json(user))
     else:
@@ -104,8 +105,8 @@ def topup(
 
 
 def _set_status(ctx: typer.Context, email: str, status: str, json: bool) -> None:
-    with database(ctx) as conn:
-        user = accounts.set_user_status(conn, email, status)
+    with database(ctx) as store:
+        user = store.set_user_status(email, status)
     if json:
         print_json(user_json(user))
     else:
@@ -124,8 +125,8 @@ def update(
     if (plan is None) == (not no_plan):
         raise CliError("give either --plan NAME or --no-plan")
     plan = checked_plan(ctx, plan)
-    with database(ctx) as conn:
-        user = with_plan_credit(ctx, conn, accounts.set_user_plan(conn, email, plan))
+    with database(ctx) as store:
+        user = with_plan_credit(ctx, store, store.set_user_plan(email, plan))
     if json:
         print_json(user_json(user))
     else:
@@ -141,8 +142,8 @@ def set_password(
     password = sys.stdin.readline().rstrip("\n")
     if len(password) < MIN_LENGTH:
         raise CliError(f"give the new password on stdin, at least {MIN_LENGTH} characters")
-    with database(ctx) as conn:
-        user = accounts.set_password(conn, email, hash_password(password))
+    with database(ctx) as store:
+        user = store.set_password(email, hash_password(password))
     if json:
         print_json(user_json(user))
     else:
@@ -163,8 +164,8 @@ def enable(ctx: typer.Context, email: str, json: bool = typer.Option(False, "--j
 
 def balance(ctx: typer.Context, email: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show a user's balance."""
-    with database(ctx) as conn:
-        user = accounts.get_user(conn, email)
+    with database(ctx) as store:
+        user = store.get_user(email)
     if json:
         print_json(user_json(user))
     else:

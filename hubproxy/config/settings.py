@@ -60,6 +60,7 @@ class Timeouts:
 class BillingSettings:
     default_max_tokens: int = 4096
     bytes_per_token: int = 3
+    image_tokens: int = 2560
     signup_grant: str = "0"
 
 
@@ -136,7 +137,7 @@ class Config:
                     f"{origin} [server] cors_origins: {origin_url!r} is not an origin like 'https://app.example.com', "
                     "'http://localhost:*' or '*'"
                 )
-        if self.billing.default_max_tokens < 1 or self.billing.bytes_per_token < 1:
+        if self.billing.default_max_tokens < 1 or self.billing.bytes_per_token < 1 or self.billing.image_tokens < 0:
             raise ConfigError(f"{origin} [billing] values must be positive")
         try:
             parse_usd(self.billing.signup_grant, what="signup_grant")

@@ -1,9 +1,9 @@
-"""Requests per minute, tokens per minute and parallel calls, per key, in memory.
+"""Requests per minute, tokens per minute and parallel calls, in sliding one-minute windows in memory.
 
-Sliding one-minute windows, so `Retry-After` can say exactly when the next call would be admitted.
-Tokens are counted when a call starts (its reservation: estimated prompt + max_tokens) and
-corrected to the real usage when it ends. Worker processes share the same windows through SQLite
-instead (shared_limits.py); both refuse with the errors made here.
+Sliding windows, so `Retry-After` can say exactly when the next call would be admitted. Tokens are
+counted when a call starts (its reservation: prompt bound + max_tokens) and corrected to the real
+usage when it ends. `RateLimiter` is the pure windows (also used for login attempts);
+`LocalLimiter` is the `Limiter` for one process's calls.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from hubproxy import errors
 from hubproxy.accounts.rules import Limits
+from hubproxy.ratelimit import Limiter
 
 WINDOW = 60.0
 
@@ -124,3 +125,16 @@ class RateLimiter:
         if used_tokens is not None and entry.live:
             window.token_sum += used_tokens - entry.tokens
             entry.tokens = used_tokens
+
+
+class LocalLimiter(Limiter):
+    """One process's calls, counted in its memory."""
+
+    def __init__(self) -> None:
+        self.windows = RateLimiter()
+
+    async def admit(self, key_id: str, limits: Limits, tokens: int, request_id: str) -> TokenEntry | None:
+        return self.windows.admit(key_id, limits, tokens)
+
+    def finish(self, key_id: str, ticket: object, used_tokens: int | None) -> None:
+        self.windows.finish(key_id, ticket, used_tokens)  # type: ignore[arg-type]

@@ -2,24 +2,24 @@
 
 Same shapes as the API Hub documentation: JWT (HS256) for account actions, either the JWT or an
 API key for billing reads, and the legacy OpenAI dashboard endpoints that chat apps read a balance
-from. Writes go through the store's writer; reads run off the event loop.
+from. Writes go through the store's writer; reads run on its read pool, off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import jwt
 import orjson
 from aiohttp import web
 
 from hubproxy import errors
-from hubproxy.accounts.keys import UserState
+from hubproxy.accounts.cache import UserState
 from hubproxy.accounts.rules import Limits
 from hubproxy.apikey import PREFIX
 from hubproxy.money import format_usd, parse_usd
@@ -29,11 +29,8 @@ from hubproxy.secrets import jwt_secret
 from hubproxy.server.auth import api_key_from, authorize
 from hubproxy.server.errors import openai_errors
 from hubproxy.server.request_body import read_request
-from hubproxy.server.state import STATE, GatewayState
-from hubproxy.store.sqlite import accounts
-from hubproxy.store.sqlite.accounts import AccountError, ConflictError, NotFoundError
-from hubproxy.store.sqlite.db import connect
-from hubproxy.store.sqlite.usage import recent_usage, total_cost_since
+from hubproxy.server.state import STATE
+from hubproxy.store.records import EMAIL_RE, AccountError, ConflictError, KeyRow, NotFoundError
 
 TOKEN_SECONDS = 7 * 24 * 3600
 LOGIN_PER_EMAIL_AND_ADDRESS = Limits(rpm=5)
@@ -128,7 +125,7 @@ def token_user(request: web.Request) -> int:
         raise errors.invalid_api_key("Invalid login token.") from None
     subject = claims["sub"]
     user = (
-        request.app[STATE].gate.users.get(int(subject))
+        request.app[STATE].accounts.users.get(int(subject))
         if isinstance(subject, str) and subject.isascii() and subject.isdigit()
         else None
     )
@@ -150,33 +147,17 @@ def caller_user(request: web.Request) -> int:
     return token_user(request)
 
 
-async def write(state: GatewayState, fn: Callable[[Any], Any]) -> Any:
-    """Run an account change on the writer thread and show the gate what changed, before answering."""
-
-    def run(conn):
-        return fn(conn), state.gate.read_changes(conn)
-
+@contextlib.contextmanager
+def account_errors() -> Iterator[None]:
+    """A refused account change, as the HTTP error it is."""
     try:
-        result, changes = await state.writer.submit(run)
+        yield
     except NotFoundError as exc:
         raise errors.GatewayError(404, "not_found", str(exc)) from None
     except ConflictError as exc:
         raise errors.GatewayError(409, "conflict", str(exc)) from None
     except AccountError as exc:
         raise errors.invalid_request(str(exc)) from None
-    state.gate.apply_changes(changes)
-    return result
-
-
-async def read(state: GatewayState, fn: Callable[[Any], Any]) -> Any:
-    def run():
-        conn = connect(state.paths.database)
-        try:
-            return fn(conn)
-        finally:
-            conn.close()
-
-    return await asyncio.get_running_loop().run_in_executor(None, run)
 
 
 def limit_logins(request: web.Request, email: str | None) -> None:
@@ -206,16 +187,17 @@ async def register(request: web.Request) -> web.Response:
         raise errors.GatewayError(403, "registration_closed", "Registration is closed on this server.")
     email, password = await credentials(request)
     limit_logins(request, None)
-    if not accounts.EMAIL_RE.match(email):
+    if not EMAIL_RE.match(email):
         raise errors.invalid_request(f"{email!r} is not an email address.", param="email")
     check_new_password(password)
     hashed = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
     grant = parse_usd(state.config.billing.signup_grant)
-    user, key = await write(state, lambda conn: accounts.register_user(conn, email, hashed, grant))
+    with account_errors():
+        user, key = await state.store.register_user(email, hashed, grant)
     message = f"Registration successful! ${format_usd(grant)} granted." if grant else "Registration successful!"
     return respond(
         {
-            "token": issue_token(request, state.gate.users[user.id]),
+            "token": issue_token(request, state.accounts.users[user.id]),
             "api_key": key,
             "balance": usd(user.balance),
             "message": message,
@@ -228,10 +210,10 @@ async def login(request: web.Request) -> web.Response:
     state = request.app[STATE]
     email, password = await credentials(request)
     limit_logins(request, email)
-    found = await read(state, lambda conn: accounts.password_hash_of(conn, email))
+    found = await state.store.password_hash_of(email)
     stored = found[1] if found else None
     ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, stored)
-    user = state.gate.users.get(found[0]) if found and ok else None
+    user = state.accounts.users.get(found[0]) if found and ok else None
     if user is None or not user.active:
         raise errors.invalid_api_key("Wrong email or password.")
     return respond({"token": issue_token(request, user), "balance": usd(user.balance)})
@@ -240,26 +222,28 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     """End every login token of this account (on every device: tokens are not stored one by one)."""
     user_id = token_user(request)
-    await write(request.app[STATE], lambda conn: accounts.end_login_tokens(conn, user_id))
+    with account_errors():
+        await request.app[STATE].store.end_login_tokens(user_id)
     return respond({"message": "Logged out: every login token of this account has ended."})
 
 
 async def change_password(request: web.Request) -> web.Response:
     """`{password, new_password}`: every earlier login token ends; the answer carries a new one."""
     state = request.app[STATE]
-    user = state.gate.users[token_user(request)]
+    user = state.accounts.users[token_user(request)]
     password, new_password = await json_fields(request, "password", "new_password")
     check_new_password(new_password, "new_password")
     loop = asyncio.get_running_loop()
-    found = await read(state, lambda conn: accounts.password_hash_of(conn, user.email))
+    found = await state.store.password_hash_of(user.email)
     if not await loop.run_in_executor(None, verify_password, password, found[1] if found else None):
         raise errors.invalid_api_key("The current password is wrong.")
     hashed = await loop.run_in_executor(None, hash_password, new_password)
-    await write(state, lambda conn: accounts.set_password(conn, user.email, hashed))
+    with account_errors():
+        await state.store.change_password(user.email, hashed)
     return respond({"token": issue_token(request, user), "message": "Password changed; other sessions have ended."})
 
 
-def key_object(key: accounts.KeyRow) -> dict:
+def key_object(key: KeyRow) -> dict:
     return {
         "id": key.id,
         "name": key.name,
@@ -272,7 +256,7 @@ def key_object(key: accounts.KeyRow) -> dict:
 
 async def list_keys(request: web.Request) -> web.Response:
     user_id = token_user(request)
-    keys = await read(request.app[STATE], lambda conn: accounts.list_keys_of(conn, user_id))
+    keys = await request.app[STATE].store.keys_of(user_id)
     return respond({"object": "list", "data": [key_object(k) for k in keys]})
 
 
@@ -280,20 +264,22 @@ async def create_key(request: web.Request) -> web.Response:
     user_id = token_user(request)
     state = request.app[STATE]
     name = request.query.get("name", "default")
-    email = state.gate.users[user_id].email
-    key, full = await write(state, lambda conn: accounts.create_key(conn, email, name))
+    email = state.accounts.users[user_id].email
+    with account_errors():
+        key, full = await state.store.create_user_key(email, name)
     return respond({**key_object(key), "key": full}, status=201)
 
 
 async def revoke_key(request: web.Request) -> web.Response:
     user_id = token_user(request)
     key_id = request.match_info["key_id"]
-    key = await write(request.app[STATE], lambda conn: accounts.revoke_key_of(conn, user_id, key_id))
+    with account_errors():
+        key = await request.app[STATE].store.revoke_user_key(user_id, key_id)
     return respond(key_object(key))
 
 
 async def balance(request: web.Request) -> web.Response:
-    user = request.app[STATE].gate.users[caller_user(request)]
+    user = request.app[STATE].accounts.users[caller_user(request)]
     return respond({"balance": usd(user.available + user.reserved), "email": user.email})
 
 
@@ -303,7 +289,7 @@ async def usage(request: web.Request) -> web.Response:
         limit = min(max(int(request.query.get("limit", "10")), 1), 1000)
     except ValueError:
         raise errors.invalid_request("'limit' must be an integer.", param="limit") from None
-    rows = await read(request.app[STATE], lambda conn: recent_usage(conn, user_id, limit))
+    rows = await request.app[STATE].store.recent_usage(user_id, limit)
     for row in rows:
         row["cost"] = usd(row["cost"])
         row["estimated"] = bool(row["estimated"])
@@ -312,7 +298,7 @@ async def usage(request: web.Request) -> web.Response:
 
 async def subscription(request: web.Request) -> web.Response:
     """Legacy OpenAI shape: chat apps show `hard_limit_usd` as the balance."""
-    user = request.app[STATE].gate.users[caller_user(request)]
+    user = request.app[STATE].accounts.users[caller_user(request)]
     remaining = usd(max(user.available + user.reserved, 0))
     return respond(
         {
@@ -330,5 +316,5 @@ async def dashboard_usage(request: web.Request) -> web.Response:
     """Legacy OpenAI shape: `total_usage` in US cents since `start_date` (default: this month)."""
     user_id = caller_user(request)
     start = request.query.get("start_date") or datetime.now(UTC).strftime("%Y-%m-01")
-    spent = await read(request.app[STATE], lambda conn: total_cost_since(conn, user_id, start[:10]))
+    spent = await request.app[STATE].store.total_cost_since(user_id, start[:10])
     return respond({"object": "list", "total_usage": orjson.Fragment(format_usd(spent * 100, min_places=1).encode())})

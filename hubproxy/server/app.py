@@ -1,4 +1,4 @@
-"""The aiohttp application: factory, routes, and the life of its writer, sessions and watchers."""
+"""The aiohttp application: factory, routes, and the life of its store, sessions and watchers."""
 
 from __future__ import annotations
 
@@ -6,29 +6,30 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
-from functools import partial
 
 from aiohttp import web
 
-from hubproxy.accounts.keys import Gate
-from hubproxy.billing.leases import IDLE_SECONDS, Leases
+from hubproxy.accounts.cache import AccountCache
+from hubproxy.billing.budget import IDLE_SECONDS, Budget, LeasedBudget, LocalBudget
 from hubproxy.billing.meter import PERSIST_AFTER, OpenCalls
 from hubproxy.config import Config, ConfigError, Paths
+from hubproxy.protocols import openai_chat
 from hubproxy.ratelimit.shared import SharedLimiter
+from hubproxy.ratelimit.windows import LocalLimiter
+from hubproxy.routing.failover import Failover
 from hubproxy.routing.health import HealthBoard
 from hubproxy.routing.router import Router
 from hubproxy.secrets import SecretError, admin_token, load_stored_secrets
 from hubproxy.server import catalog
+from hubproxy.server.calls import make_handler
 from hubproxy.server.cors import preflight
 from hubproxy.server.errors import openai_errors, request_prefix, unknown_route
-from hubproxy.server.proxy import make_handler
 from hubproxy.server.state import STATE, GatewayState
-from hubproxy.store.journal import CallJournal, leftover_segments, settle_journal
-from hubproxy.store.sqlite.accounts import grant_monthly_credits, touch_keys
-from hubproxy.store.sqlite.db import Writer, connect
-from hubproxy.store.sqlite.usage import settle_leftover_reservations
+from hubproxy.store import open_store
+from hubproxy.store.journal import CallJournal, leftover_segments
 from hubproxy.upstream.pool import Upstreams
 
 log = logging.getLogger("hubproxy.server")
@@ -39,28 +40,31 @@ CREDIT_CHECK_SECONDS = 600.0
 
 
 def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.Application:
-    """`worker=True`: one of several processes on one database; calls reserve against leases of the
-    balances, and the parent, not the worker, settles what a previous run left open."""
+    """`worker=True`: one of several processes on one store; calls hold against leases of the balances
+    and count limited keys in the store, and the parent, not the worker, settles what a previous run
+    left open."""
     app = web.Application(client_max_size=config.server.max_body_mb * 1024 * 1024)
-    writer = Writer(paths.database, shared=worker)
-    gate = Gate()
-    leases = Leases(writer) if worker else None
-    if leases is not None:
-        gate.on_users_changed = leases.give_back
+    holder = f"pid:{os.getpid()}" if worker else None
+    store = open_store(paths.database, shared=worker, holder=holder)
+    cache = AccountCache()
+    budget = LeasedBudget(store, holder) if worker else LocalBudget()
+    cache.on_users_changed = budget.users_changed
+    upstreams = Upstreams(config.timeouts)
+    health = HealthBoard(config.routing)
     app[STATE] = GatewayState(
         paths=paths,
         config=config,
         router=Router(config),
-        gate=gate,
-        writer=writer,
-        calls=OpenCalls(writer, leases, SharedLimiter(writer) if worker else None),
-        upstreams=Upstreams(config.timeouts),
-        health=HealthBoard(config.routing),
+        accounts=cache,
+        store=store,
+        calls=OpenCalls(store, budget, SharedLimiter(store) if worker else LocalLimiter()),
+        upstreams=upstreams,
+        health=health,
+        failover=Failover(upstreams, health, config.routing, {}),
     )
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_post("/v1/chat/completions", make_handler("/chat/completions"))
-    app.router.add_post("/v1/completions", make_handler("/completions"))
-    app.router.add_post("/v1/embeddings", make_handler("/embeddings"))
+    for endpoint in openai_chat.ENDPOINTS:
+        app.router.add_post("/v1" + endpoint.path, make_handler(endpoint))
     app.router.add_get("/v1/models", openai_errors(catalog.list_models))
     app.router.add_get("/v1/models/{model:.+}", openai_errors(catalog.get_model))
     app.router.add_get("/health", openai_errors(catalog.health))
@@ -74,14 +78,13 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
 
 
 def settle_leftovers(paths: Paths, config: Config) -> int:
-    """Before serving: settle the reservations a killed server left open; give this month's plan credit."""
-    conn = connect(paths.database)
+    """Before serving: settle the calls a killed server left open; give this month's plan credit."""
+    store = open_store(paths.database)
     try:
-        settled = settle_leftover_reservations(conn)
-        settled += settle_journal(conn, leftover_segments(paths.journal))
-        grant_monthly_credits(conn, plan_credits(config), current_month())
+        settled = store.settle_leftovers(leftover_segments(paths.journal))
+        store.grant_monthly_credits(plan_credits(config), current_month())
     finally:
-        conn.close()
+        store.close()
     if settled:
         log.warning("settled %d call(s) left open by a previous run (billed as estimated)", settled)
     return settled
@@ -90,12 +93,13 @@ def settle_leftovers(paths: Paths, config: Config) -> int:
 def settle_dead_worker(paths: Paths, pid: int) -> int:
     """A worker of `serve --workers` died (kill -9, a crash): settle the calls it had open and drop its
     leases, so the money it held serves the other workers again."""
-    conn = connect(paths.database)
+    store = open_store(paths.database)
     try:
-        settled = settle_leftover_reservations(conn, holder=f"pid:{pid}", request_prefix=request_prefix(pid))
-        settled += settle_journal(conn, leftover_segments(paths.journal, pid))
+        settled = store.settle_leftovers(
+            leftover_segments(paths.journal, pid), holder=f"pid:{pid}", request_prefix=request_prefix(pid)
+        )
     finally:
-        conn.close()
+        store.close()
     log.warning("worker %d died: settled %d call(s) it left open and returned what it held", pid, settled)
     return settled
 
@@ -120,25 +124,18 @@ def settle_the_heap() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
-def load_gate(paths: Paths, gate: Gate) -> None:
-    conn = connect(paths.database)
-    try:
-        gate.load(conn)
-    finally:
-        conn.close()
-
-
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     loop = asyncio.get_running_loop()
-    if state.calls.leases is None:
+    worker = isinstance(state.calls.budget, LeasedBudget)
+    if not worker:
         settle_leftovers(state.paths, state.config)
-    load_gate(state.paths, state.gate)
+    state.accounts.apply(state.store.load_accounts())
     state.stored_secrets = await loop.run_in_executor(None, load_stored_secrets, state.paths, state.config.providers)
+    state.failover.secrets = state.stored_secrets
     state.admin_token = await loop.run_in_executor(None, admin_token, state.paths)
     state.config_mtime = _mtime(state.paths)
-    state.writer.watch(state.gate.read_changes, state.gate.apply_changes)
-    state.writer.start(loop)
+    state.store.start(loop, state.accounts.apply)
     state.calls.journal = CallJournal(state.paths.journal)
     settle_the_heap()
     tasks = [
@@ -147,8 +144,8 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(persist_reservations(state)),
         asyncio.create_task(grant_credits_monthly(state)),
     ]
-    if state.calls.leases is not None:
-        tasks.append(asyncio.create_task(return_idle_leases(state.calls.leases)))
+    if worker:
+        tasks.append(asyncio.create_task(return_idle_leases(state.calls.budget)))
     try:
         yield
     finally:
@@ -158,12 +155,12 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         submit_last_used(state)
-        if state.calls.leases is not None:
-            state.calls.leases.close()
+        state.calls.budget.close()
         state.upstreams.close()
-        await state.writer.close()
+        await state.store.stop()
         state.calls.journal.close()
-        log.info("all writes flushed (%d in %d batches)", state.writer.writes, state.writer.batches)
+        stats = state.store.stats()
+        log.info("all writes flushed (%d in %d batches)", stats["writes"], stats["write_batches"])
 
 
 def _mtime(paths: Paths) -> float:
@@ -197,7 +194,7 @@ def submit_last_used(state: GatewayState) -> None:
         return
     stamps = {k: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) for k, t in state.last_used.items()}
     state.last_used.clear()
-    state.writer.submit(partial(touch_keys, last_used=stamps))
+    state.store.touch_keys(stamps)
 
 
 async def persist_reservations(state: GatewayState) -> None:
@@ -206,10 +203,10 @@ async def persist_reservations(state: GatewayState) -> None:
         state.calls.persist_due()
 
 
-async def return_idle_leases(leases: Leases) -> None:
+async def return_idle_leases(budget: Budget) -> None:
     while True:
         await asyncio.sleep(IDLE_SECONDS)
-        leases.return_idle()
+        budget.return_idle()
 
 
 async def grant_credits_monthly(state: GatewayState) -> None:
@@ -217,7 +214,7 @@ async def grant_credits_monthly(state: GatewayState) -> None:
     while True:
         await asyncio.sleep(CREDIT_CHECK_SECONDS)
         credits, month = plan_credits(state.config), current_month()
-        state.writer.submit(partial(grant_monthly_credits, credits=credits, month=month))
+        state.store.queue_monthly_credits(credits, month)
 
 
 async def flush_last_used(state: GatewayState) -> None:

@@ -1,11 +1,11 @@
-"""Who is calling: the key from the request's headers, checked by the gate and the key's IP rules."""
+"""Who is calling: the key from the request's headers, checked against the account cache and the key's IP rules."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from hubproxy import errors
-from hubproxy.accounts.keys import KeyState, UserState
+from hubproxy.accounts.cache import KeyState, UserState
 from hubproxy.accounts.rules import ip_allowed
 from hubproxy.server.state import STATE
 
@@ -31,7 +31,7 @@ def api_key_from(headers) -> str | None:
 def authorize(request: web.Request) -> tuple[KeyState, UserState]:
     """The calling key and its user, or 401 (unknown, revoked, expired, disabled) / 403 (address)."""
     state = request.app[STATE]
-    key, user = state.gate.authenticate(api_key_from(request.headers))
+    key, user = state.accounts.authenticate(api_key_from(request.headers))
     if key.policy.networks:
         address = state.caller_address(request)
         if not ip_allowed(key.policy, address):

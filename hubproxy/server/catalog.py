@@ -58,9 +58,8 @@ async def health(request: web.Request) -> web.Response:
             "version": __version__,
             "models": len(state.router.routes()),
             "plans": len(state.config.plans),
-            "users": len(state.gate.users),
-            "writes": state.writer.writes,
-            "write_batches": state.writer.batches,
+            "users": len(state.accounts.users),
+            **state.store.stats(),
             "open_calls": len(state.calls.meters),
             "deployments": deployments,
         }

@@ -23,13 +23,14 @@ from aiohttp.web_request import BaseRequest
 
 from hubproxy.accounts.rules import parse_networks
 from hubproxy.config import ServerSettings
+from hubproxy.errors import invalid_request
+from hubproxy.protocols import openai_chat
 from hubproxy.server.state import GatewayState
 
 log = logging.getLogger("hubproxy.server")
 
 THIS_MACHINE = parse_networks(["127.0.0.1", "::1"])
-BAD_REQUEST_BODY = '{"error": {"message": "Malformed HTTP request.", "type": "invalid_request_error", '
-BAD_REQUEST_BODY += '"code": "invalid_request_error", "param": null}}'
+BAD_REQUEST_BODY = openai_chat.error_body(invalid_request("Malformed HTTP request.")).decode()
 
 
 class ConnectionGuard:

@@ -1,4 +1,5 @@
-"""Rendering errors: every failure leaves as an OpenAI-shaped JSON body with an x-request-id.
+"""Rendering errors: every failure leaves in the route's protocol error shape (OpenAI's on every route
+today, rendered by `protocols.openai_chat`) with an x-request-id.
 
 Handlers are wrapped by `openai_errors` rather than by a middleware: aiohttp middlewares cost a
 wrapper call on every request, and every route here is ours anyway (a catch-all route answers the
@@ -14,10 +15,10 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable
 
-import orjson
 from aiohttp import web
 
 from hubproxy.errors import GatewayError
+from hubproxy.protocols import openai_chat
 from hubproxy.server.cors import allow_origin
 
 log = logging.getLogger("hubproxy.server")
@@ -47,7 +48,7 @@ def error_response(err: GatewayError, request_id: str) -> web.Response:
     if not err.retryable and err.status != 429:
         headers["x-should-retry"] = "false"
     response = web.Response(
-        status=err.status, body=orjson.dumps(err.body()), content_type="application/json", headers=headers
+        status=err.status, body=openai_chat.error_body(err), content_type="application/json", headers=headers
     )
     if err.status in UNREAD_BODY:
         response.force_close()  # the rest of the body is not wanted: do not wait for it

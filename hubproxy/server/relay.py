@@ -1,21 +1,20 @@
 """Server-sent events relay: each upstream event goes to the client as soon as it arrives.
 
-Bytes are forwarded as received. Only events that mention usage (or `[DONE]`) are looked at: the
-usage event is parsed to bill the call, gets `cost` added when the client asked for usage, and is
-dropped when the client did not ask (hubproxy asked upstream for it on its own behalf). The
-settlement is committed before the usage event or `[DONE]` is forwarded.
+Bytes are forwarded as received; the relay knows SSE framing, not any wire format. Events the
+protocol's stream watch says may matter for billing are handed to it; the one carrying the final
+usage waits for the stream's end, when the settlement is committed before it and the final event
+leave.
 """
 
 from __future__ import annotations
 
 import logging
 
-import orjson
 from aiohttp import web
 
 from hubproxy.billing.meter import CallMeter
-from hubproxy.billing.pricing import read_usage
-from hubproxy.money import format_usd
+from hubproxy.protocols import FINAL, FORWARD, HOLD
+from hubproxy.protocols.openai_chat import StreamWatch, stream_error
 from hubproxy.server.cors import allow_origin
 from hubproxy.server.errors import REQUEST_ID
 from hubproxy.upstream.http import Response, UpstreamError
@@ -55,11 +54,14 @@ def event_data(event: bytes) -> bytes | None:
 
 
 class StreamRelay:
-    def __init__(self, out: web.StreamResponse, meter: CallMeter, client_wants_usage: bool) -> None:
+    """Forwards events as they come; hands the ones that may matter for billing to the protocol's
+    stream watch, and settles the call before the event that ends the stream leaves."""
+
+    def __init__(self, out: web.StreamResponse, meter: CallMeter, watch: StreamWatch) -> None:
         self.out = out
         self.meter = meter
-        self.client_wants_usage = client_wants_usage
-        self.events = 0
+        self.watch = watch
+        self.held: tuple[bytes, bytes] | None = None  # (event, its data): waits for the final usage
 
     async def send(self, data: bytes) -> None:
         try:
@@ -68,65 +70,70 @@ class StreamRelay:
             raise ClientGone from exc
 
     async def forward(self, complete: bytes) -> None:
-        if b'"usage"' not in complete and b"[DONE]" not in complete:
-            self.events += complete.count(b"data:")
+        watch = self.watch
+        if not watch.worth_reading(complete):
+            watch.output_events += complete.count(b"data:")
             await self.send(complete)
             return
         for event in split_events(complete):
-            out = await self.inspect(event)
+            payload = event_data(event)
+            if payload is None:
+                await self.send(event)
+                continue
+            verdict = watch.read(payload)
+            if verdict == FORWARD:
+                await self.send(event)
+            elif verdict == HOLD:
+                await self.release_held()
+                self.held = (event, payload)
+            elif verdict == FINAL:
+                await self.finish()
+                await self.send(event)
+
+    async def release_held(self) -> None:
+        """Send the held event; its usage was not the last word after all."""
+        if self.held is not None:
+            event, payload = self.held
+            self.held = None
+            out = self.watch.held(event, payload, 0) if not self.watch.client_wants_usage else event
             if out:
                 await self.send(out)
 
-    async def inspect(self, event: bytes) -> bytes | None:
-        payload = event_data(event)
-        if payload is None:
-            return event
-        if payload == b"[DONE]":
-            await self.settle_estimated("ok")
-            return event
-        if b'"usage"' not in payload:
-            self.events += 1
-            return event
-        try:
-            chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return event
-        usage = chunk.get("usage") if isinstance(chunk, dict) else None
-        tokens = read_usage(usage)
-        if tokens is None:
-            self.events += 1
-            return event
-        await self.meter.settle(
-            tokens[0], tokens[1], estimated=False, status="ok", http_status=200, cached_tokens=tokens[2]
-        )
-        if self.client_wants_usage:
-            usage["cost"] = orjson.Fragment(format_usd(self.meter.cost, min_places=1).encode())
-            return b"data: " + orjson.dumps(chunk) + b"\n\n"
-        return event if chunk.get("choices") else None
+    async def finish(self, status: str = "ok", http_status: int = 200) -> None:
+        """The stream's usage is final: settle, then send the held event with the cost."""
+        await self.settle(status, http_status)
+        if self.held is not None:
+            event, payload = self.held
+            self.held = None
+            out = self.watch.held(event, payload, self.meter.cost)
+            if out:
+                await self.send(out)
 
-    async def settle_estimated(self, status: str, http_status: int = 200) -> None:
-        """No usage from upstream: one event ≈ one token of output (marked estimated)."""
+    async def settle(self, status: str, http_status: int = 200) -> None:
+        """With the usage the stream reported, else estimated: one event ≈ one token of output."""
         if self.meter.settled is None:
-            await self.meter.settle(None, self.events, estimated=True, status=status, http_status=http_status)
+            watch = self.watch
+            await self.meter.settle(
+                watch.usage, output_estimate=watch.output_events, status=status, http_status=http_status
+            )
 
     async def fail(self, message: str) -> None:
         """Upstream broke mid-stream: tell the client in-band (the status line is already sent)."""
-        await self.settle_estimated("upstream_broken", 502)
-        body = {"error": {"message": message, "type": "api_error", "code": "upstream_unavailable", "param": None}}
-        await self.send(b"data: " + orjson.dumps(body) + b"\n\n")
+        await self.settle("upstream_broken", 502)
+        await self.send(stream_error(message))
 
 
 async def relay_stream(
     request: web.Request,
     resp: Response,
     meter: CallMeter,
-    client_wants_usage: bool,
+    watch: StreamWatch,
     idle: float,
 ) -> web.StreamResponse:
     out = web.StreamResponse(status=200, headers={**SSE_HEADERS, REQUEST_ID: request["request_id"]})
     allow_origin(request, out.headers)
     await out.prepare(request)
-    relay = StreamRelay(out, meter, client_wants_usage)
+    relay = StreamRelay(out, meter, watch)
     provider = meter.route.provider.name
     buffer = b""
     try:
@@ -139,7 +146,7 @@ async def relay_stream(
                     await relay.forward(complete)
             if buffer.strip():
                 await relay.forward(buffer + b"\n\n")
-            await relay.settle_estimated("ok")
+            await relay.finish()
         except TimeoutError:
             resp.close()
             await relay.fail(f"Provider {provider!r} sent nothing for {idle:g}s; the stream was cut.")
@@ -150,5 +157,5 @@ async def relay_stream(
     except ClientGone:
         resp.close()
         log.info("client hung up on %s; billed what was produced", request["request_id"])
-        await relay.settle_estimated("client_closed", 499)
+        await relay.settle("client_closed", 499)
     return out

@@ -1,4 +1,4 @@
-"""What the running server holds: config, router, gate, writer, upstream sessions."""
+"""What the running server holds: config, router, account cache, store, calls in flight, upstreams."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from hubproxy.accounts.keys import Gate
+from hubproxy.accounts.cache import AccountCache
 from hubproxy.accounts.rules import IPNetwork, parse_networks
 from hubproxy.billing.meter import OpenCalls
-from hubproxy.config import Config, Paths, Provider
+from hubproxy.config import Config, Paths
+from hubproxy.routing.failover import Failover
 from hubproxy.routing.health import HealthBoard
 from hubproxy.routing.router import Router
 from hubproxy.server.addresses import client_address, origin_matcher
-from hubproxy.store.sqlite.db import Writer
-from hubproxy.upstream.adapter import OpenAICompatAdapter
+from hubproxy.store import Store
 from hubproxy.upstream.pool import Upstreams
 
 log = logging.getLogger("hubproxy.server")
@@ -28,18 +28,18 @@ class GatewayState:
     paths: Paths
     config: Config
     router: Router
-    gate: Gate
-    writer: Writer
+    accounts: AccountCache
+    store: Store
     calls: OpenCalls
     upstreams: Upstreams
     health: HealthBoard
+    failover: Failover
     stored_secrets: dict[str, str] = field(default_factory=dict)
     last_used: dict[str, int] = field(default_factory=dict)
     config_mtime: float = 0.0
     admin_token: str = ""
     cors: re.Pattern[str] | None = None
     trusted_proxies: tuple[IPNetwork, ...] = ()
-    _adapters: dict[str, OpenAICompatAdapter] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._read_server_settings()
@@ -52,12 +52,6 @@ class GatewayState:
     def caller_address(self, request: web.Request) -> str | None:
         return client_address(request.remote, request.headers.get("X-Forwarded-For"), self.trusted_proxies)
 
-    def adapter(self, provider: Provider) -> OpenAICompatAdapter:
-        adapter = self._adapters.get(provider.name)
-        if adapter is None or adapter.provider is not provider:
-            adapter = self._adapters[provider.name] = self.upstreams.adapter(provider)
-        return adapter
-
     def touch_key(self, key_id: str) -> None:
         """Remember use in memory; flushed to the database once a second, not once a request."""
         self.last_used[key_id] = int(time.time())
@@ -67,8 +61,8 @@ class GatewayState:
         log.info(
             "ready on %s: %d keys, %d users, %d models",
             where,
-            len(self.gate.keys),
-            len(self.gate.users),
+            len(self.accounts.keys),
+            len(self.accounts.users),
             len(self.router.routes()),
         )
 
@@ -79,7 +73,8 @@ class GatewayState:
         self.health.settings = config.routing
         self._read_server_settings()
         self.stored_secrets = secrets
-        self._adapters.clear()
+        self.failover.settings = config.routing
+        self.failover.secrets = secrets
 
 
 STATE = web.AppKey("hubproxy_state", GatewayState)

@@ -1,0 +1,220 @@
+"""The store: users, keys, the ledger, usage, open reservations, leases and shared limit counters.
+
+`Store` is the whole contract between hubproxy and its database: typed methods taking and returning
+the dataclasses of `store.records`, never a connection, SQL, a closure or a bare tuple. SQLite
+(`store/sqlite/`) is the embedded implementation; a second backend (PostgreSQL) implements this
+class and nothing outside `store/` changes.
+
+Two kinds of methods:
+
+- **Commands** (plain methods): the CLI's, and the server's own before it serves or after a worker
+  died. They run at once, each in its own transaction, and may block: never call them on the
+  event loop.
+- **Server methods** (returning futures, or `async`): queued to the store's writer and committed in
+  batches, or run on a small read pool, so the event loop never waits on disk. `start` must have
+  been called. Callbacks given to them run on the event loop.
+
+Invariants every implementation keeps: each balance change is a ledger row in the same transaction
+(`users.balance == sum(ledger)`); a call's usage row, its charge and the removal of its open
+reservation commit together; no two lease holders are promised the same money.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+
+from hubproxy.store.records import (
+    AccountChanges,
+    CallRecord,
+    KeyRow,
+    LimitRefusal,
+    Reservation,
+    UserRow,
+)
+
+Committed = Callable[[int | None, BaseException | None], None]
+STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error,)
+"""The backends' own errors that can still reach a command (a disk full mid-write): the CLI shows them
+as one line."""
+
+
+class Store(ABC):
+    # --- commands: users and keys ------------------------------------------------------------------
+    @abstractmethod
+    def add_user(self, email: str, balance: int = 0, plan: str | None = None) -> UserRow: ...
+
+    @abstractmethod
+    def get_user(self, email: str) -> UserRow: ...
+
+    @abstractmethod
+    def list_users(self) -> list[UserRow]: ...
+
+    @abstractmethod
+    def topup(self, email: str, amount: int, kind: str = "topup", note: str | None = None) -> UserRow:
+        """Move a balance by `amount` (a top-up, or an adjustment of either sign) with its ledger row."""
+
+    @abstractmethod
+    def set_user_status(self, email: str, status: str) -> UserRow: ...
+
+    @abstractmethod
+    def set_user_plan(self, email: str, plan: str | None) -> UserRow: ...
+
+    @abstractmethod
+    def set_password(self, email: str, password_hash: str) -> UserRow:
+        """New password; every login token issued before ends."""
+
+    @abstractmethod
+    def grant_monthly_credits(self, credits: dict[str, int], month: str) -> int:
+        """Each plan's monthly credit to its users, once per `month` (idempotent); returns grants made."""
+
+    @abstractmethod
+    def create_key(self, email: str, name: str, rules: dict | None = None) -> tuple[KeyRow, str]:
+        """A new key; the full key is returned this once and only its hash is kept."""
+
+    @abstractmethod
+    def update_key(self, key_id: str, rules: dict) -> KeyRow: ...
+
+    @abstractmethod
+    def list_keys(self, email: str | None = None) -> list[KeyRow]: ...
+
+    @abstractmethod
+    def revoke_key(self, key_id: str) -> KeyRow: ...
+
+    # --- commands: usage and recovery --------------------------------------------------------------
+    @abstractmethod
+    def usage_report(self, by: str, since: str | None = None, user: str | None = None) -> list[dict]:
+        """Requests, tokens and cost grouped by model, user, key, provider or day."""
+
+    @abstractmethod
+    def ledger_mismatches(self) -> list[tuple[str, int, int]]:
+        """Users whose balance differs from the sum of their ledger: always empty."""
+
+    @abstractmethod
+    def settle_leftovers(
+        self, journal: list[Path], *, holder: str | None = None, request_prefix: str | None = None
+    ) -> int:
+        """Bill what a killed server left open: its open reservations and the journal segments' calls
+        that have no usage row, at their prompt estimate (`interrupted`, `estimated`); drop its leases
+        and limit counters. With `holder`/`request_prefix`, only one dead worker's. Returns how many."""
+
+    @abstractmethod
+    def load_accounts(self) -> AccountChanges:
+        """Every user and key, for the server's memory; the change feed goes on from here."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the commands opened."""
+
+    # --- server: life and the change feed ----------------------------------------------------------
+    @abstractmethod
+    def start(self, loop: asyncio.AbstractEventLoop, on_accounts: Callable[[AccountChanges], None]) -> None:
+        """Start the writer; `on_accounts(changes)` runs on the loop whenever another process (the
+        CLI, another worker) or an account write changed users or keys, in commit order."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Commit everything queued, then stop."""
+
+    @abstractmethod
+    def stats(self) -> dict[str, int]:
+        """Counters for the admin's /health: writes committed, and in how many batches."""
+
+    # --- server: the hot path ------------------------------------------------------------------------
+    @abstractmethod
+    def record_call(self, record: CallRecord, then: Committed) -> asyncio.Future:
+        """Queue a finished call: usage row, charge, reservation closed. `then(new_balance, error)` runs
+        on the loop when it commits (or fails), even if nobody awaits the future any more."""
+
+    @abstractmethod
+    def open_reservations(self, reservations: list[Reservation]) -> None:
+        """Queue in-flight calls to be on disk while they run (settled on the next start if killed)."""
+
+    @abstractmethod
+    def touch_keys(self, last_used: dict[str, str]) -> None:
+        """Queue keys' last-use times."""
+
+    @abstractmethod
+    def queue_monthly_credits(self, credits: dict[str, int], month: str) -> None: ...
+
+    # --- server: several workers on one store --------------------------------------------------------
+    @abstractmethod
+    def take_lease(self, holder: str, user_id: int, need: int, want: int) -> asyncio.Future:
+        """Grant between `need` and `want` of the user's unpromised money to `holder`; resolves to the
+        grant, 0 when not even `need` is free (the other holders are then asked to give back)."""
+
+    @abstractmethod
+    def give_back_leases(self, holder: str, amounts: dict[int, int]) -> None: ...
+
+    @abstractmethod
+    def drop_leases(self, holder: str) -> None: ...
+
+    @abstractmethod
+    def watch_lease_recalls(self, holder: str, apply: Callable[[list[int]], None]) -> None:
+        """`apply(user_ids)` when other holders want back what `holder` leased of these users."""
+
+    @abstractmethod
+    def admit_shared(
+        self,
+        request_id: str,
+        key_id: str,
+        rpm: int | None,
+        tpm: int | None,
+        max_parallel: int | None,
+        tokens: int,
+        now: float,
+    ) -> asyncio.Future:
+        """Count a call against a key's limits in every worker's sight: resolves to None (admitted)
+        or the `LimitRefusal`."""
+
+    @abstractmethod
+    def finish_shared(self, request_id: str, key_id: str, used_tokens: int | None, now: float) -> None: ...
+
+    @abstractmethod
+    def hold_key_budget(self, request_id: str, key_id: str, limit: int, since: str, amount: int) -> asyncio.Future:
+        """Hold `amount` against a key's spend cap: resolves to None (held) or what the cap leaves."""
+
+    @abstractmethod
+    def release_key_budgets(self, request_ids: list[str]) -> None: ...
+
+    # --- server: the account API ---------------------------------------------------------------------
+    @abstractmethod
+    async def register_user(self, email: str, password_hash: str, grant: int) -> tuple[UserRow, str]: ...
+
+    @abstractmethod
+    async def password_hash_of(self, email: str) -> tuple[int, str | None] | None: ...
+
+    @abstractmethod
+    async def keys_of(self, user_id: int) -> list[KeyRow]: ...
+
+    @abstractmethod
+    async def create_user_key(self, email: str, name: str) -> tuple[KeyRow, str]: ...
+
+    @abstractmethod
+    async def revoke_user_key(self, user_id: int, key_id: str) -> KeyRow: ...
+
+    @abstractmethod
+    async def end_login_tokens(self, user_id: int) -> UserRow: ...
+
+    @abstractmethod
+    async def change_password(self, email: str, password_hash: str) -> UserRow: ...
+
+    @abstractmethod
+    async def recent_usage(self, user_id: int, limit: int) -> list[dict]: ...
+
+    @abstractmethod
+    async def total_cost_since(self, user_id: int, day: str) -> int: ...
+
+
+def open_store(database: Path, *, create: bool = False, shared: bool = False, holder: str | None = None) -> Store:
+    """The store at `database`. `shared`: other server processes use it too (`serve --workers`);
+    `holder`: this process's name as a holder of balance leases."""
+    from hubproxy.store.sqlite.store import SQLiteStore
+
+    return SQLiteStore(database, create=create, shared=shared, holder=holder)
+
+
+__all__ = ["STORE_ERRORS", "Committed", "LimitRefusal", "Store", "open_store"]

@@ -16,16 +16,13 @@ the next start (or the parent of a dead worker) settles each call in it that has
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from pathlib import Path
 
 import orjson
 
-from hubproxy.billing.pricing import CallRecord, Reservation
 from hubproxy.filemodes import PRIVATE_FILE, make_private_dir
-from hubproxy.store.sqlite.db import transaction
-from hubproxy.store.sqlite.usage import record_calls
+from hubproxy.store.records import Reservation
 
 try:
     import fcntl
@@ -33,7 +30,6 @@ except ImportError:  # Windows: segments are left unlocked; a running server's a
     fcntl = None  # type: ignore[assignment]
 
 SEGMENT_BYTES = 4 * 1024 * 1024
-SETTLED_SLACK_SECONDS = 5.0
 
 
 class CallJournal:
@@ -116,40 +112,16 @@ def leftover_segments(directory: Path, pid: int | None = None) -> list[Path]:
     return found
 
 
-def settle_journal(conn: sqlite3.Connection, segments: list[Path]) -> int:
-    """Bill what these leftover segments hold that nobody billed, then delete them; returns how many
-    calls were billed. Run after the open reservations were settled."""
-    with transaction(conn):
-        records = unsettled_calls(conn, segments)
-        if records:
-            record_calls(conn, records)
-    for path in segments:
-        path.unlink(missing_ok=True)
-    return len(records)
-
-
-def unsettled_calls(conn: sqlite3.Connection, segments: list[Path]) -> list[CallRecord]:
-    """The calls in these segments with neither a usage row nor an open reservation row (those
-    are settled with the reservations), as `interrupted` records billed at their prompt estimate."""
-    lines: dict[str, tuple[float, Reservation]] = {}
+def journaled_calls(segments: list[Path]) -> dict[str, tuple[float, Reservation]]:
+    """The calls these segments hold, by request id: (when each started, its reservation)."""
+    calls: dict[str, tuple[float, Reservation]] = {}
     for path in segments:
         for raw in path.read_bytes().splitlines():
             try:
                 started, *fields = orjson.loads(raw)
-                lines[fields[0]] = (started, Reservation(*fields))
+                reservation = Reservation(*fields)
             except (orjson.JSONDecodeError, TypeError, ValueError):
                 continue  # the last line of a process killed mid-write
-    by_user: dict[int, float] = {}
-    for started, r in lines.values():
-        by_user[r.user_id] = min(started, by_user.get(r.user_id, started))
-    known = {row[0] for row in conn.execute("SELECT id FROM reservations")}
-    for user_id, since in by_user.items():
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since - SETTLED_SLACK_SECONDS))
-        rows = conn.execute("SELECT request_id FROM usage WHERE user_id = ? AND created_at >= ?", (user_id, stamp))
-        known.update(row[0] for row in rows)
-    records = []
-    for request_id, (_, r) in lines.items():
-        if request_id not in known:
-            r.stream = bool(r.stream)
-            records.append(CallRecord(r, r.prompt_tokens, 0, r.prompt_cost, True, "interrupted", 0, 0, False))
-    return records
+            reservation.stream = bool(reservation.stream)
+            calls[reservation.id] = (started, reservation)
+    return calls

@@ -1,22 +1,30 @@
-"""The default adapter: any provider that speaks the OpenAI HTTP API (nearly all of them).
+"""The upstream adapter: which wire APIs a provider serves, and how a request reaches it.
 
-Request bodies go through as they came, with only `model` and `stream_options` rewritten by the
-caller; this adapter only knows where to send them and how to authenticate.
+The default, and today the only, adapter is for providers that speak the OpenAI HTTP API (nearly
+all of them). Request bodies go through as the protocol module built them; this adapter knows
+where to send them, how to authenticate, and how to turn a transport failure into the gateway's
+error. A provider on another wire API (Anthropic Messages, Responses) is one more adapter, or this
+one with more entries in `serves`.
 """
 
 from __future__ import annotations
 
-from hubproxy import __version__
+import orjson
+
+from hubproxy import __version__, errors
 from hubproxy.config import Provider
-from hubproxy.upstream.http import Origin
+from hubproxy.upstream.http import Client, Origin, Response, UpstreamError
 
 USER_AGENT = f"hubproxy/{__version__}"
 
 
 class OpenAICompatAdapter:
-    def __init__(self, provider: Provider, origin: Origin) -> None:
+    serves = frozenset({"chat"})
+
+    def __init__(self, provider: Provider, client: Client) -> None:
         self.provider = provider
-        self.origin = origin
+        self.client = client
+        self.origin: Origin = client.origin(provider.base_url)
         # identity: the answer is read for its usage and passed on as is, so it must not come compressed
         self._base_headers = {
             "Content-Type": "application/json",
@@ -26,9 +34,9 @@ class OpenAICompatAdapter:
         }
         self._heads: dict[tuple[str, str | None, bool], bytes] = {}
 
-    def head(self, endpoint: str, api_key: str | None, stream: bool) -> bytes:
-        """The request line and headers, made once per endpoint, key and mode."""
-        found = self._heads.get((endpoint, api_key, stream))
+    def head(self, path: str, api_key: str | None, stream: bool, method: str = "POST") -> bytes:
+        """The request line and headers, made once per path, key and mode."""
+        found = self._heads.get((path, api_key, stream))
         if found is None:
             headers = dict(self._base_headers)
             if api_key:
@@ -36,5 +44,46 @@ class OpenAICompatAdapter:
             headers["Accept"] = "text/event-stream" if stream else "application/json"
             if len(self._heads) >= 64:  # the key comes from the environment and may change
                 self._heads.clear()
-            found = self._heads[(endpoint, api_key, stream)] = self.origin.head(endpoint, headers)
+            found = self._heads[(path, api_key, stream)] = self.origin.head(path, headers, method)
         return found
+
+    async def send(self, path: str, payload: bytes, api_key: str | None, stream: bool, timeout: float) -> Response:
+        """Send one call; the answer once its status and headers are in, or a 502/503 saying why not."""
+        name = self.provider.name
+        if self.provider.api_key_env and not api_key:
+            raise errors.upstream_unavailable(
+                f"Provider {name!r} has no API key: the environment variable {self.provider.api_key_env} "
+                "is not set where hubproxy runs.",
+                status=503,
+            )
+        try:
+            return await self.client.post(self.origin, self.head(path, api_key, stream), payload, timeout)
+        except TimeoutError:
+            raise errors.upstream_unavailable(f"Provider {name!r} did not answer within {timeout:g}s.") from None
+        except UpstreamError as exc:
+            raise errors.upstream_unavailable(f"Could not reach provider {name!r} ({exc}).") from None
+
+    async def read_whole(self, resp: Response, timeout: float) -> bytes:
+        """The whole body; each wait for more bytes is bounded by `timeout`."""
+        name = self.provider.name
+        try:
+            return await resp.read(timeout)
+        except TimeoutError:
+            raise errors.upstream_unavailable(f"Provider {name!r} stopped sending mid-answer.") from None
+        except UpstreamError as exc:
+            raise errors.upstream_unavailable(f"Provider {name!r} broke off its answer ({exc}).") from None
+
+    async def list_models(self, api_key: str | None, timeout: float) -> tuple[int, object]:
+        """GET /models with the provider's own headers and key: (status, the parsed body or None)."""
+        head = self.head("/models", api_key, False, "GET")
+        try:
+            resp = await self.client.post(self.origin, head, b"", timeout)
+            data = await resp.read(timeout)
+        except (TimeoutError, UpstreamError) as exc:
+            reason = str(exc) or "no answer in time"
+            raise errors.upstream_unavailable(f"could not reach {self.provider.base_url}: {reason}") from None
+        resp.release()
+        try:
+            return resp.status, orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return resp.status, None

@@ -66,9 +66,9 @@ class Origin:
         self._fresh_until = loop.time() + DNS_TTL_SECONDS
         return self._addresses
 
-    def head(self, endpoint: str, headers: dict[str, str]) -> bytes:
+    def head(self, endpoint: str, headers: dict[str, str], method: str = "POST") -> bytes:
         """The request line and headers up to the body's length, which each call appends."""
-        lines = [f"POST {self.path}{endpoint} HTTP/1.1", f"Host: {self.host_header}"]
+        lines = [f"{method} {self.path}{endpoint} HTTP/1.1", f"Host: {self.host_header}"]
         for name, value in headers.items():
             if any(c in name or c in value for c in "\r\n"):  # it would end the header early: refuse, never send
                 raise UpstreamError(f"its {name} header has a line break in it; check the key or header configured")

@@ -1,4 +1,4 @@
-"""Upstream providers: one adapter interface, kept-alive connections per provider."""
+"""Every provider's adapter, over one HTTP client, with the timeouts and `max_concurrent` slots."""
 
 from __future__ import annotations
 
@@ -10,19 +10,19 @@ ADAPTERS = {"openai": OpenAICompatAdapter}
 
 
 class Upstreams:
-    """The HTTP client for every provider, their timeouts and their `max_concurrent` slots."""
-
     def __init__(self, timeouts: Timeouts) -> None:
         self.client = Client(timeouts.connect)
         self._in_flight: dict[str, int] = {}
+        self._adapters: dict[str, OpenAICompatAdapter] = {}
         self.set_timeouts(timeouts)
 
     def set_timeouts(self, timeouts: Timeouts) -> None:
         """Every wait for the answer's status and headers, and each wait for more of a non-streamed body,
         is bounded by `first_byte` (or the provider's own `timeout`); streams bound waits between chunks
-        by `idle`."""
+        by `idle`. Adapters are made again for the new config's providers."""
         self.timeouts = timeouts
         self.client.connect_timeout = timeouts.connect
+        self._adapters.clear()
 
     def first_byte(self, provider: Provider) -> float:
         return provider.timeout or self.timeouts.first_byte
@@ -39,7 +39,14 @@ class Upstreams:
         self._in_flight[provider.name] -= 1
 
     def adapter(self, provider: Provider) -> OpenAICompatAdapter:
-        return ADAPTERS[provider.api_style](provider, self.client.origin(provider.base_url))
+        adapter = self._adapters.get(provider.name)
+        if adapter is None or adapter.provider is not provider:
+            adapter = self._adapters[provider.name] = adapter_for(provider, self.client)
+        return adapter
 
     def close(self) -> None:
         self.client.close()
+
+
+def adapter_for(provider: Provider, client: Client) -> OpenAICompatAdapter:
+    return ADAPTERS[provider.api_style](provider, client)

@@ -69,7 +69,7 @@ def _prices(name: str, model: str, raw: dict) -> Prices:
 
 
 def load_presets() -> dict[str, Preset]:
-    text = resources.files("hubproxy.upstream.pool").joinpath("presets.toml").read_text(encoding="utf-8")
+    text = resources.files("hubproxy.upstream").joinpath("presets.toml").read_text(encoding="utf-8")
     presets = {}
     for name, entry in tomllib.loads(text).items():
         models = {model: _prices(name, model, raw) for model, raw in entry.pop("models", {}).items()}

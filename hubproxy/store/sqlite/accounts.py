@@ -9,72 +9,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from dataclasses import dataclass
 
 from hubproxy import apikey
+from hubproxy.store.records import EMAIL_RE, POLICY_COLUMNS, AccountError, ConflictError, KeyRow, NotFoundError, UserRow
 from hubproxy.store.sqlite.db import transaction
 
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 KEY_NAME_RE = re.compile(r"^[\w .:@/-]{1,64}$")
-
-
-class AccountError(ValueError):
-    """A user-caused problem with users or keys (unknown email, duplicate, bad name)."""
-
-
-class NotFoundError(AccountError):
-    """No such user or key (or not one the caller may see)."""
-
-
-class ConflictError(AccountError):
-    """The change clashes with what exists (a taken email, a key already revoked)."""
-
-
-@dataclass(frozen=True)
-class UserRow:
-    id: int
-    email: str
-    balance: int
-    status: str
-    created_at: str
-    rev: int
-    plan: str | None
-    token_version: int = 0
-
-
-POLICY_COLUMNS = ("models", "allow_ips", "spend_limit", "budget_period", "expires_at", "rpm", "tpm", "max_parallel")
-
-
-@dataclass(frozen=True)
-class KeyRow:
-    id: str
-    user_id: int
-    email: str
-    name: str
-    key_hash: str
-    prefix: str
-    last4: str
-    status: str
-    created_at: str
-    revoked_at: str | None
-    last_used_at: str | None
-    rev: int
-    models: str | None = None
-    allow_ips: str | None = None
-    spend_limit: int | None = None
-    budget_period: str | None = None
-    expires_at: str | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    max_parallel: int | None = None
-
-    def rules(self) -> dict:
-        """The key's policy columns that are set."""
-        return {c: getattr(self, c) for c in POLICY_COLUMNS if getattr(self, c) is not None}
-
-    @property
-    def masked(self) -> str:
-        return apikey.masked(self.prefix, self.last4)
 
 
 USER_COLUMNS = "id, email, balance, status, created_at, rev, plan, token_version"

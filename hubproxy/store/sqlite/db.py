@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hubproxy.filemodes import create_private
+from hubproxy.store.records import DatabaseError
 
 try:
     import fcntl
@@ -35,10 +36,6 @@ WATCH_INTERVAL = 0.1
 WRITE_ATTEMPTS = 3
 CHECKPOINT_AFTER_WRITES = 1000  # under steady load, checkpoint after this many writes …
 CHECKPOINT_AFTER_SECONDS = 10.0  # … or this long, whichever comes first
-
-
-class DatabaseError(RuntimeError):
-    """The database is missing, corrupt or locked; the message tells the user what to do."""
 
 
 def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
@@ -301,6 +298,11 @@ class Writer:
                 outcomes = self._bulk[kind](conn, [item for item, _, _ in entries])
                 results.extend((fut, then, out, None) for (_, fut, then), out in zip(entries, outcomes, strict=True))
         return results
+
+    def notify_watchers(self, conn: sqlite3.Connection) -> None:
+        """Run the watchers now, inside the current write (on the writer thread): the loop learns of
+        this transaction's changes before its writer's future resolves."""
+        self._notify(conn)
 
     def _notify(self, conn: sqlite3.Connection) -> None:
         assert self._loop is not None

@@ -11,11 +11,12 @@ from __future__ import annotations
 import sqlite3
 
 from hubproxy.ratelimit.windows import WINDOW, tokens_free_in
+from hubproxy.store.records import LimitRefusal
 from hubproxy.store.sqlite.accounts import key_spend_since
 
 AdmitAsk = tuple[str, str, int | None, int | None, int | None, int, float]
 # request id, key id, rpm, tpm, max_parallel, tokens, now (unix seconds)
-Refusal = tuple[str, float] | None  # ("parallel" | "rpm" | "tpm", seconds to wait), or None: admitted
+Refusal = LimitRefusal | None  # None: admitted
 
 
 def admit_calls(conn: sqlite3.Connection, asks: list[AdmitAsk]) -> list[Refusal]:
@@ -26,19 +27,19 @@ def admit_calls(conn: sqlite3.Connection, asks: list[AdmitAsk]) -> list[Refusal]
         if max_parallel:
             running = conn.execute("SELECT count(*) FROM limit_calls WHERE key_id = ? AND open = 1", (key_id,))
             if running.fetchone()[0] >= max_parallel:
-                results.append(("parallel", 1.0))
+                results.append(LimitRefusal("parallel", 1.0))
                 continue
         recent = conn.execute(
             "SELECT started, tokens FROM limit_calls WHERE key_id = ? AND started > ? ORDER BY started",
             (key_id, cutoff),
         ).fetchall()
         if rpm and len(recent) >= rpm:
-            results.append(("rpm", recent[len(recent) - rpm][0] + WINDOW - now))
+            results.append(LimitRefusal("rpm", recent[len(recent) - rpm][0] + WINDOW - now))
             continue
         if tpm:
             excess = sum(t for _, t in recent) + tokens - tpm
             if excess > 0:
-                results.append(("tpm", tokens_free_in(recent, excess, now)))
+                results.append(LimitRefusal("tpm", tokens_free_in(recent, excess, now)))
                 continue
         conn.execute(
             "INSERT INTO limit_calls (id, key_id, started, tokens) VALUES (?, ?, ?, ?)",

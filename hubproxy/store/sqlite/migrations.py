@@ -253,3 +253,12 @@ def m014_user_token_version(conn: sqlite3.Connection) -> None:
     """Login tokens carry the user's token version; bumping it (logout, a new password, a disabled
     account) ends every token issued before."""
     conn.execute("ALTER TABLE users ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0")
+
+
+@migration
+def m015_usage_token_classes(conn: sqlite3.Connection) -> None:
+    """Every token class a wire format reports (reasoning, cache writes), and `over_reservation`: the
+    pico-USD a call cost beyond what was held for it (an upstream that ignored `max_tokens`)."""
+    conn.execute("ALTER TABLE usage ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE usage ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE usage ADD COLUMN over_reservation INTEGER NOT NULL DEFAULT 0")

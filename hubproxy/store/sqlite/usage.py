@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from hubproxy.billing.pricing import CallRecord, Reservation
+from hubproxy.store.records import CallRecord, Reservation
 from hubproxy.store.sqlite.accounts import charge_many
 from hubproxy.store.sqlite.db import transaction
 from hubproxy.store.sqlite.leases import charge_leases, drop_leases
@@ -42,7 +42,8 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
     conn.executemany(
         "INSERT INTO usage (request_id, user_id, key_id, model, provider, upstream_model, endpoint, stream, "
         "prompt_tokens, completion_tokens, cost, estimated, status, http_status, latency_ms, created_at, attempts, "
-        "cached_tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,nullif(?, ''),?)",
+        "cached_tokens, reasoning_tokens, cache_write_tokens, over_reservation) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,nullif(?, ''),?,?,?,?)",
         [
             (
                 r.id,
@@ -63,6 +64,9 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
                 created_at,
                 rec.attempts,  # "" → NULL in SQL: binding None makes sqlite3 raise and clear an error per row
                 rec.cached_tokens,
+                rec.reasoning_tokens,
+                rec.cache_write_tokens,
+                rec.over_reservation,
             )
             for rec in records
             for r in (rec.reservation,)
@@ -168,3 +172,29 @@ def total_cost_since(conn: sqlite3.Connection, user_id: int, day: str) -> int:
         "SELECT coalesce(sum(cost), 0) FROM usage_daily WHERE user_id = ? AND day >= ?", (user_id, day)
     ).fetchone()
     return row[0]
+
+
+SETTLED_SLACK_SECONDS = 5.0
+
+
+def settle_journaled(conn: sqlite3.Connection, calls: dict[str, tuple[float, Reservation]]) -> int:
+    """Bill the journaled calls with neither a usage row nor an open reservation row (those are
+    settled with the reservations), as `interrupted` records at their prompt estimate. Run after the
+    open reservations were settled; returns how many were billed."""
+    by_user: dict[int, float] = {}
+    for started, r in calls.values():
+        by_user[r.user_id] = min(started, by_user.get(r.user_id, started))
+    with transaction(conn):
+        known = {row[0] for row in conn.execute("SELECT id FROM reservations")}
+        for user_id, since in by_user.items():
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since - SETTLED_SLACK_SECONDS))
+            rows = conn.execute("SELECT request_id FROM usage WHERE user_id = ? AND created_at >= ?", (user_id, stamp))
+            known.update(row[0] for row in rows)
+        records = [
+            CallRecord(r, r.prompt_tokens, 0, r.prompt_cost, True, "interrupted", 0, 0, False)
+            for request_id, (_, r) in calls.items()
+            if request_id not in known
+        ]
+        if records:
+            record_calls(conn, records)
+    return len(records)

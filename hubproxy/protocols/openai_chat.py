@@ -1,0 +1,314 @@
+"""OpenAI's classic wire format: `/chat/completions`, `/completions` and `/embeddings`.
+
+Everything hubproxy knows about this format is here: the request fields it reads or checks, the body
+an upstream gets, where usage is in an answer and in a stream, and the error shape. Wire format as
+documented at https://platform.openai.com/docs/api-reference/chat (read 2026-11).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
+import orjson
+from msgspec import UnsetType
+
+from hubproxy.errors import GatewayError, invalid_request
+from hubproxy.money import format_usd
+from hubproxy.protocols import FINAL, FORWARD, HOLD, Usage
+
+API = "chat"
+ASK_STREAM_USAGE = b'"stream_options":{"include_usage":true},'
+TOOL_PREAMBLE = 512  # above the fixed tool instructions of the common open models' chat templates
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class RequestFields(msgspec.Struct):
+    """The top-level fields the gateway reads or checks. Decoding into this skips the rest of the body
+    (the messages' text: tens of KB from coding tools) without building it, while checking that it is
+    JSON and that the fields an upstream would choke on have the right types (msgspec checks them as
+    it reads): a request an upstream would answer with a 500 is refused here, before it can count
+    against the deployment."""
+
+    model: object = None
+    stream: bool | None = None
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+    stream_options: dict | UnsetType | None = msgspec.UNSET
+    n: PositiveInt | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+
+    @property
+    def max_output(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def asks_usage(self) -> bool:
+        options = self.stream_options
+        return options.__class__ is dict and options.get("include_usage") is True
+
+
+class Message(msgspec.Struct):
+    role: str
+
+
+class Tool(msgspec.Struct):
+    type: str
+
+
+class ChatFields(RequestFields):
+    messages: list[Message] | UnsetType = msgspec.UNSET
+    tools: list[Tool] | None = None
+    tool_choice: str | dict | None = None
+
+
+class CompletionFields(RequestFields):
+    prompt: msgspec.Raw | UnsetType = msgspec.UNSET
+
+
+class EmbeddingFields(RequestFields):
+    input: msgspec.Raw | UnsetType = msgspec.UNSET
+
+
+AT_FIELD = re.compile(r"^(.*) - at `\$\.([A-Za-z_]+)(.*)`$")
+FIELD_RULES = {
+    "stream": "'stream' must be a boolean.",
+    "max_tokens": "'max_tokens' must be a positive integer.",
+    "max_completion_tokens": "'max_completion_tokens' must be a positive integer.",
+    "n": "'n' must be a positive integer.",
+    "stream_options": "'stream_options' must be an object.",
+}
+
+
+def invalid_field(exc: msgspec.ValidationError) -> GatewayError:
+    """A 400 that names the field, from msgspec's own "Expected `array`, got `str` - at `$.messages`"."""
+    found = AT_FIELD.match(str(exc))
+    if found is None:
+        return invalid_request("Request body must be a JSON object.")
+    problem, field, where = found.groups()
+    return invalid_request(FIELD_RULES.get(field) or f"Invalid '{field}{where}': {problem}.", param=field)
+
+
+def text_or_list(raw: msgspec.Raw | UnsetType, name: str) -> None:
+    if raw is not msgspec.UNSET and bytes(raw)[:1] not in (b'"', b"["):
+        raise invalid_request(f"'{name}' must be a string or an array.", param=name)
+
+
+def check_chat(fields: ChatFields) -> None:
+    if not fields.messages:
+        raise invalid_request("'messages' is required: a non-empty array of messages.", param="messages")
+
+
+def check_completion(fields: CompletionFields) -> None:
+    text_or_list(fields.prompt, "prompt")
+
+
+def check_embedding(fields: EmbeddingFields) -> None:
+    if fields.input is msgspec.UNSET:
+        raise invalid_request("'input' is required: a string or an array.", param="input")
+    text_or_list(fields.input, "input")
+
+
+@dataclass(frozen=True, eq=False)
+class Endpoint:
+    """One route of this format: the upstream path (also the usage row's `endpoint`), the wire API a
+    provider must serve for it, and whether it produces output and can stream."""
+
+    path: str
+    decoder: msgspec.json.Decoder
+    check: Callable[..., None]
+    makes_output: bool = True
+    streams: bool = True
+    api: str = API
+
+    def read(self, raw: bytes) -> RequestFields:
+        """The request's fields, checked; a 400 naming the problem otherwise."""
+        if not raw:
+            raise invalid_request("Request body is empty; send a JSON object.")
+        try:
+            fields = self.decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            raise invalid_field(exc) from None
+        except msgspec.DecodeError:
+            raise invalid_request("Request body is not valid JSON.") from None
+        except RecursionError:
+            raise invalid_request("Request body is nested too deeply.") from None
+        if fields.model.__class__ is not str or not fields.model:
+            raise invalid_request("'model' is required and must be a string.", param="model")
+        self.check(fields)
+        return fields
+
+    def unseen_tokens(self, raw: bytes, fields: RequestFields, image_tokens: int) -> int:
+        """Prompt tokens the body's size does not show: `image_tokens` for each image part (an image given
+        by URL is not in the body at all), and the fixed instructions a chat template writes before
+        tool definitions."""
+        if self is not CHAT:
+            return 0
+        unseen = raw.count(b'"image_url"') * image_tokens
+        return unseen + TOOL_PREAMBLE if fields.tools else unseen
+
+
+CHAT = Endpoint("/chat/completions", msgspec.json.Decoder(ChatFields), check_chat)
+COMPLETIONS = Endpoint("/completions", msgspec.json.Decoder(CompletionFields), check_completion)
+EMBEDDINGS = Endpoint("/embeddings", msgspec.json.Decoder(EmbeddingFields), check_embedding, False, False)
+ENDPOINTS = (CHAT, COMPLETIONS, EMBEDDINGS)
+
+
+def upstream_body(raw: bytes, fields: RequestFields, upstream_model: str, stream_usage: bool, stream: bool) -> bytes:
+    """The request as a deployment serving this format gets it: its model name, and usage asked for
+    where the provider supports it.
+
+    When nothing changes (same model name; not a stream, or a stream that already asks for usage
+    where the provider supports it) the client's own bytes go up untouched: no re-encoding of what
+    may be a long prompt. A stream that only lacks `stream_options` gets it written in front of the
+    client's bytes. Anything else is parsed whole, changed and encoded again.
+    """
+    options = fields.stream_options
+    same_model = upstream_model == fields.model
+    if same_model and (not stream or (stream_usage and fields.asks_usage)):
+        return raw
+    if same_model and stream_usage and options is msgspec.UNSET:
+        start = raw.index(b"{") + 1  # it decoded as an object: its first byte but white space is "{"
+        return raw[:start] + ASK_STREAM_USAGE + raw[start:]
+    whole = orjson.loads(raw)
+    whole["model"] = upstream_model
+    if stream:
+        if stream_usage:
+            whole["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        elif options is None:
+            whole.pop("stream_options", None)
+    return orjson.dumps(whole)
+
+
+def _count(value: object) -> int | None:
+    return value if value.__class__ is int and value >= 0 else None
+
+
+def read_usage(usage: object) -> Usage | None:
+    """Tokens from a `usage` object, or None if it has none.
+
+    Cached prompt tokens: OpenAI's `prompt_tokens_details.cached_tokens` or DeepSeek's
+    `prompt_cache_hit_tokens`; reasoning: `completion_tokens_details.reasoning_tokens`.
+    """
+    if usage.__class__ is not dict:
+        return None
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
+    if completion is None:
+        completion = 0
+    total = usage.get("total_tokens")
+    if prompt is None and total.__class__ is int and completion.__class__ is int:
+        prompt = total - completion
+    prompt, completion = _count(prompt), _count(completion)
+    if prompt is None or completion is None:
+        return None
+    details = usage.get("prompt_tokens_details")
+    cached = _count(details.get("cached_tokens") if details.__class__ is dict else usage.get("prompt_cache_hit_tokens"))
+    output_details = usage.get("completion_tokens_details")
+    reasoning = _count(output_details.get("reasoning_tokens")) if output_details.__class__ is dict else None
+    return Usage(prompt, completion, min(cached or 0, prompt), 0, min(reasoning or 0, completion))
+
+
+def cost_text(cost: int) -> orjson.Fragment:
+    return orjson.Fragment(format_usd(cost, min_places=1).encode())
+
+
+def answer_usage(data: bytes) -> tuple[Usage | None, object]:
+    """A whole answer's usage, and the answer parsed (for `answer_with_cost`)."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None, None
+    return read_usage(document.get("usage") if document.__class__ is dict else None), document
+
+
+def answer_with_cost(document: dict, cost: int) -> bytes:
+    """The answer with `usage.cost` added."""
+    document["usage"]["cost"] = cost_text(cost)
+    return orjson.dumps(document)
+
+
+class StreamWatch:
+    """What the relay needs from a chat stream's events: their usage and where the stream ends.
+
+    Usage is accumulated over the events: the latest complete `usage` wins (providers that report a
+    running total on every chunk, and OpenAI's one usage chunk at the end, both end with the final
+    figures). The chunk that carries the final usage (a usage-only chunk, or the last content chunk
+    where a provider puts it there) is held back until `[DONE]` or the stream's end, when the call is
+    settled; it then leaves with `cost` added if the client asked for usage, unchanged if it has
+    content, and not at all otherwise (hubproxy asked upstream for usage on its own behalf).
+    `output_events` counts content chunks, about one token each: the estimate when no usage arrives.
+    """
+
+    __slots__ = ("client_wants_usage", "output_events", "usage")
+
+    def __init__(self, client_wants_usage: bool) -> None:
+        self.client_wants_usage = client_wants_usage
+        self.usage: Usage | None = None
+        self.output_events = 0
+
+    @staticmethod
+    def worth_reading(events: bytes) -> bool:
+        """Cheap test over raw bytes: could any of these events matter for billing?"""
+        return b'"usage"' in events or b"[DONE]" in events
+
+    def read(self, payload: bytes) -> int:
+        """The verdict on one event's `data`."""
+        if payload == b"[DONE]":
+            return FINAL
+        if b'"usage"' not in payload:
+            self.output_events += 1
+            return FORWARD
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return FORWARD
+        tokens = read_usage(chunk.get("usage")) if chunk.__class__ is dict else None
+        if tokens is None:
+            self.output_events += 1
+            return FORWARD
+        self.usage = tokens
+        choices = chunk.get("choices")
+        if not choices:
+            return HOLD
+        self.output_events += 1
+        last = choices.__class__ is list and any(c.__class__ is dict and c.get("finish_reason") for c in choices)
+        return HOLD if last else FORWARD
+
+    def held(self, event: bytes, payload: bytes, cost: int) -> bytes | None:
+        """The held event as it leaves once the call is settled at `cost`."""
+        chunk = orjson.loads(payload)
+        if self.client_wants_usage:
+            chunk["usage"]["cost"] = cost_text(cost)
+            return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return event if chunk.get("choices") else None
+
+
+def error_document(err: GatewayError) -> dict:
+    return {"error": {"message": err.message, "type": err.type, "code": err.code, "param": err.param}}
+
+
+def error_body(err: GatewayError) -> bytes:
+    return orjson.dumps(error_document(err))
+
+
+def stream_error(message: str) -> bytes:
+    """An error inside a stream whose 200 status line is already sent."""
+    err = GatewayError(502, "upstream_unavailable", message, type="api_error")
+    return b"data: " + error_body(err) + b"\n\n"
+
+
+def upstream_error_message(data: bytes) -> tuple[str, bool]:
+    """The message of an upstream's error body, and whether the body is already in this format."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if parsed.__class__ is dict and parsed.get("error").__class__ is dict:
+        return str(parsed["error"].get("message", "")), True
+    return data[:300].decode("utf-8", "replace").strip(), False

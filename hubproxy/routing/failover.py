@@ -1,0 +1,106 @@
+"""Failover: try a model's deployments in order until one gives an answer worth passing on.
+
+Connection failures, timeouts, 429, 5xx and refusals of hubproxy's own upstream key move on to the
+next deployment, after a short backoff; nothing has reached the client yet, so it never sees a
+switch. The last deployment's answer, whatever it is, is the one returned. The breaker (`health`)
+learns from every try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from hubproxy import errors
+from hubproxy.config import RoutingSettings
+from hubproxy.routing.health import HealthBoard
+from hubproxy.routing.router import Route
+from hubproxy.secrets import provider_api_key
+from hubproxy.upstream.http import Response
+from hubproxy.upstream.pool import Upstreams
+
+FAILOVER_STATUSES = frozenset({401, 402, 403, 408, 429, 500, 502, 503, 504})
+NOT_THE_CALLERS_DOING = frozenset({401, 402, 403, 407, 429})  # hubproxy's own upstream key refused or limited
+
+
+class NoAnswer(Exception):
+    """No deployment could be asked: the error for the client, and the outcome for the usage row."""
+
+    def __init__(self, error: errors.GatewayError, outcome: str) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.outcome = outcome
+
+
+class Failover:
+    """The tries of one call, with what every call shares: the upstreams, the breaker, the settings
+    and the stored provider keys (the last two replaced when config.toml changes)."""
+
+    def __init__(
+        self, upstreams: Upstreams, health: HealthBoard, settings: RoutingSettings, secrets: dict[str, str]
+    ) -> None:
+        self.upstreams = upstreams
+        self.health = health
+        self.settings = settings
+        self.secrets = secrets
+
+    async def first_answer(
+        self,
+        candidates: list[Route],
+        body_for: Callable[[Route], bytes],
+        path: str,
+        stream: bool,
+        caller: int,
+        on_try: Callable[[Route], None],
+        tried: list[tuple[str, object]],
+    ) -> tuple[Response, Route, str | None]:
+        """The first answer worth passing on, its deployment and the key it was sent with; the answer's
+        provider slot (`max_concurrent`) stays taken until the caller releases it. Each try is appended
+        to `tried`; `on_try(route)` runs before each. Raises `NoAnswer` when no deployment answered."""
+        settings, upstreams, health = self.settings, self.upstreams, self.health
+        tries = candidates[: settings.max_attempts]
+        for number, route in enumerate(tries, start=1):
+            last = number == len(tries)
+            if not upstreams.try_acquire(route.provider):
+                tried.append((route.key, "busy"))
+                if last:
+                    raise NoAnswer(
+                        errors.upstream_unavailable(
+                            f"Every deployment of {route.model.name!r} is at its max_concurrent limit; "
+                            "try again shortly.",
+                            status=503,
+                        ),
+                        "upstream_busy",
+                    )
+                continue
+            api_key = provider_api_key(route.provider, self.secrets)
+            on_try(route)
+            started = time.monotonic()
+            try:
+                resp = await upstreams.adapter(route.provider).send(
+                    path, body_for(route), api_key, stream, upstreams.first_byte(route.provider)
+                )
+            except errors.GatewayError as exc:
+                upstreams.release(route.provider)
+                health.failure(route.key, exc.message)
+                tried.append((route.key, "unreachable"))
+                if last:
+                    raise NoAnswer(exc, "upstream_unreachable") from None
+                await asyncio.sleep(settings.backoff_ms * 2 ** (number - 1) / 1000)
+                continue
+            except BaseException:
+                upstreams.release(route.provider)
+                raise
+            tried.append((route.key, resp.status))
+            if resp.status not in FAILOVER_STATUSES:
+                health.success(route.key, (time.monotonic() - started) * 1000)
+                return resp, route, api_key
+            blamed = None if resp.status in NOT_THE_CALLERS_DOING else caller
+            health.failure(route.key, f"HTTP {resp.status}", blamed)
+            if last:
+                return resp, route, api_key
+            resp.close()
+            upstreams.release(route.provider)
+            await asyncio.sleep(settings.backoff_ms * 2 ** (number - 1) / 1000)
+        raise AssertionError("unreachable: the loop returns or raises on its last try")

@@ -1,0 +1,163 @@
+"""The proxied calls, in one straight line: key → request → route → hold → upstream → relay → settle.
+
+Each step is one module's: `accounts` says who calls and what the key may do, the protocol module
+reads the request and builds the upstream body, `routing` picks and tries deployments, `billing`
+holds and settles the money, the relay streams. Nothing below this handler calls back into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+
+from aiohttp import web
+
+from hubproxy import errors
+from hubproxy.accounts.rules import model_allowed
+from hubproxy.billing.meter import CallMeter
+from hubproxy.protocols import openai_chat
+from hubproxy.protocols.openai_chat import Endpoint, StreamWatch
+from hubproxy.routing.failover import NoAnswer
+from hubproxy.routing.router import Route
+from hubproxy.server.auth import authorize
+from hubproxy.server.errors import REQUEST_ID, openai_errors
+from hubproxy.server.relay import relay_stream
+from hubproxy.server.request_body import read_request
+from hubproxy.server.state import STATE, GatewayState
+from hubproxy.upstream.http import Response
+
+log = logging.getLogger("hubproxy.server")
+
+REFUSED_CREDENTIALS = {401, 402, 403, 407}
+
+
+def make_handler(endpoint: Endpoint):
+    """The route handler for one endpoint: `proxy_call` itself, no extra coroutine frame per resume
+    (and the endpoint bound by position: a bound keyword costs a dict merge on every call)."""
+    return openai_errors(functools.partial(proxy_call, endpoint))
+
+
+async def proxy_call(endpoint: Endpoint, request: web.Request) -> web.StreamResponse:
+    state: GatewayState = request.app[STATE]
+    key, user = authorize(request)
+    state.touch_key(key.id)
+    raw = await read_request(request, state.config.server)
+    fields = endpoint.read(raw)
+    routes = state.router.resolve(fields.model)
+    model = routes[0].model
+    if not model_allowed(key.policy, model):
+        raise errors.model_not_allowed(model.name)
+    if not model.priced:
+        raise errors.model_not_priced(model.name)
+    candidates = state.router.candidates(routes, state.health)
+    stream = bool(fields.stream) and endpoint.streams
+    meter = CallMeter(
+        state.calls,
+        state.config.billing,
+        request["request_id"],
+        key,
+        user,
+        candidates[0],
+        endpoint.path,
+        stream,
+        len(raw),
+        endpoint.unseen_tokens(raw, fields, state.config.billing.image_tokens),
+        fields.max_output if endpoint.makes_output else 0,
+        state.config.plans.get(user.plan) if user.plan else None,
+    )
+    await meter.reserve()
+    connection = request.protocol
+    if not stream:  # a stream notices a hang-up at its next write; a plain call would wait for the upstream
+        connection.on_lost = functools.partial(stop_waiting, asyncio.current_task(), meter)
+    try:
+        try:
+            resp, route, api_key = await state.failover.first_answer(
+                candidates,
+                lambda route: openai_chat.upstream_body(
+                    raw, fields, route.upstream_model, route.provider.stream_usage, stream
+                ),
+                endpoint.path,
+                stream,
+                user.id,
+                meter.use,
+                meter.attempts,
+            )
+        except NoAnswer as failed:
+            await meter.release(failed.outcome, failed.error.status)
+            raise failed.error from None
+        try:
+            if resp.status != 200:
+                await meter.release("upstream_error", resp.status)
+                return await upstream_error(state, resp, route, api_key, request["request_id"])
+            if stream:
+                watch = StreamWatch(stream and fields.asks_usage)
+                return await relay_stream(request, resp, meter, watch, state.config.timeouts.idle)
+            return await complete_json(state, resp, meter, endpoint)
+        finally:
+            resp.release()
+            state.upstreams.release(route.provider)
+            if meter.settled is None:
+                meter.settle(None, status="aborted", http_status=499)
+    finally:
+        connection.on_lost = None
+        if meter.settled is None:  # cancelled between two tries (the backoff): nothing reached the client
+            meter.release("client_gone", 499)
+
+
+def stop_waiting(task: asyncio.Task, meter: CallMeter) -> None:
+    """The client hung up on a plain call: stop waiting for the upstream (closing its connection), so
+    the hold is released now rather than when the upstream answers or times out. Once the call is
+    being settled there is nothing left to wait for."""
+    if meter.settled is None:
+        task.cancel()
+
+
+async def complete_json(state: GatewayState, resp: Response, meter: CallMeter, endpoint: Endpoint) -> web.Response:
+    """Non-streamed answer: bill from its usage, add the cost, answer only once billing is durable."""
+    provider = meter.route.provider
+    try:
+        data = await state.upstreams.adapter(provider).read_whole(resp, state.upstreams.first_byte(provider))
+    except errors.GatewayError:
+        await meter.release("upstream_broken", 502)
+        raise
+    usage, document = openai_chat.answer_usage(data)
+    if usage is None:
+        output_estimate = len(data) // 4 if endpoint.makes_output else 0
+        await meter.settle(None, output_estimate=output_estimate, status="ok", http_status=200)
+    else:
+        await meter.settle(usage, status="ok", http_status=200)
+        data = openai_chat.answer_with_cost(document, meter.cost)
+    return web.Response(body=data, status=200, content_type="application/json")  # x-request-id: openai_errors
+
+
+async def upstream_error(
+    state: GatewayState, resp: Response, route: Route, api_key: str | None, request_id: str
+) -> web.Response:
+    """Pass an upstream error on with its status and in the client's error shape, never leaking its key."""
+    name = route.provider.name
+    adapter = state.upstreams.adapter(route.provider)
+    data = await adapter.read_whole(resp, state.upstreams.first_byte(route.provider))
+    if api_key:
+        data = data.replace(api_key.encode(), b"[redacted]")
+    upstream_message, in_shape = openai_chat.upstream_error_message(data)
+    if resp.status in REFUSED_CREDENTIALS:
+        log.warning("provider %s refused hubproxy's credentials (HTTP %s)", name, resp.status)
+        raise errors.upstream_unavailable(
+            f"Provider {name!r} refused hubproxy's credentials (HTTP {resp.status}): {upstream_message}",
+            status=502,
+        )
+    headers = {REQUEST_ID: request_id}
+    for header in ("Retry-After", "retry-after-ms"):
+        if header in resp.headers:
+            headers[header] = resp.headers[header]
+    if not in_shape:
+        data = openai_chat.error_body(
+            errors.GatewayError(
+                resp.status,
+                "upstream_error",
+                f"Provider {name!r} answered HTTP {resp.status}: {upstream_message}",
+                type="api_error" if resp.status >= 500 else "invalid_request_error",
+            )
+        )
+    return web.Response(body=data, status=resp.status, content_type="application/json", headers=headers)

@@ -1,0 +1,167 @@
+"""What crosses the store's boundary: typed rows in, typed rows out, and the errors a change can meet.
+
+Every store backend takes and returns these, so nothing outside `store/` sees a connection, a
+cursor or a tuple of columns.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from hubproxy import apikey
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class DatabaseError(RuntimeError):
+    """The database is missing, corrupt or locked; the message tells the user what to do."""
+
+
+class AccountError(ValueError):
+    """A user-caused problem with users or keys (unknown email, duplicate, bad name)."""
+
+
+class NotFoundError(AccountError):
+    """No such user or key (or not one the caller may see)."""
+
+
+class ConflictError(AccountError):
+    """The change clashes with what exists (a taken email, a key already revoked)."""
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: int
+    email: str
+    balance: int
+    status: str
+    created_at: str
+    rev: int
+    plan: str | None
+    token_version: int = 0
+
+
+POLICY_COLUMNS = ("models", "allow_ips", "spend_limit", "budget_period", "expires_at", "rpm", "tpm", "max_parallel")
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    id: str
+    user_id: int
+    email: str
+    name: str
+    key_hash: str
+    prefix: str
+    last4: str
+    status: str
+    created_at: str
+    revoked_at: str | None
+    last_used_at: str | None
+    rev: int
+    models: str | None = None
+    allow_ips: str | None = None
+    spend_limit: int | None = None
+    budget_period: str | None = None
+    expires_at: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+
+    def rules(self) -> dict:
+        """The key's policy columns that are set."""
+        return {c: getattr(self, c) for c in POLICY_COLUMNS if getattr(self, c) is not None}
+
+    @property
+    def masked(self) -> str:
+        return apikey.masked(self.prefix, self.last4)
+
+
+@dataclass(slots=True)
+class Reservation:
+    id: str
+    user_id: int
+    key_id: str
+    model: str
+    provider: str
+    upstream_model: str
+    endpoint: str
+    stream: bool
+    amount: int
+    prompt_tokens: int
+    prompt_cost: int
+
+    def row(self) -> tuple:
+        """The fields in order (dataclasses.astuple deep-copies each one: ~100k instructions)."""
+        return (
+            self.id,
+            self.user_id,
+            self.key_id,
+            self.model,
+            self.provider,
+            self.upstream_model,
+            self.endpoint,
+            self.stream,
+            self.amount,
+            self.prompt_tokens,
+            self.prompt_cost,
+        )
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One finished call, as written to `usage` (and to `ledger` when it cost something)."""
+
+    reservation: Reservation
+    prompt_tokens: int
+    completion_tokens: int
+    cost: int
+    estimated: bool
+    status: str
+    http_status: int
+    latency_ms: int
+    persisted: bool = False
+    attempts: str = ""
+    cached_tokens: int = 0
+    budget_held: bool = False  # workers: a hold on the key's spend cap to drop with this record
+    reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
+    over_reservation: int = 0  # cost beyond the hold: the upstream gave more than max_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class CachedKey:
+    """What the server keeps in memory of a key: its rules as stored, and what a capped key has
+    spent in its current budget period."""
+
+    id: str
+    user_id: int
+    name: str
+    status: str
+    key_hash: str
+    rev: int
+    models: str | None
+    allow_ips: str | None
+    spend_limit: int | None
+    budget_period: str | None
+    expires_at: str | None
+    rpm: int | None
+    tpm: int | None
+    max_parallel: int | None
+    spent: int = 0
+
+
+@dataclass(slots=True)
+class AccountChanges:
+    """Users and keys changed since the revisions the server last saw."""
+
+    users: list[UserRow] = field(default_factory=list)
+    keys: list[CachedKey] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRefusal:
+    """Which shared limit refused a call ("parallel", "rpm", "tpm") and how long until it would pass."""
+
+    limit: str
+    wait: float
