@@ -27,6 +27,7 @@ from tests.fake_upstream import FakeUpstream
 PRICE_IN, PRICE_OUT = "0.27", "1.10"
 HELLO = [{"role": "user", "content": "say hello to me"}]
 SPECIAL_MODELS = [
+    "long-answer",
     "fail-500",
     "rate-limited",
     "no-usage",
@@ -203,12 +204,14 @@ class Gateway:
         except (openai.AuthenticationError, openai.PermissionDeniedError):
             return False
 
-    async def fire(self, key: str, n: int, model: str = "deepseek-chat", max_tokens: int | None = 1000) -> list:
+    async def fire(
+        self, key: str, n: int, model: str = "deepseek-chat", max_tokens: int | None = 1000, messages: list = HELLO
+    ) -> list:
         """`n` chat calls at once; each result is a completion or the exception it raised."""
         params = {} if max_tokens is None else {"max_tokens": max_tokens}
         client = self.async_client(key=key)
         try:
-            calls = [client.chat.completions.create(model=model, messages=HELLO, **params) for _ in range(n)]
+            calls = [client.chat.completions.create(model=model, messages=messages, **params) for _ in range(n)]
             return await asyncio.gather(*calls, return_exceptions=True)
         finally:
             await client.close()

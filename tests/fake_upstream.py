@@ -4,7 +4,8 @@ Its usage numbers are computed from the request (prompt tokens = words in the me
 tokens = words in the reply), so tests check billing against values they can derive themselves.
 The model name picks a behaviour: "fail-500", "rate-limited", "no-usage", "reasoning", "tools",
 "slow-stream", "echo-key" (an error body quoting the upstream key), "hang", "die-mid-stream",
-"cache-hit" (2 prompt tokens from the provider's cache).
+"cache-hit" (2 prompt tokens from the provider's cache), "long-answer" (reports 2,000 completion tokens
+whatever `max_tokens` said, as an upstream that ignores it would).
 """
 
 from __future__ import annotations
@@ -169,10 +170,11 @@ class FakeUpstream:
             "system_fingerprint": "fp_fake",
         }
         if model != "no-usage":
+            completion = 2000 if model == "long-answer" else len(REPLY.split())
             answer["usage"] = {
                 "prompt_tokens": prompt,
-                "completion_tokens": len(REPLY.split()),
-                "total_tokens": prompt + len(REPLY.split()),
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
                 "prompt_cache_hit_tokens": min(2, prompt) if model == "cache-hit" else 0,
             }
         return web.json_response(answer)

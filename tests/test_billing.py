@@ -81,6 +81,66 @@ def test_fifty_parallel_calls_cannot_overspend_a_tiny_balance(gateway):
     assert balance >= 0 and balance == ledger
 
 
+SHORT_WORDS = [{"role": "user", "content": " ".join("7" if n % 2 else "a" for n in range(1000))}]
+"""1,000 words of one character: two bytes a token, where a bytes/3 estimate would count two thirds of them."""
+
+
+def balance_and_ledger(gateway, email: str) -> tuple[int, int]:
+    with gateway.db() as db:
+        return db.execute(
+            "SELECT balance, (SELECT sum(amount) FROM ledger WHERE user_id = users.id) FROM users WHERE email = ?",
+            (email,),
+        ).fetchone()
+
+
+def test_fifty_parallel_calls_of_short_words_never_take_the_balance_below_zero(gateway):
+    key = gateway.new_user("words@example.com", "0.005")
+    wait_for(lambda: gateway.key_works(key))
+    gateway.upstream.delay = 0.5
+    results = asyncio.run(gateway.fire(key, 50, max_tokens=8, messages=SHORT_WORDS))
+    ok = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, openai.APIStatusError)]
+    assert ok and refused and len(ok) + len(refused) == 50
+    assert all(r.usage.prompt_tokens == 1000 for r in ok)
+    balance, ledger = balance_and_ledger(gateway, "words@example.com")
+    assert 0 <= balance == ledger
+
+
+def test_fifty_parallel_calls_never_take_a_key_past_its_spend_cap(gateway):
+    gateway.cli("users", "add", "capped@example.com", "--balance", "5")
+    key = gateway.cli.json(
+        "keys", "create", "--user", "capped@example.com", "--name", "capped", "--spend-limit", "0.005"
+    )["key"]
+    wait_for(lambda: gateway.key_works(key))
+    gateway.upstream.delay = 0.5
+    results = asyncio.run(gateway.fire(key, 50, max_tokens=8, messages=SHORT_WORDS))
+    refused = [r for r in results if isinstance(r, openai.APIStatusError)]
+    assert refused and all(r.status_code == 402 and "spend limit" in r.message for r in refused)
+    with gateway.db() as db:
+        spent = db.execute(
+            "SELECT sum(cost) FROM usage u JOIN users s ON s.id = u.user_id WHERE s.email = 'capped@example.com'"
+        ).fetchone()[0]
+    assert 0 < spent <= 5 * 10**9  # $0.005 in pico-USD
+
+
+def test_an_upstream_that_ignores_max_tokens_is_billed_what_it_reports_within_the_stated_bound(gateway):
+    key = gateway.new_user("over@example.com", "0.005")
+    wait_for(lambda: gateway.key_works(key))
+    gateway.upstream.delay = 0.3
+    results = asyncio.run(gateway.fire(key, 50, model="long-answer", max_tokens=8))
+    ok = [r for r in results if not isinstance(r, Exception)]
+    assert ok and all(r.usage.completion_tokens == 2000 for r in ok)
+    with gateway.db() as db:
+        rows = db.execute(
+            "SELECT cost, over_reservation, completion_tokens FROM usage u JOIN users s ON s.id = u.user_id "
+            "WHERE s.email = 'over@example.com' AND u.status = 'ok'"
+        ).fetchall()
+    assert len(rows) == len(ok) and all(over > 0 and over < cost for cost, over, _ in rows)
+    balance, ledger = balance_and_ledger(gateway, "over@example.com")
+    assert balance == ledger
+    assert balance >= -sum(over for _, over, _ in rows)  # the bound ARCHITECTURE.md states
+
+
 def test_insufficient_balance_is_402_and_the_sdk_does_not_retry(gateway):
     key = gateway.new_user("broke@example.com", "0")
     wait_for(lambda: gateway.key_works(key))

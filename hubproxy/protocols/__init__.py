@@ -1,25 +1,19 @@
 """Client wire formats: one module per format, each knowing its request fields, its usage fields, its
 stream events and its error shape.
 
-What a format module provides (`openai_chat` is the one today; Anthropic Messages and OpenAI
-Responses are the next):
-
-- `Endpoint`s: the routes it serves, each with the upstream path, the wire API it needs from a
-  provider (`api`), whether it produces output and can stream, and a `read(raw)` that checks the
-  body and returns the `CallFields` the gateway needs (model, stream, max output tokens).
-- `upstream_body(raw, fields, upstream_model, ...)`: the body a deployment gets when it serves the
-  same wire API (the client's bytes, with only `model` and the usage switch rewritten).
-- `answer(data, cost_of)`: a whole (non-streamed) answer's usage, and the answer with its cost.
-- a `StreamWatch`: the per-stream reader the relay hands each event to; it accumulates usage over
-  the events and tells the relay when the stream's usage is final (settle before forwarding).
-- `error_body(err)` and `stream_error(message)`: the format's own error shape, rendered only there.
-
-A translator between two formats (a client on one, an upstream on another) is one more module here.
+A format module offers its routes as `ClientEndpoint`s (`openai_chat` serves chat, completions and
+embeddings today; Anthropic Messages and OpenAI Responses are next). An endpoint reads and checks
+a request, builds the body for a deployment serving the same wire API (the client's bytes, only
+`model` and the usage switch rewritten), reads a whole answer's usage and adds the cost to it,
+makes the `StreamWatch` the relay hands each event to, and renders errors in the format's shape.
+The call handler talks only to these two interfaces. A translator between two formats (a client
+on one, an upstream on another) is one more module here, offering the same interfaces.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 
 @dataclass(slots=True)
@@ -34,15 +28,54 @@ class Usage:
     reasoning: int = 0
 
 
-@dataclass(slots=True)
-class CallFields:
-    """What the gateway needs to know of a request, whatever its format."""
+class CallFields(Protocol):
+    """What the gateway reads of a request, whatever its format (a format's decoded fields)."""
 
-    model: str
-    stream: bool
-    max_output: int | None
-    client_wants_usage: bool
-    image_parts: int = 0  # images by reference: their tokens are not in the body's size (see billing)
+    model: Any  # checked to be a non-empty string by `read`
+    stream: bool | None
+
+    @property
+    def max_output(self) -> int | None: ...
+
+
+class StreamWatch(Protocol):
+    """Reads a stream's events for the relay (see the verdicts below)."""
+
+    usage: Usage | None
+    output_events: int  # content events: the output estimate when no usage comes
+
+    def worth_reading(self, events: bytes) -> bool: ...
+
+    def read(self, payload: bytes) -> int: ...
+
+    def held(self, event: bytes, payload: bytes, cost: int) -> bytes | None: ...
+
+    def error_event(self, message: str) -> bytes: ...
+
+
+class ClientEndpoint(Protocol):
+    path: str  # the upstream path, and the usage row's `endpoint`
+    api: str  # the wire API a provider must serve to get the client's bytes as they are
+    makes_output: bool
+    streams: bool
+
+    def read(self, raw: bytes) -> CallFields: ...
+
+    def unseen_tokens(self, raw: bytes, fields: Any, image_tokens: int) -> int: ...
+
+    def build_upstream_body(
+        self, raw: bytes, fields: Any, upstream_model: str, stream_usage: bool, stream: bool
+    ) -> bytes: ...
+
+    def stream_watch(self, fields: Any) -> StreamWatch: ...
+
+    def answer_usage(self, data: bytes) -> tuple[Usage | None, Any]: ...
+
+    def answer_with_cost(self, document: Any, cost: int) -> bytes: ...
+
+    def error_body(self, err: Any) -> bytes: ...
+
+    def upstream_error_message(self, data: bytes) -> tuple[str, bool]: ...
 
 
 FORWARD, DROP, HOLD, FINAL = range(4)

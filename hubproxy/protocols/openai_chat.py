@@ -114,51 +114,6 @@ def check_embedding(fields: EmbeddingFields) -> None:
     text_or_list(fields.input, "input")
 
 
-@dataclass(frozen=True, eq=False)
-class Endpoint:
-    """One route of this format: the upstream path (also the usage row's `endpoint`), the wire API a
-    provider must serve for it, and whether it produces output and can stream."""
-
-    path: str
-    decoder: msgspec.json.Decoder
-    check: Callable[..., None]
-    makes_output: bool = True
-    streams: bool = True
-    api: str = API
-
-    def read(self, raw: bytes) -> RequestFields:
-        """The request's fields, checked; a 400 naming the problem otherwise."""
-        if not raw:
-            raise invalid_request("Request body is empty; send a JSON object.")
-        try:
-            fields = self.decoder.decode(raw)
-        except msgspec.ValidationError as exc:
-            raise invalid_field(exc) from None
-        except msgspec.DecodeError:
-            raise invalid_request("Request body is not valid JSON.") from None
-        except RecursionError:
-            raise invalid_request("Request body is nested too deeply.") from None
-        if fields.model.__class__ is not str or not fields.model:
-            raise invalid_request("'model' is required and must be a string.", param="model")
-        self.check(fields)
-        return fields
-
-    def unseen_tokens(self, raw: bytes, fields: RequestFields, image_tokens: int) -> int:
-        """Prompt tokens the body's size does not show: `image_tokens` for each image part (an image given
-        by URL is not in the body at all), and the fixed instructions a chat template writes before
-        tool definitions."""
-        if self is not CHAT:
-            return 0
-        unseen = raw.count(b'"image_url"') * image_tokens
-        return unseen + TOOL_PREAMBLE if fields.tools else unseen
-
-
-CHAT = Endpoint("/chat/completions", msgspec.json.Decoder(ChatFields), check_chat)
-COMPLETIONS = Endpoint("/completions", msgspec.json.Decoder(CompletionFields), check_completion)
-EMBEDDINGS = Endpoint("/embeddings", msgspec.json.Decoder(EmbeddingFields), check_embedding, False, False)
-ENDPOINTS = (CHAT, COMPLETIONS, EMBEDDINGS)
-
-
 def upstream_body(raw: bytes, fields: RequestFields, upstream_model: str, stream_usage: bool, stream: bool) -> bytes:
     """The request as a deployment serving this format gets it: its model name, and usage asked for
     where the provider supports it.
@@ -280,6 +235,10 @@ class StreamWatch:
         last = choices.__class__ is list and any(c.__class__ is dict and c.get("finish_reason") for c in choices)
         return HOLD if last else FORWARD
 
+    @staticmethod
+    def error_event(message: str) -> bytes:
+        return stream_error(message)
+
     def held(self, event: bytes, payload: bytes, cost: int) -> bytes | None:
         """The held event as it leaves once the call is settled at `cost`."""
         chunk = orjson.loads(payload)
@@ -312,3 +271,62 @@ def upstream_error_message(data: bytes) -> tuple[str, bool]:
     if parsed.__class__ is dict and parsed.get("error").__class__ is dict:
         return str(parsed["error"].get("message", "")), True
     return data[:300].decode("utf-8", "replace").strip(), False
+
+
+@dataclass(frozen=True, eq=False)
+class Endpoint:
+    """One route of this format: the upstream path (also the usage row's `endpoint`), the wire API a
+    provider must serve for it, and whether it produces output and can stream."""
+
+    path: str
+    decoder: msgspec.json.Decoder
+    check: Callable[..., None]
+    makes_output: bool = True
+    streams: bool = True
+    api: str = API
+
+    def read(self, raw: bytes) -> RequestFields:
+        """The request's fields, checked; a 400 naming the problem otherwise."""
+        if not raw:
+            raise invalid_request("Request body is empty; send a JSON object.")
+        try:
+            fields = self.decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            raise invalid_field(exc) from None
+        except msgspec.DecodeError:
+            raise invalid_request("Request body is not valid JSON.") from None
+        except RecursionError:
+            raise invalid_request("Request body is nested too deeply.") from None
+        if fields.model.__class__ is not str or not fields.model:
+            raise invalid_request("'model' is required and must be a string.", param="model")
+        self.check(fields)
+        return fields
+
+    def unseen_tokens(self, raw: bytes, fields: RequestFields, image_tokens: int) -> int:
+        """Prompt tokens the body's size does not show: `image_tokens` for each image part (an image given
+        by URL is not in the body at all), and the fixed instructions a chat template writes before
+        tool definitions."""
+        if self is not CHAT:
+            return 0
+        mentions = raw.count(b'"image_url"')  # twice a part: {"type": "image_url", "image_url": {…}}
+        unseen = (mentions + 1) // 2 * image_tokens
+        return unseen + TOOL_PREAMBLE if fields.tools else unseen
+
+    def build_upstream_body(
+        self, raw: bytes, fields: RequestFields, upstream_model: str, stream_usage: bool, stream: bool
+    ) -> bytes:
+        return upstream_body(raw, fields, upstream_model, stream_usage, stream)
+
+    def stream_watch(self, fields: RequestFields) -> StreamWatch:
+        return StreamWatch(fields.asks_usage)
+
+    answer_usage = staticmethod(answer_usage)
+    answer_with_cost = staticmethod(answer_with_cost)
+    error_body = staticmethod(error_body)
+    upstream_error_message = staticmethod(upstream_error_message)
+
+
+CHAT = Endpoint("/chat/completions", msgspec.json.Decoder(ChatFields), check_chat)
+COMPLETIONS = Endpoint("/completions", msgspec.json.Decoder(CompletionFields), check_completion)
+EMBEDDINGS = Endpoint("/embeddings", msgspec.json.Decoder(EmbeddingFields), check_embedding, False, False)
+ENDPOINTS = (CHAT, COMPLETIONS, EMBEDDINGS)

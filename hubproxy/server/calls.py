@@ -16,8 +16,7 @@ from aiohttp import web
 from hubproxy import errors
 from hubproxy.accounts.rules import model_allowed
 from hubproxy.billing.meter import CallMeter
-from hubproxy.protocols import openai_chat
-from hubproxy.protocols.openai_chat import Endpoint, StreamWatch
+from hubproxy.protocols import ClientEndpoint
 from hubproxy.routing.failover import NoAnswer
 from hubproxy.routing.router import Route
 from hubproxy.server.auth import authorize
@@ -32,13 +31,13 @@ log = logging.getLogger("hubproxy.server")
 REFUSED_CREDENTIALS = {401, 402, 403, 407}
 
 
-def make_handler(endpoint: Endpoint):
+def make_handler(endpoint: ClientEndpoint):
     """The route handler for one endpoint: `proxy_call` itself, no extra coroutine frame per resume
     (and the endpoint bound by position: a bound keyword costs a dict merge on every call)."""
     return openai_errors(functools.partial(proxy_call, endpoint))
 
 
-async def proxy_call(endpoint: Endpoint, request: web.Request) -> web.StreamResponse:
+async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.StreamResponse:
     state: GatewayState = request.app[STATE]
     key, user = authorize(request)
     state.touch_key(key.id)
@@ -74,7 +73,7 @@ async def proxy_call(endpoint: Endpoint, request: web.Request) -> web.StreamResp
         try:
             resp, route, api_key = await state.failover.first_answer(
                 candidates,
-                lambda route: openai_chat.upstream_body(
+                lambda route: endpoint.build_upstream_body(
                     raw, fields, route.upstream_model, route.provider.stream_usage, stream
                 ),
                 endpoint.path,
@@ -89,9 +88,9 @@ async def proxy_call(endpoint: Endpoint, request: web.Request) -> web.StreamResp
         try:
             if resp.status != 200:
                 await meter.release("upstream_error", resp.status)
-                return await upstream_error(state, resp, route, api_key, request["request_id"])
+                return await upstream_error(state, endpoint, resp, route, api_key, request["request_id"])
             if stream:
-                watch = StreamWatch(stream and fields.asks_usage)
+                watch = endpoint.stream_watch(fields)
                 return await relay_stream(request, resp, meter, watch, state.config.timeouts.idle)
             return await complete_json(state, resp, meter, endpoint)
         finally:
@@ -113,7 +112,9 @@ def stop_waiting(task: asyncio.Task, meter: CallMeter) -> None:
         task.cancel()
 
 
-async def complete_json(state: GatewayState, resp: Response, meter: CallMeter, endpoint: Endpoint) -> web.Response:
+async def complete_json(
+    state: GatewayState, resp: Response, meter: CallMeter, endpoint: ClientEndpoint
+) -> web.Response:
     """Non-streamed answer: bill from its usage, add the cost, answer only once billing is durable."""
     provider = meter.route.provider
     try:
@@ -121,18 +122,18 @@ async def complete_json(state: GatewayState, resp: Response, meter: CallMeter, e
     except errors.GatewayError:
         await meter.release("upstream_broken", 502)
         raise
-    usage, document = openai_chat.answer_usage(data)
+    usage, document = endpoint.answer_usage(data)
     if usage is None:
         output_estimate = len(data) // 4 if endpoint.makes_output else 0
         await meter.settle(None, output_estimate=output_estimate, status="ok", http_status=200)
     else:
         await meter.settle(usage, status="ok", http_status=200)
-        data = openai_chat.answer_with_cost(document, meter.cost)
+        data = endpoint.answer_with_cost(document, meter.cost)
     return web.Response(body=data, status=200, content_type="application/json")  # x-request-id: openai_errors
 
 
 async def upstream_error(
-    state: GatewayState, resp: Response, route: Route, api_key: str | None, request_id: str
+    state: GatewayState, endpoint: ClientEndpoint, resp: Response, route: Route, api_key: str | None, request_id: str
 ) -> web.Response:
     """Pass an upstream error on with its status and in the client's error shape, never leaking its key."""
     name = route.provider.name
@@ -140,7 +141,7 @@ async def upstream_error(
     data = await adapter.read_whole(resp, state.upstreams.first_byte(route.provider))
     if api_key:
         data = data.replace(api_key.encode(), b"[redacted]")
-    upstream_message, in_shape = openai_chat.upstream_error_message(data)
+    upstream_message, in_shape = endpoint.upstream_error_message(data)
     if resp.status in REFUSED_CREDENTIALS:
         log.warning("provider %s refused hubproxy's credentials (HTTP %s)", name, resp.status)
         raise errors.upstream_unavailable(
@@ -152,7 +153,7 @@ async def upstream_error(
         if header in resp.headers:
             headers[header] = resp.headers[header]
     if not in_shape:
-        data = openai_chat.error_body(
+        data = endpoint.error_body(
             errors.GatewayError(
                 resp.status,
                 "upstream_error",

@@ -13,8 +13,7 @@ import logging
 from aiohttp import web
 
 from hubproxy.billing.meter import CallMeter
-from hubproxy.protocols import FINAL, FORWARD, HOLD
-from hubproxy.protocols.openai_chat import StreamWatch, stream_error
+from hubproxy.protocols import FINAL, FORWARD, HOLD, StreamWatch
 from hubproxy.server.cors import allow_origin
 from hubproxy.server.errors import REQUEST_ID
 from hubproxy.upstream.http import Response, UpstreamError
@@ -120,7 +119,7 @@ class StreamRelay:
     async def fail(self, message: str) -> None:
         """Upstream broke mid-stream: tell the client in-band (the status line is already sent)."""
         await self.settle("upstream_broken", 502)
-        await self.send(stream_error(message))
+        await self.send(self.watch.error_event(message))
 
 
 async def relay_stream(

@@ -1,6 +1,6 @@
 """Rate limits and spend caps shared by worker processes, in SQLite.
 
-One process counts calls and spend in memory (limits.RateLimiter, gate.Gate). Worker processes
+One process counts calls and spend in memory (ratelimit.windows, billing.budget). Worker processes
 cannot, so for keys that have limits or a spend cap each admission is decided in the writer's
 transaction, which SQLite serializes across processes: the same windows and caps, seen by every
 worker. Keys without them never come here.

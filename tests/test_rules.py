@@ -1,0 +1,183 @@
+"""The pure rules, in-process and in milliseconds: routing order, the breaker, limiter windows, the
+prompt bound and prices, budget arithmetic, and reading usage over a stream's events."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+
+import orjson
+import pytest
+
+from hubproxy import errors
+from hubproxy.accounts.cache import KeyState, UserState
+from hubproxy.accounts.rules import KeyPolicy, Limits
+from hubproxy.billing.budget import LocalBudget
+from hubproxy.billing.pricing import PROMPT_SLACK, cost_of, prompt_bound
+from hubproxy.config import Config, Deployment, Model, Provider, RoutingSettings
+from hubproxy.money import parse_price
+from hubproxy.protocols import FINAL, FORWARD, HOLD, Usage
+from hubproxy.protocols.openai_chat import CHAT, EMBEDDINGS, TOOL_PREAMBLE, StreamWatch
+from hubproxy.ratelimit.windows import WINDOW, RateLimiter
+from hubproxy.routing.health import HealthBoard
+from hubproxy.routing.router import Router
+
+
+def routed_config(*deployments: Deployment) -> Config:
+    config = Config()
+    for d in deployments:
+        config.providers.setdefault(d.provider, Provider(d.provider, f"http://{d.provider}.test/v1"))
+    config.models["m"] = Model("m", deployments[0].provider, deployments[0].upstream_model, 1, 1, deployments)
+    return config
+
+
+def test_weights_split_the_first_choice_and_priority_always_comes_first():
+    config = routed_config(
+        Deployment("a", "m", priority=0, weight=3), Deployment("b", "m", priority=0, weight=1), Deployment("c", "m", 5)
+    )
+    router = Router(config, rng=random.Random(7))
+    health = HealthBoard(RoutingSettings())
+    firsts = Counter()
+    for _ in range(4000):
+        order = [r.key for r in router.candidates(router.resolve("m"), health)]
+        assert order[0] == "c/m" and sorted(order) == ["a/m", "b/m", "c/m"]
+        firsts[order[1]] += 1
+    assert 0.72 < firsts["a/m"] / 4000 < 0.78  # weight 3 of 4
+
+
+def test_an_open_breaker_takes_a_deployment_out_until_its_cooldown_ends():
+    board = HealthBoard(RoutingSettings(breaker_failures=3, breaker_cooldown=30.0))
+    for _ in range(3):
+        board.failure("a/m", "HTTP 500", caller=None, now=100.0)
+    assert not board.available("a/m", now=129.9)
+    assert board.available("a/m", now=130.0)
+    board.success("a/m", 12.0)
+    assert board.of("a/m").failures_in_a_row == 0
+
+
+def test_one_callers_error_answers_never_open_the_breaker_two_callers_do():
+    board = HealthBoard(RoutingSettings(breaker_failures=3))
+    for _ in range(10):
+        board.failure("a/m", "HTTP 500", caller=1, now=0.0)
+    assert board.available("a/m", now=0.0)
+    board.failure("a/m", "HTTP 500", caller=2, now=0.0)
+    assert not board.available("a/m", now=0.0)
+
+
+def test_rpm_window_refuses_with_the_exact_wait_and_slides():
+    limiter = RateLimiter()
+    limits = Limits(rpm=2)
+    limiter.admit("k", limits, 0, now=10.0)
+    limiter.admit("k", limits, 0, now=20.0)
+    with pytest.raises(errors.GatewayError) as refused:
+        limiter.admit("k", limits, 0, now=30.0)
+    assert refused.value.status == 429 and refused.value.headers["retry-after-ms"] == str(int(WINDOW - 20) * 1000)
+    limiter.admit("k", limits, 0, now=10.0 + WINDOW + 0.001)
+
+
+def test_tpm_counts_the_hold_then_the_real_tokens_and_parallel_frees_its_slot():
+    limiter = RateLimiter()
+    limits = Limits(tpm=1000, max_parallel=1)
+    entry = limiter.admit("k", limits, 900, now=0.0)
+    with pytest.raises(errors.GatewayError):
+        limiter.admit("k", limits, 50, now=1.0)  # parallel: one at a time
+    limiter.finish("k", entry, 100)
+    limiter.admit("k", limits, 850, now=2.0)  # 100 real + 850 fits in 1,000
+    with pytest.raises(errors.GatewayError) as too_big:
+        limiter.admit("k", Limits(tpm=1000), 1001, now=3.0)
+    assert too_big.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["7 a " * 500, "你好世界" * 300, "0123456789" * 100, "a\nb\tc " * 200, "🙂" * 250],
+)
+def test_the_prompt_bound_is_never_below_the_texts_bytes(text):
+    """A byte-level tokenizer makes at most one token per byte of text: the bound must cover that."""
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": text}]})
+    bound = prompt_bound(len(body), CHAT.unseen_tokens(body, CHAT.read(body), 2560))
+    assert bound >= len(text.encode()) + PROMPT_SLACK
+
+
+def test_images_and_tools_count_what_the_body_does_not_show():
+    image = {"type": "image_url", "image_url": {"url": "https://example.test/cat.png"}}
+    body = orjson.dumps(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": [image, image]}],
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+        }
+    )
+    assert CHAT.unseen_tokens(body, CHAT.read(body), 1000) == 2000 + TOOL_PREAMBLE
+    embed = b'{"model":"e","input":"image_url"}'
+    assert EMBEDDINGS.unseen_tokens(embed, EMBEDDINGS.read(embed), 1000) == 0
+
+
+def test_prices_are_exact_integers_and_tiers_price_the_whole_call():
+    model = Model("m", "p", "m", parse_price("0.27"), parse_price("1.10"))
+    assert cost_of(model, 1_000_000, 0) == 270_000 * 1_000_000
+    assert cost_of(model, 3, 7) == 3 * 270_000 + 7 * 1_100_000
+
+
+def hold(budget: LocalBudget, user: UserState, key: KeyState, amount: int) -> None:
+    asyncio.run(budget.hold(user, key, amount, "r"))
+
+
+def test_budget_holds_charges_and_commits_add_up():
+    budget = LocalBudget()
+    user, key = UserState(1, "u@x.test", True, balance=1000), KeyState("k", 1, "k", True)
+    hold(budget, user, key, 600)
+    assert user.available == 400
+    with pytest.raises(errors.GatewayError) as refused:
+        hold(budget, user, key, 401)
+    assert refused.value.status == 402
+    budget.charge(user, key, 600, 250)  # the call cost less than its hold
+    assert (user.available, user.pending, user.reserved) == (750, 250, 0)
+    budget.committed(user, 250, 750)
+    assert (user.balance, user.pending, user.available) == (750, 0, 750)
+    budget.charge(user, key, 0, 10)
+    budget.committed(user, 10, None)  # the write failed: the balance stands, nothing stays pending
+    assert (user.balance, user.pending) == (750, 0)
+
+
+def test_budget_refuses_past_a_keys_cap_and_a_free_call_on_a_negative_balance():
+    budget = LocalBudget()
+    user = UserState(1, "u@x.test", True, balance=10**6)
+    capped = KeyState("k", 1, "k", True, policy=KeyPolicy(spend_limit=500))
+    hold(budget, user, capped, 300)
+    with pytest.raises(errors.GatewayError) as over:
+        hold(budget, user, capped, 201)
+    assert "spend limit" in over.value.message
+    broke = UserState(2, "b@x.test", True, balance=-1)
+    with pytest.raises(errors.GatewayError):
+        hold(budget, broke, KeyState("k2", 2, "k2", True), 0)
+
+
+def sse(data: dict | str) -> bytes:
+    return data.encode() if isinstance(data, str) else orjson.dumps(data)
+
+
+def test_stream_usage_is_accumulated_and_the_final_chunk_waits_for_the_end():
+    watch = StreamWatch(client_wants_usage=True)
+    content = {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}], "usage": None}
+    running = {
+        "choices": [{"index": 0, "delta": {"content": "!"}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+    }
+    last = {
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+    }
+    assert watch.read(sse(content)) == FORWARD
+    assert watch.read(sse(running)) == FORWARD and watch.usage == Usage(5, 1)
+    assert watch.read(sse(last)) == HOLD and watch.usage == Usage(5, 2)
+    assert watch.read(b"[DONE]") == FINAL
+    assert b'"cost":0.000001' in watch.held(b"", sse(last), 10**6)
+
+
+def test_a_usage_only_chunk_is_dropped_when_the_client_did_not_ask_for_usage():
+    watch = StreamWatch(client_wants_usage=False)
+    usage_only = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
+    assert watch.read(sse(usage_only)) == HOLD
+    assert watch.held(b"data: x\n\n", sse(usage_only), 1) is None
