@@ -130,6 +130,7 @@ class FakeUpstream:
         return web.json_response(LISTED)
 
     async def models(self, request: web.Request) -> web.Response:
+        self.requests.append({"headers": dict(request.headers), "body": None, "path": request.path, "raw": b""})
         if (refused := self._check_key(request)) is not None:
             return refused
         return web.json_response({"object": "list", "data": LISTED})

@@ -220,6 +220,26 @@ def test_providers_test_reaches_the_upstream_with_its_key(cli, upstream, monkeyp
     assert bad.exit_code == 1 and "HTTP 401" in bad.output
 
 
+def test_providers_test_sends_the_providers_own_headers_as_calls_do(cli, upstream, monkeypatch):
+    cli("init")
+    cli(
+        "providers",
+        "add",
+        "fake",
+        "--base-url",
+        upstream.base_url,
+        "--api-key-env",
+        "FAKE_KEY",
+        "--header",
+        "X-Org: t7",
+    )
+    monkeypatch.setenv("FAKE_KEY", upstream.api_key)
+    assert "OK, 7 models" in cli("providers", "test", "fake").stdout
+    probe = [r for r in upstream.requests if r["path"] == "/v1/models"][-1]
+    assert probe["headers"]["X-Org"] == "t7" and probe["headers"]["Authorization"] == f"Bearer {upstream.api_key}"
+    assert probe["headers"]["User-Agent"].startswith("hubproxy/")
+
+
 def test_presets_fill_the_base_url_and_key_variable(cli):
     cli("init")
     presets = cli.json("providers", "presets")

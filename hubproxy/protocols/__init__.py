@@ -12,12 +12,12 @@ on one, an upstream on another) is one more module here, offering the same inter
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
 
-@dataclass(slots=True)
-class Usage:
+
+class Usage(msgspec.Struct):
     """Tokens of one call as billed. `input` counts every prompt token, cached and cache-written ones
     included; `reasoning` is the part of `output` the model spent thinking."""
 

@@ -140,15 +140,12 @@ def upstream_body(raw: bytes, fields: RequestFields, upstream_model: str, stream
     return orjson.dumps(whole)
 
 
-def _count(value: object) -> int | None:
-    return value if value.__class__ is int and value >= 0 else None
-
-
 def read_usage(usage: object) -> Usage | None:
     """Tokens from a `usage` object, or None if it has none.
 
     Cached prompt tokens: OpenAI's `prompt_tokens_details.cached_tokens` or DeepSeek's
-    `prompt_cache_hit_tokens`; reasoning: `completion_tokens_details.reasoning_tokens`.
+    `prompt_cache_hit_tokens`; reasoning: `completion_tokens_details.reasoning_tokens`. A count
+    that is not a non-negative integer (a bool, a string) makes the usage unreadable.
     """
     if usage.__class__ is not dict:
         return None
@@ -156,17 +153,22 @@ def read_usage(usage: object) -> Usage | None:
     completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
     if completion is None:
         completion = 0
-    total = usage.get("total_tokens")
-    if prompt is None and total.__class__ is int and completion.__class__ is int:
-        prompt = total - completion
-    prompt, completion = _count(prompt), _count(completion)
-    if prompt is None or completion is None:
+    if completion.__class__ is not int or completion < 0:
+        return None
+    if prompt is None:
+        total = usage.get("total_tokens")
+        prompt = total - completion if total.__class__ is int else None
+    if prompt.__class__ is not int or prompt < 0:
         return None
     details = usage.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens") if details.__class__ is dict else usage.get("prompt_cache_hit_tokens"))
-    output_details = usage.get("completion_tokens_details")
-    reasoning = _count(output_details.get("reasoning_tokens")) if output_details.__class__ is dict else None
-    return Usage(prompt, completion, min(cached or 0, prompt), 0, min(reasoning or 0, completion))
+    cached = details.get("cached_tokens") if details.__class__ is dict else usage.get("prompt_cache_hit_tokens")
+    if cached.__class__ is not int or cached < 0:
+        cached = 0
+    details = usage.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if details.__class__ is dict else 0
+    if reasoning.__class__ is not int or reasoning < 0:
+        reasoning = 0
+    return Usage(prompt, completion, min(cached, prompt), 0, min(reasoning, completion))
 
 
 def cost_text(cost: int) -> orjson.Fragment:

@@ -17,7 +17,7 @@ from hubproxy.config import RoutingSettings
 from hubproxy.routing.health import HealthBoard
 from hubproxy.routing.router import Route
 from hubproxy.secrets import provider_api_key
-from hubproxy.upstream.http import Response
+from hubproxy.upstream.http import Response, UpstreamError
 from hubproxy.upstream.pool import Upstreams
 
 FAILOVER_STATUSES = frozenset({401, 402, 403, 408, 429, 500, 502, 503, 504})
@@ -77,10 +77,13 @@ class Failover:
             api_key = provider_api_key(route.provider, self.secrets)
             on_try(route)
             started = time.monotonic()
+            adapter = upstreams.adapter(route.provider)
+            timeout = upstreams.first_byte(route.provider)
             try:
-                resp = await upstreams.adapter(route.provider).send(
-                    path, body_for(route), api_key, stream, upstreams.first_byte(route.provider)
-                )
+                try:
+                    resp = await adapter.send(path, body_for(route), api_key, stream, timeout)
+                except (TimeoutError, UpstreamError) as exc:
+                    raise adapter.unreachable(exc, timeout) from None
             except errors.GatewayError as exc:
                 upstreams.release(route.provider)
                 health.failure(route.key, exc.message)
