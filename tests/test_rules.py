@@ -173,6 +173,7 @@ def test_stream_usage_is_accumulated_and_the_final_chunk_waits_for_the_end():
     assert watch.read(sse(running)) == FORWARD and watch.usage == Usage(5, 1)
     assert watch.read(sse(last)) == HOLD and watch.usage == Usage(5, 2)
     assert watch.read(b"[DONE]") == FINAL
+    assert watch.held(b"data: as it came\n\n", sse(last), None) == b"data: as it came\n\n"
     assert b'"cost":0.000001' in watch.held(b"", sse(last), 10**6)
 
 

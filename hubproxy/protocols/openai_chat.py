@@ -241,10 +241,13 @@ class StreamWatch:
     def error_event(message: str) -> bytes:
         return stream_error(message)
 
-    def held(self, event: bytes, payload: bytes, cost: int) -> bytes | None:
-        """The held event as it leaves once the call is settled at `cost`."""
+    def held(self, event: bytes, payload: bytes, cost: int | None) -> bytes | None:
+        """The held event as it leaves: with `cost` added once the call is settled at it; as it came
+        when a later usage event turned out to be the final one (`cost` None)."""
         chunk = orjson.loads(payload)
         if self.client_wants_usage:
+            if cost is None:
+                return event
             chunk["usage"]["cost"] = cost_text(cost)
             return b"data: " + orjson.dumps(chunk) + b"\n\n"
         return event if chunk.get("choices") else None

@@ -94,7 +94,7 @@ class StreamRelay:
         if self.held is not None:
             event, payload = self.held
             self.held = None
-            out = self.watch.held(event, payload, 0) if not self.watch.client_wants_usage else event
+            out = self.watch.held(event, payload, None)
             if out:
                 await self.send(out)
 

@@ -38,7 +38,8 @@ class SQLiteStore(Store):
         record = usage.record_calls if holder is None else partial(usage.record_calls, lease_holder=holder)
         self.writer.bulk(CALLS, record)
         # `record_call` below, bound without a Python frame of its own: it runs on every call
-        self.record_call = partial(self.writer.submit_item, CALLS)  # type: ignore[method-assign]        self.writer.bulk(LEASE, leases.take_leases)
+        self.record_call = partial(self.writer.submit_item, CALLS)  # type: ignore[method-assign]
+        self.writer.bulk(LEASE, leases.take_leases)
         self.writer.bulk(ADMIT, limits.admit_calls)
         self.writer.bulk(DONE, limits.finish_calls)
         self.writer.bulk(HOLD, limits.hold_budgets)
