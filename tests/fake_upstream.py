@@ -91,6 +91,7 @@ class FakeUpstream:
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/bare/models", self.models_as_a_list)
+        app.router.add_post("/v1/messages", self.messages)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -260,6 +261,49 @@ class FakeUpstream:
             raise
         finally:
             self.open_streams -= 1
+        return resp
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """Anthropic's Messages API, as Anthropic and the Anthropic-compatible vendors serve it: the key in
+        `x-api-key`; usage split over `message_start` (input, cache) and `message_delta` (output)."""
+        if request.headers.get("x-api-key") != self.api_key:
+            error = {"type": "authentication_error", "message": "invalid x-api-key"}
+            return web.json_response({"type": "error", "error": error}, status=401)
+        body = await self._record(request)
+        model = body.get("model", "")
+        prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        usage = {"input_tokens": prompt, "cache_creation_input_tokens": 3, "cache_read_input_tokens": 5}
+        words = REPLY.split()
+        message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "stop_sequence": None}
+        if not body.get("stream"):
+            content = [{"type": "text", "text": REPLY}]
+            answer = {
+                **message,
+                "content": content,
+                "stop_reason": "end_turn",
+                "usage": {**usage, "output_tokens": len(words)},
+            }
+            return web.json_response(answer)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+
+        async def send(name: str, data: dict) -> None:
+            await resp.write(f"event: {name}\ndata: ".encode() + orjson.dumps(data) + b"\n\n")
+
+        start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+        await send("message_start", {"type": "message_start", "message": start})
+        await send(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
+        await send("ping", {"type": "ping"})
+        for word in words:
+            delta = {"type": "text_delta", "text": word + " "}
+            await send("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+        final = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}}
+        await send("message_delta", {**final, "usage": {"output_tokens": len(words)}})
+        await send("message_stop", {"type": "message_stop"})
         return resp
 
     async def completions(self, request: web.Request) -> web.Response:

@@ -17,7 +17,8 @@ from hubproxy.billing.budget import LocalBudget
 from hubproxy.billing.pricing import PROMPT_SLACK, cost_of, prompt_bound
 from hubproxy.config import Config, Deployment, Model, Provider, RoutingSettings
 from hubproxy.money import parse_price
-from hubproxy.protocols import FINAL, FORWARD, HOLD, Usage
+from hubproxy.protocols import FINAL, Usage
+from hubproxy.protocols.anthropic_messages import StreamWatch as MessagesWatch
 from hubproxy.protocols.openai_chat import CHAT, EMBEDDINGS, TOOL_PREAMBLE, StreamWatch
 from hubproxy.ratelimit.windows import WINDOW, RateLimiter
 from hubproxy.routing.health import HealthBoard
@@ -169,16 +170,37 @@ def test_stream_usage_is_accumulated_and_the_final_chunk_waits_for_the_end():
         "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 5, "completion_tokens": 2},
     }
-    assert watch.read(sse(content)) == FORWARD
-    assert watch.read(sse(running)) == FORWARD and watch.usage == Usage(5, 1)
-    assert watch.read(sse(last)) == HOLD and watch.usage == Usage(5, 2)
-    assert watch.read(b"[DONE]") == FINAL
-    assert watch.held(b"data: as it came\n\n", sse(last), None) == b"data: as it came\n\n"
-    assert b'"cost":0.000001' in watch.held(b"", sse(last), 10**6)
+    assert watch.read(b"e1", sse(content)) == b"e1"
+    assert watch.read(b"e2", sse(running)) == b"e2" and watch.usage == Usage(5, 1)
+    assert watch.read(b"e3", sse(last)) is None and watch.usage == Usage(5, 2)
+    assert watch.read(b"data: [DONE]\n\n", b"[DONE]") is FINAL
+    closing = watch.closing(10**6)
+    assert b'"cost":0.000001' in closing and closing.endswith(b"data: [DONE]\n\n")
 
 
 def test_a_usage_only_chunk_is_dropped_when_the_client_did_not_ask_for_usage():
     watch = StreamWatch(client_wants_usage=False)
     usage_only = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
-    assert watch.read(sse(usage_only)) == HOLD
-    assert watch.held(b"data: x\n\n", sse(usage_only), 1) is None
+    assert watch.read(b"u1", sse(usage_only)) is None
+    assert watch.read(b"u2", sse(usage_only)) is None  # the earlier one was not the last word: still dropped
+    assert watch.closing(1) == b""
+
+
+def test_anthropic_usage_is_summed_over_message_start_and_message_delta():
+    watch = MessagesWatch()
+    start = {
+        "type": "message_start",
+        "message": {
+            "usage": {
+                "input_tokens": 10,
+                "cache_read_input_tokens": 30,
+                "cache_creation_input_tokens": 5,
+                "output_tokens": 1,
+            }
+        },
+    }
+    delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 42}}
+    assert watch.read(b"s", sse(start)) == b"s"
+    assert watch.read(b"d", sse(delta)) == b"d"
+    assert watch.read(b"stop", sse({"type": "message_stop"})) is FINAL and watch.closing(0) == b"stop"
+    assert watch.usage == Usage(45, 42, cached=30, cache_write=5)

@@ -9,7 +9,7 @@ import aiohttp
 import typer
 
 from hubproxy.cli.context import CliError, WholeTable, console, load_config, paths, print_json, save_config
-from hubproxy.config import ENV_VAR_RE, Config, Provider, check_base_url, check_provider_name, tier_dict
+from hubproxy.config import ENV_VAR_RE, WIRE_APIS, Config, Provider, check_base_url, check_provider_name, tier_dict
 from hubproxy.errors import GatewayError
 from hubproxy.money import format_price
 from hubproxy.secrets import (
@@ -39,6 +39,8 @@ def provider_json(p: Provider) -> dict:
         "timeout": p.timeout,
         "max_concurrent": p.max_concurrent,
         "preset": p.preset,
+        "apis": list(p.apis),
+        "messages_base_url": p.messages_base_url,
     }
 
 
@@ -80,10 +82,19 @@ def add(
         None, "--timeout", metavar="SECONDS", help="Seconds to wait for its answer (overrides first_byte)."
     ),
     max_concurrent: int = typer.Option(None, "--max-concurrent", metavar="N", help="Calls in flight to it at once."),
+    api: list[str] = typer.Option(
+        [],
+        "--api",
+        metavar="API",
+        help="A wire API it serves (repeatable): chat (OpenAI, the default), messages (Anthropic).",
+    ),
+    messages_base_url: str = typer.Option(
+        None, "--messages-base-url", metavar="URL", help="Where its Messages API lives, if not at --base-url."
+    ),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing provider of this name."),
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Add an OpenAI-compatible provider."""
+    """Add a provider: OpenAI-compatible (chat), Anthropic-compatible (messages), or both."""
     check_provider_name(name)
     if api_key_env and api_key_stdin:
         raise CliError("use either --api-key-env or --api-key-stdin, not both")
@@ -97,6 +108,14 @@ def add(
     if (timeout is not None and timeout <= 0) or (max_concurrent is not None and max_concurrent < 1):
         raise CliError("--timeout and --max-concurrent must be positive")
     url = check_base_url(base_url, "--base-url")
+    unknown = [a for a in api if a not in WIRE_APIS]
+    if unknown:
+        raise CliError(f"--api {unknown[0]!r} is not a wire API hubproxy speaks ({', '.join(WIRE_APIS)})")
+    apis = tuple(dict.fromkeys(api)) or (found.apis if found is not None else ("chat",))
+    if messages_base_url is not None:
+        messages_base_url = check_base_url(messages_base_url, "--messages-base-url")
+    elif found is not None:
+        messages_base_url = found.messages_base_url
     if api_key_env and not ENV_VAR_RE.match(api_key_env):
         raise CliError(f"--api-key-env must be an environment variable name, got {api_key_env!r}")
     config = load_config(ctx)
@@ -117,6 +136,8 @@ def add(
         timeout=timeout,
         max_concurrent=max_concurrent,
         preset=preset,
+        apis=apis,
+        messages_base_url=messages_base_url,
     )
     where = store_secret(paths(ctx), name, secret) if secret else None
     config.providers[name] = provider

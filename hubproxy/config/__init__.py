@@ -4,6 +4,7 @@ are importable from here."""
 
 from hubproxy.config.catalog import (
     ENV_VAR_RE,
+    WIRE_APIS,
     ConfigError,
     Deployment,
     Model,
@@ -23,6 +24,7 @@ from hubproxy.config.settings import BillingSettings, Config, RoutingSettings, S
 __all__ = [
     "ENV_VAR_RE",
     "HOME_ENV",
+    "WIRE_APIS",
     "BillingSettings",
     "Config",
     "ConfigError",

@@ -15,6 +15,7 @@ from hubproxy.money import MoneyError, format_price, format_usd, parse_price, pa
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")
 PROVIDER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+WIRE_APIS = ("chat", "messages")
 
 
 class ConfigError(ValueError):
@@ -28,6 +29,8 @@ class Provider:
     api_key_env: str | None = None
     api_key_stored: bool = False
     api_style: str = "openai"
+    apis: tuple[str, ...] = ("chat",)  # wire APIs it serves: "chat" (OpenAI), "messages" (Anthropic)
+    messages_base_url: str | None = None  # where its Messages API lives, when not at base_url
     headers: dict[str, str] = field(default_factory=dict)
     stream_usage: bool = True
     timeout: float | None = None
@@ -120,6 +123,8 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
         "timeout",
         "max_concurrent",
         "preset",
+        "apis",
+        "messages_base_url",
     }
     timeout, max_concurrent = raw.get("timeout"), raw.get("max_concurrent")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
@@ -142,6 +147,12 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
     preset = raw.get("preset")
     if preset is not None and not isinstance(preset, str):
         raise ConfigError(f"{where}: preset must be a preset name")
+    apis = raw.get("apis", ["chat"])
+    if not isinstance(apis, list) or not apis or any(api not in WIRE_APIS for api in apis):
+        raise ConfigError(f"{where}: apis must be a non-empty list of {', '.join(map(repr, WIRE_APIS))}")
+    messages_url = raw.get("messages_base_url")
+    if messages_url is not None:
+        messages_url = check_base_url(messages_url, f"{where} messages_base_url")
     style = raw.get("api_style", "openai")
     if style != "openai":
         raise ConfigError(f"{where}: api_style {style!r} is not supported (supported: 'openai')")
@@ -156,6 +167,8 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
         timeout=None if timeout is None else float(timeout),
         max_concurrent=max_concurrent,
         preset=preset,
+        apis=tuple(dict.fromkeys(apis)),
+        messages_base_url=messages_url,
     )
 
 
@@ -340,4 +353,8 @@ def provider_dict(p: Provider) -> dict:
         entry["max_concurrent"] = p.max_concurrent
     if p.preset is not None:
         entry["preset"] = p.preset
+    if p.apis != ("chat",):
+        entry["apis"] = list(p.apis)
+    if p.messages_base_url is not None:
+        entry["messages_base_url"] = p.messages_base_url
     return entry

@@ -39,18 +39,26 @@ class CallFields(Protocol):
 
 
 class StreamWatch(Protocol):
-    """Reads a stream's events for the relay (see the verdicts below)."""
+    """Reads a stream's events for the relay: accumulates their usage, says what to send for each
+    (the event, a rewritten or translated one, or nothing yet), and which one ends the stream."""
 
-    usage: Usage | None
     output_events: int  # content events: the output estimate when no usage comes
 
-    def worth_reading(self, events: bytes) -> bool: ...
+    @property
+    def usage(self) -> Usage | None: ...
 
-    def read(self, payload: bytes) -> int: ...
+    def worth_reading(self, events: bytes) -> bool:
+        """False: these events go on as they are, unread (the fast path)."""
 
-    def held(self, event: bytes, payload: bytes, cost: int | None) -> bytes | None: ...
+    def read(self, event: bytes, payload: bytes | None) -> bytes | object | None:
+        """Bytes to send now, None for nothing, or FINAL: the stream's usage is final; the relay
+        settles the call and then sends `closing(cost)`."""
 
-    def error_event(self, message: str) -> bytes: ...
+    def closing(self, cost: int) -> bytes:
+        """What leaves once the call is settled (also when the stream ended without a final event)."""
+
+    def error_event(self, message: str) -> bytes:
+        """An in-band error, the status line being sent already."""
 
 
 class ClientEndpoint(Protocol):
@@ -78,7 +86,5 @@ class ClientEndpoint(Protocol):
     def upstream_error_message(self, data: bytes) -> tuple[str, bool]: ...
 
 
-FORWARD, DROP, HOLD, FINAL = range(4)
-"""A stream watch's verdict on one event: pass it on; leave it out; keep it back until the stream's usage
-is final (an event that carries only usage, which gets the cost added); or: this event ends the
-stream (the usage is final now: settle, then send what was held and this event)."""
+FINAL = object()
+"""What a stream watch's `read` returns for the event that ends a stream."""

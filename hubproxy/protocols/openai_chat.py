@@ -18,7 +18,7 @@ from msgspec import UnsetType
 
 from hubproxy.errors import GatewayError, invalid_request
 from hubproxy.money import format_usd
-from hubproxy.protocols import FINAL, FORWARD, HOLD, Usage
+from hubproxy.protocols import FINAL, Usage
 
 API = "chat"
 ASK_STREAM_USAGE = b'"stream_options":{"include_usage":true},'
@@ -202,55 +202,67 @@ class StreamWatch:
     `output_events` counts content chunks, about one token each: the estimate when no usage arrives.
     """
 
-    __slots__ = ("client_wants_usage", "output_events", "usage")
+    __slots__ = ("client_wants_usage", "final", "held", "output_events", "usage")
 
     def __init__(self, client_wants_usage: bool) -> None:
         self.client_wants_usage = client_wants_usage
         self.usage: Usage | None = None
         self.output_events = 0
+        self.held: tuple[bytes, dict] | None = None  # (event, its data parsed)
+        self.final = b""
 
     @staticmethod
     def worth_reading(events: bytes) -> bool:
         """Cheap test over raw bytes: could any of these events matter for billing?"""
         return b'"usage"' in events or b"[DONE]" in events
 
-    def read(self, payload: bytes) -> int:
-        """The verdict on one event's `data`."""
+    def read(self, event: bytes, payload: bytes | None) -> bytes | object | None:
+        """What to send now for this event: itself, nothing (held), or FINAL (settle, then `closing`)."""
+        if payload is None:
+            return event
         if payload == b"[DONE]":
+            self.final = event
             return FINAL
         if b'"usage"' not in payload:
             self.output_events += 1
-            return FORWARD
+            return event
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return FORWARD
+            return event
         tokens = read_usage(chunk.get("usage")) if chunk.__class__ is dict else None
         if tokens is None:
             self.output_events += 1
-            return FORWARD
+            return event
         self.usage = tokens
         choices = chunk.get("choices")
-        if not choices:
-            return HOLD
-        self.output_events += 1
-        last = choices.__class__ is list and any(c.__class__ is dict and c.get("finish_reason") for c in choices)
-        return HOLD if last else FORWARD
+        if choices:
+            self.output_events += 1
+            ends = choices.__class__ is list and any(c.__class__ is dict and c.get("finish_reason") for c in choices)
+            if not ends:
+                return event
+        earlier, self.held = self.held, (event, chunk)
+        return None if earlier is None else self._as_it_came(*earlier)
+
+    def _as_it_came(self, event: bytes, chunk: dict) -> bytes | None:
+        """A held event whose usage turned out not to be the last word."""
+        return event if self.client_wants_usage or chunk.get("choices") else None
+
+    def closing(self, cost: int) -> bytes:
+        """Once the call is settled at `cost`: the held event (with `cost` if the client asked for
+        usage), then `[DONE]` if the upstream sent it."""
+        if self.held is None:
+            return self.final
+        event, chunk = self.held
+        self.held = None
+        if self.client_wants_usage:
+            chunk["usage"]["cost"] = cost_text(cost)
+            return b"data: " + orjson.dumps(chunk) + b"\n\n" + self.final
+        return (event if chunk.get("choices") else b"") + self.final
 
     @staticmethod
     def error_event(message: str) -> bytes:
         return stream_error(message)
-
-    def held(self, event: bytes, payload: bytes, cost: int | None) -> bytes | None:
-        """The held event as it leaves: with `cost` added once the call is settled at it; as it came
-        when a later usage event turned out to be the final one (`cost` None)."""
-        chunk = orjson.loads(payload)
-        if self.client_wants_usage:
-            if cost is None:
-                return event
-            chunk["usage"]["cost"] = cost_text(cost)
-            return b"data: " + orjson.dumps(chunk) + b"\n\n"
-        return event if chunk.get("choices") else None
 
 
 def error_document(err: GatewayError) -> dict:
@@ -317,16 +329,23 @@ class Endpoint:
         unseen = (mentions + 1) // 2 * image_tokens
         return unseen + TOOL_PREAMBLE if fields.tools else unseen
 
-    def build_upstream_body(
-        self, raw: bytes, fields: RequestFields, upstream_model: str, stream_usage: bool, stream: bool
-    ) -> bytes:
-        return upstream_body(raw, fields, upstream_model, stream_usage, stream)
-
     def stream_watch(self, fields: RequestFields) -> StreamWatch:
         return StreamWatch(fields.asks_usage)
 
+    def leg_for(self, apis: tuple[str, ...]) -> Endpoint | None:
+        """How a deployment serving `apis` is reached: natively, or not at all (yet)."""
+        return self if API in apis else None
+
+    def upstream_request(
+        self, raw: bytes, fields: RequestFields, upstream_model: str, stream_usage: bool, stream: bool, headers: object
+    ) -> tuple[str, str, bytes, bytes]:
+        """(wire API, path, body, extra header lines) for a deployment reached this way."""
+        return API, self.path, upstream_body(raw, fields, upstream_model, stream_usage, stream), b""
+
+    def answer_body(self, data: bytes, document: object, cost: int | None, fields: RequestFields) -> bytes:
+        return data if cost is None else answer_with_cost(document, cost)
+
     answer_usage = staticmethod(answer_usage)
-    answer_with_cost = staticmethod(answer_with_cost)
     error_body = staticmethod(error_body)
     upstream_error_message = staticmethod(upstream_error_message)
 

@@ -48,20 +48,33 @@ class Failover:
     async def first_answer(
         self,
         candidates: list[Route],
-        body_for: Callable[[Route], bytes],
-        path: str,
+        request_for: Callable[[Route], tuple[str, str, bytes, bytes] | None],
         stream: bool,
         caller: int,
         on_try: Callable[[Route], None],
         tried: list[tuple[str, object]],
     ) -> tuple[Response, Route, str | None]:
         """The first answer worth passing on, its deployment and the key it was sent with; the answer's
-        provider slot (`max_concurrent`) stays taken until the caller releases it. Each try is appended
-        to `tried`; `on_try(route)` runs before each. Raises `NoAnswer` when no deployment answered."""
+        provider slot (`max_concurrent`) stays taken until the caller releases it. `request_for(route)`
+        gives (wire API, path, body, extra header lines) for a deployment, or None when the client's
+        format cannot reach it. Each try is appended to `tried`; `on_try(route)` runs before each.
+        Raises `NoAnswer` when no deployment answered."""
         settings, upstreams, health = self.settings, self.upstreams, self.health
         tries = candidates[: settings.max_attempts]
         for number, route in enumerate(tries, start=1):
             last = number == len(tries)
+            request = request_for(route)
+            if request is None:
+                tried.append((route.key, "other_wire_api"))
+                if last:
+                    raise NoAnswer(
+                        errors.invalid_request(
+                            f"{route.model.name!r} is served only over a wire API this route cannot reach yet.",
+                            param="model",
+                        ),
+                        "wire_api_mismatch",
+                    )
+                continue
             if not upstreams.try_acquire(route.provider):
                 tried.append((route.key, "busy"))
                 if last:
@@ -81,7 +94,8 @@ class Failover:
             timeout = upstreams.first_byte(route.provider)
             try:
                 try:
-                    resp = await adapter.send(path, body_for(route), api_key, stream, timeout)
+                    api, path, payload, extra = request
+                    resp = await adapter.send(path, payload, api_key, stream, timeout, api, extra)
                 except (TimeoutError, UpstreamError) as exc:
                     raise adapter.unreachable(exc, timeout) from None
             except errors.GatewayError as exc:

@@ -16,7 +16,7 @@ from hubproxy.accounts.cache import AccountCache
 from hubproxy.billing.budget import IDLE_SECONDS, Budget, LeasedBudget, LocalBudget
 from hubproxy.billing.meter import PERSIST_AFTER, OpenCalls
 from hubproxy.config import Config, ConfigError, Paths
-from hubproxy.protocols import openai_chat
+from hubproxy.protocols import anthropic_messages, openai_chat
 from hubproxy.ratelimit.shared import SharedLimiter
 from hubproxy.ratelimit.windows import LocalLimiter
 from hubproxy.routing.failover import Failover
@@ -24,9 +24,9 @@ from hubproxy.routing.health import HealthBoard
 from hubproxy.routing.router import Router
 from hubproxy.secrets import SecretError, admin_token, load_stored_secrets
 from hubproxy.server import catalog
-from hubproxy.server.calls import make_handler
+from hubproxy.server.calls import count_tokens, make_handler
 from hubproxy.server.cors import preflight
-from hubproxy.server.errors import openai_errors, request_prefix, unknown_route
+from hubproxy.server.errors import anthropic_errors, openai_errors, request_prefix, unknown_route
 from hubproxy.server.state import STATE, GatewayState
 from hubproxy.store import open_store
 from hubproxy.store.journal import CallJournal, leftover_segments
@@ -65,6 +65,8 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
     app.cleanup_ctx.append(lifecycle)
     for endpoint in openai_chat.ENDPOINTS:
         app.router.add_post("/v1" + endpoint.path, make_handler(endpoint))
+    app.router.add_post("/v1/messages", make_handler(anthropic_messages.MESSAGES))
+    app.router.add_post("/v1/messages/count_tokens", anthropic_errors(count_tokens))
     app.router.add_get("/v1/models", openai_errors(catalog.list_models))
     app.router.add_get("/v1/models/{model:.+}", openai_errors(catalog.get_model))
     app.router.add_get("/health", openai_errors(catalog.health))

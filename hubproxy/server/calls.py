@@ -16,11 +16,12 @@ from aiohttp import web
 from hubproxy import errors
 from hubproxy.accounts.rules import model_allowed
 from hubproxy.billing.meter import CallMeter
-from hubproxy.protocols import ClientEndpoint
+from hubproxy.billing.pricing import estimate_prompt_tokens
+from hubproxy.protocols import ClientEndpoint, anthropic_messages
 from hubproxy.routing.failover import NoAnswer
 from hubproxy.routing.router import Route
 from hubproxy.server.auth import authorize
-from hubproxy.server.errors import REQUEST_ID, openai_errors
+from hubproxy.server.errors import REQUEST_ID, errors_rendered_by
 from hubproxy.server.relay import relay_stream
 from hubproxy.server.request_body import read_request
 from hubproxy.server.state import STATE, GatewayState
@@ -34,7 +35,7 @@ REFUSED_CREDENTIALS = {401, 402, 403, 407}
 def make_handler(endpoint: ClientEndpoint):
     """The route handler for one endpoint: `proxy_call` itself, no extra coroutine frame per resume
     (and the endpoint bound by position: a bound keyword costs a dict merge on every call)."""
-    return openai_errors(functools.partial(proxy_call, endpoint))
+    return errors_rendered_by(endpoint.error_body)(functools.partial(proxy_call, endpoint))
 
 
 async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.StreamResponse:
@@ -73,10 +74,7 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
         try:
             resp, route, api_key = await state.failover.first_answer(
                 candidates,
-                lambda route: endpoint.build_upstream_body(
-                    raw, fields, route.upstream_model, route.provider.stream_usage, stream
-                ),
-                endpoint.path,
+                functools.partial(upstream_request, endpoint, raw, fields, stream, request.headers),
                 stream,
                 user.id,
                 meter.use,
@@ -85,14 +83,15 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
         except NoAnswer as failed:
             await meter.release(failed.outcome, failed.error.status)
             raise failed.error from None
+        leg = endpoint.leg_for(route.provider.apis)
         try:
             if resp.status != 200:
                 await meter.release("upstream_error", resp.status)
-                return await upstream_error(state, endpoint, resp, route, api_key, request["request_id"])
+                return await upstream_error(state, endpoint, leg, resp, route, api_key, request["request_id"])
             if stream:
-                watch = endpoint.stream_watch(fields)
+                watch = leg.stream_watch(fields)
                 return await relay_stream(request, resp, meter, watch, state.config.timeouts.idle)
-            return await complete_json(state, resp, meter, endpoint)
+            return await complete_json(state, resp, meter, endpoint, leg, fields)
         finally:
             resp.release()
             state.upstreams.release(route.provider)
@@ -104,6 +103,28 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
             meter.release("client_gone", 499)
 
 
+def upstream_request(
+    endpoint: ClientEndpoint, raw: bytes, fields: object, stream: bool, headers: object, route: Route
+) -> tuple[str, str, bytes, bytes] | None:
+    """How this call reaches one deployment: natively, translated, or (None) not at all."""
+    leg = endpoint.leg_for(route.provider.apis)
+    if leg is None:
+        return None
+    return leg.upstream_request(raw, fields, route.upstream_model, route.provider.stream_usage, stream, headers)
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """`/v1/messages/count_tokens`, counted here without a tokenizer or a network call: the body's
+    size over `[billing] bytes_per_token`, the estimate hubproxy bills a call by when its usage never
+    comes (see README for how close it is)."""
+    state: GatewayState = request.app[STATE]
+    authorize(request)
+    raw = await read_request(request, state.config.server)
+    anthropic_messages.read_for_counting(raw)
+    tokens = estimate_prompt_tokens(len(raw), state.config.billing.bytes_per_token)
+    return web.json_response({"input_tokens": tokens})
+
+
 def stop_waiting(task: asyncio.Task, meter: CallMeter) -> None:
     """The client hung up on a plain call: stop waiting for the upstream (closing its connection), so
     the hold is released now rather than when the upstream answers or times out. Once the call is
@@ -113,27 +134,34 @@ def stop_waiting(task: asyncio.Task, meter: CallMeter) -> None:
 
 
 async def complete_json(
-    state: GatewayState, resp: Response, meter: CallMeter, endpoint: ClientEndpoint
+    state: GatewayState, resp: Response, meter: CallMeter, endpoint: ClientEndpoint, leg: object, fields: object
 ) -> web.Response:
-    """Non-streamed answer: bill from its usage, add the cost, answer only once billing is durable."""
+    """Non-streamed answer: bill from its usage, answer (with the cost where the format has a place for
+    it) only once billing is durable."""
     provider = meter.route.provider
     try:
         data = await state.upstreams.adapter(provider).read_whole(resp, state.upstreams.first_byte(provider))
     except errors.GatewayError:
         await meter.release("upstream_broken", 502)
         raise
-    usage, document = endpoint.answer_usage(data)
+    usage, document = leg.answer_usage(data)
     if usage is None:
         output_estimate = len(data) // 4 if endpoint.makes_output else 0
         await meter.settle(None, output_estimate=output_estimate, status="ok", http_status=200)
     else:
         await meter.settle(usage, status="ok", http_status=200)
-        data = endpoint.answer_with_cost(document, meter.cost)
-    return web.Response(body=data, status=200, content_type="application/json")  # x-request-id: openai_errors
+    body = leg.answer_body(data, document, None if usage is None else meter.cost, fields)
+    return web.Response(body=body, status=200, content_type="application/json")  # x-request-id: openai_errors
 
 
 async def upstream_error(
-    state: GatewayState, endpoint: ClientEndpoint, resp: Response, route: Route, api_key: str | None, request_id: str
+    state: GatewayState,
+    endpoint: ClientEndpoint,
+    leg: object,
+    resp: Response,
+    route: Route,
+    api_key: str | None,
+    request_id: str,
 ) -> web.Response:
     """Pass an upstream error on with its status and in the client's error shape, never leaking its key."""
     name = route.provider.name
@@ -141,7 +169,7 @@ async def upstream_error(
     data = await adapter.read_whole(resp, state.upstreams.first_byte(route.provider))
     if api_key:
         data = data.replace(api_key.encode(), b"[redacted]")
-    upstream_message, in_shape = endpoint.upstream_error_message(data)
+    upstream_message, in_shape = leg.upstream_error_message(data)
     if resp.status in REFUSED_CREDENTIALS:
         log.warning("provider %s refused hubproxy's credentials (HTTP %s)", name, resp.status)
         raise errors.upstream_unavailable(

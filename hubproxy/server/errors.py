@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from hubproxy.errors import GatewayError
-from hubproxy.protocols import openai_chat
+from hubproxy.protocols import anthropic_messages, openai_chat
 from hubproxy.server.cors import allow_origin
 
 log = logging.getLogger("hubproxy.server")
@@ -43,13 +43,14 @@ def new_request_id() -> str:
     return f"{_PROCESS_PREFIX}{next(_counter):010x}"
 
 
-def error_response(err: GatewayError, request_id: str) -> web.Response:
+Render = Callable[[GatewayError], bytes]
+
+
+def error_response(err: GatewayError, request_id: str, render: Render = openai_chat.error_body) -> web.Response:
     headers = {REQUEST_ID: request_id, **err.headers}
     if not err.retryable and err.status != 429:
         headers["x-should-retry"] = "false"
-    response = web.Response(
-        status=err.status, body=openai_chat.error_body(err), content_type="application/json", headers=headers
-    )
+    response = web.Response(status=err.status, body=render(err), content_type="application/json", headers=headers)
     if err.status in UNREAD_BODY:
         response.force_close()  # the rest of the body is not wanted: do not wait for it
     return response
@@ -59,36 +60,44 @@ UNREAD_BODY = frozenset({408, 413})
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
 
-def openai_errors(handler: Handler) -> Handler:
-    """Give the request an id, and turn anything raised into an OpenAI-shaped error response."""
+def errors_rendered_by(render: Render) -> Callable[[Handler], Handler]:
+    """A wrapper that gives each request an id and turns anything raised into an error response in
+    the shape `render` makes (the route's protocol's)."""
 
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        request_id = new_request_id()
-        request["request_id"] = request_id
-        try:
-            response = await handler(request)
-        except GatewayError as err:
-            response = error_response(err, request_id)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            message = "Request body is too large." if exc.status == 413 else (exc.text or exc.reason)
-            err = GatewayError(exc.status, HTTP_CODES.get(exc.status, "invalid_request_error"), message)
-            response = error_response(err, request_id)
-        except Exception:
-            log.exception("internal error on %s %s (request %s)", request.method, request.path, request_id)
-            err = GatewayError(
-                500, "internal_error", "hubproxy hit an internal error.", type="api_error", retryable=True
-            )
-            response = error_response(err, request_id)
-        if not response.prepared:
-            headers = response.headers
-            headers[REQUEST_ID] = request_id
-            allow_origin(request, headers)
-        return response
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            request_id = new_request_id()
+            request["request_id"] = request_id
+            try:
+                response = await handler(request)
+            except GatewayError as err:
+                response = error_response(err, request_id, render)
+            except web.HTTPException as exc:
+                if exc.status < 400:
+                    raise
+                message = "Request body is too large." if exc.status == 413 else (exc.text or exc.reason)
+                err = GatewayError(exc.status, HTTP_CODES.get(exc.status, "invalid_request_error"), message)
+                response = error_response(err, request_id, render)
+            except Exception:
+                log.exception("internal error on %s %s (request %s)", request.method, request.path, request_id)
+                err = GatewayError(
+                    500, "internal_error", "hubproxy hit an internal error.", type="api_error", retryable=True
+                )
+                response = error_response(err, request_id, render)
+            if not response.prepared:
+                headers = response.headers
+                headers[REQUEST_ID] = request_id
+                allow_origin(request, headers)
+            return response
 
-    return wrapped
+        return wrapped
+
+    return wrap
+
+
+openai_errors = errors_rendered_by(openai_chat.error_body)
+anthropic_errors = errors_rendered_by(anthropic_messages.error_body)
 
 
 @openai_errors

@@ -13,7 +13,7 @@ import logging
 from aiohttp import web
 
 from hubproxy.billing.meter import CallMeter
-from hubproxy.protocols import FINAL, FORWARD, HOLD, StreamWatch
+from hubproxy.protocols import FINAL, StreamWatch
 from hubproxy.server.cors import allow_origin
 from hubproxy.server.errors import REQUEST_ID
 from hubproxy.upstream.http import Response, UpstreamError
@@ -60,7 +60,6 @@ class StreamRelay:
         self.out = out
         self.meter = meter
         self.watch = watch
-        self.held: tuple[bytes, bytes] | None = None  # (event, its data): waits for the final usage
 
     async def send(self, data: bytes) -> None:
         try:
@@ -75,38 +74,20 @@ class StreamRelay:
             await self.send(complete)
             return
         for event in split_events(complete):
-            payload = event_data(event)
-            if payload is None:
-                await self.send(event)
-                continue
-            verdict = watch.read(payload)
-            if verdict == FORWARD:
-                await self.send(event)
-            elif verdict == HOLD:
-                await self.release_held()
-                self.held = (event, payload)
-            elif verdict == FINAL:
+            out = watch.read(event, event_data(event))
+            if out is FINAL:
                 await self.finish()
-                await self.send(event)
-
-    async def release_held(self) -> None:
-        """Send the held event; its usage was not the last word after all."""
-        if self.held is not None:
-            event, payload = self.held
-            self.held = None
-            out = self.watch.held(event, payload, None)
-            if out:
+            elif out:
                 await self.send(out)
 
     async def finish(self, status: str = "ok", http_status: int = 200) -> None:
-        """The stream's usage is final: settle, then send the held event with the cost."""
+        """The stream's usage is final: settle, then send what the watch kept for this moment."""
+        if self.meter.settled is not None:
+            return
         await self.settle(status, http_status)
-        if self.held is not None:
-            event, payload = self.held
-            self.held = None
-            out = self.watch.held(event, payload, self.meter.cost)
-            if out:
-                await self.send(out)
+        out = self.watch.closing(self.meter.cost)
+        if out:
+            await self.send(out)
 
     async def settle(self, status: str, http_status: int = 200) -> None:
         """With the usage the stream reported, else estimated: one event ≈ one token of output."""

@@ -20,13 +20,20 @@ from hubproxy.upstream.http import Client, Origin, Response, UpstreamError
 USER_AGENT = f"hubproxy/{__version__}"
 
 
+CONTENT_LENGTH = b"Content-Length: "
+
+
 class OpenAICompatAdapter:
-    serves = frozenset({"chat"})
+    """A provider on the OpenAI HTTP API (`chat`, authenticated with a bearer key) and, where its
+    config says so, Anthropic's Messages API (`messages`, at `messages_base_url` or `base_url`, with
+    `x-api-key`)."""
 
     def __init__(self, provider: Provider, client: Client) -> None:
         self.provider = provider
         self.client = client
+        self.serves = frozenset(provider.apis)
         self.origin: Origin = client.origin(provider.base_url)
+        self.origins = {"chat": self.origin, "messages": client.origin(provider.messages_base_url or provider.base_url)}
         # identity: the answer is read for its usage and passed on as is, so it must not come compressed
         self._base_headers = {
             "Content-Type": "application/json",
@@ -36,30 +43,45 @@ class OpenAICompatAdapter:
         }
         self._heads: dict[tuple[str, str | None, bool], bytes] = {}
 
-    def head(self, path: str, api_key: str | None, stream: bool, method: str = "POST") -> bytes:
+    def head(self, path: str, api_key: str | None, stream: bool, method: str = "POST", api: str = "chat") -> bytes:
         """The request line and headers, made once per path, key and mode."""
         found = self._heads.get((path, api_key, stream))
         if found is None:
             headers = dict(self._base_headers)
-            if api_key:
+            if api_key and api == "messages":
+                headers["x-api-key"] = api_key
+            elif api_key:
                 headers["Authorization"] = f"Bearer {api_key}"
             headers["Accept"] = "text/event-stream" if stream else "application/json"
             if len(self._heads) >= 64:  # the key comes from the environment and may change
                 self._heads.clear()
-            found = self._heads[(path, api_key, stream)] = self.origin.head(path, headers, method)
+            found = self._heads[(path, api_key, stream)] = self.origins[api].head(path, headers, method)
         return found
 
-    def send(self, path: str, payload: bytes, api_key: str | None, stream: bool, timeout: float) -> Awaitable[Response]:
-        """Send one call: awaiting the result gives the answer once its status and headers are in (a
-        plain function, not a coroutine: one frame less on every resume of a call). Awaiting it raises
-        TimeoutError or UpstreamError, which `unreachable` turns into the gateway's 502."""
+    def send(
+        self,
+        path: str,
+        payload: bytes,
+        api_key: str | None,
+        stream: bool,
+        timeout: float,
+        api: str = "chat",
+        extra: bytes = b"",
+    ) -> Awaitable[Response]:
+        """Send one call over `api` (`extra`: header lines of the client's to pass on): awaiting the
+        result gives the answer once its status and headers are in (a plain function, not a coroutine:
+        one frame less on every resume of a call). Awaiting it raises TimeoutError or UpstreamError,
+        which `unreachable` turns into the gateway's 502."""
         if self.provider.api_key_env and not api_key:
             raise errors.upstream_unavailable(
                 f"Provider {self.provider.name!r} has no API key: the environment variable "
                 f"{self.provider.api_key_env} is not set where hubproxy runs.",
                 status=503,
             )
-        return self.client.post(self.origin, self.head(path, api_key, stream), payload, timeout)
+        head = self.head(path, api_key, stream, "POST", api)
+        if extra:
+            head = head[: -len(CONTENT_LENGTH)] + extra + CONTENT_LENGTH
+        return self.client.post(self.origins[api], head, payload, timeout)
 
     def unreachable(self, exc: Exception, timeout: float) -> errors.GatewayError:
         name = self.provider.name

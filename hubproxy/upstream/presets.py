@@ -39,6 +39,9 @@ class Preset:
     prices_note: str | None = None
     local: bool = False
     listing_prices: str | None = None
+    apis: tuple[str, ...] = ("chat",)
+    messages_base_url: str | None = None
+    messages_source: str | None = None  # the vendor's page for its Anthropic-compatible API, and when read
     models: dict[str, Prices] = field(default_factory=dict)
 
     def price_of(self, model_id: str, listing: dict | None = None) -> tuple[Prices | None, str]:
@@ -73,6 +76,7 @@ def load_presets() -> dict[str, Preset]:
     presets = {}
     for name, entry in tomllib.loads(text).items():
         models = {model: _prices(name, model, raw) for model, raw in entry.pop("models", {}).items()}
+        entry["apis"] = tuple(entry.get("apis", ("chat",)))
         presets[name] = Preset(name=name, models=models, **entry)
     return presets
 

@@ -1,0 +1,294 @@
+"""Anthropic's Messages wire format: `POST /v1/messages` (Claude Code, the Anthropic SDKs, Cline).
+
+Everything hubproxy knows about the format is here: the request fields it reads or checks, where
+usage is in an answer and over a stream's events (`message_start` carries input and cache tokens,
+`message_delta` the output and any corrected input), and the error shape. A deployment that serves
+`messages` gets the client's bytes with only `model` rewritten; one that serves only `chat` is
+reached through `protocols/messages_chat.py`. Wire format as documented at
+https://docs.anthropic.com/en/api/messages and /en/api/messages-streaming (read 2026-12-02).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
+import orjson
+from msgspec import UnsetType
+
+from hubproxy.errors import GatewayError, invalid_request
+from hubproxy.protocols import FINAL, Usage
+
+API = "messages"
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+TOOL_PREAMBLE = 512
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+class Block(msgspec.Struct):
+    type: str
+
+
+class Message(msgspec.Struct):
+    role: str
+    content: str | list[Block]
+
+
+class Tool(msgspec.Struct):
+    name: str
+
+
+class MessagesFields(msgspec.Struct):
+    """The top-level fields the gateway reads or checks; the rest of the body is skipped unbuilt."""
+
+    model: object = None
+    max_tokens: PositiveInt | UnsetType = msgspec.UNSET
+    messages: list[Message] | UnsetType = msgspec.UNSET
+    system: str | list[Block] | None = None
+    stream: bool | None = None
+    tools: list[Tool] | None = None
+    tool_choice: dict | None = None
+    stop_sequences: list[str] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    metadata: dict | None = None
+    thinking: dict | None = None
+
+    @property
+    def max_output(self) -> int | None:
+        return None if self.max_tokens is msgspec.UNSET else self.max_tokens
+
+
+DECODER = msgspec.json.Decoder(MessagesFields)
+AT_FIELD = re.compile(r"^(.*) - at `\$\.([A-Za-z_]+)(.*)`$")
+
+
+def invalid_field(exc: msgspec.ValidationError) -> GatewayError:
+    """A 400 naming the field, in Anthropic's own style ("max_tokens: Input should be …")."""
+    found = AT_FIELD.match(str(exc))
+    if found is None:
+        return invalid_request("Request body must be a JSON object.")
+    problem, field, where = found.groups()
+    return invalid_request(f"{field}{where}: {problem}.", param=field)
+
+
+def _count(value: object) -> int:
+    return value if value.__class__ is int and value >= 0 else 0
+
+
+def read_usage(usage: object) -> Usage | None:
+    """Anthropic's usage: `input_tokens` excludes cache reads and writes, so the prompt is the sum."""
+    if usage.__class__ is not dict:
+        return None
+    output = usage.get("output_tokens")
+    if output.__class__ is not int or output < 0:
+        return None
+    read = _count(usage.get("cache_read_input_tokens"))
+    written = _count(usage.get("cache_creation_input_tokens"))
+    return Usage(_count(usage.get("input_tokens")) + read + written, output, read, written)
+
+
+def answer_usage(data: bytes) -> tuple[Usage | None, object]:
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None, None
+    return read_usage(document.get("usage") if document.__class__ is dict else None), document
+
+
+class StreamWatch:
+    """Usage over a native Messages stream: input and cache tokens from `message_start`, output (and
+    any corrected input) from each `message_delta`; `message_stop` ends the stream, so the call is
+    settled before it leaves."""
+
+    __slots__ = ("final", "output_events", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, int] = {}
+        self.output_events = 0
+        self.final = b""
+
+    @property
+    def usage(self) -> Usage | None:
+        return read_usage(self.tokens) if "output_tokens" in self.tokens else None
+
+    @staticmethod
+    def worth_reading(events: bytes) -> bool:
+        return b'"usage"' in events or b"message_stop" in events
+
+    def read(self, event: bytes, payload: bytes | None) -> bytes | object | None:
+        if payload is None or (b'"usage"' not in payload and b"message_stop" not in payload):
+            self.output_events += 1
+            return event
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return event
+        kind = data.get("type") if data.__class__ is dict else None
+        if kind == "message_stop":
+            self.final = event
+            return FINAL
+        usage = data.get("message", {}).get("usage") if kind == "message_start" else data.get("usage")
+        if usage.__class__ is dict:
+            for name, value in usage.items():
+                if value.__class__ is int:
+                    self.tokens[name] = value
+        return event
+
+    def closing(self, cost: int) -> bytes:
+        return self.final
+
+    @staticmethod
+    def error_event(message: str) -> bytes:
+        return stream_error(message)
+
+
+def error_type(status: int) -> str:
+    return ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+
+
+def error_body(err: GatewayError) -> bytes:
+    return orjson.dumps({"type": "error", "error": {"type": error_type(err.status), "message": err.message}})
+
+
+def stream_error(message: str, status: int = 502) -> bytes:
+    """An `error` event inside a stream whose 200 status line is already sent."""
+    body = {"type": "error", "error": {"type": error_type(status), "message": message}}
+    return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
+def upstream_error_message(data: bytes) -> tuple[str, bool]:
+    """The message of an upstream's error body, and whether it is already in Anthropic's shape."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if parsed.__class__ is dict and parsed.get("error").__class__ is dict:
+        return str(parsed["error"].get("message", "")), parsed.get("type") == "error"
+    return data[:300].decode("utf-8", "replace").strip(), False
+
+
+DEFAULT_VERSION = "2023-06-01"
+
+
+def forwarded_headers(headers: object) -> bytes:
+    """The client's `anthropic-version` (or the one Anthropic documents as current) and `anthropic-beta`,
+    as header lines for the upstream request (the HTTP parser already refused line breaks in them)."""
+    version = headers.get("anthropic-version") or DEFAULT_VERSION
+    lines = f"anthropic-version: {version}\r\n"
+    beta = headers.get("anthropic-beta")
+    if beta:
+        lines += f"anthropic-beta: {beta}\r\n"
+    return lines.encode("latin-1", "replace")
+
+
+def with_model(raw: bytes, fields: MessagesFields, upstream_model: str) -> bytes:
+    """The client's bytes, with `model` rewritten only when the deployment calls it otherwise."""
+    if upstream_model == fields.model:
+        return raw
+    whole = orjson.loads(raw)
+    whole["model"] = upstream_model
+    return orjson.dumps(whole)
+
+
+class CountFields(msgspec.Struct):
+    model: object = None
+    messages: list[Message] | UnsetType = msgspec.UNSET
+    system: str | list[Block] | None = None
+    tools: list[Tool] | None = None
+
+
+COUNT_DECODER = msgspec.json.Decoder(CountFields)
+
+
+def read_for_counting(raw: bytes) -> CountFields:
+    """A `count_tokens` body: as a message's, without `max_tokens`."""
+    try:
+        fields = COUNT_DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise invalid_field(exc) from None
+    except (msgspec.DecodeError, RecursionError):
+        raise invalid_request("Request body is not valid JSON.") from None
+    if fields.model.__class__ is not str or not fields.model:
+        raise invalid_request("model: Field required (a non-empty string).", param="model")
+    if not fields.messages:
+        raise invalid_request("messages: Field required (a non-empty array).", param="messages")
+    return fields
+
+
+@dataclass(frozen=True, eq=False)
+class Endpoint:
+    """`/messages`: the `ClientEndpoint` of this format (see `protocols/__init__.py`)."""
+
+    path: str = "/messages"
+    api: str = API
+    makes_output: bool = True
+    streams: bool = True
+
+    def read(self, raw: bytes) -> MessagesFields:
+        if not raw:
+            raise invalid_request("Request body is empty; send a JSON object.")
+        try:
+            fields = DECODER.decode(raw)
+        except msgspec.ValidationError as exc:
+            raise invalid_field(exc) from None
+        except msgspec.DecodeError:
+            raise invalid_request("Request body is not valid JSON.") from None
+        except RecursionError:
+            raise invalid_request("Request body is nested too deeply.") from None
+        if fields.model.__class__ is not str or not fields.model:
+            raise invalid_request("model: Field required (a non-empty string).", param="model")
+        if fields.max_tokens is msgspec.UNSET:
+            raise invalid_request("max_tokens: Field required.", param="max_tokens")
+        if not fields.messages:
+            raise invalid_request("messages: Field required (a non-empty array).", param="messages")
+        return fields
+
+    def unseen_tokens(self, raw: bytes, fields: MessagesFields, image_tokens: int) -> int:
+        """Each image block (its source may be a URL) and a tools preamble, as for chat."""
+        unseen = raw.count(b'"image"') * image_tokens
+        return unseen + TOOL_PREAMBLE if fields.tools else unseen
+
+    def leg_for(self, apis: tuple[str, ...]) -> object | None:
+        """Natively where the deployment serves Messages, else through chat."""
+        if API in apis:
+            return self
+        return VIA_CHAT if VIA_CHAT.api in apis else None
+
+    def upstream_request(
+        self, raw: bytes, fields: MessagesFields, upstream_model: str, stream_usage: bool, stream: bool, headers: object
+    ) -> tuple[str, str, bytes, bytes]:
+        """The client's bytes (`model` rewritten if need be) with its `anthropic-version` and
+        `anthropic-beta` headers."""
+        return API, "/v1/messages", with_model(raw, fields, upstream_model), forwarded_headers(headers)
+
+    def stream_watch(self, fields: MessagesFields) -> StreamWatch:
+        return StreamWatch()
+
+    def answer_body(self, data: bytes, document: object, cost: int | None, fields: MessagesFields) -> bytes:
+        """Relayed untouched: Anthropic's shape has no place for a cost."""
+        return data
+
+    answer_usage = staticmethod(answer_usage)
+    error_body = staticmethod(error_body)
+    upstream_error_message = staticmethod(upstream_error_message)
+
+
+MESSAGES = Endpoint()
+
+from hubproxy.protocols.messages_chat import VIA_CHAT  # noqa: E402 - it builds on this module

@@ -1,0 +1,177 @@
+"""Anthropic's Messages API through hubproxy, driven by the official `anthropic` SDK: translated to a
+chat-only upstream and relayed natively to one that speaks Messages, streamed and not, with tools,
+thinking, billing and Anthropic-shaped errors."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import anthropic
+import pytest
+
+from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, configure, free_port, raw_request, wait_for
+from tests.fake_upstream import REPLY
+
+HELLO = [{"role": "user", "content": "say hello to me"}]
+PICO = 10**12
+
+
+def cost(prompt: int, output: int) -> int:
+    return int(prompt * Decimal(PRICE_IN) * 10**6 + output * Decimal(PRICE_OUT) * 10**6)
+
+
+@pytest.fixture
+def hub(home, cli, upstream):
+    """A gateway with the chat-only fake provider, and `claude-native` on a provider that serves Messages."""
+    configure(cli, upstream)
+    origin = upstream.base_url.removesuffix("/v1")
+    cli("providers", "add", "claude", "--base-url", origin, "--api", "messages", "--api-key-env", "UPSTREAM_KEY")
+    cli(
+        "models", "add", "claude-native", "--provider", "claude", "--input-price", PRICE_IN, "--output-price", PRICE_OUT
+    )
+    gw = Gateway(home, cli, upstream, free_port())
+    gw.key = gw.new_user("dev@example.com", "5")
+    gw.start()
+    yield gw
+    if gw.proc and gw.proc.poll() is None:
+        gw.stop()
+
+
+def claude(hub: Gateway, key: str | None = None, **kwargs) -> anthropic.Anthropic:
+    base = f"http://127.0.0.1:{hub.port}"
+    return anthropic.Anthropic(
+        base_url=base, api_key=key or hub.key, max_retries=kwargs.pop("max_retries", 0), **kwargs
+    )
+
+
+def last_usage_row(hub: Gateway) -> tuple:
+    with hub.db() as db:
+        return db.execute(
+            "SELECT endpoint, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, cost, estimated "
+            "FROM usage ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+
+
+def upstream_calls(hub: Gateway, path: str) -> list[dict]:
+    return [r for r in hub.upstream.requests if r["path"] == path]
+
+
+def test_a_chat_only_model_answers_the_anthropic_sdk_translated_and_billed(hub):
+    answer = claude(hub).messages.create(model="deepseek-chat", max_tokens=50, system="be brief", messages=HELLO)
+    assert answer.type == "message" and answer.role == "assistant" and answer.model == "deepseek-chat"
+    assert [b.type for b in answer.content] == ["text"] and answer.content[0].text == REPLY
+    assert answer.stop_reason == "end_turn"
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (6, 6)  # the fake counts words: 2 + 4
+    sent = upstream_calls(hub, "/v1/chat/completions")[-1]["body"]
+    assert sent["messages"] == [{"role": "system", "content": "be brief"}, *HELLO] and sent["max_tokens"] == 50
+    assert last_usage_row(hub) == ("/messages", 6, 6, 0, 0, cost(6, 6), 0)
+
+
+def test_a_translated_stream_arrives_as_anthropic_events_and_is_billed_exactly(hub):
+    with claude(hub).messages.stream(model="deepseek-chat", max_tokens=50, messages=HELLO) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text.split() == REPLY.split()
+    assert final.stop_reason == "end_turn" and (final.usage.input_tokens, final.usage.output_tokens) == (4, 7)
+    assert upstream_calls(hub, "/v1/chat/completions")[-1]["body"]["stream_options"] == {"include_usage": True}
+    wait_for(lambda: last_usage_row(hub) == ("/messages", 4, 7, 0, 0, cost(4, 7), 0))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_calls_become_tool_use_blocks_and_results_go_back_as_tool_messages(hub, stream):
+    tools = [{"name": "get_weather", "description": "weather", "input_schema": {"type": "object", "properties": {}}}]
+    client = claude(hub)
+    if stream:
+        with client.messages.stream(model="tools", max_tokens=50, messages=HELLO, tools=tools) as events:
+            answer = events.get_final_message()
+    else:
+        answer = client.messages.create(model="tools", max_tokens=50, messages=HELLO, tools=tools)
+    call = next(b for b in answer.content if b.type == "tool_use")
+    assert call.name == "get_weather" and call.id == "call_1" and answer.stop_reason == "tool_use"
+    assert call.input == ({} if stream else {"city": "Paris"})
+    sent = upstream_calls(hub, "/v1/chat/completions")[-1]["body"]
+    assert sent["tools"][0]["function"]["name"] == "get_weather"
+    turn = [
+        *HELLO,
+        {"role": "assistant", "content": [b.model_dump() for b in answer.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}]},
+    ]
+    client.messages.create(model="deepseek-chat", max_tokens=50, messages=turn, tools=tools)
+    history = upstream_calls(hub, "/v1/chat/completions")[-1]["body"]["messages"]
+    assert (
+        history[1]["tool_calls"][0]["id"] == "call_1"
+        and history[1]["tool_calls"][0]["function"]["name"] == "get_weather"
+    )
+    assert history[2] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+
+
+def test_reasoning_comes_back_as_a_signed_thinking_block_and_goes_up_again_next_turn(hub):
+    answer = claude(hub).messages.create(model="reasoning", max_tokens=50, messages=HELLO)
+    thinking = answer.content[0]
+    assert thinking.type == "thinking" and thinking.thinking == "let me think"
+    assert thinking.signature.startswith("hubproxy:") and answer.content[1].text == REPLY
+    turn = [*HELLO, {"role": "assistant", "content": [b.model_dump() for b in answer.content]}, *HELLO]
+    claude(hub).messages.create(model="reasoning", max_tokens=50, messages=turn)
+    history = upstream_calls(hub, "/v1/chat/completions")[-1]["body"]["messages"]
+    assert history[1]["reasoning_content"] == "let me think" and history[1]["content"] == REPLY
+
+
+def test_a_messages_upstream_gets_the_clients_bytes_and_its_usage_is_read_with_the_cache(hub):
+    client = claude(hub, default_headers={"anthropic-beta": "tools-2024-04-04"})
+    answer = client.messages.create(model="claude-native", max_tokens=50, messages=HELLO)
+    assert answer.id == "msg_fake" and answer.content[0].text == REPLY
+    assert (answer.usage.cache_read_input_tokens, answer.usage.cache_creation_input_tokens) == (5, 3)
+    sent = upstream_calls(hub, "/v1/messages")[-1]
+    assert sent["headers"]["x-api-key"] == hub.upstream.api_key and "Authorization" not in sent["headers"]
+    assert sent["headers"]["anthropic-beta"] == "tools-2024-04-04" and sent["headers"]["anthropic-version"]
+    assert hub.key not in json.dumps(sent["headers"])
+    assert sent["body"] == {"model": "claude-native", "max_tokens": 50, "messages": HELLO}
+    assert last_usage_row(hub) == ("/messages", 12, 6, 5, 3, cost(12, 6), 0)
+
+
+def test_a_native_stream_is_relayed_and_billed_from_message_start_and_message_delta(hub):
+    with claude(hub).messages.stream(model="claude-native", max_tokens=50, messages=HELLO) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text.split() == REPLY.split() and final.usage.output_tokens == 6
+    wait_for(lambda: last_usage_row(hub) == ("/messages", 12, 6, 5, 3, cost(12, 6), 0))
+
+
+def test_errors_come_in_anthropic_shape_with_the_status_the_sdk_expects(hub):
+    with pytest.raises(anthropic.AuthenticationError) as bad_key:
+        claude(hub, key="sk-hp-nope").messages.create(model="deepseek-chat", max_tokens=5, messages=HELLO)
+    assert bad_key.value.body["type"] == "error" and bad_key.value.body["error"]["type"] == "authentication_error"
+    with pytest.raises(anthropic.NotFoundError) as unknown:
+        claude(hub).messages.create(model="no-such-model", max_tokens=5, messages=HELLO)
+    assert unknown.value.body["error"]["type"] == "not_found_error"
+    url = f"http://127.0.0.1:{hub.port}/v1/messages?beta=true"
+    headers = {"x-api-key": hub.key, "content-type": "application/json"}
+    before = len(hub.upstream.requests)
+    for body, field in (
+        ({"model": "deepseek-chat", "messages": HELLO}, "max_tokens"),
+        ({"model": "deepseek-chat", "max_tokens": 5, "messages": "hi"}, "messages"),
+        ({"model": "deepseek-chat", "max_tokens": -1, "messages": HELLO}, "max_tokens"),
+        ({"max_tokens": 5, "messages": HELLO}, "model"),
+    ):
+        answer = raw_request("POST", url, json.dumps(body).encode(), headers)
+        assert answer.status == 400, body
+        error = answer.json()
+        assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+        assert error["error"]["message"].startswith(field), error
+    assert len(hub.upstream.requests) == before
+
+
+def test_no_balance_is_a_billing_error_the_sdk_does_not_retry(hub):
+    broke = hub.new_user("broke@example.com", "0")
+    wait_for(lambda: hub.key_works(broke))
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        claude(hub, key=broke, max_retries=3).messages.create(model="deepseek-chat", max_tokens=5, messages=HELLO)
+    assert refused.value.status_code == 402 and refused.value.body["error"]["type"] == "billing_error"
+    assert refused.value.response.headers["x-should-retry"] == "false"
+
+
+def test_count_tokens_is_answered_locally(hub):
+    before = len(hub.upstream.requests)
+    counted = claude(hub).messages.count_tokens(model="deepseek-chat", messages=HELLO)
+    assert counted.input_tokens > 0 and len(hub.upstream.requests) == before
