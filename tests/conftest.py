@@ -28,6 +28,7 @@ PRICE_IN, PRICE_OUT = "0.27", "1.10"
 HELLO = [{"role": "user", "content": "say hello to me"}]
 SPECIAL_MODELS = [
     "long-answer",
+    "cc-tool",
     "fail-500",
     "rate-limited",
     "no-usage",

@@ -4,7 +4,8 @@ Its usage numbers are computed from the request (prompt tokens = words in the me
 tokens = words in the reply), so tests check billing against values they can derive themselves.
 The model name picks a behaviour: "fail-500", "rate-limited", "no-usage", "reasoning", "tools",
 "slow-stream", "echo-key" (an error body quoting the upstream key), "hang", "die-mid-stream",
-"cache-hit" (2 prompt tokens from the provider's cache), "long-answer" (reports 2,000 completion tokens
+"cache-hit" (2 prompt tokens from the provider's cache), "cc-tool" (asks Claude Code's Read tool for note.txt
+in its working directory, then answers with what the tool said), "long-answer" (reports 2,000 completion tokens
 whatever `max_tokens` said, as an upstream that ignores it would).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 
@@ -19,6 +21,13 @@ import orjson
 from aiohttp import web
 
 REPLY = "hello from the fake upstream model"
+WORKING_DIRECTORY = re.compile(r"Primary working directory: (\S+)")
+
+
+def cc_tool_arguments(body: dict) -> str:
+    """Claude Code's Read tool on note.txt in the working directory its system prompt names."""
+    found = WORKING_DIRECTORY.search(json.dumps(body.get("messages", [])).replace("\\n", "\n"))
+    return json.dumps({"file_path": f"{found.group(1) if found else '.'}/note.txt"})
 
 
 def count_prompt_words(body: dict) -> int:
@@ -151,9 +160,18 @@ class FakeUpstream:
         prompt = count_prompt_words(body)
         if body.get("stream"):
             return await self._stream(request, body, prompt)
-        message: dict = {"role": "assistant", "content": REPLY}
+        message: dict = {"role": "assistant", "content": self._reply(body)}
         if model == "reasoning":
             message["reasoning_content"] = "let me think"
+        if model == "cc-tool" and not self._tool_answered(body):
+            message["content"] = None
+            message["tool_calls"] = [
+                {
+                    "id": "call_read",
+                    "type": "function",
+                    "function": {"name": "Read", "arguments": cc_tool_arguments(body)},
+                }
+            ]
         if model == "tools":
             message["content"] = None
             message["tool_calls"] = [
@@ -180,6 +198,17 @@ class FakeUpstream:
                 "prompt_cache_hit_tokens": min(2, prompt) if model == "cache-hit" else 0,
             }
         return web.json_response(answer)
+
+    @staticmethod
+    def _tool_answered(body: dict) -> bool:
+        messages = body.get("messages") or [{}]
+        return messages[-1].get("role") == "tool"
+
+    def _reply(self, body: dict) -> str:
+        """REPLY, or for a turn that ends with a tool's answer, what the tool said."""
+        if body.get("model") == "cc-tool" and self._tool_answered(body):
+            return "the tool said: " + str(body["messages"][-1].get("content", ""))[:200]
+        return " ".join(self.stream_words) if body.get("stream") else REPLY
 
     def _special(self, model: str) -> web.Response | None:
         if model == "fail-500":
@@ -216,7 +245,13 @@ class FakeUpstream:
             first = {"role": "assistant", "content": ""}
             if model == "reasoning":
                 first["reasoning_content"] = "thinking"
-            chunks = [first] + [{"content": w + " "} for w in self.stream_words]
+            chunks = [first] + [{"content": w + " "} for w in self._reply(body).split()]
+            if model == "cc-tool" and not self._tool_answered(body):
+                call = {"index": 0, "id": "call_read", "type": "function"}
+                chunks = [
+                    {"role": "assistant", "tool_calls": [{**call, "function": {"name": "Read", "arguments": ""}}]},
+                    {"tool_calls": [{"index": 0, "function": {"arguments": cc_tool_arguments(body)}}]},
+                ]
             if model == "tools":
                 chunks = [
                     {

@@ -68,6 +68,8 @@ def test_provider_env_reference_stores_only_the_name(cli, home):
             "timeout": None,
             "max_concurrent": None,
             "preset": None,
+            "apis": ["chat"],
+            "messages_base_url": None,
         }
     ]
 
