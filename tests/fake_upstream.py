@@ -30,6 +30,13 @@ def cc_tool_arguments(body: dict) -> str:
     return json.dumps({"file_path": f"{found.group(1) if found else '.'}/note.txt"})
 
 
+def message_text(content: object) -> str:
+    """A Messages turn's text: a string, or its text blocks."""
+    if isinstance(content, list):
+        return " ".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return str(content or "")
+
+
 def count_prompt_words(body: dict) -> int:
     if "messages" in body:
         return sum(len(str(m.get("content", "")).split()) for m in body["messages"])
@@ -306,7 +313,7 @@ class FakeUpstream:
             return web.json_response({"type": "error", "error": error}, status=401)
         body = await self._record(request)
         model = body.get("model", "")
-        prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        prompt = sum(len(message_text(m.get("content")).split()) for m in body.get("messages", []))
         usage = {"input_tokens": prompt, "cache_creation_input_tokens": 3, "cache_read_input_tokens": 5}
         words = REPLY.split()
         message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "stop_sequence": None}

@@ -175,3 +175,31 @@ def test_count_tokens_is_answered_locally(hub):
     before = len(hub.upstream.requests)
     counted = claude(hub).messages.count_tokens(model="deepseek-chat", messages=HELLO)
     assert counted.input_tokens > 0 and len(hub.upstream.requests) == before
+
+
+def test_an_openai_client_reaches_a_messages_only_model_translated_and_billed(hub):
+    answer = hub.client().chat.completions.create(model="claude-native", messages=HELLO, max_tokens=50)
+    assert answer.choices[0].message.content == REPLY and answer.choices[0].finish_reason == "stop"
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (12, 6)
+    assert answer.usage.prompt_tokens_details.cached_tokens == 5 and answer.usage.model_extra["cost"] > 0
+    sent = upstream_calls(hub, "/v1/messages")[-1]
+    assert sent["body"] == {
+        "model": "claude-native",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "say hello to me"}]}],
+    }
+    assert sent["headers"]["anthropic-version"] and sent["headers"]["x-api-key"] == hub.upstream.api_key
+    assert last_usage_row(hub) == ("/chat/completions", 12, 6, 5, 3, cost(12, 6), 0)
+
+
+def test_an_openai_stream_from_a_messages_only_model_ends_with_usage_and_done(hub):
+    stream = hub.client().chat.completions.create(
+        model="claude-native", messages=HELLO, max_tokens=50, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.split() == REPLY.split()
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    usage = chunks[-1].usage
+    assert (usage.prompt_tokens, usage.completion_tokens) == (12, 6) and usage.model_extra["cost"] > 0
+    wait_for(lambda: last_usage_row(hub) == ("/chat/completions", 12, 6, 5, 3, cost(12, 6), 0))

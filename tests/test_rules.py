@@ -19,6 +19,7 @@ from hubproxy.config import Config, Deployment, Model, Provider, RoutingSettings
 from hubproxy.money import parse_price
 from hubproxy.protocols import FINAL, Usage
 from hubproxy.protocols.anthropic_messages import StreamWatch as MessagesWatch
+from hubproxy.protocols.chat_messages import from_messages, to_messages
 from hubproxy.protocols.openai_chat import CHAT, EMBEDDINGS, TOOL_PREAMBLE, StreamWatch
 from hubproxy.ratelimit.windows import WINDOW, RateLimiter
 from hubproxy.routing.health import HealthBoard
@@ -204,3 +205,41 @@ def test_anthropic_usage_is_summed_over_message_start_and_message_delta():
     assert watch.read(b"d", sse(delta)) == b"d"
     assert watch.read(b"stop", sse({"type": "message_stop"})) is FINAL and watch.closing(0) == b"stop"
     assert watch.usage == Usage(45, 42, cached=30, cache_write=5)
+
+
+def test_a_chat_tool_loop_becomes_alternating_messages_turns_and_back():
+    body = orjson.dumps(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "weather?"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "t1", "type": "function", "function": {"name": "w", "arguments": '{"c": 1}'}}
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "t1", "content": "sunny"},
+                {"role": "user", "content": "thanks"},
+            ],
+            "tools": [{"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}],
+            "tool_choice": "required",
+            "stop": "END",
+        }
+    )
+    sent = orjson.loads(to_messages(body, "claude", stream=False))
+    assert sent["system"] == "be brief" and sent["max_tokens"] == 4096 and sent["stop_sequences"] == ["END"]
+    assert [t["role"] for t in sent["messages"]] == ["user", "assistant", "user"]
+    assert sent["messages"][1]["content"] == [{"type": "tool_use", "id": "t1", "name": "w", "input": {"c": 1}}]
+    assert sent["messages"][2]["content"][0] == {"type": "tool_result", "tool_use_id": "t1", "content": "sunny"}
+    assert sent["tools"][0]["input_schema"] == {"type": "object"} and sent["tool_choice"] == {"type": "any"}
+    answer = {
+        "id": "m1",
+        "content": [{"type": "tool_use", "id": "t2", "name": "w", "input": {}}],
+        "stop_reason": "tool_use",
+    }
+    back = orjson.loads(from_messages({**answer, "usage": {"input_tokens": 3, "output_tokens": 2}}, "claude", 5))
+    assert back["choices"][0]["finish_reason"] == "tool_calls"
+    assert back["choices"][0]["message"]["tool_calls"][0]["function"] == {"name": "w", "arguments": "{}"}

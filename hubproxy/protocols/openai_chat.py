@@ -332,9 +332,11 @@ class Endpoint:
     def stream_watch(self, fields: RequestFields) -> StreamWatch:
         return StreamWatch(fields.asks_usage)
 
-    def leg_for(self, apis: tuple[str, ...]) -> Endpoint | None:
-        """How a deployment serving `apis` is reached: natively, or not at all (yet)."""
-        return self if API in apis else None
+    def leg_for(self, apis: tuple[str, ...]) -> object | None:
+        """How a deployment serving `apis` is reached: natively, through Messages (chat only), or not."""
+        if API in apis:
+            return self
+        return VIA_MESSAGES if self is CHAT and VIA_MESSAGES.api in apis else None
 
     def upstream_request(
         self, raw: bytes, fields: RequestFields, upstream_model: str, stream_usage: bool, stream: bool, headers: object
@@ -354,3 +356,5 @@ CHAT = Endpoint("/chat/completions", msgspec.json.Decoder(ChatFields), check_cha
 COMPLETIONS = Endpoint("/completions", msgspec.json.Decoder(CompletionFields), check_completion)
 EMBEDDINGS = Endpoint("/embeddings", msgspec.json.Decoder(EmbeddingFields), check_embedding, False, False)
 ENDPOINTS = (CHAT, COMPLETIONS, EMBEDDINGS)
+
+from hubproxy.protocols.chat_messages import VIA_MESSAGES  # noqa: E402 - it builds on this module

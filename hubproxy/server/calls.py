@@ -83,7 +83,8 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
         except NoAnswer as failed:
             await meter.release(failed.outcome, failed.error.status)
             raise failed.error from None
-        leg = endpoint.leg_for(route.provider.apis)
+        apis = route.provider.apis
+        leg = endpoint if endpoint.api in apis else endpoint.leg_for(apis)
         try:
             if resp.status != 200:
                 await meter.release("upstream_error", resp.status)
@@ -107,7 +108,8 @@ def upstream_request(
     endpoint: ClientEndpoint, raw: bytes, fields: object, stream: bool, headers: object, route: Route
 ) -> tuple[str, str, bytes, bytes] | None:
     """How this call reaches one deployment: natively, translated, or (None) not at all."""
-    leg = endpoint.leg_for(route.provider.apis)
+    apis = route.provider.apis
+    leg = endpoint if endpoint.api in apis else endpoint.leg_for(apis)
     if leg is None:
         return None
     return leg.upstream_request(raw, fields, route.upstream_model, route.provider.stream_usage, stream, headers)

@@ -1,0 +1,308 @@
+"""OpenAI chat clients on Messages-only upstreams (Anthropic's own API): the request into Messages, the
+answer (whole or streamed event by event) back into chat completions.
+
+The other half of the chat pivot (`messages_chat.py` is the first): with both, every client format
+reaches every upstream format. Messages wants what chat leaves optional, so `max_tokens` defaults to
+DEFAULT_MAX_TOKENS (the default of `[billing] default_max_tokens`, which the hold was sized by), turns
+alternate (consecutive messages of one role are merged) and tool results travel in user turns.
+`reasoning_content` sent back by a chat client is dropped: Anthropic accepts only the thinking
+blocks it signed itself.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from hubproxy.protocols import FINAL, Usage
+from hubproxy.protocols import anthropic_messages as messages
+from hubproxy.protocols import openai_chat as chat
+
+DEFAULT_MAX_TOKENS = 4096
+FINISH_REASONS = {"end_turn": "stop", "max_tokens": "length", "tool_use": "tool_calls", "stop_sequence": "stop"}
+FINISH_REASONS["refusal"] = "content_filter"
+
+
+def text_of(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def image_block(url: str) -> dict:
+    if url.startswith("data:") and ";base64," in url:
+        media_type, data = url[5:].split(";base64,", 1)
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def blocks_of(message: dict) -> list[dict]:
+    """One chat message as the content blocks of a Messages turn."""
+    role, content = message.get("role"), message.get("content")
+    if role == "tool":
+        result = {
+            "type": "tool_result",
+            "tool_use_id": str(message.get("tool_call_id", "")),
+            "content": text_of(content),
+        }
+        return [result]
+    blocks: list[dict] = []
+    if isinstance(content, str) and content:
+        blocks.append({"type": "text", "text": content})
+    elif isinstance(content, list):
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "text":
+                blocks.append({"type": "text", "text": part.get("text", "")})
+            elif part.get("type") == "image_url":
+                url = (part.get("image_url") or {}).get("url")
+                if isinstance(url, str):
+                    blocks.append(image_block(url))
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        try:
+            arguments = orjson.loads(function.get("arguments") or "{}")
+        except orjson.JSONDecodeError:
+            arguments = {}
+        blocks.append(
+            {"type": "tool_use", "id": str(call.get("id", "")), "name": function.get("name", ""), "input": arguments}
+        )
+    return blocks
+
+
+def tool_choice(choice: object) -> dict | None:
+    if isinstance(choice, dict):
+        return {"type": "tool", "name": (choice.get("function") or {}).get("name", "")}
+    return {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}.get(choice)
+
+
+def to_messages(raw: bytes, upstream_model: str, stream: bool) -> bytes:
+    """The chat request as a Messages request (fields already checked by `openai_chat`)."""
+    doc = orjson.loads(raw)
+    system, turns = [], []
+    for message in doc["messages"]:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.append(text_of(message.get("content")))
+            continue
+        turn_role = "assistant" if role == "assistant" else "user"
+        blocks = blocks_of(message)
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == turn_role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": turn_role, "content": blocks})
+    out: dict = {
+        "model": upstream_model,
+        "max_tokens": doc.get("max_completion_tokens") or doc.get("max_tokens") or DEFAULT_MAX_TOKENS,
+        "messages": turns,
+    }
+    if system:
+        out["system"] = "\n\n".join(system)
+    tools = [t.get("function") or {} for t in doc.get("tools") or () if isinstance(t, dict)]
+    if tools:
+        out["tools"] = [
+            {
+                "name": f.get("name", ""),
+                "description": f.get("description", ""),
+                "input_schema": f.get("parameters") or {"type": "object", "properties": {}},
+            }
+            for f in tools
+        ]
+        choice = tool_choice(doc.get("tool_choice"))
+        if choice is not None:
+            out["tool_choice"] = choice
+    stop = doc.get("stop")
+    if stop:
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else stop
+    for name in ("temperature", "top_p"):
+        if doc.get(name) is not None:
+            out[name] = doc[name]
+    if isinstance(doc.get("user"), str):
+        out["metadata"] = {"user_id": doc["user"]}
+    if stream:
+        out["stream"] = True
+    return orjson.dumps(out)
+
+
+def chat_usage(usage: Usage | None) -> dict | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.input,
+        "completion_tokens": usage.output,
+        "total_tokens": usage.input + usage.output,
+        "prompt_tokens_details": {"cached_tokens": usage.cached},
+    }
+
+
+def from_messages(document: dict, model: str, cost: int | None) -> bytes:
+    """A whole Messages answer as a chat completion (with `usage.cost` once billed)."""
+    text, thinking, calls = [], [], []
+    for block in document.get("content") or ():
+        kind = block.get("type")
+        if kind == "text":
+            text.append(block.get("text", ""))
+        elif kind == "thinking":
+            thinking.append(block.get("thinking", ""))
+        elif kind == "tool_use":
+            arguments = orjson.dumps(block.get("input") or {}).decode()
+            calls.append(
+                {
+                    "id": block.get("id", ""),
+                    "type": "function",
+                    "function": {"name": block.get("name", ""), "arguments": arguments},
+                }
+            )
+    message: dict = {"role": "assistant", "content": "".join(text) or None}
+    if thinking:
+        message["reasoning_content"] = "".join(thinking)
+    if calls:
+        message["tool_calls"] = calls
+    usage = chat_usage(messages.read_usage(document.get("usage")))
+    if usage is not None and cost is not None:
+        usage["cost"] = chat.cost_text(cost)
+    answer = {
+        "id": "chatcmpl-" + str(document.get("id", "")),
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": FINISH_REASONS.get(document.get("stop_reason"), "stop")}
+        ],
+        "usage": usage,
+    }
+    return orjson.dumps(answer)
+
+
+class MessagesStreamAsChat:
+    """A Messages stream's events as chat completion chunks: text and thinking deltas as `content` and
+    `reasoning_content`, each tool_use block as one `tool_calls` entry whose arguments arrive in
+    pieces; once the call is settled, the finish reason, the usage chunk (if the client asked, with
+    `cost`) and `[DONE]`."""
+
+    __slots__ = ("client_wants_usage", "finish", "id", "model", "output_events", "tokens", "tools")
+
+    def __init__(self, model: str, client_wants_usage: bool) -> None:
+        self.model = model
+        self.client_wants_usage = client_wants_usage
+        self.tokens: dict[str, int] = {}
+        self.output_events = 0
+        self.id = "chatcmpl-hubproxy"
+        self.tools: dict[int, int] = {}  # block index → tool_calls index
+        self.finish: str | None = None
+
+    @property
+    def usage(self) -> Usage | None:
+        return messages.read_usage(self.tokens) if "output_tokens" in self.tokens else None
+
+    @staticmethod
+    def worth_reading(events: bytes) -> bool:
+        return True
+
+    def chunk(self, delta: dict, finish: str | None = None) -> bytes:
+        body = {"id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model}
+        body["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    def read(self, raw_event: bytes, payload: bytes | None) -> bytes | object | None:
+        if payload is None:
+            return None
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        kind = data.get("type") if data.__class__ is dict else None
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self.id = "chatcmpl-" + str(message.get("id", "hubproxy"))
+            self._count(message.get("usage"))
+            return self.chunk({"role": "assistant", "content": ""})
+        if kind == "content_block_start":
+            block = data.get("content_block") or {}
+            if block.get("type") != "tool_use":
+                return None
+            position = self.tools[data.get("index", 0)] = len(self.tools)
+            call = {"index": position, "id": block.get("id", ""), "type": "function"}
+            call["function"] = {"name": block.get("name", ""), "arguments": ""}
+            return self.chunk({"tool_calls": [call]})
+        if kind == "content_block_delta":
+            return self._delta(data.get("index", 0), data.get("delta") or {})
+        if kind == "message_delta":
+            self._count(data.get("usage"))
+            self.finish = FINISH_REASONS.get((data.get("delta") or {}).get("stop_reason"), "stop")
+            return None
+        if kind == "message_stop":
+            return FINAL
+        if kind == "error":
+            return chat.stream_error(str((data.get("error") or {}).get("message", "the upstream failed")))
+        return None
+
+    def _count(self, usage: object) -> None:
+        if isinstance(usage, dict):
+            for name, value in usage.items():
+                if value.__class__ is int:
+                    self.tokens[name] = value
+
+    def _delta(self, index: int, delta: dict) -> bytes | None:
+        kind = delta.get("type")
+        self.output_events += 1
+        if kind == "text_delta":
+            return self.chunk({"content": delta.get("text", "")})
+        if kind == "thinking_delta":
+            return self.chunk({"reasoning_content": delta.get("thinking", "")})
+        if kind == "input_json_delta" and index in self.tools:
+            call = {"index": self.tools[index], "function": {"arguments": delta.get("partial_json", "")}}
+            return self.chunk({"tool_calls": [call]})
+        return None
+
+    def closing(self, cost: int) -> bytes:
+        out = self.chunk({}, self.finish or "stop")
+        usage = chat_usage(self.usage)
+        if self.client_wants_usage and usage is not None:
+            usage["cost"] = chat.cost_text(cost)
+            body = {"id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model}
+            out += b"data: " + orjson.dumps({**body, "choices": [], "usage": usage}) + b"\n\n"
+        return out + b"data: [DONE]\n\n"
+
+    @staticmethod
+    def error_event(message: str) -> bytes:
+        return chat.stream_error(message)
+
+
+class ChatViaMessages:
+    """The chat endpoint as seen from a Messages-only deployment."""
+
+    api = messages.API
+
+    def upstream_request(
+        self,
+        raw: bytes,
+        fields: chat.RequestFields,
+        upstream_model: str,
+        stream_usage: bool,
+        stream: bool,
+        headers: object,
+    ) -> tuple[str, str, bytes, bytes]:
+        return messages.API, "/v1/messages", to_messages(raw, upstream_model, stream), messages.forwarded_headers({})
+
+    def stream_watch(self, fields: chat.RequestFields) -> MessagesStreamAsChat:
+        return MessagesStreamAsChat(fields.model, fields.asks_usage)
+
+    answer_usage = staticmethod(messages.answer_usage)
+
+    @staticmethod
+    def answer_body(data: bytes, document: object, cost: int | None, fields: chat.RequestFields) -> bytes:
+        if document.__class__ is not dict:
+            return data
+        return from_messages(document, fields.model, cost)
+
+    @staticmethod
+    def upstream_error_message(data: bytes) -> tuple[str, bool]:
+        return messages.upstream_error_message(data)[0], False
+
+
+VIA_MESSAGES = ChatViaMessages()
