@@ -30,6 +30,10 @@ def hub(home, cli, upstream):
     cli(
         "models", "add", "claude-native", "--provider", "claude", "--input-price", PRICE_IN, "--output-price", PRICE_OUT
     )
+    cli(
+        *("models", "add", "claude-cached", "--provider", "claude", "--upstream-model", "claude-native"),
+        *("--input-price", "3", "--output-price", "15", "--cached-input-price", "0.30", "--cache-write-price", "3.75"),
+    )
     gw = Gateway(home, cli, upstream, free_port())
     gw.key = gw.new_user("dev@example.com", "5")
     gw.start()
@@ -128,6 +132,12 @@ def test_a_messages_upstream_gets_the_clients_bytes_and_its_usage_is_read_with_t
     assert hub.key not in json.dumps(sent["headers"])
     assert sent["body"] == {"model": "claude-native", "max_tokens": 50, "messages": HELLO}
     assert last_usage_row(hub) == ("/messages", 12, 6, 5, 3, cost(12, 6), 0)
+
+
+def test_cache_reads_and_writes_are_billed_at_the_models_cache_prices(hub):
+    claude(hub).messages.create(model="claude-cached", max_tokens=50, messages=HELLO)
+    expected = 4 * 3_000_000 + 5 * 300_000 + 3 * 3_750_000 + 6 * 15_000_000  # input, read, write, output
+    assert last_usage_row(hub) == ("/messages", 12, 6, 5, 3, expected, 0)
 
 
 def test_a_native_stream_is_relayed_and_billed_from_message_start_and_message_delta(hub):

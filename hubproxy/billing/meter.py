@@ -144,7 +144,7 @@ class CallMeter:
         else:
             prompt, output, cached = usage.input, usage.output, usage.cached
             reasoning, written = usage.reasoning, usage.cache_write
-        self.cost = cost = self.price(cost_of(self.route.model, prompt, output, cached))
+        self.cost = cost = self.price(cost_of(self.route.model, prompt, output, cached, written))
         record = CallRecord(
             r,
             prompt,

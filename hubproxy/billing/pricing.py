@@ -30,16 +30,24 @@ def estimate_prompt_tokens(body_bytes: int, bytes_per_token: int) -> int:
     return max(1, -(-body_bytes // bytes_per_token))
 
 
-def cost_of(model: Model, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
-    """Exact pico-USD at the prices for this prompt size (a model's tiers); prompt tokens served from
-    the provider's cache are billed at the cached price when there is one (else at the input price)."""
+def cost_of(model: Model, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, written: int = 0) -> int:
+    """Exact pico-USD at the prices for this prompt size (a model's tiers). Prompt tokens served from the
+    provider's cache are billed at the cached price and tokens written to it at the cache-write price,
+    where the model has those (else at the input price)."""
     input_price, output_price, cached_price = model.prices_for(prompt_tokens)
     cost = token_cost(completion_tokens, output_price)
+    plain = prompt_tokens
     if cached_tokens and cached_price is not None:
-        cached = min(cached_tokens, prompt_tokens)
-        return cost + token_cost(prompt_tokens - cached, input_price) + token_cost(cached, cached_price)
-    return cost + token_cost(prompt_tokens, input_price)
+        cached = min(cached_tokens, plain)
+        cost += token_cost(cached, cached_price)
+        plain -= cached
+    write_price = model.cache_write_price
+    if written and write_price is not None:
+        written = min(written, plain)
+        cost += token_cost(written, write_price)
+        plain -= written
+    return cost + token_cost(plain, input_price)
 
 
 def usage_cost(model: Model, usage: Usage) -> int:
-    return cost_of(model, usage.input, usage.output, usage.cached)
+    return cost_of(model, usage.input, usage.output, usage.cached, usage.cache_write)

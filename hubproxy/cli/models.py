@@ -25,6 +25,7 @@ def model_json(m: Model) -> dict:
         "input_price": price_text(m.input_price),
         "output_price": price_text(m.output_price),
         "cached_input_price": price_text(m.cached_input_price),
+        "cache_write_price": price_text(m.cache_write_price),
         "tiers": [tier_dict(t) for t in m.tiers],
     }
 
@@ -56,6 +57,9 @@ def add(
     cached_input_price: str = typer.Option(
         None, "--cached-input-price", metavar="USD", help="USD per 1M prompt tokens served from the provider's cache."
     ),
+    cache_write_price: str = typer.Option(
+        None, "--cache-write-price", metavar="USD", help="USD per 1M prompt tokens written to the provider's cache."
+    ),
     tier: list[str] = typer.Option(
         [],
         "--tier",
@@ -83,6 +87,9 @@ def add(
         if cached_input_price is None
         else parse_price(cached_input_price, what="--cached-input-price"),
         tiers=tiers,
+        cache_write_price=None
+        if cache_write_price is None
+        else parse_price(cache_write_price, what="--cache-write-price"),
     )
     config.models[name] = model
     save_config(ctx, config)

@@ -69,6 +69,7 @@ class Model:
     deployments: tuple[Deployment, ...] = ()
     cached_input_price: int | None = None
     tiers: tuple[PriceTier, ...] = ()  # ascending by `above`
+    cache_write_price: int | None = None  # prompt tokens written to the provider's cache (Anthropic bills them)
 
     def prices_for(self, prompt_tokens: int) -> tuple[int | None, int | None, int | None]:
         """(input, output, cached input) prices for a call with this many prompt tokens: the highest
@@ -184,6 +185,7 @@ def _model(name: str, raw: dict, origin: str) -> Model:
         "output_price",
         "deployments",
         "cached_input_price",
+        "cache_write_price",
         "tiers",
     }
     if unknown:
@@ -195,6 +197,8 @@ def _model(name: str, raw: dict, origin: str) -> Model:
         output_price = parse_price(raw["output_price"], what="output_price") if "output_price" in raw else None
         cached = raw.get("cached_input_price")
         cached_price = None if cached is None else parse_price(cached, what="cached_input_price")
+        written = raw.get("cache_write_price")
+        write_price = None if written is None else parse_price(written, what="cache_write_price")
     except MoneyError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     tiers = parse_tiers(raw.get("tiers", []), where)
@@ -204,7 +208,15 @@ def _model(name: str, raw: dict, origin: str) -> Model:
     if deployments:
         first = deployments[0]
         return Model(
-            name, first.provider, first.upstream_model, input_price, output_price, deployments, cached_price, tiers
+            name,
+            first.provider,
+            first.upstream_model,
+            input_price,
+            output_price,
+            deployments,
+            cached_price,
+            tiers,
+            write_price,
         )
     provider = raw.get("provider")
     if not isinstance(provider, str):
@@ -212,7 +224,7 @@ def _model(name: str, raw: dict, origin: str) -> Model:
     upstream = raw.get("upstream_model", name)
     if not isinstance(upstream, str) or not upstream:
         raise ConfigError(f"{where}: upstream_model must be a non-empty string")
-    return Model(name, provider, upstream, input_price, output_price, (), cached_price, tiers)
+    return Model(name, provider, upstream, input_price, output_price, (), cached_price, tiers, write_price)
 
 
 def parse_tiers(raw: object, where: str) -> tuple[PriceTier, ...]:
@@ -280,6 +292,8 @@ def _model_dict(m: Model) -> dict:
         entry.update(input_price=format_price(m.input_price), output_price=format_price(m.output_price))
     if m.cached_input_price is not None:
         entry["cached_input_price"] = format_price(m.cached_input_price)
+    if m.cache_write_price is not None:
+        entry["cache_write_price"] = format_price(m.cache_write_price)
     if m.tiers:
         entry["tiers"] = [tier_dict(t) for t in m.tiers]
     if m.deployments:

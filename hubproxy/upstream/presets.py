@@ -19,10 +19,11 @@ class Prices:
     output: int
     cached_input: int | None = None
     tiers: tuple[PriceTier, ...] = ()
+    cache_write: int | None = None
 
     def model(self, name: str, provider: str) -> Model:
         """A model served as `name` through `provider` at these prices."""
-        return Model(name, provider, name, self.input, self.output, (), self.cached_input, self.tiers)
+        return Model(name, provider, name, self.input, self.output, (), self.cached_input, self.tiers, self.cache_write)
 
 
 FREE = Prices(0, 0)
@@ -59,13 +60,14 @@ class Preset:
 
 def _prices(name: str, model: str, raw: dict) -> Prices:
     where = f"preset {name} model {model}"
-    cached = raw.get("cached_input")
+    cached, written = raw.get("cached_input"), raw.get("cache_write")
     try:
         return Prices(
             parse_price(raw["input"], what=f"{where} input"),
             parse_price(raw["output"], what=f"{where} output"),
             None if cached is None else parse_price(cached, what=f"{where} cached_input"),
             parse_tiers(raw.get("tiers", []), where),
+            None if written is None else parse_price(written, what=f"{where} cache_write"),
         )
     except (KeyError, MoneyError) as exc:
         raise ConfigError(f"{where}: bad price {exc}") from None
