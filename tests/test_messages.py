@@ -138,6 +138,9 @@ def test_cache_reads_and_writes_are_billed_at_the_models_cache_prices(hub):
     claude(hub).messages.create(model="claude-cached", max_tokens=50, messages=HELLO)
     expected = 4 * 3_000_000 + 5 * 300_000 + 3 * 3_750_000 + 6 * 15_000_000  # input, read, write, output
     assert last_usage_row(hub) == ("/messages", 12, 6, 5, 3, expected, 0)
+    report = {r["group"]: r for r in hub.cli.json("usage", "report", "--by", "model")}
+    assert (report["claude-cached"]["cached_tokens"], report["claude-cached"]["cache_write_tokens"]) == (5, 3)
+    assert "cache write" in hub.cli("usage", "report").stdout
 
 
 def test_a_native_stream_is_relayed_and_billed_from_message_start_and_message_delta(hub):

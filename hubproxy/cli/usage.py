@@ -46,7 +46,8 @@ def report(
     fmt: Format = typer.Option(Format.table, "--format"),
     json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
-    """Requests, tokens and cost grouped by model, user, key, provider or day."""
+    """Requests, tokens (prompt, completion, cache read, cache write, reasoning) and cost grouped by
+    model, user, key, provider or day."""
     if since is not None:
         try:
             since = date.fromisoformat(since).isoformat()
@@ -62,14 +63,19 @@ def report(
     elif fmt is Format.csv:
         writer = csv.DictWriter(
             sys.stdout,
-            fieldnames=["group", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "estimated"],
+            fieldnames=[
+                *("group", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "estimated"),
+                *("cached_tokens", "cache_write_tokens", "reasoning_tokens"),
+            ],
         )
         writer.writeheader()
         writer.writerows(rows)
     else:
         places = max((decimal_places(cost) for cost in costs), default=2)
         table = WholeTable(
-            by.value, "requests", "prompt tokens", "completion tokens", "cost (USD)", "estimated", whole=(by.value,)
+            *(by.value, "requests", "prompt tokens", "completion tokens", "cost (USD)", "estimated"),
+            *("cache read", "cache write", "reasoning"),
+            whole=(by.value,),
         )
         for r, cost in zip(rows, costs, strict=True):
             table.add_row(
@@ -79,5 +85,8 @@ def report(
                 str(r["completion_tokens"]),
                 format_usd(cost, min_places=places),
                 str(r["estimated"]),
+                str(r["cached_tokens"]),
+                str(r["cache_write_tokens"]),
+                str(r["reasoning_tokens"]),
             )
         console.print(table, crop=False)

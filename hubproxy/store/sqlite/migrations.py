@@ -262,3 +262,11 @@ def m015_usage_token_classes(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE usage ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0")
     conn.execute("ALTER TABLE usage ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0")
     conn.execute("ALTER TABLE usage ADD COLUMN over_reservation INTEGER NOT NULL DEFAULT 0")
+
+
+@migration
+def m016_usage_daily_token_classes(conn: sqlite3.Connection) -> None:
+    """Daily totals of the token classes usage rows record since m015, for `usage report` (not
+    backfilled: rows before this version count as 0 there, the raw rows keep what they had)."""
+    for column in ("cached_tokens", "cache_write_tokens", "reasoning_tokens"):
+        conn.execute(f"ALTER TABLE usage_daily ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")

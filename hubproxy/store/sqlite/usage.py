@@ -90,17 +90,24 @@ def add_daily_totals(conn: sqlite3.Connection, day: str, records: list[CallRecor
     totals: dict[tuple, list[int]] = {}
     for rec in records:
         r = rec.reservation
-        t = totals.setdefault((day, r.user_id, r.key_id, r.model, r.provider), [0, 0, 0, 0, 0])
+        t = totals.setdefault((day, r.user_id, r.key_id, r.model, r.provider), [0, 0, 0, 0, 0, 0, 0, 0])
         t[0] += 1
         t[1] += rec.prompt_tokens
         t[2] += rec.completion_tokens
         t[3] += rec.cost
         t[4] += rec.estimated
+        t[5] += rec.cached_tokens
+        t[6] += rec.cache_write_tokens
+        t[7] += rec.reasoning_tokens
     conn.executemany(
-        "INSERT INTO usage_daily VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
+        "INSERT INTO usage_daily (day, user_id, key_id, model, provider, requests, prompt_tokens, completion_tokens, "
+        "cost, estimated, cached_tokens, cache_write_tokens, reasoning_tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT DO UPDATE SET "
         "requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
         "completion_tokens = completion_tokens + excluded.completion_tokens, cost = cost + excluded.cost, "
-        "estimated = estimated + excluded.estimated",
+        "estimated = estimated + excluded.estimated, cached_tokens = cached_tokens + excluded.cached_tokens, "
+        "cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, "
+        "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens",
         [(*k, *v) for k, v in totals.items()],
     )
 
@@ -149,10 +156,12 @@ def usage_report(conn: sqlite3.Connection, by: str, since: str | None = None, us
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     sql = (
         f"SELECT {group} AS grp, sum(requests), sum(prompt_tokens), sum(completion_tokens), sum(cost), "
-        f"sum(estimated) FROM usage_daily s JOIN users u ON u.id = s.user_id {clause} "
+        "sum(estimated), sum(cached_tokens), sum(cache_write_tokens), sum(reasoning_tokens) "
+        f"FROM usage_daily s JOIN users u ON u.id = s.user_id {clause} "
         "GROUP BY grp ORDER BY sum(cost) DESC, grp"
     )
     cols = ["group", "requests", "prompt_tokens", "completion_tokens", "cost", "estimated"]
+    cols += ["cached_tokens", "cache_write_tokens", "reasoning_tokens"]
     return [dict(zip(cols, row, strict=True)) for row in conn.execute(sql, params)]
 
 
