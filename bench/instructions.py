@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from bench.run import BODY, free_port, request_body, setup_hubproxy_home, start, wait_ready
+from bench.run import BODY, MESSAGES_PROMPT, free_port, request_body, setup_hubproxy_home, start, wait_ready
 
 # Streams: few at a time and chunks far apart, so that even slowed ~50x by callgrind a gateway gets
 # each chunk on its own, as it would at full speed, rather than twenty in one read.
@@ -57,13 +57,21 @@ def counted(out_dir: Path, pid: int) -> int:
 
 
 def measure(
-    name: str, cmd: list[str], port: int, headers: dict[str, str], calls: int, body: bytes, out_dir: Path, stream: bool
+    name: str,
+    cmd: list[str],
+    port: int,
+    headers: dict[str, str],
+    calls: int,
+    body: bytes,
+    out_dir: Path,
+    stream: bool,
+    path: str = "/v1/chat/completions",
 ) -> float:
     concurrency = STREAM_CONCURRENCY if stream else 32
     print(f"measuring {name} under callgrind …", file=sys.stderr)
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_dir}/cg.%p"]
     proc = start(valgrind + cmd, core=1)
-    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    url = f"http://127.0.0.1:{port}{path}"
     try:
         wait_ready(port, timeout=180)
         asyncio.run(drive(url, headers, 40 if stream else 300, body, concurrency))
@@ -91,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="streamed calls of CHUNKS chunks each (0.2 s apart; try --stream 10 --calls 100)",
     )
+    parser.add_argument(
+        "--messages",
+        choices=["native", "translated"],
+        help="count hubproxy's /v1/messages calls instead: relayed to a Messages upstream, or translated to chat",
+    )
     parser.add_argument("--keep", type=Path, help="keep callgrind's files here (read them with callgrind_annotate)")
     args = parser.parse_args(argv)
     body = request_body(args.prompt_kb)
@@ -116,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
             base = measure("passthrough", pass_cmd, pass_port, {}, args.calls, body, out_dir, stream)
             hub_cmd = [sys.executable, "-m", "hubproxy", "--home", str(home), "serve", "--port", str(hub_port)]
             auth = {"Authorization": f"Bearer {key}"}
-            hub = measure("hubproxy", hub_cmd, hub_port, auth, args.calls, body, out_dir, stream)
+            if args.messages:
+                model = "bench-native" if args.messages == "native" else "bench"
+                ask = orjson.dumps({"model": model, "max_tokens": 100, "messages": MESSAGES_PROMPT})
+                hub = measure("hubproxy", hub_cmd, hub_port, auth, args.calls, ask, out_dir, stream, "/v1/messages")
+            else:
+                hub = measure("hubproxy", hub_cmd, hub_port, auth, args.calls, body, out_dir, stream)
         finally:
             upstream.terminate()
             upstream.wait(30)
@@ -127,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     per = f"instructions/call ({args.stream} chunks)" if args.stream else "instructions/request"
     print(f"\n{'target':<14}{per:>24}")
     print(f"{'passthrough':<14}{base:>24,.0f}")
-    print(f"{'hubproxy':<14}{hub:>24,.0f}")
+    print(f"{'hubproxy':<14}{hub:>24,.0f}" + (f"  (/v1/messages, {args.messages})" if args.messages else ""))
     print(f"\npassthrough / hubproxy: {base / hub:.1%}  (the throughput ratio if both were CPU-bound on one core)")
     return 0
 

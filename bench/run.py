@@ -32,6 +32,7 @@ from bench.seed import seed
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"model":"bench","messages":[{"role":"user","content":"hello there, how are you today?"}]}'
+MESSAGES_PROMPT = [{"role": "user", "content": "hello there, how are you today?"}]
 CODE_LINE = "    total = sum(item.price * item.quantity for item in order.items)  # ünïcode\n"
 
 
@@ -103,6 +104,8 @@ class Target:
     pid: int
     headers: dict[str, str] = field(default_factory=dict)
     results: dict[str, float] = field(default_factory=dict)
+    path: str = "/chat/completions"
+    body: bytes | None = None  # the request, when not the chat one
 
 
 def start(cmd: list[str], core: int | None, env: dict | None = None) -> subprocess.Popen:
@@ -126,6 +129,11 @@ def setup_hubproxy_home(home: Path, upstream: str) -> str:
     config.server.access_log = False
     config.providers["bench"] = Provider("bench", upstream)
     config.models["bench"] = Model("bench", "bench", "bench", parse_price("0.27"), parse_price("1.10"))
+    # the same upstream as an Anthropic-compatible one, for `--messages`
+    config.providers["bench-messages"] = Provider("bench-messages", upstream.removesuffix("/v1"), apis=("messages",))
+    config.models["bench-native"] = Model(
+        "bench-native", "bench-messages", "bench", parse_price("0.27"), parse_price("1.10")
+    )
     config.save(home / "config.toml")
     store = open_store(home / "hubproxy.db", create=True)
     store.add_user("bench@example.com", parse_usd("100000"))
@@ -154,7 +162,7 @@ def run_wrk(target: Target, body: bytes, connections: int, duration: float, core
         f"-d{max(1, int(duration))}s",
         "-s",
         script.name,
-        target.url + "/chat/completions",
+        target.url + target.path,
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pinned(core)).stdout
     os.unlink(script.name)
@@ -174,7 +182,7 @@ async def aiohttp_load(target: Target, body: bytes, connections: int, duration: 
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal done
         while time.monotonic() < stop_at:
-            async with session.post(target.url + "/chat/completions", data=body, headers=headers) as r:
+            async with session.post(target.url + target.path, data=body, headers=headers) as r:
                 await r.read()
                 done += 1
 
@@ -194,7 +202,7 @@ async def latency_one_connection(target: Target, body: bytes, requests: int, lim
             if i > 150 and time.monotonic() > stop_at:
                 break
             t0 = time.perf_counter()
-            async with session.post(target.url + "/chat/completions", data=body, headers=headers) as r:
+            async with session.post(target.url + target.path, data=body, headers=headers) as r:
                 await r.read()
             if i >= 50:
                 samples.append((time.perf_counter() - t0) * 1000)
@@ -253,11 +261,12 @@ async def stream_delays(target: Target, streams: int, chunks: int, gap: float) -
 def load(target: Target, args: argparse.Namespace, use_wrk: bool, duration: float) -> tuple[float, float]:
     """Requests/s under `args.connections` connections for `duration`, and the target's CPU µs per request."""
     cpu_before = cpu_seconds(target.pid)
+    body = target.body or args.body
     if use_wrk:
         duration = max(1, int(duration))
-        rps = run_wrk(target, args.body, args.connections, duration, core=0)
+        rps = run_wrk(target, body, args.connections, duration, core=0)
     else:
-        rps = asyncio.run(aiohttp_load(target, args.body, args.connections, duration))
+        rps = asyncio.run(aiohttp_load(target, body, args.connections, duration))
     return rps, (cpu_seconds(target.pid) - cpu_before) / max(rps * duration, 1) * 1e6
 
 
@@ -383,6 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         "--unpinned", action="store_true", help="start the single hubproxy process on no core in particular"
     )
     parser.add_argument("--prompt-kb", type=int, default=0, help="requests carry a conversation of about N KB")
+    parser.add_argument(
+        "--messages",
+        action="store_true",
+        help="also load the same hubproxy on /v1/messages: relayed to a Messages upstream, and translated to chat",
+    )
     parser.add_argument("--seed-keys", type=int, default=0, help="extra keys in hubproxy's database first")
     parser.add_argument("--seed-rows", type=int, default=0, help="usage rows in hubproxy's database first")
     parser.add_argument(
@@ -435,9 +449,17 @@ def main(argv: list[str] | None = None) -> int:
                 wait_ready(workers_port)
                 name = f"hubproxy --workers {args.workers}"
                 targets.append(Target(name, f"http://127.0.0.1:{workers_port}/v1", procs[-1].pid, auth[1]))
+            if args.messages:
+                for name, model in (("native", "bench-native"), ("translated", "bench")):
+                    body = orjson.dumps({"model": model, "max_tokens": 100, "messages": MESSAGES_PROMPT})
+                    url = f"http://127.0.0.1:{hub_port}/v1"
+                    targets.append(
+                        Target(f"hubproxy /v1/messages {name}", url, procs[2].pid, auth[0], path="/messages", body=body)
+                    )
             measure_throughput(targets, args, use_wrk)
             for target in targets:
-                measure_rest(target, args)
+                if target.body is None:
+                    measure_rest(target, args)
             for name in args.compare:
                 peer = make_peer(name, args, home, upstream_url)
                 if peer is None:
@@ -445,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 targets.append(measure_peer(peer, args, use_wrk))
             print_table(targets, baseline, direct)
+            for target in targets:
+                if target.body is not None:
+                    ratio = target.results["rps"] / hub.results["rps"]
+                    print(f"  {target.name[9:]} vs the chat route: {ratio:.0%} of its throughput")
             if args.workers > 1:
                 scaling = targets[3].results["rps"] / hub.results["rps"]
                 print(f"  --workers {args.workers} vs one process: {scaling:.2f}x the throughput")

@@ -57,6 +57,26 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+MESSAGE = orjson.dumps(
+    {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "bench",
+        "content": [{"type": "text", "text": "ok"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 1},
+    }
+)
+
+
+async def messages(request: web.Request) -> web.Response:
+    """Anthropic's Messages API, not streamed: for `bench.run --messages`."""
+    await request.read()
+    return web.Response(body=MESSAGE, content_type="application/json")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -66,6 +86,7 @@ def main() -> None:
     uvloop.install()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/messages", messages)
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
 
 
