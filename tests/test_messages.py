@@ -30,6 +30,7 @@ def hub(home, cli, upstream):
     cli(
         "models", "add", "claude-native", "--provider", "claude", "--input-price", PRICE_IN, "--output-price", PRICE_OUT
     )
+    cli("models", "add", "die-mid-stream", "--provider", "fake", "--input-price", PRICE_IN, "--output-price", PRICE_OUT)
     cli(
         *("models", "add", "claude-cached", "--provider", "claude", "--upstream-model", "claude-native"),
         *("--input-price", "3", "--output-price", "15", "--cached-input-price", "0.30", "--cache-write-price", "3.75"),
@@ -216,3 +217,17 @@ def test_an_openai_stream_from_a_messages_only_model_ends_with_usage_and_done(hu
     usage = chunks[-1].usage
     assert (usage.prompt_tokens, usage.completion_tokens) == (12, 6) and usage.model_extra["cost"] > 0
     wait_for(lambda: last_usage_row(hub) == ("/chat/completions", 12, 6, 5, 3, cost(12, 6), 0))
+
+
+def test_an_upstream_that_breaks_mid_stream_becomes_an_error_event_and_is_billed_for_what_was_sent(hub):
+    url = f"http://127.0.0.1:{hub.port}/v1/messages"
+    body = {"model": "die-mid-stream", "max_tokens": 20, "stream": True, "messages": HELLO}
+    answer = raw_request(
+        "POST", url, json.dumps(body).encode(), {"x-api-key": hub.key, "content-type": "application/json"}
+    )
+    assert answer.status == 200 and b"event: message_start" in answer.body
+    assert b"event: error" in answer.body and b'"type":"api_error"' in answer.body
+    assert b"message_stop" not in answer.body
+    wait_for(lambda: last_usage_row(hub)[6] == 1)  # estimated
+    with hub.db() as db:
+        assert db.execute("SELECT status FROM usage ORDER BY id DESC LIMIT 1").fetchone()[0] == "upstream_broken"

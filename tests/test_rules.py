@@ -20,6 +20,7 @@ from hubproxy.money import parse_price
 from hubproxy.protocols import FINAL, Usage
 from hubproxy.protocols.anthropic_messages import StreamWatch as MessagesWatch
 from hubproxy.protocols.chat_messages import from_messages, to_messages
+from hubproxy.protocols.messages_chat import safe_id
 from hubproxy.protocols.openai_chat import CHAT, EMBEDDINGS, TOOL_PREAMBLE, StreamWatch
 from hubproxy.ratelimit.windows import WINDOW, RateLimiter
 from hubproxy.routing.health import HealthBoard
@@ -251,3 +252,8 @@ def test_a_chat_tool_loop_becomes_alternating_messages_turns_and_back():
     back = orjson.loads(from_messages({**answer, "usage": {"input_tokens": 3, "output_tokens": 2}}, "claude", 5))
     assert back["choices"][0]["finish_reason"] == "tool_calls"
     assert back["choices"][0]["message"]["tool_calls"][0]["function"] == {"name": "w", "arguments": "{}"}
+
+
+def test_tool_ids_anthropic_clients_would_refuse_are_mapped_the_same_way_every_time():
+    assert safe_id("functions.get_weather:0") == "functions_get_weather_0" == safe_id("functions.get_weather:0")
+    assert safe_id("call_AbC-1") == "call_AbC-1" and safe_id(None).startswith("toolu_")
