@@ -108,6 +108,7 @@ class FakeUpstream:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/bare/models", self.models_as_a_list)
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -347,6 +348,10 @@ class FakeUpstream:
         await send("message_delta", {**final, "usage": {"output_tokens": len(words)}})
         await send("message_stop", {"type": "message_stop"})
         return resp
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        return web.json_response({"input_tokens": 1000 + len(body.get("messages", []))})
 
     async def completions(self, request: web.Request) -> web.Response:
         if (refused := self._check_key(request)) is not None:

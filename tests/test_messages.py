@@ -185,10 +185,15 @@ def test_no_balance_is_a_billing_error_the_sdk_does_not_retry(hub):
     assert refused.value.response.headers["x-should-retry"] == "false"
 
 
-def test_count_tokens_is_answered_locally(hub):
+def test_count_tokens_is_answered_locally_for_a_chat_model_and_by_a_messages_upstream(hub):
     before = len(hub.upstream.requests)
     counted = claude(hub).messages.count_tokens(model="deepseek-chat", messages=HELLO)
     assert counted.input_tokens > 0 and len(hub.upstream.requests) == before
+    assert claude(hub).messages.count_tokens(model="claude-native", messages=HELLO).input_tokens == 1001
+    asked = upstream_calls(hub, "/v1/messages/count_tokens")[-1]
+    assert asked["headers"]["x-api-key"] == hub.upstream.api_key and asked["body"]["model"] == "claude-native"
+    with hub.db() as db:
+        assert db.execute("SELECT count(*) FROM usage").fetchone()[0] == 0  # counting is not billed
 
 
 def test_an_openai_client_reaches_a_messages_only_model_translated_and_billed(hub):
@@ -231,3 +236,26 @@ def test_an_upstream_that_breaks_mid_stream_becomes_an_error_event_and_is_billed
     wait_for(lambda: last_usage_row(hub)[6] == 1)  # estimated
     with hub.db() as db:
         assert db.execute("SELECT status FROM usage ORDER BY id DESC LIMIT 1").fetchone()[0] == "upstream_broken"
+
+
+def test_image_blocks_reach_a_chat_upstream_as_image_parts(hub):
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    linked = {"type": "image", "source": {"type": "url", "url": "https://example.test/cat.png"}}
+    content = [{"type": "text", "text": "what is this"}, image, linked]
+    claude(hub).messages.create(model="deepseek-chat", max_tokens=20, messages=[{"role": "user", "content": content}])
+    parts = upstream_calls(hub, "/v1/chat/completions")[-1]["body"]["messages"][0]["content"]
+    assert parts[0] == {"type": "text", "text": "what is this"}
+    assert parts[1] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    assert parts[2] == {"type": "image_url", "image_url": {"url": "https://example.test/cat.png"}}
+
+
+def test_a_rate_limited_key_gets_anthropics_429_with_the_wait(hub):
+    hub.cli("users", "add", "slow@example.com", "--balance", "5")
+    key = hub.cli.json("keys", "create", "--user", "slow@example.com", "--name", "slow", "--rpm", "1")["key"]
+    wait_for(lambda: hub.key_works(key))
+    client = claude(hub, key=key)
+    client.messages.create(model="deepseek-chat", max_tokens=5, messages=HELLO)
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        client.messages.create(model="deepseek-chat", max_tokens=5, messages=HELLO)
+    assert limited.value.body["error"]["type"] == "rate_limit_error"
+    assert 0 < int(limited.value.response.headers["retry-after"]) <= 60

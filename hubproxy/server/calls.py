@@ -20,12 +20,13 @@ from hubproxy.billing.pricing import estimate_prompt_tokens
 from hubproxy.protocols import ClientEndpoint, anthropic_messages
 from hubproxy.routing.failover import NoAnswer
 from hubproxy.routing.router import Route
+from hubproxy.secrets import provider_api_key
 from hubproxy.server.auth import authorize
 from hubproxy.server.errors import REQUEST_ID, errors_rendered_by
 from hubproxy.server.relay import relay_stream
 from hubproxy.server.request_body import read_request
 from hubproxy.server.state import STATE, GatewayState
-from hubproxy.upstream.http import Response
+from hubproxy.upstream.http import Response, UpstreamError
 
 log = logging.getLogger("hubproxy.server")
 
@@ -116,15 +117,42 @@ def upstream_request(
 
 
 async def count_tokens(request: web.Request) -> web.Response:
-    """`/v1/messages/count_tokens`, counted here without a tokenizer or a network call: the body's
-    size over `[billing] bytes_per_token`, the estimate hubproxy bills a call by when its usage never
-    comes (see README for how close it is)."""
+    """`/v1/messages/count_tokens`: asked of the model's deployment where it serves Messages, else
+    counted here without a tokenizer or a network call (the body's size over `[billing]
+    bytes_per_token`, the estimate hubproxy bills a call by when its usage never comes; README says
+    how close that is). Nothing is billed."""
     state: GatewayState = request.app[STATE]
-    authorize(request)
+    key, _ = authorize(request)
     raw = await read_request(request, state.config.server)
-    anthropic_messages.read_for_counting(raw)
+    fields = anthropic_messages.read_for_counting(raw)
+    routes = state.router.resolve(fields.model)
+    if not model_allowed(key.policy, routes[0].model):
+        raise errors.model_not_allowed(routes[0].model.name)
+    native = [r for r in routes if anthropic_messages.API in r.provider.apis and state.health.available(r.key)]
+    if native:
+        counted = await upstream_count(state, native[0], raw, fields, request.headers)
+        if counted is not None:
+            return web.Response(body=counted, content_type="application/json")
     tokens = estimate_prompt_tokens(len(raw), state.config.billing.bytes_per_token)
     return web.json_response({"input_tokens": tokens})
+
+
+async def upstream_count(
+    state: GatewayState, route: Route, raw: bytes, fields: object, headers: object
+) -> bytes | None:
+    """The deployment's own count, or None (it failed or refused: count here instead)."""
+    adapter = state.upstreams.adapter(route.provider)
+    timeout = state.upstreams.first_byte(route.provider)
+    body = anthropic_messages.with_model(raw, fields, route.upstream_model)
+    api_key = provider_api_key(route.provider, state.stored_secrets)
+    extra = anthropic_messages.forwarded_headers(headers)
+    try:
+        resp = await adapter.send("/v1/messages/count_tokens", body, api_key, False, timeout, "messages", extra)
+        data = await adapter.read_whole(resp, timeout)
+    except (errors.GatewayError, TimeoutError, UpstreamError):
+        return None
+    resp.release()
+    return data if resp.status == 200 else None
 
 
 def stop_waiting(task: asyncio.Task, meter: CallMeter) -> None:
