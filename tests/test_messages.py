@@ -259,3 +259,11 @@ def test_a_rate_limited_key_gets_anthropics_429_with_the_wait(hub):
         client.messages.create(model="deepseek-chat", max_tokens=5, messages=HELLO)
     assert limited.value.body["error"]["type"] == "rate_limit_error"
     assert 0 < int(limited.value.response.headers["retry-after"]) <= 60
+
+
+def test_a_streamed_thinking_block_arrives_whole_with_its_signature(hub):
+    with claude(hub).messages.stream(model="reasoning", max_tokens=50, messages=HELLO) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.content[0].thinking == "thinking" and final.content[0].signature.startswith("hubproxy:")
+    assert final.content[1].text.split() == REPLY.split()
