@@ -98,6 +98,7 @@ def test_models_add_list_remove_with_alias(cli):
             "input_price": "0.27",
             "output_price": "1.1",
             "cached_input_price": None,
+            "cache_write_price": None,
             "tiers": [],
         }
     ]
@@ -283,6 +284,7 @@ def test_presets_fill_the_base_url_and_key_variable(cli):
         "input_price": "0.6",
         "output_price": "3",
         "cached_input_price": "0.1",
+        "cache_write_price": None,
         "tiers": [],
     }
     again = cli.json("providers", "add", "kimi2", "--preset", "moonshot")
