@@ -20,7 +20,7 @@ from hubproxy.money import parse_price
 from hubproxy.protocols import FINAL, Usage
 from hubproxy.protocols.anthropic_messages import StreamWatch as MessagesWatch
 from hubproxy.protocols.chat_messages import from_messages, to_messages
-from hubproxy.protocols.messages_chat import safe_id
+from hubproxy.protocols.messages_chat import safe_id, to_chat
 from hubproxy.protocols.openai_chat import CHAT, EMBEDDINGS, TOOL_PREAMBLE, StreamWatch
 from hubproxy.ratelimit.windows import WINDOW, RateLimiter
 from hubproxy.routing.health import HealthBoard
@@ -252,6 +252,17 @@ def test_a_chat_tool_loop_becomes_alternating_messages_turns_and_back():
     back = orjson.loads(from_messages({**answer, "usage": {"input_tokens": 3, "output_tokens": 2}}, "claude", 5))
     assert back["choices"][0]["finish_reason"] == "tool_calls"
     assert back["choices"][0]["message"]["tool_calls"][0]["function"] == {"name": "w", "arguments": "{}"}
+
+
+def test_thinking_becomes_the_chat_reasoning_switch_by_its_budget():
+    def sent(thinking):
+        body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "thinking": thinking}
+        return orjson.loads(to_chat(orjson.dumps(body), "m", False, True)).get("reasoning_effort")
+
+    assert sent({"type": "enabled", "budget_tokens": 1024}) == "low"
+    assert sent({"type": "enabled", "budget_tokens": 8000}) == "medium"
+    assert sent({"type": "enabled", "budget_tokens": 32000}) == "high"
+    assert sent({"type": "disabled"}) is None
 
 
 def test_tool_ids_anthropic_clients_would_refuse_are_mapped_the_same_way_every_time():

@@ -7,7 +7,7 @@ citations, document blocks) is dropped, not refused. Tool ids are made safe for 
 (letters, digits, `_` and `-`) the same way in both directions, so a tool loop keeps matching.
 Thinking comes back as `thinking` blocks signed `hubproxy:…`; when a client sends such a block back
 in the next turn it reaches the upstream as `reasoning_content`, as DeepSeek and others want it
-during tool loops.
+during tool loops. A request's `thinking` becomes chat's `reasoning_effort` (by its budget).
 """
 
 from __future__ import annotations
@@ -108,6 +108,16 @@ def assistant_message(content: list) -> dict:
     return message
 
 
+def reasoning_effort(thinking: object) -> str | None:
+    """Anthropic's `thinking` as OpenAI chat's reasoning switch, `reasoning_effort`, by its budget
+    (chat upstreams without the switch ignore it, as DeepSeek and vLLM do unknown fields)."""
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    budget = budget if isinstance(budget, int) else 0
+    return "low" if budget < 4096 else ("medium" if budget < 16384 else "high")
+
+
 def tool_choice(choice: dict) -> object:
     kind = choice.get("type")
     if kind == "tool":
@@ -151,6 +161,9 @@ def to_chat(raw: bytes, upstream_model: str, stream: bool, stream_usage: bool) -
     for ours, theirs in (("stop_sequences", "stop"), ("temperature", "temperature"), ("top_p", "top_p")):
         if doc.get(ours) is not None:
             out[theirs] = doc[ours]
+    effort = reasoning_effort(doc.get("thinking"))
+    if effort is not None:
+        out["reasoning_effort"] = effort
     user = (doc.get("metadata") or {}).get("user_id")
     if isinstance(user, str):
         out["user"] = user
