@@ -12,9 +12,12 @@ on one, an upstream on another) is one more module here, offering the same inter
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
+
+from hubproxy.errors import invalid_request
 
 
 class Usage(msgspec.Struct):
@@ -84,6 +87,21 @@ class ClientEndpoint(Protocol):
     def error_body(self, err: Any) -> bytes: ...
 
     def upstream_error_message(self, data: bytes) -> tuple[str, bool]: ...
+
+
+def decode_body(decoder: msgspec.json.Decoder, raw: bytes, invalid_field: Callable[[msgspec.ValidationError], Any]):
+    """A request body decoded into a format's fields, or the 400 for what is wrong with it
+    (`invalid_field` words a wrong field the format's way)."""
+    if not raw:
+        raise invalid_request("Request body is empty; send a JSON object.")
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise invalid_field(exc) from None
+    except msgspec.DecodeError:
+        raise invalid_request("Request body is not valid JSON.") from None
+    except RecursionError:
+        raise invalid_request("Request body is nested too deeply.") from None
 
 
 FINAL = object()

@@ -19,7 +19,7 @@ import orjson
 from msgspec import UnsetType
 
 from hubproxy.errors import GatewayError, invalid_request
-from hubproxy.protocols import FINAL, Usage
+from hubproxy.protocols import FINAL, Usage, decode_body
 
 API = "messages"
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -218,12 +218,7 @@ COUNT_DECODER = msgspec.json.Decoder(CountFields)
 
 def read_for_counting(raw: bytes) -> CountFields:
     """A `count_tokens` body: as a message's, without `max_tokens`."""
-    try:
-        fields = COUNT_DECODER.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise invalid_field(exc) from None
-    except (msgspec.DecodeError, RecursionError):
-        raise invalid_request("Request body is not valid JSON.") from None
+    fields = decode_body(COUNT_DECODER, raw, invalid_field)
     if fields.model.__class__ is not str or not fields.model:
         raise invalid_request("model: Field required (a non-empty string).", param="model")
     if not fields.messages:
@@ -241,16 +236,7 @@ class Endpoint:
     streams: bool = True
 
     def read(self, raw: bytes) -> MessagesFields:
-        if not raw:
-            raise invalid_request("Request body is empty; send a JSON object.")
-        try:
-            fields = DECODER.decode(raw)
-        except msgspec.ValidationError as exc:
-            raise invalid_field(exc) from None
-        except msgspec.DecodeError:
-            raise invalid_request("Request body is not valid JSON.") from None
-        except RecursionError:
-            raise invalid_request("Request body is nested too deeply.") from None
+        fields = decode_body(DECODER, raw, invalid_field)
         if fields.model.__class__ is not str or not fields.model:
             raise invalid_request("model: Field required (a non-empty string).", param="model")
         if fields.max_tokens is msgspec.UNSET:

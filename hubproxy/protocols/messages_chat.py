@@ -2,7 +2,7 @@
 streamed event by event) back into Messages.
 
 Chat is the pivot: every other client format reaches a chat upstream through a module like this one,
-so a new format adds one translator, not one per pair. What chat cannot carry (`cache_control`,
+so a new format adds its translators to and from chat, not one per pair. What chat cannot carry (`cache_control`,
 citations, document blocks) is dropped, not refused. Tool ids are made safe for Anthropic clients
 (letters, digits, `_` and `-`) the same way in both directions, so a tool loop keeps matching.
 Thinking comes back as `thinking` blocks signed `hubproxy:…`; when a client sends such a block back

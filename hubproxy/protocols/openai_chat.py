@@ -18,7 +18,7 @@ from msgspec import UnsetType
 
 from hubproxy.errors import GatewayError, invalid_request
 from hubproxy.money import format_usd
-from hubproxy.protocols import FINAL, Usage
+from hubproxy.protocols import FINAL, Usage, decode_body
 
 API = "chat"
 ASK_STREAM_USAGE = b'"stream_options":{"include_usage":true},'
@@ -304,16 +304,7 @@ class Endpoint:
 
     def read(self, raw: bytes) -> RequestFields:
         """The request's fields, checked; a 400 naming the problem otherwise."""
-        if not raw:
-            raise invalid_request("Request body is empty; send a JSON object.")
-        try:
-            fields = self.decoder.decode(raw)
-        except msgspec.ValidationError as exc:
-            raise invalid_field(exc) from None
-        except msgspec.DecodeError:
-            raise invalid_request("Request body is not valid JSON.") from None
-        except RecursionError:
-            raise invalid_request("Request body is nested too deeply.") from None
+        fields = decode_body(self.decoder, raw, invalid_field)
         if fields.model.__class__ is not str or not fields.model:
             raise invalid_request("'model' is required and must be a string.", param="model")
         self.check(fields)
