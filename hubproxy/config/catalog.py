@@ -15,7 +15,7 @@ from hubproxy.money import MoneyError, format_price, format_usd, parse_price, pa
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")
 PROVIDER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-WIRE_APIS = ("chat", "messages")
+WIRE_APIS = ("chat", "messages", "responses")
 
 
 class ConfigError(ValueError):

@@ -63,7 +63,10 @@ class Failover:
         tries = candidates[: settings.max_attempts]
         for number, route in enumerate(tries, start=1):
             last = number == len(tries)
-            request = request_for(route)
+            try:
+                request = request_for(route)
+            except errors.GatewayError as refused:  # the request cannot take this way (a translator said why)
+                raise NoAnswer(refused, "refused") from None
             if request is None:
                 tried.append((route.key, "other_wire_api"))
                 if last:

@@ -16,7 +16,7 @@ from hubproxy.accounts.cache import AccountCache
 from hubproxy.billing.budget import IDLE_SECONDS, Budget, LeasedBudget, LocalBudget
 from hubproxy.billing.meter import PERSIST_AFTER, OpenCalls
 from hubproxy.config import Config, ConfigError, Paths
-from hubproxy.protocols import anthropic_messages, openai_chat
+from hubproxy.protocols import anthropic_messages, openai_chat, openai_responses
 from hubproxy.ratelimit.shared import SharedLimiter
 from hubproxy.ratelimit.windows import LocalLimiter
 from hubproxy.routing.failover import Failover
@@ -66,6 +66,7 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
     for endpoint in openai_chat.ENDPOINTS:
         app.router.add_post("/v1" + endpoint.path, make_handler(endpoint))
     app.router.add_post("/v1/messages", make_handler(anthropic_messages.MESSAGES))
+    app.router.add_post("/v1/responses", make_handler(openai_responses.RESPONSES))
     app.router.add_post("/v1/messages/count_tokens", anthropic_errors(count_tokens))
     app.router.add_get("/v1/models", openai_errors(catalog.list_models))
     app.router.add_get("/v1/models/{model:.+}", openai_errors(catalog.get_model))

@@ -33,7 +33,11 @@ class OpenAICompatAdapter:
         self.client = client
         self.serves = frozenset(provider.apis)
         self.origin: Origin = client.origin(provider.base_url)
-        self.origins = {"chat": self.origin, "messages": client.origin(provider.messages_base_url or provider.base_url)}
+        self.origins = {
+            "chat": self.origin,
+            "responses": self.origin,
+            "messages": client.origin(provider.messages_base_url or provider.base_url),
+        }
         # identity: the answer is read for its usage and passed on as is, so it must not come compressed
         self._base_headers = {
             "Content-Type": "application/json",

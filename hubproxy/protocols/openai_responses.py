@@ -1,0 +1,189 @@
+"""OpenAI's Responses wire format: `POST /v1/responses` (Codex, newer SDK code, Cursor for some models).
+
+The request fields the gateway reads or checks, where usage is (`usage` of a whole response, the
+`response.completed` event of a stream: `input_tokens` with `input_tokens_details.cached_tokens`,
+`output_tokens` with `output_tokens_details.reasoning_tokens`), and the error shape, which is
+OpenAI's. A deployment serving `responses` gets the client's bytes with only `model` rewritten; one
+that serves only `chat` is reached through `protocols/responses_chat.py`. Wire format as documented
+at https://platform.openai.com/docs/api-reference/responses (read 2026-12-02).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
+import orjson
+from msgspec import UnsetType
+
+from hubproxy.errors import invalid_request
+from hubproxy.protocols import FINAL, Usage, decode_body
+from hubproxy.protocols import openai_chat as chat
+
+API = "responses"
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+TOOL_PREAMBLE = 512
+
+
+class Tool(msgspec.Struct):
+    type: str
+    name: str | None = None
+
+
+class ResponsesFields(msgspec.Struct):
+    """The top-level fields the gateway reads or checks; `input` is skipped unbuilt."""
+
+    model: object = None
+    input: msgspec.Raw | UnsetType = msgspec.UNSET
+    instructions: str | None = None
+    stream: bool | None = None
+    max_output_tokens: PositiveInt | None = None
+    tools: list[Tool] | None = None
+    tool_choice: str | dict | None = None
+    previous_response_id: str | None = None
+    store: bool | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+
+    @property
+    def max_output(self) -> int | None:
+        return self.max_output_tokens
+
+
+DECODER = msgspec.json.Decoder(ResponsesFields)
+
+
+def read_usage(usage: object) -> Usage | None:
+    """Responses usage: `input_tokens` counts cached ones; `output_tokens` counts reasoning."""
+    if usage.__class__ is not dict:
+        return None
+    prompt, output = usage.get("input_tokens"), usage.get("output_tokens")
+    if prompt.__class__ is not int or output.__class__ is not int or prompt < 0 or output < 0:
+        return None
+    details = usage.get("input_tokens_details")
+    cached = details.get("cached_tokens") if details.__class__ is dict else 0
+    details = usage.get("output_tokens_details")
+    reasoning = details.get("reasoning_tokens") if details.__class__ is dict else 0
+    cached = cached if cached.__class__ is int and cached >= 0 else 0
+    reasoning = reasoning if reasoning.__class__ is int and reasoning >= 0 else 0
+    return Usage(prompt, output, min(cached, prompt), 0, min(reasoning, output))
+
+
+def answer_usage(data: bytes) -> tuple[Usage | None, object]:
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None, None
+    return read_usage(document.get("usage") if document.__class__ is dict else None), document
+
+
+class StreamWatch:
+    """Usage over a native Responses stream: the `response.completed` event carries it and ends the
+    stream, so the call is settled before that event leaves."""
+
+    __slots__ = ("final", "output_events", "usage")
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.output_events = 0
+        self.final = b""
+
+    @staticmethod
+    def worth_reading(events: bytes) -> bool:
+        return b"response.completed" in events or b"response.incomplete" in events or b"response.failed" in events
+
+    def read(self, event: bytes, payload: bytes | None) -> bytes | object | None:
+        if payload is None or b'"usage"' not in payload:
+            self.output_events += 1
+            return event
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return event
+        if data.__class__ is dict and data.get("type") in (
+            "response.completed",
+            "response.incomplete",
+            "response.failed",
+        ):
+            self.usage = read_usage((data.get("response") or {}).get("usage"))
+            self.final = event
+            return FINAL
+        return event
+
+    def closing(self, cost: int) -> bytes:
+        return self.final
+
+    @staticmethod
+    def error_event(message: str) -> bytes:
+        return stream_error(message)
+
+
+def stream_error(message: str) -> bytes:
+    """An `error` event inside a stream whose 200 status line is already sent."""
+    body = {"type": "error", "code": "upstream_unavailable", "message": message, "param": None, "sequence_number": 0}
+    return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
+def with_model(raw: bytes, fields: ResponsesFields, upstream_model: str) -> bytes:
+    if upstream_model == fields.model:
+        return raw
+    whole = orjson.loads(raw)
+    whole["model"] = upstream_model
+    return orjson.dumps(whole)
+
+
+@dataclass(frozen=True, eq=False)
+class Endpoint:
+    """`/responses`: the `ClientEndpoint` of this format (see `protocols/__init__.py`)."""
+
+    path: str = "/responses"
+    api: str = API
+    makes_output: bool = True
+    streams: bool = True
+
+    def read(self, raw: bytes) -> ResponsesFields:
+        fields = decode_body(DECODER, raw, chat.invalid_field)
+        if fields.model.__class__ is not str or not fields.model:
+            raise invalid_request("'model' is required and must be a string.", param="model")
+        if fields.input is msgspec.UNSET:
+            raise invalid_request("'input' is required: a string or an array of items.", param="input")
+        chat.text_or_list(fields.input, "input")
+        return fields
+
+    def unseen_tokens(self, raw: bytes, fields: ResponsesFields, image_tokens: int) -> int:
+        unseen = raw.count(b'"input_image"') * image_tokens
+        return unseen + TOOL_PREAMBLE if fields.tools else unseen
+
+    def leg_for(self, apis: tuple[str, ...]) -> object | None:
+        """Natively where the deployment serves Responses, else through chat."""
+        if API in apis:
+            return self
+        return VIA_CHAT if VIA_CHAT.api in apis else None
+
+    def upstream_request(
+        self,
+        raw: bytes,
+        fields: ResponsesFields,
+        upstream_model: str,
+        stream_usage: bool,
+        stream: bool,
+        headers: object,
+    ) -> tuple[str, str, bytes, bytes]:
+        return API, self.path, with_model(raw, fields, upstream_model), b""
+
+    def stream_watch(self, fields: ResponsesFields) -> StreamWatch:
+        return StreamWatch()
+
+    def answer_body(self, data: bytes, document: object, cost: int | None, fields: ResponsesFields) -> bytes:
+        """Relayed untouched."""
+        return data
+
+    answer_usage = staticmethod(answer_usage)
+    error_body = staticmethod(chat.error_body)
+    upstream_error_message = staticmethod(chat.upstream_error_message)
+
+
+RESPONSES = Endpoint()
+
+from hubproxy.protocols.responses_chat import VIA_CHAT  # noqa: E402 - it builds on this module
