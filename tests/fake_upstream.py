@@ -109,6 +109,7 @@ class FakeUpstream:
         app.router.add_get("/bare/models", self.models_as_a_list)
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
+        app.router.add_post("/v1/responses", self.responses)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -347,6 +348,55 @@ class FakeUpstream:
         final = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}}
         await send("message_delta", {**final, "usage": {"output_tokens": len(words)}})
         await send("message_stop", {"type": "message_stop"})
+        return resp
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's Responses API: usage only in the whole response and in `response.completed`."""
+        if (refused := self._check_key(request)) is not None:
+            return refused
+        body = await self._record(request)
+        given = body.get("input")
+        prompt = len(given.split()) if isinstance(given, str) else len(json.dumps(given).split())
+        usage = {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": 2},
+            "output_tokens": 6,
+            "output_tokens_details": {"reasoning_tokens": 1},
+            "total_tokens": prompt + 6,
+        }
+        text = {"type": "output_text", "text": REPLY, "annotations": []}
+        item = {"id": "msg_up", "type": "message", "status": "completed", "role": "assistant", "content": [text]}
+        response = {
+            "id": "resp_up",
+            "object": "response",
+            "created_at": 1,
+            "status": "completed",
+            "model": body.get("model"),
+            "output": [item],
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            return web.json_response(response)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        number = 0
+
+        async def send(name: str, data: dict) -> None:
+            nonlocal number
+            await resp.write(
+                f"event: {name}\ndata: ".encode()
+                + orjson.dumps({"type": name, **data, "sequence_number": number})
+                + b"\n\n"
+            )
+            number += 1
+
+        await send("response.created", {"response": {**response, "status": "in_progress", "output": [], "usage": None}})
+        for word in REPLY.split():
+            await send(
+                "response.output_text.delta",
+                {"item_id": "msg_up", "output_index": 0, "content_index": 0, "delta": word + " "},
+            )
+        await send("response.completed", {"response": response})
         return resp
 
     async def count_tokens(self, request: web.Request) -> web.Response:

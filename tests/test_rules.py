@@ -22,6 +22,8 @@ from hubproxy.protocols.anthropic_messages import StreamWatch as MessagesWatch
 from hubproxy.protocols.chat_messages import from_messages, to_messages
 from hubproxy.protocols.messages_chat import safe_id, to_chat
 from hubproxy.protocols.openai_chat import CHAT, EMBEDDINGS, TOOL_PREAMBLE, StreamWatch
+from hubproxy.protocols.responses_chat import call_item
+from hubproxy.protocols.responses_chat import to_chat as responses_to_chat
 from hubproxy.ratelimit.windows import WINDOW, RateLimiter
 from hubproxy.routing.health import HealthBoard
 from hubproxy.routing.router import Router
@@ -268,3 +270,16 @@ def test_thinking_becomes_the_chat_reasoning_switch_by_its_budget():
 def test_tool_ids_anthropic_clients_would_refuse_are_mapped_the_same_way_every_time():
     assert safe_id("functions.get_weather:0") == "functions_get_weather_0" == safe_id("functions.get_weather:0")
     assert safe_id("call_AbC-1") == "call_AbC-1" and safe_id(None).startswith("toolu_")
+
+
+def test_a_freeform_tool_goes_up_as_a_one_string_function_and_comes_back_as_a_custom_tool_call():
+    body = {
+        "model": "m",
+        "input": [{"type": "custom_tool_call", "call_id": "c1", "name": "apply_patch", "input": "*** Begin Patch"}],
+        "tools": [{"type": "custom", "name": "apply_patch", "description": "patch"}],
+    }
+    sent = orjson.loads(responses_to_chat(orjson.dumps(body), "m", False, True))
+    assert sent["tools"][0]["function"]["parameters"]["required"] == ["input"]
+    assert sent["messages"][0]["tool_calls"][0]["function"]["arguments"] == '{"input":"*** Begin Patch"}'
+    item = call_item("c2", "apply_patch", '{"input": "*** Begin Patch"}', {"apply_patch"})
+    assert item["type"] == "custom_tool_call" and item["input"] == "*** Begin Patch" and item["call_id"] == "c2"

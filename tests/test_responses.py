@@ -1,0 +1,139 @@
+"""OpenAI's Responses API through hubproxy, driven by the official `openai` SDK's `responses.create`:
+translated to a chat-only upstream and relayed natively to one that speaks Responses, streamed and
+not, with tools."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, configure, free_port, wait_for
+from tests.fake_upstream import REPLY
+
+WEATHER = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "description": "weather",
+        "parameters": {"type": "object", "properties": {}},
+    }
+]
+
+
+@pytest.fixture
+def hub(home, cli, upstream):
+    configure(cli, upstream)
+    cli(
+        "providers",
+        "add",
+        "oai",
+        "--base-url",
+        upstream.base_url,
+        "--api",
+        "responses",
+        "--api-key-env",
+        "UPSTREAM_KEY",
+    )
+    cli("models", "add", "gpt-native", "--provider", "oai", "--input-price", PRICE_IN, "--output-price", PRICE_OUT)
+    gw = Gateway(home, cli, upstream, free_port())
+    gw.key = gw.new_user("dev@example.com", "5")
+    gw.start()
+    yield gw
+    if gw.proc and gw.proc.poll() is None:
+        gw.stop()
+
+
+def last_row(hub: Gateway) -> tuple:
+    with hub.db() as db:
+        return db.execute(
+            "SELECT endpoint, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, estimated, status "
+            "FROM usage ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+
+
+def chat_calls(hub: Gateway) -> list[dict]:
+    return [r["body"] for r in hub.upstream.requests if r["path"] == "/v1/chat/completions"]
+
+
+def test_responses_create_on_a_chat_only_model_is_translated_and_billed(hub):
+    answer = hub.client().responses.create(model="deepseek-chat", input="say hello to me", instructions="be brief")
+    assert answer.object == "response" and answer.status == "completed" and answer.id.startswith("resp_")
+    assert answer.output_text == REPLY and answer.output[0].id.startswith("msg_")
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (6, 6)
+    assert chat_calls(hub)[-1]["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "say hello to me"},
+    ]
+    assert last_row(hub) == ("/responses", 6, 6, 0, 0, 0, "ok")
+
+
+def test_a_translated_stream_is_the_responses_event_sequence(hub):
+    events = list(hub.client().responses.create(model="deepseek-chat", input="say hello to me", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert "response.content_part.added" in kinds and kinds[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text.split() == REPLY.split()
+    done = events[-1].response
+    assert done.output_text.split() == REPLY.split() and done.usage.output_tokens == 7
+    wait_for(lambda: last_row(hub) == ("/responses", 4, 7, 0, 0, 0, "ok"))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_calls_come_back_as_function_call_items_and_outputs_go_up_as_tool_messages(hub, stream):
+    client = hub.client()
+    if stream:
+        events = list(client.responses.create(model="tools", input="weather?", tools=WEATHER, stream=True))
+        assert "response.function_call_arguments.delta" in [e.type for e in events]
+        answer = events[-1].response
+    else:
+        answer = client.responses.create(model="tools", input="weather?", tools=WEATHER)
+    call = answer.output[0]
+    assert call.type == "function_call" and call.name == "get_weather" and call.call_id == "call_1"
+    assert call.arguments == ("{}" if stream else '{"city": "Paris"}') and call.id.startswith("fc_")
+    turn = [
+        {"role": "user", "content": "weather?"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+    ]
+    client.responses.create(model="deepseek-chat", input=turn, tools=WEATHER)
+    history = chat_calls(hub)[-1]["messages"]
+    assert history[1]["tool_calls"][0]["id"] == "call_1" and history[2] == {
+        "role": "tool",
+        "tool_call_id": "call_1",
+        "content": "sunny",
+    }
+    assert chat_calls(hub)[-1]["tools"][0]["function"]["name"] == "get_weather"
+
+
+def test_stored_state_is_refused_clearly_when_the_model_is_translated(hub):
+    before = len(hub.upstream.requests)
+    for extra, param in (({"previous_response_id": "resp_1"}, "previous_response_id"), ({"store": True}, "store")):
+        with pytest.raises(openai.BadRequestError) as refused:
+            hub.client().responses.create(model="deepseek-chat", input="hi", **extra)
+        assert refused.value.param == param
+    assert len(hub.upstream.requests) == before
+    with pytest.raises(openai.BadRequestError) as missing:
+        hub.client().post("/responses", body={"model": "deepseek-chat"}, cast_to=object)
+    assert missing.value.param == "input"
+
+
+def test_a_responses_upstream_gets_the_clients_bytes_and_is_billed_from_its_usage(hub):
+    answer = hub.client().responses.create(model="gpt-native", input="say hello to me")
+    assert answer.id == "resp_up" and answer.output_text == REPLY
+    sent = [r for r in hub.upstream.requests if r["path"] == "/v1/responses"][-1]
+    assert sent["body"] == {"model": "gpt-native", "input": "say hello to me"}
+    assert sent["headers"]["Authorization"] == f"Bearer {hub.upstream.api_key}"
+    assert last_row(hub) == ("/responses", 4, 6, 2, 1, 0, "ok")
+    events = list(hub.client().responses.create(model="gpt-native", input="say hello to me", stream=True))
+    assert events[-1].type == "response.completed" and events[-1].response.usage.output_tokens == 6
+    wait_for(lambda: last_row(hub) == ("/responses", 4, 6, 2, 1, 0, "ok"))
+
+
+def test_an_openai_chat_call_still_works_beside_them(hub):
+    assert (
+        hub.client()
+        .chat.completions.create(model="deepseek-chat", messages=[{"role": "user", "content": "hi"}])
+        .choices
+    )
