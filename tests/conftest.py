@@ -29,6 +29,7 @@ HELLO = [{"role": "user", "content": "say hello to me"}]
 SPECIAL_MODELS = [
     "long-answer",
     "cc-tool",
+    "codex-tool",
     "fail-500",
     "rate-limited",
     "no-usage",

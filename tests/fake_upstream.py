@@ -4,9 +4,10 @@ Its usage numbers are computed from the request (prompt tokens = words in the me
 tokens = words in the reply), so tests check billing against values they can derive themselves.
 The model name picks a behaviour: "fail-500", "rate-limited", "no-usage", "reasoning", "tools",
 "slow-stream", "echo-key" (an error body quoting the upstream key), "hang", "die-mid-stream",
-"cache-hit" (2 prompt tokens from the provider's cache), "cc-tool" (asks Claude Code's Read tool for note.txt
-in its working directory, then answers with what the tool said), "long-answer" (reports 2,000 completion tokens
-whatever `max_tokens` said, as an upstream that ignores it would).
+"cache-hit" (2 prompt tokens from the provider's cache), "cc-tool" and "codex-tool" (ask Claude
+Code's Read tool, or Codex's exec_command, for note.txt, then answer with what the tool said),
+"long-answer" (reports 2,000 completion tokens whatever `max_tokens` said, as an upstream that
+ignores it would).
 """
 
 from __future__ import annotations
@@ -24,10 +25,18 @@ REPLY = "hello from the fake upstream model"
 WORKING_DIRECTORY = re.compile(r"Primary working directory: (\S+)")
 
 
-def cc_tool_arguments(body: dict) -> str:
+def cc_tool_call(body: dict) -> tuple[str, str]:
     """Claude Code's Read tool on note.txt in the working directory its system prompt names."""
     found = WORKING_DIRECTORY.search(json.dumps(body.get("messages", [])).replace("\\n", "\n"))
-    return json.dumps({"file_path": f"{found.group(1) if found else '.'}/note.txt"})
+    return "Read", json.dumps({"file_path": f"{found.group(1) if found else '.'}/note.txt"})
+
+
+def codex_tool_call(body: dict) -> tuple[str, str]:
+    """Codex's shell tool, reading note.txt in its working directory."""
+    return "exec_command", json.dumps({"cmd": "cat note.txt"})
+
+
+TOOL_PLAYERS = {"cc-tool": cc_tool_call, "codex-tool": codex_tool_call}
 
 
 def message_text(content: object) -> str:
@@ -172,14 +181,11 @@ class FakeUpstream:
         message: dict = {"role": "assistant", "content": self._reply(body)}
         if model == "reasoning":
             message["reasoning_content"] = "let me think"
-        if model == "cc-tool" and not self._tool_answered(body):
+        if model in TOOL_PLAYERS and not self._tool_answered(body):
+            name, arguments = TOOL_PLAYERS[model](body)
             message["content"] = None
             message["tool_calls"] = [
-                {
-                    "id": "call_read",
-                    "type": "function",
-                    "function": {"name": "Read", "arguments": cc_tool_arguments(body)},
-                }
+                {"id": "call_read", "type": "function", "function": {"name": name, "arguments": arguments}}
             ]
         if model == "tools":
             message["content"] = None
@@ -215,7 +221,7 @@ class FakeUpstream:
 
     def _reply(self, body: dict) -> str:
         """REPLY, or for a turn that ends with a tool's answer, what the tool said."""
-        if body.get("model") == "cc-tool" and self._tool_answered(body):
+        if body.get("model") in TOOL_PLAYERS and self._tool_answered(body):
             return "the tool said: " + str(body["messages"][-1].get("content", ""))[:200]
         return " ".join(self.stream_words) if body.get("stream") else REPLY
 
@@ -255,11 +261,12 @@ class FakeUpstream:
             if model == "reasoning":
                 first["reasoning_content"] = "thinking"
             chunks = [first] + [{"content": w + " "} for w in self._reply(body).split()]
-            if model == "cc-tool" and not self._tool_answered(body):
+            if model in TOOL_PLAYERS and not self._tool_answered(body):
+                name, arguments = TOOL_PLAYERS[model](body)
                 call = {"index": 0, "id": "call_read", "type": "function"}
                 chunks = [
-                    {"role": "assistant", "tool_calls": [{**call, "function": {"name": "Read", "arguments": ""}}]},
-                    {"tool_calls": [{"index": 0, "function": {"arguments": cc_tool_arguments(body)}}]},
+                    {"role": "assistant", "tool_calls": [{**call, "function": {"name": name, "arguments": ""}}]},
+                    {"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]},
                 ]
             if model == "tools":
                 chunks = [
@@ -391,11 +398,16 @@ class FakeUpstream:
             number += 1
 
         await send("response.created", {"response": {**response, "status": "in_progress", "output": [], "usage": None}})
+        where = {"item_id": "msg_up", "output_index": 0}
+        await send(
+            "response.output_item.added", {"output_index": 0, "item": {**item, "status": "in_progress", "content": []}}
+        )
+        await send("response.content_part.added", {**where, "content_index": 0, "part": {**text, "text": ""}})
         for word in REPLY.split():
-            await send(
-                "response.output_text.delta",
-                {"item_id": "msg_up", "output_index": 0, "content_index": 0, "delta": word + " "},
-            )
+            await send("response.output_text.delta", {**where, "content_index": 0, "delta": word + " "})
+        await send("response.output_text.done", {**where, "content_index": 0, "text": REPLY})
+        await send("response.content_part.done", {**where, "content_index": 0, "part": text})
+        await send("response.output_item.done", {"output_index": 0, "item": item})
         await send("response.completed", {"response": response})
         return resp
 

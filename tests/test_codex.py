@@ -1,0 +1,109 @@
+"""Codex CLI itself, headless (`codex exec --skip-git-repo-check …`), through hubproxy's /v1/responses:
+a plain answer and a turn where the model runs a shell command through Codex's `exec_command` tool
+and gets its output back, against a chat-only upstream (translated), and a plain answer from an
+upstream that speaks Responses (relayed). Configured as README tells a user: a `[model_providers]`
+entry in `$CODEX_HOME/config.toml` with `wire_api = "responses"` and the key in HUBPROXY_API_KEY.
+
+`.ci/run` installs the pinned Codex outside the repo and sets HUBPROXY_CODEX; elsewhere these tests
+are skipped unless that variable names the binary.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, configure, free_port
+from tests.fake_upstream import REPLY
+
+CODEX = os.environ.get("HUBPROXY_CODEX", "")
+pytestmark = pytest.mark.skipif(not Path(CODEX).is_file(), reason="HUBPROXY_CODEX does not name Codex")
+
+
+@pytest.fixture
+def hub(home, cli, upstream):
+    configure(cli, upstream)
+    cli(
+        "providers",
+        "add",
+        "oai",
+        "--base-url",
+        upstream.base_url,
+        "--api",
+        "responses",
+        "--api-key-env",
+        "UPSTREAM_KEY",
+    )
+    cli("models", "add", "gpt-native", "--provider", "oai", "--input-price", PRICE_IN, "--output-price", PRICE_OUT)
+    gw = Gateway(home, cli, upstream, free_port())
+    gw.key = gw.new_user("dev@example.com", "5")
+    gw.start()
+    yield gw
+    if gw.proc and gw.proc.poll() is None:
+        gw.stop()
+
+
+def codex(hub: Gateway, model: str, prompt: str, tmp_path: Path) -> str:
+    """`codex exec` in a fresh CODEX_HOME holding only hubproxy as its model provider; its stdout."""
+    codex_home, workdir = tmp_path / "codex-home", tmp_path / "work"
+    codex_home.mkdir()
+    workdir.mkdir(exist_ok=True)
+    (codex_home / "config.toml").write_text(
+        f'model = "{model}"\n'
+        'model_provider = "hubproxy"\n'
+        "[model_providers.hubproxy]\n"
+        'name = "hubproxy"\n'
+        f'base_url = "http://127.0.0.1:{hub.port}/v1"\n'
+        'env_key = "HUBPROXY_API_KEY"\n'
+        'wire_api = "responses"\n'
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(codex_home),
+        "CODEX_HOME": str(codex_home),
+        "HUBPROXY_API_KEY": hub.key,
+    }
+    done = subprocess.run(
+        [CODEX, "exec", "--skip-git-repo-check", prompt],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def billed(hub: Gateway) -> list[tuple]:
+    with hub.db() as db:
+        return db.execute("SELECT model, status FROM usage WHERE endpoint = '/responses'").fetchall()
+
+
+def test_codex_gets_an_answer_from_a_chat_only_model(hub, tmp_path):
+    assert codex(hub, "deepseek-chat", "say hello", tmp_path).split() == REPLY.split()
+    assert billed(hub) == [("deepseek-chat", "ok")]
+    sent = [r["body"] for r in hub.upstream.requests if r["path"] == "/v1/chat/completions"][-1]
+    assert "exec_command" in [t["function"]["name"] for t in sent["tools"]]
+
+
+def test_codex_runs_the_shell_command_the_model_asks_for_and_sends_the_output_back(hub, tmp_path):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "note.txt").write_text("pineapple\n")
+    out = codex(hub, "codex-tool", "what does note.txt say?", tmp_path)
+    assert "the tool said" in out and "pineapple" in out
+    second = [r["body"] for r in hub.upstream.requests if r["path"] == "/v1/chat/completions"][-1]["messages"]
+    assert second[-2]["tool_calls"][0]["function"]["name"] == "exec_command"
+    assert second[-1]["role"] == "tool" and "pineapple" in second[-1]["content"]
+    assert billed(hub) == [("codex-tool", "ok"), ("codex-tool", "ok")]
+
+
+def test_codex_on_a_responses_upstream(hub, tmp_path):
+    assert codex(hub, "gpt-native", "say hello", tmp_path).split() == REPLY.split()
+    sent = [r for r in hub.upstream.requests if r["path"] == "/v1/responses"][-1]
+    assert sent["body"]["model"] == "gpt-native" and sent["body"]["stream"] is True
+    assert billed(hub) == [("gpt-native", "ok")]
