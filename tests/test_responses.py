@@ -4,10 +4,12 @@ not, with tools."""
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
-from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, configure, free_port, wait_for
+from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, configure, free_port, raw_request, wait_for
 from tests.fake_upstream import REPLY
 
 WEATHER = [
@@ -137,3 +139,25 @@ def test_an_openai_chat_call_still_works_beside_them(hub):
         .chat.completions.create(model="deepseek-chat", messages=[{"role": "user", "content": "hi"}])
         .choices
     )
+
+
+def test_a_responses_shaped_body_on_chat_completions_is_answered_as_chat(hub):
+    """Cursor sends some models `input` instead of `messages` on /chat/completions and reads chat back."""
+    url = f"http://127.0.0.1:{hub.port}/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {hub.key}", "Content-Type": "application/json"}
+    body = {
+        "model": "deepseek-chat",
+        "input": [{"role": "user", "content": "say hello to me"}],
+        "instructions": "brief",
+    }
+    answer = raw_request("POST", url, json.dumps(body).encode(), headers).json()
+    assert answer["object"] == "chat.completion" and answer["choices"][0]["message"]["content"] == REPLY
+    assert chat_calls(hub)[-1]["messages"] == [
+        {"role": "system", "content": "brief"},
+        {"role": "user", "content": "say hello to me"},
+    ]
+    streamed = {"model": "deepseek-chat", "input": "say hello to me", "stream": True}
+    answer = raw_request("POST", url, json.dumps(streamed).encode(), headers)
+    chunks = [json.loads(line[6:]) for line in answer.body.decode().splitlines() if line.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+    assert answer.status == 200 and text.split() == REPLY.split() and b"data: [DONE]" in answer.body

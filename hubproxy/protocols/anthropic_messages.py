@@ -254,6 +254,8 @@ class Endpoint:
         """Natively where the deployment serves Messages, else through chat."""
         if API in apis:
             return self
+        from hubproxy.protocols.messages_chat import VIA_CHAT  # the translator builds on this module
+
         return VIA_CHAT if VIA_CHAT.api in apis else None
 
     def upstream_request(
@@ -276,5 +278,3 @@ class Endpoint:
 
 
 MESSAGES = Endpoint()
-
-from hubproxy.protocols.messages_chat import VIA_CHAT  # noqa: E402 - it builds on this module

@@ -11,6 +11,7 @@ blocks it signed itself.
 
 from __future__ import annotations
 
+import msgspec
 import orjson
 
 from hubproxy.protocols import FINAL, Usage
@@ -287,6 +288,10 @@ class ChatViaMessages:
         stream: bool,
         headers: object,
     ) -> tuple[str, str, bytes, bytes]:
+        if getattr(fields, "messages", None) is msgspec.UNSET:  # a Responses-shaped chat body (Cursor)
+            from hubproxy.protocols.responses_chat import to_chat as responses_as_chat
+
+            raw = responses_as_chat(raw, upstream_model, False, False)
         return messages.API, "/v1/messages", to_messages(raw, upstream_model, stream), messages.forwarded_headers({})
 
     def stream_watch(self, fields: chat.RequestFields) -> MessagesStreamAsChat:

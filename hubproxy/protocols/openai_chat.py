@@ -65,6 +65,7 @@ class ChatFields(RequestFields):
     messages: list[Message] | UnsetType = msgspec.UNSET
     tools: list[Tool] | None = None
     tool_choice: str | dict | None = None
+    input: msgspec.Raw | UnsetType = msgspec.UNSET  # Cursor sends some models Responses-shaped bodies here
 
 
 class CompletionFields(RequestFields):
@@ -100,6 +101,9 @@ def text_or_list(raw: msgspec.Raw | UnsetType, name: str) -> None:
 
 
 def check_chat(fields: ChatFields) -> None:
+    if fields.messages is msgspec.UNSET and fields.input is not msgspec.UNSET:
+        text_or_list(fields.input, "input")  # a Responses-shaped body (Cursor): translated on its way up
+        return
     if not fields.messages:
         raise invalid_request("'messages' is required: a non-empty array of messages.", param="messages")
 
@@ -327,12 +331,18 @@ class Endpoint:
         """How a deployment serving `apis` is reached: natively, through Messages (chat only), or not."""
         if API in apis:
             return self
+        from hubproxy.protocols.chat_messages import VIA_MESSAGES  # translators build on this module
+
         return VIA_MESSAGES if self is CHAT and VIA_MESSAGES.api in apis else None
 
     def upstream_request(
         self, raw: bytes, fields: RequestFields, upstream_model: str, stream_usage: bool, stream: bool, headers: object
     ) -> tuple[str, str, bytes, bytes]:
         """(wire API, path, body, extra header lines) for a deployment reached this way."""
+        if fields.__class__ is ChatFields and fields.messages is msgspec.UNSET:
+            from hubproxy.protocols.responses_chat import to_chat as responses_as_chat
+
+            return API, self.path, responses_as_chat(raw, upstream_model, stream, stream_usage), b""
         return API, self.path, upstream_body(raw, fields, upstream_model, stream_usage, stream), b""
 
     def answer_body(self, data: bytes, document: object, cost: int | None, fields: RequestFields) -> bytes:
@@ -347,5 +357,3 @@ CHAT = Endpoint("/chat/completions", msgspec.json.Decoder(ChatFields), check_cha
 COMPLETIONS = Endpoint("/completions", msgspec.json.Decoder(CompletionFields), check_completion)
 EMBEDDINGS = Endpoint("/embeddings", msgspec.json.Decoder(EmbeddingFields), check_embedding, False, False)
 ENDPOINTS = (CHAT, COMPLETIONS, EMBEDDINGS)
-
-from hubproxy.protocols.chat_messages import VIA_MESSAGES  # noqa: E402 - it builds on this module

@@ -159,6 +159,8 @@ class Endpoint:
         """Natively where the deployment serves Responses, else through chat."""
         if API in apis:
             return self
+        from hubproxy.protocols.responses_chat import VIA_CHAT  # the translator builds on this module
+
         return VIA_CHAT if VIA_CHAT.api in apis else None
 
     def upstream_request(
@@ -185,5 +187,3 @@ class Endpoint:
 
 
 RESPONSES = Endpoint()
-
-from hubproxy.protocols.responses_chat import VIA_CHAT  # noqa: E402 - it builds on this module
