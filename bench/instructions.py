@@ -104,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=["native", "translated"],
         help="count hubproxy's /v1/messages calls instead: relayed to a Messages upstream, or translated to chat",
     )
+    parser.add_argument(
+        "--responses",
+        choices=["native", "translated"],
+        help="count hubproxy's /v1/responses calls instead: relayed to a Responses upstream, or translated to chat",
+    )
     parser.add_argument("--keep", type=Path, help="keep callgrind's files here (read them with callgrind_annotate)")
     args = parser.parse_args(argv)
     body = request_body(args.prompt_kb)
@@ -129,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
             base = measure("passthrough", pass_cmd, pass_port, {}, args.calls, body, out_dir, stream)
             hub_cmd = [sys.executable, "-m", "hubproxy", "--home", str(home), "serve", "--port", str(hub_port)]
             auth = {"Authorization": f"Bearer {key}"}
-            if args.messages:
+            if args.responses:
+                model = "bench-responses" if args.responses == "native" else "bench"
+                ask = orjson.dumps({"model": model, "input": MESSAGES_PROMPT[0]["content"]})
+                hub = measure("hubproxy", hub_cmd, hub_port, auth, args.calls, ask, out_dir, stream, "/v1/responses")
+            elif args.messages:
                 model = "bench-native" if args.messages == "native" else "bench"
                 ask = orjson.dumps({"model": model, "max_tokens": 100, "messages": MESSAGES_PROMPT})
                 hub = measure("hubproxy", hub_cmd, hub_port, auth, args.calls, ask, out_dir, stream, "/v1/messages")
@@ -145,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     per = f"instructions/call ({args.stream} chunks)" if args.stream else "instructions/request"
     print(f"\n{'target':<14}{per:>24}")
     print(f"{'passthrough':<14}{base:>24,.0f}")
-    print(f"{'hubproxy':<14}{hub:>24,.0f}" + (f"  (/v1/messages, {args.messages})" if args.messages else ""))
+    route = f"  (/v1/messages, {args.messages})" if args.messages else ""
+    route = f"  (/v1/responses, {args.responses})" if args.responses else route
+    print(f"{'hubproxy':<14}{hub:>24,.0f}{route}")
     print(f"\npassthrough / hubproxy: {base / hub:.1%}  (the throughput ratio if both were CPU-bound on one core)")
     return 0
 

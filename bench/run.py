@@ -134,6 +134,10 @@ def setup_hubproxy_home(home: Path, upstream: str) -> str:
     config.models["bench-native"] = Model(
         "bench-native", "bench-messages", "bench", parse_price("0.27"), parse_price("1.10")
     )
+    config.providers["bench-responses"] = Provider("bench-responses", upstream, apis=("responses",))
+    config.models["bench-responses"] = Model(
+        "bench-responses", "bench-responses", "bench", parse_price("0.27"), parse_price("1.10")
+    )
     config.save(home / "config.toml")
     store = open_store(home / "hubproxy.db", create=True)
     store.add_user("bench@example.com", parse_usd("100000"))
@@ -397,6 +401,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also load the same hubproxy on /v1/messages: relayed to a Messages upstream, and translated to chat",
     )
+    parser.add_argument(
+        "--responses",
+        action="store_true",
+        help="also load the same hubproxy on /v1/responses: relayed to a Responses upstream, and translated to chat",
+    )
     parser.add_argument("--seed-keys", type=int, default=0, help="extra keys in hubproxy's database first")
     parser.add_argument("--seed-rows", type=int, default=0, help="usage rows in hubproxy's database first")
     parser.add_argument(
@@ -455,6 +464,15 @@ def main(argv: list[str] | None = None) -> int:
                     url = f"http://127.0.0.1:{hub_port}/v1"
                     targets.append(
                         Target(f"hubproxy /v1/messages {name}", url, procs[2].pid, auth[0], path="/messages", body=body)
+                    )
+            if args.responses:
+                for name, model in (("native", "bench-responses"), ("translated", "bench")):
+                    body = orjson.dumps({"model": model, "input": MESSAGES_PROMPT[0]["content"]})
+                    url = f"http://127.0.0.1:{hub_port}/v1"
+                    targets.append(
+                        Target(
+                            f"hubproxy /v1/responses {name}", url, procs[2].pid, auth[0], path="/responses", body=body
+                        )
                     )
             measure_throughput(targets, args, use_wrk)
             for target in targets:

@@ -77,6 +77,33 @@ async def messages(request: web.Request) -> web.Response:
     return web.Response(body=MESSAGE, content_type="application/json")
 
 
+RESPONSE = orjson.dumps(
+    {
+        "id": "resp_bench",
+        "object": "response",
+        "created_at": 1,
+        "status": "completed",
+        "model": "bench",
+        "output": [
+            {
+                "id": "msg_bench",
+                "type": "message",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "ok", "annotations": []}],
+            }
+        ],
+        "usage": {"input_tokens": 12, "output_tokens": 1, "total_tokens": 13},
+    }
+)
+
+
+async def responses(request: web.Request) -> web.Response:
+    """OpenAI's Responses API, not streamed: for `bench.run --responses`."""
+    await request.read()
+    return web.Response(body=RESPONSE, content_type="application/json")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -87,6 +114,7 @@ def main() -> None:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/responses", responses)
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
 
 
