@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
+
 import typer
 
 from hubproxy.cli.context import CliError, console, load_config, make_home_private, paths
-from hubproxy.server.run import check_port, event_loop_policy, listen, run
+from hubproxy.server.run import check_port, event_loop_policy, listen, run, tls_context
 from hubproxy.store import open_store
 
 
@@ -18,10 +20,22 @@ def serve(
     workers: int = typer.Option(
         1, "--workers", metavar="N", help="Processes sharing the port (SO_REUSEPORT) and the database."
     ),
+    tls_cert: str = typer.Option(
+        None, "--tls-cert", metavar="FILE", help="Serve HTTPS with this PEM certificate (chain); needs --tls-key."
+    ),
+    tls_key: str = typer.Option(None, "--tls-key", metavar="FILE", help="The certificate's PEM private key."),
 ) -> None:
     """Run the gateway until Ctrl-C / SIGTERM (in-flight calls drain, every write is flushed)."""
     where = paths(ctx)
     config = load_config(ctx)
+    if (tls_cert is None) != (tls_key is None):
+        raise CliError("--tls-cert and --tls-key go together: give both or neither")
+    if tls_cert is not None:
+        config.server.tls_cert, config.server.tls_key = tls_cert, tls_key
+    try:
+        tls = tls_context(config)
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(f"cannot serve HTTPS with {config.server.tls_cert} and {config.server.tls_key}: {exc}") from None
     if not where.config.exists():
         config.save(where.config)
     open_store(where.database, create=True).close()
@@ -41,7 +55,13 @@ def serve(
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     loop_name = event_loop_policy()
-    base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::') else host}:{port}/v1"
+    scheme = "https" if tls is not None else "http"
+    base = f"{scheme}://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::') else host}:{port}/v1"
+    if tls is None and host in ("0.0.0.0", "::"):
+        console.print(
+            "[bold yellow]warning[/]: listening on every interface over plain HTTP: keys and prompts cross the "
+            "network readable; serve with --tls-cert/--tls-key, or behind a TLS proxy or tunnel"
+        )
     plural = f", {workers} workers" if workers > 1 else ""
     console.print(f"[bold]hubproxy[/bold] on {base}  ({loop_name}{plural}, config {where.config})")
     if config.models:

@@ -47,6 +47,8 @@ class ServerSettings:
     body_timeout: float = 60.0
     max_connections_per_address: int = 256
     cors_origins: list = field(default_factory=lambda: list(LOCAL_ORIGINS))
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass
@@ -137,6 +139,8 @@ class Config:
                     f"{origin} [server] cors_origins: {origin_url!r} is not an origin like 'https://app.example.com', "
                     "'http://localhost:*' or '*'"
                 )
+        if bool(server.tls_cert) != bool(server.tls_key):
+            raise ConfigError(f"{origin} [server] tls_cert and tls_key go together: give both or neither")
         if self.billing.default_max_tokens < 1 or self.billing.bytes_per_token < 1 or self.billing.image_tokens < 0:
             raise ConfigError(f"{origin} [billing] values must be positive")
         try:

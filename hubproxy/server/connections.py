@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 
 from aiohttp import web
@@ -161,8 +162,15 @@ class GuardedConnection(RequestHandler):
 class GuardedSite(web.SockSite):
     """Serve the runner's application on an already bound socket, through GuardedConnection."""
 
-    def __init__(self, runner: web.AppRunner, sock: socket.socket, guard: ConnectionGuard, handler_args: dict) -> None:
-        super().__init__(runner, sock)
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        sock: socket.socket,
+        guard: ConnectionGuard,
+        handler_args: dict,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(runner, sock, ssl_context=tls)
         self._guard = guard
         self._handler_args = handler_args
 
@@ -175,4 +183,6 @@ class GuardedSite(web.SockSite):
         def connection() -> GuardedConnection:
             return GuardedConnection(server, self._guard, loop=loop, **self._handler_args)
 
-        self._server = await loop.create_server(connection, sock=self._sock, backlog=self._backlog)
+        self._server = await loop.create_server(
+            connection, sock=self._sock, backlog=self._backlog, ssl=self._ssl_context
+        )

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -79,6 +80,15 @@ def check_port(host: str, port: int) -> None:
         probe.bind(address)
 
 
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server's TLS context when [server] tls_cert and tls_key name a certificate and its key."""
+    if not config.server.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.server.tls_cert, config.server.tls_key)
+    return context
+
+
 def handler_args(config: Config) -> dict:
     """What each connection's aiohttp request handler is made with."""
     args: dict = {"keepalive_timeout": KEEPALIVE_SECONDS}
@@ -95,7 +105,7 @@ async def serve_app(app: web.Application, sock: socket.socket, config: Config) -
     runner = web.AppRunner(app, handle_signals=True, shutdown_timeout=config.server.drain_seconds)
     await runner.setup()
     try:
-        site = GuardedSite(runner, sock, ConnectionGuard(app[STATE]), handler_args(config))
+        site = GuardedSite(runner, sock, ConnectionGuard(app[STATE]), handler_args(config), tls_context(config))
         await site.start()
         app[STATE].announce_ready(site.name)
         while True:
