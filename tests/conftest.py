@@ -99,15 +99,17 @@ class Cli:
         return json.loads(self(*args, "--json", input=input).stdout)
 
 
-def run_cli(home: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-    """The CLI as a user runs it: a separate process."""
+def run_cli(
+    home: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it: a separate process (`env`: variables to set for it)."""
     return subprocess.run(
         [sys.executable, "-m", "hubproxy", "--home", str(home), *args],
         input=input,
         capture_output=True,
         text=True,
         timeout=60,
-        env=os.environ.copy(),
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, configure, free_port
+from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, configure, free_port, run_cli
 from tests.fake_upstream import REPLY
 
 CLAUDE = os.environ.get("HUBPROXY_CLAUDE", "")
@@ -45,17 +45,15 @@ def hub(home, cli, upstream):
 
 
 def claude_code(hub: Gateway, model: str, prompt: str, workdir: Path) -> dict:
-    """Run `claude -p` in `workdir` against the gateway, as README tells a user to set it up."""
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(workdir),
-        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{hub.port}",
-        "ANTHROPIC_AUTH_TOKEN": hub.key,
-        "ANTHROPIC_MODEL": model,
-        "ANTHROPIC_DEFAULT_HAIKU_MODEL": model,
-        "ANTHROPIC_SMALL_FAST_MODEL": model,
-        **QUIET,
-    }
+    """Run `claude -p` in `workdir`, set up only by `hubproxy connect claude-code --write` (its
+    ~/.claude/settings.json, HOME being `workdir`)."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(workdir), **QUIET}
+    base = f"http://127.0.0.1:{hub.port}"
+    connect = ["connect", "claude-code", "--key", hub.key, "--model", model, "--base-url", base, "--write"]
+    written = run_cli(hub.home, *connect, env={"HOME": str(workdir)})
+    assert written.returncode == 0, written.stderr
+    settings = json.loads((workdir / ".claude" / "settings.json").read_text())
+    assert settings["env"]["ANTHROPIC_AUTH_TOKEN"] == hub.key
     done = subprocess.run(
         [CLAUDE, "-p", prompt, "--output-format", "json"],
         env=env,

@@ -1,8 +1,8 @@
 """Codex CLI itself, headless (`codex exec --skip-git-repo-check …`), through hubproxy's /v1/responses:
 a plain answer and a turn where the model runs a shell command through Codex's `exec_command` tool
 and gets its output back, against a chat-only upstream (translated), and a plain answer from an
-upstream that speaks Responses (relayed). Configured as README tells a user: a `[model_providers]`
-entry in `$CODEX_HOME/config.toml` with `wire_api = "responses"` and the key in HUBPROXY_API_KEY.
+upstream that speaks Responses (relayed). Configured only by `hubproxy connect codex --write` (a
+`[model_providers.hubproxy]` with `wire_api = "responses"`) and the key in HUBPROXY_API_KEY.
 
 `.ci/run` installs the pinned Codex outside the repo and sets HUBPROXY_CODEX; elsewhere these tests
 are skipped unless that variable names the binary.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, configure, free_port
+from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, configure, free_port, run_cli
 from tests.fake_upstream import REPLY
 
 CODEX = os.environ.get("HUBPROXY_CODEX", "")
@@ -47,19 +47,13 @@ def hub(home, cli, upstream):
 
 
 def codex(hub: Gateway, model: str, prompt: str, tmp_path: Path) -> str:
-    """`codex exec` in a fresh CODEX_HOME holding only hubproxy as its model provider; its stdout."""
+    """`codex exec` with a fresh CODEX_HOME set up only by `hubproxy connect codex --write`; its stdout."""
     codex_home, workdir = tmp_path / "codex-home", tmp_path / "work"
-    codex_home.mkdir()
     workdir.mkdir(exist_ok=True)
-    (codex_home / "config.toml").write_text(
-        f'model = "{model}"\n'
-        'model_provider = "hubproxy"\n'
-        "[model_providers.hubproxy]\n"
-        'name = "hubproxy"\n'
-        f'base_url = "http://127.0.0.1:{hub.port}/v1"\n'
-        'env_key = "HUBPROXY_API_KEY"\n'
-        'wire_api = "responses"\n'
-    )
+    base = f"http://127.0.0.1:{hub.port}"
+    connect = ["connect", "codex", "--model", model, "--base-url", base, "--write"]
+    written = run_cli(hub.home, *connect, env={"CODEX_HOME": str(codex_home)})
+    assert written.returncode == 0 and "export HUBPROXY_API_KEY=" in written.stdout, written.stderr
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(codex_home),

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from hubproxy import __version__
-from hubproxy.cli import keys, models, providers, serve, setup, usage, users
+from hubproxy.cli import connect, keys, models, providers, serve, setup, usage, users
 from hubproxy.cli.context import GuardedGroup
 from hubproxy.cli.help import use_plain_metavars
 from hubproxy.config import HOME_ENV, Paths
@@ -48,6 +48,7 @@ def root(
 app.command("init")(setup.init)
 app.command("serve")(serve.serve)
 app.command("balance")(users.balance)
+app.command("connect")(connect.connect)
 app.add_typer(users.app, name="users")
 app.add_typer(keys.app, name="keys")
 app.add_typer(providers.app, name="providers")

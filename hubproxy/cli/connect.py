@@ -1,0 +1,222 @@
+"""`hubproxy connect TOOL`: the exact setup for one tool, printed, or written into the tool's own config.
+
+Each tool gets the address in the form it expects (Anthropic clients without `/v1`, OpenAI ones with
+it) and the wire API it speaks (Claude Code: Messages; Codex: Responses; the rest: chat). With
+`--write` the tool's config file is merged, never replaced: what else it holds stays, a copy of the
+old file is kept beside it (`.hubproxy-backup`), and files that hold a key are written 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+import typer
+import yaml
+
+from hubproxy.cli.context import CliError, console, database, load_config
+from hubproxy.config import Config
+
+app = typer.Typer(help="Point a tool at hubproxy: print its setup, or write it (--write).", no_args_is_help=True)
+PLACEHOLDER_KEY = "sk-hp-…"
+
+
+@dataclass
+class Setup:
+    base_url: str  # without /v1
+    key: str
+    model: str
+
+    @property
+    def openai_url(self) -> str:
+        return self.base_url + "/v1"
+
+
+def default_base_url(config: Config) -> str:
+    host = config.server.host
+    host = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
+    scheme = "https" if config.server.tls_cert else "http"
+    return f"{scheme}://{host}:{config.server.port}"
+
+
+def merge_file(
+    path: Path, read: Callable[[str], dict], write: Callable[[dict], str], change: Callable[[dict], None]
+) -> Path:
+    """Read `path` (if any), apply `change`, write it back 0600 through a temp file; keep a backup."""
+    current: dict = {}
+    if path.exists():
+        try:
+            current = read(path.read_text(encoding="utf-8")) or {}
+        except (ValueError, yaml.YAMLError) as exc:
+            raise CliError(f"{path} is not readable as its format ({exc}); fix or move it first") from None
+        if not isinstance(current, dict):
+            raise CliError(f"{path} does not hold a table at its top; fix or move it first")
+        shutil.copy2(path, path.with_name(path.name + ".hubproxy-backup"))
+    change(current)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".hubproxy-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(write(current))
+    os.replace(tmp, path)
+    return path
+
+
+def claude_code(setup: Setup, write: bool) -> None:
+    env = {
+        "ANTHROPIC_BASE_URL": setup.base_url,
+        "ANTHROPIC_AUTH_TOKEN": setup.key,
+        "ANTHROPIC_MODEL": setup.model,
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": setup.model,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
+    if write:
+        path = Path.home() / ".claude" / "settings.json"
+        merge_file(
+            path,
+            json.loads,
+            lambda doc: json.dumps(doc, indent=2) + "\n",
+            lambda doc: doc.setdefault("env", {}).update(env),
+        )
+        console.print(f"wrote the env block of {path}; run: claude")
+        return
+    console.print("# Claude Code: in your shell (or the `env` block of ~/.claude/settings.json)")
+    for name, value in env.items():
+        console.print(f"export {name}={value}", soft_wrap=True)
+
+
+def codex(setup: Setup, write: bool) -> None:
+    provider = {
+        "name": "hubproxy",
+        "base_url": setup.openai_url,
+        "env_key": "HUBPROXY_API_KEY",
+        "wire_api": "responses",
+    }
+
+    def change(doc: dict) -> None:
+        doc["model"] = setup.model
+        doc["model_provider"] = "hubproxy"
+        doc.setdefault("model_providers", {})["hubproxy"] = provider
+
+    if write:
+        home = Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex")
+        path = merge_file(home / "config.toml", tomllib.loads, tomli_w.dumps, change)
+        console.print(f"wrote model_provider hubproxy into {path}; then:")
+        console.print(f"export HUBPROXY_API_KEY={setup.key}", soft_wrap=True)
+        return
+    doc: dict = {}
+    change(doc)
+    console.print("# Codex: in $CODEX_HOME/config.toml (default ~/.codex/config.toml)")
+    console.print(tomli_w.dumps(doc), soft_wrap=True, markup=False)
+    console.print(f"export HUBPROXY_API_KEY={setup.key}", soft_wrap=True)
+
+
+def aider(setup: Setup, write: bool) -> None:
+    settings = {"openai-api-base": setup.openai_url, "openai-api-key": setup.key, "model": f"openai/{setup.model}"}
+    if write:
+        path = Path.cwd() / ".aider.conf.yml"
+        merge_file(
+            path, yaml.safe_load, lambda doc: yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), lambda doc: doc.update(settings)
+        )
+        console.print(f"wrote {path}; run: aider")
+        return
+    console.print(
+        f"aider --openai-api-base {setup.openai_url} --openai-api-key {setup.key} --model openai/{setup.model}",
+        soft_wrap=True,
+    )
+
+
+def continue_dev(setup: Setup, write: bool) -> None:
+    model = {
+        "name": f"{setup.model} (hubproxy)",
+        "provider": "openai",
+        "model": setup.model,
+        "apiBase": setup.openai_url,
+        "apiKey": setup.key,
+    }
+
+    def change(doc: dict) -> None:
+        models = [m for m in doc.get("models") or [] if not (isinstance(m, dict) and m.get("name") == model["name"])]
+        doc["models"] = [*models, model]
+        doc.setdefault("name", "hubproxy")
+        doc.setdefault("version", "1.0.0")
+        doc.setdefault("schema", "v1")
+
+    if write:
+        path = Path.home() / ".continue" / "config.yaml"
+        merge_file(path, yaml.safe_load, lambda doc: yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), change)
+        console.print(f"added the model to {path}")
+        return
+    console.print("# Continue: in ~/.continue/config.yaml, under models:")
+    console.print(yaml.safe_dump({"models": [model]}, sort_keys=False, allow_unicode=True), soft_wrap=True, markup=False)
+
+
+def cursor(setup: Setup, write: bool) -> None:
+    if write:
+        raise CliError("Cursor keeps its settings in its own app: follow the steps `hubproxy connect cursor` prints")
+    console.print(
+        "Cursor → Settings → Models:\n"
+        f"  1. OpenAI API Key: {setup.key}\n"
+        f"  2. Override OpenAI Base URL: {setup.openai_url}  (must be an https URL Cursor's servers can reach:\n"
+        '     a tunnel or --tls-cert; see README, "Cursor, and anything that calls from the internet")\n'
+        f"  3. Add model: {setup.model}, and turn the others off",
+        soft_wrap=True,
+        markup=False,
+    )
+
+
+def openai_sdk(setup: Setup, write: bool) -> None:
+    if write:
+        raise CliError("the OpenAI SDKs read their settings from the environment: export what this prints")
+    console.print(f"export OPENAI_BASE_URL={setup.openai_url}", soft_wrap=True)
+    console.print(f"export OPENAI_API_KEY={setup.key}", soft_wrap=True)
+
+
+TOOLS = {
+    "claude-code": claude_code,
+    "codex": codex,
+    "aider": aider,
+    "continue": continue_dev,
+    "cursor": cursor,
+    "openai": openai_sdk,
+}
+
+
+def connect(
+    ctx: typer.Context,
+    tool: str = typer.Argument(..., metavar="TOOL", help=f"One of: {', '.join(TOOLS)}."),
+    key: str = typer.Option(None, "--key", metavar="KEY", help="The hubproxy key the tool will use."),
+    user: str = typer.Option(None, "--user", metavar="EMAIL", help="Create a key for the tool for this user."),
+    model: str = typer.Option(None, "--model", metavar="NAME", help="The model the tool asks for."),
+    base_url: str = typer.Option(
+        None, "--base-url", metavar="URL", help="hubproxy's address as the tool reaches it (default: config)."
+    ),
+    write: bool = typer.Option(False, "--write", help="Write the tool's own config file (merged, backed up)."),
+) -> None:
+    """Print the exact setup for TOOL, or write it into the tool's config (--write)."""
+    if tool not in TOOLS:
+        raise CliError(f"no tool {tool!r}; one of: {', '.join(TOOLS)}")
+    if key and user:
+        raise CliError("give --key or --user, not both")
+    config = load_config(ctx)
+    if model is None:
+        model = min(config.models) if config.models else "MODEL"
+    elif model not in config.models:
+        known = ", ".join(sorted(config.models)) or "none yet: hubproxy models add …"
+        raise CliError(f"no model {model!r} (models: {known})")
+    if user:
+        with database(ctx) as store:
+            _, key = store.create_key(user, tool)
+        console.print(f"created a key named {tool} for {user} (shown once, below)")
+    url = (base_url or default_base_url(config)).rstrip("/").removesuffix("/v1")
+    if not url.startswith(("http://", "https://")):
+        raise CliError(f"--base-url must be an http(s) URL, got {base_url!r}")
+    if write and not key and tool != "codex":  # Codex reads its key from the environment, not the file
+        raise CliError("--write needs the key to write: give --key KEY or --user EMAIL")
+    TOOLS[tool](Setup(url, key or PLACEHOLDER_KEY, model), write)
