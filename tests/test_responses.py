@@ -37,6 +37,11 @@ def hub(home, cli, upstream):
         "UPSTREAM_KEY",
     )
     cli("models", "add", "gpt-native", "--provider", "oai", "--input-price", PRICE_IN, "--output-price", PRICE_OUT)
+    origin = upstream.base_url.removesuffix("/v1")
+    cli("providers", "add", "claude", "--base-url", origin, "--api", "messages", "--api-key-env", "UPSTREAM_KEY")
+    cli(
+        "models", "add", "claude-native", "--provider", "claude", "--input-price", PRICE_IN, "--output-price", PRICE_OUT
+    )
     gw = Gateway(home, cli, upstream, free_port())
     gw.key = gw.new_user("dev@example.com", "5")
     gw.start()
@@ -161,3 +166,15 @@ def test_a_responses_shaped_body_on_chat_completions_is_answered_as_chat(hub):
     chunks = [json.loads(line[6:]) for line in answer.body.decode().splitlines() if line.startswith("data: {")]
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
     assert answer.status == 200 and text.split() == REPLY.split() and b"data: [DONE]" in answer.body
+
+
+def test_a_responses_client_reaches_a_messages_only_model_through_chat_twice(hub):
+    answer = hub.client().responses.create(model="claude-native", input="say hello to me", max_output_tokens=50)
+    assert answer.output_text == REPLY and (answer.usage.input_tokens, answer.usage.output_tokens) == (12, 6)
+    sent = [r for r in hub.upstream.requests if r["path"] == "/v1/messages"][-1]["body"]
+    assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": "say hello to me"}]}]
+    assert sent["max_tokens"] == 50
+    events = list(hub.client().responses.create(model="claude-native", input="say hello to me", stream=True))
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    assert events[-1].response.output_text.split() == REPLY.split() and events[-1].response.usage.output_tokens == 6
+    wait_for(lambda: last_row(hub) == ("/responses", 12, 6, 5, 0, 0, "ok"))

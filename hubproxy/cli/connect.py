@@ -122,7 +122,10 @@ def aider(setup: Setup, write: bool) -> None:
     if write:
         path = Path.cwd() / ".aider.conf.yml"
         merge_file(
-            path, yaml.safe_load, lambda doc: yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), lambda doc: doc.update(settings)
+            path,
+            yaml.safe_load,
+            lambda doc: yaml.safe_dump(doc, sort_keys=False, allow_unicode=True),
+            lambda doc: doc.update(settings),
         )
         console.print(f"wrote {path}; run: aider")
         return
@@ -154,7 +157,9 @@ def continue_dev(setup: Setup, write: bool) -> None:
         console.print(f"added the model to {path}")
         return
     console.print("# Continue: in ~/.continue/config.yaml, under models:")
-    console.print(yaml.safe_dump({"models": [model]}, sort_keys=False, allow_unicode=True), soft_wrap=True, markup=False)
+    console.print(
+        yaml.safe_dump({"models": [model]}, sort_keys=False, allow_unicode=True), soft_wrap=True, markup=False
+    )
 
 
 def cursor(setup: Setup, write: bool) -> None:

@@ -254,9 +254,14 @@ class Endpoint:
         """Natively where the deployment serves Messages, else through chat."""
         if API in apis:
             return self
-        from hubproxy.protocols.messages_chat import VIA_CHAT  # the translator builds on this module
+        from hubproxy.protocols import openai_chat
+        from hubproxy.protocols.messages_chat import VIA_CHAT  # the translators build on this module
+        from hubproxy.protocols.pivot import Through
 
-        return VIA_CHAT if VIA_CHAT.api in apis else None
+        if VIA_CHAT.api in apis:
+            return VIA_CHAT
+        upstream_leg = openai_chat.CHAT.leg_for(apis)
+        return None if upstream_leg is None else Through(VIA_CHAT, upstream_leg)
 
     def upstream_request(
         self, raw: bytes, fields: MessagesFields, upstream_model: str, stream_usage: bool, stream: bool, headers: object

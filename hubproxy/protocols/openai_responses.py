@@ -159,9 +159,13 @@ class Endpoint:
         """Natively where the deployment serves Responses, else through chat."""
         if API in apis:
             return self
-        from hubproxy.protocols.responses_chat import VIA_CHAT  # the translator builds on this module
+        from hubproxy.protocols.pivot import Through
+        from hubproxy.protocols.responses_chat import VIA_CHAT  # the translators build on this module
 
-        return VIA_CHAT if VIA_CHAT.api in apis else None
+        if VIA_CHAT.api in apis:
+            return VIA_CHAT
+        upstream_leg = chat.CHAT.leg_for(apis)
+        return None if upstream_leg is None else Through(VIA_CHAT, upstream_leg)
 
     def upstream_request(
         self,

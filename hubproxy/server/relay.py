@@ -14,6 +14,7 @@ from aiohttp import web
 
 from hubproxy.billing.meter import CallMeter
 from hubproxy.protocols import FINAL, StreamWatch
+from hubproxy.protocols.sse import event_data, last_event_end, split_events
 from hubproxy.server.cors import allow_origin
 from hubproxy.server.errors import REQUEST_ID
 from hubproxy.upstream.http import Response, UpstreamError
@@ -25,31 +26,6 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
 
 class ClientGone(Exception):
     """The client hung up; stop reading upstream."""
-
-
-def last_event_end(buffer: bytes) -> int:
-    """Index just past the last complete event in `buffer`, or 0 if there is none yet."""
-    lf = buffer.rfind(b"\n\n")
-    crlf = buffer.rfind(b"\r\n\r\n")
-    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
-
-
-def split_events(data: bytes) -> list[bytes]:
-    """Complete events, each with its trailing blank line."""
-    events, start = [], 0
-    while start < len(data):
-        lf = data.find(b"\n\n", start)
-        crlf = data.find(b"\r\n\r\n", start)
-        candidates = [i + 2 for i in (lf,) if i >= 0] + [i + 4 for i in (crlf,) if i >= 0]
-        end = min(candidates) if candidates else len(data)
-        events.append(data[start:end])
-        start = end
-    return events
-
-
-def event_data(event: bytes) -> bytes | None:
-    lines = [line[5:].strip() for line in event.splitlines() if line.startswith(b"data:")]
-    return b"\n".join(lines) if lines else None
 
 
 class StreamRelay:
