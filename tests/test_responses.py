@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import anthropic
 import openai
 import pytest
 
@@ -178,3 +179,31 @@ def test_a_responses_client_reaches_a_messages_only_model_through_chat_twice(hub
     assert events[0].type == "response.created" and events[-1].type == "response.completed"
     assert events[-1].response.output_text.split() == REPLY.split() and events[-1].response.usage.output_tokens == 6
     wait_for(lambda: last_row(hub) == ("/responses", 12, 6, 5, 0, 0, "ok"))
+
+
+def test_chat_and_messages_clients_reach_a_responses_only_model(hub):
+    answer = hub.client().chat.completions.create(
+        model="gpt-native", messages=[{"role": "user", "content": "say hello to me"}]
+    )
+    assert answer.choices[0].message.content == REPLY and answer.choices[0].finish_reason == "stop"
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (7, 6)  # the fake counts the JSON's words
+    assert answer.usage.completion_tokens_details.reasoning_tokens == 1 and answer.usage.model_extra["cost"] > 0
+    sent = [r for r in hub.upstream.requests if r["path"] == "/v1/responses"][-1]["body"]
+    assert sent["input"] == [{"role": "user", "content": "say hello to me"}] and sent["store"] is False
+    chunks = list(
+        hub.client().chat.completions.create(
+            model="gpt-native",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).split() == REPLY.split()
+    assert chunks[-1].usage.completion_tokens == 6
+    claude = anthropic.Anthropic(base_url=f"http://127.0.0.1:{hub.port}", api_key=hub.key, max_retries=0)
+    message = claude.messages.create(model="gpt-native", max_tokens=50, messages=[{"role": "user", "content": "hello"}])
+    assert message.content[0].text == REPLY and message.usage.output_tokens == 6
+    with claude.messages.stream(
+        model="gpt-native", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        assert "".join(stream.text_stream).split() == REPLY.split()

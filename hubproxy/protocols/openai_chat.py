@@ -331,9 +331,15 @@ class Endpoint:
         """How a deployment serving `apis` is reached: natively, through Messages (chat only), or not."""
         if API in apis:
             return self
+        if self is not CHAT:
+            return None
         from hubproxy.protocols.chat_messages import VIA_MESSAGES  # translators build on this module
+        from hubproxy.protocols.chat_responses import VIA_RESPONSES
 
-        return VIA_MESSAGES if self is CHAT and VIA_MESSAGES.api in apis else None
+        for leg in (VIA_RESPONSES, VIA_MESSAGES):
+            if leg.api in apis:
+                return leg
+        return None
 
     def upstream_request(
         self, raw: bytes, fields: RequestFields, upstream_model: str, stream_usage: bool, stream: bool, headers: object

@@ -1,0 +1,261 @@
+"""OpenAI chat clients on Responses-only upstreams (OpenAI serves some models only there): the chat
+request as a Responses request, the answer (whole or streamed) back as chat completions.
+
+The other half of the pivot for Responses (`responses_chat.py` is the first). Nothing is stored
+upstream (`store: false`): each call carries the whole conversation, as chat does.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from hubproxy.protocols import FINAL, Usage
+from hubproxy.protocols import openai_chat as chat
+from hubproxy.protocols import openai_responses as responses
+
+
+def text_of(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def input_item(message: dict) -> list[dict]:
+    role, content = message.get("role"), message.get("content")
+    if role == "tool":
+        return [
+            {
+                "type": "function_call_output",
+                "call_id": str(message.get("tool_call_id", "")),
+                "output": text_of(content),
+            }
+        ]
+    items: list[dict] = []
+    if isinstance(content, list) and role == "user":
+        parts = []
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "text":
+                parts.append({"type": "input_text", "text": part.get("text", "")})
+            elif part.get("type") == "image_url":
+                parts.append({"type": "input_image", "image_url": (part.get("image_url") or {}).get("url", "")})
+        items.append({"role": "user", "content": parts})
+    elif text_of(content):
+        items.append({"role": role, "content": text_of(content)})
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        items.append(
+            {
+                "type": "function_call",
+                "call_id": str(call.get("id", "")),
+                "name": function.get("name", ""),
+                "arguments": function.get("arguments") or "{}",
+            }
+        )
+    return items
+
+
+def to_responses(raw: bytes, upstream_model: str, stream: bool) -> bytes:
+    doc = orjson.loads(raw)
+    instructions, items = [], []
+    for message in doc.get("messages") or ():
+        if message.get("role") in ("system", "developer"):
+            instructions.append(text_of(message.get("content")))
+        else:
+            items.extend(input_item(message))
+    out: dict = {"model": upstream_model, "input": items, "store": False}
+    if instructions:
+        out["instructions"] = "\n\n".join(instructions)
+    limit = doc.get("max_completion_tokens") or doc.get("max_tokens")
+    if limit:
+        out["max_output_tokens"] = limit
+    tools = [t.get("function") or {} for t in doc.get("tools") or () if isinstance(t, dict)]
+    if tools:
+        out["tools"] = [
+            {
+                "type": "function",
+                "name": f.get("name", ""),
+                "description": f.get("description", ""),
+                "parameters": f.get("parameters") or {"type": "object", "properties": {}},
+            }
+            for f in tools
+        ]
+        choice = doc.get("tool_choice")
+        if isinstance(choice, dict):
+            out["tool_choice"] = {"type": "function", "name": (choice.get("function") or {}).get("name", "")}
+        elif choice in ("auto", "required", "none"):
+            out["tool_choice"] = choice
+    if isinstance(doc.get("reasoning_effort"), str):
+        out["reasoning"] = {"effort": doc["reasoning_effort"]}
+    response_format = doc.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        out["text"] = {"format": {"type": "json_schema", **(response_format.get("json_schema") or {})}}
+    for name in ("temperature", "top_p"):
+        if doc.get(name) is not None:
+            out[name] = doc[name]
+    if stream:
+        out["stream"] = True
+    return orjson.dumps(out)
+
+
+def chat_usage(usage: Usage | None) -> dict | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.input,
+        "completion_tokens": usage.output,
+        "total_tokens": usage.input + usage.output,
+        "prompt_tokens_details": {"cached_tokens": usage.cached},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning},
+    }
+
+
+def from_responses(document: dict, model: str, cost: int | None) -> bytes:
+    text, reasoning, calls = [], [], []
+    for item in document.get("output") or ():
+        kind = item.get("type")
+        if kind == "message":
+            text.extend(p.get("text", "") for p in item.get("content") or () if p.get("type") == "output_text")
+        elif kind == "reasoning":
+            reasoning.extend(p.get("text", "") for p in item.get("summary") or ())
+        elif kind in ("function_call", "custom_tool_call"):
+            arguments = (
+                item.get("arguments")
+                if kind == "function_call"
+                else orjson.dumps({"input": item.get("input", "")}).decode()
+            )
+            calls.append(
+                {
+                    "id": item.get("call_id", ""),
+                    "type": "function",
+                    "function": {"name": item.get("name", ""), "arguments": arguments},
+                }
+            )
+    message: dict = {"role": "assistant", "content": "".join(text) or None}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if calls:
+        message["tool_calls"] = calls
+    finish = "tool_calls" if calls else ("length" if document.get("status") == "incomplete" else "stop")
+    usage = chat_usage(responses.read_usage(document.get("usage")))
+    if usage is not None and cost is not None:
+        usage["cost"] = chat.cost_text(cost)
+    answer = {
+        "id": "chatcmpl-" + str(document.get("id", "")),
+        "object": "chat.completion",
+        "created": document.get("created_at") or 0,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": usage,
+    }
+    return orjson.dumps(answer)
+
+
+class ResponsesStreamAsChat:
+    """A Responses stream's events as chat completion chunks; `response.completed` ends it: the call is
+    settled, then the finish chunk, the usage chunk (if the client asked, with `cost`) and `[DONE]`."""
+
+    def __init__(self, model: str, client_wants_usage: bool) -> None:
+        self.model = model
+        self.client_wants_usage = client_wants_usage
+        self.usage: Usage | None = None
+        self.output_events = 0
+        self.id = "chatcmpl-hubproxy"
+        self.calls: dict[str, int] = {}  # item id → tool_calls index
+        self.finish = "stop"
+
+    @staticmethod
+    def worth_reading(events: bytes) -> bool:
+        return True
+
+    def chunk(self, delta: dict, finish: str | None = None) -> bytes:
+        body = {"id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model}
+        body["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    def read(self, raw_event: bytes, payload: bytes | None) -> bytes | object | None:
+        if payload is None:
+            return None
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        kind = data.get("type") if data.__class__ is dict else None
+        if kind == "response.created":
+            self.id = "chatcmpl-" + str((data.get("response") or {}).get("id", "hubproxy"))
+            return self.chunk({"role": "assistant", "content": ""})
+        if kind == "response.output_text.delta":
+            self.output_events += 1
+            return self.chunk({"content": data.get("delta", "")})
+        if kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
+            self.output_events += 1
+            return self.chunk({"reasoning_content": data.get("delta", "")})
+        if kind == "response.output_item.added" and (data.get("item") or {}).get("type") == "function_call":
+            item = data["item"]
+            position = self.calls[item.get("id", "")] = len(self.calls)
+            call = {"index": position, "id": item.get("call_id", ""), "type": "function"}
+            call["function"] = {"name": item.get("name", ""), "arguments": ""}
+            return self.chunk({"tool_calls": [call]})
+        if kind == "response.function_call_arguments.delta" and data.get("item_id") in self.calls:
+            self.output_events += 1
+            call = {"index": self.calls[data["item_id"]], "function": {"arguments": data.get("delta", "")}}
+            return self.chunk({"tool_calls": [call]})
+        if kind in ("response.completed", "response.incomplete", "response.failed"):
+            response = data.get("response") or {}
+            self.usage = responses.read_usage(response.get("usage"))
+            self.finish = "tool_calls" if self.calls else ("length" if kind == "response.incomplete" else "stop")
+            return FINAL
+        if kind == "error":
+            return chat.stream_error(str(data.get("message", "the upstream failed")))
+        return None
+
+    def closing(self, cost: int) -> bytes:
+        out = self.chunk({}, self.finish)
+        usage = chat_usage(self.usage)
+        if self.client_wants_usage and usage is not None:
+            usage["cost"] = chat.cost_text(cost)
+            body = {"id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model}
+            out += b"data: " + orjson.dumps({**body, "choices": [], "usage": usage}) + b"\n\n"
+        return out + b"data: [DONE]\n\n"
+
+    @staticmethod
+    def error_event(message: str) -> bytes:
+        return chat.stream_error(message)
+
+
+class ChatViaResponses:
+    """The chat endpoint as seen from a Responses-only deployment."""
+
+    api = responses.API
+
+    def upstream_request(
+        self,
+        raw: bytes,
+        fields: chat.RequestFields,
+        upstream_model: str,
+        stream_usage: bool,
+        stream: bool,
+        headers: object,
+    ) -> tuple[str, str, bytes, bytes]:
+        return responses.API, "/responses", to_responses(raw, upstream_model, stream), b""
+
+    def stream_watch(self, fields: chat.RequestFields) -> ResponsesStreamAsChat:
+        return ResponsesStreamAsChat(fields.model, fields.asks_usage)
+
+    answer_usage = staticmethod(responses.answer_usage)
+
+    @staticmethod
+    def answer_body(data: bytes, document: object, cost: int | None, fields: chat.RequestFields) -> bytes:
+        if document.__class__ is not dict:
+            return data
+        return from_responses(document, fields.model, cost)
+
+    @staticmethod
+    def upstream_error_message(data: bytes) -> tuple[str, bool]:
+        return chat.upstream_error_message(data)
+
+
+VIA_RESPONSES = ChatViaResponses()
