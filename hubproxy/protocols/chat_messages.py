@@ -129,17 +129,6 @@ def to_messages(raw: bytes, upstream_model: str, stream: bool) -> bytes:
     return orjson.dumps(out)
 
 
-def chat_usage(usage: Usage | None) -> dict | None:
-    if usage is None:
-        return None
-    return {
-        "prompt_tokens": usage.input,
-        "completion_tokens": usage.output,
-        "total_tokens": usage.input + usage.output,
-        "prompt_tokens_details": {"cached_tokens": usage.cached},
-    }
-
-
 def from_messages(document: dict, model: str, cost: int | None) -> bytes:
     """A whole Messages answer as a chat completion (with `usage.cost` once billed)."""
     text, thinking, calls = [], [], []
@@ -163,7 +152,7 @@ def from_messages(document: dict, model: str, cost: int | None) -> bytes:
         message["reasoning_content"] = "".join(thinking)
     if calls:
         message["tool_calls"] = calls
-    usage = chat_usage(messages.read_usage(document.get("usage")))
+    usage = chat.usage_object(messages.read_usage(document.get("usage")))
     if usage is not None and cost is not None:
         usage["cost"] = chat.cost_text(cost)
     answer = {
@@ -179,35 +168,20 @@ def from_messages(document: dict, model: str, cost: int | None) -> bytes:
     return orjson.dumps(answer)
 
 
-class MessagesStreamAsChat:
+class MessagesStreamAsChat(chat.ChunkWriter):
     """A Messages stream's events as chat completion chunks: text and thinking deltas as `content` and
     `reasoning_content`, each tool_use block as one `tool_calls` entry whose arguments arrive in
     pieces; once the call is settled, the finish reason, the usage chunk (if the client asked, with
     `cost`) and `[DONE]`."""
 
-    __slots__ = ("client_wants_usage", "finish", "id", "model", "output_events", "tokens", "tools")
-
     def __init__(self, model: str, client_wants_usage: bool) -> None:
-        self.model = model
-        self.client_wants_usage = client_wants_usage
+        super().__init__(model, client_wants_usage)
         self.tokens: dict[str, int] = {}
-        self.output_events = 0
-        self.id = "chatcmpl-hubproxy"
         self.tools: dict[int, int] = {}  # block index → tool_calls index
-        self.finish: str | None = None
 
     @property
     def usage(self) -> Usage | None:
         return messages.read_usage(self.tokens) if "output_tokens" in self.tokens else None
-
-    @staticmethod
-    def worth_reading(events: bytes) -> bool:
-        return True
-
-    def chunk(self, delta: dict, finish: str | None = None) -> bytes:
-        body = {"id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model}
-        body["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
-        return b"data: " + orjson.dumps(body) + b"\n\n"
 
     def read(self, raw_event: bytes, payload: bytes | None) -> bytes | object | None:
         if payload is None:
@@ -259,19 +233,6 @@ class MessagesStreamAsChat:
             call = {"index": self.tools[index], "function": {"arguments": delta.get("partial_json", "")}}
             return self.chunk({"tool_calls": [call]})
         return None
-
-    def closing(self, cost: int) -> bytes:
-        out = self.chunk({}, self.finish or "stop")
-        usage = chat_usage(self.usage)
-        if self.client_wants_usage and usage is not None:
-            usage["cost"] = chat.cost_text(cost)
-            body = {"id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model}
-            out += b"data: " + orjson.dumps({**body, "choices": [], "usage": usage}) + b"\n\n"
-        return out + b"data: [DONE]\n\n"
-
-    @staticmethod
-    def error_event(message: str) -> bytes:
-        return chat.stream_error(message)
 
 
 class ChatViaMessages:

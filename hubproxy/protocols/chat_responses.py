@@ -7,9 +7,10 @@ upstream (`store: false`): each call carries the whole conversation, as chat doe
 
 from __future__ import annotations
 
+import msgspec
 import orjson
 
-from hubproxy.protocols import FINAL, Usage
+from hubproxy.protocols import FINAL
 from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols import openai_responses as responses
 
@@ -101,18 +102,6 @@ def to_responses(raw: bytes, upstream_model: str, stream: bool) -> bytes:
     return orjson.dumps(out)
 
 
-def chat_usage(usage: Usage | None) -> dict | None:
-    if usage is None:
-        return None
-    return {
-        "prompt_tokens": usage.input,
-        "completion_tokens": usage.output,
-        "total_tokens": usage.input + usage.output,
-        "prompt_tokens_details": {"cached_tokens": usage.cached},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning},
-    }
-
-
 def from_responses(document: dict, model: str, cost: int | None) -> bytes:
     text, reasoning, calls = [], [], []
     for item in document.get("output") or ():
@@ -140,7 +129,7 @@ def from_responses(document: dict, model: str, cost: int | None) -> bytes:
     if calls:
         message["tool_calls"] = calls
     finish = "tool_calls" if calls else ("length" if document.get("status") == "incomplete" else "stop")
-    usage = chat_usage(responses.read_usage(document.get("usage")))
+    usage = chat.usage_object(responses.read_usage(document.get("usage")))
     if usage is not None and cost is not None:
         usage["cost"] = chat.cost_text(cost)
     answer = {
@@ -154,27 +143,13 @@ def from_responses(document: dict, model: str, cost: int | None) -> bytes:
     return orjson.dumps(answer)
 
 
-class ResponsesStreamAsChat:
+class ResponsesStreamAsChat(chat.ChunkWriter):
     """A Responses stream's events as chat completion chunks; `response.completed` ends it: the call is
     settled, then the finish chunk, the usage chunk (if the client asked, with `cost`) and `[DONE]`."""
 
     def __init__(self, model: str, client_wants_usage: bool) -> None:
-        self.model = model
-        self.client_wants_usage = client_wants_usage
-        self.usage: Usage | None = None
-        self.output_events = 0
-        self.id = "chatcmpl-hubproxy"
+        super().__init__(model, client_wants_usage)
         self.calls: dict[str, int] = {}  # item id → tool_calls index
-        self.finish = "stop"
-
-    @staticmethod
-    def worth_reading(events: bytes) -> bool:
-        return True
-
-    def chunk(self, delta: dict, finish: str | None = None) -> bytes:
-        body = {"id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model}
-        body["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
-        return b"data: " + orjson.dumps(body) + b"\n\n"
 
     def read(self, raw_event: bytes, payload: bytes | None) -> bytes | object | None:
         if payload is None:
@@ -212,19 +187,6 @@ class ResponsesStreamAsChat:
             return chat.stream_error(str(data.get("message", "the upstream failed")))
         return None
 
-    def closing(self, cost: int) -> bytes:
-        out = self.chunk({}, self.finish)
-        usage = chat_usage(self.usage)
-        if self.client_wants_usage and usage is not None:
-            usage["cost"] = chat.cost_text(cost)
-            body = {"id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model}
-            out += b"data: " + orjson.dumps({**body, "choices": [], "usage": usage}) + b"\n\n"
-        return out + b"data: [DONE]\n\n"
-
-    @staticmethod
-    def error_event(message: str) -> bytes:
-        return chat.stream_error(message)
-
 
 class ChatViaResponses:
     """The chat endpoint as seen from a Responses-only deployment."""
@@ -240,6 +202,8 @@ class ChatViaResponses:
         stream: bool,
         headers: object,
     ) -> tuple[str, str, bytes, bytes]:
+        if getattr(fields, "messages", None) is msgspec.UNSET:  # already Responses-shaped (Cursor)
+            return responses.API, "/responses", responses.with_model(raw, fields, upstream_model), b""
         return responses.API, "/responses", to_responses(raw, upstream_model, stream), b""
 
     def stream_watch(self, fields: chat.RequestFields) -> ResponsesStreamAsChat:

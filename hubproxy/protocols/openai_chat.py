@@ -269,6 +269,56 @@ class StreamWatch:
         return stream_error(message)
 
 
+def usage_object(usage: Usage | None) -> dict | None:
+    """A chat `usage` object for tokens another format reported."""
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.input,
+        "completion_tokens": usage.output,
+        "total_tokens": usage.input + usage.output,
+        "prompt_tokens_details": {"cached_tokens": usage.cached},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning},
+    }
+
+
+class ChunkWriter:
+    """What a translator writes as a chat stream: chunks of one completion, then (once the call is
+    settled) the finish chunk, the usage chunk with `cost` when the client asked for usage, and
+    `[DONE]`. Subclasses read their format's events and set `usage` and `finish`."""
+
+    usage: Usage | None = None
+
+    def __init__(self, model: str, client_wants_usage: bool) -> None:
+        self.model = model
+        self.client_wants_usage = client_wants_usage
+        self.output_events = 0
+        self.id = "chatcmpl-hubproxy"
+        self.finish: str | None = None
+
+    @staticmethod
+    def worth_reading(events: bytes) -> bool:
+        return True
+
+    def chunk(self, delta: dict, finish: str | None = None) -> bytes:
+        body = {"id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model}
+        body["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    def closing(self, cost: int) -> bytes:
+        out = self.chunk({}, self.finish or "stop")
+        usage = usage_object(self.usage)
+        if self.client_wants_usage and usage is not None:
+            usage["cost"] = cost_text(cost)
+            body = {"id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model}
+            out += b"data: " + orjson.dumps({**body, "choices": [], "usage": usage}) + b"\n\n"
+        return out + b"data: [DONE]\n\n"
+
+    @staticmethod
+    def error_event(message: str) -> bytes:
+        return stream_error(message)
+
+
 def error_document(err: GatewayError) -> dict:
     return {"error": {"message": err.message, "type": err.type, "code": err.code, "param": err.param}}
 
