@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
+import orjson
 
 from hubproxy.errors import invalid_request
 
@@ -102,6 +103,18 @@ def decode_body(decoder: msgspec.json.Decoder, raw: bytes, invalid_field: Callab
         raise invalid_request("Request body is not valid JSON.") from None
     except RecursionError:
         raise invalid_request("Request body is nested too deeply.") from None
+
+
+def error_parts(data: bytes) -> tuple[str, dict | None]:
+    """An upstream error body's message, and the body when it is a JSON object with an `error` object
+    (both OpenAI's and Anthropic's shapes have one), else None."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if parsed.__class__ is dict and parsed.get("error").__class__ is dict:
+        return str(parsed["error"].get("message", "")), parsed
+    return data[:300].decode("utf-8", "replace").strip(), None
 
 
 FINAL = object()

@@ -19,7 +19,7 @@ import orjson
 from msgspec import UnsetType
 
 from hubproxy.errors import GatewayError, invalid_request
-from hubproxy.protocols import FINAL, Usage, decode_body
+from hubproxy.protocols import FINAL, Usage, decode_body, error_parts
 
 API = "messages"
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -174,13 +174,8 @@ def stream_error(message: str, status: int = 502) -> bytes:
 
 def upstream_error_message(data: bytes) -> tuple[str, bool]:
     """The message of an upstream's error body, and whether it is already in Anthropic's shape."""
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if parsed.__class__ is dict and parsed.get("error").__class__ is dict:
-        return str(parsed["error"].get("message", "")), parsed.get("type") == "error"
-    return data[:300].decode("utf-8", "replace").strip(), False
+    message, document = error_parts(data)
+    return message, document is not None and document.get("type") == "error"
 
 
 DEFAULT_VERSION = "2023-06-01"
@@ -254,14 +249,10 @@ class Endpoint:
         """Natively where the deployment serves Messages, else through chat."""
         if API in apis:
             return self
-        from hubproxy.protocols import openai_chat
         from hubproxy.protocols.messages_chat import VIA_CHAT  # the translators build on this module
-        from hubproxy.protocols.pivot import Through
+        from hubproxy.protocols.pivot import via_chat
 
-        if VIA_CHAT.api in apis:
-            return VIA_CHAT
-        upstream_leg = openai_chat.CHAT.leg_for(apis)
-        return None if upstream_leg is None else Through(VIA_CHAT, upstream_leg)
+        return via_chat(VIA_CHAT, apis)
 
     def upstream_request(
         self, raw: bytes, fields: MessagesFields, upstream_model: str, stream_usage: bool, stream: bool, headers: object

@@ -23,14 +23,6 @@ FINISH_REASONS = {"end_turn": "stop", "max_tokens": "length", "tool_use": "tool_
 FINISH_REASONS["refusal"] = "content_filter"
 
 
-def text_of(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
 def image_block(url: str) -> dict:
     if url.startswith("data:") and ";base64," in url:
         media_type, data = url[5:].split(";base64,", 1)
@@ -45,7 +37,7 @@ def blocks_of(message: dict) -> list[dict]:
         result = {
             "type": "tool_result",
             "tool_use_id": str(message.get("tool_call_id", "")),
-            "content": text_of(content),
+            "content": chat.content_text(content),
         }
         return [result]
     blocks: list[dict] = []
@@ -86,7 +78,7 @@ def to_messages(raw: bytes, upstream_model: str, stream: bool) -> bytes:
     for message in doc["messages"]:
         role = message.get("role")
         if role in ("system", "developer"):
-            system.append(text_of(message.get("content")))
+            system.append(chat.content_text(message.get("content")))
             continue
         turn_role = "assistant" if role == "assistant" else "user"
         blocks = blocks_of(message)

@@ -15,14 +15,6 @@ from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols import openai_responses as responses
 
 
-def text_of(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
 def input_item(message: dict) -> list[dict]:
     role, content = message.get("role"), message.get("content")
     if role == "tool":
@@ -30,7 +22,7 @@ def input_item(message: dict) -> list[dict]:
             {
                 "type": "function_call_output",
                 "call_id": str(message.get("tool_call_id", "")),
-                "output": text_of(content),
+                "output": chat.content_text(content),
             }
         ]
     items: list[dict] = []
@@ -44,8 +36,8 @@ def input_item(message: dict) -> list[dict]:
             elif part.get("type") == "image_url":
                 parts.append({"type": "input_image", "image_url": (part.get("image_url") or {}).get("url", "")})
         items.append({"role": "user", "content": parts})
-    elif text_of(content):
-        items.append({"role": role, "content": text_of(content)})
+    elif chat.content_text(content):
+        items.append({"role": role, "content": chat.content_text(content)})
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
         items.append(
@@ -64,7 +56,7 @@ def to_responses(raw: bytes, upstream_model: str, stream: bool) -> bytes:
     instructions, items = [], []
     for message in doc.get("messages") or ():
         if message.get("role") in ("system", "developer"):
-            instructions.append(text_of(message.get("content")))
+            instructions.append(chat.content_text(message.get("content")))
         else:
             items.extend(input_item(message))
     out: dict = {"model": upstream_model, "input": items, "store": False}

@@ -18,7 +18,7 @@ from msgspec import UnsetType
 
 from hubproxy.errors import GatewayError, invalid_request
 from hubproxy.money import format_usd
-from hubproxy.protocols import FINAL, Usage, decode_body
+from hubproxy.protocols import FINAL, Usage, decode_body, error_parts
 
 API = "chat"
 ASK_STREAM_USAGE = b'"stream_options":{"include_usage":true},'
@@ -335,13 +335,17 @@ def stream_error(message: str) -> bytes:
 
 def upstream_error_message(data: bytes) -> tuple[str, bool]:
     """The message of an upstream's error body, and whether the body is already in this format."""
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if parsed.__class__ is dict and parsed.get("error").__class__ is dict:
-        return str(parsed["error"].get("message", "")), True
-    return data[:300].decode("utf-8", "replace").strip(), False
+    message, document = error_parts(data)
+    return message, document is not None
+
+
+def content_text(content: object) -> str:
+    """A chat message's text: its string, or its text parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
 
 
 @dataclass(frozen=True, eq=False)

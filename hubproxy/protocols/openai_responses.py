@@ -159,13 +159,10 @@ class Endpoint:
         """Natively where the deployment serves Responses, else through chat."""
         if API in apis:
             return self
-        from hubproxy.protocols.pivot import Through
+        from hubproxy.protocols.pivot import via_chat
         from hubproxy.protocols.responses_chat import VIA_CHAT  # the translators build on this module
 
-        if VIA_CHAT.api in apis:
-            return VIA_CHAT
-        upstream_leg = chat.CHAT.leg_for(apis)
-        return None if upstream_leg is None else Through(VIA_CHAT, upstream_leg)
+        return via_chat(VIA_CHAT, apis)
 
     def upstream_request(
         self,

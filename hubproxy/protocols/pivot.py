@@ -98,3 +98,12 @@ class Through:
 
     def upstream_error_message(self, data: bytes) -> tuple[str, bool]:
         return self.upstream_leg.upstream_error_message(data)[0], False
+
+
+def via_chat(client_leg: object, apis: tuple[str, ...]) -> object | None:
+    """How a client translator to chat reaches a deployment serving `apis`: directly where it serves
+    chat, else through chat's own leg for what it serves (None: no way)."""
+    if client_leg.api in apis:
+        return client_leg
+    upstream_leg = chat.CHAT.leg_for(apis)
+    return None if upstream_leg is None else Through(client_leg, upstream_leg)
