@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,9 +239,20 @@ def configure(cli: Cli, upstream: FakeUpstream) -> None:
         cli("models", "add", name, "--provider", "fake", *alias, "--input-price", price_in, "--output-price", price_out)
 
 
-@pytest.fixture
-def gateway(home: Path, cli: Cli, upstream: FakeUpstream):
-    configure(cli, upstream)
+def add_native_providers(cli: Cli, upstream: FakeUpstream) -> None:
+    """Beside the chat-only `fake`: `claude-native` on a provider that speaks Messages and `gpt-native` on
+    one that speaks Responses (the same fake upstream, reached over those wire APIs)."""
+    origin = upstream.base_url.removesuffix("/v1")
+    for name, base, api, model in (
+        ("claude", origin, "messages", "claude-native"),
+        ("oai", upstream.base_url, "responses", "gpt-native"),
+    ):
+        cli("providers", "add", name, "--base-url", base, "--api", api, "--api-key-env", "UPSTREAM_KEY")
+        cli("models", "add", model, "--provider", name, "--input-price", PRICE_IN, "--output-price", PRICE_OUT)
+
+
+def serving(home: Path, cli: Cli, upstream: FakeUpstream) -> Iterator[Gateway]:
+    """A configured home served by `hubproxy serve`, with dev@example.com's key; stopped afterwards."""
     gw = Gateway(home, cli, upstream, free_port())
     gw.key = gw.new_user("dev@example.com", "5")
     gw.key_id = cli.json("keys", "list", "--user", "dev@example.com")[0]["id"]
@@ -248,3 +260,17 @@ def gateway(home: Path, cli: Cli, upstream: FakeUpstream):
     yield gw
     if gw.proc and gw.proc.poll() is None:
         gw.stop()
+
+
+@pytest.fixture
+def gateway(home: Path, cli: Cli, upstream: FakeUpstream):
+    configure(cli, upstream)
+    yield from serving(home, cli, upstream)
+
+
+@pytest.fixture
+def hub(home: Path, cli: Cli, upstream: FakeUpstream):
+    """A gateway with a provider for each wire API: chat (`fake`), Messages and Responses."""
+    configure(cli, upstream)
+    add_native_providers(cli, upstream)
+    yield from serving(home, cli, upstream)

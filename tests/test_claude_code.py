@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, configure, free_port, run_cli
+from tests.conftest import Gateway, run_cli
 from tests.fake_upstream import REPLY
 
 CLAUDE = os.environ.get("HUBPROXY_CLAUDE", "")
@@ -26,22 +26,6 @@ QUIET = {
     "DISABLE_ERROR_REPORTING": "1",
     "DISABLE_AUTOUPDATER": "1",
 }
-
-
-@pytest.fixture
-def hub(home, cli, upstream):
-    configure(cli, upstream)
-    origin = upstream.base_url.removesuffix("/v1")
-    cli("providers", "add", "claude", "--base-url", origin, "--api", "messages", "--api-key-env", "UPSTREAM_KEY")
-    cli(
-        "models", "add", "claude-native", "--provider", "claude", "--input-price", PRICE_IN, "--output-price", PRICE_OUT
-    )
-    gw = Gateway(home, cli, upstream, free_port())
-    gw.key = gw.new_user("dev@example.com", "5")
-    gw.start()
-    yield gw
-    if gw.proc and gw.proc.poll() is None:
-        gw.stop()
 
 
 def claude_code(hub: Gateway, model: str, prompt: str, workdir: Path) -> dict:

@@ -16,34 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, configure, free_port, run_cli
+from tests.conftest import Gateway, run_cli
 from tests.fake_upstream import REPLY
 
 CODEX = os.environ.get("HUBPROXY_CODEX", "")
 pytestmark = pytest.mark.skipif(not Path(CODEX).is_file(), reason="HUBPROXY_CODEX does not name Codex")
-
-
-@pytest.fixture
-def hub(home, cli, upstream):
-    configure(cli, upstream)
-    cli(
-        "providers",
-        "add",
-        "oai",
-        "--base-url",
-        upstream.base_url,
-        "--api",
-        "responses",
-        "--api-key-env",
-        "UPSTREAM_KEY",
-    )
-    cli("models", "add", "gpt-native", "--provider", "oai", "--input-price", PRICE_IN, "--output-price", PRICE_OUT)
-    gw = Gateway(home, cli, upstream, free_port())
-    gw.key = gw.new_user("dev@example.com", "5")
-    gw.start()
-    yield gw
-    if gw.proc and gw.proc.poll() is None:
-        gw.stop()
 
 
 def codex(hub: Gateway, model: str, prompt: str, tmp_path: Path) -> str:

@@ -10,7 +10,7 @@ from decimal import Decimal
 import anthropic
 import pytest
 
-from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, configure, free_port, raw_request, wait_for
+from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, add_native_providers, configure, raw_request, serving, wait_for
 from tests.fake_upstream import REPLY
 
 HELLO = [{"role": "user", "content": "say hello to me"}]
@@ -23,24 +23,15 @@ def cost(prompt: int, output: int) -> int:
 
 @pytest.fixture
 def hub(home, cli, upstream):
-    """A gateway with the chat-only fake provider, and `claude-native` on a provider that serves Messages."""
+    """The shared `hub`, with a model that breaks mid-stream and one with cache prices."""
     configure(cli, upstream)
-    origin = upstream.base_url.removesuffix("/v1")
-    cli("providers", "add", "claude", "--base-url", origin, "--api", "messages", "--api-key-env", "UPSTREAM_KEY")
-    cli(
-        "models", "add", "claude-native", "--provider", "claude", "--input-price", PRICE_IN, "--output-price", PRICE_OUT
-    )
+    add_native_providers(cli, upstream)
     cli("models", "add", "die-mid-stream", "--provider", "fake", "--input-price", PRICE_IN, "--output-price", PRICE_OUT)
     cli(
         *("models", "add", "claude-cached", "--provider", "claude", "--upstream-model", "claude-native"),
         *("--input-price", "3", "--output-price", "15", "--cached-input-price", "0.30", "--cache-write-price", "3.75"),
     )
-    gw = Gateway(home, cli, upstream, free_port())
-    gw.key = gw.new_user("dev@example.com", "5")
-    gw.start()
-    yield gw
-    if gw.proc and gw.proc.poll() is None:
-        gw.stop()
+    yield from serving(home, cli, upstream)
 
 
 def claude(hub: Gateway, key: str | None = None, **kwargs) -> anthropic.Anthropic:

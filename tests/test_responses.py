@@ -10,7 +10,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, configure, free_port, raw_request, wait_for
+from tests.conftest import Gateway, raw_request, wait_for
 from tests.fake_upstream import REPLY
 
 WEATHER = [
@@ -21,34 +21,6 @@ WEATHER = [
         "parameters": {"type": "object", "properties": {}},
     }
 ]
-
-
-@pytest.fixture
-def hub(home, cli, upstream):
-    configure(cli, upstream)
-    cli(
-        "providers",
-        "add",
-        "oai",
-        "--base-url",
-        upstream.base_url,
-        "--api",
-        "responses",
-        "--api-key-env",
-        "UPSTREAM_KEY",
-    )
-    cli("models", "add", "gpt-native", "--provider", "oai", "--input-price", PRICE_IN, "--output-price", PRICE_OUT)
-    origin = upstream.base_url.removesuffix("/v1")
-    cli("providers", "add", "claude", "--base-url", origin, "--api", "messages", "--api-key-env", "UPSTREAM_KEY")
-    cli(
-        "models", "add", "claude-native", "--provider", "claude", "--input-price", PRICE_IN, "--output-price", PRICE_OUT
-    )
-    gw = Gateway(home, cli, upstream, free_port())
-    gw.key = gw.new_user("dev@example.com", "5")
-    gw.start()
-    yield gw
-    if gw.proc and gw.proc.poll() is None:
-        gw.stop()
 
 
 def last_row(hub: Gateway) -> tuple:
