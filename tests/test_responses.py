@@ -179,3 +179,38 @@ def test_chat_and_messages_clients_reach_a_responses_only_model(hub):
         model="gpt-native", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
     ) as stream:
         assert "".join(stream.text_stream).split() == REPLY.split()
+
+
+def test_bodies_a_translator_cannot_read_are_a_400_not_a_500(hub):
+    """`read` checks the top of a body; a translator reads deeper. What it cannot read is the caller's."""
+    url = f"http://127.0.0.1:{hub.port}/v1"
+    headers = {"Authorization": f"Bearer {hub.key}", "Content-Type": "application/json"}
+    before = len(hub.upstream.requests)
+    for path, body in (
+        (
+            "/messages",
+            {
+                "model": "gpt-native",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": [{"type": "image", "source": "x"}]}],
+            },
+        ),
+        (
+            "/chat/completions",
+            {
+                "model": "gpt-native",
+                "messages": [{"role": "assistant", "tool_calls": [{"id": "1", "function": ["x"]}]}],
+            },
+        ),
+        (
+            "/chat/completions",
+            {
+                "model": "claude-native",
+                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}],
+            },
+        ),
+    ):
+        answer = raw_request("POST", url + path, json.dumps(body).encode(), headers)
+        assert answer.status == 400 and b"cannot be translated" in answer.body, (path, answer.body)
+    assert len(hub.upstream.requests) == before
+    assert "Traceback" not in hub.log()

@@ -113,7 +113,17 @@ def upstream_request(
     leg = endpoint if endpoint.api in apis else endpoint.leg_for(apis)
     if leg is None:
         return None
-    return leg.upstream_request(raw, fields, route.upstream_model, route.provider.stream_usage, stream, headers)
+    if leg is endpoint:  # the client's own wire API: its bytes, checked by `endpoint.read`
+        return leg.upstream_request(raw, fields, route.upstream_model, route.provider.stream_usage, stream, headers)
+    try:
+        return leg.upstream_request(raw, fields, route.upstream_model, route.provider.stream_usage, stream, headers)
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError):
+        # a translator reads deeper into the body than `endpoint.read` checks; what it cannot read is
+        # the caller's to fix, not a server error
+        raise errors.invalid_request(
+            f"The request cannot be translated for {route.model.name!r} (served over another wire API): a "
+            "message, content block, tool or option has a shape that format does not allow."
+        ) from None
 
 
 async def count_tokens(request: web.Request) -> web.Response:
