@@ -39,6 +39,8 @@ SPECIAL_MODELS = [
     "slow-stream",
     "echo-key",
     "hang",
+    "die-mid-stream",
+    "aider-edit",
 ]
 
 
@@ -101,12 +103,13 @@ class Cli:
 
 
 def run_cli(
-    home: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None
+    home: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess:
     """The CLI as a user runs it: a separate process (`env`: variables to set for it)."""
     return subprocess.run(
         [sys.executable, "-m", "hubproxy", "--home", str(home), *args],
         input=input,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,

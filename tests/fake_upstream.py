@@ -4,7 +4,8 @@ Its usage numbers are computed from the request (prompt tokens = words in the me
 tokens = words in the reply), so tests check billing against values they can derive themselves.
 The model name picks a behaviour: "fail-500", "rate-limited", "no-usage", "reasoning", "tools",
 "slow-stream", "echo-key" (an error body quoting the upstream key), "hang", "die-mid-stream",
-"cache-hit" (2 prompt tokens from the provider's cache), "cc-tool" and "codex-tool" (ask Claude
+"cache-hit" (2 prompt tokens from the provider's cache), "aider-edit" (rewrites note.txt in Aider's
+"whole" edit format), "cc-tool" and "codex-tool" (ask Claude
 Code's Read tool, or Codex's exec_command, for note.txt, then answer with what the tool said),
 "long-answer" (reports 2,000 completion tokens whatever `max_tokens` said, as an upstream that
 ignores it would).
@@ -22,6 +23,8 @@ import orjson
 from aiohttp import web
 
 REPLY = "hello from the fake upstream model"
+# Aider's "whole" edit format: the file's path, then its new content fenced
+AIDER_EDIT = "Here it is.\n\nnote.txt\n```\nedited through hubproxy\n```\n"
 WORKING_DIRECTORY = re.compile(r"Primary working directory: (\S+)")
 
 
@@ -36,6 +39,33 @@ def codex_tool_call(body: dict) -> tuple[str, str]:
     return "exec_command", json.dumps({"cmd": "cat note.txt"})
 
 
+# What a Responses upstream's `response` object carries besides its output (as OpenAI's does)
+RESPONSE_DEFAULTS = {
+    "object": "response",
+    "incomplete_details": None,
+    "previous_response_id": None,
+    "instructions": None,
+    "error": None,
+    "tools": [],
+    "tool_choice": "auto",
+    "truncation": "disabled",
+    "parallel_tool_calls": True,
+    "text": {"format": {"type": "text"}},
+    "top_p": 1.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "top_logprobs": 0,
+    "temperature": 1.0,
+    "reasoning": {"effort": None, "summary": None},
+    "max_output_tokens": None,
+    "max_tool_calls": None,
+    "store": False,
+    "background": False,
+    "service_tier": "default",
+    "metadata": {},
+    "safety_identifier": None,
+    "prompt_cache_key": None,
+}
 TOOL_PLAYERS = {"cc-tool": cc_tool_call, "codex-tool": codex_tool_call}
 
 
@@ -78,6 +108,7 @@ class FakeUpstream:
         self.stream_delay = 0.0
         self.delay = 0.0
         self.stream_words = REPLY.split()
+        self.scripted: bytes | None = None  # when set, every POST is answered with these bytes, as they are
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -110,7 +141,7 @@ class FakeUpstream:
 
     def _serve(self, ready: threading.Event) -> None:
         self._loop = asyncio.new_event_loop()
-        app = web.Application()
+        app = web.Application(middlewares=[self._scripted])
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
@@ -128,6 +159,16 @@ class FakeUpstream:
         self._loop.run_forever()
 
     # --- handlers --------------------------------------------------------------------------------
+    @web.middleware
+    async def _scripted(self, request: web.Request, handler: object) -> web.StreamResponse:
+        """A test's odd answer in place of the handler's: JSON for a plain call, SSE for a stream."""
+        if self.scripted is None or request.method != "POST":
+            return await handler(request)
+        body = await self._record(request)
+        streamed = isinstance(body, dict) and body.get("stream") is True
+        kind = "text/event-stream" if streamed else "application/json"
+        return web.Response(body=self.scripted, headers={"Content-Type": kind})
+
     async def _record(self, request: web.Request) -> dict:
         raw = await request.read()
         body = json.loads(raw)
@@ -223,6 +264,8 @@ class FakeUpstream:
         """REPLY, or for a turn that ends with a tool's answer, what the tool said."""
         if body.get("model") in TOOL_PLAYERS and self._tool_answered(body):
             return "the tool said: " + str(body["messages"][-1].get("content", ""))[:200]
+        if body.get("model") == "aider-edit":
+            return AIDER_EDIT
         return " ".join(self.stream_words) if body.get("stream") else REPLY
 
     def _special(self, model: str) -> web.Response | None:
@@ -260,7 +303,10 @@ class FakeUpstream:
             first = {"role": "assistant", "content": ""}
             if model == "reasoning":
                 first["reasoning_content"] = "thinking"
-            chunks = [first] + [{"content": w + " "} for w in self._reply(body).split()]
+            if model == "aider-edit":  # its lines matter: streamed a line at a time
+                chunks = [first] + [{"content": line} for line in AIDER_EDIT.splitlines(keepends=True)]
+            else:
+                chunks = [first] + [{"content": w + " "} for w in self._reply(body).split()]
             if model in TOOL_PLAYERS and not self._tool_answered(body):
                 name, arguments = TOOL_PLAYERS[model](body)
                 call = {"index": 0, "id": "call_read", "type": "function"}
@@ -374,9 +420,10 @@ class FakeUpstream:
         text = {"type": "output_text", "text": REPLY, "annotations": []}
         item = {"id": "msg_up", "type": "message", "status": "completed", "role": "assistant", "content": [text]}
         response = {
+            **RESPONSE_DEFAULTS,
             "id": "resp_up",
-            "object": "response",
             "created_at": 1,
+            "completed_at": 2,
             "status": "completed",
             "model": body.get("model"),
             "output": [item],
@@ -397,7 +444,8 @@ class FakeUpstream:
             )
             number += 1
 
-        await send("response.created", {"response": {**response, "status": "in_progress", "output": [], "usage": None}})
+        started = {**response, "status": "in_progress", "completed_at": None, "output": [], "usage": None}
+        await send("response.created", {"response": started})
         where = {"item_id": "msg_up", "output_index": 0}
         await send(
             "response.output_item.added", {"output_index": 0, "item": {**item, "status": "in_progress", "content": []}}

@@ -23,10 +23,9 @@ def cost(prompt: int, output: int) -> int:
 
 @pytest.fixture
 def hub(home, cli, upstream):
-    """The shared `hub`, with a model that breaks mid-stream and one with cache prices."""
+    """The shared `hub`, with a model that has cache prices."""
     configure(cli, upstream)
     add_native_providers(cli, upstream)
-    cli("models", "add", "die-mid-stream", "--provider", "fake", "--input-price", PRICE_IN, "--output-price", PRICE_OUT)
     cli(
         *("models", "add", "claude-cached", "--provider", "claude", "--upstream-model", "claude-native"),
         *("--input-price", "3", "--output-price", "15", "--cached-input-price", "0.30", "--cache-write-price", "3.75"),

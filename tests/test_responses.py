@@ -1,6 +1,7 @@
 """OpenAI's Responses API through hubproxy, driven by the official `openai` SDK's `responses.create`:
 translated to a chat-only upstream and relayed natively to one that speaks Responses, streamed and
-not, with tools."""
+not, with tools; the answers checked against the Open Responses schemas; and Cursor's request shapes
+on /chat/completions (Responses-shaped bodies, Anthropic-style system blocks and `cache_control`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from tests.conftest import Gateway, raw_request, wait_for
 from tests.fake_upstream import REPLY
+from tests.open_responses import resource_problems, stream_problems
 
 WEATHER = [
     {
@@ -141,6 +143,39 @@ def test_a_responses_shaped_body_on_chat_completions_is_answered_as_chat(hub):
     assert answer.status == 200 and text.split() == REPLY.split() and b"data: [DONE]" in answer.body
 
 
+def test_anthropic_style_chat_bodies_are_plain_chat_upstream_and_keep_cache_marks_for_claude(hub):
+    """Cursor sends Claude models a chat body with a top-level `system` of blocks and `cache_control`."""
+    url = f"http://127.0.0.1:{hub.port}/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {hub.key}", "Content-Type": "application/json"}
+    mark = {"type": "ephemeral"}
+    body = {
+        "system": [{"type": "text", "text": "be brief", "cache_control": mark}],
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "use tools", "cache_control": mark}]},
+            {"role": "user", "content": [{"type": "text", "text": "say hello to me", "cache_control": mark}]},
+        ],
+    }
+    answer = raw_request("POST", url, json.dumps({**body, "model": "deepseek-chat"}).encode(), headers)
+    assert answer.status == 200 and answer.json()["choices"][0]["message"]["content"] == REPLY
+    sent = chat_calls(hub)[-1]
+    assert "system" not in sent and b"cache_control" not in json.dumps(sent).encode()
+    assert sent["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "system", "content": "use tools"},
+        {"role": "user", "content": [{"type": "text", "text": "say hello to me"}]},
+    ]
+    answer = raw_request("POST", url, json.dumps({**body, "model": "claude-native"}).encode(), headers)
+    assert answer.status == 200 and answer.json()["choices"][0]["message"]["content"] == REPLY
+    sent = [r for r in hub.upstream.requests if r["path"] == "/v1/messages"][-1]["body"]
+    assert sent["system"] == [
+        {"type": "text", "text": "be brief", "cache_control": mark},
+        {"type": "text", "text": "use tools", "cache_control": mark},
+    ]
+    assert sent["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "say hello to me", "cache_control": mark}]}
+    ]
+
+
 def test_a_responses_client_reaches_a_messages_only_model_through_chat_twice(hub):
     answer = hub.client().responses.create(model="claude-native", input="say hello to me", max_output_tokens=50)
     assert answer.output_text == REPLY and (answer.usage.input_tokens, answer.usage.output_tokens) == (12, 6)
@@ -214,3 +249,51 @@ def test_bodies_a_translator_cannot_read_are_a_400_not_a_500(hub):
         assert answer.status == 400 and b"cannot be translated" in answer.body, (path, answer.body)
     assert len(hub.upstream.requests) == before
     assert "Traceback" not in hub.log()
+
+
+def sse_events(body: bytes) -> list[dict]:
+    return [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: {")]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", ["deepseek-chat", "tools", "reasoning", "claude-native", "gpt-native"])
+def test_answers_conform_to_the_open_responses_specification(hub, model, stream):
+    """Translated from chat (text, a tool call, reasoning), from Messages through chat, or relayed:
+    the whole `response` and every streamed event validate against the Open Responses schemas."""
+    body = {
+        "model": model,
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "say hello to me"}]}],
+        "tools": WEATHER,
+        "temperature": 0.5,
+        "metadata": {"run": "conformance"},
+        "reasoning": {"effort": "low"},
+        "stream": stream,
+    }
+    headers = {"Authorization": f"Bearer {hub.key}", "Content-Type": "application/json"}
+    answer = raw_request("POST", f"http://127.0.0.1:{hub.port}/v1/responses", json.dumps(body).encode(), headers)
+    assert answer.status == 200, answer.body
+    if stream:
+        events = sse_events(answer.body)
+        assert stream_problems(events) == []
+        resource = events[-1]["response"]
+        assert resource["created_at"] == events[0]["response"]["created_at"]
+    else:
+        resource = json.loads(answer.body)
+        assert resource_problems(resource) == []
+    assert resource["status"] == "completed" and resource["output"]
+    if model != "gpt-native":  # translated: the request's settings are echoed
+        assert (resource["temperature"], resource["metadata"]) == (0.5, {"run": "conformance"})
+        assert resource["reasoning"] == {"effort": "low", "summary": None}
+        assert resource["tools"][0]["name"] == "get_weather" and resource["tools"][0]["strict"] is None
+    kinds = [item["type"] for item in resource["output"]]
+    expected = {"tools": ["function_call"], "reasoning": ["reasoning", "message"]}.get(model, ["message"])
+    assert kinds == expected
+
+
+def test_a_stream_broken_upstream_ends_with_a_conforming_error_event(hub):
+    headers = {"Authorization": f"Bearer {hub.key}", "Content-Type": "application/json"}
+    body = {"model": "die-mid-stream", "input": "say hello to me", "stream": True}
+    answer = raw_request("POST", f"http://127.0.0.1:{hub.port}/v1/responses", json.dumps(body).encode(), headers)
+    events = sse_events(answer.body)
+    assert events[-1]["type"] == "error" and stream_problems(events) == []
+    assert events[-1]["message"] == events[-1]["error"]["message"]  # where OpenAI's SDKs read it, too

@@ -119,3 +119,8 @@ def error_parts(data: bytes) -> tuple[str, dict | None]:
 
 FINAL = object()
 """What a stream watch's `read` returns for the event that ends a stream."""
+
+UNREADABLE = (AttributeError, TypeError, KeyError, ValueError, IndexError)
+"""What a translator raises on a shape it cannot read: one side's JSON holding what the other side's
+format does not allow (a list where an object goes, …). The server turns these into the error of
+whoever sent it: the caller's 400, or the upstream's 502 or in-band error event."""

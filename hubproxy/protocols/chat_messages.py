@@ -30,6 +30,21 @@ def image_block(url: str) -> dict:
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
+def system_blocks(content: object) -> list[dict]:
+    """System text as Messages text blocks, keeping a block's `cache_control` (Anthropic-style system
+    blocks in a chat body, as Cursor sends them for Claude models)."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks = []
+    for part in content if isinstance(content, list) else ():
+        if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+            block = {"type": "text", "text": part["text"]}
+            if isinstance(part.get("cache_control"), dict):
+                block["cache_control"] = part["cache_control"]
+            blocks.append(block)
+    return blocks
+
+
 def blocks_of(message: dict) -> list[dict]:
     """One chat message as the content blocks of a Messages turn."""
     role, content = message.get("role"), message.get("content")
@@ -49,6 +64,8 @@ def blocks_of(message: dict) -> list[dict]:
                 continue
             if part.get("type") == "text":
                 blocks.append({"type": "text", "text": part.get("text", "")})
+                if isinstance(part.get("cache_control"), dict):  # Cursor marks them for Claude
+                    blocks[-1]["cache_control"] = part["cache_control"]
             elif part.get("type") == "image_url":
                 url = (part.get("image_url") or {}).get("url")
                 if isinstance(url, str):
@@ -74,11 +91,11 @@ def tool_choice(choice: object) -> dict | None:
 def to_messages(raw: bytes, upstream_model: str, stream: bool) -> bytes:
     """The chat request as a Messages request (fields already checked by `openai_chat`)."""
     doc = orjson.loads(raw)
-    system, turns = [], []
+    system, turns = system_blocks(doc.get("system")), []
     for message in doc["messages"]:
         role = message.get("role")
         if role in ("system", "developer"):
-            system.append(chat.content_text(message.get("content")))
+            system += system_blocks(message.get("content"))
             continue
         turn_role = "assistant" if role == "assistant" else "user"
         blocks = blocks_of(message)
@@ -93,8 +110,10 @@ def to_messages(raw: bytes, upstream_model: str, stream: bool) -> bytes:
         "max_tokens": doc.get("max_completion_tokens") or doc.get("max_tokens") or DEFAULT_MAX_TOKENS,
         "messages": turns,
     }
-    if system:
-        out["system"] = "\n\n".join(system)
+    if any("cache_control" in block for block in system):
+        out["system"] = system
+    elif system:
+        out["system"] = "\n\n".join(block["text"] for block in system)
     tools = [t.get("function") or {} for t in doc.get("tools") or () if isinstance(t, dict)]
     if tools:
         out["tools"] = [

@@ -66,6 +66,11 @@ class ChatFields(RequestFields):
     tools: list[Tool] | None = None
     tool_choice: str | dict | None = None
     input: msgspec.Raw | UnsetType = msgspec.UNSET  # Cursor sends some models Responses-shaped bodies here
+    system: msgspec.Raw | UnsetType = msgspec.UNSET  # and Anthropic-style ones: a top-level `system`
+
+    @property
+    def anthropic_style(self) -> bool:
+        return self.system is not msgspec.UNSET
 
 
 class CompletionFields(RequestFields):
@@ -118,6 +123,30 @@ def check_embedding(fields: EmbeddingFields) -> None:
     text_or_list(fields.input, "input")
 
 
+def as_plain_chat(doc: dict) -> dict:
+    """Anthropic-style content in a chat body (Cursor's, for Claude models) as plain chat, which every
+    chat upstream takes: a top-level `system` (a string or text blocks) becomes the first message,
+    `cache_control` marks leave the content parts, and a system message's text parts become its string."""
+    system = doc.pop("system", None)
+    messages = doc.get("messages")
+    messages = list(messages) if isinstance(messages, list) else []
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
+    for n, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+            continue
+        parts = [
+            {k: v for k, v in p.items() if k != "cache_control"} if isinstance(p, dict) else p
+            for p in message["content"]
+        ]
+        if message.get("role") in ("system", "developer"):
+            messages[n] = {**message, "content": content_text(parts)}
+        else:
+            messages[n] = {**message, "content": parts}
+    doc["messages"] = messages
+    return doc
+
+
 def upstream_body(raw: bytes, fields: RequestFields, upstream_model: str, stream_usage: bool, stream: bool) -> bytes:
     """The request as a deployment serving this format gets it: its model name, and usage asked for
     where the provider supports it.
@@ -129,12 +158,16 @@ def upstream_body(raw: bytes, fields: RequestFields, upstream_model: str, stream
     """
     options = fields.stream_options
     same_model = upstream_model == fields.model
-    if same_model and (not stream or (stream_usage and fields.asks_usage)):
-        return raw
-    if same_model and stream_usage and options is msgspec.UNSET:
-        start = raw.index(b"{") + 1  # it decoded as an object: its first byte but white space is "{"
-        return raw[:start] + ASK_STREAM_USAGE + raw[start:]
+    anthropic_style = fields.__class__ is ChatFields and (fields.anthropic_style or b'"cache_control"' in raw)
+    if not anthropic_style:
+        if same_model and (not stream or (stream_usage and fields.asks_usage)):
+            return raw
+        if same_model and stream_usage and options is msgspec.UNSET:
+            start = raw.index(b"{") + 1  # it decoded as an object: its first byte but white space is "{"
+            return raw[:start] + ASK_STREAM_USAGE + raw[start:]
     whole = orjson.loads(raw)
+    if anthropic_style:
+        whole = as_plain_chat(whole)
     whole["model"] = upstream_model
     if stream:
         if stream_usage:

@@ -27,8 +27,14 @@ TOOL_PREAMBLE = 512
 
 
 class Tool(msgspec.Struct):
+    """A tool as declared; all but `type` and `name` only echoed back in a translated `response`."""
+
     type: str
     name: str | None = None
+    description: object = None
+    parameters: object = None
+    strict: object = None
+    format: object = None
 
 
 class ResponsesFields(msgspec.Struct):
@@ -45,6 +51,18 @@ class ResponsesFields(msgspec.Struct):
     store: bool | None = None
     temperature: float | None = None
     top_p: float | None = None
+    # echoed back by a translated `response` (Open Responses requires them there), checked when echoed
+    reasoning: object = None
+    text: object = None
+    metadata: object = None
+    parallel_tool_calls: object = None
+    presence_penalty: object = None
+    frequency_penalty: object = None
+    top_logprobs: object = None
+    max_tool_calls: object = None
+    user: object = None
+    safety_identifier: object = None
+    prompt_cache_key: object = None
 
     @property
     def max_output(self) -> int | None:
@@ -114,14 +132,15 @@ class StreamWatch:
     def closing(self, cost: int) -> bytes:
         return self.final
 
-    @staticmethod
-    def error_event(message: str) -> bytes:
-        return stream_error(message)
+    def error_event(self, message: str) -> bytes:
+        return stream_error(message, self.output_events)  # every event before the last counts there
 
 
-def stream_error(message: str) -> bytes:
-    """An `error` event inside a stream whose 200 status line is already sent."""
-    body = {"type": "error", "code": "upstream_unavailable", "message": message, "param": None, "sequence_number": 0}
+def stream_error(message: str, sequence: int) -> bytes:
+    """An `error` event inside a stream whose 200 status line is already sent: the fields at the top as
+    OpenAI's SDKs read them, and under `error` as the Open Responses `ErrorStreamingEvent` has them."""
+    error = {"type": "server_error", "code": "upstream_unavailable", "message": message, "param": None}
+    body = {**error, "type": "error", "sequence_number": sequence, "error": error}
     return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
 
 

@@ -147,9 +147,11 @@ def to_chat(raw: bytes, upstream_model: str, stream: bool, stream_usage: bool) -
         out["response_format"] = {"type": "json_schema", "json_schema": schema}
     elif isinstance(format_, dict) and format_.get("type") == "json_object":
         out["response_format"] = {"type": "json_object"}
-    for name in ("temperature", "top_p"):
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "user"):
         if doc.get(name) is not None:
             out[name] = doc[name]
+    if tools and isinstance(doc.get("parallel_tool_calls"), bool):
+        out["parallel_tool_calls"] = doc["parallel_tool_calls"]
     if stream:
         out["stream"] = True
         if stream_usage:
@@ -207,32 +209,46 @@ def reasoning_item(text: str, item_id: str | None = None) -> dict:
     return {"id": item_id or new_id("rs"), "type": "reasoning", "summary": [{"type": "summary_text", "text": text}]}
 
 
-def response_resource(response_id: str, doc: dict, model: str, output: list, usage: Usage | None, status: str) -> dict:
-    """The `response` object with the fields a Responses client reads."""
+def response_resource(
+    response_id: str, created: int, doc: dict, model: str, output: list, usage: Usage | None, status: str
+) -> dict:
+    """The `response` object with every field the Open Responses `ResponseResource` requires
+    (https://www.openresponses.org, OpenAPI document 2026-04-24, read 2026-12-02); `doc` is what the
+    request set that the answer echoes (see `requested`)."""
+    reasoning = doc.get("reasoning") or {}
     return {
         "id": response_id,
         "object": "response",
-        "created_at": int(time.time()),
-        "status": status,
+        "created_at": created,
         "completed_at": int(time.time()) if status == "completed" else None,
-        "error": None,
+        "status": status,
         "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
-        "instructions": doc.get("instructions"),
-        "max_output_tokens": doc.get("max_output_tokens"),
         "model": model,
-        "output": output,
-        "parallel_tool_calls": doc.get("parallel_tool_calls", True),
         "previous_response_id": None,
-        "reasoning": doc.get("reasoning") or {"effort": None, "summary": None},
-        "store": False,
-        "temperature": doc.get("temperature", 1.0),
-        "text": doc.get("text") or {"format": {"type": "text"}},
+        "instructions": doc.get("instructions"),
+        "output": output,
+        "error": None,
+        "tools": doc.get("tools", []),
         "tool_choice": doc.get("tool_choice", "auto"),
-        "tools": doc.get("tools") or [],
-        "top_p": doc.get("top_p", 1.0),
         "truncation": "disabled",
+        "parallel_tool_calls": doc.get("parallel_tool_calls", True),
+        "text": {"format": {"type": "text"}, **doc.get("text", {})},
+        "top_p": doc.get("top_p", 1.0),
+        "presence_penalty": doc.get("presence_penalty", 0.0),
+        "frequency_penalty": doc.get("frequency_penalty", 0.0),
+        "top_logprobs": doc.get("top_logprobs", 0),
+        "temperature": doc.get("temperature", 1.0),
+        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+        "user": doc.get("user"),
         "usage": responses_usage(usage) if status != "in_progress" else None,
-        "metadata": doc.get("metadata") or {},
+        "max_output_tokens": doc.get("max_output_tokens"),
+        "max_tool_calls": doc.get("max_tool_calls"),
+        "store": False,
+        "background": False,
+        "service_tier": "default",
+        "metadata": doc.get("metadata", {}),
+        "safety_identifier": doc.get("safety_identifier"),
+        "prompt_cache_key": doc.get("prompt_cache_key"),
     }
 
 
@@ -251,7 +267,9 @@ def from_chat(document: dict, request: dict, model: str) -> bytes:
         output.append(call_item(call_id, function.get("name", ""), function.get("arguments") or "{}", freeform))
     status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
     usage = chat.read_usage(document.get("usage"))
-    return orjson.dumps(response_resource(new_id("resp"), request, model, output, usage, status))
+    created = document.get("created")
+    created = created if created.__class__ is int else int(time.time())
+    return orjson.dumps(response_resource(new_id("resp"), created, request, model, output, usage, status))
 
 
 class ChatStreamAsResponses:
@@ -266,6 +284,7 @@ class ChatStreamAsResponses:
         self.model = model
         self.freeform = freeform_names(request)
         self.response_id = new_id("resp")
+        self.created = int(time.time())
         self.usage: Usage | None = None
         self.output_events = 0
         self.sequence = 0
@@ -307,7 +326,7 @@ class ChatStreamAsResponses:
 
     def _start(self) -> bytes:
         self.started = True
-        resource = response_resource(self.response_id, self.request, self.model, [], None, "in_progress")
+        resource = response_resource(self.response_id, self.created, self.request, self.model, [], None, "in_progress")
         return self.event("response.created", {"response": resource}) + self.event(
             "response.in_progress", {"response": resource}
         )
@@ -404,13 +423,15 @@ class ChatStreamAsResponses:
     def closing(self, cost: int) -> bytes:
         out = (b"" if self.started else self._start()) + self._close_item()
         status = "incomplete" if self.finish == "length" else "completed"
-        resource = response_resource(self.response_id, self.request, self.model, self.output, self.usage, status)
+        resource = response_resource(
+            self.response_id, self.created, self.request, self.model, self.output, self.usage, status
+        )
         name = "response.incomplete" if status == "incomplete" else "response.completed"
         return out + self.event(name, {"response": resource})
 
-    @staticmethod
-    def error_event(message: str) -> bytes:
-        return responses.stream_error(message)
+    def error_event(self, message: str) -> bytes:
+        self.sequence += 1
+        return responses.stream_error(message, self.sequence - 1)
 
 
 class ResponsesViaChat:
@@ -446,13 +467,55 @@ class ResponsesViaChat:
         return chat.upstream_error_message(data)
 
 
+ECHOED = {
+    "instructions": (str,),
+    "max_output_tokens": (int,),
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "presence_penalty": (int, float),
+    "frequency_penalty": (int, float),
+    "top_logprobs": (int,),
+    "max_tool_calls": (int,),
+    "parallel_tool_calls": (bool,),
+    "tool_choice": (str, dict),
+    "reasoning": (dict,),
+    "text": (dict,),
+    "metadata": (dict,),
+    "user": (str,),
+    "safety_identifier": (str,),
+    "prompt_cache_key": (str,),
+}
+
+
 def requested(fields: responses.ResponsesFields) -> dict:
-    """The request's settings a response echoes (the fields struct holds them, not the body's input)."""
-    doc = {f: getattr(fields, f) for f in ("instructions", "max_output_tokens", "tool_choice", "temperature", "top_p")}
-    doc = {k: v for k, v in doc.items() if v is not None}
+    """The request's settings a response echoes, each only where it has the type the answer declares
+    (the fields struct holds them, not the body's input)."""
+    doc = {}
+    for name, types in ECHOED.items():
+        value = getattr(fields, name)
+        if isinstance(value, types) and not (value.__class__ is bool and bool not in types):
+            doc[name] = value
     if fields.tools:
-        doc["tools"] = [{"type": t.type, "name": t.name} for t in fields.tools]
+        doc["tools"] = [echoed_tool(t) for t in fields.tools]
     return doc
+
+
+def echoed_tool(tool: responses.Tool) -> dict:
+    """A function tool with the fields `FunctionTool` requires; others (`custom`, …) as declared."""
+    if tool.type != "function":
+        out = {"type": tool.type, "name": tool.name}
+        if tool.description is not None:
+            out["description"] = tool.description
+        if tool.format is not None:
+            out["format"] = tool.format
+        return out
+    return {
+        "type": "function",
+        "name": tool.name,
+        "description": tool.description if isinstance(tool.description, str) else None,
+        "parameters": tool.parameters if isinstance(tool.parameters, dict) else None,
+        "strict": tool.strict if isinstance(tool.strict, bool) else None,
+    }
 
 
 VIA_CHAT = ResponsesViaChat()

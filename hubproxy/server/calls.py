@@ -17,7 +17,7 @@ from hubproxy import errors
 from hubproxy.accounts.rules import model_allowed
 from hubproxy.billing.meter import CallMeter
 from hubproxy.billing.pricing import estimate_prompt_tokens
-from hubproxy.protocols import ClientEndpoint, anthropic_messages
+from hubproxy.protocols import UNREADABLE, ClientEndpoint, anthropic_messages
 from hubproxy.routing.failover import NoAnswer
 from hubproxy.routing.router import Route
 from hubproxy.secrets import provider_api_key
@@ -117,7 +117,7 @@ def upstream_request(
         return leg.upstream_request(raw, fields, route.upstream_model, route.provider.stream_usage, stream, headers)
     try:
         return leg.upstream_request(raw, fields, route.upstream_model, route.provider.stream_usage, stream, headers)
-    except (AttributeError, TypeError, KeyError, ValueError, IndexError):
+    except UNREADABLE:
         # a translator reads deeper into the body than `endpoint.read` checks; what it cannot read is
         # the caller's to fix, not a server error
         raise errors.invalid_request(
@@ -184,13 +184,25 @@ async def complete_json(
     except errors.GatewayError:
         await meter.release("upstream_broken", 502)
         raise
-    usage, document = leg.answer_usage(data)
+    try:
+        usage, document = leg.answer_usage(data)
+    except UNREADABLE:
+        usage, document = None, None
     if usage is None:
         output_estimate = len(data) // 4 if endpoint.makes_output else 0
         await meter.settle(None, output_estimate=output_estimate, status="ok", http_status=200)
     else:
         await meter.settle(usage, status="ok", http_status=200)
-    body = leg.answer_body(data, document, None if usage is None else meter.cost, fields)
+    try:
+        body = leg.answer_body(data, document, None if usage is None else meter.cost, fields)
+    except UNREADABLE:
+        # billed all the same: the provider did the work and charges for it
+        name = provider.name
+        log.warning("provider %s answered %s in a shape that cannot be translated", name, meter.reservation.id)
+        raise errors.upstream_unavailable(
+            f"Provider {name!r} answered in a shape hubproxy cannot translate to this API; its answer was billed "
+            "as the provider reported it. Retry, or ask for a model served over this API."
+        ) from None
     return web.Response(body=body, status=200, content_type="application/json")  # x-request-id: openai_errors
 
 

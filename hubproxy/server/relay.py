@@ -13,7 +13,7 @@ import logging
 from aiohttp import web
 
 from hubproxy.billing.meter import CallMeter
-from hubproxy.protocols import FINAL, StreamWatch
+from hubproxy.protocols import FINAL, UNREADABLE, StreamWatch
 from hubproxy.protocols.sse import event_data, last_event_end, split_events
 from hubproxy.server.cors import allow_origin
 from hubproxy.server.errors import REQUEST_ID
@@ -50,7 +50,10 @@ class StreamRelay:
             await self.send(complete)
             return
         for event in split_events(complete):
-            out = watch.read(event, event_data(event))
+            try:
+                out = watch.read(event, event_data(event))
+            except UNREADABLE:  # an event a translator cannot read carries nothing it can pass on
+                continue
             if out is FINAL:
                 await self.finish()
             elif out:
@@ -61,7 +64,10 @@ class StreamRelay:
         if self.meter.settled is not None:
             return
         await self.settle(status, http_status)
-        out = self.watch.closing(self.meter.cost)
+        try:
+            out = self.watch.closing(self.meter.cost)
+        except UNREADABLE:
+            out = self.watch.error_event("The provider's stream held events hubproxy cannot translate to this API.")
         if out:
             await self.send(out)
 
