@@ -60,6 +60,7 @@ def aider(hub: Gateway, model: str, message: str, workdir: Path, *files: str) ->
 def test_aider_gets_an_answer_through_hubproxy_and_the_call_is_billed(hub, tmp_path):
     done = aider(hub, "deepseek-chat", "say hello", tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "no route for" not in hub.log()  # nothing the client called is missing
     assert REPLY in " ".join(done.stdout.split())
     with hub.db() as db:
         rows = db.execute("SELECT model, status, completion_tokens FROM usage").fetchall()
@@ -72,6 +73,7 @@ def test_aider_applies_an_edit_the_model_sends_through_hubproxy(hub, tmp_path):
     (tmp_path / "note.txt").write_text("the original text\n")
     done = aider(hub, "aider-edit", "rewrite note.txt", tmp_path, "note.txt")
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "no route for" not in hub.log()  # nothing the client called is missing
     assert (tmp_path / "note.txt").read_text() == "edited through hubproxy\n", done.stdout
     sent = [r["body"] for r in hub.upstream.requests if r["path"] == "/v1/chat/completions"][-1]
     assert "the original text" in str(sent["messages"])  # Aider sent the file's content up

@@ -47,6 +47,7 @@ def claude_code(hub: Gateway, model: str, prompt: str, workdir: Path) -> dict:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "no route for" not in hub.log()  # nothing the client called is missing
     return json.loads(done.stdout)
 
 

@@ -47,6 +47,7 @@ def codex(hub: Gateway, model: str, prompt: str, tmp_path: Path) -> str:
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "no route for" not in hub.log()  # nothing the client called is missing
     return done.stdout
 
 

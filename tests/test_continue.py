@@ -48,6 +48,7 @@ def continue_cli(hub: Gateway, model: str, prompt: str, home: Path) -> subproces
 def test_continue_cli_gets_an_answer_through_hubproxy(hub, tmp_path):
     done = continue_cli(hub, "deepseek-chat", "say hello", tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "no route for" not in hub.log()  # nothing the client called is missing
     assert " ".join(done.stdout.split()) == REPLY
     with hub.db() as db:
         rows = db.execute("SELECT model, status FROM usage").fetchall()

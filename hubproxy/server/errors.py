@@ -102,4 +102,6 @@ anthropic_errors = errors_rendered_by(anthropic_messages.error_body)
 
 @openai_errors
 async def unknown_route(request: web.Request) -> web.Response:
+    """A 404 in OpenAI's shape, logged so that what a client expects and hubproxy lacks shows up."""
+    log.info("no route for %s %s", request.method, request.path[:200])
     raise GatewayError(404, "not_found", f"Unknown route {request.method} {request.path}.")
