@@ -8,8 +8,9 @@ from pathlib import Path
 
 from hubproxy import apikey
 from hubproxy.store.records import CallRecord, Reservation
-from hubproxy.store.sqlite.db import connect, transaction
-from hubproxy.store.sqlite.usage import record_calls
+from hubproxy.store.sql import transaction
+from hubproxy.store.sqlite.db import connect
+from hubproxy.store.sql.usage import record_calls
 
 BATCH = 5000
 

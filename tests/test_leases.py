@@ -8,10 +8,10 @@ import sqlite3
 import pytest
 
 from hubproxy.store.records import CallRecord, Reservation
-from hubproxy.store.sqlite import accounts
-from hubproxy.store.sqlite.db import connect, transaction
-from hubproxy.store.sqlite.leases import drop_leases, give_back, take_leases, wanted_back
-from hubproxy.store.sqlite.usage import record_calls, settle_leftover_reservations
+from hubproxy.store.sql import accounts, transaction
+from hubproxy.store.sql.leases import drop_leases, give_back, take_leases, wanted_back
+from hubproxy.store.sql.usage import record_calls, settle_leftover_reservations
+from hubproxy.store.sqlite.db import connect
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ from hubproxy.accounts.rules import KeyPolicy, Limits, ip_allowed, parse_network
 from hubproxy.ratelimit.windows import RateLimiter, refused
 from hubproxy.server.addresses import client_address
 from hubproxy.store.records import CallRecord, Reservation
-from hubproxy.store.sqlite import accounts
-from hubproxy.store.sqlite.db import connect, transaction
-from hubproxy.store.sqlite.limits import admit_calls, finish_calls, hold_budgets
-from hubproxy.store.sqlite.usage import record_calls
+from hubproxy.store.sql import accounts, transaction
+from hubproxy.store.sql.limits import admit_calls, finish_calls, hold_budgets
+from hubproxy.store.sql.usage import record_calls
+from hubproxy.store.sqlite.db import connect
 from tests.conftest import HELLO, raw_request, wait_for
 
 

@@ -8,7 +8,7 @@ import openai
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hubproxy.store.sqlite.accounts import ledger_mismatches
+from hubproxy.store.sql.accounts import ledger_mismatches
 from tests.conftest import HELLO
 
 CALL = st.tuples(

@@ -11,6 +11,7 @@ from hubproxy.cli import connect, keys, models, providers, serve, setup, usage, 
 from hubproxy.cli.context import GuardedGroup
 from hubproxy.cli.help import use_plain_metavars
 from hubproxy.config import HOME_ENV, Paths
+from hubproxy.config.paths import DATABASE_ENV
 
 use_plain_metavars()
 app = typer.Typer(
@@ -41,8 +42,16 @@ def root(
         envvar=HOME_ENV,
         help="Directory for config.toml and the database (default: per-user dirs).",
     ),
+    database: str | None = typer.Option(
+        None,
+        "--database",
+        metavar="URL",
+        envvar=DATABASE_ENV,
+        help="A postgresql:// URL to keep users, keys and money in (several instances share it); "
+        "default: [store] url in config.toml, else hubproxy.db in the home.",
+    ),
 ) -> None:
-    ctx.obj = Paths.resolve(home)
+    ctx.obj = Paths.resolve(home, database)
 
 
 app.command("init")(setup.init)

@@ -87,7 +87,7 @@ def save_config(ctx: typer.Context, config: Config) -> None:
 
 @contextmanager
 def database(ctx: typer.Context) -> Iterator[Store]:
-    store = open_store(paths(ctx).database)
+    store = open_store(paths(ctx).store)
     try:
         yield store
     finally:

@@ -38,7 +38,7 @@ def serve(
         raise CliError(f"cannot serve HTTPS with {config.server.tls_cert} and {config.server.tls_key}: {exc}") from None
     if not where.config.exists():
         config.save(where.config)
-    open_store(where.database, create=True).close()
+    open_store(where.store, create=True).close()
     make_home_private(where)
     host = host or config.server.host
     port = port or config.server.port

@@ -19,7 +19,7 @@ from hubproxy.config.catalog import (
     tier_dict,
 )
 from hubproxy.config.paths import HOME_ENV, Paths
-from hubproxy.config.settings import BillingSettings, Config, RoutingSettings, ServerSettings, Timeouts
+from hubproxy.config.settings import BillingSettings, Config, RoutingSettings, ServerSettings, StoreSettings, Timeouts
 
 __all__ = [
     "ENV_VAR_RE",
@@ -36,6 +36,7 @@ __all__ = [
     "Provider",
     "RoutingSettings",
     "ServerSettings",
+    "StoreSettings",
     "Timeouts",
     "check_base_url",
     "check_model_name",

@@ -11,6 +11,8 @@ import platformdirs
 from hubproxy.filemodes import fix_modes
 
 HOME_ENV = "HUBPROXY_HOME"
+DATABASE_ENV = "HUBPROXY_DATABASE_URL"
+REDIS_ENV = "HUBPROXY_REDIS_URL"
 
 
 @dataclass(frozen=True)
@@ -19,15 +21,32 @@ class Paths:
 
     config_dir: Path
     data_dir: Path
+    database_url: str | None = None  # --database or HUBPROXY_DATABASE_URL
 
     @classmethod
-    def resolve(cls, home: str | os.PathLike[str] | None = None) -> Paths:
+    def resolve(cls, home: str | os.PathLike[str] | None = None, database: str | None = None) -> Paths:
         """--home wins, then HUBPROXY_HOME, then platformdirs' per-user directories."""
         chosen = home or os.environ.get(HOME_ENV)
+        url = database or os.environ.get(DATABASE_ENV) or None
         if chosen:
             root = Path(chosen).expanduser().resolve()
-            return cls(root, root)
-        return cls(Path(platformdirs.user_config_dir("hubproxy")), Path(platformdirs.user_data_dir("hubproxy")))
+            return cls(root, root, url)
+        data = Path(platformdirs.user_data_dir("hubproxy"))
+        return cls(Path(platformdirs.user_config_dir("hubproxy")), data, url)
+
+    @property
+    def store(self) -> Path | str:
+        """What holds users, keys and money: --database / HUBPROXY_DATABASE_URL, else config.toml's
+        `[store] url`, else the SQLite file in the home."""
+        if self.database_url:
+            return self.database_url
+        if self.config.exists():
+            from hubproxy.config.settings import Config
+
+            url = Config.load(self.config).store.url
+            if url:
+                return url
+        return self.database
 
     @property
     def config(self) -> Path:

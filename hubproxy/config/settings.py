@@ -11,6 +11,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import tomli_w
 
@@ -75,8 +76,19 @@ class RoutingSettings:
 
 
 @dataclass
+class StoreSettings:
+    """Where several instances share their state; empty: the SQLite file in the home, limits per process.
+    No password here (config.toml is meant for git): PGPASSWORD or ~/.pgpass, or the whole URL in
+    HUBPROXY_DATABASE_URL / HUBPROXY_REDIS_URL."""
+
+    url: str = ""
+    redis: str = ""
+
+
+@dataclass
 class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     timeouts: Timeouts = field(default_factory=Timeouts)
     billing: BillingSettings = field(default_factory=BillingSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
@@ -102,6 +114,7 @@ class Config:
             timeouts=_section(Timeouts, data.get("timeouts", {}), f"{origin} [timeouts]"),
             billing=_section(BillingSettings, data.get("billing", {}), f"{origin} [billing]"),
             routing=_section(RoutingSettings, data.get("routing", {}), f"{origin} [routing]"),
+            store=_section(StoreSettings, data.get("store", {}), f"{origin} [store]"),
         )
         for name, raw in _table(data, "providers", origin).items():
             cfg.providers[name] = _provider(name, raw, origin)
@@ -163,6 +176,11 @@ class Config:
             "timeouts": vars(self.timeouts).copy(),
             "billing": vars(self.billing).copy(),
             "routing": vars(self.routing).copy(),
+            **(
+                {"store": {k: v for k, v in vars(self.store).items() if v}}
+                if self.store.url or self.store.redis
+                else {}
+            ),
             "providers": providers,
             "models": models,
             "plans": {p.name: _plan_dict(p) for p in self.plans.values()},
@@ -177,6 +195,17 @@ HEADER = (
     "# hubproxy configuration. Safe to keep in git: secrets live in the OS keyring or the environment.\n"
     "# Every setting is documented in config.example.toml. Prices are USD per 1M tokens.\n\n"
 )
+
+
+def check_store_url(url: str, where: str, schemes: tuple[str, ...], instead: str) -> None:
+    """A database or Redis URL in config.toml: the right scheme, and no password in it."""
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in schemes:
+        raise ConfigError(f"{where}: {url!r} is not a {schemes[0]}:// URL")
+    if parts.password:
+        raise ConfigError(f"{where}: keep the password out of config.toml (it is meant for git): use {instead}")
 
 
 def _table(data: dict, key: str, origin: str) -> dict:

@@ -16,7 +16,9 @@ from hubproxy.accounts.cache import AccountCache
 from hubproxy.billing.budget import IDLE_SECONDS, Budget, LeasedBudget, LocalBudget
 from hubproxy.billing.meter import PERSIST_AFTER, OpenCalls
 from hubproxy.config import Config, ConfigError, Paths
+from hubproxy.config.paths import REDIS_ENV
 from hubproxy.protocols import anthropic_messages, openai_chat, openai_responses
+from hubproxy.ratelimit import Limiter
 from hubproxy.ratelimit.shared import SharedLimiter
 from hubproxy.ratelimit.windows import LocalLimiter
 from hubproxy.routing.failover import Failover
@@ -26,9 +28,9 @@ from hubproxy.secrets import SecretError, admin_token, load_stored_secrets
 from hubproxy.server import catalog
 from hubproxy.server.calls import count_tokens, make_handler
 from hubproxy.server.cors import preflight
-from hubproxy.server.errors import anthropic_errors, openai_errors, request_prefix, unknown_route
+from hubproxy.server.errors import PROCESS_PREFIX, anthropic_errors, openai_errors, request_prefix, unknown_route
 from hubproxy.server.state import STATE, GatewayState
-from hubproxy.store import open_store
+from hubproxy.store import Store, is_postgres, open_store
 from hubproxy.store.journal import CallJournal, leftover_segments
 from hubproxy.upstream.pool import Upstreams
 
@@ -44,10 +46,15 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
     and count limited keys in the store, and the parent, not the worker, settles what a previous run
     left open."""
     app = web.Application(client_max_size=config.server.max_body_mb * 1024 * 1024)
-    holder = f"pid:{os.getpid()}" if worker else None
-    store = open_store(paths.database, shared=worker, holder=holder)
+    where = paths.store
+    if is_postgres(where):  # one instance of several: leases, a heartbeat, reaped by the others if it dies
+        holder = f"instance:{PROCESS_PREFIX}"
+        store = open_store(where, holder=holder, request_prefix=PROCESS_PREFIX)
+    else:
+        holder = f"pid:{os.getpid()}" if worker else None
+        store = open_store(where, shared=worker, holder=holder)
     cache = AccountCache()
-    budget = LeasedBudget(store, holder) if worker else LocalBudget()
+    budget = LeasedBudget(store, holder) if holder else LocalBudget()
     cache.on_users_changed = budget.users_changed
     upstreams = Upstreams(config.timeouts)
     health = HealthBoard(config.routing)
@@ -57,7 +64,7 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
         router=Router(config),
         accounts=cache,
         store=store,
-        calls=OpenCalls(store, budget, SharedLimiter(store) if worker else LocalLimiter()),
+        calls=OpenCalls(store, budget, limiter_for(config, store, worker)),
         upstreams=upstreams,
         health=health,
         failover=Failover(upstreams, health, config.routing, {}),
@@ -80,9 +87,20 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
     return app
 
 
+def limiter_for(config: Config, store: Store, worker: bool) -> Limiter:
+    """Redis where configured (limits across instances and hosts); else the store's (workers of one
+    `serve`), else this process's memory."""
+    redis_url = os.environ.get(REDIS_ENV) or config.store.redis
+    if redis_url:
+        from hubproxy.ratelimit.redis_windows import RedisLimiter  # redis-py: only where configured
+
+        return RedisLimiter(redis_url)
+    return SharedLimiter(store) if worker else LocalLimiter()
+
+
 def settle_leftovers(paths: Paths, config: Config) -> int:
     """Before serving: settle the calls a killed server left open; give this month's plan credit."""
-    store = open_store(paths.database)
+    store = open_store(paths.store)
     try:
         settled = store.settle_leftovers(leftover_segments(paths.journal))
         store.grant_monthly_credits(plan_credits(config), current_month())
@@ -96,7 +114,7 @@ def settle_leftovers(paths: Paths, config: Config) -> int:
 def settle_dead_worker(paths: Paths, pid: int) -> int:
     """A worker of `serve --workers` died (kill -9, a crash): settle the calls it had open and drop its
     leases, so the money it held serves the other workers again."""
-    store = open_store(paths.database)
+    store = open_store(paths.store)
     try:
         settled = store.settle_leftovers(
             leftover_segments(paths.journal, pid), holder=f"pid:{pid}", request_prefix=request_prefix(pid)
@@ -131,7 +149,11 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     loop = asyncio.get_running_loop()
     worker = isinstance(state.calls.budget, LeasedBudget)
-    if not worker:
+    if is_postgres(state.paths.store):
+        settled = await loop.run_in_executor(None, settle_own_journal, state)
+        if settled:
+            log.warning("settled %d call(s) a killed instance in this home left open (billed as estimated)", settled)
+    elif not worker:
         settle_leftovers(state.paths, state.config)
     state.accounts.apply(state.store.load_accounts())
     state.stored_secrets = await loop.run_in_executor(None, load_stored_secrets, state.paths, state.config.providers)
@@ -159,11 +181,21 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
                 await task
         submit_last_used(state)
         state.calls.budget.close()
+        await state.calls.limiter.close()
         state.upstreams.close()
         await state.store.stop()
         state.calls.journal.close()
         stats = state.store.stats()
         log.info("all writes flushed (%d in %d batches)", stats["writes"], stats["write_batches"])
+
+
+def settle_own_journal(state: GatewayState) -> int:
+    """One instance of several: its home's journal only (the others' open calls are theirs, and a dead
+    one's are settled by whoever reaps it); and this month's plan credit, which is idempotent."""
+    store = state.store
+    settled = store.settle_journal(leftover_segments(state.paths.journal))
+    store.grant_monthly_credits(plan_credits(state.config), current_month())
+    return settled
 
 
 def _mtime(paths: Paths) -> float:

@@ -32,7 +32,7 @@ def request_prefix(pid: int) -> str:
     return f"req_{pid:x}x"
 
 
-_PROCESS_PREFIX = request_prefix(os.getpid()) + secrets.token_hex(4)
+PROCESS_PREFIX = request_prefix(os.getpid()) + secrets.token_hex(4)
 _counter = itertools.count(1)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -40,7 +40,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def new_request_id() -> str:
     """Unique without a syscall per request: the process id, a random tag and a counter."""
-    return f"{_PROCESS_PREFIX}{next(_counter):010x}"
+    return f"{PROCESS_PREFIX}{next(_counter):010x}"
 
 
 Render = Callable[[GatewayError], bytes]

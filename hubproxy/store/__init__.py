@@ -26,6 +26,7 @@ import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from hubproxy.store.records import (
     AccountChanges,
@@ -38,6 +39,12 @@ from hubproxy.store.records import (
 
 Committed = Callable[[int | None, BaseException | None], None]
 STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error,)
+try:
+    import psycopg
+
+    STORE_ERRORS += (psycopg.Error,)
+except ImportError:  # installed without the `postgres` extra
+    pass
 """The backends' own errors that can still reach a command (a disk full mid-write): the CLI shows them
 as one line."""
 
@@ -100,6 +107,11 @@ class Store(ABC):
         """Bill what a killed server left open: its open reservations and the journal segments' calls
         that have no usage row, at their prompt estimate (`interrupted`, `estimated`); drop its leases
         and limit counters. With `holder`/`request_prefix`, only one dead worker's. Returns how many."""
+
+    @abstractmethod
+    def settle_journal(self, journal: list[Path]) -> int:
+        """Bill the journal segments' calls that have no usage row (their process was killed) and
+        delete the segments, touching nothing else: what one instance of several does at start."""
 
     @abstractmethod
     def load_accounts(self) -> AccountChanges:
@@ -209,12 +221,37 @@ class Store(ABC):
     async def total_cost_since(self, user_id: int, day: str) -> int: ...
 
 
-def open_store(database: Path, *, create: bool = False, shared: bool = False, holder: str | None = None) -> Store:
-    """The store at `database`. `shared`: other server processes use it too (`serve --workers`);
-    `holder`: this process's name as a holder of balance leases."""
+def open_store(
+    database: Path | str,
+    *,
+    create: bool = False,
+    shared: bool = False,
+    holder: str | None = None,
+    request_prefix: str | None = None,
+) -> Store:
+    """The store at `database`: a SQLite file, or a `postgresql://` URL. `shared`: other server
+    processes use it too (`serve --workers`; always so on PostgreSQL); `holder`: this process's
+    name as a holder of balance leases; on PostgreSQL with `request_prefix` (how its request ids
+    start), a server instance that beats and is reaped by the others if it dies."""
+    if is_postgres(database):
+        from hubproxy.store.postgres.store import PostgresStore
+
+        return PostgresStore(str(database), create=create, holder=holder, request_prefix=request_prefix)
     from hubproxy.store.sqlite.store import SQLiteStore
 
-    return SQLiteStore(database, create=create, shared=shared, holder=holder)
+    return SQLiteStore(Path(database), create=create, shared=shared, holder=holder)
 
 
-__all__ = ["STORE_ERRORS", "Committed", "LimitRefusal", "Store", "open_store"]
+def is_postgres(database: Path | str) -> bool:
+    return isinstance(database, str) and database.startswith(("postgresql://", "postgres://"))
+
+
+def redacted(url: str) -> str:
+    """A URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
+__all__ = ["STORE_ERRORS", "Committed", "LimitRefusal", "Store", "is_postgres", "open_store", "redacted"]

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 
 from hubproxy import apikey
 from hubproxy.store.records import EMAIL_RE, POLICY_COLUMNS, AccountError, ConflictError, KeyRow, NotFoundError, UserRow
-from hubproxy.store.sqlite.db import transaction
+from hubproxy.store.sql import lock, transaction
+
+
+def utc_now() -> str:
+    """Now as the columns' defaults write it: 2026-12-02T21:39:33.123Z."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
 
 KEY_NAME_RE = re.compile(r"^[\w .:@/-]{1,64}$")
 
@@ -26,6 +34,9 @@ KEY_FROM = "api_keys k JOIN users u ON u.id = k.user_id"
 
 
 def _next_rev(conn: sqlite3.Connection, table: str) -> int:
+    """The next change number: the change feed reads rows above the last one it saw, so no two
+    writers may hand out numbers at once (the lock holds until the change commits)."""
+    lock(conn, "rev", table)
     return conn.execute(f"SELECT coalesce(max(rev), 0) + 1 FROM {table}").fetchone()[0]
 
 
@@ -64,11 +75,12 @@ def add_user(conn: sqlite3.Connection, email: str, balance: int = 0, plan: str |
     with transaction(conn):
         if conn.execute("SELECT 1 FROM users WHERE email = ?", (email,)).fetchone():
             raise ConflictError(f"user {email} already exists")
-        cur = conn.execute(
-            "INSERT INTO users (email, plan, rev) VALUES (?, ?, ?)", (email, plan, _next_rev(conn, "users"))
-        )
+        (user_id,) = conn.execute(
+            "INSERT INTO users (email, plan, rev) VALUES (?, ?, ?) RETURNING id",
+            (email, plan, _next_rev(conn, "users")),
+        ).fetchone()
         if balance:
-            add_ledger(conn, cur.lastrowid, "grant", balance, "initial balance")
+            add_ledger(conn, user_id, "grant", balance, "initial balance")
     return get_user(conn, email)
 
 
@@ -119,6 +131,7 @@ def grant_monthly_credits(conn: sqlite3.Connection, credits: dict[str, int], mon
     """
     granted = 0
     with transaction(conn):
+        lock(conn, "plan_credit", month)
         for plan, credit in credits.items():
             if credit <= 0:
                 continue
@@ -254,9 +267,8 @@ def revoke_key(conn: sqlite3.Connection, key_id: str) -> KeyRow:
         if key.status == "revoked":
             raise ConflictError(f"key {key_id} is already revoked")
         conn.execute(
-            "UPDATE api_keys SET status = 'revoked', rev = ?, "
-            "revoked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
-            (_next_rev(conn, "api_keys"), key_id),
+            "UPDATE api_keys SET status = 'revoked', rev = ?, revoked_at = ? WHERE id = ?",
+            (_next_rev(conn, "api_keys"), utc_now(), key_id),
         )
     return get_key(conn, key_id)
 
@@ -290,6 +302,6 @@ def touch_keys(conn: sqlite3.Connection, last_used: dict[str, str]) -> None:
 def ledger_mismatches(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
     """Users whose balance differs from the sum of their ledger (should always be empty)."""
     return conn.execute(
-        "SELECT u.email, u.balance, coalesce(sum(l.amount), 0) AS total FROM users u "
-        "LEFT JOIN ledger l ON l.user_id = u.id GROUP BY u.id HAVING u.balance != total"
+        "SELECT u.email, u.balance, coalesce(sum(l.amount), 0) FROM users u "
+        "LEFT JOIN ledger l ON l.user_id = u.id GROUP BY u.id HAVING u.balance != coalesce(sum(l.amount), 0)"
     ).fetchall()

@@ -1,4 +1,4 @@
-"""Balance leases in SQLite: what each worker process may spend of a user's balance without asking.
+"""Balance leases: what each worker process may spend of a user's balance without asking.
 
 With `serve --workers N` no process sees the others' reservations in memory. Instead of writing
 every reservation to the database (a cross-process write lock per call), a worker takes a slice of
@@ -16,6 +16,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
+from hubproxy.store.sql import lock
+
 LeaseAsk = tuple[str, int, int, int]  # holder, user_id, need, want
 
 
@@ -23,6 +25,7 @@ def take_leases(conn: sqlite3.Connection, asks: list[LeaseAsk]) -> list[int]:
     """Grant each ask between `need` and `want` from the user's unpromised money, leaving some for
     other workers; 0 if not even `need` is free, and then the other holders are asked to give back."""
     granted = []
+    lock(conn, "user", *sorted({user_id for _, user_id, _, _ in asks}))
     for holder, user_id, need, want in asks:
         row = conn.execute(
             "SELECT balance - (SELECT coalesce(sum(amount), 0) FROM leases WHERE user_id = ?) FROM users WHERE id = ?",
@@ -38,7 +41,7 @@ def take_leases(conn: sqlite3.Connection, asks: list[LeaseAsk]) -> list[int]:
         grant = min(want, max(need, free // 2))
         conn.execute(
             "INSERT INTO leases (user_id, holder, amount) VALUES (?, ?, ?) "
-            "ON CONFLICT DO UPDATE SET amount = amount + excluded.amount",
+            "ON CONFLICT (user_id, holder) DO UPDATE SET amount = leases.amount + excluded.amount",
             (user_id, holder, grant),
         )
         granted.append(grant)

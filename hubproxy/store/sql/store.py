@@ -1,6 +1,7 @@
-"""The `Store` on one SQLite file: commands on their own connection, the server's writes through the
-one writer thread (batched, one transaction per batch), its reads on a small pool of read
-connections, and the change feed from `PRAGMA data_version` and the rows' `rev` columns."""
+"""The `Store` on a SQL database, whichever backend: commands on their own connection, the server's
+writes through one writer thread (batched, one transaction per batch), its reads on a small pool of
+read connections, and the change feed from the rows' `rev` columns. A backend gives `connect()`
+and its `Writer` (`sqlite/store.py`, `postgres/store.py`)."""
 
 from __future__ import annotations
 
@@ -16,20 +17,19 @@ from hubproxy.accounts.rules import period_start
 from hubproxy.store import Committed, Store
 from hubproxy.store.journal import journaled_calls
 from hubproxy.store.records import AccountChanges, CachedKey, CallRecord, KeyRow, Reservation, UserRow
-from hubproxy.store.sqlite import accounts, leases, limits, usage
-from hubproxy.store.sqlite.db import Writer, connect
+from hubproxy.store.sql import accounts, leases, limits, usage
+from hubproxy.store.sqlite.db import Writer
 
 CALLS, LEASE, ADMIT, DONE, HOLD = "calls", "lease", "limit_admit", "limit_done", "budget_hold"
 READERS = 2
 
 
-class SQLiteStore(Store):
-    def __init__(self, path: Path, *, create: bool = False, shared: bool = False, holder: str | None = None) -> None:
-        """`shared`: other server processes write here too; `holder`: this process's lease holder name,
-        whose leases its charges use up."""
-        self.path = path
-        self._conn = connect(path, create=True) if create else None
-        self.writer = Writer(path, shared=shared)
+class SQLStore(Store):
+    def __init__(self, writer: Writer, conn: Any = None, holder: str | None = None) -> None:
+        """`conn`: the commands' connection if already open; `holder`: this process's lease holder
+        name, whose leases its charges use up."""
+        self._conn = conn
+        self.writer = writer
         self._user_rev = -1
         self._key_rev = -1
         self._reads: ThreadPoolExecutor | None = None
@@ -44,10 +44,14 @@ class SQLiteStore(Store):
         self.writer.bulk(DONE, limits.finish_calls)
         self.writer.bulk(HOLD, limits.hold_budgets)
 
+    def connect(self) -> Any:
+        """A new connection to this database (the backend's)."""
+        raise NotImplementedError
+
     @property
     def conn(self):
         if self._conn is None:
-            self._conn = connect(self.path)
+            self._conn = self.connect()
         return self._conn
 
     def close(self) -> None:
@@ -107,6 +111,12 @@ class SQLiteStore(Store):
             segment.unlink(missing_ok=True)
         return settled
 
+    def settle_journal(self, journal: list[Path]) -> int:
+        settled = usage.settle_journaled(self.conn, journaled_calls(journal))
+        for segment in journal:
+            segment.unlink(missing_ok=True)
+        return settled
+
     def load_accounts(self) -> AccountChanges:
         return self._changes(self.conn)
 
@@ -153,7 +163,7 @@ class SQLiteStore(Store):
     def _on_reader(self, fn: Callable[..., Any], args: tuple) -> Any:
         conn = getattr(self._readers, "conn", None)
         if conn is None:
-            conn = self._readers.conn = connect(self.path)
+            conn = self._readers.conn = self.connect()
             self._read_conns.append(conn)
         return fn(conn, *args)
 

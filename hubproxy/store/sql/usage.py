@@ -6,13 +6,23 @@ import sqlite3
 import time
 
 from hubproxy.store.records import CallRecord, Reservation
-from hubproxy.store.sqlite.accounts import charge_many
-from hubproxy.store.sqlite.db import transaction
-from hubproxy.store.sqlite.leases import charge_leases, drop_leases
-from hubproxy.store.sqlite.limits import clear_limit_calls, release_budgets
+from hubproxy.store.sql import transaction
+from hubproxy.store.sql.accounts import charge_many
+from hubproxy.store.sql.leases import charge_leases, drop_leases
+from hubproxy.store.sql.limits import clear_limit_calls, release_budgets
 
 RESERVATION_COLUMNS = (
     "id, user_id, key_id, model, provider, upstream_model, endpoint, stream, amount, prompt_tokens, prompt_cost"
+)
+DAILY_SUMS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+    "estimated",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
 )
 REPORT_GROUPS = {
     "model": "model",
@@ -26,7 +36,7 @@ REPORT_GROUPS = {
 def open_reservations(conn: sqlite3.Connection, reservations: list[Reservation]) -> None:
     """Persist in-flight calls so that a killed server's open calls are settled on restart."""
     conn.executemany(
-        f"INSERT OR IGNORE INTO reservations ({RESERVATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        f"INSERT INTO reservations ({RESERVATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
         [r.row() for r in reservations],
     )
 
@@ -37,6 +47,8 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
 
     Returns each record's user's balance after the batch.
     """
+    everything = records
+    records = still_open(conn, records)
     now = time.time()
     created_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
     conn.executemany(
@@ -83,7 +95,25 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
     held = [rec.reservation.id for rec in records if rec.budget_held]
     if held:
         release_budgets(conn, held)
-    return [balances[rec.reservation.user_id] for rec in records]
+    if len(records) < len(everything):
+        for rec in everything:
+            uid = rec.reservation.user_id
+            if uid not in balances:
+                balances[uid] = conn.execute("SELECT balance FROM users WHERE id = ?", (uid,)).fetchone()[0]
+    return [balances[rec.reservation.user_id] for rec in everything]
+
+
+def still_open(conn: sqlite3.Connection, records: list[CallRecord]) -> list[CallRecord]:
+    """The records to write: all but those whose reservation row another process already settled
+    (an instance that took this one for dead, PostgreSQL's reaper): a call is billed once."""
+    persisted = [rec.reservation.id for rec in records if rec.persisted]
+    if not persisted:
+        return records
+    marks = ",".join("?" * len(persisted))
+    present = {row[0] for row in conn.execute(f"SELECT id FROM reservations WHERE id IN ({marks})", persisted)}
+    if len(present) == len(persisted):
+        return records
+    return [rec for rec in records if not rec.persisted or rec.reservation.id in present]
 
 
 def add_daily_totals(conn: sqlite3.Connection, day: str, records: list[CallRecord]) -> None:
@@ -102,12 +132,8 @@ def add_daily_totals(conn: sqlite3.Connection, day: str, records: list[CallRecor
     conn.executemany(
         "INSERT INTO usage_daily (day, user_id, key_id, model, provider, requests, prompt_tokens, completion_tokens, "
         "cost, estimated, cached_tokens, cache_write_tokens, reasoning_tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
-        "ON CONFLICT DO UPDATE SET "
-        "requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
-        "completion_tokens = completion_tokens + excluded.completion_tokens, cost = cost + excluded.cost, "
-        "estimated = estimated + excluded.estimated, cached_tokens = cached_tokens + excluded.cached_tokens, "
-        "cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, "
-        "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens",
+        "ON CONFLICT (day, user_id, key_id, model, provider) DO UPDATE SET "
+        + ", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in DAILY_SUMS),
         [(*k, *v) for k, v in totals.items()],
     )
 

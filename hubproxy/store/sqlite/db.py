@@ -17,12 +17,13 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hubproxy.filemodes import create_private
 from hubproxy.store.records import DatabaseError
+from hubproxy.store.sql import transaction
 
 try:
     import fcntl
@@ -66,34 +67,9 @@ def _explain(path: Path, exc: sqlite3.DatabaseError) -> str:
     return f"database {path}: {text}"
 
 
-@contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE … COMMIT: take the write lock up front so a busy database waits, not fails late.
-
-    Inside a transaction already (a function run by the writer thread), it is a savepoint instead,
-    so the same account functions serve the CLI and the server.
-    """
-    if conn.in_transaction:
-        conn.execute("SAVEPOINT nested")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK TO nested")
-            conn.execute("RELEASE nested")
-            raise
-        conn.execute("RELEASE nested")
-        return
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        raise DatabaseError(_explain(Path(conn_path(conn)), exc)) from None
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    else:
-        conn.execute("COMMIT")
+def explain_busy(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> DatabaseError:
+    """A BEGIN that failed (locked too long, corrupt), as one line naming the file."""
+    return DatabaseError(_explain(Path(conn_path(conn)), exc))
 
 
 def conn_path(conn: sqlite3.Connection) -> str:
@@ -125,6 +101,8 @@ class Writer:
         self.conn: sqlite3.Connection | None = None
         self.batches = 0
         self.writes = 0
+        self.watch_interval = WATCH_INTERVAL
+        self._version: object = None
         self._unchecked = 0
         self._checked_at = time.monotonic()
 
@@ -134,10 +112,23 @@ class Writer:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self.conn = connect(self.path)
-        self.conn.execute("PRAGMA wal_autocheckpoint = 0")  # see `_checkpoint`
+        self.conn = self._open()
         self._thread = threading.Thread(target=self._run, name="hubproxy-writer", daemon=True)
         self._thread.start()
+
+    def _open(self) -> sqlite3.Connection:
+        conn = connect(self.path)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # see `_checkpoint`
+        return conn
+
+    def _changed(self, conn: sqlite3.Connection) -> bool:
+        """Whether another connection committed since the last look (SQLite counts commits for us)."""
+        current = conn.execute("PRAGMA data_version").fetchone()[0]
+        changed, self._version = current != self._version, current
+        return changed
+
+    def _tick(self, conn: sqlite3.Connection) -> None:
+        """Between batches, at least every `watch_interval`: a backend's housekeeping (none here)."""
 
     def bulk(self, kind: str, handler: BulkFn) -> None:
         """Register `handler(conn, items) -> results` for items submitted with `submit_item(kind, …)`.
@@ -194,13 +185,13 @@ class Writer:
     def _run(self) -> None:
         conn = self.conn
         assert conn is not None
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        self._changed(conn)
         self._notify(conn)  # what changed between the caller's initial load and `version`
         last_watch = time.monotonic()
         stopping = False
         while not stopping:
             try:
-                first = self._queue.get(timeout=WATCH_INTERVAL)
+                first = self._queue.get(timeout=self.watch_interval)
             except queue.Empty:
                 first = None
             batch = []
@@ -225,12 +216,11 @@ class Writer:
             elif first is None and self._unchecked:
                 self._checkpoint(conn)  # nothing to write for WATCH_INTERVAL: nobody waits on us
             now = time.monotonic()
-            if now - last_watch >= WATCH_INTERVAL or first is None:
+            if now - last_watch >= self.watch_interval or first is None:
                 last_watch = now
-                current = conn.execute("PRAGMA data_version").fetchone()[0]
-                if current != version:
-                    version = current
+                if self._changed(conn):
                     self._notify(conn)
+                self._tick(conn)
 
     def _commit(self, conn: sqlite3.Connection, batch: list) -> None:
         for attempt in range(1, WRITE_ATTEMPTS + 1):

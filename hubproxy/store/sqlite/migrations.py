@@ -270,3 +270,11 @@ def m016_usage_daily_token_classes(conn: sqlite3.Connection) -> None:
     backfilled: rows before this version count as 0 there, the raw rows keep what they had)."""
     for column in ("cached_tokens", "cache_write_tokens", "reasoning_tokens"):
         conn.execute(f"ALTER TABLE usage_daily ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+
+
+@migration
+def m017_instances(conn: sqlite3.Connection) -> None:
+    """Server instances sharing a PostgreSQL database, each with a heartbeat: what one that stops beating
+    held is settled by another (store/postgres/instances.py). Unused on SQLite, where the parent of
+    `serve --workers` watches its workers itself."""
+    conn.execute("CREATE TABLE instances (holder TEXT PRIMARY KEY, request_prefix TEXT NOT NULL, seen REAL NOT NULL)")

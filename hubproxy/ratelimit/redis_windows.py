@@ -1,0 +1,143 @@
+"""Rate limits across instances on several hosts: the same rpm / tpm / max_parallel sliding windows as
+one process (`windows.py`), kept in Redis and decided by one Lua script per admission, so that the
+check and the count are atomic whichever instance asks. The script reads Redis's clock, not the
+instance's, so hosts' clocks do not matter.
+
+Per limited key: a sorted set of its calls' start times (rpm), one of the calls still counting
+tokens with a hash of their tokens (tpm), and one of the calls in flight (max_parallel; a call whose
+instance died is forgotten after `STALE` seconds). Everything expires on its own when a key goes
+quiet. Two round trips per call of a limited key (admit, finish), none for other keys.
+
+If Redis cannot be reached, calls are admitted (and the log says so once a minute): a limit protects
+a provider's quota; the money is protected by the balance and the spend caps in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from hubproxy.accounts.rules import Limits
+from hubproxy.ratelimit import Limiter
+from hubproxy.ratelimit.windows import WINDOW, check_call_size, refused
+
+log = logging.getLogger("hubproxy.server")
+
+STALE = 3600.0
+COMPLAIN_EVERY = 60.0
+
+ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local id, rpm, tpm, maxp = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local tokens, window, stale = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local cutoff = now - window
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)
+if #old > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
+  redis.call('HDEL', KEYS[3], unpack(old))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - stale)
+if maxp > 0 and redis.call('ZCARD', KEYS[4]) >= maxp then
+  return {'parallel', '1.0'}
+end
+if rpm > 0 then
+  local n = redis.call('ZCARD', KEYS[1])
+  if n >= rpm then
+    local oldest = redis.call('ZRANGE', KEYS[1], n - rpm, n - rpm, 'WITHSCORES')
+    return {'rpm', tostring(tonumber(oldest[2]) + window - now)}
+  end
+end
+if tpm > 0 then
+  local sum = 0
+  for _, v in ipairs(redis.call('HVALS', KEYS[3])) do sum = sum + tonumber(v) end
+  local excess = sum + tokens - tpm
+  if excess > 0 then
+    local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+    for i = 1, #entries, 2 do
+      excess = excess - tonumber(redis.call('HGET', KEYS[3], entries[i]) or '0')
+      if excess <= 0 then
+        return {'tpm', tostring(tonumber(entries[i + 1]) + window - now)}
+      end
+    end
+    return {'tpm', tostring(window)}
+  end
+end
+redis.call('ZADD', KEYS[1], now, id)
+redis.call('ZADD', KEYS[2], now, id)
+redis.call('HSET', KEYS[3], id, tokens)
+redis.call('ZADD', KEYS[4], now, id)
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], math.ceil(window) + 1) end
+redis.call('EXPIRE', KEYS[4], math.ceil(stale))
+return false
+"""
+
+FINISH = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+end
+return 1
+"""
+
+
+def keys_of(key_id: str) -> list[str]:
+    """The key's four structures; the hash tag keeps them in one Redis Cluster slot."""
+    tag = f"hubproxy:limits:{{{key_id}}}"
+    return [f"{tag}:requests", f"{tag}:token_calls", f"{tag}:tokens", f"{tag}:running"]
+
+
+class RedisLimiter(Limiter):
+    def __init__(self, url: str) -> None:
+        self.client = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        self._admit = self.client.register_script(ADMIT)
+        self._finish = self.client.register_script(FINISH)
+        self._pending: set[asyncio.Task] = set()
+        self._complained = 0.0
+        self.calls = 0  # round trips made, for the benchmark's "Redis calls per call"
+
+    async def admit(self, key_id: str, limits: Limits, tokens: int, request_id: str) -> str | None:
+        check_call_size(limits, tokens)
+        args = [request_id, limits.rpm or 0, limits.tpm or 0, limits.max_parallel or 0, tokens, WINDOW, STALE]
+        self.calls += 1
+        try:
+            refusal = await self._admit(keys=keys_of(key_id), args=args)
+        except (RedisError, OSError) as exc:
+            self._complain(exc)
+            return None
+        if refusal:
+            limit, wait = (part.decode() if isinstance(part, bytes) else part for part in refusal)
+            raise refused(limits, limit, max(float(wait), 0.001))
+        return request_id
+
+    def finish(self, key_id: str, ticket: object, used_tokens: int | None) -> None:
+        """Queued, not awaited."""
+        if ticket is None:
+            return
+        keys = keys_of(key_id)
+        args = [str(ticket), "" if used_tokens is None else used_tokens]
+        self.calls += 1
+        task = asyncio.ensure_future(self._finish(keys=[keys[3], keys[2]], args=args))
+        self._pending.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._complain(task.exception())
+
+    def _complain(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._complained >= COMPLAIN_EVERY:
+            self._complained = now
+            log.error("Redis unreachable, rate limits not applied across instances until it is back: %s", exc)
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        await self.client.aclose()
