@@ -117,11 +117,95 @@ def run_cli(
     )
 
 
+POSTGRES_URL = os.environ.get("HUBPROXY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("HUBPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def unreachable(what: str, exc: BaseException) -> None:
+    """Skip with the reason where no server answers, unless under CI, where that is a failure."""
+    message = f"{what} unreachable ({exc}); set HUBPROXY_TEST_POSTGRES_URL / HUBPROXY_TEST_REDIS_URL"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def database_url(name: str) -> str:
+    return urllib.parse.urlsplit(POSTGRES_URL)._replace(path=f"/{name}").geturl()
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """This run's own PostgreSQL template database, migrated once (the server outlives a run, so every
+    name carries the run's pid and a random tag; everything is dropped at the end)."""
+    import psycopg
+
+    from hubproxy.store import open_store
+
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        unreachable("PostgreSQL", exc)
+    run = f"hubproxy_test_{os.getpid()}_{os.urandom(3).hex()}"
+    admin.execute(f"CREATE DATABASE {run}_template")
+    open_store(database_url(f"{run}_template"), create=True).close()
+    admin.info  # noqa: B018 - keeps the connection in use across the session
+    yield run
+    for (name,) in admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{run}%",)).fetchall():
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    admin.close()
+
+
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def postgres_url(postgres_template: str) -> str:
+    """A fresh database for one test, copied from the run's template."""
+    import psycopg
+
+    name = f"{postgres_template}_{os.urandom(4).hex()}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name} TEMPLATE {postgres_template}_template")
+    return database_url(name)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except (redis.RedisError, OSError) as exc:
+        unreachable("Redis", exc)
+    return REDIS_URL
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """"sqlite" unless a test module parametrizes it (`BACKENDS`), which runs its tests on both."""
+    return getattr(request, "param", "sqlite")
+
+
+BACKENDS = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, request: pytest.FixtureRequest) -> Path:
     monkeypatch.setenv("HUBPROXY_HOME", str(tmp_path))
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    if backend == "postgres":
+        monkeypatch.setenv("HUBPROXY_DATABASE_URL", request.getfixturevalue("postgres_url"))
+    else:
+        monkeypatch.delenv("HUBPROXY_DATABASE_URL", raising=False)
     return tmp_path
+
+
+def open_database(home: Path):
+    """The gateway's database as a test reads it: SQLite's file, or PostgreSQL through the adapter that
+    takes the same SQL (`?` placeholders)."""
+    url = os.environ.get("HUBPROXY_DATABASE_URL")
+    if url:
+        from hubproxy.store.postgres.db import connect
+
+        return connect(url)
+    return sqlite3.connect(home / "hubproxy.db")
 
 
 @pytest.fixture
@@ -193,7 +277,7 @@ class Gateway:
         return openai.AsyncOpenAI(base_url=self.base_url, api_key=key or self.key, max_retries=0, **kwargs)
 
     def db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.home / "hubproxy.db")
+        return open_database(self.home)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

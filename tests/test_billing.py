@@ -12,7 +12,9 @@ import openai
 import pytest
 
 from hubproxy.money import format_usd
-from tests.conftest import HELLO, run_cli, wait_for
+from tests.conftest import BACKENDS, HELLO, run_cli, wait_for
+
+pytestmark = BACKENDS  # every money invariant here holds on SQLite and on PostgreSQL alike
 
 FIVE_USD = 5 * 10**12
 

@@ -15,7 +15,7 @@ import orjson
 import pytest
 import tomli_w
 
-from tests.conftest import HELLO, wait_for
+from tests.conftest import BACKENDS, HELLO, wait_for
 
 
 def count(gateway, sql: str) -> int:
@@ -23,6 +23,7 @@ def count(gateway, sql: str) -> int:
         return db.execute(sql).fetchone()[0]
 
 
+@BACKENDS
 def test_kill_9_during_load_then_restart_settles_leftover_reservations(gateway):
     gateway.upstream.stream_delay = 0.5
 
@@ -53,6 +54,7 @@ def test_kill_9_during_load_then_restart_settles_leftover_reservations(gateway):
     assert "settled 8 call(s)" in gateway.log()
 
 
+@BACKENDS
 def test_kill_9_moments_after_calls_went_upstream_loses_none_of_them(gateway):
     """Calls open for less than the reservation sweep's 100 ms are on no table yet: the journal
     line each wrote before going upstream is what bills them after the restart."""

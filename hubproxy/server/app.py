@@ -28,10 +28,17 @@ from hubproxy.secrets import SecretError, admin_token, load_stored_secrets
 from hubproxy.server import catalog
 from hubproxy.server.calls import count_tokens, make_handler
 from hubproxy.server.cors import preflight
-from hubproxy.server.errors import PROCESS_PREFIX, anthropic_errors, openai_errors, request_prefix, unknown_route
+from hubproxy.server.errors import (
+    PROCESS_PREFIX,
+    REQUEST_COUNTER_DIGITS,
+    anthropic_errors,
+    openai_errors,
+    request_prefix,
+    unknown_route,
+)
 from hubproxy.server.state import STATE, GatewayState
 from hubproxy.store import Store, is_postgres, open_store
-from hubproxy.store.journal import CallJournal, leftover_segments
+from hubproxy.store.journal import CallJournal, journaled_calls, leftover_segments
 from hubproxy.upstream.pool import Upstreams
 
 log = logging.getLogger("hubproxy.server")
@@ -192,8 +199,13 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
 def settle_own_journal(state: GatewayState) -> int:
     """One instance of several: its home's journal only (the others' open calls are theirs, and a dead
     one's are settled by whoever reaps it); and this month's plan credit, which is idempotent."""
-    store = state.store
-    settled = store.settle_journal(leftover_segments(state.paths.journal))
+    store, segments = state.store, leftover_segments(state.paths.journal)
+    settled = 0
+    for prefix in {request_id[:-REQUEST_COUNTER_DIGITS] for request_id in journaled_calls(segments)}:
+        # the instance that wrote them is dead (its segments' locks are free): settle what it held now,
+        # rather than when the others' reaper notices its heartbeat stopped
+        settled += store.settle_leftovers([], holder=f"instance:{prefix}", request_prefix=prefix)
+    settled += store.settle_journal(segments)
     store.grant_monthly_credits(plan_credits(state.config), current_month())
     return settled
 

@@ -33,6 +33,7 @@ def request_prefix(pid: int) -> str:
 
 
 PROCESS_PREFIX = request_prefix(os.getpid()) + secrets.token_hex(4)
+REQUEST_COUNTER_DIGITS = 10
 _counter = itertools.count(1)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -40,7 +41,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def new_request_id() -> str:
     """Unique without a syscall per request: the process id, a random tag and a counter."""
-    return f"{PROCESS_PREFIX}{next(_counter):010x}"
+    return f"{PROCESS_PREFIX}{next(_counter):010x}"  # REQUEST_COUNTER_DIGITS
 
 
 Render = Callable[[GatewayError], bytes]

@@ -78,6 +78,12 @@ class PgConnection:
     def close(self) -> None:
         self.raw.close()
 
+    def __enter__(self) -> PgConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def connect(url: str, *, create: bool = False) -> PgConnection:
     """Connect and bring the schema up to date (`create` is implied: the database must exist, its
