@@ -179,7 +179,7 @@ def redis_url() -> str:
 
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    """"sqlite" unless a test module parametrizes it (`BACKENDS`), which runs its tests on both."""
+    """ "sqlite" unless a test module parametrizes it (`BACKENDS`), which runs its tests on both."""
     return getattr(request, "param", "sqlite")
 
 

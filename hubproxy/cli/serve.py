@@ -7,8 +7,9 @@ import ssl
 import typer
 
 from hubproxy.cli.context import CliError, console, load_config, make_home_private, paths
+from hubproxy.config.paths import REDIS_ENV
 from hubproxy.server.run import check_port, event_loop_policy, listen, run, tls_context
-from hubproxy.store import open_store
+from hubproxy.store import is_postgres, open_store, redacted
 
 
 def serve(
@@ -24,6 +25,13 @@ def serve(
         None, "--tls-cert", metavar="FILE", help="Serve HTTPS with this PEM certificate (chain); needs --tls-key."
     ),
     tls_key: str = typer.Option(None, "--tls-key", metavar="FILE", help="The certificate's PEM private key."),
+    redis: str = typer.Option(
+        None,
+        "--redis",
+        metavar="URL",
+        envvar=REDIS_ENV,
+        help="redis:// URL: rate limits shared by every instance (default: [store] redis in config.toml).",
+    ),
 ) -> None:
     """Run the gateway until Ctrl-C / SIGTERM (in-flight calls drain, every write is flushed)."""
     where = paths(ctx)
@@ -32,6 +40,8 @@ def serve(
         raise CliError("--tls-cert and --tls-key go together: give both or neither")
     if tls_cert is not None:
         config.server.tls_cert, config.server.tls_key = tls_cert, tls_key
+    if redis:
+        config.store.redis = redis
     try:
         tls = tls_context(config)
     except (OSError, ssl.SSLError) as exc:
@@ -64,6 +74,10 @@ def serve(
         )
     plural = f", {workers} workers" if workers > 1 else ""
     console.print(f"[bold]hubproxy[/bold] on {base}  ({loop_name}{plural}, config {where.config})")
+    store = where.store
+    if is_postgres(store):
+        limits = "rate limits shared through Redis" if config.store.redis else "rate limits per instance (no --redis)"
+        console.print(f"store: {redacted(store)}, shared with other instances; {limits}", soft_wrap=True)
     if config.models:
         console.print("models: " + ", ".join(sorted(config.models)))
     else:

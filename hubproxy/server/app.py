@@ -97,7 +97,7 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
 def limiter_for(config: Config, store: Store, worker: bool) -> Limiter:
     """Redis where configured (limits across instances and hosts); else the store's (workers of one
     `serve`), else this process's memory."""
-    redis_url = os.environ.get(REDIS_ENV) or config.store.redis
+    redis_url = config.store.redis or os.environ.get(REDIS_ENV)
     if redis_url:
         from hubproxy.ratelimit.redis_windows import RedisLimiter  # redis-py: only where configured
 
