@@ -5,7 +5,9 @@ copy of the same config.toml. Calls are spread over the instances round-robin.
 What is pinned: no overspend by 50 parallel calls against a balance that covers a few, with the
 ledger equal to the balance after; a revoke and a top-up made through the CLI seen by every
 instance within a second; rpm held across instances through Redis; a killed instance's open calls
-billed once by a survivor (its heartbeat stops, it is reaped).
+billed once by a survivor (its heartbeat stops, it is reaped); and, with the database cut off,
+calls in flight finish, new ones get a 503 at once, and the kept charges are written, once, when it
+comes back.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import shutil
 import signal
 import threading
 import time
+import urllib.parse
 
 import openai
 import pytest
 
 from hubproxy.store.postgres.instances import BEAT, DEAD_AFTER
 from tests.conftest import HELLO, Gateway, configure, free_port, wait_for
+from tests.fake_upstream import REPLY
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 INSTANCES = 3
@@ -165,3 +170,66 @@ def test_a_killed_instance_is_reaped_and_its_open_calls_billed_once_by_a_survivo
     assert count("SELECT count(*) FROM instances") == INSTANCES - 1
     assert "stopped beating: settled 6 call(s)" in survivor.log() + instances[2].log()
     survivor.client().chat.completions.create(model="deepseek-chat", messages=HELLO)  # the rest still serve
+
+
+def test_while_the_database_is_away_calls_in_flight_finish_new_ones_get_503_and_nothing_is_lost(
+    home, cli, upstream, postgres_url, monkeypatch
+):
+    """The instance reaches PostgreSQL through a TCP proxy the test cuts and restores."""
+    target = urllib.parse.urlsplit(postgres_url)
+    proxy = TcpProxy(target.hostname, target.port or 5432).start()
+    configure(cli, upstream)
+    key = new_user(cli, "dev@example.com", "5")
+    monkeypatch.setenv(
+        "HUBPROXY_DATABASE_URL", target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}").geturl()
+    )
+    gateway = Gateway(home, cli, upstream, free_port())
+    gateway.key = key
+    gateway.start()
+    monkeypatch.setenv("HUBPROXY_DATABASE_URL", postgres_url)  # the test's own reads go straight to the server
+    try:
+        wait_for(lambda: gateway.key_works(key))
+        upstream.stream_delay = 0.3
+        answers: list[str] = []
+
+        def stream() -> None:
+            chunks = gateway.client().chat.completions.create(model="deepseek-chat", messages=HELLO, stream=True)
+            answers.append("".join(c.choices[0].delta.content or "" for c in chunks if c.choices))
+
+        threads = [threading.Thread(target=stream, daemon=True) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: upstream.open_streams == 3)
+        proxy.cut()
+        for thread in threads:
+            thread.join(30)
+        assert len(answers) == 3 and all(a.split() == REPLY.split() for a in answers)  # in flight: finished
+
+        def refused_with_503() -> bool:
+            try:
+                gateway.client().chat.completions.create(model="deepseek-chat", messages=HELLO)
+            except openai.APIStatusError as exc:
+                return exc.status_code == 503
+            return False
+
+        started = time.monotonic()
+        wait_for(refused_with_503, timeout=10)
+        assert time.monotonic() - started < 10  # a clear answer, not a hang
+        proxy.restore()
+
+        def usage_rows() -> int:
+            with gateway.db() as db:
+                return db.execute("SELECT count(*) FROM usage WHERE user_id = 1").fetchone()[0]
+
+        wait_for(lambda: usage_rows() == 3, timeout=20)  # the kept settlements, written once it is back
+        wait_for(lambda: not refused_with_503(), timeout=10)
+        with gateway.db() as db:
+            rows, distinct = db.execute("SELECT count(*), count(DISTINCT request_id) FROM usage").fetchone()
+        assert rows == distinct == 4
+        balance, ledger = money(gateway, "dev@example.com")
+        assert balance == ledger
+        assert "Traceback" not in gateway.log()
+    finally:
+        if gateway.proc and gateway.proc.poll() is None:
+            gateway.stop()
+        proxy.cut()

@@ -8,15 +8,17 @@ Two implementations of one `Budget`:
 
 - `LocalBudget`: one process holds against the balances it has in memory; parallel calls cannot
   spend the same money because each hold is taken before the call goes upstream.
-- `LeasedBudget`: for `serve --workers N`, where no process sees the others' holds. Each worker
-  takes a lease, a slice of the user's balance recorded in the store (which keeps the rule that no
-  two workers are promised the same money), and holds calls against it in memory exactly as one
-  process does against the balance. Only when its lease runs short does a worker ask for more, enough
-  for LEASE_CALLS calls like the one that ran short: one write per many calls instead of one per
-  call. Unused leases go back when the user is idle for IDLE_SECONDS, when someone else changed the
-  user's balance, when another worker was refused for want of them, and when the worker stops; a
-  worker refused waits RECALL_WAIT for the others to give back before it answers 402. Key spend
-  caps are held in the store, where every worker sees them.
+- `LeasedBudget`: for `serve --workers N` and for instances sharing PostgreSQL, where no process
+  sees the others' holds. Each worker takes a lease, a slice of the user's balance recorded in the
+  store (which keeps the rule that no two workers are promised the same money), and holds calls
+  against it in memory exactly as one process does against the balance. Only when its lease runs
+  short does a worker ask for more, enough for LEASE_CALLS calls like the one that ran short (or for
+  every call waiting): one write per many calls instead of one per call, and one ask per user at a
+  time, so that a burst of calls does not ask for the whole balance many times over and get refused
+  by its own earlier asks. Unused leases go back when the user is idle for IDLE_SECONDS, when
+  someone else changed the user's balance, when another worker was refused for want of them, and
+  when the worker stops; a worker refused waits RECALL_WAIT for the others to give back before it
+  answers 402. Key spend caps are held in the store, where every worker sees them.
 """
 
 from __future__ import annotations
@@ -124,6 +126,8 @@ class LeasedBudget(Budget):
         self.holder = holder or f"pid:{os.getpid()}"
         self.held: dict[int, UserState] = {}
         self.used: dict[int, float] = {}
+        self.asking: dict[int, asyncio.Future] = {}  # the ask in flight for a user
+        self.waiting: dict[int, int] = {}  # calls waiting for it
         store.watch_lease_recalls(self.holder, self.give_back_all)
 
     async def hold(self, user: UserState, key: KeyState, amount: int, request_id: str) -> bool:
@@ -153,8 +157,24 @@ class LeasedBudget(Budget):
             raise insufficient_quota(amount, None)
         refused = False
         while (free := user.lease - user.pending - user.reserved) < amount:
+            asking = self.asking.get(user.id)
+            if asking is not None and asking.done():  # answered; its asker has yet to take it in
+                await asyncio.sleep(0)
+                continue
+            if asking is not None:  # one ask per user at a time: a burst of calls waits for it, then looks again
+                self.waiting[user.id] = self.waiting.get(user.id, 0) + 1
+                try:
+                    await asyncio.shield(asking)
+                finally:
+                    self.waiting[user.id] -= 1
+                continue
             need = amount - free
-            grant = await self.store.take_lease(self.holder, user.id, need, max(need, amount * LEASE_CALLS))
+            want = max(need + amount * self.waiting.get(user.id, 0), amount * LEASE_CALLS)
+            asking = self.asking[user.id] = self.store.take_lease(self.holder, user.id, need, want)
+            try:
+                grant = await asking
+            finally:
+                del self.asking[user.id]
             if grant:
                 user.lease += grant
                 self.held[user.id] = user

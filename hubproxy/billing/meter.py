@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from hubproxy import errors
 from hubproxy.accounts.cache import KeyState, UserState
 from hubproxy.accounts.rules import effective_limits
 from hubproxy.billing.budget import Budget
@@ -118,6 +119,10 @@ class CallMeter:
         """Count the call against the key's rate limits (or raise 429), then hold its worst-case cost
         (or raise 402), and journal it."""
         calls, key = self._calls, self.key
+        if not calls.store.available:
+            raise errors.upstream_unavailable(
+                "hubproxy's database is unreachable, so this call could not be billed: try again shortly.", 503
+            )
         limits = effective_limits(key.policy, self.plan)
         if limits.any:
             self._ticket = await calls.limiter.admit(key.id, limits, self.tokens, self.reservation.id)

@@ -131,6 +131,11 @@ class Store(ABC):
     async def stop(self) -> None:
         """Commit everything queued, then stop."""
 
+    @property
+    def available(self) -> bool:
+        """Whether the database can be reached now (a server refuses new calls with 503 while not)."""
+        return True
+
     @abstractmethod
     def stats(self) -> dict[str, int]:
         """Counters for the admin's /health: writes committed, and in how many batches."""

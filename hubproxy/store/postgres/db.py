@@ -12,8 +12,10 @@ PostgreSQL has no commit counter to watch, so it looks for changed rows every `W
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -24,11 +26,14 @@ from psycopg.pq import TransactionStatus
 from hubproxy.store import redacted
 from hubproxy.store.postgres.instances import Heart
 from hubproxy.store.records import DatabaseError
-from hubproxy.store.sqlite.db import Writer
+from hubproxy.store.sqlite.db import WRITE_ATTEMPTS, Writer, _resolve
 
 log = logging.getLogger("hubproxy.store")
 
 WATCH_INTERVAL = 0.25  # a change made through another instance is seen within this (README: 1 s)
+RECONNECT_MAX = 5.0  # seconds between tries while the database is away
+STOP_WAITING = 10.0  # a stopping server waits this long for it, then leaves its writes to the journal
+CALLS = "calls"  # the bulk kind of settlements (sql/store.py)
 CONNECT_TIMEOUT = 5
 
 
@@ -56,6 +61,7 @@ class PgConnection:
 
     def __init__(self, raw: psycopg.Connection) -> None:
         self.raw = raw
+        self.replaying = False  # set by the writer while it writes a batch again after an outage
 
     def execute(self, sql: str, params: tuple | list | None = None) -> psycopg.Cursor:
         if sql == "BEGIN IMMEDIATE":  # SQLite's write lock up front; PostgreSQL locks rows as it goes
@@ -118,10 +124,7 @@ class PgWriter(Writer):
         self.url = url
         self.heart = heart
         self.watch_interval = WATCH_INTERVAL
-
-    def _tick(self, conn: Any) -> None:
-        if self.heart is not None:
-            self.heart.tick(conn)
+        self._next_try = 0.0
 
     async def close(self) -> None:
         if self.heart is not None and self._thread is not None:
@@ -132,7 +135,100 @@ class PgWriter(Writer):
         return connect(self.url)
 
     def _changed(self, conn: Any) -> bool:
-        return True
+        return not self.down
+
+    def _commit(self, conn: Any, batch: list) -> None:
+        """Commit the batch; if the database is away, keep it and try again until it is back.
+
+        Meanwhile the calls whose settlement is in the batch are let go (their futures resolve; the
+        `then` callbacks, which move balances in memory and close journal entries, wait for the real
+        commit): their answers reach their clients, their charges are kept here and in the journal.
+        New calls are refused while `down` (the server checks `available`). A batch whose COMMIT was
+        cut off may have committed: after connecting again, usage rows already there are not written
+        twice (`usage.record_calls` checks when the connection says `replaying`)."""
+        waited, attempts = 0.0, 0
+        while True:
+            try:
+                conn.replaying = waited > 0
+                results = self._apply(conn, batch)
+                break
+            except psycopg.OperationalError as exc:
+                if not conn.raw.broken and not conn.raw.closed:  # a deadlock, a serialization failure
+                    attempts += 1
+                    if attempts < WRITE_ATTEMPTS:
+                        continue
+                    log.error("write batch of %d failed: %s", len(batch), first_line(exc))
+                    results = [(fut, then, None, exc) for _, _, fut, then in batch]
+                    break
+                if not self.down:
+                    log.error("PostgreSQL unreachable (%s): new calls get 503; writes are kept", first_line(exc))
+                    self.down = True
+                    self._let_calls_go(batch)
+            except Exception as exc:
+                log.error("write batch of %d failed: %s", len(batch), first_line(exc))
+                results = [(fut, then, None, exc) for _, _, fut, then in batch]
+                break
+            finally:
+                conn.replaying = False
+            if self.stopping and waited >= STOP_WAITING:
+                log.error("stopping with PostgreSQL unreachable: %d writes left to the journal", len(batch))
+                failed = DatabaseError("database unreachable")
+                results = [(fut, then, None, failed) for _, _, fut, then in batch]
+                break
+            pause = min(RECONNECT_MAX, 0.25 * 2 ** min(waited, 5))
+            time.sleep(pause)
+            waited += pause
+            conn = self._reconnect() or conn
+        if self.down and waited and results and results[0][3] is None:
+            log.warning("PostgreSQL is back: %d kept writes committed", len(batch))
+            self.down = False
+        self.batches += 1
+        self.writes += len(batch)
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_resolve, results)
+
+    def submit_item(self, kind: str, item: Any, then: Any = None) -> Any:
+        """While the database is away a settlement's future resolves at once (see `_commit`)."""
+        fut = super().submit_item(kind, item, then)
+        if self.down and kind == CALLS:
+            fut.set_result(None)
+        return fut
+
+    def _reconnect(self) -> PgConnection | None:
+        try:
+            fresh = connect(self.url)
+        except DatabaseError:
+            return None
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        self.conn = fresh
+        return fresh
+
+    def _let_calls_go(self, batch: list) -> None:
+        calls = [fut for kind, _, fut, _ in batch if kind == CALLS]
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_release, calls)
+
+    def _tick(self, conn: Any) -> None:
+        """Beat for this instance; while the database is away, try to connect again now and then."""
+        now = time.monotonic()
+        if self.down:
+            if now >= self._next_try:
+                self._next_try = now + RECONNECT_MAX
+                if self._reconnect() is not None:
+                    log.warning("PostgreSQL is back")
+                    self.down = False
+            return
+        if self.heart is not None and not self.heart.tick(conn) and (conn.raw.broken or conn.raw.closed):
+            log.error("PostgreSQL unreachable: new calls get 503 until it is back")
+            self.down = True
+            self._next_try = now + RECONNECT_MAX / 5
 
     def _checkpoint(self, conn: Any) -> None:
         self._unchecked = 0
+
+
+def _release(futures: list) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_result(None)

@@ -35,21 +35,23 @@ class Heart:
         self.beating_since: float | None = None
         self.reaped = 0
 
-    def tick(self, conn: Any) -> None:
+    def tick(self, conn: Any) -> bool:
+        """Beat if it is time (and reap if it is safe); False if the database did not answer."""
         now = time.monotonic()
         if now - self.last_beat < BEAT:
-            return
+            return True
         try:
             self.beat(conn)
-        except Exception as exc:  # the database is away: the writer's own retries report it
+        except Exception as exc:  # the database is away: the writer reports it
             self.beating_since = None
             log.debug("heartbeat failed: %s", exc)
-            return
+            return False
         if self.beating_since is None or now - self.last_beat > DEAD_AFTER / 2:
             self.beating_since = now
         self.last_beat = now
         if now - self.beating_since >= DEAD_AFTER:
             self.reap(conn)
+        return True
 
     def beat(self, conn: Any) -> None:
         conn.execute(

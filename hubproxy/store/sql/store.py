@@ -152,6 +152,10 @@ class SQLStore(Store):
         self._read_conns.clear()
         self.close()
 
+    @property
+    def available(self) -> bool:
+        return not self.writer.down
+
     def stats(self) -> dict[str, int]:
         return {"writes": self.writer.writes, "write_batches": self.writer.batches}
 

@@ -49,6 +49,8 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
     """
     everything = records
     records = still_open(conn, records)
+    if getattr(conn, "replaying", False):
+        records = not_recorded(conn, records)
     now = time.time()
     created_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
     conn.executemany(
@@ -101,6 +103,17 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
             if uid not in balances:
                 balances[uid] = conn.execute("SELECT balance FROM users WHERE id = ?", (uid,)).fetchone()[0]
     return [balances[rec.reservation.user_id] for rec in everything]
+
+
+def not_recorded(conn: sqlite3.Connection, records: list[CallRecord]) -> list[CallRecord]:
+    """The records without a usage row yet: a batch written again after its COMMIT was cut off may have
+    committed the first time."""
+    if not records:
+        return records
+    ids = [rec.reservation.id for rec in records]
+    marks = ",".join("?" * len(ids))
+    done = {row[0] for row in conn.execute(f"SELECT request_id FROM usage WHERE request_id IN ({marks})", ids)}
+    return [rec for rec in records if rec.reservation.id not in done]
 
 
 def still_open(conn: sqlite3.Connection, records: list[CallRecord]) -> list[CallRecord]:

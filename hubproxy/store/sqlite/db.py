@@ -103,6 +103,8 @@ class Writer:
         self.writes = 0
         self.watch_interval = WATCH_INTERVAL
         self._version: object = None
+        self.down = False  # the database cannot be reached (PostgreSQL; a SQLite file is always there)
+        self.stopping = False
         self._unchecked = 0
         self._checked_at = time.monotonic()
 
@@ -173,6 +175,7 @@ class Writer:
             return
         if self._pending:
             self._hand_over()
+        self.stopping = True
         self._queue.put(_STOP)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         self._thread = None
@@ -207,6 +210,7 @@ class Writer:
                     handed = None
             if batch:
                 self._commit(conn, batch)
+                conn = self.conn  # a backend may have connected again meanwhile
                 self._unchecked += len(batch)
                 if (
                     self._unchecked >= CHECKPOINT_AFTER_WRITES
@@ -221,6 +225,7 @@ class Writer:
                 if self._changed(conn):
                     self._notify(conn)
                 self._tick(conn)
+                conn = self.conn
 
     def _commit(self, conn: sqlite3.Connection, batch: list) -> None:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
