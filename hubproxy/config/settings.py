@@ -126,6 +126,8 @@ class Config:
         return cfg
 
     def validate(self, origin: str = "config") -> None:
+        check_store_url(self.store.url, f"{origin} [store] url", ("postgresql", "postgres"), "PGPASSWORD or ~/.pgpass")
+        check_store_url(self.store.redis, f"{origin} [store] redis", ("redis", "rediss", "unix"), "HUBPROXY_REDIS_URL")
         for model in self.models.values():
             for target in model.targets:
                 if target.provider not in self.providers:
