@@ -9,8 +9,8 @@ from pathlib import Path
 from hubproxy import apikey
 from hubproxy.store.records import CallRecord, Reservation
 from hubproxy.store.sql import transaction
-from hubproxy.store.sqlite.db import connect
 from hubproxy.store.sql.usage import record_calls
+from hubproxy.store.sqlite.db import connect
 
 BATCH = 5000
 

@@ -60,6 +60,7 @@ async def health(request: web.Request) -> web.Response:
             "plans": len(state.config.plans),
             "users": len(state.accounts.users),
             **state.store.stats(),
+            **({"redis_calls": state.calls.limiter.calls} if hasattr(state.calls.limiter, "calls") else {}),
             "open_calls": len(state.calls.meters),
             "deployments": deployments,
         }

@@ -50,6 +50,9 @@ class WholeNumeric(adapt.Loader):
         return int(text) if text.lstrip("-").isdigit() else Decimal(text)
 
 
+ROUND_TRIPS = [0]  # statements this process sent to PostgreSQL (an `executemany` is one: it is pipelined)
+
+
 @functools.lru_cache(maxsize=512)
 def translate(sql: str) -> str:
     """SQLite's SQL with parameters, in psycopg's placeholders (a literal % doubled)."""
@@ -64,6 +67,7 @@ class PgConnection:
         self.replaying = False  # set by the writer while it writes a batch again after an outage
 
     def execute(self, sql: str, params: tuple | list | None = None) -> psycopg.Cursor:
+        ROUND_TRIPS[0] += 1
         if sql == "BEGIN IMMEDIATE":  # SQLite's write lock up front; PostgreSQL locks rows as it goes
             sql = "BEGIN"
         if params is None:
@@ -74,6 +78,7 @@ class PgConnection:
         cursor = self.raw.cursor()
         rows = list(rows)
         if rows:
+            ROUND_TRIPS[0] += 1
             cursor.executemany(translate(sql), rows)
         return cursor
 

@@ -4,17 +4,22 @@
 `store/postgres/db.py`, which takes the same `?` placeholders. The statements keep to what both
 dialects share (`ON CONFLICT … DO UPDATE` with its target, `RETURNING`, no SQLite-only functions).
 
-SQLite runs one writer at a time, so a read followed by a write in one transaction is safe there;
-PostgreSQL runs writers side by side, so such code first takes `lock(conn, …)`, a no-op on SQLite.
+SQLite runs one writer at a time, so a read followed by a write in one transaction is safe there.
+On PostgreSQL every write transaction begins by taking one advisory lock (`WRITERS`), so the
+instances' writers take turns as `serve --workers` processes do on SQLite: the read-then-write code
+(leases, spend caps, the change counter) stays correct, and batches that touch the same users and
+daily rows in different orders cannot deadlock. A batch holds it for a few milliseconds; the hot
+path commits one batch per many calls.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-import zlib
 from collections.abc import Iterator
 from typing import Any
+
+WRITERS = 7_242_001  # the advisory lock every PostgreSQL write transaction takes first
 
 
 @contextlib.contextmanager
@@ -41,19 +46,11 @@ def transaction(conn: Any) -> Iterator[Any]:
 
         raise explain_busy(conn, exc) from None
     try:
+        if conn.__class__ is not sqlite3.Connection:
+            conn.execute(f"SELECT pg_advisory_xact_lock({WRITERS})")
         yield conn
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     else:
         conn.execute("COMMIT")
-
-
-def lock(conn: Any, name: str, *ids: object) -> None:
-    """Serialize, until this transaction ends, the writers that read then write what `name` and `ids`
-    name (a user's unpromised money, a key's spend cap, the change counter). SQLite has one writer
-    at a time already; PostgreSQL takes a transaction-scoped advisory lock."""
-    if conn.__class__ is sqlite3.Connection:
-        return
-    for item in ids or (0,):
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (zlib.crc32(f"{name}:{item}".encode()) - 2**31,))

@@ -13,7 +13,7 @@ import time
 
 from hubproxy import apikey
 from hubproxy.store.records import EMAIL_RE, POLICY_COLUMNS, AccountError, ConflictError, KeyRow, NotFoundError, UserRow
-from hubproxy.store.sql import lock, transaction
+from hubproxy.store.sql import transaction
 
 
 def utc_now() -> str:
@@ -35,8 +35,7 @@ KEY_FROM = "api_keys k JOIN users u ON u.id = k.user_id"
 
 def _next_rev(conn: sqlite3.Connection, table: str) -> int:
     """The next change number: the change feed reads rows above the last one it saw, so no two
-    writers may hand out numbers at once (the lock holds until the change commits)."""
-    lock(conn, "rev", table)
+    writers may hand out numbers at once (on PostgreSQL the writers' lock holds until the commit)."""
     return conn.execute(f"SELECT coalesce(max(rev), 0) + 1 FROM {table}").fetchone()[0]
 
 
@@ -131,7 +130,6 @@ def grant_monthly_credits(conn: sqlite3.Connection, credits: dict[str, int], mon
     """
     granted = 0
     with transaction(conn):
-        lock(conn, "plan_credit", month)
         for plan, credit in credits.items():
             if credit <= 0:
                 continue

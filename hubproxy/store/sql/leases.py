@@ -16,8 +16,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
-from hubproxy.store.sql import lock
-
 LeaseAsk = tuple[str, int, int, int]  # holder, user_id, need, want
 
 
@@ -25,7 +23,6 @@ def take_leases(conn: sqlite3.Connection, asks: list[LeaseAsk]) -> list[int]:
     """Grant each ask between `need` and `want` from the user's unpromised money, leaving some for
     other workers; 0 if not even `need` is free, and then the other holders are asked to give back."""
     granted = []
-    lock(conn, "user", *sorted({user_id for _, user_id, _, _ in asks}))
     for holder, user_id, need, want in asks:
         row = conn.execute(
             "SELECT balance - (SELECT coalesce(sum(amount), 0) FROM leases WHERE user_id = ?) FROM users WHERE id = ?",

@@ -2,8 +2,8 @@
 
 One process counts calls and spend in memory (ratelimit.windows, billing.budget). Worker processes
 cannot, so for keys that have limits or a spend cap each admission is decided in the writer's
-transaction, which SQLite serializes across processes (PostgreSQL: under a lock per key): the same
-windows and caps, seen by every worker. Keys without them never come here.
+transaction, which SQLite serializes across processes (and PostgreSQL across instances, under the
+writers' lock): the same windows and caps, seen by every worker. Keys without them never come here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import sqlite3
 
 from hubproxy.ratelimit.windows import WINDOW, tokens_free_in
 from hubproxy.store.records import LimitRefusal
-from hubproxy.store.sql import lock
 from hubproxy.store.sql.accounts import key_spend_since
 
 AdmitAsk = tuple[str, str, int | None, int | None, int | None, int, float]
@@ -23,7 +22,6 @@ Refusal = LimitRefusal | None  # None: admitted
 def admit_calls(conn: sqlite3.Connection, asks: list[AdmitAsk]) -> list[Refusal]:
     """Admit each call (and record it) or say which limit refuses it and for how long."""
     results: list[Refusal] = []
-    lock(conn, "key", *sorted({ask[1] for ask in asks}))
     for request_id, key_id, rpm, tpm, max_parallel, tokens, now in asks:
         cutoff = now - WINDOW
         if max_parallel:
@@ -76,7 +74,6 @@ def hold_budgets(conn: sqlite3.Connection, asks: list[BudgetAsk]) -> list[int | 
     in flight; `record_calls` drops a call's hold in the transaction that adds its cost.
     """
     results: list[int | None] = []
-    lock(conn, "key_cap", *sorted({ask[1] for ask in asks}))
     for request_id, key_id, limit, since, amount in asks:
         spent = key_spend_since(conn, key_id, since)
         held = conn.execute("SELECT coalesce(sum(amount), 0) FROM key_holds WHERE key_id = ?", (key_id,)).fetchone()[0]
