@@ -1,9 +1,12 @@
 """The benchmark harness runs end to end (a few seconds); timings are printed, never asserted."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 def test_bench_smoke_run_reports_every_target(tmp_path):
@@ -24,3 +27,24 @@ def test_bench_smoke_run_reports_every_target(tmp_path):
         assert results["rps"] > 0 and results["stream_p50_ms"] == results["stream_p50_ms"]
     assert "throughput ratio" in proc.stdout and "--workers 2 vs one process" in proc.stdout
     assert "litellm not found, skipped; to install:" in proc.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None or shutil.which("nginx") is None, reason="bench.instances needs wrk and nginx"
+)
+def test_the_instances_bench_runs(postgres_url, redis_url, tmp_path):
+    """Smoke only: it starts every setup and prints its table (times are never asserted)."""
+    out = tmp_path / "instances.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.instances", "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(out.read_text())) == {
+        "1 on SQLite",
+        "1 on PostgreSQL",
+        "1 on PostgreSQL, nginx",
+        "2 on PostgreSQL, nginx",
+    }
