@@ -31,7 +31,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.run import BODY, Target, cpu_seconds, free_port, run_wrk, setup_hubproxy_home, start, wait_ready
+from bench.run import BODY, Target, cpu_seconds, free_port, run_wrk, setup_hubproxy_home, start, stop_all, wait_ready
 
 POSTGRES_URL = os.environ.get("HUBPROXY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("HUBPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -241,13 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps({s.name: s.results for s in setups}, indent=2))
             print(f"\nresults written to {args.json}")
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
     return 0
