@@ -9,7 +9,9 @@ import openai
 import pytest
 import tomli_w
 
-from tests.conftest import HELLO, raw_request
+from tests.conftest import BACKENDS, HELLO, raw_request
+
+pytestmark = BACKENDS  # the account API on SQLite and on PostgreSQL
 
 
 @pytest.fixture
