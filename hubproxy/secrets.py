@@ -12,6 +12,7 @@ import os
 import secrets
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from hubproxy.config import Paths, Provider
 from hubproxy.filemodes import write_private
@@ -40,7 +41,30 @@ def keyring_available() -> bool:
 
 
 def _account(name: str) -> str:
-    return name if name == JWT_SECRET else f"provider:{name}"
+    return name if name == JWT_SECRET or name.startswith(DATABASE_ACCOUNT) else f"provider:{name}"
+
+
+DATABASE_ACCOUNT = "database:"
+
+
+def database_account(url: str) -> str:
+    """Where a PostgreSQL URL's password is kept: by user, host, port and database, never the URL."""
+    parts = urlsplit(url)
+    return f"{DATABASE_ACCOUNT}{parts.username or ''}@{parts.hostname or ''}:{parts.port or 5432}{parts.path}"
+
+
+def with_stored_password(paths: Paths, url: str) -> str:
+    """A PostgreSQL URL with the password `hubproxy db set-password` stored for it, if it has none
+    of its own and libpq has none in the environment (PGPASSWORD); else the URL as it is."""
+    parts = urlsplit(url)
+    if parts.password is not None or os.environ.get("PGPASSWORD"):
+        return url
+    password = load_secret(paths, database_account(url))
+    if not password:
+        return url
+    user = quote(parts.username or "", safe="")
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 def store_secret(paths: Paths, provider: str, secret: str) -> str:

@@ -49,3 +49,17 @@ def test_init_on_postgres_names_the_database_without_its_password(home, postgres
     shown = run_cli(home, "init", env={"HUBPROXY_DATABASE_URL": postgres_url.replace("postgres@", "postgres:pw@")})
     assert shown.returncode == 0, shown.stderr
     assert "postgres:***@" in shown.stdout and ":pw@" not in shown.stdout
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_a_password_kept_by_db_set_password_is_used_and_never_written_to_config(home, postgres_url):
+    """The test server trusts every local connection, so what is checked is that hubproxy sends a
+    password (the URL it shows has one, redacted) and that config.toml never holds it."""
+    kept = run_cli(home, "db", "set-password", postgres_url, input="s3cret-pw\n")
+    assert kept.returncode == 0 and "kept in" in kept.stdout, kept.stderr
+    shown = run_cli(home, "init", env={"HUBPROXY_DATABASE_URL": postgres_url})
+    assert shown.returncode == 0, shown.stderr
+    assert "postgres:***@" in shown.stdout and "s3cret" not in shown.stdout
+    assert "s3cret" not in (home / "config.toml").read_text()
+    empty = run_cli(home, "db", "set-password", postgres_url, input="\n")
+    assert empty.returncode == 1 and "no password on stdin" in empty.stderr

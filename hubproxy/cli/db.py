@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from hubproxy.cli.context import CliError, console, paths, print_json
+from hubproxy.cli.context import CliError, console, load_config, paths, print_json
 from hubproxy.store import is_postgres, redacted
 
-app = typer.Typer(help="The store itself: copy it from SQLite to PostgreSQL.", no_args_is_help=True)
+app = typer.Typer(help="The store itself: copy it from SQLite to PostgreSQL, keep its password.", no_args_is_help=True)
 
 
 @app.command("migrate-to")
@@ -35,3 +35,24 @@ def migrate_to(
         "and start `hubproxy serve` on it",
         soft_wrap=True,
     )
+
+
+@app.command("set-password")
+def set_password(
+    ctx: typer.Context,
+    url: str = typer.Argument(None, metavar="[URL]", help="the database (default: the one this home uses)"),
+) -> None:
+    """Keep the PostgreSQL password (read from stdin) in the OS keyring, for a URL that has none."""
+    import sys
+
+    from hubproxy.secrets import database_account, store_secret
+
+    where = paths(ctx)
+    url = url or where.database_url or load_config(ctx).store.url
+    if not url or not is_postgres(url):
+        raise CliError("give the postgresql:// URL (or set [store] url) to keep a password for")
+    password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise CliError('no password on stdin: echo "$PASSWORD" | hubproxy db set-password URL')
+    kept = store_secret(where, database_account(url), password)
+    console.print(f"password for {redacted(url)} kept in {kept}", soft_wrap=True)

@@ -37,16 +37,18 @@ class Paths:
     @property
     def store(self) -> Path | str:
         """What holds users, keys and money: --database / HUBPROXY_DATABASE_URL, else config.toml's
-        `[store] url`, else the SQLite file in the home."""
-        if self.database_url:
-            return self.database_url
-        if self.config.exists():
+        `[store] url` (with the password `db set-password` keeps in the keyring), else the SQLite
+        file in the home."""
+        url = self.database_url
+        if not url and self.config.exists():
             from hubproxy.config.settings import Config
 
             url = Config.load(self.config).store.url
-            if url:
-                return url
-        return self.database
+        if not url:
+            return self.database
+        from hubproxy.secrets import with_stored_password
+
+        return with_stored_password(self, url)
 
     @property
     def config(self) -> Path:
