@@ -6,7 +6,8 @@ limit (far above the load) so that every call goes through the rate limiter: SQL
 in memory, the PostgreSQL instances through Redis (`--no-limit`: a key without, so no Redis). The
 targets take turns over `--rounds`, so a slow
 spell of a shared machine falls on each. Printed per target: requests/s (median of the rounds), CPU
-µs per call (all its hubproxy processes), PostgreSQL round trips per call and Redis calls per call
+µs per call (all its hubproxy processes), PostgreSQL statements per call (the settlements of a batch
+go in one pipeline: a few round trips for all of them) and Redis calls per call
 (from the instances' admin /health counters over the calls their databases recorded).
 
 Needs wrk, nginx (`apt-get install wrk nginx-light`), PostgreSQL and Redis
@@ -89,11 +90,11 @@ def usage_rows(database: str | Path) -> int:
 
 
 def counters(setup: Setup) -> tuple[float, int, int, int]:
-    """CPU seconds of its processes, database round trips, Redis calls, calls recorded."""
+    """CPU seconds of its processes, database statements, Redis calls, calls recorded."""
     stats = [admin_stats(home, port) for home, port in zip(setup.homes, setup.ports, strict=True)]
     return (
         sum(cpu_seconds(pid) for pid in setup.pids),
-        sum(s.get("database_round_trips", 0) for s in stats),
+        sum(s.get("database_statements", 0) for s in stats),
         sum(s.get("redis_calls", 0) for s in stats),
         usage_rows(setup.database),
     )
@@ -221,22 +222,22 @@ def main(argv: list[str] | None = None) -> int:
                         {
                             "rps": rps,
                             "cpu_us": (after[0] - before[0]) / calls * 1e6,
-                            "db_round_trips": (after[1] - before[1]) / calls,
+                            "db_statements": (after[1] - before[1]) / calls,
                             "redis_calls": (after[2] - before[2]) / calls,
                             "seconds": time.monotonic() - started,
                         }
                     )
-            header = ("req/s", "vs SQLite", "CPU µs/call", "PG trips/call", "Redis/call")
+            header = ("req/s", "vs SQLite", "CPU µs/call", "PG stmts/call", "Redis/call")
             print(f"\n{'setup':28} {header[0]:>8} {header[1]:>10} {header[2]:>12} {header[3]:>14} {header[4]:>11}")
             base = statistics.median(r["rps"] for r in rounds[setups[0].name])
             for setup in setups:
                 runs = rounds[setup.name]
-                for measure in ("rps", "cpu_us", "db_round_trips", "redis_calls"):
+                for measure in ("rps", "cpu_us", "db_statements", "redis_calls"):
                     setup.results[measure] = statistics.median(r[measure] for r in runs)
                 r = setup.results
                 print(
                     f"{setup.name:28} {r['rps']:8.0f} {r['rps'] / base:9.0%} {r['cpu_us']:12.0f} "
-                    f"{r['db_round_trips']:14.3f} {r['redis_calls']:11.2f}"
+                    f"{r['db_statements']:14.3f} {r['redis_calls']:11.2f}"
                 )
             Path(args.json).write_text(json.dumps({s.name: s.results for s in setups}, indent=2))
             print(f"\nresults written to {args.json}")

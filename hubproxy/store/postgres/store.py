@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hubproxy.store.postgres.db import ROUND_TRIPS, PgConnection, PgWriter, connect
+from hubproxy.store.postgres.db import STATEMENTS, PgConnection, PgWriter, connect
 from hubproxy.store.postgres.instances import Heart
 from hubproxy.store.sql.store import SQLStore
 
@@ -21,4 +21,4 @@ class PostgresStore(SQLStore):
         return connect(self.url)
 
     def stats(self) -> dict[str, int]:
-        return {**super().stats(), "database_round_trips": ROUND_TRIPS[0]}
+        return {**super().stats(), "database_statements": STATEMENTS[0]}

@@ -289,10 +289,18 @@ class Writer:
                     conn.execute(f"ROLLBACK TO w{i}")
                     conn.execute(f"RELEASE w{i}")
                     results.append((fut, then, None, exc))
-            for kind, entries in grouped.items():
-                outcomes = self._bulk[kind](conn, [item for item, _, _ in entries])
-                results.extend((fut, then, out, None) for (_, fut, then), out in zip(entries, outcomes, strict=True))
+            with self._bulk_statements(conn):
+                for kind, entries in grouped.items():
+                    outcomes = self._bulk[kind](conn, [item for item, _, _ in entries])
+                    results.extend(
+                        (fut, then, out, None) for (_, fut, then), out in zip(entries, outcomes, strict=True)
+                    )
         return results
+
+    def _bulk_statements(self, conn: sqlite3.Connection) -> contextlib.AbstractContextManager:
+        """Around the bulk handlers' statements (which fail or succeed as one): a backend may send
+        them without waiting for each answer. SQLite has no network to wait on."""
+        return contextlib.nullcontext()
 
     def notify_watchers(self, conn: sqlite3.Connection) -> None:
         """Run the watchers now, inside the current write (on the writer thread): the loop learns of
