@@ -38,6 +38,13 @@ def instances(home, cli, upstream, redis_url, tmp_path):
     """Three instances on this test's database, with Redis for the limits; dev@example.com's key."""
     configure(cli, upstream)
     key = new_user(cli, "dev@example.com", "5")
+    started = start_instances(home, cli, upstream, tmp_path, key, "--redis", redis_url)
+    yield started
+    stop_instances(started)
+
+
+def start_instances(home, cli, upstream, tmp_path, key: str, *serve_args: str) -> list[Gateway]:
+    """INSTANCES servers, each in its own home with a copy of `home`'s config.toml (as on hosts)."""
     started = []
     for n in range(INSTANCES):
         where = tmp_path / f"instance-{n}"
@@ -45,8 +52,11 @@ def instances(home, cli, upstream, redis_url, tmp_path):
         shutil.copy(home / "config.toml", where / "config.toml")
         gateway = Gateway(where, cli, upstream, free_port())
         gateway.key = key
-        started.append(gateway.start("--redis", redis_url))
-    yield started
+        started.append(gateway.start(*serve_args))
+    return started
+
+
+def stop_instances(started: list[Gateway]) -> None:
     for gateway in started:
         if gateway.proc and gateway.proc.poll() is None:
             gateway.stop()
@@ -182,14 +192,7 @@ def test_while_the_database_is_away_calls_in_flight_finish_new_ones_get_503_and_
     key = new_user(cli, "dev@example.com", "5")
     through_proxy = target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}").geturl()
     monkeypatch.setenv("HUBPROXY_DATABASE_URL", through_proxy)
-    gateways = []
-    for n in range(INSTANCES):
-        where = tmp_path / f"instance-{n}"
-        where.mkdir()
-        shutil.copy(home / "config.toml", where / "config.toml")
-        gateway = Gateway(where, cli, upstream, free_port())
-        gateway.key = key
-        gateways.append(gateway.start())
+    gateways = start_instances(home, cli, upstream, tmp_path, key)
     monkeypatch.setenv("HUBPROXY_DATABASE_URL", postgres_url)  # the test's own reads go straight to the server
     try:
         wait_for(lambda: works_everywhere(gateways, key))
@@ -234,7 +237,5 @@ def test_while_the_database_is_away_calls_in_flight_finish_new_ones_get_503_and_
         assert balance == ledger
         assert not any("Traceback" in g.log() for g in gateways)
     finally:
-        for gateway in gateways:
-            if gateway.proc and gateway.proc.poll() is None:
-                gateway.stop()
+        stop_instances(gateways)
         proxy.cut()
