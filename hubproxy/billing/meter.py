@@ -19,6 +19,7 @@ from hubproxy.accounts.rules import effective_limits
 from hubproxy.billing.budget import Budget
 from hubproxy.billing.pricing import cost_of, estimate_prompt_tokens, prompt_bound
 from hubproxy.config import BillingSettings, Plan
+from hubproxy.metrics import CallMetrics
 from hubproxy.protocols import Usage
 from hubproxy.ratelimit import Limiter
 from hubproxy.routing.router import Route
@@ -38,6 +39,7 @@ class OpenCalls:
         self.limiter = limiter
         self.journal: CallJournal | None = None  # set once the server runs (the lifecycle opens it)
         self.meters: dict[str, CallMeter] = {}
+        self.metrics = CallMetrics()
 
     def persist_due(self, now: float | None = None) -> int:
         """Queue the reservations of calls open longer than PERSIST_AFTER; returns how many."""
@@ -150,6 +152,7 @@ class CallMeter:
             prompt, output, cached = usage.input, usage.output, usage.cached
             reasoning, written = usage.reasoning, usage.cache_write
         self.cost = cost = self.price(cost_of(self.route.model, prompt, output, cached, written))
+        seconds = time.monotonic() - self.started
         record = CallRecord(
             r,
             prompt,
@@ -158,7 +161,7 @@ class CallMeter:
             usage is None,
             status,
             http_status,
-            int((time.monotonic() - self.started) * 1000),
+            int(seconds * 1000),
             self.persisted,
             ",".join(f"{where}:{outcome}" for where, outcome in self.attempts) if len(self.attempts) > 1 else "",
             cached,
@@ -166,6 +169,15 @@ class CallMeter:
             reasoning,
             written,
             cost - r.amount if cost > r.amount else 0,
+        )
+        calls.metrics.record(
+            self.route.model.name,
+            r.provider,
+            status,
+            self.user.email,
+            (prompt, output, cached, reasoning),
+            cost,
+            seconds,
         )
         calls.budget.charge(self.user, self.key, r.amount, cost)
         if self._ticket is not None:

@@ -50,6 +50,7 @@ class ServerSettings:
     cors_origins: list = field(default_factory=lambda: list(LOCAL_ORIGINS))
     tls_cert: str = ""
     tls_key: str = ""
+    metrics_token: str = ""  # GET /metrics from other machines needs it as a bearer token; the machine itself does not
 
 
 @dataclass

@@ -85,6 +85,7 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
     app.router.add_get("/v1/models", openai_errors(catalog.list_models))
     app.router.add_get("/v1/models/{model:.+}", openai_errors(catalog.get_model))
     app.router.add_get("/health", openai_errors(catalog.health))
+    app.router.add_get("/metrics", openai_errors(catalog.metrics))
     if config.server.accounts_api:
         from hubproxy.server.accounts import add_account_routes  # pyjwt and its crypto: only when used
 

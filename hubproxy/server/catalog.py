@@ -65,3 +65,59 @@ async def health(request: web.Request) -> web.Response:
             "deployments": deployments,
         }
     )
+
+
+BREAKER_STATES = ("closed", "open", "half-open")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """`GET /metrics` (Prometheus' text format): to the machine itself (not through a proxy), or to
+    anyone with `[server] metrics_token` as a bearer token; 403 otherwise."""
+    state = request.app[STATE]
+    token = state.config.server.metrics_token
+    local = request.remote in ("127.0.0.1", "::1") and not (
+        "X-Forwarded-For" in request.headers or "Forwarded" in request.headers
+    )
+    given = api_key_from(request.headers)
+    if not local and not (token and given and hmac.compare_digest(given, token)):
+        raise errors.GatewayError(
+            403, "forbidden", "/metrics answers the machine itself, or a request with [server] metrics_token."
+        )
+    meters = list(state.calls.meters.values())
+    stats = state.store.stats()
+    deployments = state.health.snapshot()
+    gauges = [
+        ("hubproxy_calls_in_flight", "gauge", "Calls admitted and not yet settled.", [({}, len(meters))]),
+        (
+            "hubproxy_streams_in_flight",
+            "gauge",
+            "Streamed calls admitted and not yet settled.",
+            [({}, sum(1 for m in meters if m.reservation.stream))],
+        ),
+        (
+            "hubproxy_deployment_breaker",
+            "gauge",
+            "1 for each deployment's breaker state (closed: serving; open: skipped; half-open: on trial).",
+            [
+                ({"deployment": key, "state": name}, int(info["state"] == name))
+                for key, info in deployments.items()
+                for name in BREAKER_STATES
+            ],
+        ),
+        (
+            "hubproxy_deployment_error_rate",
+            "gauge",
+            "Share of each deployment's recent calls that failed.",
+            [({"deployment": key}, info["error_rate"]) for key, info in deployments.items()],
+        ),
+        (
+            "hubproxy_write_queue_depth",
+            "gauge",
+            "Settlement write lists waiting for the store's writer.",
+            [({}, stats.get("write_queue", 0))],
+        ),
+        ("hubproxy_writes_total", "counter", "Writes the store committed.", [({}, stats.get("writes", 0))]),
+    ]
+    body = state.calls.metrics.render(gauges)
+    content_type = "text/plain; version=0.0.4; charset=utf-8"
+    return web.Response(body=body.encode(), headers={"Content-Type": content_type, "Cache-Control": "no-store"})

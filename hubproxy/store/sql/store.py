@@ -157,7 +157,7 @@ class SQLStore(Store):
         return not self.writer.down
 
     def stats(self) -> dict[str, int]:
-        return {"writes": self.writer.writes, "write_batches": self.writer.batches}
+        return {"writes": self.writer.writes, "write_batches": self.writer.batches, "write_queue": self.writer.queued}
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run `fn(conn, *args)` on a read connection, off the event loop."""

@@ -108,6 +108,11 @@ class Writer:
         self._unchecked = 0
         self._checked_at = time.monotonic()
 
+    @property
+    def queued(self) -> int:
+        """Writes waiting for the thread (this loop iteration's and the handed-over lists)."""
+        return len(self._pending) + self._queue.qsize()
+
     def watch(self, read: WriteFn, apply: Callable[[Any], None]) -> None:
         """When another process changes the database, run `read` here and `apply(result)` on the loop."""
         self._watchers.append((read, apply))
