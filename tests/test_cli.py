@@ -200,13 +200,13 @@ def test_config_example_loads_and_documents_every_setting():
     from dataclasses import fields
     from pathlib import Path
 
-    from hubproxy.config import BillingSettings, Config, ServerSettings, Timeouts
+    from hubproxy.config import BillingSettings, Config, ServerSettings, StoreSettings, Timeouts
 
     example = Path(__file__).parent.parent / "config.example.toml"
     config = Config.load(example)
     assert config.models["ds"].upstream_model == "deepseek-chat"
     text = example.read_text()
-    for kind in (ServerSettings, Timeouts, BillingSettings):
+    for kind in (ServerSettings, Timeouts, BillingSettings, StoreSettings):
         for field in fields(kind):
             line = next(line for line in text.splitlines() if line.startswith(f"{field.name} ="))
             assert "#" in line, f"{field.name} needs a comment"
