@@ -48,7 +48,8 @@ def serve(
         raise CliError(f"cannot serve HTTPS with {config.server.tls_cert} and {config.server.tls_key}: {exc}") from None
     if not where.config.exists():
         config.save(where.config)
-    open_store(where.store, create=True).close()
+    store = where.store  # read once: it may load config.toml and ask the keyring
+    open_store(store, create=True).close()
     make_home_private(where)
     host = host or config.server.host
     port = port or config.server.port
@@ -74,7 +75,6 @@ def serve(
         )
     plural = f", {workers} workers" if workers > 1 else ""
     console.print(f"[bold]hubproxy[/bold] on {base}  ({loop_name}{plural}, config {where.config})")
-    store = where.store
     if is_postgres(store):
         limits = "rate limits shared through Redis" if config.store.redis else "rate limits per instance (no --redis)"
         console.print(f"store: {redacted(store)}, shared with other instances; {limits}", soft_wrap=True)

@@ -5,9 +5,10 @@ with `sqlite3` in autocommit mode) and takes `?` placeholders. Python bools are 
 columns are integers, as in SQLite) and whole `numeric` results (`sum()` of BIGINT) come back as
 ints, so the shared SQL functions see the same values from both backends.
 
-The writer is SQLite's (`sqlite/db.py`: one thread, a transaction per batch) with two differences:
+The writer is SQLite's (`sqlite/db.py`: one thread, a transaction per batch) with these differences:
 PostgreSQL has no commit counter to watch, so it looks for changed rows every `WATCH_INTERVAL`
-(three indexed queries); and there is no write-ahead log to checkpoint.
+(three indexed queries); there is no write-ahead log to checkpoint; a batch's settlements go in one
+pipeline; it beats for its instance; and it rides out the database going away (`_commit`).
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from psycopg.pq import TransactionStatus
 from hubproxy.store import redacted
 from hubproxy.store.postgres.instances import Heart
 from hubproxy.store.records import DatabaseError
-from hubproxy.store.sqlite.db import WRITE_ATTEMPTS, Writer, _resolve
+from hubproxy.store.sql.store import CALLS
+from hubproxy.store.sqlite.db import WRITE_ATTEMPTS, Writer, failed
 
 log = logging.getLogger("hubproxy.store")
 
 WATCH_INTERVAL = 0.25  # a change made through another instance is seen within this (README: 1 s)
 RECONNECT_MAX = 5.0  # seconds between tries while the database is away
 STOP_WAITING = 10.0  # a stopping server waits this long for it, then leaves its writes to the journal
-CALLS = "calls"  # the bulk kind of settlements (sql/store.py)
 CONNECT_TIMEOUT = 5
 
 
@@ -96,9 +97,8 @@ class PgConnection:
         self.close()
 
 
-def connect(url: str, *, create: bool = False) -> PgConnection:
-    """Connect and bring the schema up to date (`create` is implied: the database must exist, its
-    tables are made here)."""
+def connect(url: str) -> PgConnection:
+    """Connect and bring the schema up to date (the database must exist; its tables are made here)."""
     from hubproxy.store.postgres.migrations import migrate
 
     try:
@@ -169,7 +169,7 @@ class PgWriter(Writer):
                     if attempts < WRITE_ATTEMPTS:
                         continue
                     log.error("write batch of %d failed: %s", len(batch), first_line(exc))
-                    results = [(fut, then, None, exc) for _, _, fut, then in batch]
+                    results = failed(batch, exc)
                     break
                 if not self.down:
                     log.error("PostgreSQL unreachable (%s): new calls get 503; writes are kept", first_line(exc))
@@ -177,14 +177,13 @@ class PgWriter(Writer):
                     self._let_calls_go(batch)
             except Exception as exc:
                 log.error("write batch of %d failed: %s", len(batch), first_line(exc))
-                results = [(fut, then, None, exc) for _, _, fut, then in batch]
+                results = failed(batch, exc)
                 break
             finally:
                 conn.replaying = False
             if self.stopping and waited >= STOP_WAITING:
                 log.error("stopping with PostgreSQL unreachable: %d writes left to the journal", len(batch))
-                failed = DatabaseError("database unreachable")
-                results = [(fut, then, None, failed) for _, _, fut, then in batch]
+                results = failed(batch, DatabaseError("database unreachable"))
                 break
             pause = min(RECONNECT_MAX, 0.25 * 2 ** min(waited, 5))
             time.sleep(pause)
@@ -193,10 +192,7 @@ class PgWriter(Writer):
         if self.down and waited and results and results[0][3] is None:
             log.warning("PostgreSQL is back: %d kept writes committed", len(batch))
             self.down = False
-        self.batches += 1
-        self.writes += len(batch)
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_resolve, results)
+        self._deliver(batch, results)
 
     def submit_item(self, kind: str, item: Any, then: Any = None) -> Any:
         """While the database is away a settlement's future resolves at once (see `_commit`)."""

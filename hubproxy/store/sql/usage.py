@@ -110,9 +110,7 @@ def not_recorded(conn: sqlite3.Connection, records: list[CallRecord]) -> list[Ca
     committed the first time."""
     if not records:
         return records
-    ids = [rec.reservation.id for rec in records]
-    marks = ",".join("?" * len(ids))
-    done = {row[0] for row in conn.execute(f"SELECT request_id FROM usage WHERE request_id IN ({marks})", ids)}
+    done = present(conn, "usage", "request_id", [rec.reservation.id for rec in records])
     return [rec for rec in records if rec.reservation.id not in done]
 
 
@@ -122,11 +120,16 @@ def still_open(conn: sqlite3.Connection, records: list[CallRecord]) -> list[Call
     persisted = [rec.reservation.id for rec in records if rec.persisted]
     if not persisted:
         return records
-    marks = ",".join("?" * len(persisted))
-    present = {row[0] for row in conn.execute(f"SELECT id FROM reservations WHERE id IN ({marks})", persisted)}
-    if len(present) == len(persisted):
+    still = present(conn, "reservations", "id", persisted)
+    if len(still) == len(persisted):
         return records
-    return [rec for rec in records if not rec.persisted or rec.reservation.id in present]
+    return [rec for rec in records if not rec.persisted or rec.reservation.id in still]
+
+
+def present(conn: sqlite3.Connection, table: str, column: str, ids: list[str]) -> set[str]:
+    """Which of `ids` have a row in `table` (by `column`)."""
+    marks = ",".join("?" * len(ids))
+    return {row[0] for row in conn.execute(f"SELECT {column} FROM {table} WHERE {column} IN ({marks})", ids)}
 
 
 def add_daily_totals(conn: sqlite3.Connection, day: str, records: list[CallRecord]) -> None:

@@ -239,7 +239,11 @@ class Writer:
                 break
             except Exception as exc:
                 log.error("write batch of %d failed (attempt %d): %s", len(batch), attempt, exc)
-                results = [(fut, then, None, exc) for _, _, fut, then in batch]
+                results = failed(batch, exc)
+        self._deliver(batch, results)
+
+    def _deliver(self, batch: list, results: list) -> None:
+        """Count the batch and hand its outcomes to the loop."""
         self.batches += 1
         self.writes += len(batch)
         assert self._loop is not None
@@ -322,6 +326,11 @@ class Writer:
                 continue
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(apply, result)
+
+
+def failed(batch: list, exc: BaseException) -> list:
+    """Every write of `batch` failed with `exc`, as `_resolve` takes outcomes."""
+    return [(fut, then, None, exc) for _, _, fut, then in batch]
 
 
 def _resolve(results: list) -> None:
