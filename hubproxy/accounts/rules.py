@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import json
 import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from hubproxy.config import Model, Plan
+from hubproxy.money import parse_usd
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 PERIODS = ("day", "week", "month")
@@ -154,3 +156,31 @@ def period_start(period: str | None, today: date | None = None) -> str:
     else:
         start = today.replace(day=1)
     return start.isoformat()
+
+
+def collect_rules(
+    models: str | None,
+    allow_ip: list[str],
+    spend_limit: str | None,
+    budget_period: str | None,
+    expires: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    max_parallel: int | None,
+) -> dict:
+    """The CLI's flags or the dashboard's form → validated policy column values (only those given)."""
+    rules: dict = {}
+    if models is not None:
+        rules["models"] = ",".join(parse_models(models)) or None
+    if allow_ip:
+        rules["allow_ips"] = json.dumps([str(n) for n in parse_networks(allow_ip)])
+    if spend_limit is not None:
+        rules["spend_limit"] = parse_usd(spend_limit, what="--spend-limit")
+    if budget_period is not None:
+        rules["budget_period"] = check_period(budget_period)
+    if expires is not None:
+        rules["expires_at"] = parse_expiry(expires)
+    for name, value in (("--rpm", rpm), ("--tpm", tpm), ("--max-parallel", max_parallel)):
+        if value is not None:
+            rules[name[2:].replace("-", "_")] = check_positive(name, value)
+    return rules

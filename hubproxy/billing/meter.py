@@ -19,6 +19,7 @@ from hubproxy.accounts.rules import effective_limits
 from hubproxy.billing.budget import Budget
 from hubproxy.billing.pricing import cost_of, estimate_prompt_tokens, prompt_bound
 from hubproxy.config import BillingSettings, Plan
+from hubproxy.feed import CallFeed
 from hubproxy.metrics import CallMetrics
 from hubproxy.protocols import Usage
 from hubproxy.ratelimit import Limiter
@@ -40,6 +41,7 @@ class OpenCalls:
         self.journal: CallJournal | None = None  # set once the server runs (the lifecycle opens it)
         self.meters: dict[str, CallMeter] = {}
         self.metrics = CallMetrics()
+        self.feed = CallFeed()
 
     def persist_due(self, now: float | None = None) -> int:
         """Queue the reservations of calls open longer than PERSIST_AFTER; returns how many."""
@@ -179,6 +181,23 @@ class CallMeter:
             cost,
             seconds,
         )
+        if calls.feed.listeners:
+            calls.feed.publish(
+                {
+                    "request_id": r.id,
+                    "time": time.time(),
+                    "user": self.user.email,
+                    "key_id": r.key_id,
+                    "model": self.route.model.name,
+                    "provider": r.provider,
+                    "status": status,
+                    "http_status": http_status,
+                    "prompt_tokens": prompt,
+                    "completion_tokens": output,
+                    "cost": cost,
+                    "latency_ms": record.latency_ms,
+                }
+            )
         calls.budget.charge(self.user, self.key, r.amount, cost)
         if self._ticket is not None:
             calls.limiter.finish(self.key.id, self._ticket, prompt + output)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from hubproxy import __version__
-from hubproxy.cli import connect, db, keys, models, providers, serve, setup, usage, users
+from hubproxy.cli import connect, dashboard, db, keys, models, providers, serve, setup, usage, users
 from hubproxy.cli.context import GuardedGroup
 from hubproxy.cli.help import use_plain_metavars
 from hubproxy.config import HOME_ENV, Paths
@@ -58,6 +58,7 @@ app.command("init")(setup.init)
 app.command("serve")(serve.serve)
 app.command("balance")(users.balance)
 app.command("connect")(connect.connect)
+app.command("dashboard")(dashboard.dashboard)
 app.add_typer(users.app, name="users")
 app.add_typer(keys.app, name="keys")
 app.add_typer(providers.app, name="providers")

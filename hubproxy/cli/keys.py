@@ -6,9 +6,9 @@ import json
 
 import typer
 
-from hubproxy.accounts.rules import check_period, check_positive, parse_expiry, parse_models, parse_networks
+from hubproxy.accounts.rules import collect_rules, parse_models
 from hubproxy.cli.context import CliError, WholeTable, console, database, print_json
-from hubproxy.money import format_usd, parse_usd
+from hubproxy.money import format_usd
 from hubproxy.store.records import KeyRow
 
 app = typer.Typer(help="API keys for users.", no_args_is_help=True)
@@ -45,34 +45,6 @@ def key_json(key: KeyRow) -> dict:
         "revoked_at": key.revoked_at,
         "rules": rules,
     }
-
-
-def collect_rules(
-    models: str | None,
-    allow_ip: list[str],
-    spend_limit: str | None,
-    budget_period: str | None,
-    expires: str | None,
-    rpm: int | None,
-    tpm: int | None,
-    max_parallel: int | None,
-) -> dict:
-    """Flags → validated policy column values (only the flags that were given)."""
-    rules: dict = {}
-    if models is not None:
-        rules["models"] = ",".join(parse_models(models)) or None
-    if allow_ip:
-        rules["allow_ips"] = json.dumps([str(n) for n in parse_networks(allow_ip)])
-    if spend_limit is not None:
-        rules["spend_limit"] = parse_usd(spend_limit, what="--spend-limit")
-    if budget_period is not None:
-        rules["budget_period"] = check_period(budget_period)
-    if expires is not None:
-        rules["expires_at"] = parse_expiry(expires)
-    for name, value in (("--rpm", rpm), ("--tpm", tpm), ("--max-parallel", max_parallel)):
-        if value is not None:
-            rules[name[2:].replace("-", "_")] = check_positive(name, value)
-    return rules
 
 
 MODELS_HELP = "Allowed models, comma-separated: exact ids, aliases, provider/* patterns (default: all)."

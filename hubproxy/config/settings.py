@@ -87,9 +87,17 @@ class StoreSettings:
 
 
 @dataclass
+class DashboardSettings:
+    """The web dashboard at / on the server's port (off: its routes do not exist)."""
+
+    enabled: bool = True
+
+
+@dataclass
 class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     timeouts: Timeouts = field(default_factory=Timeouts)
     billing: BillingSettings = field(default_factory=BillingSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
@@ -116,6 +124,7 @@ class Config:
             billing=_section(BillingSettings, data.get("billing", {}), f"{origin} [billing]"),
             routing=_section(RoutingSettings, data.get("routing", {}), f"{origin} [routing]"),
             store=_section(StoreSettings, data.get("store", {}), f"{origin} [store]"),
+            dashboard=_section(DashboardSettings, data.get("dashboard", {}), f"{origin} [dashboard]"),
         )
         for name, raw in _table(data, "providers", origin).items():
             cfg.providers[name] = _provider(name, raw, origin)
@@ -179,6 +188,7 @@ class Config:
             "timeouts": vars(self.timeouts).copy(),
             "billing": vars(self.billing).copy(),
             "routing": vars(self.routing).copy(),
+            **({"dashboard": vars(self.dashboard).copy()} if not self.dashboard.enabled else {}),
             **(
                 {"store": {k: v for k, v in vars(self.store).items() if v}}
                 if self.store.url or self.store.redis

@@ -42,7 +42,7 @@ LOGINS = web.AppKey("login_limiter", RateLimiter)
 
 
 def add_account_routes(app: web.Application) -> None:
-    app.cleanup_ctx.append(_load_secret)
+    app.cleanup_ctx.append(load_secret)
     app[LOGINS] = RateLimiter()
     routes = [
         ("POST", "/auth/register", register),
@@ -61,7 +61,7 @@ def add_account_routes(app: web.Application) -> None:
         app.router.add_route(method, path, openai_errors(handler))
 
 
-async def _load_secret(app: web.Application):
+async def load_secret(app: web.Application):
     loop = asyncio.get_running_loop()
     app[SECRET] = await loop.run_in_executor(None, jwt_secret, app[STATE].paths)
     yield

@@ -90,6 +90,10 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
         from hubproxy.server.accounts import add_account_routes  # pyjwt and its crypto: only when used
 
         add_account_routes(app)
+    if config.dashboard.enabled:
+        from hubproxy.dashboard import add_dashboard_routes  # Jinja2: only when the dashboard is on
+
+        add_dashboard_routes(app)
     app.router.add_route("OPTIONS", "/{tail:.*}", openai_errors(preflight))
     app.router.add_route("*", "/{tail:.*}", unknown_route)
     return app

@@ -25,6 +25,7 @@ import asyncio
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,6 +35,7 @@ from hubproxy.store.records import (
     KeyRow,
     LimitRefusal,
     Reservation,
+    UsageFilter,
     UserRow,
 )
 
@@ -208,10 +210,11 @@ class Store(ABC):
     async def keys_of(self, user_id: int) -> list[KeyRow]: ...
 
     @abstractmethod
-    async def create_user_key(self, email: str, name: str) -> tuple[KeyRow, str]: ...
+    async def create_user_key(self, email: str, name: str, rules: dict | None = None) -> tuple[KeyRow, str]: ...
 
     @abstractmethod
-    async def revoke_user_key(self, user_id: int, key_id: str) -> KeyRow: ...
+    async def revoke_user_key(self, user_id: int | None, key_id: str) -> KeyRow:
+        """Revoke a key; with `user_id`, only that user's key (another's is not found)."""
 
     @abstractmethod
     async def end_login_tokens(self, user_id: int) -> UserRow: ...
@@ -224,6 +227,40 @@ class Store(ABC):
 
     @abstractmethod
     async def total_cost_since(self, user_id: int, day: str) -> int: ...
+
+    # --- server: the dashboard (reads off the loop; `user_id=None` is the admin's view of everyone) ----
+    @abstractmethod
+    async def overview(self, user_id: int | None, now: datetime) -> dict:
+        """Spend today / 7 / 30 days, spend per day by model, calls and errors per hour, latency."""
+
+    @abstractmethod
+    async def usage_page(self, where: UsageFilter, limit: int) -> list[dict]: ...
+
+    @abstractmethod
+    async def usage_models(self, user_id: int | None) -> list[str]: ...
+
+    @abstractmethod
+    async def ledger_page(self, user_id: int | None, before: int | None, limit: int, charges: bool) -> list[dict]: ...
+
+    @abstractmethod
+    async def key_spend(self, user_id: int | None) -> dict[str, tuple[int, int]]:
+        """key id → (calls, cost) over all time."""
+
+    @abstractmethod
+    async def all_keys(self) -> list[KeyRow]: ...
+
+    @abstractmethod
+    async def users(self) -> list[UserRow]: ...
+
+    @abstractmethod
+    async def update_user_key(self, user_id: int | None, key_id: str, rules: dict) -> KeyRow:
+        """Change a key's rules; with `user_id`, only that user's key (another's is not found)."""
+
+    @abstractmethod
+    async def change_balance(self, email: str, amount: int, kind: str, note: str | None) -> UserRow: ...
+
+    @abstractmethod
+    async def change_user_status(self, email: str, status: str) -> UserRow: ...
 
 
 def open_store(

@@ -156,3 +156,16 @@ class LimitRefusal:
 
     limit: str
     wait: float
+
+
+@dataclass(frozen=True)
+class UsageFilter:
+    """One page of the usage log: whose calls, which, and where the previous page ended."""
+
+    user_id: int | None = None
+    key_id: str | None = None
+    model: str | None = None
+    status: str | None = None  # "ok", "error" (anything else), or one exact status
+    since: str | None = None  # YYYY-MM-DD, inclusive
+    until: str | None = None  # YYYY-MM-DD, inclusive
+    before: tuple[str, int] | None = None  # (created_at, id) of the last row shown

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hubproxy.store.records import DatabaseError
 
-TABLES = ("users", "api_keys", "ledger", "usage", "usage_daily")  # in foreign-key order
+TABLES = ("users", "api_keys", "ledger", "usage", "usage_daily", "usage_hourly")  # in foreign-key order
 IDENTITIES = ("users", "ledger", "usage")
 
 

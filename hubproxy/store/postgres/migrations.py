@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from hubproxy.store.records import DatabaseError
-from hubproxy.store.sqlite.migrations import MIGRATIONS
+from hubproxy.store.sqlite.migrations import DASHBOARD_STATEMENTS, HOURLY_TABLE, MIGRATIONS
 
 NOW = """(to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))"""
 BASELINE = f"""
@@ -139,6 +139,7 @@ POSTGRES: dict[str, str] = {
     "m017_instances": (
         "CREATE TABLE instances (holder TEXT PRIMARY KEY, request_prefix TEXT NOT NULL, seen DOUBLE PRECISION NOT NULL)"
     ),
+    "m018_dashboard": ";\n".join((HOURLY_TABLE.replace("INTEGER", "BIGINT"), *DASHBOARD_STATEMENTS)),
 }
 IN_BASELINE = {fn.__name__ for fn in MIGRATIONS if "m002" <= fn.__name__[:4] <= "m016"}
 

@@ -115,12 +115,23 @@ def list_keys_of(conn: sqlite3.Connection, user_id: int) -> list[KeyRow]:
     ]
 
 
-def revoke_key_of(conn: sqlite3.Connection, user_id: int, key_id: str) -> KeyRow:
-    """Revoke one of this user's keys; anyone else's key id is reported as not found."""
+def _check_owner(conn: sqlite3.Connection, user_id: int | None, key_id: str) -> None:
+    """Anyone else's key id is reported as not found (`user_id=None`: any key, the admin's)."""
     row = conn.execute("SELECT user_id FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-    if row is None or row[0] != user_id:
+    if row is None or (user_id is not None and row[0] != user_id):
         raise NotFoundError(f"no key {key_id!r}")
+
+
+def revoke_key_of(conn: sqlite3.Connection, user_id: int | None, key_id: str) -> KeyRow:
+    """Revoke one of this user's keys."""
+    _check_owner(conn, user_id, key_id)
     return revoke_key(conn, key_id)
+
+
+def update_key_of(conn: sqlite3.Connection, user_id: int | None, key_id: str, rules: dict) -> KeyRow:
+    """Change the rules of one of this user's keys."""
+    _check_owner(conn, user_id, key_id)
+    return update_key(conn, key_id, rules)
 
 
 def grant_monthly_credits(conn: sqlite3.Connection, credits: dict[str, int], month: str) -> int:

@@ -9,6 +9,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ from typing import Any
 from hubproxy.accounts.rules import period_start
 from hubproxy.store import Committed, Store
 from hubproxy.store.journal import journaled_calls
-from hubproxy.store.records import AccountChanges, CachedKey, CallRecord, KeyRow, Reservation, UserRow
-from hubproxy.store.sql import accounts, leases, limits, usage
+from hubproxy.store.records import AccountChanges, CachedKey, CallRecord, KeyRow, Reservation, UsageFilter, UserRow
+from hubproxy.store.sql import accounts, dashboard, leases, limits, usage
 from hubproxy.store.sqlite.db import Writer
 
 CALLS, LEASE, ADMIT, DONE, HOLD = "calls", "lease", "limit_admit", "limit_done", "budget_hold"
@@ -238,10 +239,10 @@ class SQLStore(Store):
     async def keys_of(self, user_id: int) -> list[KeyRow]:
         return await self._read(accounts.list_keys_of, user_id)
 
-    async def create_user_key(self, email: str, name: str) -> tuple[KeyRow, str]:
-        return await self._change_accounts(accounts.create_key, email, name)
+    async def create_user_key(self, email: str, name: str, rules: dict | None = None) -> tuple[KeyRow, str]:
+        return await self._change_accounts(accounts.create_key, email, name, rules)
 
-    async def revoke_user_key(self, user_id: int, key_id: str) -> KeyRow:
+    async def revoke_user_key(self, user_id: int | None, key_id: str) -> KeyRow:
         return await self._change_accounts(accounts.revoke_key_of, user_id, key_id)
 
     async def end_login_tokens(self, user_id: int) -> UserRow:
@@ -255,3 +256,34 @@ class SQLStore(Store):
 
     async def total_cost_since(self, user_id: int, day: str) -> int:
         return await self._read(usage.total_cost_since, user_id, day)
+
+    # --- server: the dashboard -------------------------------------------------------------------------
+    async def overview(self, user_id: int | None, now: datetime) -> dict:
+        return await self._read(dashboard.overview, user_id, now)
+
+    async def usage_page(self, where: UsageFilter, limit: int) -> list[dict]:
+        return await self._read(dashboard.usage_page, where, limit)
+
+    async def usage_models(self, user_id: int | None) -> list[str]:
+        return await self._read(dashboard.usage_models, user_id)
+
+    async def ledger_page(self, user_id: int | None, before: int | None, limit: int, charges: bool) -> list[dict]:
+        return await self._read(dashboard.ledger_page, user_id, before, limit, charges)
+
+    async def key_spend(self, user_id: int | None) -> dict[str, tuple[int, int]]:
+        return await self._read(dashboard.key_spend, user_id)
+
+    async def all_keys(self) -> list[KeyRow]:
+        return await self._read(accounts.list_keys)
+
+    async def users(self) -> list[UserRow]:
+        return await self._read(accounts.list_users)
+
+    async def update_user_key(self, user_id: int | None, key_id: str, rules: dict) -> KeyRow:
+        return await self._change_accounts(accounts.update_key_of, user_id, key_id, rules)
+
+    async def change_balance(self, email: str, amount: int, kind: str, note: str | None) -> UserRow:
+        return await self._change_accounts(accounts.topup, email, amount, kind, note)
+
+    async def change_user_status(self, email: str, status: str) -> UserRow:
+        return await self._change_accounts(accounts.set_user_status, email, status)

@@ -24,6 +24,7 @@ DAILY_SUMS = (
     "cache_write_tokens",
     "reasoning_tokens",
 )
+HOURLY_SUMS = ("requests", "errors", "cost", "latency_ms")
 REPORT_GROUPS = {
     "model": "model",
     "user": "u.email",
@@ -86,7 +87,7 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
             for r in (rec.reservation,)
         ],
     )
-    add_daily_totals(conn, created_at[:10], records)
+    add_daily_totals(conn, created_at, records)
     charges = [(rec.reservation.user_id, rec.cost, rec.reservation.id) for rec in records]
     balances = charge_many(conn, charges, created_at)
     if lease_holder is not None:
@@ -132,8 +133,11 @@ def present(conn: sqlite3.Connection, table: str, column: str, ids: list[str]) -
     return {row[0] for row in conn.execute(f"SELECT {column} FROM {table} WHERE {column} IN ({marks})", ids)}
 
 
-def add_daily_totals(conn: sqlite3.Connection, day: str, records: list[CallRecord]) -> None:
+def add_daily_totals(conn: sqlite3.Connection, created_at: str, records: list[CallRecord]) -> None:
+    """The batch's calls added to the daily totals (reports) and the hourly ones (the dashboard)."""
+    day, hour = created_at[:10], created_at[:13]
     totals: dict[tuple, list[int]] = {}
+    hourly: dict[int, list[int]] = {}
     for rec in records:
         r = rec.reservation
         t = totals.setdefault((day, r.user_id, r.key_id, r.model, r.provider), [0, 0, 0, 0, 0, 0, 0, 0])
@@ -145,12 +149,23 @@ def add_daily_totals(conn: sqlite3.Connection, day: str, records: list[CallRecor
         t[5] += rec.cached_tokens
         t[6] += rec.cache_write_tokens
         t[7] += rec.reasoning_tokens
+        h = hourly.setdefault(r.user_id, [0, 0, 0, 0])
+        h[0] += 1
+        h[1] += rec.status != "ok"
+        h[2] += rec.cost
+        h[3] += rec.latency_ms
     conn.executemany(
         "INSERT INTO usage_daily (day, user_id, key_id, model, provider, requests, prompt_tokens, completion_tokens, "
         "cost, estimated, cached_tokens, cache_write_tokens, reasoning_tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
         "ON CONFLICT (day, user_id, key_id, model, provider) DO UPDATE SET "
         + ", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in DAILY_SUMS),
         [(*k, *v) for k, v in totals.items()],
+    )
+    conn.executemany(
+        "INSERT INTO usage_hourly (hour, user_id, requests, errors, cost, latency_ms) VALUES (?,?,?,?,?,?) "
+        "ON CONFLICT (hour, user_id) DO UPDATE SET "
+        + ", ".join(f"{c} = usage_hourly.{c} + excluded.{c}" for c in HOURLY_SUMS),
+        [(hour, user_id, *v) for user_id, v in hourly.items()],
     )
 
 

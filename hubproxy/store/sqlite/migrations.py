@@ -278,3 +278,31 @@ def m017_instances(conn: sqlite3.Connection) -> None:
     held is settled by another (store/postgres/instances.py). Unused on SQLite, where the parent of
     `serve --workers` watches its workers itself."""
     conn.execute("CREATE TABLE instances (holder TEXT PRIMARY KEY, request_prefix TEXT NOT NULL, seen REAL NOT NULL)")
+
+
+HOURLY_TABLE = """CREATE TABLE usage_hourly (
+    hour TEXT NOT NULL,
+    user_id INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    cost INTEGER NOT NULL,
+    latency_ms INTEGER NOT NULL,
+    PRIMARY KEY (hour, user_id)
+)"""
+DASHBOARD_STATEMENTS = (
+    "INSERT INTO usage_hourly SELECT substr(created_at, 1, 13), user_id, count(*), "
+    "sum(CASE WHEN status = 'ok' THEN 0 ELSE 1 END), sum(cost), sum(latency_ms) FROM usage GROUP BY 1, 2",
+    "CREATE INDEX usage_created ON usage (created_at)",
+    "CREATE INDEX usage_key ON usage (key_id, created_at)",
+    "CREATE INDEX ledger_money ON ledger (user_id, id) WHERE kind <> 'charge'",
+)
+
+
+@migration
+def m018_dashboard(conn: sqlite3.Connection) -> None:
+    """What the dashboard reads fast on millions of calls: calls, errors, cost and latency per hour and
+    user (the charts, the error rate), the usage log by time and by key, and the ledger's money
+    movements apart from the per-call charges."""
+    conn.execute(HOURLY_TABLE + " WITHOUT ROWID")
+    for statement in DASHBOARD_STATEMENTS:
+        conn.execute(statement)

@@ -1,0 +1,411 @@
+"""The pages every user has: log in and out, the overview, keys, and the usage log with its CSV export.
+The admin sees the same pages for everyone (`session.user_id is None`)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import re
+from datetime import UTC, date, datetime
+
+from aiohttp import web
+
+from hubproxy import errors
+from hubproxy.accounts.rules import PolicyError, collect_rules
+from hubproxy.dashboard import charts
+from hubproxy.dashboard.sessions import COOKIE, Session, end_admin_session, session_of, start_session, use_login_link
+from hubproxy.dashboard.views import PageError, form, page, render, usd
+from hubproxy.money import MoneyError, format_usd
+from hubproxy.passwords import verify_password
+from hubproxy.server.accounts import account_errors, limit_logins
+from hubproxy.server.state import STATE
+from hubproxy.store.records import KeyRow, UsageFilter
+
+PAGE_ROWS = 50
+CSV_CHUNK = 5_000
+CSV_MAX_ROWS = 1_000_000
+DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+CURSOR_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T[\d:.]+Z?)~(\d+)$")
+TOOLS = ("claude-code", "codex", "aider", "continue", "cursor", "openai")
+RULE_FIELDS = ("models", "allow_ips", "spend_limit", "budget_period", "expires", "rpm", "tpm", "max_parallel")
+
+
+# --- logging in ------------------------------------------------------------------------------------------
+async def login_form(request: web.Request) -> web.Response:
+    if session_of(request) is not None:
+        raise web.HTTPSeeOther("/")
+    return render(request, None, "login.html", next=_next(request.query.get("next")))
+
+
+async def login(request: web.Request) -> web.Response:
+    """Email and password (the account API's): rate-limited per address and per email."""
+    try:
+        fields = await form(request)
+    except PageError as refused:
+        return render(request, None, "login.html", status=refused.status, error=refused.message, next="/")
+    email, password = fields.get("email", "").strip(), fields.get("password", "")
+    target = _next(fields.get("next"))
+    state = request.app[STATE]
+    try:
+        limit_logins(request, email or None)
+    except errors.GatewayError as refused:
+        return render(request, None, "login.html", status=429, error=refused.message, next=target, email=email)
+    found = await state.store.password_hash_of(email) if email else None
+    ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, found[1] if found else None)
+    user = state.accounts.users.get(found[0]) if found and ok else None
+    if user is None or not user.active:
+        return render(
+            request, None, "login.html", status=401, error="Wrong email or password.", next=target, email=email
+        )
+    response = web.HTTPSeeOther(target)
+    start_session(request, response, user.id)
+    raise response
+
+
+async def login_link(request: web.Request) -> web.Response:
+    """The admin's one-time link from `hubproxy dashboard`."""
+    if not use_login_link(request, request.query.get("token", "")):
+        return render(
+            request,
+            None,
+            "login.html",
+            status=403,
+            error="This login link is invalid, expired or already used: run `hubproxy dashboard` for a new one.",
+            next="/",
+        )
+    response = web.HTTPSeeOther("/")
+    start_session(request, response, None)
+    raise response
+
+
+@page()
+async def logout(request: web.Request, session: Session) -> web.Response:
+    """A user's logout ends every session and login token of theirs; the admin's, this session."""
+    if session.admin:
+        end_admin_session(request, session)
+    else:
+        await request.app[STATE].store.end_login_tokens(session.user_id)
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(COOKIE, path="/")
+    raise response
+
+
+def _next(target: str | None) -> str:
+    """Only a path on this site (never `//host` or a URL): no open redirect."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+# --- overview ----------------------------------------------------------------------------------------------
+@page()
+async def overview(request: web.Request, session: Session) -> web.Response:
+    state = request.app[STATE]
+    now = datetime.now(UTC)
+    data = await state.store.overview(session.user_id, now)
+    spend_svg, legend = charts.spend_by_day(data["days"], now.date())
+    calls_svg = charts.calls_by_hour(data["hours"], now)
+    if session.admin:
+        users = state.accounts.users.values()
+        balance = sum(u.available + u.reserved for u in users)
+        people = len(state.accounts.users)
+    else:
+        user = state.accounts.users[session.user_id]
+        balance, people = user.available + user.reserved, 1
+    error_rate = data["errors_24h"] / data["calls_24h"] if data["calls_24h"] else None
+    return render(
+        request,
+        session,
+        "overview.html",
+        data=data,
+        balance=balance,
+        people=people,
+        error_rate=error_rate,
+        spend_svg=spend_svg,
+        calls_svg=calls_svg,
+        legend=legend,
+        in_flight=len(state.calls.meters) if session.admin else None,
+    )
+
+
+# --- keys ----------------------------------------------------------------------------------------------------
+async def _key_rows(request: web.Request, session: Session) -> list[tuple[KeyRow, tuple[int, int]]]:
+    store = request.app[STATE].store
+    keys = await (store.all_keys() if session.admin else store.keys_of(session.user_id))
+    spend = await store.key_spend(session.user_id)
+    keys.sort(key=lambda k: (k.status != "active", k.created_at), reverse=False)
+    return [(key, spend.get(key.id, (0, 0))) for key in keys]
+
+
+def _rules_text(key: KeyRow) -> list[str]:
+    rules = key.rules()
+    shown = []
+    if "models" in rules:
+        shown.append(f"models: {rules['models']}")
+    if "allow_ips" in rules:
+        shown.append("IPs: " + ", ".join(json.loads(rules["allow_ips"])))
+    if "spend_limit" in rules:
+        shown.append(
+            f"cap {usd(rules['spend_limit'], 2)}" + (f"/{rules['budget_period']}" if "budget_period" in rules else "")
+        )
+    if "expires_at" in rules:
+        shown.append(f"expires {rules['expires_at'][:16].replace('T', ' ')}")
+    for name in ("rpm", "tpm", "max_parallel"):
+        if name in rules:
+            shown.append(f"{name.replace('_', ' ')} {rules[name]:,}")
+    return shown
+
+
+async def _keys_page(request: web.Request, session: Session, status: int = 200, **extra) -> web.Response:
+    rows = await _key_rows(request, session)
+    state = request.app[STATE]
+    return render(
+        request,
+        session,
+        "keys.html",
+        status=status,
+        rows=[(key, spent, _rules_text(key)) for key, spent in rows],
+        users=sorted(u.email for u in state.accounts.users.values()) if session.admin else [],
+        models=sorted(state.config.models),
+        **extra,
+    )
+
+
+@page()
+async def keys(request: web.Request, session: Session) -> web.Response:
+    return await _keys_page(request, session, message=_done(request))
+
+
+def _rules_from(fields) -> dict:
+    """The key form's fields → validated rules (blank fields are not rules)."""
+    value = {name: fields.get(name, "").strip() or None for name in RULE_FIELDS}
+    numbers = {}
+    for name in ("rpm", "tpm", "max_parallel"):
+        if value[name] is not None:
+            if not value[name].isdigit():
+                raise PageError(400, f"{name.replace('_', ' ')} must be a whole number.")
+            numbers[name] = int(value[name])
+    ips = [part for part in re.split(r"[,\s]+", value["allow_ips"] or "") if part]
+    try:
+        return collect_rules(
+            value["models"],
+            ips,
+            value["spend_limit"],
+            value["budget_period"],
+            value["expires"],
+            numbers.get("rpm"),
+            numbers.get("tpm"),
+            numbers.get("max_parallel"),
+        )
+    except (PolicyError, MoneyError) as exc:
+        raise PageError(400, str(exc).replace("--", "")) from None
+
+
+@page()
+async def create_key(request: web.Request, session: Session) -> web.Response:
+    """The new key is shown on this page only, with the `hubproxy connect` line for each tool."""
+    state = request.app[STATE]
+    fields = await form(request)
+    name = fields.get("name", "").strip() or "default"
+    try:
+        rules = _rules_from(fields)
+    except PageError as refused:
+        return await _keys_page(request, session, status=refused.status, error=refused.message)
+    email = fields.get("user", "").strip() if session.admin else state.accounts.users[session.user_id].email
+    if not email:
+        return await _keys_page(request, session, status=400, error="Choose whose key it is.")
+    try:
+        with account_errors():
+            key, full = await state.store.create_user_key(email, name, rules)
+    except errors.GatewayError as refused:
+        return await _keys_page(request, session, status=refused.status, error=refused.message)
+    base = f"{request.scheme}://{request.host}"
+    connect = [f"hubproxy connect {tool} --key {full} --base-url {base}" for tool in TOOLS]
+    return render(request, session, "key_created.html", key=key, full=full, base=base, connect=connect)
+
+
+async def _change_key(request: web.Request, session: Session, change) -> web.Response:
+    key_id = request.match_info["key_id"]
+    try:
+        with account_errors():
+            key = await change(session.user_id if not session.admin else None, key_id)
+    except errors.GatewayError as refused:
+        return await _keys_page(request, session, status=refused.status, error=refused.message)
+    raise web.HTTPSeeOther(f"/keys?done={key.id}")
+
+
+@page()
+async def update_key(request: web.Request, session: Session) -> web.Response:
+    fields = await form(request)
+    try:
+        rules = _rules_from(fields)
+    except PageError as refused:
+        return await _keys_page(request, session, status=refused.status, error=refused.message)
+    for name in fields.getall("clear", []):
+        column = {"expires": "expires_at", "allow_ips": "allow_ips"}.get(name, name)
+        if column in {
+            "models",
+            "allow_ips",
+            "spend_limit",
+            "budget_period",
+            "expires_at",
+            "rpm",
+            "tpm",
+            "max_parallel",
+        }:
+            rules[column] = None
+    if not rules:
+        return await _keys_page(
+            request, session, status=400, error="Nothing to change: fill in a rule or tick one to clear."
+        )
+    store = request.app[STATE].store
+    return await _change_key(request, session, lambda owner, key_id: store.update_user_key(owner, key_id, rules))
+
+
+@page()
+async def revoke_key(request: web.Request, session: Session) -> web.Response:
+    store = request.app[STATE].store
+    return await _change_key(request, session, store.revoke_user_key)
+
+
+def _done(request: web.Request) -> str | None:
+    done = request.query.get("done")
+    return f"Saved: key {done}." if done and re.match(r"^[\w-]{1,64}$", done) else None
+
+
+# --- usage log -------------------------------------------------------------------------------------------
+def usage_filter(request: web.Request, session: Session) -> UsageFilter:
+    """The log's filters from the query string; a bad value is a 400 page naming it."""
+    query = request.query
+    state = request.app[STATE]
+    user_id = session.user_id
+    if session.admin and query.get("user"):
+        found = next((u.id for u in state.accounts.users.values() if u.email == query["user"].strip()), None)
+        if found is None:
+            raise PageError(400, f"No user {query['user']!r}.")
+        user_id = found
+    dates = {}
+    for name in ("since", "until"):
+        value = query.get(name, "").strip()
+        if value:
+            if not DAY_RE.match(value):
+                raise PageError(400, f"'{name}' must be a date like 2026-12-01.")
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise PageError(400, f"'{name}' must be a date like 2026-12-01.") from None
+        dates[name] = value or None
+    before = None
+    if query.get("before"):
+        match = CURSOR_RE.match(query["before"])
+        if not match:
+            raise PageError(400, "The page link is malformed: start again from the first page.")
+        before = (match.group(1), int(match.group(2)))
+    status = query.get("status", "").strip() or None
+    if status is not None and not re.match(r"^[a-z_]{1,32}$", status):
+        raise PageError(400, "'status' is one of ok, error, or a status name.")
+    return UsageFilter(
+        user_id=user_id,  # a user's own, always: another user's key id then matches nothing
+        key_id=query.get("key", "").strip() or None,
+        model=query.get("model", "").strip() or None,
+        status=status,
+        since=dates["since"],
+        until=dates["until"],
+        before=before,
+    )
+
+
+@page()
+async def usage(request: web.Request, session: Session) -> web.Response:
+    where = usage_filter(request, session)
+    store = request.app[STATE].store
+    rows = await store.usage_page(where, PAGE_ROWS + 1)
+    more = len(rows) > PAGE_ROWS
+    rows = rows[:PAGE_ROWS]
+    query = {k: v for k, v in request.query.items() if k != "before" and v}
+    next_query = {**query, "before": f"{rows[-1]['created_at']}~{rows[-1]['id']}"} if more else None
+    return render(
+        request,
+        session,
+        "usage.html",
+        rows=rows,
+        query=query,
+        next_query=next_query,
+        first_page=where.before is None,
+        models=await store.usage_models(session.user_id),
+        keys=[k for k, _ in await _key_rows(request, session)],
+        users=sorted(u.email for u in request.app[STATE].accounts.users.values()) if session.admin else [],
+    )
+
+
+@page()
+async def usage_csv(request: web.Request, session: Session) -> web.StreamResponse:
+    """Every call the filters match, streamed in chunks (at most CSV_MAX_ROWS): no content, only metadata."""
+    where = usage_filter(request, session)
+    store = request.app[STATE].store
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="hubproxy-usage-{date.today().isoformat()}.csv"',
+            "Cache-Control": "no-store",
+        }
+    )
+    await response.prepare(request)
+    columns = [
+        "time",
+        "request_id",
+        "user",
+        "key_id",
+        "model",
+        "provider",
+        "endpoint",
+        "stream",
+        "status",
+        "http_status",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "cost_usd",
+        "estimated",
+        "latency_ms",
+    ]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    written = 0
+    while written < CSV_MAX_ROWS:
+        rows = await store.usage_page(where, CSV_CHUNK)
+        for row in rows:
+            writer.writerow(
+                [
+                    row["created_at"],
+                    row["request_id"],
+                    row["email"],
+                    row["key_id"],
+                    row["model"],
+                    row["provider"],
+                    row["endpoint"],
+                    int(row["stream"]),
+                    row["status"],
+                    row["http_status"],
+                    row["prompt_tokens"],
+                    row["completion_tokens"],
+                    row["cached_tokens"],
+                    row["reasoning_tokens"],
+                    format_usd(row["cost"], min_places=2),
+                    int(row["estimated"]),
+                    row["latency_ms"],
+                ]
+            )
+        await response.write(buffer.getvalue().encode())
+        buffer.seek(0)
+        buffer.truncate()
+        written += len(rows)
+        if len(rows) < CSV_CHUNK:
+            break
+        where = UsageFilter(**{**where.__dict__, "before": (rows[-1]["created_at"], rows[-1]["id"])})
+    await response.write_eof()
+    return response

@@ -1,0 +1,129 @@
+"""Who is browsing: the session cookie, its CSRF token, and the admin's one-time login link.
+
+A session is a signed cookie (HS256 with the account API's secret), not a server-side row, so any
+worker or instance can read it. A user's session carries their token version: logging out, a new
+password or a disabled account ends it everywhere, as it ends the account API's tokens. The admin
+is whoever can read the admin token beside the database: `hubproxy dashboard` signs a link with it
+that logs in once, within LINK_SECONDS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+import jwt
+from aiohttp import web
+
+from hubproxy.server.accounts import SECRET
+from hubproxy.server.state import STATE
+
+COOKIE = "hubproxy_session"
+SESSION_SECONDS = 12 * 3600
+LINK_SECONDS = 600
+USED_LINKS = web.AppKey("dashboard_used_links", dict)
+ENDED_ADMIN_SESSIONS = web.AppKey("dashboard_ended_sessions", dict)
+
+
+@dataclass(frozen=True)
+class Session:
+    user_id: int | None  # None: the admin
+    sid: str
+    csrf: str
+    expires: int
+
+    @property
+    def admin(self) -> bool:
+        return self.user_id is None
+
+
+def csrf_for(secret: str, sid: str) -> str:
+    return hmac.new(secret.encode(), b"csrf:" + sid.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def session_of(request: web.Request) -> Session | None:
+    """The request's valid session, or None (no cookie, forged, expired, or ended)."""
+    cookie = request.cookies.get(COOKIE)
+    if not cookie:
+        return None
+    secret = request.app[SECRET]
+    try:
+        claims = jwt.decode(cookie, secret, algorithms=["HS256"], options={"require": ["exp", "sub", "sid"]})
+    except jwt.InvalidTokenError:
+        return None
+    sid, subject = claims["sid"], claims["sub"]
+    if not isinstance(sid, str) or not isinstance(subject, str):
+        return None
+    if subject == "admin":
+        if sid in request.app[ENDED_ADMIN_SESSIONS]:
+            return None
+        return Session(None, sid, csrf_for(secret, sid), claims["exp"])
+    if not (subject.isascii() and subject.isdigit()):
+        return None
+    user = request.app[STATE].accounts.users.get(int(subject))
+    if user is None or not user.active or claims.get("ver") != user.token_version:
+        return None
+    return Session(user.id, sid, csrf_for(secret, sid), claims["exp"])
+
+
+def start_session(request: web.Request, response: web.StreamResponse, user_id: int | None) -> None:
+    """Set the session cookie: HttpOnly, SameSite=Strict, Secure when the page came over TLS."""
+    now = int(time.time())
+    claims: dict = {"sid": secrets.token_urlsafe(16), "iat": now, "exp": now + SESSION_SECONDS}
+    if user_id is None:
+        claims["sub"] = "admin"
+    else:
+        claims["sub"] = str(user_id)
+        claims["ver"] = request.app[STATE].accounts.users[user_id].token_version
+    response.set_cookie(
+        COOKIE,
+        jwt.encode(claims, request.app[SECRET], algorithm="HS256"),
+        max_age=SESSION_SECONDS,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+    )
+
+
+def end_admin_session(request: web.Request, session: Session) -> None:
+    ended = request.app[ENDED_ADMIN_SESSIONS]
+    now = time.time()
+    for sid in [sid for sid, expires in ended.items() if expires < now]:
+        del ended[sid]
+    ended[session.sid] = session.expires
+
+
+def login_link_token(admin_token: str, now: float | None = None) -> str:
+    """`nonce.expiry.signature`, signed with the admin token: what `hubproxy dashboard` prints."""
+    expires = int((time.time() if now is None else now) + LINK_SECONDS)
+    payload = f"{secrets.token_urlsafe(12)}.{expires}"
+    return f"{payload}.{_sign(admin_token, payload)}"
+
+
+def use_login_link(request: web.Request, token: str) -> bool:
+    """True once per link, before it expires, if the admin token signed it."""
+    admin_token = request.app[STATE].admin_token
+    parts = token.split(".")
+    if len(parts) != 3 or not admin_token or not parts[1].isdigit():
+        return False
+    payload = f"{parts[0]}.{parts[1]}"
+    if not hmac.compare_digest(_sign(admin_token, payload), parts[2]):
+        return False
+    now = time.time()
+    if int(parts[1]) < now:
+        return False
+    used = request.app[USED_LINKS]
+    for nonce in [nonce for nonce, expires in used.items() if expires < now]:
+        del used[nonce]
+    if parts[0] in used:
+        return False
+    used[parts[0]] = int(parts[1])
+    return True
+
+
+def _sign(admin_token: str, payload: str) -> str:
+    return hmac.new(admin_token.encode(), b"dashboard-login:" + payload.encode(), hashlib.sha256).hexdigest()

@@ -1,0 +1,171 @@
+"""The dashboard's reads: an overview from the daily and hourly totals, the usage log and the ledger in
+pages that stay fast on millions of rows (keyset paging on indexes, m018), and what each key spent.
+
+Every function takes `user_id=None` for the admin's view of everyone; with a user id, nothing of
+another user can come back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta
+
+from hubproxy.store.records import UsageFilter
+
+PERCENTILE_SAMPLE = 10_000
+USAGE_COLUMNS = (
+    "id",
+    "request_id",
+    "created_at",
+    "email",
+    "key_id",
+    "model",
+    "provider",
+    "endpoint",
+    "stream",
+    "status",
+    "http_status",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cost",
+    "estimated",
+    "latency_ms",
+)
+LEDGER_COLUMNS = ("id", "created_at", "email", "kind", "amount", "note", "request_id")
+
+
+def _scope(user_id: int | None, column: str = "user_id") -> tuple[str, list]:
+    return (f" AND {column} = ?", [user_id]) if user_id is not None else ("", [])
+
+
+def overview(conn: sqlite3.Connection, user_id: int | None, now: datetime) -> dict:
+    """Spend today / 7 / 30 days, spend per day by model (30 days), calls and errors per hour (48 h),
+    and the latency percentiles of the last 24 hours (the newest PERCENTILE_SAMPLE calls)."""
+    today = now.date()
+    first_day = (today - timedelta(days=29)).isoformat()
+    scope, params = _scope(user_id)
+    days: dict[str, dict[str, int]] = {}
+    calls_30d = 0
+    for day, model, cost, requests in conn.execute(
+        f"SELECT day, model, sum(cost), sum(requests) FROM usage_daily WHERE day >= ?{scope} GROUP BY day, model",
+        [first_day, *params],
+    ):
+        days.setdefault(day, {})[model] = cost
+        calls_30d += requests
+    spend = {
+        name: sum(sum(by_model.values()) for day, by_model in days.items() if day >= start)
+        for name, start in (
+            ("today", today.isoformat()),
+            ("7d", (today - timedelta(days=6)).isoformat()),
+            ("30d", first_day),
+        )
+    }
+    first_hour = (now - timedelta(hours=47)).strftime("%Y-%m-%dT%H")
+    hours = {
+        hour: (requests, errors, cost)
+        for hour, requests, errors, cost in conn.execute(
+            f"SELECT hour, sum(requests), sum(errors), sum(cost) FROM usage_hourly WHERE hour >= ?{scope} "
+            "GROUP BY hour",
+            [first_hour, *params],
+        )
+    }
+    last_day = (now - timedelta(hours=23)).strftime("%Y-%m-%dT%H")
+    calls_24h = sum(v[0] for h, v in hours.items() if h >= last_day)
+    errors_24h = sum(v[1] for h, v in hours.items() if h >= last_day)
+    since = (now - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%S")
+    latencies = sorted(
+        row[0]
+        for row in conn.execute(
+            f"SELECT latency_ms FROM usage WHERE created_at >= ?{scope} ORDER BY created_at DESC LIMIT ?",
+            [since, *params, PERCENTILE_SAMPLE],
+        )
+    )
+    return {
+        "spend": spend,
+        "calls_30d": calls_30d,
+        "calls_24h": calls_24h,
+        "errors_24h": errors_24h,
+        "p50_ms": _percentile(latencies, 0.50),
+        "p95_ms": _percentile(latencies, 0.95),
+        "latency_sample": len(latencies),
+        "days": days,
+        "hours": hours,
+    }
+
+
+def _percentile(sorted_values: list[int], q: float) -> int | None:
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def usage_page(conn: sqlite3.Connection, where: UsageFilter, limit: int) -> list[dict]:
+    """Calls newest first, `limit` of them after `where.before`: never their content (none is stored)."""
+    clauses, params = ["1 = 1"], []
+    for column, value in (("u.user_id", where.user_id), ("u.key_id", where.key_id), ("u.model", where.model)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if where.status == "error":
+        clauses.append("u.status <> 'ok'")
+    elif where.status is not None:
+        clauses.append("u.status = ?")
+        params.append(where.status)
+    if where.since:
+        clauses.append("u.created_at >= ?")
+        params.append(where.since)
+    if where.until:
+        clauses.append("u.created_at < ?")
+        params.append((datetime.fromisoformat(where.until) + timedelta(days=1)).strftime("%Y-%m-%d"))
+    if where.before is not None:
+        clauses.append("(u.created_at < ? OR (u.created_at = ? AND u.id < ?))")
+        params += [where.before[0], where.before[0], where.before[1]]
+    rows = conn.execute(
+        "SELECT u.id, u.request_id, u.created_at, s.email, u.key_id, u.model, u.provider, u.endpoint, u.stream, "
+        "u.status, u.http_status, u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.reasoning_tokens, "
+        "u.cost, u.estimated, u.latency_ms FROM usage u JOIN users s ON s.id = u.user_id "
+        f"WHERE {' AND '.join(clauses)} ORDER BY u.created_at DESC, u.id DESC LIMIT ?",
+        [*params, limit],
+    )
+    return [dict(zip(USAGE_COLUMNS, row, strict=True)) for row in rows]
+
+
+def usage_models(conn: sqlite3.Connection, user_id: int | None) -> list[str]:
+    """The models a filter can offer, from the daily totals."""
+    scope, params = _scope(user_id)
+    return sorted(row[0] for row in conn.execute(f"SELECT DISTINCT model FROM usage_daily WHERE 1 = 1{scope}", params))
+
+
+def ledger_page(
+    conn: sqlite3.Connection, user_id: int | None, before: int | None, limit: int, charges: bool = False
+) -> list[dict]:
+    """Balance movements newest first; without `charges`, only top-ups, grants and adjustments (each
+    call's charge is in the usage log)."""
+    clauses, params = ["1 = 1"], []
+    if not charges:
+        clauses.append("l.kind <> 'charge'")
+    if user_id is not None:
+        clauses.append("l.user_id = ?")
+        params.append(user_id)
+    if before is not None:
+        clauses.append("l.id < ?")
+        params.append(before)
+    rows = conn.execute(
+        "SELECT l.id, l.created_at, u.email, l.kind, l.amount, l.note, l.request_id FROM ledger l "
+        f"JOIN users u ON u.id = l.user_id WHERE {' AND '.join(clauses)} ORDER BY l.id DESC LIMIT ?",
+        [*params, limit],
+    )
+    return [dict(zip(LEDGER_COLUMNS, row, strict=True)) for row in rows]
+
+
+def key_spend(conn: sqlite3.Connection, user_id: int | None) -> dict[str, tuple[int, int]]:
+    """Each key's calls and cost, all time, from the daily totals."""
+    scope, params = _scope(user_id)
+    return {
+        key_id: (requests, cost)
+        for key_id, requests, cost in conn.execute(
+            f"SELECT key_id, sum(requests), sum(cost) FROM usage_daily WHERE 1 = 1{scope} GROUP BY key_id", params
+        )
+    }

@@ -1,0 +1,358 @@
+"""The web dashboard, driven in Debian's Chromium through Playwright against the real server.
+
+A user logs in, creates a key and sees it once, calls the API with it through the OpenAI SDK and
+finds the call in the usage log, the balance lower, and the CSV export; the admin logs in with the
+one-time link, tops a user up and watches the live feed; a user cannot reach admin pages or another
+user's data. Each page's screenshot goes to HUBPROXY_SCREENSHOTS (the README's PNGs) when it is set.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import shutil
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from bench.history import seed_history
+from tests.conftest import HELLO, raw_request, wait_for
+
+CHROMIUM = os.environ.get("HUBPROXY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+PASSWORD = "correct horse battery"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"no Chromium at {CHROMIUM}: .ci/run installs Debian's chromium")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()
+
+
+def shot(page, name: str, tmp_path: Path) -> None:
+    """A full-page screenshot; kept for the README when HUBPROXY_SCREENSHOTS names a folder."""
+    folder = Path(os.environ.get("HUBPROXY_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def base(gateway) -> str:
+    return f"http://127.0.0.1:{gateway.port}"
+
+
+def set_password(cli, email: str) -> None:
+    """A new password ends the user's sessions once the server's change feed shows it (within a
+    second): wait that out, or the session made next would be ended by it."""
+    cli("users", "set-password", email, input=PASSWORD + "\n")
+    time.sleep(1.5)
+
+
+def log_in(page, gateway, email: str) -> None:
+    page.goto(base(gateway) + "/login")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(base(gateway) + "/")
+
+
+def admin_link(cli, gateway) -> str:
+    out = cli("dashboard", "--base-url", base(gateway)).stdout
+    return re.search(r"http://\S+", out).group(0)
+
+
+def balance_of(gateway, email: str) -> int:
+    with gateway.db() as db:
+        return db.execute("SELECT balance FROM users WHERE email = ?", (email,)).fetchone()[0]
+
+
+def session_cookie(gateway, email: str) -> tuple[str, str]:
+    """Log in over plain HTTP: the cookie and the CSRF token the overview's forms carry."""
+    body = urllib.parse.urlencode({"email": email, "password": PASSWORD}).encode()
+    answer = raw_request("POST", base(gateway) + "/login", body, FORM)
+    assert answer.status == 303, answer.body
+    cookie = answer.headers["set-cookie"].split(";")[0]
+    page = raw_request("GET", base(gateway) + "/keys", headers={"Cookie": cookie}).body.decode()
+    return cookie, re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def seeded(gateway, cli, rows: int = 3000) -> None:
+    """A month of calls for the charts (written into the database while the server is stopped)."""
+    gateway.stop()
+    seed_history(gateway.home / "hubproxy.db", rows)
+    gateway.start()
+
+
+def test_a_user_logs_in_creates_a_key_calls_and_sees_the_call(browser, gateway, cli, tmp_path):
+    set_password(cli, "dev@example.com")
+    cli("users", "add", "ops@example.com", "--balance", "20")
+    cli("keys", "create", "--user", "ops@example.com", "--name", "ci")
+    seeded(gateway, cli)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(base(gateway) + "/usage")
+    assert page.url.startswith(base(gateway) + "/login")
+    log_in(page, gateway, "dev@example.com")
+    before = balance_of(gateway, "dev@example.com")
+    assert page.locator("#balance").inner_text() == "$5.00"
+    assert page.locator("svg.chart rect").count() > 20  # a month of spend and two days of hours drawn
+    shot(page, "overview", tmp_path)
+
+    page.click("nav >> text=Keys")
+    page.fill("form[action='/keys'] input[name=name]", "laptop")
+    page.fill("form[action='/keys'] input[name=rpm]", "600")
+    page.click("form[action='/keys'] button[type=submit]")
+    full = page.locator("#new-key").inner_text()
+    assert re.fullmatch(r"sk-hp-\S+", full)
+    assert page.locator("code", has_text=f"hubproxy connect claude-code --key {full}").count() == 1
+    shot(page, "key-created", tmp_path)
+    page.click("text=Back to the keys")
+    assert full not in page.content()  # shown once: the list has it masked
+    row = page.locator("tr", has_text="laptop")
+    assert "rpm 600" in row.inner_text()
+    shot(page, "keys", tmp_path)
+
+    answer = gateway.client(key=full).chat.completions.create(model="deepseek-chat", messages=HELLO, max_tokens=50)
+    assert answer.choices[0].message.content
+    wait_for(lambda: balance_of(gateway, "dev@example.com") < before)
+    page.click("nav >> text=Usage")
+    assert page.locator("table.log tbody tr").count() == 50 and page.locator("#older").count() == 1
+    shot(page, "usage", tmp_path)
+    page.click("#older")
+    assert page.locator("table.log tbody tr").count() == 50
+    laptop = page.locator("select[name=key] option", has_text="laptop").get_attribute("value")
+    page.select_option("select[name=key]", value=laptop)
+    page.click("form.filters button[type=submit]")
+    rows = page.locator("table.log tbody tr")
+    assert rows.count() == 1 and "deepseek-chat" in rows.first.inner_text()
+    assert "ops@example.com" not in page.content()
+
+    with page.expect_download() as download:
+        page.click("#csv")
+    exported = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert len(exported) == 1 and exported[0]["model"] == "deepseek-chat"
+    with gateway.db() as db:
+        request_id, cost = db.execute(
+            "SELECT request_id, cost FROM usage WHERE key_id = (SELECT id FROM api_keys WHERE name = 'laptop')"
+        ).fetchone()
+    assert exported[0]["request_id"] == request_id
+    assert exported[0]["cost_usd"].rstrip("0") == f"{cost / 10**12:.12f}".rstrip("0")
+
+    page.click("nav >> text=Overview")
+    after = balance_of(gateway, "dev@example.com")
+    assert after == before - cost
+    shown = page.locator("#balance").inner_text()
+    assert shown == f"${(after + 5 * 10**9) // 10**10 / 100:.2f}"  # rounded to cents for display
+    context.close()
+
+
+def test_the_admin_tops_up_a_user_and_watches_calls_live(browser, gateway, cli, tmp_path):
+    seeded(gateway, cli)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    link = admin_link(cli, gateway)
+    page.goto(link)
+    page.wait_for_url(base(gateway) + "/")
+    assert "everyone" in page.locator("h1").inner_text()
+    shot(page, "admin-overview", tmp_path)
+    again = raw_request("GET", link)
+    assert again.status == 403  # the link logs in once
+
+    page.click("nav >> text=Users")
+    row = page.locator("tr[data-user='dev@example.com']")
+    before = balance_of(gateway, "dev@example.com")
+    row.locator("input[name=amount]").fill("2.50")
+    row.locator("input[name=note]").fill("invoice 42")
+    row.locator("button", has_text="Apply").click()
+    page.wait_for_url(re.compile(r"/admin/users\?done="))
+    assert balance_of(gateway, "dev@example.com") == before + 2_500_000_000_000
+    assert page.locator("tr[data-user='dev@example.com'] .balance").inner_text() == "$7.5000"
+    shot(page, "admin-users", tmp_path)
+    page.click("nav >> text=Ledger")
+    assert "invoice 42" in page.locator("table").inner_text()
+    shot(page, "admin-ledger", tmp_path)
+    page.click("nav >> text=Providers")
+    assert "fake/deepseek-chat" in page.content()
+    shot(page, "admin-providers", tmp_path)
+
+    page.click("nav >> text=Live")
+    wait_for(lambda: page.locator("#feed-state").inner_text() == "live", timeout=10)
+    for _ in range(3):
+        gateway.client().chat.completions.create(model="deepseek-chat", messages=HELLO, max_tokens=20)
+    page.wait_for_selector("#feed tr:nth-child(3)", timeout=10_000)
+    first = page.locator("#feed tr").first.inner_text()
+    assert "dev@example.com" in first and "deepseek-chat" in first and "ok" in first
+    assert "say hello" not in page.content()  # metadata only
+    shot(page, "admin-live", tmp_path)
+    context.close()
+
+
+def test_a_phone_sized_dark_page_still_reads(browser, gateway, cli, tmp_path):
+    set_password(cli, "dev@example.com")
+    seeded(gateway, cli)
+    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark")
+    page = context.new_page()
+    log_in(page, gateway, "dev@example.com")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # nothing pushes the page sideways; wide tables scroll inside their card
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(15, 18, 23)"
+    shot(page, "overview-phone-dark", tmp_path)
+    context.close()
+
+
+def test_a_user_sees_only_their_own_keys_calls_and_balance(gateway, cli):
+    """Everything a user could try with their own session against another user's data."""
+    set_password(cli, "dev@example.com")
+    other_key = gateway.new_user("other@example.com", "9")
+    other_id = cli.json("keys", "list", "--user", "other@example.com")[0]["id"]
+    wait_for(lambda: gateway.key_works(other_key))
+    gateway.client(key=other_key).chat.completions.create(model="deepseek-chat", messages=HELLO, max_tokens=20)
+    gateway.client().chat.completions.create(model="deepseek-chat", messages=HELLO, max_tokens=20)
+    with gateway.db() as db:
+        theirs = db.execute(
+            "SELECT request_id FROM usage WHERE user_id = (SELECT id FROM users WHERE email = ?)",
+            ("other@example.com",),
+        ).fetchone()[0]
+    cookie, csrf = session_cookie(gateway, "dev@example.com")
+    get = lambda path: raw_request("GET", base(gateway) + path, headers={"Cookie": cookie})  # noqa: E731
+    for path in ("/", "/keys", "/usage", f"/usage?key={other_id}", "/usage?user=other%40example.com", "/usage.csv"):
+        answer = get(path)
+        assert answer.status == 200, path
+        assert theirs.encode() not in answer.body, path
+        assert f"<code>{other_id}</code>".encode() not in answer.body, path  # the query may echo the id, no row has it
+        assert b"other@example.com" not in answer.body, path
+    assert b"$5.00" in get("/").body and b"$9.00" not in get("/").body
+    for path in ("/admin/users", "/admin/ledger", "/admin/providers", "/admin/live", "/admin/live/events"):
+        assert get(path).status == 403, path
+    for path, fields in (
+        (f"/keys/{other_id}/revoke", {}),
+        (f"/keys/{other_id}/rules", {"rpm": "1"}),
+        ("/admin/users/2/balance", {"amount": "100", "kind": "topup"}),
+        ("/admin/users/2/status", {"status": "disabled"}),
+    ):
+        body = urllib.parse.urlencode({"csrf": csrf, **fields}).encode()
+        answer = raw_request("POST", base(gateway) + path, body, {**FORM, "Cookie": cookie})
+        assert answer.status in (403, 404), (path, answer.status)
+    assert gateway.key_works(other_key)
+    assert cli.json("keys", "list", "--user", "other@example.com")[0]["rules"] == {}
+    assert balance_of(gateway, "other@example.com") < 9 * 10**12
+
+
+def test_sessions_cookies_csrf_and_login_limits(gateway, cli):
+    set_password(cli, "dev@example.com")
+    body = urllib.parse.urlencode({"email": "dev@example.com", "password": PASSWORD, "next": "//evil.example"})
+    answer = raw_request("POST", base(gateway) + "/login", body.encode(), FORM)
+    assert answer.status == 303 and answer.headers["location"] == "/"  # never off-site
+    flags = answer.headers["set-cookie"]
+    assert "HttpOnly" in flags and "SameSite=Strict" in flags and "Secure" not in flags  # plain HTTP here
+    cookie = flags.split(";")[0]
+    page = raw_request("GET", base(gateway) + "/keys", headers={"Cookie": cookie})
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    # a form without the session's CSRF token changes nothing
+    key_id = gateway.key_id
+    for token in ("", "forged"):
+        fields = urllib.parse.urlencode({"csrf": token}).encode()
+        refused = raw_request("POST", base(gateway) + f"/keys/{key_id}/revoke", fields, {**FORM, "Cookie": cookie})
+        assert refused.status == 403 and b"CSRF" in refused.body
+    assert gateway.key_works(gateway.key)
+    # logging out ends the session (a replayed cookie is a stranger)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.body.decode()).group(1)
+    out = raw_request("POST", base(gateway) + "/logout", f"csrf={csrf}".encode(), {**FORM, "Cookie": cookie})
+    assert out.status == 303
+    assert raw_request("GET", base(gateway) + "/keys", headers={"Cookie": cookie}).status == 303
+    # guessing passwords: 5 tries per email and address a minute (the good one above was the first), then 429
+    statuses = []
+    for _ in range(6):
+        wrong = urllib.parse.urlencode({"email": "dev@example.com", "password": "nope-nope"}).encode()
+        statuses.append(raw_request("POST", base(gateway) + "/login", wrong, FORM).status)
+    assert statuses == [401] * 4 + [429, 429]
+    # forged and malformed cookies and links are strangers, never errors
+    for bad in ("x", "a.b.c", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9."):
+        assert raw_request("GET", base(gateway) + "/keys", headers={"Cookie": f"hubproxy_session={bad}"}).status == 303
+    for token in ("", "a.b", "a.1.c", "x" * 5000, "a.99999999999.00"):
+        assert raw_request("GET", base(gateway) + f"/login/link?token={token}").status == 403
+
+
+def test_bad_form_input_gets_a_page_saying_what_and_changes_nothing(gateway, cli):
+    set_password(cli, "dev@example.com")
+    cookie, csrf = session_cookie(gateway, "dev@example.com")
+    keys_before = len(cli.json("keys", "list"))
+    cases = [
+        ("/keys", {"name": "bad name!"}, 400),
+        ("/keys", {"rpm": "-3"}, 400),
+        ("/keys", {"rpm": "1e9"}, 400),
+        ("/keys", {"spend_limit": "abc"}, 400),
+        ("/keys", {"budget_period": "year"}, 400),
+        ("/keys", {"expires": "yesterday"}, 400),
+        ("/keys", {"allow_ips": "300.1.1.1"}, 400),
+        ("/keys", {"models": "a b c"}, 400),
+        (f"/keys/{gateway.key_id}/rules", {}, 400),
+        ("/keys/nope/revoke", {}, 404),
+    ]
+    for path, fields, status in cases:
+        body = urllib.parse.urlencode({"csrf": csrf, **fields}).encode()
+        answer = raw_request("POST", base(gateway) + path, body, {**FORM, "Cookie": cookie})
+        assert answer.status == status, (path, fields, answer.status)
+        assert b'class="note bad"' in answer.body
+    for query in ("since=2026-13-01", "until=yesterday", "before=garbage", "status=%3Cscript%3E", "key=%00"):
+        answer = raw_request("GET", base(gateway) + f"/usage?{query}", headers={"Cookie": cookie})
+        assert answer.status in (200, 400), query
+    odd = raw_request("POST", base(gateway) + "/keys", b"\xff\xfe", {**FORM, "Cookie": cookie})
+    assert odd.status in (400, 403)
+    as_json = {"Content-Type": "application/json", "Cookie": cookie}
+    json_body = raw_request("POST", base(gateway) + "/keys", b"{}", as_json)
+    assert json_body.status in (400, 403)
+    assert len(cli.json("keys", "list")) == keys_before
+    log = gateway.log()
+    assert "Traceback" not in log and " 500 " not in log
+
+
+def test_the_admin_form_refuses_bad_amounts(gateway, cli):
+    link = admin_link(cli, gateway)
+    answer = raw_request("GET", link)
+    cookie = answer.headers["set-cookie"].split(";")[0]
+    page = raw_request("GET", base(gateway) + "/admin/users", headers={"Cookie": cookie}).body.decode()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    before = balance_of(gateway, "dev@example.com")
+    for fields in (
+        {"amount": "-5", "kind": "topup"},
+        {"amount": "0", "kind": "topup"},
+        {"amount": "1.0000000000001", "kind": "topup"},
+        {"amount": "lots", "kind": "adjustment"},
+        {"amount": "5", "kind": "gift"},
+        {"amount": "5", "kind": "topup", "note": "x" * 500},
+    ):
+        body = urllib.parse.urlencode({"csrf": csrf, **fields}).encode()
+        refused = raw_request("POST", base(gateway) + "/admin/users/1/balance", body, {**FORM, "Cookie": cookie})
+        assert refused.status == 400, fields
+    body = urllib.parse.urlencode({"csrf": csrf, "amount": "-1.25", "kind": "adjustment", "note": "refund"}).encode()
+    done = raw_request("POST", base(gateway) + "/admin/users/1/balance", body, {**FORM, "Cookie": cookie})
+    assert done.status == 303
+    assert balance_of(gateway, "dev@example.com") == before - 1_250_000_000_000
+    nobody = raw_request("POST", base(gateway) + "/admin/users/99/balance", body, {**FORM, "Cookie": cookie})
+    assert nobody.status == 404
+    disable = urllib.parse.urlencode({"csrf": csrf, "status": "disabled"}).encode()
+    raw_request("POST", base(gateway) + "/admin/users/1/status", disable, {**FORM, "Cookie": cookie})
+    wait_for(lambda: not gateway.key_works(gateway.key))
+
+
+def test_the_dashboard_can_be_turned_off(gateway, cli):
+    gateway.stop()
+    config = (gateway.home / "config.toml").read_text()
+    (gateway.home / "config.toml").write_text(config + "\n[dashboard]\nenabled = false\n")
+    gateway.start()
+    assert raw_request("GET", base(gateway) + "/").status == 404
+    assert raw_request("GET", base(gateway) + "/login").status == 404
+    refused = cli("dashboard", ok=False)
+    assert refused.exit_code != 0 and "dashboard is off" in refused.output
