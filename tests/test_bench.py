@@ -48,3 +48,21 @@ def test_the_instances_bench_runs(postgres_url, redis_url, tmp_path):
         "1 on PostgreSQL, nginx",
         "2 on PostgreSQL, nginx",
     }
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="bench.dashboard's live-feed part needs wrk")
+def test_the_dashboard_bench_runs(tmp_path):
+    """Smoke only: it seeds, times every page and loads the proxy with and without a browser watching."""
+    out = tmp_path / "dashboard.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.dashboard", "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["seed_rows"] == 20_000 and len(report["pages"]) == 17
+    assert all(page["bytes"] > 0 for page in report["pages"])
+    if shutil.which("chromium"):
+        assert report["live_feed"]["rps_with_browser"] > 0

@@ -83,6 +83,8 @@ def serve(
     else:
         console.print("no models yet: hubproxy providers add …; hubproxy models add …")
     console.print(f"point tools at it:  OPENAI_BASE_URL={base}  OPENAI_API_KEY=<a key from `hubproxy keys create`>")
+    if config.dashboard.enabled:
+        console.print(f"dashboard: {base.removesuffix('/v1')}/  (`hubproxy dashboard` prints an admin login link)")
     try:
         run(where, config, host, port, workers, sock)
     except OSError as exc:

@@ -54,14 +54,19 @@ function feedRow(call) {
 function startFeed(body) {
   const state = document.getElementById("feed-state");
   const source = new EventSource(body.dataset.source);
+  let skipped = 0;
   source.onopen = () => { state.textContent = "live"; state.className = "pill active"; };
   source.onerror = () => { state.textContent = "reconnecting…"; state.className = "pill warn"; };
-  source.addEventListener("call", (message) => {
-    body.insertBefore(feedRow(JSON.parse(message.data)), body.firstChild);
+  source.addEventListener("calls", (message) => {
+    const batch = JSON.parse(message.data);
+    const rows = document.createDocumentFragment();
+    for (let i = batch.calls.length - 1; i >= 0; i--) rows.appendChild(feedRow(batch.calls[i]));
+    body.insertBefore(rows, body.firstChild);
     while (body.rows.length > MAX_ROWS) body.deleteRow(body.rows.length - 1);
-  });
-  source.addEventListener("dropped", (message) => {
-    state.textContent = "live (" + message.data + " calls skipped: too many to show)";
+    if (batch.skipped) {
+      skipped += batch.skipped;
+      state.textContent = "live (" + skipped.toLocaleString() + " older calls not shown)";
+    }
   });
 }
 
