@@ -13,6 +13,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable
 
+import orjson
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 PICO = 10**12
 
@@ -25,6 +27,8 @@ class CallMetrics:
         self.calls: dict[tuple[str, str, str, str], list[int]] = {}
         # (model, provider) → [count per bucket …, +Inf count, sum of seconds]
         self.latency: dict[tuple[str, str], list[float]] = {}
+        # the same for streams: admission to the upstream's first event (time to first token)
+        self.first_token: dict[tuple[str, str], list[float]] = {}
 
     def record(
         self,
@@ -35,6 +39,7 @@ class CallMetrics:
         tokens: tuple[int, int, int, int],
         cost: int,
         seconds: float,
+        first_token: float | None = None,
     ) -> None:
         totals = self.calls.get((model, provider, status, owner))
         if totals is None:
@@ -50,6 +55,48 @@ class CallMetrics:
             buckets = self.latency[(model, provider)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
         buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         buckets[-1] += seconds
+        if first_token is not None:
+            buckets = self.first_token.get((model, provider))
+            if buckets is None:
+                buckets = self.first_token[(model, provider)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+            buckets[bisect_left(LATENCY_BUCKETS, first_token)] += 1
+            buckets[-1] += first_token
+
+    def snapshot(self) -> bytes:
+        """The counts as JSON, for the other workers of `serve --workers` to add to their scrapes."""
+        return orjson.dumps(
+            {
+                "calls": [[*key, *totals] for key, totals in self.calls.items()],
+                "latency": [[*key, *buckets] for key, buckets in self.latency.items()],
+                "first_token": [[*key, *buckets] for key, buckets in self.first_token.items()],
+            }
+        )
+
+    def merged(self, snapshots: Iterable[bytes]) -> CallMetrics:
+        """These counts plus the other workers' `snapshot()`s (an unreadable one is skipped)."""
+        total = CallMetrics()
+        sources = [(self.calls, self.latency, self.first_token)]
+        for raw in snapshots:
+            try:
+                data = orjson.loads(raw)
+                sources.append(
+                    (
+                        {tuple(row[:4]): row[4:] for row in data["calls"]},
+                        {tuple(row[:2]): row[2:] for row in data["latency"]},
+                        {tuple(row[:2]): row[2:] for row in data["first_token"]},
+                    )
+                )
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue
+        for calls, latency, first_token in sources:
+            for into, source in ((total.calls, calls), (total.latency, latency), (total.first_token, first_token)):
+                for key, values in source.items():
+                    sums = into.get(key)
+                    if sums is None:
+                        into[key] = list(values)
+                    elif len(sums) == len(values):
+                        into[key] = [a + b for a, b in zip(sums, values, strict=True)]
+        return total
 
     def render(self, gauges: Iterable[tuple[str, str, str, list[tuple[dict[str, str], float]]]]) -> str:
         """The text format: the counters and histograms here, then `gauges` (name, type, help,
@@ -70,16 +117,23 @@ class CallMetrics:
                 labels = {label: key[i] for label, i in names.items()}
                 value = totals[index] / scale if scale != 1 else totals[index]
                 lines.append(f"{name}{render_labels(labels)} {value}")
-        name = "hubproxy_call_duration_seconds"
-        lines += [f"# HELP {name} Time from admission to settlement.", f"# TYPE {name} histogram"]
-        for (model, provider), buckets in self.latency.items():
-            base = {"model": model, "provider": provider}
-            running = 0.0
-            for bound, count in zip((*LATENCY_BUCKETS, "+Inf"), buckets[:-1], strict=True):
-                running += count
-                lines.append(f"{name}_bucket{render_labels({**base, 'le': str(bound)})} {int(running)}")
-            lines.append(f"{name}_count{render_labels(base)} {int(running)}")
-            lines.append(f"{name}_sum{render_labels(base)} {buckets[-1]}")
+        for name, text, histograms in (
+            ("hubproxy_call_duration_seconds", "Time from admission to settlement.", self.latency),
+            (
+                "hubproxy_time_to_first_token_seconds",
+                "Streams: time from admission to the upstream's first event.",
+                self.first_token,
+            ),
+        ):
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} histogram"]
+            for (model, provider), buckets in histograms.items():
+                base = {"model": model, "provider": provider}
+                running = 0.0
+                for bound, count in zip((*LATENCY_BUCKETS, "+Inf"), buckets[:-1], strict=True):
+                    running += count
+                    lines.append(f"{name}_bucket{render_labels({**base, 'le': str(bound)})} {int(running)}")
+                lines.append(f"{name}_count{render_labels(base)} {int(running)}")
+                lines.append(f"{name}_sum{render_labels(base)} {buckets[-1]}")
         for name, kind, text, values in gauges:
             lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
             lines += [f"{name}{render_labels(labels)} {value}" for labels, value in values]

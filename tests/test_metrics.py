@@ -4,14 +4,16 @@ machine itself only, or with the metrics token."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 import tomllib
 
 import openai
 import pytest
 import tomli_w
 
-from tests.conftest import HELLO, raw_request
+from tests.conftest import HELLO, Gateway, configure, free_port, raw_request, wait_for
 
 
 def scrape(gateway, headers: dict[str, str] | None = None):
@@ -48,6 +50,14 @@ def test_metrics_count_the_calls_tokens_cost_and_latency(gateway):
     assert value(text, "hubproxy_calls_total", model="fail-500", status="upstream_error") == 1
     assert value(text, "hubproxy_call_duration_seconds_count", model="deepseek-chat") == 3
     assert value(text, "hubproxy_call_duration_seconds_bucket", model="deepseek-chat", le="+Inf") == 3
+    assert "hubproxy_time_to_first_token_seconds_count" not in text  # no stream yet
+    for _ in client.chat.completions.create(model="slow-stream", messages=HELLO, stream=True):
+        pass
+    text = scrape(gateway).body.decode()
+    assert value(text, "hubproxy_time_to_first_token_seconds_count", model="slow-stream") == 1
+    first = value(text, "hubproxy_time_to_first_token_seconds_sum", model="slow-stream")
+    whole = value(text, "hubproxy_call_duration_seconds_sum", model="slow-stream")
+    assert 0 < first < whole  # the first event came before the stream ended
     assert value(text, "hubproxy_calls_in_flight") == 0
     assert value(text, "hubproxy_deployment_breaker", deployment="fake/deepseek-chat", state="closed") == 1
     assert "# TYPE hubproxy_calls_total counter" in text and "# TYPE hubproxy_call_duration_seconds histogram" in text
@@ -68,3 +78,27 @@ def test_metrics_answer_the_machine_itself_not_a_proxied_request_without_the_tok
         assert wrong.status == 403
         allowed = scrape(gateway, {"X-Forwarded-For": "203.0.113.9", "Authorization": "Bearer scrape-me"})
         assert allowed.status == 200 and b"hubproxy_calls_in_flight 0" in allowed.body
+
+
+def test_with_workers_a_scrape_counts_every_workers_calls(home, cli, upstream):
+    """SO_REUSEPORT spreads new connections over the workers; whichever answers the scrape, the call
+    counters cover all of them (after the once-a-second exchange)."""
+    configure(cli, upstream)
+    gw = Gateway(home, cli, upstream, free_port())
+    gw.key = gw.new_user("dev@example.com", "5")
+    gw.start("--workers", "2")
+    try:
+        body = json.dumps({"model": "deepseek-chat", "messages": HELLO, "max_tokens": 5}).encode()
+        headers = {"Authorization": f"Bearer {gw.key}", "Content-Type": "application/json"}
+        wait_for(lambda: raw_request("POST", gw.base_url + "/chat/completions", body, headers).status == 200)
+        for _ in range(29):  # a new connection each: the kernel spreads them over both workers
+            assert raw_request("POST", gw.base_url + "/chat/completions", body, headers).status == 200
+        time.sleep(1.5)
+        totals = set()
+        for _ in range(10):
+            text = scrape(gw).body.decode()
+            totals.add(value(text, "hubproxy_calls_total", model="deepseek-chat", status="ok"))
+        assert totals == {30}
+        assert len(list((home / "metrics").glob("*.json"))) == 2
+    finally:
+        gw.stop()

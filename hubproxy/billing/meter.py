@@ -61,6 +61,7 @@ class CallMeter:
         "attempts",
         "cap_held",
         "cost",
+        "first_byte",
         "key",
         "persisted",
         "plan",
@@ -112,6 +113,7 @@ class CallMeter:
             prompt_cost=self.price(cost_of(model, estimate, 0)),
         )
         self.started = time.monotonic()
+        self.first_byte = 0.0  # when a stream's first event arrived (0: not a stream, or none came)
         self.attempts: list[tuple[str, object]] = []  # (deployment, its answer); written only if > 1
         self.persisted = False
         self.cap_held = False
@@ -180,6 +182,7 @@ class CallMeter:
             (prompt, output, cached, reasoning),
             cost,
             seconds,
+            self.first_byte - self.started if self.first_byte else None,
         )
         if calls.feed.listeners:
             calls.feed.publish(

@@ -67,6 +67,11 @@ class Paths:
         return self.data_dir / "journal"
 
     @property
+    def metrics(self) -> Path:
+        """Where each worker of `serve --workers` leaves its call counts for the others' /metrics."""
+        return self.data_dir / "metrics"
+
+    @property
     def admin_token(self) -> Path:
         return self.data_dir / "admin-token"
 

@@ -17,6 +17,7 @@ from hubproxy.billing.budget import IDLE_SECONDS, Budget, LeasedBudget, LocalBud
 from hubproxy.billing.meter import PERSIST_AFTER, OpenCalls
 from hubproxy.config import Config, ConfigError, Paths
 from hubproxy.config.paths import REDIS_ENV
+from hubproxy.filemodes import write_private
 from hubproxy.protocols import anthropic_messages, openai_chat, openai_responses
 from hubproxy.ratelimit import Limiter
 from hubproxy.ratelimit.shared import SharedLimiter
@@ -45,6 +46,7 @@ log = logging.getLogger("hubproxy.server")
 
 CONFIG_POLL_SECONDS = 1.0
 LAST_USED_FLUSH_SECONDS = 1.0
+METRICS_SHARE_SECONDS = 1.0
 CREDIT_CHECK_SECONDS = 600.0
 
 
@@ -183,6 +185,9 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     ]
     if worker:
         tasks.append(asyncio.create_task(return_idle_leases(state.calls.budget)))
+        if not is_postgres(state.paths.store):  # instances are scraped one by one; workers share a port
+            state.metrics_shared = True
+            tasks.append(asyncio.create_task(share_metrics(state)))
     try:
         yield
     finally:
@@ -267,6 +272,18 @@ async def grant_credits_monthly(state: GatewayState) -> None:
         await asyncio.sleep(CREDIT_CHECK_SECONDS)
         credits, month = plan_credits(state.config), current_month()
         state.store.queue_monthly_credits(credits, month)
+
+
+async def share_metrics(state: GatewayState) -> None:
+    """`serve --workers`: leave this worker's call counts where the others' /metrics add them up, once
+    a second (a scrape reaches one worker; its answer covers all of them, at most a second old)."""
+    loop = asyncio.get_running_loop()
+    path = state.paths.metrics / f"{os.getpid()}.json"
+    while True:
+        await asyncio.sleep(METRICS_SHARE_SECONDS)
+        snapshot = state.calls.metrics.snapshot()
+        with contextlib.suppress(OSError):
+            await loop.run_in_executor(None, write_private, path, snapshot.decode())
 
 
 async def flush_last_used(state: GatewayState) -> None:

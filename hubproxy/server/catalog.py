@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
+import os
+from pathlib import Path
 
 from aiohttp import web
 
@@ -70,6 +74,17 @@ async def health(request: web.Request) -> web.Response:
 BREAKER_STATES = ("closed", "open", "half-open")
 
 
+def other_workers_metrics(folder: Path) -> list[bytes]:
+    """The other workers' latest counts (a worker that died keeps its last ones: counters only grow)."""
+    own = f"{os.getpid()}.json"
+    found = []
+    for path in folder.glob("*.json"):
+        if path.name != own:
+            with contextlib.suppress(OSError):
+                found.append(path.read_bytes())
+    return found
+
+
 async def metrics(request: web.Request) -> web.Response:
     """`GET /metrics` (Prometheus' text format): to the machine itself (not through a proxy), or to
     anyone with `[server] metrics_token` as a bearer token; 403 otherwise."""
@@ -118,6 +133,10 @@ async def metrics(request: web.Request) -> web.Response:
         ),
         ("hubproxy_writes_total", "counter", "Writes the store committed.", [({}, stats.get("writes", 0))]),
     ]
-    body = state.calls.metrics.render(gauges)
+    metrics = state.calls.metrics
+    if state.metrics_shared:
+        others = await asyncio.get_running_loop().run_in_executor(None, other_workers_metrics, state.paths.metrics)
+        metrics = metrics.merged(others)
+    body = metrics.render(gauges)
     content_type = "text/plain; version=0.0.4; charset=utf-8"
     return web.Response(body=body.encode(), headers={"Content-Type": content_type, "Cache-Control": "no-store"})

@@ -9,6 +9,7 @@ leave.
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 
@@ -101,6 +102,8 @@ async def relay_stream(
     try:
         try:
             async for chunk in resp.chunks(idle):
+                if not meter.first_byte:
+                    meter.first_byte = time.monotonic()
                 buffer += chunk
                 end = last_event_end(buffer)
                 if end:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -24,7 +25,7 @@ from multiprocessing.process import BaseProcess
 from aiohttp import web
 
 from hubproxy.config import Config, Paths
-from hubproxy.secrets import jwt_secret
+from hubproxy.secrets import admin_token, jwt_secret
 from hubproxy.server.app import create_app, settle_dead_worker, settle_leftovers
 from hubproxy.server.connections import ConnectionGuard, GuardedSite
 from hubproxy.server.state import STATE
@@ -143,8 +144,10 @@ def run(
         return
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     settle_leftovers(paths, config)
-    if config.server.accounts_api:
-        jwt_secret(paths)  # made once here, so every worker signs with the same secret
+    if config.server.accounts_api or config.dashboard.enabled:
+        jwt_secret(paths)  # made once here, so every worker signs login tokens and sessions with the same secret
+    admin_token(paths)  # and checks the admin's links against the same token
+    shutil.rmtree(paths.metrics, ignore_errors=True)  # the last run's counts: each worker starts from zero
     context = multiprocessing.get_context("spawn")
 
     def start_worker() -> BaseProcess:

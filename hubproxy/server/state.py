@@ -40,6 +40,7 @@ class GatewayState:
     admin_token: str = ""
     cors: re.Pattern[str] | None = None
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    metrics_shared: bool = False  # a worker of `serve --workers`: /metrics adds up every worker's counts
 
     def __post_init__(self) -> None:
         self._read_server_settings()
