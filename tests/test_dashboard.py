@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bench.history import seed_history
-from tests.conftest import HELLO, raw_request, wait_for
+from tests.conftest import BACKENDS, HELLO, raw_request, wait_for
 
 CHROMIUM = os.environ.get("HUBPROXY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
@@ -211,6 +211,7 @@ def test_a_phone_sized_dark_page_still_reads(browser, gateway, cli, tmp_path):
     context.close()
 
 
+@BACKENDS
 def test_a_user_sees_only_their_own_keys_calls_and_balance(gateway, cli):
     """Everything a user could try with their own session against another user's data."""
     set_password(cli, "dev@example.com")
@@ -318,6 +319,7 @@ def test_bad_form_input_gets_a_page_saying_what_and_changes_nothing(gateway, cli
     assert "Traceback" not in log and " 500 " not in log
 
 
+@BACKENDS
 def test_the_admin_form_refuses_bad_amounts(gateway, cli):
     link = admin_link(cli, gateway)
     answer = raw_request("GET", link)
@@ -356,3 +358,22 @@ def test_the_dashboard_can_be_turned_off(gateway, cli):
     assert raw_request("GET", base(gateway) + "/login").status == 404
     refused = cli("dashboard", ok=False)
     assert refused.exit_code != 0 and "dashboard is off" in refused.output
+
+
+def test_a_user_changes_a_keys_rules_clears_one_and_revokes_it(gateway, cli):
+    set_password(cli, "dev@example.com")
+    cookie, csrf = session_cookie(gateway, "dev@example.com")
+
+    def post(path: str, **fields: str):
+        body = urllib.parse.urlencode({"csrf": csrf, **fields}, doseq=True).encode()
+        return raw_request("POST", base(gateway) + path, body, {**FORM, "Cookie": cookie})
+
+    assert post(f"/keys/{gateway.key_id}/rules", rpm="5", models="deepseek-chat", spend_limit="1.50").status == 303
+    rules = cli.json("keys", "list")[0]["rules"]
+    assert rules["rpm"] == 5 and rules["models"] == ["deepseek-chat"] and rules["spend_limit"] == "1.50"
+    assert post(f"/keys/{gateway.key_id}/rules", clear=["rpm", "models"]).status == 303
+    assert cli.json("keys", "list")[0]["rules"] == {"spend_limit": "1.50"}
+    assert post(f"/keys/{gateway.key_id}/revoke").status == 303
+    wait_for(lambda: not gateway.key_works(gateway.key))
+    again = post(f"/keys/{gateway.key_id}/revoke")
+    assert again.status == 409 and b"already revoked" in again.body

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -21,7 +22,7 @@ from hubproxy.money import MoneyError, format_usd
 from hubproxy.passwords import verify_password
 from hubproxy.server.accounts import account_errors, limit_logins
 from hubproxy.server.state import STATE
-from hubproxy.store.records import KeyRow, UsageFilter
+from hubproxy.store.records import POLICY_COLUMNS, USAGE_COLUMNS, KeyRow, UsageFilter
 
 PAGE_ROWS = 50
 CSV_CHUNK = 5_000
@@ -29,6 +30,7 @@ CSV_MAX_ROWS = 1_000_000
 DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 CURSOR_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T[\d:.]+Z?)~(\d+)$")
 TOOLS = ("claude-code", "codex", "aider", "continue", "cursor", "openai")
+CSV_COLUMNS = [column for column in USAGE_COLUMNS if column != "id"]  # cost in USD, the rest as stored
 RULE_FIELDS = ("models", "allow_ips", "spend_limit", "budget_period", "expires", "rpm", "tpm", "max_parallel")
 
 
@@ -131,12 +133,17 @@ async def overview(request: web.Request, session: Session) -> web.Response:
 
 
 # --- keys ----------------------------------------------------------------------------------------------------
-async def _key_rows(request: web.Request, session: Session) -> list[tuple[KeyRow, tuple[int, int]]]:
+async def _keys(request: web.Request, session: Session) -> list[KeyRow]:
+    """The session's keys (the admin: everyone's), active first, oldest first."""
     store = request.app[STATE].store
     keys = await (store.all_keys() if session.admin else store.keys_of(session.user_id))
-    spend = await store.key_spend(session.user_id)
-    keys.sort(key=lambda k: (k.status != "active", k.created_at), reverse=False)
-    return [(key, spend.get(key.id, (0, 0))) for key in keys]
+    keys.sort(key=lambda k: (k.status != "active", k.created_at))
+    return keys
+
+
+async def _key_rows(request: web.Request, session: Session) -> list[tuple[KeyRow, tuple[int, int]]]:
+    spend = await request.app[STATE].store.key_spend(session.user_id)
+    return [(key, spend.get(key.id, (0, 0))) for key in await _keys(request, session)]
 
 
 def _rules_text(key: KeyRow) -> list[str]:
@@ -244,22 +251,12 @@ async def update_key(request: web.Request, session: Session) -> web.Response:
     except PageError as refused:
         return await _keys_page(request, session, status=refused.status, error=refused.message)
     for name in fields.getall("clear", []):
-        column = {"expires": "expires_at", "allow_ips": "allow_ips"}.get(name, name)
-        if column in {
-            "models",
-            "allow_ips",
-            "spend_limit",
-            "budget_period",
-            "expires_at",
-            "rpm",
-            "tpm",
-            "max_parallel",
-        }:
+        column = "expires_at" if name == "expires" else name
+        if column in POLICY_COLUMNS:
             rules[column] = None
     if not rules:
-        return await _keys_page(
-            request, session, status=400, error="Nothing to change: fill in a rule or tick one to clear."
-        )
+        error = "Nothing to change: fill in a rule or tick one to clear."
+        return await _keys_page(request, session, status=400, error=error)
     store = request.app[STATE].store
     return await _change_key(request, session, lambda owner, key_id: store.update_user_key(owner, key_id, rules))
 
@@ -335,7 +332,7 @@ async def usage(request: web.Request, session: Session) -> web.Response:
         next_query=next_query,
         first_page=where.before is None,
         models=await store.usage_models(session.user_id),
-        keys=[k for k, _ in await _key_rows(request, session)],
+        keys=await _keys(request, session),
         users=sorted(u.email for u in request.app[STATE].accounts.users.values()) if session.admin else [],
     )
 
@@ -353,59 +350,22 @@ async def usage_csv(request: web.Request, session: Session) -> web.StreamRespons
         }
     )
     await response.prepare(request)
-    columns = [
-        "time",
-        "request_id",
-        "user",
-        "key_id",
-        "model",
-        "provider",
-        "endpoint",
-        "stream",
-        "status",
-        "http_status",
-        "prompt_tokens",
-        "completion_tokens",
-        "cached_tokens",
-        "reasoning_tokens",
-        "cost_usd",
-        "estimated",
-        "latency_ms",
-    ]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(columns)
+    writer.writerow(["cost_usd" if column == "cost" else column for column in CSV_COLUMNS])
     written = 0
     while written < CSV_MAX_ROWS:
         rows = await store.usage_page(where, CSV_CHUNK)
         for row in rows:
-            writer.writerow(
-                [
-                    row["created_at"],
-                    row["request_id"],
-                    row["email"],
-                    row["key_id"],
-                    row["model"],
-                    row["provider"],
-                    row["endpoint"],
-                    int(row["stream"]),
-                    row["status"],
-                    row["http_status"],
-                    row["prompt_tokens"],
-                    row["completion_tokens"],
-                    row["cached_tokens"],
-                    row["reasoning_tokens"],
-                    format_usd(row["cost"], min_places=2),
-                    int(row["estimated"]),
-                    row["latency_ms"],
-                ]
-            )
+            row["cost"] = format_usd(row["cost"], min_places=2)
+            row["stream"], row["estimated"] = int(row["stream"]), int(row["estimated"])
+            writer.writerow([row[column] for column in CSV_COLUMNS])
         await response.write(buffer.getvalue().encode())
         buffer.seek(0)
         buffer.truncate()
         written += len(rows)
         if len(rows) < CSV_CHUNK:
             break
-        where = UsageFilter(**{**where.__dict__, "before": (rows[-1]["created_at"], rows[-1]["id"])})
+        where = dataclasses.replace(where, before=(rows[-1]["created_at"], rows[-1]["id"]))
     await response.write_eof()
     return response

@@ -7,7 +7,7 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -50,7 +50,8 @@ def page(*, admin: bool = False) -> Callable[[Handler], Callable[[web.Request], 
             try:
                 if session is None:
                     if request.method == "GET":
-                        raise web.HTTPSeeOther(f"/login?next={request.path_qs}" if request.path != "/" else "/login")
+                        target = "/login?next=" + quote(request.path_qs, safe="/") if request.path != "/" else "/login"
+                        raise web.HTTPSeeOther(target)
                     raise PageError(403, "Your session has ended; log in again.")
                 if admin and not session.admin:
                     raise PageError(403, "This page is for the admin.")

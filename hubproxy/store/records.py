@@ -158,6 +158,28 @@ class LimitRefusal:
     wait: float
 
 
+USAGE_COLUMNS = (  # a usage log row, as `Store.usage_page` returns it
+    "id",
+    "request_id",
+    "created_at",
+    "email",
+    "key_id",
+    "model",
+    "provider",
+    "endpoint",
+    "stream",
+    "status",
+    "http_status",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cost",
+    "estimated",
+    "latency_ms",
+)
+
+
 @dataclass(frozen=True)
 class UsageFilter:
     """One page of the usage log: whose calls, which, and where the previous page ended."""

@@ -10,29 +10,9 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timedelta
 
-from hubproxy.store.records import UsageFilter
+from hubproxy.store.records import USAGE_COLUMNS, UsageFilter
 
 PERCENTILE_SAMPLE = 10_000
-USAGE_COLUMNS = (
-    "id",
-    "request_id",
-    "created_at",
-    "email",
-    "key_id",
-    "model",
-    "provider",
-    "endpoint",
-    "stream",
-    "status",
-    "http_status",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "cost",
-    "estimated",
-    "latency_ms",
-)
 LEDGER_COLUMNS = ("id", "created_at", "email", "kind", "amount", "note", "request_id")
 
 
