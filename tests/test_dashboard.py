@@ -377,3 +377,21 @@ def test_a_user_changes_a_keys_rules_clears_one_and_revokes_it(gateway, cli):
     wait_for(lambda: not gateway.key_works(gateway.key))
     again = post(f"/keys/{gateway.key_id}/revoke")
     assert again.status == 409 and b"already revoked" in again.body
+
+
+def test_with_workers_a_link_logs_in_once_and_a_logout_ends_the_admin_everywhere(gateway, cli):
+    """Each new connection may reach either worker: the used link and the logout must hold on both."""
+    gateway.stop()
+    gateway.start("--workers", "2")
+    link = admin_link(cli, gateway)
+    first = raw_request("GET", link)
+    assert first.status == 303
+    assert {raw_request("GET", link).status for _ in range(8)} == {403}
+    cookie = first.headers["set-cookie"].split(";")[0]
+    pages = [raw_request("GET", base(gateway) + "/admin/users", headers={"Cookie": cookie}) for _ in range(8)]
+    assert {page.status for page in pages} == {200}
+    csrf = re.search(r'name="csrf" value="([^"]+)"', pages[0].body.decode()).group(1)
+    out = raw_request("POST", base(gateway) + "/logout", f"csrf={csrf}".encode(), {**FORM, "Cookie": cookie})
+    assert out.status == 303
+    after = [raw_request("GET", base(gateway) + "/admin/users", headers={"Cookie": cookie}) for _ in range(8)]
+    assert {page.status for page in after} == {303}  # to the login page, from either worker

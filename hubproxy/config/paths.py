@@ -72,6 +72,12 @@ class Paths:
         return self.data_dir / "metrics"
 
     @property
+    def admin_sessions(self) -> Path:
+        """The dashboard's admin sessions: their generation (logging out moves it on, ending them all)
+        and the one-time links already used, shared by every worker."""
+        return self.data_dir / "dashboard-admin"
+
+    @property
     def admin_token(self) -> Path:
         return self.data_dir / "admin-token"
 

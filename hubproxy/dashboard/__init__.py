@@ -14,7 +14,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from hubproxy.dashboard import admin, pages, sessions
+from hubproxy.dashboard import admin, pages
 from hubproxy.dashboard.views import FILTERS
 from hubproxy.ratelimit.windows import RateLimiter
 from hubproxy.server.accounts import LOGINS, load_secret
@@ -33,8 +33,6 @@ def add_dashboard_routes(app: web.Application) -> None:
     if LOGINS not in app:
         app[LOGINS] = RateLimiter()
         app.cleanup_ctx.append(load_secret)
-    app[sessions.USED_LINKS] = {}
-    app[sessions.ENDED_ADMIN_SESSIONS] = {}
     app.on_shutdown.append(admin.end_live_feeds)
     routes = [
         ("GET", "/", pages.overview),

@@ -16,7 +16,7 @@ from aiohttp import web
 from hubproxy import errors
 from hubproxy.accounts.rules import PolicyError, collect_rules
 from hubproxy.dashboard import charts
-from hubproxy.dashboard.sessions import COOKIE, Session, end_admin_session, session_of, start_session, use_login_link
+from hubproxy.dashboard.sessions import COOKIE, Session, end_admin_sessions, session_of, start_session, use_login_link
 from hubproxy.dashboard.views import PageError, form, page, render, usd
 from hubproxy.money import MoneyError, format_usd
 from hubproxy.passwords import verify_password
@@ -84,9 +84,9 @@ async def login_link(request: web.Request) -> web.Response:
 
 @page()
 async def logout(request: web.Request, session: Session) -> web.Response:
-    """A user's logout ends every session and login token of theirs; the admin's, this session."""
+    """A logout ends every session of the one logging out (and a user's account API tokens)."""
     if session.admin:
-        end_admin_session(request, session)
+        await asyncio.get_running_loop().run_in_executor(None, end_admin_sessions, request)
     else:
         await request.app[STATE].store.end_login_tokens(session.user_id)
     response = web.HTTPSeeOther("/login")

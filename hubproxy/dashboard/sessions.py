@@ -4,28 +4,31 @@ A session is a signed cookie (HS256 with the account API's secret), not a server
 worker or instance can read it. A user's session carries their token version: logging out, a new
 password or a disabled account ends it everywhere, as it ends the account API's tokens. The admin
 is whoever can read the admin token beside the database: `hubproxy dashboard` signs a link with it
-that logs in once, within LINK_SECONDS.
+that logs in once, within LINK_SECONDS. The admin's sessions carry a generation kept in a small file
+in the home (`Paths.admin_sessions`) with the links already used, so that every worker of
+`serve --workers` sees a logout and a used link.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import jwt
 from aiohttp import web
 
+from hubproxy.filemodes import write_private
 from hubproxy.server.accounts import SECRET
 from hubproxy.server.state import STATE
 
 COOKIE = "hubproxy_session"
 SESSION_SECONDS = 12 * 3600
 LINK_SECONDS = 600
-USED_LINKS = web.AppKey("dashboard_used_links", dict)
-ENDED_ADMIN_SESSIONS = web.AppKey("dashboard_ended_sessions", dict)
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def session_of(request: web.Request) -> Session | None:
     if not isinstance(sid, str) or not isinstance(subject, str):
         return None
     if subject == "admin":
-        if sid in request.app[ENDED_ADMIN_SESSIONS]:
+        if claims.get("ver") != admin_state(request.app[STATE].paths.admin_sessions)[0]:
             return None
         return Session(None, sid, csrf_for(secret, sid), claims["exp"])
     if not (subject.isascii() and subject.isdigit()):
@@ -75,6 +78,7 @@ def start_session(request: web.Request, response: web.StreamResponse, user_id: i
     claims: dict = {"sid": secrets.token_urlsafe(16), "iat": now, "exp": now + SESSION_SECONDS}
     if user_id is None:
         claims["sub"] = "admin"
+        claims["ver"] = admin_state(request.app[STATE].paths.admin_sessions)[0]
     else:
         claims["sub"] = str(user_id)
         claims["ver"] = request.app[STATE].accounts.users[user_id].token_version
@@ -89,12 +93,27 @@ def start_session(request: web.Request, response: web.StreamResponse, user_id: i
     )
 
 
-def end_admin_session(request: web.Request, session: Session) -> None:
-    ended = request.app[ENDED_ADMIN_SESSIONS]
+def admin_state(path: Path) -> tuple[int, dict[str, int]]:
+    """The admin sessions' generation and the used links (nonce → expiry) from the file; a missing or
+    unreadable file is generation 0 with none used."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return int(data["generation"]), {str(k): int(v) for k, v in data["used"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0, {}
+
+
+def save_admin_state(path: Path, generation: int, used: dict[str, int]) -> None:
     now = time.time()
-    for sid in [sid for sid, expires in ended.items() if expires < now]:
-        del ended[sid]
-    ended[session.sid] = session.expires
+    used = {nonce: expires for nonce, expires in used.items() if expires >= now}
+    write_private(path, json.dumps({"generation": generation, "used": used}))
+
+
+def end_admin_sessions(request: web.Request) -> None:
+    """The admin logs out: every admin session (any browser, any worker) ends."""
+    path = request.app[STATE].paths.admin_sessions
+    generation, used = admin_state(path)
+    save_admin_state(path, generation + 1, used)
 
 
 def login_link_token(admin_token: str, now: float | None = None) -> str:
@@ -113,15 +132,13 @@ def use_login_link(request: web.Request, token: str) -> bool:
     payload = f"{parts[0]}.{parts[1]}"
     if not hmac.compare_digest(_sign(admin_token, payload), parts[2]):
         return False
-    now = time.time()
-    if int(parts[1]) < now:
+    if int(parts[1]) < time.time():
         return False
-    used = request.app[USED_LINKS]
-    for nonce in [nonce for nonce, expires in used.items() if expires < now]:
-        del used[nonce]
+    path = request.app[STATE].paths.admin_sessions
+    generation, used = admin_state(path)
     if parts[0] in used:
         return False
-    used[parts[0]] = int(parts[1])
+    save_admin_state(path, generation, {**used, parts[0]: int(parts[1])})
     return True
 
 
