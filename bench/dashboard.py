@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 import urllib.parse
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from http.client import HTTPConnection
 from pathlib import Path
@@ -63,6 +62,15 @@ def admin_cookie(home: Path, port: int) -> str:
     return headers["set-cookie"].split(";")[0]
 
 
+def older_link(port: int, path: str, cookie: str) -> str:
+    """The page's "Older »" link (where a search that matched nothing stopped, if it stopped), or the
+    page itself when it has none (a database small enough to search at once)."""
+    page = get(port, path, cookie)[1].decode()
+    if 'id="older" href="' not in page:
+        return path
+    return page.split('id="older" href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+
+
 def timed(port: int, path: str, cookie: str, repeat: int) -> tuple[float, float, int]:
     times = []
     size = 0
@@ -88,16 +96,20 @@ def prepare(home: Path, upstream: str, rows: int) -> tuple[str, float]:
         for name in ("laptop", "ci", "notebook"):
             store.create_key(user.email, name)
     store.close()
-    return key, seed_history(home / "hubproxy.db", rows)
+    seconds = seed_history(home / "hubproxy.db", rows)
+    store = open_store(home / "hubproxy.db")
+    store.create_key("bench@example.com", "fresh")  # a key without calls: its filter must not read the user's
+    store.close()
+    return key, seconds
 
 
 def pages(port: int, home: Path, repeat: int) -> list[tuple[str, str, float, float, int]]:
     user = log_in(port, "bench@example.com")
     admin = admin_cookie(home, port)
-    _, first, _ = get(port, "/usage", user)
-    older = first.decode().split('id="older" href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    older = older_link(port, "/usage", user)
     keys = get(port, "/keys", user)[1].decode()
-    second_key = [part.split("<", 1)[0] for part in keys.split('<small class="muted">')[1:]][1]
+    key_ids = [part.split("<", 1)[0] for part in keys.split('<small class="muted">')[1:]]
+    second_key, fresh_key = key_ids[1], key_ids[-1]
     day = (datetime.now(UTC) - timedelta(days=20)).date().isoformat()
     checks = [
         ("user", "/", user),
@@ -107,12 +119,15 @@ def pages(port: int, home: Path, repeat: int) -> list[tuple[str, str, float, flo
         ("user", "/usage?model=claude-sonnet", user),
         ("user", "/usage?status=error", user),
         ("user", f"/usage?key={second_key}", user),
+        ("user", f"/usage?key={fresh_key}", user),
+        ("user", "/usage?model=no-such-model", user),
         ("user", f"/usage?since={day}&until={day}", user),
         ("admin", "/", admin),
         ("admin", "/keys", admin),
         ("admin", "/usage", admin),
         ("admin", "/usage?user=user07%40example.com", admin),
         ("admin", "/usage?status=error&model=kimi-k2", admin),
+        ("admin", older_link(port, "/usage?status=error&model=kimi-k2", admin), admin),
         ("admin", "/admin/users", admin),
         ("admin", "/admin/ledger", admin),
         ("admin", "/admin/ledger?charges=1", admin),

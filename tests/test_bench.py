@@ -62,7 +62,7 @@ def test_the_dashboard_bench_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
-    assert report["seed_rows"] == 20_000 and len(report["pages"]) == 17
+    assert report["seed_rows"] == 20_000 and len(report["pages"]) == 20
     assert all(page["bytes"] > 0 for page in report["pages"])
     if shutil.which("chromium"):
         assert report["live_feed"]["rps_with_browser"] > 0

@@ -28,7 +28,7 @@ PAGE_ROWS = 50
 CSV_CHUNK = 5_000
 CSV_MAX_ROWS = 1_000_000
 DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-CURSOR_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T[\d:.]+Z?)~(\d+)$")
+CURSOR_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T[\d:.]{2,}Z?)~(\d+)$")
 TOOLS = ("claude-code", "codex", "aider", "continue", "cursor", "openai")
 CSV_COLUMNS = [column for column in USAGE_COLUMNS if column != "id"]  # cost in USD, the rest as stored
 RULE_FIELDS = ("models", "allow_ips", "spend_limit", "budget_period", "expires", "rpm", "tpm", "max_parallel")
@@ -318,11 +318,17 @@ def usage_filter(request: web.Request, session: Session) -> UsageFilter:
 async def usage(request: web.Request, session: Session) -> web.Response:
     where = usage_filter(request, session)
     store = request.app[STATE].store
-    rows = await store.usage_page(where, PAGE_ROWS + 1)
-    more = len(rows) > PAGE_ROWS
-    rows = rows[:PAGE_ROWS]
+    found = await store.usage_page(where, PAGE_ROWS + 1)
+    rows = found.rows[:PAGE_ROWS]
     query = {k: v for k, v in request.query.items() if k != "before" and v}
-    next_query = {**query, "before": f"{rows[-1]['created_at']}~{rows[-1]['id']}"} if more else None
+    stopped = None
+    if len(found.rows) > PAGE_ROWS:
+        next_query = {**query, "before": f"{rows[-1]['created_at']}~{rows[-1]['id']}"}
+    elif found.searched_to is not None:  # the filter's search stopped here: older calls may match
+        stopped = found.searched_to.replace("T", " ") + ":00"
+        next_query = {**query, "before": f"{found.searched_to}~0"}
+    else:
+        next_query = None
     return render(
         request,
         session,
@@ -330,6 +336,7 @@ async def usage(request: web.Request, session: Session) -> web.Response:
         rows=rows,
         query=query,
         next_query=next_query,
+        stopped=stopped,
         first_page=where.before is None,
         models=await store.usage_models(session.user_id),
         keys=await _keys(request, session),
@@ -355,17 +362,20 @@ async def usage_csv(request: web.Request, session: Session) -> web.StreamRespons
     writer.writerow(["cost_usd" if column == "cost" else column for column in CSV_COLUMNS])
     written = 0
     while written < CSV_MAX_ROWS:
-        rows = await store.usage_page(where, CSV_CHUNK)
-        for row in rows:
+        found = await store.usage_page(where, CSV_CHUNK)
+        for row in found.rows:
             row["cost"] = format_usd(row["cost"], min_places=2)
             row["stream"], row["estimated"] = int(row["stream"]), int(row["estimated"])
             writer.writerow([row[column] for column in CSV_COLUMNS])
         await response.write(buffer.getvalue().encode())
         buffer.seek(0)
         buffer.truncate()
-        written += len(rows)
-        if len(rows) < CSV_CHUNK:
+        written += len(found.rows)
+        if len(found.rows) == CSV_CHUNK:
+            where = dataclasses.replace(where, before=(found.rows[-1]["created_at"], found.rows[-1]["id"]))
+        elif found.searched_to is not None:  # a filtered search went back as far as it may at once: go on
+            where = dataclasses.replace(where, before=(found.searched_to, 0))
+        else:
             break
-        where = dataclasses.replace(where, before=(rows[-1]["created_at"], rows[-1]["id"]))
     await response.write_eof()
     return response

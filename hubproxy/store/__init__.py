@@ -36,6 +36,7 @@ from hubproxy.store.records import (
     LimitRefusal,
     Reservation,
     UsageFilter,
+    UsagePage,
     UserRow,
 )
 
@@ -234,7 +235,7 @@ class Store(ABC):
         """Spend today / 7 / 30 days, spend per day by model, calls and errors per hour, latency."""
 
     @abstractmethod
-    async def usage_page(self, where: UsageFilter, limit: int) -> list[dict]: ...
+    async def usage_page(self, where: UsageFilter, limit: int) -> UsagePage: ...
 
     @abstractmethod
     async def usage_models(self, user_id: int | None) -> list[str]: ...

@@ -191,3 +191,12 @@ class UsageFilter:
     since: str | None = None  # YYYY-MM-DD, inclusive
     until: str | None = None  # YYYY-MM-DD, inclusive
     before: tuple[str, int] | None = None  # (created_at, id) of the last row shown
+
+
+@dataclass(frozen=True)
+class UsagePage:
+    """Usage log rows, newest first. `searched_to`: a filtered search stopped at this time (an hour,
+    `YYYY-MM-DDTHH`); when it holds fewer rows than asked, older calls may still match."""
+
+    rows: list[dict]
+    searched_to: str | None = None

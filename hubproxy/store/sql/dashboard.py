@@ -10,9 +10,10 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timedelta
 
-from hubproxy.store.records import USAGE_COLUMNS, UsageFilter
+from hubproxy.store.records import USAGE_COLUMNS, UsageFilter, UsagePage
 
 PERCENTILE_SAMPLE = 10_000
+SCAN_BUDGET = 200_000  # calls a filtered page may look at (SQLite reads ~3 million a second here)
 LEDGER_COLUMNS = ("id", "created_at", "email", "kind", "amount", "note", "request_id")
 
 
@@ -81,10 +82,26 @@ def _percentile(sorted_values: list[int], q: float) -> int | None:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def usage_page(conn: sqlite3.Connection, where: UsageFilter, limit: int) -> list[dict]:
-    """Calls newest first, `limit` of them after `where.before`: never their content (none is stored)."""
+def usage_page(conn: sqlite3.Connection, where: UsageFilter, limit: int) -> UsagePage:
+    """Calls newest first, `limit` of them after `where.before`: never their content (none is stored).
+
+    A user's calls, a key's and everyone's are read in index order, so a page reads only its own rows.
+    A model or status filter is checked row by row, so that a filter matching few or no calls cannot
+    read millions: the search goes back only as far as SCAN_BUDGET of the calls it would look at
+    (counted in the hourly totals), and says where it stopped."""
+    floor = _scan_floor(conn, where)
     clauses, params = ["1 = 1"], []
-    for column, value in (("u.user_id", where.user_id), ("u.key_id", where.key_id), ("u.model", where.model)):
+    if floor is not None:
+        clauses.append("u.created_at >= ?")
+        params.append(floor)
+    owner = where.user_id
+    if where.key_id is not None and owner is not None:
+        # the key's own index, not the user's: a key with few calls would otherwise read all of theirs
+        row = conn.execute("SELECT user_id FROM api_keys WHERE id = ?", (where.key_id,)).fetchone()
+        if row is None or row[0] != owner:
+            return UsagePage([])
+        owner = None
+    for column, value in (("u.user_id", owner), ("u.key_id", where.key_id), ("u.model", where.model)):
         if value is not None:
             clauses.append(f"{column} = ?")
             params.append(value)
@@ -109,7 +126,36 @@ def usage_page(conn: sqlite3.Connection, where: UsageFilter, limit: int) -> list
         f"WHERE {' AND '.join(clauses)} ORDER BY u.created_at DESC, u.id DESC LIMIT ?",
         [*params, limit],
     )
-    return [dict(zip(USAGE_COLUMNS, row, strict=True)) for row in rows]
+    return UsagePage([dict(zip(USAGE_COLUMNS, row, strict=True)) for row in rows], floor)
+
+
+def _scan_floor(conn: sqlite3.Connection, where: UsageFilter) -> str | None:
+    """For a model or status filter: the hour (`YYYY-MM-DDTHH`) back to which the calls the search
+    would look at number SCAN_BUDGET; None when all of them are fewer."""
+    if where.model is None and where.status is None:
+        return None
+    clauses, params = ["1 = 1"], []
+    if where.user_id is not None:
+        clauses.append("user_id = ?")
+        params.append(where.user_id)
+    if where.before is not None:  # the hours that began before it (so each further page starts earlier)
+        clauses.append("hour < ?")
+        params.append(where.before[0])
+    elif where.until:
+        clauses.append("hour <= ?")
+        params.append(where.until + "T23")
+    if where.since:
+        clauses.append("hour >= ?")
+        params.append(where.since)
+    seen = 0
+    for hour, requests in conn.execute(
+        f"SELECT hour, sum(requests) FROM usage_hourly WHERE {' AND '.join(clauses)} GROUP BY hour ORDER BY hour DESC",
+        params,
+    ):
+        seen += requests
+        if seen >= SCAN_BUDGET:
+            return hour
+    return None
 
 
 def usage_models(conn: sqlite3.Connection, user_id: int | None) -> list[str]:

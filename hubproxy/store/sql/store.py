@@ -17,7 +17,16 @@ from typing import Any
 from hubproxy.accounts.rules import period_start
 from hubproxy.store import Committed, Store
 from hubproxy.store.journal import journaled_calls
-from hubproxy.store.records import AccountChanges, CachedKey, CallRecord, KeyRow, Reservation, UsageFilter, UserRow
+from hubproxy.store.records import (
+    AccountChanges,
+    CachedKey,
+    CallRecord,
+    KeyRow,
+    Reservation,
+    UsageFilter,
+    UsagePage,
+    UserRow,
+)
 from hubproxy.store.sql import accounts, dashboard, leases, limits, usage
 from hubproxy.store.sqlite.db import Writer
 
@@ -261,7 +270,7 @@ class SQLStore(Store):
     async def overview(self, user_id: int | None, now: datetime) -> dict:
         return await self._read(dashboard.overview, user_id, now)
 
-    async def usage_page(self, where: UsageFilter, limit: int) -> list[dict]:
+    async def usage_page(self, where: UsageFilter, limit: int) -> UsagePage:
         return await self._read(dashboard.usage_page, where, limit)
 
     async def usage_models(self, user_id: int | None) -> list[str]:

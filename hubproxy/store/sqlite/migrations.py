@@ -294,7 +294,8 @@ DASHBOARD_STATEMENTS = (
     "sum(CASE WHEN status = 'ok' THEN 0 ELSE 1 END), sum(cost), sum(latency_ms) FROM usage GROUP BY 1, 2",
     "CREATE INDEX usage_created ON usage (created_at)",
     "CREATE INDEX usage_key ON usage (key_id, created_at)",
-    "CREATE INDEX ledger_money ON ledger (user_id, id) WHERE kind <> 'charge'",
+    "CREATE INDEX ledger_money ON ledger (id) WHERE kind <> 'charge'",
+    "CREATE INDEX ledger_money_user ON ledger (user_id, id) WHERE kind <> 'charge'",
 )
 
 
