@@ -395,3 +395,24 @@ def test_with_workers_a_link_logs_in_once_and_a_logout_ends_the_admin_everywhere
     assert out.status == 303
     after = [raw_request("GET", base(gateway) + "/admin/users", headers={"Cookie": cookie}) for _ in range(8)]
     assert {page.status for page in after} == {303}  # to the login page, from either worker
+
+
+def test_the_admin_puts_a_user_on_a_plan(gateway, cli):
+    gateway.stop()
+    config = (gateway.home / "config.toml").read_text()
+    (gateway.home / "config.toml").write_text(config + '\n[plans.team]\nrpm = 100\nprice_multiplier = "1.5"\n')
+    gateway.start()
+    cookie = raw_request("GET", admin_link(cli, gateway)).headers["set-cookie"].split(";")[0]
+    page = raw_request("GET", base(gateway) + "/admin/users", headers={"Cookie": cookie}).body.decode()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    assert "<option >team</option>" in page.replace("<option>", "<option >")
+
+    def set_plan(plan: str):
+        body = urllib.parse.urlencode({"csrf": csrf, "plan": plan}).encode()
+        return raw_request("POST", base(gateway) + "/admin/users/1/plan", body, {**FORM, "Cookie": cookie})
+
+    assert set_plan("gold").status == 400
+    assert set_plan("team").status == 303
+    assert cli.json("users", "list")[0]["plan"] == "team"
+    assert set_plan("").status == 303
+    assert cli.json("users", "list")[0]["plan"] is None

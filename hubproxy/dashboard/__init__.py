@@ -49,6 +49,7 @@ def add_dashboard_routes(app: web.Application) -> None:
         ("GET", "/admin/users", admin.users),
         ("POST", "/admin/users/{user_id}/balance", admin.change_balance),
         ("POST", "/admin/users/{user_id}/status", admin.change_status),
+        ("POST", "/admin/users/{user_id}/plan", admin.change_plan),
         ("GET", "/admin/ledger", admin.ledger),
         ("GET", "/admin/providers", admin.providers),
         ("GET", "/admin/live", admin.live),

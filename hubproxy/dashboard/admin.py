@@ -34,7 +34,10 @@ async def _users_page(request: web.Request, session: Session, status: int = 200,
     people = sorted(state.accounts.users.values(), key=lambda u: u.email)
     done = request.query.get("done")
     message = extra.pop("message", None) or (f"Saved: {done}." if done and len(done) < 300 else None)
-    return render(request, session, "admin_users.html", status=status, people=people, message=message, **extra)
+    plans = sorted(state.config.plans)
+    return render(
+        request, session, "admin_users.html", status=status, people=people, plans=plans, message=message, **extra
+    )
 
 
 def _user(request: web.Request):
@@ -82,6 +85,19 @@ async def change_status(request: web.Request, session: Session) -> web.Response:
         return await _refused(request, session, 400, "The status is active or disabled.")
     with account_errors():
         changed = await request.app[STATE].store.change_user_status(user.email, status)
+    raise web.HTTPSeeOther(f"/admin/users?done={changed.email}")
+
+
+@page(admin=True)
+async def change_plan(request: web.Request, session: Session) -> web.Response:
+    """A plan from config.toml, or none; its limits and price multiplier apply from the next call."""
+    user = _user(request)
+    plan = (await form(request)).get("plan", "")
+    plans = request.app[STATE].config.plans
+    if plan and plan not in plans:
+        return await _refused(request, session, 400, f"No plan {plan!r} in config.toml.")
+    with account_errors():
+        changed = await request.app[STATE].store.change_user_plan(user.email, plan or None)
     raise web.HTTPSeeOther(f"/admin/users?done={changed.email}")
 
 

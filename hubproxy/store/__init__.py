@@ -263,6 +263,9 @@ class Store(ABC):
     @abstractmethod
     async def change_user_status(self, email: str, status: str) -> UserRow: ...
 
+    @abstractmethod
+    async def change_user_plan(self, email: str, plan: str | None) -> UserRow: ...
+
 
 def open_store(
     database: Path | str,

@@ -296,3 +296,6 @@ class SQLStore(Store):
 
     async def change_user_status(self, email: str, status: str) -> UserRow:
         return await self._change_accounts(accounts.set_user_status, email, status)
+
+    async def change_user_plan(self, email: str, plan: str | None) -> UserRow:
+        return await self._change_accounts(accounts.set_user_plan, email, plan)
