@@ -102,6 +102,7 @@ def test_a_user_logs_in_creates_a_key_calls_and_sees_the_call(browser, gateway, 
     page = context.new_page()
     page.goto(base(gateway) + "/usage")
     assert page.url.startswith(base(gateway) + "/login")
+    shot(page, "login", tmp_path)
     log_in(page, gateway, "dev@example.com")
     before = balance_of(gateway, "dev@example.com")
     assert page.locator("#balance").inner_text() == "$5.00"

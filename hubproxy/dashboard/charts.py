@@ -61,9 +61,7 @@ def spend_by_day(days: dict[str, dict[str, int]], today: date, span: int = 30) -
                 f"<title>{tip}</title></rect>"
             )
         if i % 5 == 4 or i == span - 1:
-            bars.append(
-                f'<text class="tick" x="{x + step * 0.35:.1f}" y="{HEIGHT - 6}" text-anchor="middle">{day[5:]}</text>'
-            )
+            bars.append(_tick(x + step * 0.35, day[5:]))
     svg = _frame("Spend per day by model", grid + "".join(bars))
     return svg, [(model, series[model]) for model in ranked]
 

@@ -136,7 +136,7 @@ def count(value: int | None) -> str:
 def duration(ms: int | float | None) -> str:
     if ms is None:
         return "—"
-    return f"{ms:,.0f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+    return f"{ms:,.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
 FILTERS = {"usd": usd, "when": when, "count": count, "duration": duration}
