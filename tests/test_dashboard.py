@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import random
 import re
 import shutil
 import time
@@ -294,6 +295,9 @@ def test_bad_form_input_gets_a_page_saying_what_and_changes_nothing(gateway, cli
         ("/keys", {"name": "bad name!"}, 400),
         ("/keys", {"rpm": "-3"}, 400),
         ("/keys", {"rpm": "1e9"}, 400),
+        ("/keys", {"rpm": "99999999999999999999"}, 400),
+        ("/keys", {"tpm": "١٢"}, 400),
+        (f"/keys/{gateway.key_id}/rules", {"max_parallel": "99999999999999999999"}, 400),
         ("/keys", {"spend_limit": "abc"}, 400),
         ("/keys", {"budget_period": "year"}, 400),
         ("/keys", {"expires": "yesterday"}, 400),
@@ -417,3 +421,59 @@ def test_the_admin_puts_a_user_on_a_plan(gateway, cli):
     assert cli.json("users", "list")[0]["plan"] == "team"
     assert set_plan("").status == 303
     assert cli.json("users", "list")[0]["plan"] is None
+
+
+def test_no_dashboard_route_answers_odd_input_with_a_500(gateway, cli):
+    """Every route, as a stranger, a user and the admin, with odd queries, paths and forms."""
+
+    set_password(cli, "dev@example.com")
+    user, user_csrf = session_cookie(gateway, "dev@example.com")
+    admin = raw_request("GET", admin_link(cli, gateway)).headers["set-cookie"].split(";")[0]
+    page = raw_request("GET", base(gateway) + "/admin/users", headers={"Cookie": admin}).body.decode()
+    admin_csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    rng = random.Random(17)
+    odd = [
+        "",
+        "%00",
+        "%FF%FE",
+        "'",
+        '"><script>',
+        "-1",
+        "99999999999999999999",
+        "1e9",
+        "..%2F..",
+        "%E2%80%AE",
+        "a" * 3000,
+    ]
+    gets = ["/", "/keys", "/usage", "/usage.csv", "/admin/users", "/admin/ledger", "/admin/providers", "/login"]
+    posts = [
+        "/keys",
+        f"/keys/{gateway.key_id}/rules",
+        "/keys/x/revoke",
+        "/admin/users/1/balance",
+        "/admin/users/1/status",
+        "/admin/users/1/plan",
+        "/admin/users/abc/balance",
+        "/login",
+    ]
+    fields = ["name", "models", "allow_ips", "spend_limit", "expires", "rpm", "amount", "kind", "note", "status"]
+    params = ["user", "key", "model", "status", "since", "until", "before", "charges", "next", "token"]
+    seen = set()
+    for who, cookie, csrf in (("nobody", "", ""), ("user", user, user_csrf), ("admin", admin, admin_csrf)):
+        headers = {"Cookie": cookie} if cookie else {}
+        for _ in range(40):
+            query = "&".join(f"{rng.choice(params)}={rng.choice(odd)}" for _ in range(rng.randint(1, 3)))
+            answer = raw_request("GET", base(gateway) + rng.choice(gets) + "?" + query, headers=headers)
+            seen.add(answer.status)
+            assert answer.status < 500, (who, query)
+            body = "&".join(f"{rng.choice(fields)}={rng.choice(odd)}" for _ in range(rng.randint(0, 4)))
+            body += f"&csrf={csrf}" if rng.random() < 0.8 else ""
+            answer = raw_request("POST", base(gateway) + rng.choice(posts), body.encode(), {**FORM, **headers})
+            seen.add(answer.status)
+            assert answer.status < 500, (who, body)
+    assert {200, 303, 400, 403} <= seen
+    huge = "99999999999999999999"  # past SQLite's 64-bit integers
+    for path, cookie in ((f"/usage?before=2026-12-01T00~{huge}", user), (f"/admin/ledger?before={huge}", admin)):
+        assert raw_request("GET", base(gateway) + path, headers={"Cookie": cookie}).status == 400
+    log = gateway.log()
+    assert "Traceback" not in log and '" 500 ' not in log

@@ -115,9 +115,12 @@ def check_period(period: str | None) -> str | None:
     return period
 
 
+MAX_LIMIT = 10**12  # far past any real rate; keeps a typed number inside the database's 64-bit integers
+
+
 def check_positive(name: str, value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise PolicyError(f"{name} must be a positive integer, got {value}")
+    if value is not None and not 1 <= value <= MAX_LIMIT:
+        raise PolicyError(f"{name} must be a whole number from 1 to {MAX_LIMIT:,}, got {value}")
     return value
 
 

@@ -111,7 +111,7 @@ async def ledger(request: web.Request, session: Session) -> web.Response:
         if user_id is None:
             raise PageError(400, f"No user {query['user']!r}.")
     before = query.get("before", "")
-    if before and not before.isdigit():
+    if before and not (before.isascii() and before.isdigit() and len(before) <= 18):
         raise PageError(400, "The page link is malformed: start again from the first page.")
     charges = query.get("charges") == "1"
     rows = await state.store.ledger_page(user_id, int(before) if before else None, LEDGER_ROWS + 1, charges)

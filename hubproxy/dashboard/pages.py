@@ -28,7 +28,7 @@ PAGE_ROWS = 50
 CSV_CHUNK = 5_000
 CSV_MAX_ROWS = 1_000_000
 DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-CURSOR_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T[\d:.]{2,}Z?)~(\d+)$")
+CURSOR_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T[\d:.]{2,24}Z?)~(\d{1,18})$")
 TOOLS = ("claude-code", "codex", "aider", "continue", "cursor", "openai")
 CSV_COLUMNS = [column for column in USAGE_COLUMNS if column != "id"]  # cost in USD, the rest as stored
 RULE_FIELDS = ("models", "allow_ips", "spend_limit", "budget_period", "expires", "rpm", "tpm", "max_parallel")
@@ -191,7 +191,7 @@ def _rules_from(fields) -> dict:
     numbers = {}
     for name in ("rpm", "tpm", "max_parallel"):
         if value[name] is not None:
-            if not value[name].isdigit():
+            if not (value[name].isascii() and value[name].isdigit()):
                 raise PageError(400, f"{name.replace('_', ' ')} must be a whole number.")
             numbers[name] = int(value[name])
     ips = [part for part in re.split(r"[,\s]+", value["allow_ips"] or "") if part]
