@@ -9,7 +9,9 @@ user's data. Each page's screenshot goes to HUBPROXY_SCREENSHOTS (the README's P
 from __future__ import annotations
 
 import csv
+import http.client
 import io
+import json
 import os
 import random
 import re
@@ -477,3 +479,32 @@ def test_no_dashboard_route_answers_odd_input_with_a_500(gateway, cli):
         assert raw_request("GET", base(gateway) + path, headers={"Cookie": cookie}).status == 400
     log = gateway.log()
     assert "Traceback" not in log and '" 500 ' not in log
+
+
+def test_with_workers_the_live_feed_shows_every_workers_calls(gateway, cli):
+    """The page is served by one worker; the calls the other settles reach it too."""
+    gateway.stop()
+    gateway.start("--workers", "2")
+    cookie = raw_request("GET", admin_link(cli, gateway)).headers["set-cookie"].split(";")[0]
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=15)
+    conn.request("GET", "/admin/live/events", headers={"Cookie": cookie})
+    stream = conn.getresponse()
+    assert stream.status == 200 and stream.getheader("Content-Type") == "text/event-stream"
+    assert stream.readline() == b": connected\n"
+    time.sleep(1.5)  # the other worker learns within half a second that this one has a watcher
+    body = json.dumps({"model": "deepseek-chat", "messages": HELLO, "max_tokens": 5}).encode()
+    headers = {"Authorization": f"Bearer {gateway.key}", "Content-Type": "application/json"}
+    for _ in range(20):  # a new connection each: the kernel spreads them over both workers
+        assert raw_request("POST", gateway.base_url + "/chat/completions", body, headers).status == 200
+    seen, ids = 0, set()
+    deadline = time.monotonic() + 10
+    while seen < 20 and time.monotonic() < deadline:
+        line = stream.readline()
+        if line.startswith(b"data: "):
+            batch = json.loads(line[6:])
+            seen += len(batch["calls"]) + batch["skipped"]
+            ids |= {call["request_id"] for call in batch["calls"]}
+    conn.close()
+    assert seen == 20 and len(ids) == 20
+    prefixes = {request_id[:-10] for request_id in ids}  # request ids begin with their process's prefix
+    assert len(prefixes) == 2, prefixes  # both workers' calls arrived

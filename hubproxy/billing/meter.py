@@ -184,7 +184,7 @@ class CallMeter:
             seconds,
             self.first_byte - self.started if self.first_byte else None,
         )
-        if calls.feed.listeners:
+        if calls.feed.active:
             calls.feed.publish(
                 {
                     "request_id": r.id,

@@ -72,6 +72,11 @@ class Paths:
         return self.data_dir / "metrics"
 
     @property
+    def feed(self) -> Path:
+        """Where the workers of `serve --workers` pass the dashboard's live feed to each other."""
+        return self.data_dir / "feed"
+
+    @property
     def admin_sessions(self) -> Path:
         """The dashboard's admin sessions: their generation (logging out moves it on, ending them all)
         and the one-time links already used, shared by every worker."""

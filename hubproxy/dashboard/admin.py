@@ -166,7 +166,7 @@ def _price(micro_per_m: int | None) -> str:
 
 @page(admin=True)
 async def live(request: web.Request, session: Session) -> web.Response:
-    return render(request, session, "admin_live.html", one_worker=request.app[STATE].metrics_shared)
+    return render(request, session, "admin_live.html")
 
 
 @page(admin=True)

@@ -17,6 +17,7 @@ from hubproxy.billing.budget import IDLE_SECONDS, Budget, LeasedBudget, LocalBud
 from hubproxy.billing.meter import PERSIST_AFTER, OpenCalls
 from hubproxy.config import Config, ConfigError, Paths
 from hubproxy.config.paths import REDIS_ENV
+from hubproxy.feed import WorkerExchange
 from hubproxy.filemodes import write_private
 from hubproxy.protocols import anthropic_messages, openai_chat, openai_responses
 from hubproxy.ratelimit import Limiter
@@ -188,6 +189,9 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         if not is_postgres(state.paths.store):  # instances are scraped one by one; workers share a port
             state.metrics_shared = True
             tasks.append(asyncio.create_task(share_metrics(state)))
+            exchange = WorkerExchange(state.calls.feed, state.paths.feed)
+            exchange.start()
+            tasks.append(asyncio.create_task(exchange.run()))
     try:
         yield
     finally:
@@ -197,6 +201,8 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         submit_last_used(state)
+        if state.calls.feed.exchange is not None:
+            state.calls.feed.exchange.close()
         state.calls.budget.close()
         await state.calls.limiter.close()
         state.upstreams.close()

@@ -148,6 +148,7 @@ def run(
         jwt_secret(paths)  # made once here, so every worker signs login tokens and sessions with the same secret
     admin_token(paths)  # and checks the admin's links against the same token
     shutil.rmtree(paths.metrics, ignore_errors=True)  # the last run's counts: each worker starts from zero
+    shutil.rmtree(paths.feed, ignore_errors=True)
     context = multiprocessing.get_context("spawn")
 
     def start_worker() -> BaseProcess:
