@@ -17,10 +17,12 @@ import random
 import re
 import shutil
 import time
+import tomllib
 import urllib.parse
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from bench.history import seed_history
 from tests.conftest import BACKENDS, HELLO, raw_request, wait_for
@@ -508,3 +510,18 @@ def test_with_workers_the_live_feed_shows_every_workers_calls(gateway, cli):
     assert seen == 20 and len(ids) == 20
     prefixes = {request_id[:-10] for request_id in ids}  # request ids begin with their process's prefix
     assert len(prefixes) == 2, prefixes  # both workers' calls arrived
+
+
+def test_the_cookie_is_secure_behind_a_trusted_tls_proxy_only(gateway, cli):
+    set_password(cli, "dev@example.com")
+    body = urllib.parse.urlencode({"email": "dev@example.com", "password": PASSWORD}).encode()
+    forwarded = {**FORM, "X-Forwarded-Proto": "https"}
+    untrusted = raw_request("POST", base(gateway) + "/login", body, forwarded)
+    assert "Secure" not in untrusted.headers["set-cookie"]  # anyone can send the header
+    gateway.stop()
+    config = tomllib.loads((gateway.home / "config.toml").read_text())
+    config["server"]["trusted_proxies"] = ["127.0.0.1"]
+    (gateway.home / "config.toml").write_text(tomli_w.dumps(config))
+    gateway.start()
+    behind = raw_request("POST", base(gateway) + "/login", body, forwarded)
+    assert behind.status == 303 and "Secure" in behind.headers["set-cookie"]

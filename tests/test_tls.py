@@ -12,6 +12,7 @@ import time
 
 import openai
 
+from hubproxy.dashboard.sessions import login_link_token
 from tests.conftest import Gateway, configure, free_port
 from tests.fake_upstream import REPLY
 
@@ -59,6 +60,11 @@ def test_serve_speaks_https_with_the_given_certificate(home, cli, upstream, tmp_
         )
         answer = client.chat.completions.create(model="deepseek-chat", messages=[{"role": "user", "content": "hi"}])
         assert answer.choices[0].message.content == REPLY
+        dashboard = http.client.HTTPSConnection("127.0.0.1", port, context=trust, timeout=5)
+        token = login_link_token((home / "admin-token").read_text().strip())
+        dashboard.request("GET", f"/login/link?token={token}")
+        login = dashboard.getresponse()
+        assert login.status == 303 and "Secure" in login.getheader("Set-Cookie")  # the session cookie, HTTPS only
         plain = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
             plain.request("GET", "/health")

@@ -22,6 +22,7 @@ from pathlib import Path
 import jwt
 from aiohttp import web
 
+from hubproxy.accounts.rules import KeyPolicy, ip_allowed
 from hubproxy.filemodes import write_private
 from hubproxy.server.accounts import SECRET
 from hubproxy.server.state import STATE
@@ -89,7 +90,20 @@ def start_session(request: web.Request, response: web.StreamResponse, user_id: i
         path="/",
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=over_tls(request),
+    )
+
+
+def over_tls(request: web.Request) -> bool:
+    """Served over TLS: by this server, or by a trusted proxy (`[server] trusted_proxies`) that says so
+    in X-Forwarded-Proto (a tunnel or nginx ending TLS in front)."""
+    if request.secure:
+        return True
+    trusted = request.app[STATE].trusted_proxies
+    return (
+        request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+        and bool(trusted)
+        and ip_allowed(KeyPolicy(networks=trusted), request.remote)
     )
 
 
