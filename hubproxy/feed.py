@@ -35,14 +35,14 @@ class CallFeed:
     def subscribe(self) -> asyncio.Queue:
         queue: asyncio.Queue = asyncio.Queue(QUEUE_SIZE)
         self.listeners.append(queue)
-        self.refresh()
+        self._watchers_changed()
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue) -> None:
         if queue in self.listeners:
             self.listeners.remove(queue)
         self.dropped.pop(id(queue), None)
-        self.refresh()
+        self._watchers_changed()
 
     def publish(self, event: dict) -> None:
         """A settled call: to this process's watchers, and to the other workers' if any watch."""
@@ -61,11 +61,15 @@ class CallFeed:
         return self.dropped.pop(id(queue), 0)
 
     def refresh(self) -> None:
-        """Whether anyone watches, here or elsewhere; tell the other workers whether this one does."""
+        """Whether anyone watches, here or (with workers) in another worker."""
         exchange = self.exchange
         self.active = bool(self.listeners) or bool(exchange is not None and exchange.peers)
-        if exchange is not None:
-            exchange.mark_watching(bool(self.listeners))
+
+    def _watchers_changed(self) -> None:
+        """A page opened or closed here: tell the other workers whether this one now has watchers."""
+        self.refresh()
+        if self.exchange is not None:
+            self.exchange.mark_watching(bool(self.listeners))
 
     def close(self) -> None:
         """Tell every watcher the server is stopping (a None each), so their streams end."""
@@ -106,9 +110,7 @@ class WorkerExchange:
         while True:
             try:
                 data = self.inbox.recv(1 << 20)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
+            except OSError:  # nothing more waiting (BlockingIOError), or the socket closed
                 return
             try:
                 events = orjson.loads(data)

@@ -50,17 +50,9 @@ class CallMetrics:
         totals[3] += tokens[2]
         totals[4] += tokens[3]
         totals[5] += cost
-        buckets = self.latency.get((model, provider))
-        if buckets is None:
-            buckets = self.latency[(model, provider)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        buckets[-1] += seconds
+        observe(self.latency, (model, provider), seconds)
         if first_token is not None:
-            buckets = self.first_token.get((model, provider))
-            if buckets is None:
-                buckets = self.first_token[(model, provider)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-            buckets[bisect_left(LATENCY_BUCKETS, first_token)] += 1
-            buckets[-1] += first_token
+            observe(self.first_token, (model, provider), first_token)
 
     def snapshot(self) -> bytes:
         """The counts as JSON, for the other workers of `serve --workers` to add to their scrapes."""
@@ -138,6 +130,15 @@ class CallMetrics:
             lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
             lines += [f"{name}{render_labels(labels)} {value}" for labels, value in values]
         return "\n".join(lines) + "\n"
+
+
+def observe(histograms: dict[tuple[str, str], list[float]], key: tuple[str, str], seconds: float) -> None:
+    """One observation in `key`'s histogram: its bucket's count and the sum."""
+    buckets = histograms.get(key)
+    if buckets is None:
+        buckets = histograms[key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+    buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+    buckets[-1] += seconds
 
 
 def render_labels(labels: dict[str, str]) -> str:

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from hubproxy import errors
 from hubproxy.dashboard.sessions import Session
-from hubproxy.dashboard.views import PageError, form, page, render
+from hubproxy.dashboard.views import PageError, form, page, render, user_named
 from hubproxy.money import MoneyError, format_usd, parse_usd
 from hubproxy.server.accounts import account_errors
 from hubproxy.server.state import STATE
@@ -105,11 +105,7 @@ async def change_plan(request: web.Request, session: Session) -> web.Response:
 async def ledger(request: web.Request, session: Session) -> web.Response:
     state = request.app[STATE]
     query = request.query
-    user_id = None
-    if query.get("user"):
-        user_id = next((u.id for u in state.accounts.users.values() if u.email == query["user"].strip()), None)
-        if user_id is None:
-            raise PageError(400, f"No user {query['user']!r}.")
+    user_id = user_named(request, query["user"]) if query.get("user") else None
     before = query.get("before", "")
     if before and not (before.isascii() and before.isdigit() and len(before) <= 18):
         raise PageError(400, "The page link is malformed: start again from the first page.")

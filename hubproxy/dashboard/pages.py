@@ -17,7 +17,7 @@ from hubproxy import errors
 from hubproxy.accounts.rules import PolicyError, collect_rules
 from hubproxy.dashboard import charts
 from hubproxy.dashboard.sessions import COOKIE, Session, end_admin_sessions, session_of, start_session, use_login_link
-from hubproxy.dashboard.views import PageError, form, page, render, usd
+from hubproxy.dashboard.views import PageError, form, page, render, usd, user_named
 from hubproxy.money import MoneyError, format_usd
 from hubproxy.passwords import verify_password
 from hubproxy.server.accounts import account_errors, limit_logins
@@ -276,13 +276,9 @@ def _done(request: web.Request) -> str | None:
 def usage_filter(request: web.Request, session: Session) -> UsageFilter:
     """The log's filters from the query string; a bad value is a 400 page naming it."""
     query = request.query
-    state = request.app[STATE]
     user_id = session.user_id
     if session.admin and query.get("user"):
-        found = next((u.id for u in state.accounts.users.values() if u.email == query["user"].strip()), None)
-        if found is None:
-            raise PageError(400, f"No user {query['user']!r}.")
-        user_id = found
+        user_id = user_named(request, query["user"])
     dates = {}
     for name in ("since", "until"):
         value = query.get(name, "").strip()

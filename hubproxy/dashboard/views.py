@@ -93,6 +93,15 @@ async def check_csrf(request: web.Request, session: Session) -> None:
         raise PageError(403, "This form is stale or came from another site (CSRF check failed): reload the page.")
 
 
+def user_named(request: web.Request, email: str) -> int:
+    """The id of the user with this email (the admin's user filters), or a 400 page."""
+    email = email.strip()
+    for user in request.app[STATE].accounts.users.values():
+        if user.email == email:
+            return user.id
+    raise PageError(400, f"No user {email!r}.")
+
+
 def render(request: web.Request, session: Session | None, template: str, status: int = 200, **context) -> web.Response:
     state = request.app[STATE]
     user = state.accounts.users.get(session.user_id) if session and session.user_id is not None else None

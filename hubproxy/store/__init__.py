@@ -251,9 +251,6 @@ class Store(ABC):
     async def all_keys(self) -> list[KeyRow]: ...
 
     @abstractmethod
-    async def users(self) -> list[UserRow]: ...
-
-    @abstractmethod
     async def update_user_key(self, user_id: int | None, key_id: str, rules: dict) -> KeyRow:
         """Change a key's rules; with `user_id`, only that user's key (another's is not found)."""
 

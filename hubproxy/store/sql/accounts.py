@@ -115,10 +115,16 @@ def list_keys_of(conn: sqlite3.Connection, user_id: int) -> list[KeyRow]:
     ]
 
 
+def key_owner(conn: sqlite3.Connection, key_id: str) -> int | None:
+    """The user id a key belongs to, or None when there is no such key."""
+    row = conn.execute("SELECT user_id FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+    return None if row is None else row[0]
+
+
 def _check_owner(conn: sqlite3.Connection, user_id: int | None, key_id: str) -> None:
     """Anyone else's key id is reported as not found (`user_id=None`: any key, the admin's)."""
-    row = conn.execute("SELECT user_id FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-    if row is None or (user_id is not None and row[0] != user_id):
+    owner = key_owner(conn, key_id)
+    if owner is None or (user_id is not None and owner != user_id):
         raise NotFoundError(f"no key {key_id!r}")
 
 

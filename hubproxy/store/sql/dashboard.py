@@ -11,6 +11,7 @@ import sqlite3
 from datetime import datetime, timedelta
 
 from hubproxy.store.records import USAGE_COLUMNS, UsageFilter, UsagePage
+from hubproxy.store.sql.accounts import key_owner
 
 PERCENTILE_SAMPLE = 10_000
 SCAN_BUDGET = 100_000  # calls a filtered page may look at (SQLite reads ~1.5 million a second here)
@@ -97,8 +98,7 @@ def usage_page(conn: sqlite3.Connection, where: UsageFilter, limit: int) -> Usag
     owner = where.user_id
     if where.key_id is not None and owner is not None:
         # the key's own index, not the user's: a key with few calls would otherwise read all of theirs
-        row = conn.execute("SELECT user_id FROM api_keys WHERE id = ?", (where.key_id,)).fetchone()
-        if row is None or row[0] != owner:
+        if key_owner(conn, where.key_id) != owner:
             return UsagePage([])
         owner = None
     for column, value in (("u.user_id", owner), ("u.key_id", where.key_id), ("u.model", where.model)):

@@ -285,9 +285,6 @@ class SQLStore(Store):
     async def all_keys(self) -> list[KeyRow]:
         return await self._read(accounts.list_keys)
 
-    async def users(self) -> list[UserRow]:
-        return await self._read(accounts.list_users)
-
     async def update_user_key(self, user_id: int | None, key_id: str, rules: dict) -> KeyRow:
         return await self._change_accounts(accounts.update_key_of, user_id, key_id, rules)
 
