@@ -19,8 +19,7 @@ from hubproxy.dashboard import charts
 from hubproxy.dashboard.sessions import COOKIE, Session, end_admin_sessions, session_of, start_session, use_login_link
 from hubproxy.dashboard.views import PageError, form, page, render, usd, user_named
 from hubproxy.money import MoneyError, format_usd
-from hubproxy.passwords import verify_password
-from hubproxy.server.accounts import account_errors, limit_logins
+from hubproxy.server.accounts import account_errors, limit_logins, password_user
 from hubproxy.server.state import STATE
 from hubproxy.store.records import POLICY_COLUMNS, USAGE_COLUMNS, KeyRow, UsageFilter
 
@@ -49,15 +48,12 @@ async def login(request: web.Request) -> web.Response:
         return render(request, None, "login.html", status=refused.status, error=refused.message, next="/")
     email, password = fields.get("email", "").strip(), fields.get("password", "")
     target = _next(fields.get("next"))
-    state = request.app[STATE]
     try:
         limit_logins(request, email or None)
     except errors.GatewayError as refused:
         return render(request, None, "login.html", status=429, error=refused.message, next=target, email=email)
-    found = await state.store.password_hash_of(email) if email else None
-    ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, found[1] if found else None)
-    user = state.accounts.users.get(found[0]) if found and ok else None
-    if user is None or not user.active:
+    user = await password_user(request, email, password) if email else None
+    if user is None:
         return render(
             request, None, "login.html", status=401, error="Wrong email or password.", next=target, email=email
         )

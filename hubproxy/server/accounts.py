@@ -206,15 +206,22 @@ async def register(request: web.Request) -> web.Response:
     )
 
 
-async def login(request: web.Request) -> web.Response:
+async def password_user(request: web.Request, email: str, password: str) -> UserState | None:
+    """The active user with this email and password, or None (the hash is checked even for an unknown
+    email, off the event loop, so a wrong email takes as long as a wrong password)."""
     state = request.app[STATE]
-    email, password = await credentials(request)
-    limit_logins(request, email)
     found = await state.store.password_hash_of(email)
     stored = found[1] if found else None
     ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, stored)
     user = state.accounts.users.get(found[0]) if found and ok else None
-    if user is None or not user.active:
+    return user if user is not None and user.active else None
+
+
+async def login(request: web.Request) -> web.Response:
+    email, password = await credentials(request)
+    limit_logins(request, email)
+    user = await password_user(request, email, password)
+    if user is None:
         raise errors.invalid_api_key("Wrong email or password.")
     return respond({"token": issue_token(request, user), "balance": usd(user.balance)})
 
