@@ -81,6 +81,11 @@ def balance_of(gateway, email: str) -> int:
         return db.execute("SELECT balance FROM users WHERE email = ?", (email,)).fetchone()[0]
 
 
+def csrf_in(html: str) -> str:
+    """The CSRF token a page's forms carry."""
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
 def session_cookie(gateway, email: str) -> tuple[str, str]:
     """Log in over plain HTTP: the cookie and the CSRF token the overview's forms carry."""
     body = urllib.parse.urlencode({"email": email, "password": PASSWORD}).encode()
@@ -88,7 +93,7 @@ def session_cookie(gateway, email: str) -> tuple[str, str]:
     assert answer.status == 303, answer.body
     cookie = answer.headers["set-cookie"].split(";")[0]
     page = raw_request("GET", base(gateway) + "/keys", headers={"Cookie": cookie}).body.decode()
-    return cookie, re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    return cookie, csrf_in(page)
 
 
 def seeded(gateway, cli, rows: int = 3000) -> None:
@@ -274,7 +279,7 @@ def test_sessions_cookies_csrf_and_login_limits(gateway, cli):
         assert refused.status == 403 and b"CSRF" in refused.body
     assert gateway.key_works(gateway.key)
     # logging out ends the session (a replayed cookie is a stranger)
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.body.decode()).group(1)
+    csrf = csrf_in(page.body.decode())
     out = raw_request("POST", base(gateway) + "/logout", f"csrf={csrf}".encode(), {**FORM, "Cookie": cookie})
     assert out.status == 303
     assert raw_request("GET", base(gateway) + "/keys", headers={"Cookie": cookie}).status == 303
@@ -334,7 +339,7 @@ def test_the_admin_form_refuses_bad_amounts(gateway, cli):
     answer = raw_request("GET", link)
     cookie = answer.headers["set-cookie"].split(";")[0]
     page = raw_request("GET", base(gateway) + "/admin/users", headers={"Cookie": cookie}).body.decode()
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    csrf = csrf_in(page)
     before = balance_of(gateway, "dev@example.com")
     for fields in (
         {"amount": "-5", "kind": "topup"},
@@ -399,7 +404,7 @@ def test_with_workers_a_link_logs_in_once_and_a_logout_ends_the_admin_everywhere
     cookie = first.headers["set-cookie"].split(";")[0]
     pages = [raw_request("GET", base(gateway) + "/admin/users", headers={"Cookie": cookie}) for _ in range(8)]
     assert {page.status for page in pages} == {200}
-    csrf = re.search(r'name="csrf" value="([^"]+)"', pages[0].body.decode()).group(1)
+    csrf = csrf_in(pages[0].body.decode())
     out = raw_request("POST", base(gateway) + "/logout", f"csrf={csrf}".encode(), {**FORM, "Cookie": cookie})
     assert out.status == 303
     after = [raw_request("GET", base(gateway) + "/admin/users", headers={"Cookie": cookie}) for _ in range(8)]
@@ -413,7 +418,7 @@ def test_the_admin_puts_a_user_on_a_plan(gateway, cli):
     gateway.start()
     cookie = raw_request("GET", admin_link(cli, gateway)).headers["set-cookie"].split(";")[0]
     page = raw_request("GET", base(gateway) + "/admin/users", headers={"Cookie": cookie}).body.decode()
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    csrf = csrf_in(page)
     assert "<option >team</option>" in page.replace("<option>", "<option >")
 
     def set_plan(plan: str):
@@ -434,7 +439,7 @@ def test_no_dashboard_route_answers_odd_input_with_a_500(gateway, cli):
     user, user_csrf = session_cookie(gateway, "dev@example.com")
     admin = raw_request("GET", admin_link(cli, gateway)).headers["set-cookie"].split(";")[0]
     page = raw_request("GET", base(gateway) + "/admin/users", headers={"Cookie": admin}).body.decode()
-    admin_csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    admin_csrf = csrf_in(page)
     rng = random.Random(17)
     odd = [
         "",
