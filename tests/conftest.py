@@ -41,6 +41,7 @@ SPECIAL_MODELS = [
     "hang",
     "die-mid-stream",
     "aider-edit",
+    "honest",
 ]
 
 

@@ -8,7 +8,9 @@ The model name picks a behaviour: "fail-500", "rate-limited", "no-usage", "reaso
 "whole" edit format), "cc-tool" and "codex-tool" (ask Claude
 Code's Read tool, or Codex's exec_command, for note.txt, then answer with what the tool said),
 "long-answer" (reports 2,000 completion tokens whatever `max_tokens` said, as an upstream that
-ignores it would).
+ignores it would), "honest" (bills as a real provider would at worst: every one of `n` choices —
+`best_of` and each prompt of a completions call — runs to the output limit, or to UNLIMITED
+tokens when none is sent, and each image part it parses costs IMAGE_TOKENS).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import orjson
 from aiohttp import web
 
 REPLY = "hello from the fake upstream model"
+UNLIMITED = 30_000  # what "honest" writes when nothing limits it (a reasoning model's long answer)
+IMAGE_TOKENS = 2_000  # what "honest" bills for each image part (below `[billing] image_tokens`)
 # Aider's "whole" edit format: the file's path, then its new content fenced
 AIDER_EDIT = "Here it is.\n\nnote.txt\n```\nedited through hubproxy\n```\n"
 WORKING_DIRECTORY = re.compile(r"Primary working directory: (\S+)")
@@ -83,6 +87,36 @@ def count_prompt_words(body: dict) -> int:
     if isinstance(prompt, list):
         return sum(len(str(p).split()) for p in prompt)
     return len(str(prompt).split())
+
+
+def image_parts(body: dict) -> int:
+    """Image parts in a chat body, as any JSON parser reads them (escaped keys and all)."""
+    return sum(
+        1
+        for message in body.get("messages", [])
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if isinstance(part, dict) and part.get("type") == "image_url"
+    )
+
+
+def honest_answer(body: dict, prompt: int, choices: int) -> dict:
+    """What "honest" answers: `choices` answers each as long as the limit allows, billed in full."""
+    limit = body.get("max_completion_tokens") or body.get("max_tokens") or UNLIMITED
+    prompt += image_parts(body) * IMAGE_TOKENS
+    message = {"role": "assistant", "content": REPLY}
+    return {
+        "id": "chatcmpl-honest",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model"),
+        "choices": [{"index": i, "message": message, "finish_reason": "length"} for i in range(min(choices, 128))],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": limit * choices,
+            "total_tokens": prompt + limit * choices,
+        },
+    }
 
 
 # GET /models: one model every test config serves, one in the deepseek preset's catalog, one nobody
@@ -217,6 +251,8 @@ class FakeUpstream:
         if self.delay:
             await asyncio.sleep(self.delay)
         prompt = count_prompt_words(body)
+        if model == "honest":
+            return web.json_response(honest_answer(body, prompt, body.get("n") or 1))
         if body.get("stream"):
             return await self._stream(request, body, prompt)
         message: dict = {"role": "assistant", "content": self._reply(body)}
@@ -394,6 +430,12 @@ class FakeUpstream:
             {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
         )
         await send("ping", {"type": "ping"})
+        if model == "die-mid-stream":  # a long answer cut before `message_delta` ever comes
+            for _ in range(900):
+                delta = {"type": "text_delta", "text": "word "}
+                await send("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+            request.transport.abort()
+            return resp
         for word in words:
             delta = {"type": "text_delta", "text": word + " "}
             await send("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
@@ -468,6 +510,11 @@ class FakeUpstream:
             return refused
         body = await self._record(request)
         prompt = count_prompt_words(body)
+        if body["model"] == "honest":
+            prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+            prompts = [prompts] if all(isinstance(p, int) for p in prompts) else prompts
+            choices = max(body.get("n") or 1, body.get("best_of") or 1) * len(prompts)
+            return web.json_response(honest_answer(body, prompt, choices))
         return web.json_response(
             {
                 "id": "cmpl-fake",

@@ -86,10 +86,17 @@ def csrf_in(html: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
 
 
+def post_login(gateway, fields: dict, headers: dict | None = None):
+    """The login form posted as a browser posts it: with the token and cookie its page gave."""
+    form_page = raw_request("GET", base(gateway) + "/login", headers=headers)
+    cookie = form_page.headers["set-cookie"].split(";")[0]
+    body = urllib.parse.urlencode({**fields, "csrf": csrf_in(form_page.body.decode())}).encode()
+    return raw_request("POST", base(gateway) + "/login", body, {**FORM, **(headers or {}), "Cookie": cookie})
+
+
 def session_cookie(gateway, email: str) -> tuple[str, str]:
     """Log in over plain HTTP: the cookie and the CSRF token the overview's forms carry."""
-    body = urllib.parse.urlencode({"email": email, "password": PASSWORD}).encode()
-    answer = raw_request("POST", base(gateway) + "/login", body, FORM)
+    answer = post_login(gateway, {"email": email, "password": PASSWORD})
     assert answer.status == 303, answer.body
     cookie = answer.headers["set-cookie"].split(";")[0]
     page = raw_request("GET", base(gateway) + "/keys", headers={"Cookie": cookie}).body.decode()
@@ -263,8 +270,7 @@ def test_a_user_sees_only_their_own_keys_calls_and_balance(gateway, cli):
 
 def test_sessions_cookies_csrf_and_login_limits(gateway, cli):
     set_password(cli, "dev@example.com")
-    body = urllib.parse.urlencode({"email": "dev@example.com", "password": PASSWORD, "next": "//evil.example"})
-    answer = raw_request("POST", base(gateway) + "/login", body.encode(), FORM)
+    answer = post_login(gateway, {"email": "dev@example.com", "password": PASSWORD, "next": "//evil.example"})
     assert answer.status == 303 and answer.headers["location"] == "/"  # never off-site
     flags = answer.headers["set-cookie"]
     assert "HttpOnly" in flags and "SameSite=Strict" in flags and "Secure" not in flags  # plain HTTP here
@@ -286,14 +292,41 @@ def test_sessions_cookies_csrf_and_login_limits(gateway, cli):
     # guessing passwords: 5 tries per email and address a minute (the good one above was the first), then 429
     statuses = []
     for _ in range(6):
-        wrong = urllib.parse.urlencode({"email": "dev@example.com", "password": "nope-nope"}).encode()
-        statuses.append(raw_request("POST", base(gateway) + "/login", wrong, FORM).status)
+        statuses.append(post_login(gateway, {"email": "dev@example.com", "password": "nope-nope"}).status)
     assert statuses == [401] * 4 + [429, 429]
     # forged and malformed cookies and links are strangers, never errors
     for bad in ("x", "a.b.c", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9."):
         assert raw_request("GET", base(gateway) + "/keys", headers={"Cookie": f"hubproxy_session={bad}"}).status == 303
     for token in ("", "a.b", "a.1.c", "x" * 5000, "a.99999999999.00"):
         assert raw_request("GET", base(gateway) + f"/login/link?token={token}").status == 403
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/%09/evil.example", "/%0A/evil.example", "/%0D%0A/evil.example", "/\\evil.example", "https://evil.example"],
+)
+def test_the_login_never_redirects_off_site_however_the_target_is_spelled(gateway, cli, target):
+    set_password(cli, "dev@example.com")
+    decoded = urllib.parse.unquote(target)
+    answer = post_login(gateway, {"email": "dev@example.com", "password": PASSWORD, "next": decoded})
+    assert answer.status == 303 and answer.headers["location"] == "/"
+    form_page = raw_request("GET", base(gateway) + "/login?next=" + urllib.parse.quote(decoded, safe=""))
+    assert re.search(r'name="next" value="/"', form_page.body.decode())
+
+
+def test_a_login_form_posted_from_elsewhere_logs_nobody_in(gateway, cli):
+    """Login CSRF: another site's page posting the form has neither this browser's login cookie nor
+    the token tied to it."""
+    set_password(cli, "dev@example.com")
+    fields = {"email": "dev@example.com", "password": PASSWORD}
+    bare = raw_request("POST", base(gateway) + "/login", urllib.parse.urlencode(fields).encode(), FORM)
+    assert bare.status == 403 and "hubproxy_session" not in bare.headers.get("set-cookie", "")
+    stolen_token = csrf_in(raw_request("GET", base(gateway) + "/login").body.decode())
+    other_cookie = raw_request("GET", base(gateway) + "/login").headers["set-cookie"].split(";")[0]
+    body = urllib.parse.urlencode({**fields, "csrf": stolen_token}).encode()
+    mixed = raw_request("POST", base(gateway) + "/login", body, {**FORM, "Cookie": other_cookie})
+    assert mixed.status == 403 and "hubproxy_session" not in mixed.headers.get("set-cookie", "")
+    assert post_login(gateway, fields).status == 303
 
 
 def test_bad_form_input_gets_a_page_saying_what_and_changes_nothing(gateway, cli):
@@ -519,14 +552,38 @@ def test_with_workers_the_live_feed_shows_every_workers_calls(gateway, cli):
 
 def test_the_cookie_is_secure_behind_a_trusted_tls_proxy_only(gateway, cli):
     set_password(cli, "dev@example.com")
-    body = urllib.parse.urlencode({"email": "dev@example.com", "password": PASSWORD}).encode()
-    forwarded = {**FORM, "X-Forwarded-Proto": "https"}
-    untrusted = raw_request("POST", base(gateway) + "/login", body, forwarded)
+    fields = {"email": "dev@example.com", "password": PASSWORD}
+    forwarded = {"X-Forwarded-Proto": "https"}
+    untrusted = post_login(gateway, fields, forwarded)
     assert "Secure" not in untrusted.headers["set-cookie"]  # anyone can send the header
     gateway.stop()
     config = tomllib.loads((gateway.home / "config.toml").read_text())
     config["server"]["trusted_proxies"] = ["127.0.0.1"]
     (gateway.home / "config.toml").write_text(tomli_w.dumps(config))
     gateway.start()
-    behind = raw_request("POST", base(gateway) + "/login", body, forwarded)
+    behind = post_login(gateway, fields, forwarded)
     assert behind.status == 303 and "Secure" in behind.headers["set-cookie"]
+
+
+def test_csv_exports_never_hand_a_spreadsheet_a_formula(gateway, cli):
+    """An email (or any text a caller chose) that starts like a formula is written behind a quote."""
+    email = '=HYPERLINK("http://evil.example")&"@x.io"'
+    cli("users", "add", email, "--balance", "1")
+    key = cli.json("keys", "create", "--user", email, "--name", "+cmd|calc")["key"]
+    wait_for(lambda: gateway.key_works(key))
+    gateway.client(key=key).chat.completions.create(model="deepseek-chat", messages=HELLO)
+    admin = raw_request("GET", admin_link(cli, gateway)).headers["set-cookie"].split(";")[0]
+    exported = raw_request("GET", base(gateway) + "/usage.csv", headers={"Cookie": admin}).body.decode()
+    cells = [cell for row in csv.reader(io.StringIO(exported)) for cell in row]
+    assert "'" + email in cells and email not in cells
+    report = cli("usage", "report", "--by", "user", "--format", "csv").stdout
+    cells = [cell for row in csv.reader(io.StringIO(report)) for cell in row]
+    assert "'" + email in cells and not any(cell.startswith(("=", "+", "@")) for cell in cells)
+
+
+def test_the_admin_links_token_stays_out_of_the_access_log(gateway, cli):
+    link = admin_link(cli, gateway)
+    assert raw_request("GET", link).status == 303
+    token = link.split("token=", 1)[1]
+    log = wait_for(lambda: "/login/link" in gateway.log() and gateway.log())
+    assert token not in log

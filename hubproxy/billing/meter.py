@@ -86,15 +86,15 @@ class CallMeter:
         stream: bool,
         body_bytes: int,
         unseen: int,
-        max_output: int | None,
+        max_output: int,
         plan: Plan | None = None,
     ) -> None:
-        """`max_output`: the output tokens the call may make (None: `default_max_tokens`; 0: embeddings).
+        """`max_output`: the output tokens the call may make, every choice's (0: embeddings).
         `unseen`: prompt tokens the body's size does not show (images by URL, a tool preamble)."""
         model = route.model
         bound = prompt_bound(body_bytes, unseen)
         estimate = estimate_prompt_tokens(body_bytes, billing.bytes_per_token)
-        output = billing.default_max_tokens if max_output is None else max_output
+        output = max_output
         self.plan = plan
         self.tokens = bound + output
         self._ticket: object = None

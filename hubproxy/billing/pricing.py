@@ -1,14 +1,14 @@
 """What a call costs: the bound held before it, the exact charge after it. Pure functions.
 
 Before a call goes upstream its worst case is held: a prompt bound that holds for any text, plus
-`max_tokens` of output (or `default_max_tokens`). A byte-level tokenizer (GPT, Llama, Qwen, DeepSeek,
-Claude) never makes more tokens than the text has bytes, and the JSON around the text (quotes,
-keys, `{"role":"user","content":…}`) outweighs the few tokens a chat template adds per message, so
-the body's size in bytes plus PROMPT_SLACK (the reply's priming tokens) bounds the prompt of any
-text: CJK, digits or one-letter words alike. What the body's size does not show (images given by
-URL, a template's fixed preamble for tools) the protocol module counts as `unseen` tokens. When
-the call ends the hold is replaced by the exact cost of the tokens the upstream reported, or by an
-estimate (body bytes / `bytes_per_token`) marked as such.
+`max_tokens` of output for each choice the call asks for (`output_limits`). A byte-level tokenizer
+(GPT, Llama, Qwen, DeepSeek, Claude) never makes more tokens than the text has bytes, and the JSON
+around the text (quotes, keys, `{"role":"user","content":…}`) outweighs the few tokens a chat
+template adds per message, so the body's size in bytes plus PROMPT_SLACK (the reply's priming
+tokens) bounds the prompt of any text: CJK, digits or one-letter words alike. What the body's size
+does not show (images given by URL, a template's fixed preamble for tools) the protocol module
+counts as `unseen` tokens. When the call ends the hold is replaced by the exact cost of the tokens
+the upstream reported, or by an estimate (body bytes / `bytes_per_token`) marked as such.
 """
 
 from __future__ import annotations
@@ -23,6 +23,20 @@ PROMPT_SLACK = 16
 def prompt_bound(body_bytes: int, unseen: int) -> int:
     """At most this many prompt tokens, whatever the text (see the module's docstring)."""
     return body_bytes + unseen + PROMPT_SLACK
+
+
+def output_limits(asked: int | None, model_max: int | None, default: int) -> tuple[int, int | None]:
+    """(output tokens to hold per choice, a limit to send upstream or None) for a call that asked for
+    `asked` at most (None: no limit given).
+
+    The hold must be a real bound: the upstream stops at the client's limit, or at the model's own
+    maximum where config.toml says what it is; with neither, hubproxy sends `default` as the limit
+    (else an honest long answer, a reasoning model's 32k+ say, would spend past the hold)."""
+    if asked is not None:
+        return (asked if model_max is None else min(asked, model_max)), None
+    if model_max is not None:
+        return model_max, None
+    return default, default
 
 
 def estimate_prompt_tokens(body_bytes: int, bytes_per_token: int) -> int:

@@ -8,7 +8,7 @@ import typer
 
 from hubproxy import __version__
 from hubproxy.cli import connect, dashboard, db, keys, models, providers, serve, setup, usage, users
-from hubproxy.cli.context import GuardedGroup
+from hubproxy.cli.context import GuardedGroup, warn_password_in_url
 from hubproxy.cli.help import use_plain_metavars
 from hubproxy.config import HOME_ENV, Paths
 from hubproxy.config.paths import DATABASE_ENV
@@ -52,6 +52,9 @@ def root(
     ),
 ) -> None:
     ctx.obj = Paths.resolve(home, database)
+    source = ctx.get_parameter_source("database")
+    if database and source is not None and source.name == "COMMANDLINE":
+        warn_password_in_url(database)
 
 
 app.command("init")(setup.init)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,11 +21,12 @@ import tomli_w
 import typer
 import yaml
 
-from hubproxy.cli.context import CliError, console, database, load_config
-from hubproxy.config import Config
+from hubproxy.cli.context import CliError, console, database, load_config, paths
+from hubproxy.running import server_url
 
 app = typer.Typer(help="Point a tool at hubproxy: print its setup, or write it (--write).", no_args_is_help=True)
 PLACEHOLDER_KEY = "sk-hp-…"
+KEY_ENV = "HUBPROXY_KEY"
 
 
 @dataclass
@@ -36,13 +38,6 @@ class Setup:
     @property
     def openai_url(self) -> str:
         return self.base_url + "/v1"
-
-
-def default_base_url(config: Config) -> str:
-    host = config.server.host
-    host = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
-    scheme = "https" if config.server.tls_cert else "http"
-    return f"{scheme}://{host}:{config.server.port}"
 
 
 def merge_file(
@@ -183,6 +178,15 @@ def openai_sdk(setup: Setup, write: bool) -> None:
     console.print(f"export OPENAI_API_KEY={setup.key}", soft_wrap=True)
 
 
+def read_key() -> str:
+    """The key from stdin: asked for without echo at a terminal, else its first line."""
+    key = typer.prompt("hubproxy key", hide_input=True) if sys.stdin.isatty() else sys.stdin.readline()
+    key = key.strip()
+    if not key:
+        raise CliError("--key -: no key on stdin")
+    return key
+
+
 TOOLS = {
     "claude-code": claude_code,
     "codex": codex,
@@ -196,7 +200,14 @@ TOOLS = {
 def connect(
     ctx: typer.Context,
     tool: str = typer.Argument(..., metavar="TOOL", help=f"One of: {', '.join(TOOLS)}."),
-    key: str = typer.Option(None, "--key", metavar="KEY", help="The hubproxy key the tool will use."),
+    key: str = typer.Option(
+        None,
+        "--key",
+        metavar="KEY",
+        envvar=KEY_ENV,
+        help=f"The hubproxy key the tool will use; '-' reads it from stdin (or ${KEY_ENV}), keeping it out of "
+        "`ps` and shell history.",
+    ),
     user: str = typer.Option(None, "--user", metavar="EMAIL", help="Create a key for the tool for this user."),
     model: str = typer.Option(None, "--model", metavar="NAME", help="The model the tool asks for."),
     base_url: str = typer.Option(
@@ -209,6 +220,8 @@ def connect(
         raise CliError(f"no tool {tool!r}; one of: {', '.join(TOOLS)}")
     if key and user:
         raise CliError("give --key or --user, not both")
+    if key == "-":
+        key = read_key()
     config = load_config(ctx)
     if model is None:
         model = min(config.models) if config.models else "MODEL"
@@ -219,7 +232,7 @@ def connect(
         with database(ctx) as store:
             _, key = store.create_key(user, tool)
         console.print(f"created a key named {tool} for {user} (shown once, below)")
-    url = (base_url or default_base_url(config)).rstrip("/").removesuffix("/v1")
+    url = (base_url or server_url(paths(ctx), config)).rstrip("/").removesuffix("/v1")
     if not url.startswith(("http://", "https://")):
         raise CliError(f"--base-url must be an http(s) URL, got {base_url!r}")
     if write and not key and tool != "codex":  # Codex reads its key from the environment, not the file

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -68,6 +69,16 @@ def usage_error(exc: UsageError) -> None:
     where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
     click.echo(f"Error: {message}{where}", err=True)
     raise typer.Exit(exc.exit_code)
+
+
+def warn_password_in_url(url: str) -> None:
+    """A password typed into a command line shows in `ps` and stays in the shell's history."""
+    if urllib.parse.urlsplit(url).password:
+        typer.echo(
+            "warning: the password in --database shows in `ps` and your shell history; keep it with "
+            "`hubproxy db set-password URL` (or PGPASSWORD) and give the URL without it",
+            err=True,
+        )
 
 
 def paths(ctx: typer.Context) -> Paths:

@@ -27,6 +27,7 @@ def model_json(m: Model) -> dict:
         "cached_input_price": price_text(m.cached_input_price),
         "cache_write_price": price_text(m.cache_write_price),
         "tiers": [tier_dict(t) for t in m.tiers],
+        "max_output_tokens": m.max_output_tokens,
     }
 
 
@@ -66,6 +67,15 @@ def add(
         metavar="ABOVE:IN:OUT[:CACHED]",
         help="Prices over a prompt size, ABOVE_TOKENS:INPUT:OUTPUT[:CACHED]; repeatable.",
     ),
+    max_output_tokens: int = typer.Option(
+        None,
+        "--max-output-tokens",
+        metavar="N",
+        min=1,
+        max=10**9,
+        help="The most output the model makes in one answer: held for a call that sets no limit, which then "
+        "goes up unchanged (without it hubproxy sends [billing] default_max_tokens as the limit).",
+    ),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing model of this name."),
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -90,6 +100,7 @@ def add(
         cache_write_price=None
         if cache_write_price is None
         else parse_price(cache_write_price, what="--cache-write-price"),
+        max_output_tokens=max_output_tokens,
     )
     config.models[name] = model
     save_config(ctx, config)

@@ -12,9 +12,11 @@ from hubproxy.cli.context import CliError, WholeTable, console, load_config, pat
 from hubproxy.config import ENV_VAR_RE, WIRE_APIS, Config, Provider, check_base_url, check_provider_name, tier_dict
 from hubproxy.errors import GatewayError
 from hubproxy.money import format_price
+from hubproxy.running import running_server
 from hubproxy.secrets import (
     admin_token,
     delete_secret,
+    key_variable_unset,
     keyring_available,
     load_secret,
     provider_api_key,
@@ -34,6 +36,7 @@ def provider_json(p: Provider) -> dict:
         "base_url": p.base_url,
         "api_style": p.api_style,
         "api_key": where,
+        "api_key_env_unset": key_variable_unset(p),
         "headers": sorted(p.headers),
         "stream_usage": p.stream_usage,
         "timeout": p.timeout,
@@ -228,7 +231,8 @@ def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="P
     table = WholeTable("name", "base url", "key", "models", whole=("name", "base url"))
     for p in config.providers.values():
         used = sum(1 for m in config.models.values() if any(t.provider == p.name for t in m.targets))
-        table.add_row(p.name, p.base_url, provider_json(p)["api_key"], str(used))
+        key = provider_json(p)["api_key"] + (" [bold yellow](not set here)[/]" if key_variable_unset(p) else "")
+        table.add_row(p.name, p.base_url, key, str(used))
     console.print(table, crop=False)
 
 
@@ -294,15 +298,18 @@ async def _probe(provider: Provider, key: str | None, connect: float) -> tuple[i
 def status(
     ctx: typer.Context,
     url: str = typer.Option(
-        None, "--url", metavar="URL", help="The running server (default: host and port from config.toml)."
+        None, "--url", metavar="URL", help="The running server (default: the one serving this home)."
     ),
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Each deployment's breaker state, recent latency and error rate, from the running server."""
-    config = load_config(ctx)
-    host = "127.0.0.1" if config.server.host in ("0.0.0.0", "::") else config.server.host
-    base = url or f"http://{host}:{config.server.port}"
-    deployments = asyncio.run(_health(base.rstrip("/"), admin_token(paths(ctx))))
+    where = paths(ctx)
+    if url is None:
+        running = running_server(where)
+        if running is None:
+            raise CliError("no `hubproxy serve` is running on this home; start it, or give --url of the server")
+        url = running.local_url
+    deployments = asyncio.run(_health(url.rstrip("/"), admin_token(where)))
     if json:
         print_json(deployments)
         return

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import ssl
 
 import typer
 
-from hubproxy.cli.context import CliError, console, load_config, make_home_private, paths
+from hubproxy.cli.context import CliError, console, load_config, make_home_private, paths, warn_password_in_url
+from hubproxy.config import Config
 from hubproxy.config.paths import REDIS_ENV
+from hubproxy.running import Address, AlreadyServing, ServingMark, display_host
+from hubproxy.secrets import key_variable_unset
 from hubproxy.server.run import check_port, event_loop_policy, listen, run, tls_context
-from hubproxy.store import is_postgres, open_store, redacted
+from hubproxy.store import MissingExtra, is_postgres, open_store, redacted
 
 
 def serve(
@@ -32,9 +37,15 @@ def serve(
         envvar=REDIS_ENV,
         help="redis:// URL: rate limits shared by every instance (default: [store] redis in config.toml).",
     ),
+    database: str = typer.Option(
+        None, "--database", metavar="URL", help="The same as `hubproxy --database URL serve`: a postgresql:// URL."
+    ),
 ) -> None:
     """Run the gateway until Ctrl-C / SIGTERM (in-flight calls drain, every write is flushed)."""
     where = paths(ctx)
+    if database:
+        warn_password_in_url(database)
+        where = ctx.find_root().obj = dataclasses.replace(where, database_url=database)
     config = load_config(ctx)
     if (tls_cert is None) != (tls_key is None):
         raise CliError("--tls-cert and --tls-key go together: give both or neither")
@@ -42,6 +53,11 @@ def serve(
         config.server.tls_cert, config.server.tls_key = tls_cert, tls_key
     if redis:
         config.store.redis = redis
+    if config.store.redis:
+        try:
+            import redis as redis_driver  # noqa: F401 - only to learn whether it is installed
+        except ModuleNotFoundError as missing:
+            raise MissingExtra("Rate limits in Redis", "postgres", missing) from None
     try:
         tls = tls_context(config)
     except (OSError, ssl.SSLError) as exc:
@@ -58,6 +74,31 @@ def serve(
     if not 1 <= workers <= 64:
         raise CliError("--workers must be 1-64")
     try:
+        mark = ServingMark(where)
+    except AlreadyServing as busy:
+        raise CliError(already_serving(busy.address)) from None
+    try:
+        serve_marked(mark, config, store, host, port, workers, tls is not None)
+    finally:
+        mark.release()
+
+
+def already_serving(address: Address | None) -> str:
+    """One line for a second `serve` on a home that is being served."""
+    where = f" (pid {address.pid}, {address.base_url})" if address else ""
+    return (
+        f"hubproxy is already serving this home{where}: two servers on one home would each hold the same "
+        "balances. Stop it first; for more processes use `hubproxy serve --workers N`, and for instances on "
+        "PostgreSQL give each its own --home"
+    )
+
+
+def serve_marked(
+    mark: ServingMark, config: Config, store: object, host: str, port: int, workers: int, tls: bool
+) -> None:
+    """Listen, say where, leave the address in the home, and run until stopped."""
+    where = mark.paths
+    try:
         if workers > 1:
             check_port(host, port)
             sock = None
@@ -66,9 +107,10 @@ def serve(
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     loop_name = event_loop_policy()
-    scheme = "https" if tls is not None else "http"
-    base = f"{scheme}://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::') else host}:{port}/v1"
-    if tls is None and host in ("0.0.0.0", "::"):
+    scheme = "https" if tls else "http"
+    mark.announce(Address(os.getpid(), scheme, host, port, workers))
+    base = f"{scheme}://{display_host(host)}:{port}/v1"
+    if not tls and host in ("0.0.0.0", "::"):
         console.print(
             "[bold yellow]warning[/]: listening on every interface over plain HTTP: keys and prompts cross the "
             "network readable; serve with --tls-cert/--tls-key, or behind a TLS proxy or tunnel"
@@ -78,6 +120,13 @@ def serve(
     if is_postgres(store):
         limits = "rate limits shared through Redis" if config.store.redis else "rate limits per instance (no --redis)"
         console.print(f"store: {redacted(store)}, shared with other instances; {limits}", soft_wrap=True)
+    for provider in config.providers.values():
+        if key_variable_unset(provider):
+            console.print(
+                f"[bold yellow]warning[/]: provider {provider.name}'s key variable {provider.api_key_env} is not set: "
+                "its calls get 503 until it is set where `hubproxy serve` runs",
+                soft_wrap=True,
+            )
     if config.models:
         console.print("models: " + ", ".join(sorted(config.models)))
     else:

@@ -11,6 +11,7 @@ import typer
 
 from hubproxy.cli.context import CliError, WholeTable, console, database, print_json
 from hubproxy.money import format_usd
+from hubproxy.spreadsheet import safe_cell
 
 app = typer.Typer(help="Usage and cost reports.", no_args_is_help=True)
 
@@ -69,7 +70,7 @@ def report(
             ],
         )
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({name: safe_cell(value) for name, value in row.items()} for row in rows)
     else:
         places = max((decimal_places(cost) for cost in costs), default=2)
         table = WholeTable(

@@ -70,6 +70,7 @@ class Model:
     cached_input_price: int | None = None
     tiers: tuple[PriceTier, ...] = ()  # ascending by `above`
     cache_write_price: int | None = None  # prompt tokens written to the provider's cache (Anthropic bills them)
+    max_output_tokens: int | None = None  # the most output the model can make in one answer, where known
 
     def prices_for(self, prompt_tokens: int) -> tuple[int | None, int | None, int | None]:
         """(input, output, cached input) prices for a call with this many prompt tokens: the highest
@@ -187,6 +188,7 @@ def _model(name: str, raw: dict, origin: str) -> Model:
         "cached_input_price",
         "cache_write_price",
         "tiers",
+        "max_output_tokens",
     }
     if unknown:
         raise ConfigError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
@@ -202,6 +204,9 @@ def _model(name: str, raw: dict, origin: str) -> Model:
     except MoneyError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     tiers = parse_tiers(raw.get("tiers", []), where)
+    limit = raw.get("max_output_tokens")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10**9):
+        raise ConfigError(f"{where}: max_output_tokens must be a positive integer")
     if tiers and input_price is None:
         raise ConfigError(f"{where}: tiers need the model's own input_price and output_price too")
     deployments = tuple(_deployment(item, name, where) for item in raw.get("deployments", []))
@@ -217,6 +222,7 @@ def _model(name: str, raw: dict, origin: str) -> Model:
             cached_price,
             tiers,
             write_price,
+            limit,
         )
     provider = raw.get("provider")
     if not isinstance(provider, str):
@@ -224,7 +230,7 @@ def _model(name: str, raw: dict, origin: str) -> Model:
     upstream = raw.get("upstream_model", name)
     if not isinstance(upstream, str) or not upstream:
         raise ConfigError(f"{where}: upstream_model must be a non-empty string")
-    return Model(name, provider, upstream, input_price, output_price, (), cached_price, tiers, write_price)
+    return Model(name, provider, upstream, input_price, output_price, (), cached_price, tiers, write_price, limit)
 
 
 def parse_tiers(raw: object, where: str) -> tuple[PriceTier, ...]:
@@ -296,6 +302,8 @@ def _model_dict(m: Model) -> dict:
         entry["cache_write_price"] = format_price(m.cache_write_price)
     if m.tiers:
         entry["tiers"] = [tier_dict(t) for t in m.tiers]
+    if m.max_output_tokens is not None:
+        entry["max_output_tokens"] = m.max_output_tokens
     if m.deployments:
         entry["deployments"] = [vars(d).copy() for d in m.deployments]
     else:

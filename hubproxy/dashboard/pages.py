@@ -9,6 +9,7 @@ import dataclasses
 import io
 import json
 import re
+import urllib.parse
 from datetime import UTC, date, datetime
 
 from aiohttp import web
@@ -16,11 +17,22 @@ from aiohttp import web
 from hubproxy import errors
 from hubproxy.accounts.rules import PolicyError, collect_rules
 from hubproxy.dashboard import charts
-from hubproxy.dashboard.sessions import COOKIE, Session, end_admin_sessions, session_of, start_session, use_login_link
+from hubproxy.dashboard.sessions import (
+    COOKIE,
+    Session,
+    end_admin_sessions,
+    login_form_checked,
+    login_form_csrf,
+    session_of,
+    set_login_cookie,
+    start_session,
+    use_login_link,
+)
 from hubproxy.dashboard.views import PageError, form, page, render, usd, user_named
 from hubproxy.money import MoneyError, format_usd
 from hubproxy.server.accounts import account_errors, limit_logins, password_user
 from hubproxy.server.state import STATE
+from hubproxy.spreadsheet import safe_row
 from hubproxy.store.records import POLICY_COLUMNS, USAGE_COLUMNS, KeyRow, UsageFilter
 
 PAGE_ROWS = 50
@@ -37,7 +49,15 @@ RULE_FIELDS = ("models", "allow_ips", "spend_limit", "budget_period", "expires",
 async def login_form(request: web.Request) -> web.Response:
     if session_of(request) is not None:
         raise web.HTTPSeeOther("/")
-    return render(request, None, "login.html", next=_next(request.query.get("next")))
+    return login_page(request, next=_next(request.query.get("next")))
+
+
+def login_page(request: web.Request, status: int = 200, **context) -> web.Response:
+    """The login form, with its CSRF token and the cookie that token is tied to."""
+    nonce, csrf = login_form_csrf(request)
+    response = render(request, None, "login.html", status=status, csrf=csrf, **context)
+    set_login_cookie(request, response, nonce)
+    return response
 
 
 async def login(request: web.Request) -> web.Response:
@@ -45,18 +65,19 @@ async def login(request: web.Request) -> web.Response:
     try:
         fields = await form(request)
     except PageError as refused:
-        return render(request, None, "login.html", status=refused.status, error=refused.message, next="/")
-    email, password = fields.get("email", "").strip(), fields.get("password", "")
+        return login_page(request, status=refused.status, error=refused.message, next="/")
     target = _next(fields.get("next"))
+    if not login_form_checked(request, fields.get("csrf", "")):
+        error = "This login form has expired or came from another site: log in again."
+        return login_page(request, status=403, error=error, next=target)
+    email, password = fields.get("email", "").strip(), fields.get("password", "")
     try:
         limit_logins(request, email or None)
     except errors.GatewayError as refused:
-        return render(request, None, "login.html", status=429, error=refused.message, next=target, email=email)
+        return login_page(request, status=429, error=refused.message, next=target, email=email)
     user = await password_user(request, email, password) if email else None
     if user is None:
-        return render(
-            request, None, "login.html", status=401, error="Wrong email or password.", next=target, email=email
-        )
+        return login_page(request, status=401, error="Wrong email or password.", next=target, email=email)
     response = web.HTTPSeeOther(target)
     start_session(request, response, user.id)
     raise response
@@ -65,14 +86,8 @@ async def login(request: web.Request) -> web.Response:
 async def login_link(request: web.Request) -> web.Response:
     """The admin's one-time link from `hubproxy dashboard`."""
     if not use_login_link(request, request.query.get("token", "")):
-        return render(
-            request,
-            None,
-            "login.html",
-            status=403,
-            error="This login link is invalid, expired or already used: run `hubproxy dashboard` for a new one.",
-            next="/",
-        )
+        error = "This login link is invalid, expired or already used: run `hubproxy dashboard` for a new one."
+        return login_page(request, status=403, error=error, next="/")
     response = web.HTTPSeeOther("/")
     start_session(request, response, None)
     raise response
@@ -91,8 +106,15 @@ async def logout(request: web.Request, session: Session) -> web.Response:
 
 
 def _next(target: str | None) -> str:
-    """Only a path on this site (never `//host` or a URL): no open redirect."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only a path on this site: no open redirect. Browsers drop tabs and line breaks from a URL and
+    read a backslash as a slash (`/\t/evil.example` is `//evil.example` to them), so a target with
+    any of those, or one that parses with a scheme or a host, is refused whole."""
+    if not target or not target.startswith("/") or "\\" in target:
+        return "/"
+    if any(c <= " " or c == "\x7f" for c in target):
+        return "/"
+    parts = urllib.parse.urlsplit(target)
+    if parts.scheme or parts.netloc or target.startswith("//"):
         return "/"
     return target
 
@@ -358,7 +380,7 @@ async def usage_csv(request: web.Request, session: Session) -> web.StreamRespons
         for row in found.rows:
             row["cost"] = format_usd(row["cost"], min_places=2)
             row["stream"], row["estimated"] = int(row["stream"]), int(row["estimated"])
-            writer.writerow([row[column] for column in CSV_COLUMNS])
+            writer.writerow(safe_row(row[column] for column in CSV_COLUMNS))
         await response.write(buffer.getvalue().encode())
         buffer.seek(0)
         buffer.truncate()

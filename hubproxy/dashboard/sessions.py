@@ -28,6 +28,7 @@ from hubproxy.server.accounts import SECRET
 from hubproxy.server.state import STATE
 
 COOKIE = "hubproxy_session"
+LOGIN_COOKIE = "hubproxy_login"  # the login form's own CSRF pair, before any session exists
 SESSION_SECONDS = 12 * 3600
 LINK_SECONDS = 600
 
@@ -46,6 +47,35 @@ class Session:
 
 def csrf_for(secret: str, sid: str) -> str:
     return hmac.new(secret.encode(), b"csrf:" + sid.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def login_form_csrf(request: web.Request) -> tuple[str, str]:
+    """(nonce, token) for the login form: the token is tied to a random nonce kept in a cookie
+    (`set_login_cookie`). A page on another site can neither read that cookie nor make the browser
+    send it (SameSite=Strict), so it cannot post the form to log a visitor into an account of its
+    choosing."""
+    nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(16)
+    return nonce, csrf_for(request.app[SECRET], "login:" + nonce)
+
+
+def set_login_cookie(request: web.Request, response: web.StreamResponse, nonce: str) -> None:
+    response.set_cookie(
+        LOGIN_COOKIE,
+        nonce,
+        max_age=SESSION_SECONDS,
+        path="/login",
+        httponly=True,
+        samesite="Strict",
+        secure=over_tls(request),
+    )
+
+
+def login_form_checked(request: web.Request, token: str) -> bool:
+    """Whether a posted login form carries the token `login_form_csrf` gave this browser."""
+    nonce = request.cookies.get(LOGIN_COOKIE)
+    if not nonce:
+        return False
+    return hmac.compare_digest(token.encode(), csrf_for(request.app[SECRET], "login:" + nonce).encode())
 
 
 def session_of(request: web.Request) -> Session | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import msgspec
 import orjson
@@ -39,8 +39,18 @@ ERROR_TYPES = {
 }
 
 
+# blocks billed by their text; any other (image, document, …) is billed by what it shows, counted
+# as `[billing] image_tokens` each
+TEXT_BLOCKS = frozenset(("text", "tool_use", "tool_result", "thinking", "redacted_thinking"))
+
+
 class Block(msgspec.Struct):
+    """A content block: its type, its text checked to be a string (an upstream answers a number there
+    with a 500), and a tool result's content (text or blocks: screenshots come back this way)."""
+
     type: str
+    text: str | UnsetType = msgspec.UNSET
+    content: msgspec.Raw | UnsetType = msgspec.UNSET
 
 
 class Message(msgspec.Struct):
@@ -69,12 +79,32 @@ class MessagesFields(msgspec.Struct):
     metadata: dict | None = None
     thinking: dict | None = None
 
+    choices: ClassVar[int] = 1
+
     @property
     def max_output(self) -> int | None:
         return None if self.max_tokens is msgspec.UNSET else self.max_tokens
 
 
 DECODER = msgspec.json.Decoder(MessagesFields)
+BLOCKS_DECODER = msgspec.json.Decoder(list[Block])
+
+
+def media_blocks(blocks: list[Block]) -> int:
+    """Blocks that are not text, a tool result's own blocks included, read from the parsed body so that
+    no encoding of the JSON hides one."""
+    count = 0
+    for block in blocks:
+        if block.type not in TEXT_BLOCKS:
+            count += 1
+        elif block.content.__class__ is msgspec.Raw and bytes(block.content)[:1] == b"[":
+            try:
+                count += media_blocks(BLOCKS_DECODER.decode(block.content))
+            except msgspec.ValidationError as exc:
+                raise invalid_request(f"messages: a tool_result's content is malformed ({exc}).") from None
+    return count
+
+
 AT_FIELD = re.compile(r"^(.*) - at `\$\.([A-Za-z_]+)(.*)`$")
 
 
@@ -111,21 +141,44 @@ def answer_usage(data: bytes) -> tuple[Usage | None, object]:
     return read_usage(document.get("usage") if document.__class__ is dict else None), document
 
 
-class StreamWatch:
-    """Usage over a native Messages stream: input and cache tokens from `message_start`, output (and
-    any corrected input) from each `message_delta`; `message_stop` ends the stream, so the call is
-    settled before it leaves."""
+class StreamUsage:
+    """Usage over a Messages stream's events: `message_start` carries the input and cache tokens (and
+    an output count of 1 or so, before any output), each `message_delta` the output so far and any
+    corrected input. Only a `message_delta` makes the usage final: a stream cut before one has no
+    usage, and is billed from an estimate of what was relayed, marked estimated."""
 
-    __slots__ = ("final", "output_events", "tokens")
+    __slots__ = ("delta_seen", "tokens")
 
     def __init__(self) -> None:
         self.tokens: dict[str, int] = {}
+        self.delta_seen = False
+
+    def add(self, usage: object, from_delta: bool) -> None:
+        if usage.__class__ is dict:
+            for name, value in usage.items():
+                if value.__class__ is int:
+                    self.tokens[name] = value
+            self.delta_seen = self.delta_seen or from_delta
+
+    @property
+    def usage(self) -> Usage | None:
+        return read_usage(self.tokens) if self.delta_seen else None
+
+
+class StreamWatch:
+    """Usage over a native Messages stream (`StreamUsage`); `message_stop` ends the stream, so the call
+    is settled before it leaves."""
+
+    __slots__ = ("counted", "final", "output_events")
+
+    def __init__(self) -> None:
+        self.counted = StreamUsage()
         self.output_events = 0
         self.final = b""
 
     @property
     def usage(self) -> Usage | None:
-        return read_usage(self.tokens) if "output_tokens" in self.tokens else None
+        return self.counted.usage
 
     @staticmethod
     def worth_reading(events: bytes) -> bool:
@@ -143,11 +196,11 @@ class StreamWatch:
         if kind == "message_stop":
             self.final = event
             return FINAL
-        usage = data.get("message", {}).get("usage") if kind == "message_start" else data.get("usage")
-        if usage.__class__ is dict:
-            for name, value in usage.items():
-                if value.__class__ is int:
-                    self.tokens[name] = value
+        if kind == "message_start":
+            message = data.get("message")
+            self.counted.add(message.get("usage") if message.__class__ is dict else None, False)
+        else:
+            self.counted.add(data.get("usage"), kind == "message_delta")
         return event
 
     def closing(self, cost: int) -> bytes:
@@ -241,8 +294,10 @@ class Endpoint:
         return fields
 
     def unseen_tokens(self, raw: bytes, fields: MessagesFields, image_tokens: int) -> int:
-        """Each image block (its source may be a URL) and a tools preamble, as for chat."""
-        unseen = raw.count(b'"image"') * image_tokens
+        """Each block that is not text (an image or document, whose source may be a URL) and a tools
+        preamble, as for chat."""
+        media = sum(media_blocks(m.content) for m in fields.messages if m.content.__class__ is list)
+        unseen = media * image_tokens
         return unseen + TOOL_PREAMBLE if fields.tools else unseen
 
     def leg_for(self, apis: tuple[str, ...]) -> object | None:

@@ -187,12 +187,12 @@ class MessagesStreamAsChat(chat.ChunkWriter):
 
     def __init__(self, model: str, client_wants_usage: bool) -> None:
         super().__init__(model, client_wants_usage)
-        self.tokens: dict[str, int] = {}
+        self.counted = messages.StreamUsage()
         self.tools: dict[int, int] = {}  # block index → tool_calls index
 
     @property
     def usage(self) -> Usage | None:
-        return messages.read_usage(self.tokens) if "output_tokens" in self.tokens else None
+        return self.counted.usage
 
     def read(self, raw_event: bytes, payload: bytes | None) -> bytes | object | None:
         if payload is None:
@@ -205,7 +205,7 @@ class MessagesStreamAsChat(chat.ChunkWriter):
         if kind == "message_start":
             message = data.get("message") or {}
             self.id = "chatcmpl-" + str(message.get("id", "hubproxy"))
-            self._count(message.get("usage"))
+            self.counted.add(message.get("usage"), False)
             return self.chunk({"role": "assistant", "content": ""})
         if kind == "content_block_start":
             block = data.get("content_block") or {}
@@ -218,7 +218,7 @@ class MessagesStreamAsChat(chat.ChunkWriter):
         if kind == "content_block_delta":
             return self._delta(data.get("index", 0), data.get("delta") or {})
         if kind == "message_delta":
-            self._count(data.get("usage"))
+            self.counted.add(data.get("usage"), True)
             self.finish = FINISH_REASONS.get((data.get("delta") or {}).get("stop_reason"), "stop")
             return None
         if kind == "message_stop":
@@ -226,12 +226,6 @@ class MessagesStreamAsChat(chat.ChunkWriter):
         if kind == "error":
             return chat.stream_error(str((data.get("error") or {}).get("message", "the upstream failed")))
         return None
-
-    def _count(self, usage: object) -> None:
-        if isinstance(usage, dict):
-            for name, value in usage.items():
-                if value.__class__ is int:
-                    self.tokens[name] = value
 
     def _delta(self, index: int, delta: dict) -> bytes | None:
         kind = delta.get("type")

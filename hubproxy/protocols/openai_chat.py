@@ -24,6 +24,12 @@ API = "chat"
 ASK_STREAM_USAGE = b'"stream_options":{"include_usage":true},'
 TOOL_PREAMBLE = 512  # above the fixed tool instructions of the common open models' chat templates
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+# the most choices one call may ask for: OpenAI's documented maxima for `n` (chat and completions) and
+# `best_of` (https://platform.openai.com/docs/api-reference/chat/create, read 2026-12-07); the hold
+# covers every choice, so a larger `n` is refused rather than sent up to be billed
+MAX_CHOICES = 128
+MAX_BEST_OF = 20
+TEXT_PARTS = frozenset(("text", "refusal"))
 
 
 class RequestFields(msgspec.Struct):
@@ -35,17 +41,23 @@ class RequestFields(msgspec.Struct):
 
     model: object = None
     stream: bool | None = None
-    max_tokens: PositiveInt | None = None
-    max_completion_tokens: PositiveInt | None = None
+    max_tokens: PositiveInt | UnsetType | None = msgspec.UNSET  # None: sent as null, unlike not sent
+    max_completion_tokens: PositiveInt | UnsetType | None = msgspec.UNSET
     stream_options: dict | UnsetType | None = msgspec.UNSET
-    n: PositiveInt | None = None
+    n: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHOICES)] | None = None
     temperature: float | None = None
     top_p: float | None = None
     stop: str | list[str] | None = None
 
     @property
     def max_output(self) -> int | None:
-        return self.max_completion_tokens or self.max_tokens
+        """The output limit an upstream applies: the larger, where a body gives both names."""
+        return largest_limit(self.max_completion_tokens, self.max_tokens)
+
+    @property
+    def choices(self) -> int:
+        """How many answers the upstream makes (and bills), each up to `max_output`."""
+        return self.n or 1
 
     @property
     def asks_usage(self) -> bool:
@@ -53,8 +65,26 @@ class RequestFields(msgspec.Struct):
         return options.__class__ is dict and options.get("include_usage") is True
 
 
+def largest_limit(*given: object) -> int | None:
+    """The largest of the output limits a body gives (those absent or null aside)."""
+    found = None
+    for value in given:
+        if value.__class__ is int and (found is None or value > found):
+            found = value
+    return found
+
+
+class Part(msgspec.Struct):
+    """A content part: its type, and its text checked to be a string (an upstream answers a number
+    there with a 500)."""
+
+    type: str
+    text: str | UnsetType = msgspec.UNSET
+
+
 class Message(msgspec.Struct):
     role: str
+    content: str | list[Part] | None = None
 
 
 class Tool(msgspec.Struct):
@@ -67,14 +97,29 @@ class ChatFields(RequestFields):
     tool_choice: str | dict | None = None
     input: msgspec.Raw | UnsetType = msgspec.UNSET  # Cursor sends some models Responses-shaped bodies here
     system: msgspec.Raw | UnsetType = msgspec.UNSET  # and Anthropic-style ones: a top-level `system`
+    max_output_tokens: PositiveInt | UnsetType | None = msgspec.UNSET  # the limit of a Responses-shaped body
 
     @property
     def anthropic_style(self) -> bool:
         return self.system is not msgspec.UNSET
 
+    @property
+    def responses_shaped(self) -> bool:
+        return self.messages is msgspec.UNSET
+
+    @property
+    def max_output(self) -> int | None:
+        return largest_limit(self.max_completion_tokens, self.max_tokens, self.max_output_tokens)
+
 
 class CompletionFields(RequestFields):
     prompt: msgspec.Raw | UnsetType = msgspec.UNSET
+    best_of: Annotated[int, msgspec.Meta(ge=1, le=MAX_BEST_OF)] | None = None
+
+    @property
+    def choices(self) -> int:
+        """`n` (or `best_of`, which the upstream generates and bills in full) answers for each prompt."""
+        return max(self.n or 1, self.best_of or 1) * prompt_count(self.prompt)
 
 
 class EmbeddingFields(RequestFields):
@@ -86,7 +131,8 @@ FIELD_RULES = {
     "stream": "'stream' must be a boolean.",
     "max_tokens": "'max_tokens' must be a positive integer.",
     "max_completion_tokens": "'max_completion_tokens' must be a positive integer.",
-    "n": "'n' must be a positive integer.",
+    "n": f"'n' must be an integer from 1 to {MAX_CHOICES}.",
+    "best_of": f"'best_of' must be an integer from 1 to {MAX_BEST_OF}.",
     "stream_options": "'stream_options' must be an object.",
 }
 
@@ -100,9 +146,55 @@ def invalid_field(exc: msgspec.ValidationError) -> GatewayError:
     return invalid_request(FIELD_RULES.get(field) or f"Invalid '{field}{where}': {problem}.", param=field)
 
 
+AT_PATH = re.compile(r"^(.*) - at `\$(.*)`$")
+
+
+def invalid_inside(exc: msgspec.ValidationError, name: str) -> GatewayError:
+    """A 400 for what is wrong inside field `name`, decoded on its own (msgspec's path is relative to it)."""
+    found = AT_PATH.match(str(exc))
+    problem, where = found.groups() if found else (str(exc), "")
+    return invalid_request(f"Invalid '{name}{where}': {problem}.", param=name)
+
+
 def text_or_list(raw: msgspec.Raw | UnsetType, name: str) -> None:
     if raw is not msgspec.UNSET and bytes(raw)[:1] not in (b'"', b"["):
         raise invalid_request(f"'{name}' must be a string or an array.", param=name)
+
+
+def with_field(raw: bytes, name: str, value: int, sent_as_null: bool) -> bytes:
+    """A decoded JSON object's bytes with `name` set, where the body has no value for it. Written in
+    front of the client's bytes (the first byte but white space is "{"); a body that sends the key
+    as null is parsed and encoded again instead, so that no later duplicate of the key undoes it
+    (msgspec, like the upstreams' parsers, takes a key's last value)."""
+    if sent_as_null:
+        whole = orjson.loads(raw)
+        whole[name] = value
+        return orjson.dumps(whole)
+    start = raw.index(b"{") + 1
+    return raw[:start] + b'"' + name.encode() + b'":' + str(value).encode() + b"," + raw[start:]
+
+
+def prompt_count(prompt: msgspec.Raw | UnsetType) -> int:
+    """How many prompts a completions body holds: an array of strings or of token arrays is one
+    prompt each; a string or one token array is one."""
+    if prompt is msgspec.UNSET or bytes(prompt)[:1] != b"[":
+        return 1
+    items = msgspec.json.decode(prompt)
+    return len(items) if items and not all(item.__class__ is int for item in items) else 1
+
+
+def media_parts(messages: list[Message]) -> int:
+    """Content parts that are not text (images, audio, files): the upstream bills each by what it
+    shows, not by its bytes here, and a URL's image is not in the body at all. Read from the parsed
+    body, so no encoding of the JSON hides one."""
+    count = 0
+    for message in messages:
+        content = message.content
+        if content.__class__ is list:
+            for part in content:
+                if part.type not in TEXT_PARTS:
+                    count += 1
+    return count
 
 
 def check_chat(fields: ChatFields) -> None:
@@ -402,14 +494,26 @@ class Endpoint:
         return fields
 
     def unseen_tokens(self, raw: bytes, fields: RequestFields, image_tokens: int) -> int:
-        """Prompt tokens the body's size does not show: `image_tokens` for each image part (an image given
-        by URL is not in the body at all), and the fixed instructions a chat template writes before
-        tool definitions."""
+        """Prompt tokens the body's size does not show: `image_tokens` for each part that is not text
+        (an image given by URL is not in the body at all), and the fixed instructions a chat template
+        writes before tool definitions."""
         if self is not CHAT:
             return 0
-        mentions = raw.count(b'"image_url"')  # twice a part: {"type": "image_url", "image_url": {…}}
-        unseen = (mentions + 1) // 2 * image_tokens
+        if fields.responses_shaped:
+            from hubproxy.protocols.openai_responses import media_in_input  # it builds on this module
+
+            unseen = media_in_input(fields.input) * image_tokens
+        else:
+            unseen = media_parts(fields.messages) * image_tokens
         return unseen + TOOL_PREAMBLE if fields.tools else unseen
+
+    def with_output_limit(self, raw: bytes, fields: RequestFields, limit: int) -> tuple[bytes, RequestFields]:
+        """The request with an output limit the client did not set, for the upstream to stop at: the
+        field written in front of the client's bytes (the body decoded as an object, so its first byte
+        but white space is "{", and the field is not in it)."""
+        name = "max_output_tokens" if fields.__class__ is ChatFields and fields.responses_shaped else "max_tokens"
+        raw = with_field(raw, name, limit, getattr(fields, name) is None)
+        return raw, msgspec.structs.replace(fields, **{name: limit})
 
     def stream_watch(self, fields: RequestFields) -> StreamWatch:
         return StreamWatch(fields.asks_usage)

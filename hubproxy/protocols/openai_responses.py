@@ -11,7 +11,7 @@ at https://platform.openai.com/docs/api-reference/responses (read 2026-12-02).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import msgspec
 import orjson
@@ -44,7 +44,7 @@ class ResponsesFields(msgspec.Struct):
     input: msgspec.Raw | UnsetType = msgspec.UNSET
     instructions: str | None = None
     stream: bool | None = None
-    max_output_tokens: PositiveInt | None = None
+    max_output_tokens: PositiveInt | UnsetType | None = msgspec.UNSET  # None: sent as null
     tools: list[Tool] | None = None
     tool_choice: str | dict | None = None
     previous_response_id: str | None = None
@@ -64,12 +64,56 @@ class ResponsesFields(msgspec.Struct):
     safety_identifier: object = None
     prompt_cache_key: object = None
 
+    choices: ClassVar[int] = 1
+
     @property
     def max_output(self) -> int | None:
-        return self.max_output_tokens
+        return chat.largest_limit(self.max_output_tokens)
 
 
 DECODER = msgspec.json.Decoder(ResponsesFields)
+TEXT_PARTS = frozenset(("input_text", "output_text", "refusal", "reasoning_text", "summary_text", "text"))
+
+
+class InputPart(msgspec.Struct):
+    """A content part of an input item: its type, and its text checked to be a string."""
+
+    type: str | UnsetType = msgspec.UNSET
+    text: str | UnsetType = msgspec.UNSET
+
+
+class InputItem(msgspec.Struct):
+    """An input item, as far as media go: a message's `content` parts, and a tool output's `output`
+    (text, parts, or one object such as a computer call's screenshot)."""
+
+    type: str | UnsetType = msgspec.UNSET
+    content: str | list[InputPart] | None = None
+    output: msgspec.Raw | UnsetType = msgspec.UNSET
+
+
+INPUT_DECODER = msgspec.json.Decoder(str | list[InputItem])
+PARTS_DECODER = msgspec.json.Decoder(list[InputPart])
+
+
+def media_in_input(raw_input: msgspec.Raw) -> int:
+    """Parts of `input` that are not text (images, files, audio, screenshots), from the parsed JSON so
+    that no encoding hides one; a part whose text is not a string is the caller's 400."""
+    try:
+        items = INPUT_DECODER.decode(raw_input)
+        if items.__class__ is str:
+            return 0
+        count = 0
+        for item in items:
+            for parts in (item.content, item.output):
+                if parts.__class__ is msgspec.Raw:
+                    start = bytes(parts)[:1]
+                    parts = PARTS_DECODER.decode(parts) if start == b"[" else None
+                    count += start == b"{"
+                if parts.__class__ is list:
+                    count += sum(1 for part in parts if part.type not in TEXT_PARTS)
+        return count
+    except msgspec.ValidationError as exc:
+        raise chat.invalid_inside(exc, "input") from None
 
 
 def read_usage(usage: object) -> Usage | None:
@@ -171,8 +215,14 @@ class Endpoint:
         return fields
 
     def unseen_tokens(self, raw: bytes, fields: ResponsesFields, image_tokens: int) -> int:
-        unseen = raw.count(b'"input_image"') * image_tokens
+        """`image_tokens` for each part of `input` that is not text, and a tools preamble, as for chat."""
+        unseen = media_in_input(fields.input) * image_tokens
         return unseen + TOOL_PREAMBLE if fields.tools else unseen
+
+    def with_output_limit(self, raw: bytes, fields: ResponsesFields, limit: int) -> tuple[bytes, ResponsesFields]:
+        """The request with `max_output_tokens` set where the client left it out."""
+        raw = chat.with_field(raw, "max_output_tokens", limit, fields.max_output_tokens is None)
+        return raw, msgspec.structs.replace(fields, max_output_tokens=limit)
 
     def leg_for(self, apis: tuple[str, ...]) -> object | None:
         """Natively where the deployment serves Responses, else through chat."""

@@ -31,6 +31,8 @@ from hubproxy.server import catalog
 from hubproxy.server.calls import count_tokens, make_handler
 from hubproxy.server.cors import preflight
 from hubproxy.server.errors import (
+    CATCH_ALL,
+    PREFLIGHT,
     PROCESS_PREFIX,
     REQUEST_COUNTER_DIGITS,
     anthropic_errors,
@@ -97,8 +99,8 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
         from hubproxy.dashboard import add_dashboard_routes  # Jinja2: only when the dashboard is on
 
         add_dashboard_routes(app)
-    app.router.add_route("OPTIONS", "/{tail:.*}", openai_errors(preflight))
-    app.router.add_route("*", "/{tail:.*}", unknown_route)
+    app.router.add_route("OPTIONS", "/{tail:.*}", openai_errors(preflight), name=PREFLIGHT)
+    app.router.add_route("*", "/{tail:.*}", unknown_route, name=CATCH_ALL)
     return app
 
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from hubproxy import errors
 from hubproxy.accounts.rules import model_allowed
 from hubproxy.billing.meter import CallMeter
-from hubproxy.billing.pricing import estimate_prompt_tokens
+from hubproxy.billing.pricing import estimate_prompt_tokens, output_limits
 from hubproxy.protocols import UNREADABLE, ClientEndpoint, anthropic_messages
 from hubproxy.routing.failover import NoAnswer
 from hubproxy.routing.router import Route
@@ -53,9 +53,16 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
         raise errors.model_not_priced(model.name)
     candidates = state.router.candidates(routes, state.health)
     stream = bool(fields.stream) and endpoint.streams
+    billing = state.config.billing
+    output = 0
+    if endpoint.makes_output:
+        per_choice, imposed = output_limits(fields.max_output, model.max_output_tokens, billing.default_max_tokens)
+        if imposed is not None:
+            raw, fields = endpoint.with_output_limit(raw, fields, imposed)
+        output = per_choice * fields.choices
     meter = CallMeter(
         state.calls,
-        state.config.billing,
+        billing,
         request["request_id"],
         key,
         user,
@@ -63,8 +70,8 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
         endpoint.path,
         stream,
         len(raw),
-        endpoint.unseen_tokens(raw, fields, state.config.billing.image_tokens),
-        fields.max_output if endpoint.makes_output else 0,
+        endpoint.unseen_tokens(raw, fields, billing.image_tokens),
+        output,
         state.config.plans.get(user.plan) if user.plan else None,
     )
     await meter.reserve()

@@ -101,8 +101,33 @@ openai_errors = errors_rendered_by(openai_chat.error_body)
 anthropic_errors = errors_rendered_by(anthropic_messages.error_body)
 
 
+CATCH_ALL = "catch-all"  # the names of the routes that take every path, which `allowed_methods` skips
+PREFLIGHT = "preflight"
+
+
 @openai_errors
 async def unknown_route(request: web.Request) -> web.Response:
-    """A 404 in OpenAI's shape, logged so that what a client expects and hubproxy lacks shows up."""
+    """A 405 naming the methods a known path takes (`Allow`), else a 404; both in OpenAI's shape and
+    logged, so that what a client expects and hubproxy lacks shows up."""
+    allowed = await allowed_methods(request)
     log.info("no route for %s %s", request.method, request.path[:200])
+    if allowed:
+        raise GatewayError(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed on {request.path}; it takes {', '.join(allowed)}.",
+            headers={"Allow": ", ".join(allowed)},
+        )
     raise GatewayError(404, "not_found", f"Unknown route {request.method} {request.path}.")
+
+
+async def allowed_methods(request: web.Request) -> list[str]:
+    """The methods the app's routes take on this request's path (none: no route has the path)."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.name in (CATCH_ALL, PREFLIGHT):
+            continue
+        match, methods = await resource.resolve(request)
+        if match is None:
+            allowed |= methods
+    return sorted(allowed | {"OPTIONS"}) if allowed else []

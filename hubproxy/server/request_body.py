@@ -23,7 +23,15 @@ def too_large(settings: ServerSettings) -> errors.GatewayError:
 
 async def read_request(request: web.Request, settings: ServerSettings) -> bytes:
     """The whole body. A declared length over the limit is refused at once (413), without waiting for
-    bytes that may never come; a body still arriving after `body_timeout` seconds gets 408."""
+    bytes that may never come; a body still arriving after `body_timeout` seconds gets 408. A body
+    in a transfer coding other than chunked (`gzip, chunked`) would be read still coded: 501."""
+    coding = request.headers.get("Transfer-Encoding")
+    if coding is not None and coding.strip().lower() != "chunked":
+        raise errors.GatewayError(
+            501,
+            "not_implemented",
+            f"Transfer-Encoding {coding[:100]!r} is not supported: send the body as it is, or only chunked.",
+        )
     try:
         if not request.content.is_eof():  # most bodies came with the headers: nothing to wait for
             declared = request.content_length

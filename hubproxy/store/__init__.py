@@ -32,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 from hubproxy.store.records import (
     AccountChanges,
     CallRecord,
+    DatabaseError,
     KeyRow,
     LimitRefusal,
     Reservation,
@@ -277,12 +278,23 @@ def open_store(
     name as a holder of balance leases; on PostgreSQL with `request_prefix` (how its request ids
     start), a server instance that beats and is reaped by the others if it dies."""
     if is_postgres(database):
-        from hubproxy.store.postgres.store import PostgresStore
-
+        try:
+            from hubproxy.store.postgres.store import PostgresStore
+        except ModuleNotFoundError as missing:
+            raise MissingExtra("PostgreSQL", "postgres", missing) from None
         return PostgresStore(str(database), create=create, holder=holder, request_prefix=request_prefix)
     from hubproxy.store.sqlite.store import SQLiteStore
 
     return SQLiteStore(Path(database), create=create, shared=shared, holder=holder)
+
+
+class MissingExtra(DatabaseError):
+    """A backend's driver is not installed: the one line says which extra brings it."""
+
+    def __init__(self, what: str, extra: str, missing: ModuleNotFoundError) -> None:
+        super().__init__(
+            f"{what} needs the {missing.name} package, which this install lacks: pip install 'hubproxy[{extra}]'"
+        )
 
 
 def is_postgres(database: Path | str) -> bool:
@@ -297,4 +309,13 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
-__all__ = ["STORE_ERRORS", "Committed", "LimitRefusal", "Store", "is_postgres", "open_store", "redacted"]
+__all__ = [
+    "STORE_ERRORS",
+    "Committed",
+    "LimitRefusal",
+    "MissingExtra",
+    "Store",
+    "is_postgres",
+    "open_store",
+    "redacted",
+]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hubproxy.filemodes import create_private
-from hubproxy.store.records import DatabaseError
+from hubproxy.store.records import AccountError, DatabaseError
 from hubproxy.store.sql import transaction
 
 try:
@@ -347,6 +347,10 @@ def _resolve(results: list) -> None:
 
 
 def _log_unretrieved(fut: asyncio.Future) -> None:
+    """A failed write is logged; a refused one (an account that exists, a key not found: the caller's
+    mistake, answered to them) at INFO and without its message, which quotes the caller's input."""
     exc = fut.exception()
-    if exc is not None:
+    if isinstance(exc, AccountError):
+        log.info("write refused: %s", type(exc).__name__)
+    elif exc is not None:
         log.error("write failed: %s", exc)

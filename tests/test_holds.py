@@ -1,0 +1,245 @@
+"""The hold is a real bound on what an honest upstream bills: every choice (`n`, `best_of`, each prompt of
+a completions call), every image however its JSON is spelled, an output limit sent when the client set
+none, and a cut Messages stream billed from what was relayed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import msgspec
+import openai
+import pytest
+
+from hubproxy.billing.pricing import output_limits
+from hubproxy.errors import GatewayError
+from hubproxy.protocols.anthropic_messages import MESSAGES
+from hubproxy.protocols.openai_chat import CHAT, COMPLETIONS
+from hubproxy.protocols.openai_responses import RESPONSES
+from tests.conftest import HELLO, raw_request, wait_for
+from tests.fake_upstream import UNLIMITED
+
+IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+
+
+def escaped(document: dict) -> bytes:
+    """JSON with every image part's key and type spelled with a \\u escape, as any parser reads them."""
+    return msgspec.json.encode(document).replace(b'"image_url"', b'"image\\u005furl"')
+
+
+# --- the pure rules -------------------------------------------------------------------------------
+
+
+def test_output_limits_hold_the_clients_limit_the_models_maximum_or_send_the_default():
+    assert output_limits(1000, None, 4096) == (1000, None)
+    assert output_limits(100_000, 8192, 4096) == (8192, None)  # the model stops at its own maximum
+    assert output_limits(None, 8192, 4096) == (8192, None)
+    assert output_limits(None, None, 4096) == (4096, 4096)  # nothing limits it: the default goes up
+
+
+def test_choices_count_n_best_of_and_every_prompt():
+    assert CHAT.read(b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 7}').choices == 7
+    assert COMPLETIONS.read(b'{"model": "m", "prompt": "x", "best_of": 5, "n": 2}').choices == 5
+    assert COMPLETIONS.read(b'{"model": "m", "prompt": ["a", "b", "c"], "n": 2}').choices == 6
+    assert COMPLETIONS.read(b'{"model": "m", "prompt": [1, 2, 3]}').choices == 1
+    assert COMPLETIONS.read(b'{"model": "m", "prompt": [[1, 2], [3]]}').choices == 2
+
+
+@pytest.mark.parametrize("body", [b'"n": 129', b'"n": 1000000000', b'"n": 0'])
+def test_n_past_the_documented_maximum_is_refused(body):
+    with pytest.raises(GatewayError) as refused:
+        CHAT.read(b'{"model": "m", "messages": [{"role": "user", "content": "x"}], ' + body + b"}")
+    assert refused.value.status == 400 and "from 1 to 128" in refused.value.message
+
+
+def test_images_are_counted_from_the_parsed_body_whatever_the_escapes():
+    chat = escaped({"model": "m", "messages": [{"role": "user", "content": [IMAGE, IMAGE, {"type": "text"}]}]})
+    assert b'"image_url"' not in chat
+    assert CHAT.unseen_tokens(chat, CHAT.read(chat), 100) == 200
+    messages = (
+        b'{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "im\\u0061ge"}, '
+        b'{"type": "tool_result", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}]}]}'
+    )
+    assert MESSAGES.unseen_tokens(messages, MESSAGES.read(messages), 100) == 200
+    responses = (
+        b'{"model": "m", "input": [{"role": "user", "content": [{"type": "input_im\\u0061ge"}]}, '
+        b'{"type": "function_call_output", "output": [{"type": "input_image"}]}]}'
+    )
+    assert RESPONSES.unseen_tokens(responses, RESPONSES.read(responses), 100) == 200
+
+
+@pytest.mark.parametrize(
+    "endpoint,body",
+    [
+        (CHAT, b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}'),
+        (
+            MESSAGES,
+            b'{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}'
+            b"",
+        ),
+    ],
+)
+def test_a_text_part_that_is_not_text_is_refused_before_it_goes_upstream(endpoint, body):
+    with pytest.raises(GatewayError) as refused:
+        endpoint.read(body)
+    assert refused.value.status == 400 and "text" in refused.value.message
+
+
+def test_a_limit_is_written_into_a_body_without_one_and_over_a_null_one():
+    raw = b' {"model": "m", "messages": [{"role": "user", "content": "x"}]}'
+    body, fields = CHAT.with_output_limit(raw, CHAT.read(raw), 4096)
+    assert msgspec.json.decode(body)["max_tokens"] == 4096 and fields.max_output == 4096
+    nulled = b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tok\\u0065ns": null}'
+    body, _ = CHAT.with_output_limit(nulled, CHAT.read(nulled), 4096)
+    assert msgspec.json.decode(body)["max_tokens"] == 4096
+    raw = b'{"model": "m", "input": "x"}'
+    body, fields = RESPONSES.with_output_limit(raw, RESPONSES.read(raw), 4096)
+    assert msgspec.json.decode(body)["max_output_tokens"] == 4096 and fields.max_output == 4096
+
+
+# --- against an honest upstream, 50 calls at once ------------------------------------------------
+
+
+def balance_of(gateway, email: str) -> tuple[int, int]:
+    with gateway.db() as db:
+        return db.execute(
+            "SELECT balance, (SELECT sum(amount) FROM ledger WHERE user_id = users.id) FROM users WHERE email = ?",
+            (email,),
+        ).fetchone()
+
+
+async def fire_raw(gateway, key: str, path: str, bodies: list[bytes]) -> list[int]:
+    """Raw bodies at once (the SDK would re-encode them); the status of each."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+
+        async def one(body: bytes) -> int:
+            async with session.post(gateway.base_url + path, data=body, headers=headers) as resp:
+                await resp.read()
+                return resp.status
+
+        return await asyncio.gather(*(one(body) for body in bodies))
+
+
+def test_fifty_calls_asking_128_choices_each_cannot_overspend(gateway):
+    key = gateway.new_user("choices@example.com", "0.5")
+    wait_for(lambda: gateway.key_works(key))
+    gateway.upstream.delay = 0.5
+    client = gateway.async_client(key=key)
+
+    async def fire():
+        calls = [
+            client.chat.completions.create(model="honest", messages=HELLO, n=128, max_tokens=1000) for _ in range(50)
+        ]
+        try:
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            await client.close()
+
+    results = asyncio.run(fire())
+    ok = [r for r in results if not isinstance(r, Exception)]
+    assert ok and all(r.usage.completion_tokens == 128_000 for r in ok)
+    assert all(r.status_code == 402 for r in results if isinstance(r, Exception))
+    balance, ledger = balance_of(gateway, "choices@example.com")
+    assert 0 <= balance == ledger
+
+
+def test_n_past_the_maximum_never_goes_upstream(gateway):
+    with pytest.raises(openai.BadRequestError) as refused:
+        gateway.client().chat.completions.create(model="honest", messages=HELLO, n=1_000_000_000)
+    assert refused.value.code == "invalid_request_error" or refused.value.status_code == 400
+    assert not gateway.upstream.requests
+
+
+def test_fifty_completions_with_best_of_and_prompt_arrays_cannot_overspend(gateway):
+    key = gateway.new_user("best@example.com", "0.2")
+    wait_for(lambda: gateway.key_works(key))
+    gateway.upstream.delay = 0.5
+    body = msgspec.json.encode({"model": "honest", "prompt": ["a", "b", "c"], "best_of": 20, "max_tokens": 500})
+    statuses = asyncio.run(fire_raw(gateway, key, "/completions", [body] * 50))
+    assert 200 in statuses and 402 in statuses
+    balance, ledger = balance_of(gateway, "best@example.com")
+    assert 0 <= balance == ledger
+
+
+def test_fifty_calls_with_escaped_images_cannot_overspend(gateway):
+    key = gateway.new_user("images@example.com", "0.05")
+    wait_for(lambda: gateway.key_works(key))
+    gateway.upstream.delay = 0.5
+    content = [{"type": "text", "text": "what is in these?"}] + [IMAGE] * 20
+    body = escaped({"model": "honest", "messages": [{"role": "user", "content": content}], "max_tokens": 10})
+    statuses = asyncio.run(fire_raw(gateway, key, "/chat/completions", [body] * 50))
+    assert 200 in statuses and 402 in statuses
+    balance, ledger = balance_of(gateway, "images@example.com")
+    assert 0 <= balance == ledger
+
+
+def test_a_call_without_max_tokens_sends_the_held_limit_upstream(gateway):
+    key = gateway.new_user("nolimit@example.com", "0.5")
+    wait_for(lambda: gateway.key_works(key))
+    gateway.upstream.delay = 0.5
+    results = asyncio.run(gateway.fire(key, 50, model="honest", max_tokens=None))
+    ok = [r for r in results if not isinstance(r, Exception)]
+    assert ok and all(r.usage.completion_tokens == 4096 for r in ok)  # [billing] default_max_tokens
+    assert all(r["body"]["max_tokens"] == 4096 for r in gateway.upstream.requests)
+    balance, ledger = balance_of(gateway, "nolimit@example.com")
+    assert 0 <= balance == ledger
+
+
+def test_a_model_with_a_known_maximum_is_held_at_it_and_its_body_goes_up_unchanged(gateway):
+    gateway.cli(
+        "models",
+        "add",
+        "capped-model",
+        "--provider",
+        "fake",
+        "--upstream-model",
+        "honest",
+        "--input-price",
+        "0.27",
+        "--output-price",
+        "1.10",
+        "--max-output-tokens",
+        str(UNLIMITED),
+    )
+    key = gateway.new_user("known@example.com", "0.04")  # covers one hold of 30,000 output tokens, not two
+    wait_for(lambda: gateway.key_works(key))
+    wait_for(
+        lambda: raw_request("GET", gateway.base_url + "/models", headers={"Authorization": f"Bearer {key}"}).body.count(
+            b"capped-model"
+        )
+    )
+    results = asyncio.run(gateway.fire(key, 5, model="capped-model", max_tokens=None))
+    ok = [r for r in results if not isinstance(r, Exception)]
+    assert len(ok) == 1 and ok[0].usage.completion_tokens == UNLIMITED
+    assert "max_tokens" not in gateway.upstream.requests[-1]["body"]
+    balance, ledger = balance_of(gateway, "known@example.com")
+    assert 0 <= balance == ledger
+
+
+# --- a native Messages stream cut before its usage ---------------------------------------------
+
+
+def test_a_messages_stream_cut_before_message_delta_is_billed_from_what_was_relayed(hub):
+    hub.cli(
+        "models",
+        "add",
+        "claude-cut",
+        "--provider",
+        "claude",
+        "--upstream-model",
+        "die-mid-stream",
+        "--input-price",
+        "0.27",
+        "--output-price",
+        "1.10",
+    )
+    headers = {"x-api-key": hub.key, "anthropic-version": "2023-06-01", "content-type": "application/json"}
+    body = msgspec.json.encode({"model": "claude-cut", "max_tokens": 2000, "stream": True, "messages": HELLO})
+    url = hub.base_url + "/messages"
+    wait_for(lambda: raw_request("POST", url, body, headers).status == 200, timeout=5)
+    with hub.db() as db:
+        rows = db.execute(
+            "SELECT completion_tokens, estimated FROM usage WHERE model = 'claude-cut' ORDER BY created_at"
+        ).fetchall()
+    assert rows and all(estimated == 1 and completion >= 900 for completion, estimated in rows)
