@@ -63,6 +63,7 @@ def test_provider_env_reference_stores_only_the_name(cli, home):
             "base_url": "https://api.deepseek.com/v1",
             "api_style": "openai",
             "api_key": "env:DS_KEY",
+            "api_key_env_unset": True,
             "headers": [],
             "stream_usage": True,
             "timeout": None,
@@ -100,6 +101,7 @@ def test_models_add_list_remove_with_alias(cli):
             "cached_input_price": None,
             "cache_write_price": None,
             "tiers": [],
+            "max_output_tokens": None,
         }
     ]
     bad = cli("providers", "remove", "deepseek", ok=False)
@@ -286,6 +288,7 @@ def test_presets_fill_the_base_url_and_key_variable(cli):
         "cached_input_price": "0.1",
         "cache_write_price": None,
         "tiers": [],
+        "max_output_tokens": None,
     }
     again = cli.json("providers", "add", "kimi2", "--preset", "moonshot")
     assert again["models_added"] == [], "models already served are left to their first provider"

@@ -132,7 +132,8 @@ def test_a_user_logs_in_creates_a_key_calls_and_sees_the_call(browser, gateway, 
     page.click("form[action='/keys'] button[type=submit]")
     full = page.locator("#new-key").inner_text()
     assert re.fullmatch(r"sk-hp-\S+", full)
-    assert page.locator("code", has_text=f"hubproxy connect claude-code --key {full}").count() == 1
+    assert page.locator("code", has_text="hubproxy connect claude-code --key - --base-url").count() == 1
+    assert page.locator("code", has_text=f"--key {full}").count() == 0  # a key typed into argv shows in `ps`
     shot(page, "key-created", tmp_path)
     page.click("text=Back to the keys")
     assert full not in page.content()  # shown once: the list has it masked
@@ -569,7 +570,7 @@ def test_csv_exports_never_hand_a_spreadsheet_a_formula(gateway, cli):
     """An email (or any text a caller chose) that starts like a formula is written behind a quote."""
     email = '=HYPERLINK("http://evil.example")&"@x.io"'
     cli("users", "add", email, "--balance", "1")
-    key = cli.json("keys", "create", "--user", email, "--name", "+cmd|calc")["key"]
+    key = cli.json("keys", "create", "--user", email, "--name", "sheet")["key"]
     wait_for(lambda: gateway.key_works(key))
     gateway.client(key=key).chat.completions.create(model="deepseek-chat", messages=HELLO)
     admin = raw_request("GET", admin_link(cli, gateway)).headers["set-cookie"].split(";")[0]

@@ -272,7 +272,8 @@ def test_a_key_that_is_not_utf8_is_401_not_500(gateway, header):
 
 
 def test_deeply_nested_input_is_400_not_500(gateway):
-    body = b'{"model": "deepseek-chat", "messages": [{"role": "user", "content": ' + b"[" * 1000 + b"]" * 1000 + b"}]}"
+    nested = b"[" * 1000 + b"]" * 1000
+    body = b'{"model": "deepseek-chat", "messages": [{"role": "user", "content": "x", "extra": ' + nested + b"}]}"
     resp = raw_request("POST", f"{gateway.base_url}/chat/completions", body, {"Authorization": f"Bearer {gateway.key}"})
     assert resp.status == 400 and "nested" in resp.json()["error"]["message"]
     assert "Traceback" not in gateway.log()
@@ -311,9 +312,10 @@ def test_a_client_that_hangs_up_on_a_plain_call_releases_it_at_once(gateway):
     assert gateway.cli.json("balance", "dev@example.com")["balance"] == "5.00"
 
 
-def test_serve_on_a_busy_port_fails_before_saying_anything_else(gateway):
+def test_serve_on_a_busy_port_fails_before_saying_anything_else(gateway, tmp_path):
+    other_home = tmp_path / "other"  # this home is being served: a second serve on it is refused first
     result = subprocess.run(
-        [sys.executable, "-m", "hubproxy", "--home", str(gateway.home), "serve", "--port", str(gateway.port)],
+        [sys.executable, "-m", "hubproxy", "--home", str(other_home), "serve", "--port", str(gateway.port)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -246,8 +246,8 @@ def test_keys_list_shows_last_use(gateway):
     wait_for(lambda: gateway.cli.json("keys", "list")[0]["last_used_at"] is not None, timeout=5)
 
 
-def test_serve_on_a_busy_port_is_a_one_line_error(gateway):
-    proc = run_cli(gateway.home, "serve", "--port", str(gateway.port))
+def test_serve_on_a_busy_port_is_a_one_line_error(gateway, tmp_path):
+    proc = run_cli(tmp_path / "other", "serve", "--port", str(gateway.port))
     assert proc.returncode == 1
     assert "cannot listen on" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -105,7 +105,8 @@ def test_a_responses_upstream_gets_the_clients_bytes_and_is_billed_from_its_usag
     answer = hub.client().responses.create(model="gpt-native", input="say hello to me")
     assert answer.id == "resp_up" and answer.output_text == REPLY
     sent = [r for r in hub.upstream.requests if r["path"] == "/v1/responses"][-1]
-    assert sent["body"] == {"model": "gpt-native", "input": "say hello to me"}
+    assert sent["raw"].startswith(b'{"max_output_tokens":4096,')  # the limit the hold was sized by, in front
+    assert sent["body"] == {"model": "gpt-native", "input": "say hello to me", "max_output_tokens": 4096}
     assert sent["headers"]["Authorization"] == f"Bearer {hub.upstream.api_key}"
     assert last_row(hub) == ("/responses", 4, 6, 2, 1, 0, "ok")
     events = list(hub.client().responses.create(model="gpt-native", input="say hello to me", stream=True))

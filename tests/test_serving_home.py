@@ -142,6 +142,7 @@ def test_http_odds_get_the_right_status(gateway):
     assert raw_request("GET", root + "/v1/nothing-here", headers=auth).status == 404
     assert raw_request("HEAD", root + "/health").status == 200
     assert raw_request("HEAD", root + "/v1/models", headers=auth).status == 200
+    assert raw_request("HEAD", root + "/login").status == 200  # a dashboard page
     body = orjson.dumps({"model": "deepseek-chat", "messages": HELLO})
     coded = raw_request(
         "POST",

@@ -56,5 +56,8 @@ def add_dashboard_routes(app: web.Application) -> None:
         ("GET", "/admin/live/events", admin.live_events),
     ]
     for method, path, handler in routes:
-        app.router.add_route(method, path, handler)
+        if method == "GET":
+            app.router.add_get(path, handler)  # and HEAD
+        else:
+            app.router.add_route(method, path, handler)
     app.router.add_static("/static/", STATIC, name="static", append_version=True)

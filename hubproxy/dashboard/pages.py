@@ -247,7 +247,7 @@ async def create_key(request: web.Request, session: Session) -> web.Response:
     except errors.GatewayError as refused:
         return await _keys_page(request, session, status=refused.status, error=refused.message)
     base = f"{request.scheme}://{request.host}"
-    connect = [f"hubproxy connect {tool} --key {full} --base-url {base}" for tool in TOOLS]
+    connect = [f"hubproxy connect {tool} --key - --base-url {base}" for tool in TOOLS]
     return render(request, session, "key_created.html", key=key, full=full, base=base, connect=connect)
 
 

@@ -58,7 +58,10 @@ def add_account_routes(app: web.Application) -> None:
         ("GET", "/v1/dashboard/billing/usage", dashboard_usage),
     ]
     for method, path, handler in routes:
-        app.router.add_route(method, path, openai_errors(handler))
+        if method == "GET":
+            app.router.add_get(path, openai_errors(handler))  # and HEAD
+        else:
+            app.router.add_route(method, path, openai_errors(handler))
 
 
 async def load_secret(app: web.Application):
