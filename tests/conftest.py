@@ -209,6 +209,15 @@ def open_database(home: Path):
     return sqlite3.connect(home / "hubproxy.db")
 
 
+def balance_and_ledger(gateway, email: str) -> tuple[int, int]:
+    """A user's balance and the sum of their ledger, from the database."""
+    with gateway.db() as db:
+        return db.execute(
+            "SELECT balance, (SELECT sum(amount) FROM ledger WHERE user_id = users.id) FROM users WHERE email = ?",
+            (email,),
+        ).fetchone()
+
+
 @pytest.fixture
 def cli(home: Path) -> Cli:
     return Cli(home)

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from hubproxy.money import format_usd
-from tests.conftest import BACKENDS, HELLO, run_cli, wait_for
+from tests.conftest import BACKENDS, HELLO, balance_and_ledger, run_cli, wait_for
 
 pytestmark = BACKENDS  # every money invariant here holds on SQLite and on PostgreSQL alike
 
@@ -85,14 +85,6 @@ def test_fifty_parallel_calls_cannot_overspend_a_tiny_balance(gateway):
 
 SHORT_WORDS = [{"role": "user", "content": " ".join("7" if n % 2 else "a" for n in range(1000))}]
 """1,000 words of one character: two bytes a token, where a bytes/3 estimate would count two thirds of them."""
-
-
-def balance_and_ledger(gateway, email: str) -> tuple[int, int]:
-    with gateway.db() as db:
-        return db.execute(
-            "SELECT balance, (SELECT sum(amount) FROM ledger WHERE user_id = users.id) FROM users WHERE email = ?",
-            (email,),
-        ).fetchone()
 
 
 def test_fifty_parallel_calls_of_short_words_never_take_the_balance_below_zero(gateway):

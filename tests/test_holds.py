@@ -16,7 +16,7 @@ from hubproxy.errors import GatewayError
 from hubproxy.protocols.anthropic_messages import MESSAGES
 from hubproxy.protocols.openai_chat import CHAT, COMPLETIONS
 from hubproxy.protocols.openai_responses import RESPONSES
-from tests.conftest import HELLO, raw_request, wait_for
+from tests.conftest import HELLO, balance_and_ledger, raw_request, wait_for
 from tests.fake_upstream import UNLIMITED
 
 IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
@@ -100,14 +100,6 @@ def test_a_limit_is_written_into_a_body_without_one_and_over_a_null_one():
 # --- against an honest upstream, 50 calls at once ------------------------------------------------
 
 
-def balance_of(gateway, email: str) -> tuple[int, int]:
-    with gateway.db() as db:
-        return db.execute(
-            "SELECT balance, (SELECT sum(amount) FROM ledger WHERE user_id = users.id) FROM users WHERE email = ?",
-            (email,),
-        ).fetchone()
-
-
 async def fire_raw(gateway, key: str, path: str, bodies: list[bytes]) -> list[int]:
     """Raw bodies at once (the SDK would re-encode them); the status of each."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
@@ -140,7 +132,7 @@ def test_fifty_calls_asking_128_choices_each_cannot_overspend(gateway):
     ok = [r for r in results if not isinstance(r, Exception)]
     assert ok and all(r.usage.completion_tokens == 128_000 for r in ok)
     assert all(r.status_code == 402 for r in results if isinstance(r, Exception))
-    balance, ledger = balance_of(gateway, "choices@example.com")
+    balance, ledger = balance_and_ledger(gateway, "choices@example.com")
     assert 0 <= balance == ledger
 
 
@@ -151,27 +143,26 @@ def test_n_past_the_maximum_never_goes_upstream(gateway):
     assert not gateway.upstream.requests
 
 
-def test_fifty_completions_with_best_of_and_prompt_arrays_cannot_overspend(gateway):
-    key = gateway.new_user("best@example.com", "0.2")
+def fifty_raw_calls_stay_covered(gateway, email: str, balance: str, path: str, body: bytes) -> None:
+    """50 copies of `body` at once from a new user: some answered, some refused, the balance never below 0."""
+    key = gateway.new_user(email, balance)
     wait_for(lambda: gateway.key_works(key))
     gateway.upstream.delay = 0.5
-    body = msgspec.json.encode({"model": "honest", "prompt": ["a", "b", "c"], "best_of": 20, "max_tokens": 500})
-    statuses = asyncio.run(fire_raw(gateway, key, "/completions", [body] * 50))
+    statuses = asyncio.run(fire_raw(gateway, key, path, [body] * 50))
     assert 200 in statuses and 402 in statuses
-    balance, ledger = balance_of(gateway, "best@example.com")
-    assert 0 <= balance == ledger
+    left, ledger = balance_and_ledger(gateway, email)
+    assert 0 <= left == ledger
+
+
+def test_fifty_completions_with_best_of_and_prompt_arrays_cannot_overspend(gateway):
+    body = msgspec.json.encode({"model": "honest", "prompt": ["a", "b", "c"], "best_of": 20, "max_tokens": 500})
+    fifty_raw_calls_stay_covered(gateway, "best@example.com", "0.2", "/completions", body)
 
 
 def test_fifty_calls_with_escaped_images_cannot_overspend(gateway):
-    key = gateway.new_user("images@example.com", "0.05")
-    wait_for(lambda: gateway.key_works(key))
-    gateway.upstream.delay = 0.5
     content = [{"type": "text", "text": "what is in these?"}] + [IMAGE] * 20
     body = escaped({"model": "honest", "messages": [{"role": "user", "content": content}], "max_tokens": 10})
-    statuses = asyncio.run(fire_raw(gateway, key, "/chat/completions", [body] * 50))
-    assert 200 in statuses and 402 in statuses
-    balance, ledger = balance_of(gateway, "images@example.com")
-    assert 0 <= balance == ledger
+    fifty_raw_calls_stay_covered(gateway, "images@example.com", "0.05", "/chat/completions", body)
 
 
 def test_a_call_without_max_tokens_sends_the_held_limit_upstream(gateway):
@@ -182,11 +173,12 @@ def test_a_call_without_max_tokens_sends_the_held_limit_upstream(gateway):
     ok = [r for r in results if not isinstance(r, Exception)]
     assert ok and all(r.usage.completion_tokens == 4096 for r in ok)  # [billing] default_max_tokens
     assert all(r["body"]["max_tokens"] == 4096 for r in gateway.upstream.requests)
-    balance, ledger = balance_of(gateway, "nolimit@example.com")
+    balance, ledger = balance_and_ledger(gateway, "nolimit@example.com")
     assert 0 <= balance == ledger
 
 
 def test_a_model_with_a_known_maximum_is_held_at_it_and_its_body_goes_up_unchanged(gateway):
+    priced = ["--input-price", "0.27", "--output-price", "1.10"]
     gateway.cli(
         "models",
         "add",
@@ -195,10 +187,7 @@ def test_a_model_with_a_known_maximum_is_held_at_it_and_its_body_goes_up_unchang
         "fake",
         "--upstream-model",
         "honest",
-        "--input-price",
-        "0.27",
-        "--output-price",
-        "1.10",
+        *priced,
         "--max-output-tokens",
         str(UNLIMITED),
     )
@@ -213,7 +202,7 @@ def test_a_model_with_a_known_maximum_is_held_at_it_and_its_body_goes_up_unchang
     ok = [r for r in results if not isinstance(r, Exception)]
     assert len(ok) == 1 and ok[0].usage.completion_tokens == UNLIMITED
     assert "max_tokens" not in gateway.upstream.requests[-1]["body"]
-    balance, ledger = balance_of(gateway, "known@example.com")
+    balance, ledger = balance_and_ledger(gateway, "known@example.com")
     assert 0 <= balance == ledger
 
 
@@ -221,19 +210,8 @@ def test_a_model_with_a_known_maximum_is_held_at_it_and_its_body_goes_up_unchang
 
 
 def test_a_messages_stream_cut_before_message_delta_is_billed_from_what_was_relayed(hub):
-    hub.cli(
-        "models",
-        "add",
-        "claude-cut",
-        "--provider",
-        "claude",
-        "--upstream-model",
-        "die-mid-stream",
-        "--input-price",
-        "0.27",
-        "--output-price",
-        "1.10",
-    )
+    priced = ["--input-price", "0.27", "--output-price", "1.10"]
+    hub.cli("models", "add", "claude-cut", "--provider", "claude", "--upstream-model", "die-mid-stream", *priced)
     headers = {"x-api-key": hub.key, "anthropic-version": "2023-06-01", "content-type": "application/json"}
     body = msgspec.json.encode({"model": "claude-cut", "max_tokens": 2000, "stream": True, "messages": HELLO})
     url = hub.base_url + "/messages"
@@ -243,3 +221,14 @@ def test_a_messages_stream_cut_before_message_delta_is_billed_from_what_was_rela
             "SELECT completion_tokens, estimated FROM usage WHERE model = 'claude-cut' ORDER BY created_at"
         ).fetchall()
     assert rows and all(estimated == 1 and completion >= 900 for completion, estimated in rows)
+
+
+def test_only_the_limit_an_upstream_reads_counts():
+    chat = b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_output_tokens": 99999}'
+    assert CHAT.read(chat).max_output is None  # a chat upstream ignores it: the default is sent instead
+    cursor = b'{"model": "m", "input": "x", "max_output_tokens": 99999, "max_tokens": 5}'
+    assert CHAT.read(cursor).max_output == 99999
+    both = (
+        b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 9, "max_completion_tokens": 7}'
+    )
+    assert CHAT.read(both).max_output == 9

@@ -109,7 +109,11 @@ class ChatFields(RequestFields):
 
     @property
     def max_output(self) -> int | None:
-        return largest_limit(self.max_completion_tokens, self.max_tokens, self.max_output_tokens)
+        """A Responses-shaped body's limit is `max_output_tokens`, the only one its translation reads;
+        a chat body's are the chat names (an upstream ignores `max_output_tokens` there)."""
+        if self.messages is msgspec.UNSET:
+            return largest_limit(self.max_output_tokens)
+        return largest_limit(self.max_completion_tokens, self.max_tokens)
 
 
 class CompletionFields(RequestFields):
