@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import ssl
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,11 +33,21 @@ class Address:
     host: str
     port: int
     workers: int = 1
+    tls_cert: str | None = None  # the certificate it serves HTTPS with: what a local client trusts
 
     @property
     def base_url(self) -> str:
         """The address as a client on this machine reaches it (no /v1)."""
         return f"{self.scheme}://{display_host(self.host)}:{self.port}"
+
+    def trust(self) -> ssl.SSLContext | None:
+        """For a call from this machine over HTTPS: trust exactly the certificate the server was given
+        (often self-signed), whatever name it was made for; None over plain HTTP."""
+        if self.scheme != "https" or not self.tls_cert:
+            return None
+        context = ssl.create_default_context(cafile=self.tls_cert)
+        context.check_hostname = False  # the one trusted certificate is the check; we dial the loopback
+        return context
 
     @property
     def local_url(self) -> str:

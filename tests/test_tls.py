@@ -13,7 +13,7 @@ import time
 import openai
 
 from hubproxy.dashboard.sessions import login_link_token
-from tests.conftest import Gateway, configure, free_port
+from tests.conftest import Gateway, configure, free_port, run_cli
 from tests.fake_upstream import REPLY
 
 
@@ -72,6 +72,10 @@ def test_serve_speaks_https_with_the_given_certificate(home, cli, upstream, tmp_
         except (http.client.HTTPException, ConnectionError):
             status = None
         assert status != 200  # no plain HTTP on that port
+        link = run_cli(home, "dashboard").stdout
+        assert f"https://localhost:{port}/login/link?token=" in link  # the running server's own address
+        status = run_cli(home, "providers", "status")
+        assert status.returncode == 0, status.stderr  # over HTTPS, trusting the certificate it serves with
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0].decode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 
 import aiohttp
@@ -304,12 +305,13 @@ def status(
 ) -> None:
     """Each deployment's breaker state, recent latency and error rate, from the running server."""
     where = paths(ctx)
+    trust = None
     if url is None:
         running = running_server(where)
         if running is None:
             raise CliError("no `hubproxy serve` is running on this home; start it, or give --url of the server")
-        url = running.local_url
-    deployments = asyncio.run(_health(url.rstrip("/"), admin_token(where)))
+        url, trust = running.local_url, running.trust()
+    deployments = asyncio.run(_health(url.rstrip("/"), admin_token(where), trust))
     if json:
         print_json(deployments)
         return
@@ -330,12 +332,13 @@ def status(
     console.print(table, crop=False)
 
 
-async def _health(base: str, token: str) -> dict:
-    """The server's /health detail, asked with the admin token of this hubproxy home."""
+async def _health(base: str, token: str, trust: ssl.SSLContext | None = None) -> dict:
+    """The server's /health detail, asked with the admin token of this hubproxy home (over HTTPS,
+    trusting `trust`'s certificate where given)."""
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
-            session.get(base + "/health", headers={"Authorization": f"Bearer {token}"}) as resp,
+            session.get(base + "/health", headers={"Authorization": f"Bearer {token}"}, ssl=trust or True) as resp,
         ):
             data = await resp.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError):

@@ -108,7 +108,8 @@ def serve_marked(
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     loop_name = event_loop_policy()
     scheme = "https" if tls else "http"
-    mark.announce(Address(os.getpid(), scheme, host, port, workers))
+    cert = os.path.abspath(config.server.tls_cert) if tls else None
+    mark.announce(Address(os.getpid(), scheme, host, port, workers, cert))
     base = f"{scheme}://{display_host(host)}:{port}/v1"
     if not tls and host in ("0.0.0.0", "::"):
         console.print(
