@@ -39,9 +39,23 @@ ERROR_TYPES = {
 }
 
 
-# blocks billed by their text; any other (image, document, …) is billed by what it shows, counted
-# as `[billing] image_tokens` each
-TEXT_BLOCKS = frozenset(("text", "tool_use", "tool_result", "thinking", "redacted_thinking"))
+# blocks billed by their text, all of which is in the body (a server tool's call and its search
+# results too); any other (image, document, a fetched page, a file by id) is billed by what it shows,
+# counted as `[billing] image_tokens` each
+TEXT_BLOCKS = frozenset(
+    (
+        "text",
+        "tool_use",
+        "tool_result",
+        "thinking",
+        "redacted_thinking",
+        "server_tool_use",
+        "web_search_tool_result",
+        "search_result",
+        "mcp_tool_use",
+        "mcp_tool_result",
+    )
+)
 
 
 class Block(msgspec.Struct):
