@@ -30,6 +30,21 @@ class GatewayError(Exception):
         self.headers = headers or {}
 
 
+OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    409: "conflict_error",
+    429: "rate_limit_error",
+}
+
+
+def type_for_status(status: int) -> str:
+    """The OpenAI error `type` an HTTP status means (the SDKs' own classes map the same statuses)."""
+    return OPENAI_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+
+
 def invalid_api_key(
     message: str = "Invalid API key. Pass a hubproxy key as 'Authorization: Bearer sk-hp-…'.",
 ):

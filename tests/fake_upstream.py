@@ -404,6 +404,9 @@ class FakeUpstream:
             return web.json_response({"type": "error", "error": error}, status=401)
         body = await self._record(request)
         model = body.get("model", "")
+        if model == "rate-limited":
+            error = {"type": "rate_limit_error", "message": "slow down"}
+            return web.json_response({"type": "error", "error": error}, status=429, headers={"Retry-After": "7"})
         prompt = sum(len(message_text(m.get("content")).split()) for m in body.get("messages", []))
         usage = {"input_tokens": prompt, "cache_creation_input_tokens": 3, "cache_read_input_tokens": 5}
         words = REPLY.split()
@@ -450,6 +453,9 @@ class FakeUpstream:
         if (refused := self._check_key(request)) is not None:
             return refused
         body = await self._record(request)
+        if body.get("model") == "rate-limited":  # OpenAI's shape, as its Responses API sends it: no `param`
+            error = {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}
+            return web.json_response({"error": error}, status=429, headers={"Retry-After": "7"})
         given = body.get("input")
         prompt = len(given.split()) if isinstance(given, str) else len(json.dumps(given).split())
         usage = {

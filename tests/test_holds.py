@@ -53,7 +53,9 @@ def test_n_past_the_documented_maximum_is_refused(body):
 
 
 def test_images_are_counted_from_the_parsed_body_whatever_the_escapes():
-    chat = escaped({"model": "m", "messages": [{"role": "user", "content": [IMAGE, IMAGE, {"type": "text"}]}]})
+    chat = escaped(
+        {"model": "m", "messages": [{"role": "user", "content": [IMAGE, IMAGE, {"type": "text", "text": "?"}]}]}
+    )
     assert b'"image_url"' not in chat
     assert CHAT.unseen_tokens(chat, CHAT.read(chat), 100) == 200
     messages = (

@@ -194,10 +194,11 @@ def test_chat_and_messages_clients_reach_a_responses_only_model(hub):
         model="gpt-native", messages=[{"role": "user", "content": "say hello to me"}]
     )
     assert answer.choices[0].message.content == REPLY and answer.choices[0].finish_reason == "stop"
-    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (7, 6)  # the fake counts the JSON's words
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (9, 6)  # the fake counts the JSON's words
     assert answer.usage.completion_tokens_details.reasoning_tokens == 1 and answer.usage.model_extra["cost"] > 0
     sent = [r for r in hub.upstream.requests if r["path"] == "/v1/responses"][-1]["body"]
-    assert sent["input"] == [{"role": "user", "content": "say hello to me"}] and sent["store"] is False
+    assert sent["input"] == [{"type": "message", "role": "user", "content": "say hello to me"}]
+    assert sent["store"] is False
     chunks = list(
         hub.client().chat.completions.create(
             model="gpt-native",

@@ -79,7 +79,9 @@ class ClientEndpoint(Protocol):
         self, raw: bytes, fields: Any, upstream_model: str, stream_usage: bool, stream: bool
     ) -> bytes: ...
 
-    def stream_watch(self, fields: Any) -> StreamWatch: ...
+    def stream_watch(self, fields: Any, prompt_tokens: int) -> StreamWatch:
+        """`prompt_tokens`: the call's prompt estimate, for a format that states the prompt's size before
+        the upstream has (a translated Messages stream's `message_start`)."""
 
     def answer_usage(self, data: bytes) -> tuple[Usage | None, Any]: ...
 
@@ -103,6 +105,14 @@ def decode_body(decoder: msgspec.json.Decoder, raw: bytes, invalid_field: Callab
         raise invalid_request("Request body is not valid JSON.") from None
     except RecursionError:
         raise invalid_request("Request body is nested too deeply.") from None
+
+
+def answered_model(document: object, fallback: str) -> str:
+    """The model an upstream's answer (or stream event) names, which a translated answer carries as a
+    relayed one does (README: "an answer's `model` is the upstream's name"); `fallback` where it names
+    none."""
+    model = document.get("model") if document.__class__ is dict else None
+    return model if model.__class__ is str and model else fallback
 
 
 def error_parts(data: bytes) -> tuple[str, dict | None]:

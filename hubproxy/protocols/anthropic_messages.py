@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 import orjson
@@ -68,7 +68,7 @@ class Block(msgspec.Struct):
 
 
 class Message(msgspec.Struct):
-    role: str
+    role: Literal["user", "assistant"]
     content: str | list[Block]
 
 
@@ -305,6 +305,10 @@ class Endpoint:
             raise invalid_request("max_tokens: Field required.", param="max_tokens")
         if not fields.messages:
             raise invalid_request("messages: Field required (a non-empty array).", param="messages")
+        for n, message in enumerate(fields.messages):
+            for k, block in enumerate(message.content if message.content.__class__ is list else ()):
+                if block.type == "text" and block.text is msgspec.UNSET:
+                    raise invalid_request(f"messages.{n}.content.{k}.text: Field required.", param="messages")
         return fields
 
     def unseen_tokens(self, raw: bytes, fields: MessagesFields, image_tokens: int) -> int:
@@ -330,7 +334,7 @@ class Endpoint:
         `anthropic-beta` headers."""
         return API, "/v1/messages", with_model(raw, fields, upstream_model), forwarded_headers(headers)
 
-    def stream_watch(self, fields: MessagesFields) -> StreamWatch:
+    def stream_watch(self, fields: MessagesFields, prompt_tokens: int) -> StreamWatch:
         return StreamWatch()
 
     def answer_body(self, data: bytes, document: object, cost: int | None, fields: MessagesFields) -> bytes:

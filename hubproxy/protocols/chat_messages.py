@@ -11,10 +11,12 @@ blocks it signed itself.
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 import orjson
 
-from hubproxy.protocols import FINAL, Usage
+from hubproxy.protocols import FINAL, Usage, answered_model
 from hubproxy.protocols import anthropic_messages as messages
 from hubproxy.protocols import openai_chat as chat
 
@@ -169,8 +171,8 @@ def from_messages(document: dict, model: str, cost: int | None) -> bytes:
     answer = {
         "id": "chatcmpl-" + str(document.get("id", "")),
         "object": "chat.completion",
-        "created": 0,
-        "model": model,
+        "created": int(time.time()),
+        "model": answered_model(document, model),
         "choices": [
             {"index": 0, "message": message, "finish_reason": FINISH_REASONS.get(document.get("stop_reason"), "stop")}
         ],
@@ -205,6 +207,7 @@ class MessagesStreamAsChat(chat.ChunkWriter):
         if kind == "message_start":
             message = data.get("message") or {}
             self.id = "chatcmpl-" + str(message.get("id", "hubproxy"))
+            self.model = answered_model(message, self.model)
             self.counted.add(message.get("usage"), False)
             return self.chunk({"role": "assistant", "content": ""})
         if kind == "content_block_start":
@@ -260,7 +263,7 @@ class ChatViaMessages:
             raw = responses_as_chat(raw, upstream_model, False, False)
         return messages.API, "/v1/messages", to_messages(raw, upstream_model, stream), messages.forwarded_headers({})
 
-    def stream_watch(self, fields: chat.RequestFields) -> MessagesStreamAsChat:
+    def stream_watch(self, fields: chat.RequestFields, prompt_tokens: int) -> MessagesStreamAsChat:
         return MessagesStreamAsChat(fields.model, fields.asks_usage)
 
     answer_usage = staticmethod(messages.answer_usage)

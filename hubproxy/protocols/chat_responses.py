@@ -7,10 +7,12 @@ upstream (`store: false`): each call carries the whole conversation, as chat doe
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 import orjson
 
-from hubproxy.protocols import FINAL
+from hubproxy.protocols import FINAL, answered_model
 from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols import openai_responses as responses
 
@@ -35,9 +37,9 @@ def input_item(message: dict) -> list[dict]:
                 parts.append({"type": "input_text", "text": part.get("text", "")})
             elif part.get("type") == "image_url":
                 parts.append({"type": "input_image", "image_url": (part.get("image_url") or {}).get("url", "")})
-        items.append({"role": "user", "content": parts})
+        items.append({"type": "message", "role": "user", "content": parts})
     elif chat.content_text(content):
-        items.append({"role": role, "content": chat.content_text(content)})
+        items.append({"type": "message", "role": role, "content": chat.content_text(content)})
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
         items.append(
@@ -127,8 +129,8 @@ def from_responses(document: dict, model: str, cost: int | None) -> bytes:
     answer = {
         "id": "chatcmpl-" + str(document.get("id", "")),
         "object": "chat.completion",
-        "created": document.get("created_at") or 0,
-        "model": model,
+        "created": created if (created := document.get("created_at")).__class__ is int else int(time.time()),
+        "model": answered_model(document, model),
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": usage,
     }
@@ -152,7 +154,9 @@ class ResponsesStreamAsChat(chat.ChunkWriter):
             return None
         kind = data.get("type") if data.__class__ is dict else None
         if kind == "response.created":
-            self.id = "chatcmpl-" + str((data.get("response") or {}).get("id", "hubproxy"))
+            response = data.get("response") or {}
+            self.id = "chatcmpl-" + str(response.get("id", "hubproxy"))
+            self.model = answered_model(response, self.model)
             return self.chunk({"role": "assistant", "content": ""})
         if kind == "response.output_text.delta":
             self.output_events += 1
@@ -198,7 +202,7 @@ class ChatViaResponses:
             return responses.API, "/responses", responses.with_model(raw, fields, upstream_model), b""
         return responses.API, "/responses", to_responses(raw, upstream_model, stream), b""
 
-    def stream_watch(self, fields: chat.RequestFields) -> ResponsesStreamAsChat:
+    def stream_watch(self, fields: chat.RequestFields, prompt_tokens: int) -> ResponsesStreamAsChat:
         return ResponsesStreamAsChat(fields.model, fields.asks_usage)
 
     answer_usage = staticmethod(responses.answer_usage)
@@ -211,7 +215,8 @@ class ChatViaResponses:
 
     @staticmethod
     def upstream_error_message(data: bytes) -> tuple[str, bool]:
-        return chat.upstream_error_message(data)
+        """Re-rendered always: a Responses error's fields are not a chat error's."""
+        return chat.upstream_error_message(data)[0], False
 
 
 VIA_RESPONSES = ChatViaResponses()

@@ -17,7 +17,7 @@ import re
 
 import orjson
 
-from hubproxy.protocols import FINAL, Usage
+from hubproxy.protocols import FINAL, Usage, answered_model
 from hubproxy.protocols import anthropic_messages as messages
 from hubproxy.protocols import openai_chat as chat
 
@@ -175,13 +175,26 @@ def to_chat(raw: bytes, upstream_model: str, stream: bool, stream_usage: bool) -
 
 
 def anthropic_usage(usage: Usage | None) -> dict:
-    if usage is None:
-        return {"input_tokens": 0, "output_tokens": 0}
+    usage = usage or Usage(0, 0)
     return {
         "input_tokens": usage.input - usage.cached - usage.cache_write,
         "output_tokens": usage.output,
         "cache_read_input_tokens": usage.cached,
         "cache_creation_input_tokens": usage.cache_write,
+    }
+
+
+def start_usage(usage: Usage | None, prompt_tokens: int) -> dict:
+    """`message_start`'s usage: the upstream's figures where its first chunk had them, else the
+    prompt estimate, as Anthropic sends the prompt's size before any output; the exact figures follow
+    in `message_delta`."""
+    if usage is not None:
+        return {**anthropic_usage(usage), "output_tokens": 0}
+    return {
+        "input_tokens": prompt_tokens,
+        "output_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0,
     }
 
 
@@ -213,7 +226,7 @@ def from_chat(document: dict, model: str) -> bytes:
             "id": message_id(document.get("id")),
             "type": "message",
             "role": "assistant",
-            "model": model,
+            "model": answered_model(document, model),
             "content": content,
             "stop_reason": stop_reason(choice.get("finish_reason"), any(b["type"] == "tool_use" for b in content)),
             "stop_sequence": None,
@@ -238,10 +251,22 @@ class ChatStreamAsMessages:
     arguments as `input_json_delta`), then, once the call is settled, `message_delta` with the stop
     reason and the usage, and `message_stop`."""
 
-    __slots__ = ("block", "index", "model", "output_events", "started", "stop_reason", "thinking", "tools", "usage")
+    __slots__ = (
+        "block",
+        "index",
+        "model",
+        "output_events",
+        "prompt_tokens",
+        "started",
+        "stop_reason",
+        "thinking",
+        "tools",
+        "usage",
+    )
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, prompt_tokens: int) -> None:
         self.model = model
+        self.prompt_tokens = prompt_tokens
         self.usage: Usage | None = None
         self.output_events = 0
         self.started = False
@@ -266,10 +291,10 @@ class ChatStreamAsMessages:
             return None
         if chunk.__class__ is not dict:
             return None
-        out = b"" if self.started else self._start(chunk)
         tokens = chat.read_usage(chunk.get("usage"))
         if tokens is not None:
             self.usage = tokens
+        out = b"" if self.started else self._start(chunk)
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             out += self._delta(delta)
@@ -283,11 +308,11 @@ class ChatStreamAsMessages:
             "id": message_id(chunk.get("id")),
             "type": "message",
             "role": "assistant",
-            "model": self.model,
+            "model": answered_model(chunk, self.model),
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": start_usage(self.usage, self.prompt_tokens),
         }
         return event("message_start", {"type": "message_start", "message": message})
 
@@ -374,8 +399,8 @@ class MessagesViaChat:
     ) -> tuple[str, str, bytes, bytes]:
         return API, PATH, to_chat(raw, upstream_model, stream, stream_usage), b""
 
-    def stream_watch(self, fields: messages.MessagesFields) -> ChatStreamAsMessages:
-        return ChatStreamAsMessages(fields.model)
+    def stream_watch(self, fields: messages.MessagesFields, prompt_tokens: int) -> ChatStreamAsMessages:
+        return ChatStreamAsMessages(fields.model, prompt_tokens)
 
     answer_usage = staticmethod(chat.answer_usage)
 

@@ -8,9 +8,10 @@ documented at https://platform.openai.com/docs/api-reference/chat (read 2026-11)
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 import orjson
@@ -83,7 +84,7 @@ class Part(msgspec.Struct):
 
 
 class Message(msgspec.Struct):
-    role: str
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[Part] | None = None
 
 
@@ -207,6 +208,12 @@ def check_chat(fields: ChatFields) -> None:
         return
     if not fields.messages:
         raise invalid_request("'messages' is required: a non-empty array of messages.", param="messages")
+    for n, message in enumerate(fields.messages):
+        if message.content.__class__ is list:
+            for k, part in enumerate(message.content):
+                if part.type == "text" and part.text is msgspec.UNSET:
+                    where = f"messages[{n}].content[{k}]"
+                    raise invalid_request(f"Invalid '{where}': a text part needs its 'text'.", param="messages")
 
 
 def check_completion(fields: CompletionFields) -> None:
@@ -423,6 +430,7 @@ class ChunkWriter:
         self.client_wants_usage = client_wants_usage
         self.output_events = 0
         self.id = "chatcmpl-hubproxy"
+        self.created = int(time.time())
         self.finish: str | None = None
 
     @staticmethod
@@ -430,7 +438,7 @@ class ChunkWriter:
         return True
 
     def chunk(self, delta: dict, finish: str | None = None) -> bytes:
-        body = {"id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model}
+        body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
         body["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
         return b"data: " + orjson.dumps(body) + b"\n\n"
 
@@ -439,7 +447,7 @@ class ChunkWriter:
         usage = usage_object(self.usage)
         if self.client_wants_usage and usage is not None:
             usage["cost"] = cost_text(cost)
-            body = {"id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model}
+            body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
             out += b"data: " + orjson.dumps({**body, "choices": [], "usage": usage}) + b"\n\n"
         return out + b"data: [DONE]\n\n"
 
@@ -519,7 +527,7 @@ class Endpoint:
         raw = with_field(raw, name, limit, getattr(fields, name) is None)
         return raw, msgspec.structs.replace(fields, **{name: limit})
 
-    def stream_watch(self, fields: RequestFields) -> StreamWatch:
+    def stream_watch(self, fields: RequestFields, prompt_tokens: int) -> StreamWatch:
         return StreamWatch(fields.asks_usage)
 
     def leg_for(self, apis: tuple[str, ...]) -> object | None:

@@ -11,7 +11,7 @@ at https://platform.openai.com/docs/api-reference/responses (read 2026-12-02).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 import orjson
@@ -87,6 +87,7 @@ class InputItem(msgspec.Struct):
     (text, parts, or one object such as a computer call's screenshot)."""
 
     type: str | UnsetType = msgspec.UNSET
+    role: Literal["user", "assistant", "system", "developer"] | UnsetType = msgspec.UNSET
     content: str | list[InputPart] | None = None
     output: msgspec.Raw | UnsetType = msgspec.UNSET
 
@@ -110,7 +111,11 @@ def media_in_input(raw_input: msgspec.Raw) -> int:
                     parts = PARTS_DECODER.decode(parts) if start == b"[" else None
                     count += start == b"{"
                 if parts.__class__ is list:
-                    count += sum(1 for part in parts if part.type not in TEXT_PARTS)
+                    for part in parts:
+                        if part.type not in TEXT_PARTS:
+                            count += 1
+                        elif part.text is msgspec.UNSET and part.type in ("input_text", "output_text"):
+                            raise invalid_request(f"Invalid 'input': an {part.type} part needs its 'text'.")
         return count
     except msgspec.ValidationError as exc:
         raise chat.invalid_inside(exc, "input") from None
@@ -244,7 +249,7 @@ class Endpoint:
     ) -> tuple[str, str, bytes, bytes]:
         return API, self.path, with_model(raw, fields, upstream_model), b""
 
-    def stream_watch(self, fields: ResponsesFields) -> StreamWatch:
+    def stream_watch(self, fields: ResponsesFields, prompt_tokens: int) -> StreamWatch:
         return StreamWatch()
 
     def answer_body(self, data: bytes, document: object, cost: int | None, fields: ResponsesFields) -> bytes:

@@ -82,8 +82,9 @@ class Through:
         chat_request = chat.CHAT.read(as_chat)
         return self.upstream_leg.upstream_request(as_chat, chat_request, upstream_model, stream_usage, stream, headers)
 
-    def stream_watch(self, fields: object) -> Chained:
-        return Chained(self.upstream_leg.stream_watch(chat_fields(fields.model)), self.client_leg.stream_watch(fields))
+    def stream_watch(self, fields: object, prompt_tokens: int) -> Chained:
+        inner = self.upstream_leg.stream_watch(chat_fields(fields.model), prompt_tokens)
+        return Chained(inner, self.client_leg.stream_watch(fields, prompt_tokens))
 
     def answer_usage(self, data: bytes) -> tuple[Usage | None, object]:
         return self.upstream_leg.answer_usage(data)

@@ -18,7 +18,7 @@ import time
 import orjson
 
 from hubproxy.errors import invalid_request
-from hubproxy.protocols import FINAL, Usage
+from hubproxy.protocols import FINAL, Usage, answered_model
 from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols import openai_responses as responses
 
@@ -163,7 +163,7 @@ def responses_usage(usage: Usage | None) -> dict:
     usage = usage or Usage(0, 0)
     return {
         "input_tokens": usage.input,
-        "input_tokens_details": {"cached_tokens": usage.cached},
+        "input_tokens_details": {"cached_tokens": usage.cached, "cache_write_tokens": usage.cache_write},
         "output_tokens": usage.output,
         "output_tokens_details": {"reasoning_tokens": usage.reasoning},
         "total_tokens": usage.input + usage.output,
@@ -266,10 +266,15 @@ def from_chat(document: dict, request: dict, model: str) -> bytes:
         call_id = str(call.get("id") or new_id("call"))
         output.append(call_item(call_id, function.get("name", ""), function.get("arguments") or "{}", freeform))
     status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
+    if status == "incomplete":
+        output = [{**item, "status": "incomplete"} if item["type"] == "message" else item for item in output]
     usage = chat.read_usage(document.get("usage"))
     created = document.get("created")
-    created = created if created.__class__ is int else int(time.time())
-    return orjson.dumps(response_resource(new_id("resp"), created, request, model, output, usage, status))
+    created = created if created.__class__ is int and created > 0 else int(time.time())
+    resource = response_resource(
+        new_id("resp"), created, request, answered_model(document, model), output, usage, status
+    )
+    return orjson.dumps(resource)
 
 
 class ChatStreamAsResponses:
@@ -314,6 +319,8 @@ class ChatStreamAsResponses:
             return None
         if chunk.__class__ is not dict:
             return None
+        if not self.started:
+            self.model = answered_model(chunk, self.model)
         out = b"" if self.started else self._start()
         tokens = chat.read_usage(chunk.get("usage"))
         if tokens is not None:
@@ -356,7 +363,7 @@ class ChatStreamAsResponses:
         index, where = len(self.output), {"item_id": item["id"], "output_index": len(self.output)}
         out = b""
         if kind == "message":
-            done = message_item(text, item["id"])
+            done = message_item(text, item["id"], "incomplete" if self.finish == "length" else "completed")
             out += self.event("response.output_text.done", {**where, "content_index": 0, "text": text, "logprobs": []})
             out += self.event("response.content_part.done", {**where, "content_index": 0, "part": done["content"][0]})
         elif kind == "reasoning":
@@ -451,7 +458,7 @@ class ResponsesViaChat:
     ) -> tuple[str, str, bytes, bytes]:
         return API, PATH, to_chat(raw, upstream_model, stream, stream_usage), b""
 
-    def stream_watch(self, fields: responses.ResponsesFields) -> ChatStreamAsResponses:
+    def stream_watch(self, fields: responses.ResponsesFields, prompt_tokens: int) -> ChatStreamAsResponses:
         return ChatStreamAsResponses(requested(fields), fields.model)
 
     answer_usage = staticmethod(chat.answer_usage)
@@ -464,7 +471,8 @@ class ResponsesViaChat:
 
     @staticmethod
     def upstream_error_message(data: bytes) -> tuple[str, bool]:
-        return chat.upstream_error_message(data)
+        """Re-rendered always: a chat upstream's error is not in the Responses shape."""
+        return chat.upstream_error_message(data)[0], False
 
 
 ECHOED = {

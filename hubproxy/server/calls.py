@@ -98,7 +98,7 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
                 await meter.release("upstream_error", resp.status)
                 return await upstream_error(state, endpoint, leg, resp, route, api_key, request["request_id"])
             if stream:
-                watch = leg.stream_watch(fields)
+                watch = leg.stream_watch(fields, meter.reservation.prompt_tokens)
                 return await relay_stream(request, resp, meter, watch, state.config.timeouts.idle)
             return await complete_json(state, resp, meter, endpoint, leg, fields)
         finally:
@@ -245,7 +245,7 @@ async def upstream_error(
                 resp.status,
                 "upstream_error",
                 f"Provider {name!r} answered HTTP {resp.status}: {upstream_message}",
-                type="api_error" if resp.status >= 500 else "invalid_request_error",
+                type=errors.type_for_status(resp.status),
             )
         )
     return web.Response(body=data, status=resp.status, content_type="application/json", headers=headers)

@@ -1,0 +1,125 @@
+"""Wire details on the translated client-upstream pairs, as a strict client reads them: the time an
+answer was made, the prompt size `message_start` states, Responses items and usage as the spec and the
+SDK types want them, upstream errors in the client's own shape, invalid input refused rather than
+rewritten, and the upstream's model name on every route."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import anthropic
+import openai
+import pytest
+
+from tests.conftest import HELLO, raw_request
+from tests.open_responses import resource_problems
+
+PRICES = ["--input-price", "0.27", "--output-price", "1.10"]
+
+
+@pytest.fixture
+def claude(hub) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=f"http://127.0.0.1:{hub.port}", api_key=hub.key, max_retries=0)
+
+
+def add_model(hub, name: str, provider: str, upstream: str) -> None:
+    hub.cli("models", "add", name, "--provider", provider, "--upstream-model", upstream, *PRICES)
+    hub.stop()  # picked up at once on a restart (a running server reloads config.toml within a second)
+    hub.start()
+
+
+def test_translated_answers_carry_the_time_they_were_made(hub, claude):
+    before = int(time.time()) - 1
+    client = hub.client()
+    assert client.chat.completions.create(model="claude-native", messages=HELLO).created >= before
+    for model in ("claude-native", "gpt-native"):
+        chunks = list(client.chat.completions.create(model=model, messages=HELLO, stream=True))
+        assert chunks and all(chunk.created >= before for chunk in chunks), model
+    assert client.responses.create(model="claude-native", input="say hello").created_at >= before
+
+
+def test_a_translated_message_start_states_the_prompt_and_the_cache_fields(hub, claude):
+    with claude.messages.stream(model="deepseek-chat", max_tokens=50, messages=HELLO) as stream:
+        events = list(stream)
+    start = next(e for e in events if e.type == "message_start").message.usage
+    assert start.input_tokens > 0
+    assert start.cache_creation_input_tokens == 0 and start.cache_read_input_tokens == 0
+    final = stream.get_final_message().usage
+    assert final.input_tokens == 4  # the exact figure, from the upstream's usage at the end
+
+
+def test_responses_items_and_usage_are_as_the_spec_and_sdk_types_want(hub):
+    hub.client().chat.completions.create(model="gpt-native", messages=HELLO)
+    sent = [r for r in hub.upstream.requests if r["path"] == "/v1/responses"][-1]["body"]
+    assert all(item["type"] == "message" for item in sent["input"])
+    cut = hub.client().responses.create(model="honest", input="say hello", max_output_tokens=20)
+    assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
+    assert [item.status for item in cut.output if item.type == "message"] == ["incomplete"]
+    assert "cache_write_tokens" in cut.usage.input_tokens_details.model_fields_set
+    headers = {"Authorization": f"Bearer {hub.key}", "Content-Type": "application/json"}
+    body = json.dumps({"model": "honest", "input": "say hello", "max_output_tokens": 20}).encode()
+    assert not resource_problems(raw_request("POST", hub.base_url + "/responses", body, headers).json())
+
+
+def test_upstream_errors_reach_every_client_in_its_own_shape_with_the_type_their_status_means(hub, claude):
+    add_model(hub, "claude-limited", "claude", "rate-limited")
+    hub.cli("models", "add", "gpt-limited", "--provider", "oai", "--upstream-model", "rate-limited", *PRICES)
+    hub.stop()
+    hub.start()
+    headers = {"Authorization": f"Bearer {hub.key}", "Content-Type": "application/json"}
+    for model in ("claude-limited", "gpt-limited"):
+        body = json.dumps({"model": model, "messages": HELLO}).encode()
+        answer = raw_request("POST", hub.base_url + "/chat/completions", body, headers)
+        error = answer.json()["error"]
+        assert answer.status == 429 and answer.headers["retry-after"] == "7", model
+        assert error["type"] == "rate_limit_error" and set(error) == {"message", "type", "code", "param"}, model
+    with pytest.raises(openai.RateLimitError):
+        hub.client().responses.create(model="claude-limited", input="hi")
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        claude.messages.create(model="gpt-limited", max_tokens=20, messages=HELLO)
+    assert limited.value.body["error"]["type"] == "rate_limit_error"
+
+
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/chat/completions", {"model": "claude-native", "messages": [{"role": "robot", "content": "hi"}]}),
+        (
+            "/chat/completions",
+            {"model": "claude-native", "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+        ),
+        ("/messages", {"model": "deepseek-chat", "max_tokens": 9, "messages": [{"role": "robot", "content": "hi"}]}),
+        (
+            "/messages",
+            {"model": "deepseek-chat", "max_tokens": 9, "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+        ),
+        ("/responses", {"model": "deepseek-chat", "input": [{"role": "user", "content": 5}]}),
+        ("/responses", {"model": "deepseek-chat", "input": [{"role": "robot", "content": "hi"}]}),
+    ],
+)
+def test_invalid_input_on_a_translated_pair_is_a_400_and_never_billed(hub, path, body):
+    headers = {"Authorization": f"Bearer {hub.key}", "Content-Type": "application/json", "x-api-key": hub.key}
+    answer = raw_request("POST", hub.base_url + path, json.dumps(body).encode(), headers)
+    assert answer.status == 400, answer.body
+    assert not hub.upstream.requests
+    with hub.db() as db:
+        assert db.execute("SELECT count(*) FROM usage").fetchone()[0] == 0
+
+
+def test_every_route_answers_with_the_upstreams_model_name(hub, claude):
+    add_model(hub, "claude-alias", "claude", "claude-native")
+    hub.cli("models", "add", "chat-alias", "--provider", "fake", "--upstream-model", "deepseek-chat", *PRICES)
+    hub.cli("models", "add", "gpt-alias", "--provider", "oai", "--upstream-model", "gpt-native", *PRICES)
+    hub.stop()
+    hub.start()
+    client = hub.client()
+    assert client.chat.completions.create(model="claude-alias", messages=HELLO).model == "claude-native"
+    chunks = list(client.chat.completions.create(model="gpt-alias", messages=HELLO, stream=True))
+    assert {chunk.model for chunk in chunks} == {"gpt-native"}
+    assert client.responses.create(model="chat-alias", input="hi").model == "deepseek-chat"
+    events = list(client.responses.create(model="claude-alias", input="hi", stream=True))
+    assert events[-1].response.model == "claude-native"
+    assert claude.messages.create(model="chat-alias", max_tokens=20, messages=HELLO).model == "deepseek-chat"
+    with claude.messages.stream(model="gpt-alias", max_tokens=20, messages=HELLO) as stream:
+        assert stream.get_final_message().model == "gpt-native"
