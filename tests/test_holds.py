@@ -35,6 +35,7 @@ def test_output_limits_hold_the_clients_limit_the_models_maximum_or_send_the_def
     assert output_limits(100_000, 8192, 4096) == (8192, None)  # the model stops at its own maximum
     assert output_limits(None, 8192, 4096) == (8192, None)
     assert output_limits(None, None, 4096) == (4096, 4096)  # nothing limits it: the default goes up
+    assert output_limits(1, None, 4096) == (16, None)  # a Responses upstream makes 16 of a smaller limit
 
 
 def test_choices_count_n_best_of_and_every_prompt():

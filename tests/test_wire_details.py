@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.conftest import HELLO, raw_request
+from tests.fake_upstream import REPLY
 from tests.open_responses import resource_problems
 
 PRICES = ["--input-price", "0.27", "--output-price", "1.10"]
@@ -123,3 +124,16 @@ def test_every_route_answers_with_the_upstreams_model_name(hub, claude):
     assert claude.messages.create(model="chat-alias", max_tokens=20, messages=HELLO).model == "deepseek-chat"
     with claude.messages.stream(model="gpt-alias", max_tokens=20, messages=HELLO) as stream:
         assert stream.get_final_message().model == "gpt-native"
+
+
+def test_a_limit_below_the_responses_minimum_goes_up_as_16_and_the_answer_is_cut_back(hub, claude):
+    client = hub.client()
+    answer = client.chat.completions.create(model="gpt-native", messages=HELLO, max_tokens=1)
+    sent = [r for r in hub.upstream.requests if r["path"] == "/v1/responses"][-1]["body"]
+    assert sent["max_output_tokens"] == 16
+    assert answer.choices[0].finish_reason == "length" and len(answer.choices[0].message.content) < len(REPLY)
+    chunks = list(client.chat.completions.create(model="gpt-native", messages=HELLO, max_tokens=1, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(text.split()) == 1 and chunks[-1].choices[0].finish_reason == "length"
+    probe = claude.messages.create(model="gpt-native", max_tokens=1, messages=HELLO)  # Claude Code's probe
+    assert probe.stop_reason == "max_tokens" and len(probe.content[0].text) < len(REPLY)

@@ -25,6 +25,9 @@ def prompt_bound(body_bytes: int, unseen: int) -> int:
     return body_bytes + unseen + PROMPT_SLACK
 
 
+MIN_OUTPUT_HELD = 16  # a Responses upstream makes at least this much of a smaller limit (chat_responses.MIN_OUTPUT)
+
+
 def output_limits(asked: int | None, model_max: int | None, default: int) -> tuple[int, int | None]:
     """(output tokens to hold per choice, a limit to send upstream or None) for a call that asked for
     `asked` at most (None: no limit given).
@@ -33,7 +36,8 @@ def output_limits(asked: int | None, model_max: int | None, default: int) -> tup
     maximum where config.toml says what it is; with neither, hubproxy sends `default` as the limit
     (else an honest long answer, a reasoning model's 32k+ say, would spend past the hold)."""
     if asked is not None:
-        return (asked if model_max is None else min(asked, model_max)), None
+        held = asked if model_max is None else min(asked, model_max)
+        return max(held, MIN_OUTPUT_HELD), None
     if model_max is not None:
         return model_max, None
     return default, default

@@ -2,7 +2,11 @@
 request as a Responses request, the answer (whole or streamed) back as chat completions.
 
 The other half of the pivot for Responses (`responses_chat.py` is the first). Nothing is stored
-upstream (`store: false`): each call carries the whole conversation, as chat does.
+upstream (`store: false`): each call carries the whole conversation, as chat does. Responses wants
+`max_output_tokens` of at least MIN_OUTPUT (the Open Responses spec, 2026-04-24, and OpenAI's API
+reference say so); a smaller limit (Claude Code probes with `max_tokens: 1`) goes up as MIN_OUTPUT
+and the answer is cut back to what the client asked: text past the first `limit` deltas (each about
+a token) is dropped and the finish reason is `length`; the usage stays what the upstream billed.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import orjson
 from hubproxy.protocols import FINAL, answered_model
 from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols import openai_responses as responses
+
+MIN_OUTPUT = 16
 
 
 def input_item(message: dict) -> list[dict]:
@@ -64,9 +70,9 @@ def to_responses(raw: bytes, upstream_model: str, stream: bool) -> bytes:
     out: dict = {"model": upstream_model, "input": items, "store": False}
     if instructions:
         out["instructions"] = "\n\n".join(instructions)
-    limit = doc.get("max_completion_tokens") or doc.get("max_tokens")
+    limit = chat.largest_limit(doc.get("max_completion_tokens"), doc.get("max_tokens"))
     if limit:
-        out["max_output_tokens"] = limit
+        out["max_output_tokens"] = max(limit, MIN_OUTPUT)
     tools = [t.get("function") or {} for t in doc.get("tools") or () if isinstance(t, dict)]
     if tools:
         out["tools"] = [
@@ -96,7 +102,21 @@ def to_responses(raw: bytes, upstream_model: str, stream: bool) -> bytes:
     return orjson.dumps(out)
 
 
-def from_responses(document: dict, model: str, cost: int | None) -> bytes:
+def cut_limit(fields: chat.RequestFields) -> int | None:
+    """The client's output limit where it is below what went up (MIN_OUTPUT), else None."""
+    limit = fields.max_output
+    return limit if limit is not None and limit < MIN_OUTPUT else None
+
+
+def cut_text(text: str, limit: int | None, output_tokens: int) -> str:
+    """A whole answer's text cut to about `limit` of the `output_tokens` it took (by its share of
+    characters: no tokenizer here)."""
+    if limit is None or output_tokens <= limit:
+        return text
+    return text[: max(1, len(text) * limit // output_tokens)]
+
+
+def from_responses(document: dict, model: str, cost: int | None, limit: int | None = None) -> bytes:
     text, reasoning, calls = [], [], []
     for item in document.get("output") or ():
         kind = item.get("type")
@@ -117,13 +137,16 @@ def from_responses(document: dict, model: str, cost: int | None) -> bytes:
                     "function": {"name": item.get("name", ""), "arguments": arguments},
                 }
             )
-    message: dict = {"role": "assistant", "content": "".join(text) or None}
+    tokens = responses.read_usage(document.get("usage"))
+    content = cut_text("".join(text), limit, tokens.output if tokens else 0)
+    cut = content != "".join(text)
+    message: dict = {"role": "assistant", "content": content or None}
     if reasoning:
         message["reasoning_content"] = "".join(reasoning)
     if calls:
         message["tool_calls"] = calls
-    finish = "tool_calls" if calls else ("length" if document.get("status") == "incomplete" else "stop")
-    usage = chat.usage_object(responses.read_usage(document.get("usage")))
+    finish = "tool_calls" if calls else ("length" if document.get("status") == "incomplete" or cut else "stop")
+    usage = chat.usage_object(tokens)
     if usage is not None and cost is not None:
         usage["cost"] = chat.cost_text(cost)
     answer = {
@@ -141,9 +164,11 @@ class ResponsesStreamAsChat(chat.ChunkWriter):
     """A Responses stream's events as chat completion chunks; `response.completed` ends it: the call is
     settled, then the finish chunk, the usage chunk (if the client asked, with `cost`) and `[DONE]`."""
 
-    def __init__(self, model: str, client_wants_usage: bool) -> None:
+    def __init__(self, model: str, client_wants_usage: bool, limit: int | None = None) -> None:
         super().__init__(model, client_wants_usage)
         self.calls: dict[str, int] = {}  # item id → tool_calls index
+        self.limit = limit  # the client's own limit, where it is below what went up
+        self.cut = False
 
     def read(self, raw_event: bytes, payload: bytes | None) -> bytes | object | None:
         if payload is None:
@@ -160,6 +185,9 @@ class ResponsesStreamAsChat(chat.ChunkWriter):
             return self.chunk({"role": "assistant", "content": ""})
         if kind == "response.output_text.delta":
             self.output_events += 1
+            if self.limit is not None and self.output_events > self.limit:
+                self.cut = True
+                return None
             return self.chunk({"content": data.get("delta", "")})
         if kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
             self.output_events += 1
@@ -177,7 +205,8 @@ class ResponsesStreamAsChat(chat.ChunkWriter):
         if kind in ("response.completed", "response.incomplete", "response.failed"):
             response = data.get("response") or {}
             self.usage = responses.read_usage(response.get("usage"))
-            self.finish = "tool_calls" if self.calls else ("length" if kind == "response.incomplete" else "stop")
+            cut = kind == "response.incomplete" or self.cut
+            self.finish = "tool_calls" if self.calls else ("length" if cut else "stop")
             return FINAL
         if kind == "error":
             return chat.stream_error(str(data.get("message", "the upstream failed")))
@@ -203,7 +232,7 @@ class ChatViaResponses:
         return responses.API, "/responses", to_responses(raw, upstream_model, stream), b""
 
     def stream_watch(self, fields: chat.RequestFields, prompt_tokens: int) -> ResponsesStreamAsChat:
-        return ResponsesStreamAsChat(fields.model, fields.asks_usage)
+        return ResponsesStreamAsChat(fields.model, fields.asks_usage, cut_limit(fields))
 
     answer_usage = staticmethod(responses.answer_usage)
 
@@ -211,7 +240,7 @@ class ChatViaResponses:
     def answer_body(data: bytes, document: object, cost: int | None, fields: chat.RequestFields) -> bytes:
         if document.__class__ is not dict:
             return data
-        return from_responses(document, fields.model, cost)
+        return from_responses(document, fields.model, cost, cut_limit(fields))
 
     @staticmethod
     def upstream_error_message(data: bytes) -> tuple[str, bool]:

@@ -18,9 +18,10 @@ from hubproxy.protocols.sse import event_data, split_events
 ASKS_USAGE = {"include_usage": True}
 
 
-def chat_fields(model: object) -> chat.ChatFields:
-    """What the upstream's leg reads of the chat request between the two translations."""
-    return chat.ChatFields(model=model, stream_options=ASKS_USAGE)
+def chat_fields(fields: object) -> chat.ChatFields:
+    """What the upstream's leg reads of the chat request between the two translations: the model, the
+    usage switch, and the client's output limit."""
+    return chat.ChatFields(model=fields.model, stream_options=ASKS_USAGE, max_tokens=fields.max_output, messages=[])
 
 
 class Chained:
@@ -83,14 +84,14 @@ class Through:
         return self.upstream_leg.upstream_request(as_chat, chat_request, upstream_model, stream_usage, stream, headers)
 
     def stream_watch(self, fields: object, prompt_tokens: int) -> Chained:
-        inner = self.upstream_leg.stream_watch(chat_fields(fields.model), prompt_tokens)
+        inner = self.upstream_leg.stream_watch(chat_fields(fields), prompt_tokens)
         return Chained(inner, self.client_leg.stream_watch(fields, prompt_tokens))
 
     def answer_usage(self, data: bytes) -> tuple[Usage | None, object]:
         return self.upstream_leg.answer_usage(data)
 
     def answer_body(self, data: bytes, document: object, cost: int | None, fields: object) -> bytes:
-        as_chat = self.upstream_leg.answer_body(data, document, cost, chat_fields(fields.model))
+        as_chat = self.upstream_leg.answer_body(data, document, cost, chat_fields(fields))
         try:
             chat_document = orjson.loads(as_chat)
         except orjson.JSONDecodeError:
