@@ -9,6 +9,8 @@ import tomllib
 
 import yaml
 
+from tests.conftest import Cli
+
 
 def setup_home(cli) -> None:
     cli("init")
@@ -76,3 +78,16 @@ def test_connect_mistakes_are_one_line_errors(cli):
     ):
         result = cli(*args, ok=False)
         assert result.exit_code != 0 and says in result.output and "Traceback" not in result.output
+
+
+def test_the_model_is_never_a_silent_pick(cli, tmp_path):
+    setup_home(cli)
+    assert "ANTHROPIC_MODEL=ds" in cli("connect", "claude-code").stdout  # the one model served
+    cli("models", "add", "another", "--provider", "d", "--input-price", "1", "--output-price", "1")
+    several = cli("connect", "claude-code", ok=False)
+    assert several.exit_code == 1 and "give --model NAME, one of: another, ds" in several.output
+    assert 'model="another"' in cli("connect", "openai", "--model", "another").stdout
+    elsewhere = Cli(tmp_path / "laptop")  # a team member's machine: no models of its own
+    shared = elsewhere("connect", "claude-code", "--model", "team-model", "--base-url", "https://hub.example").stdout
+    assert "ANTHROPIC_MODEL=team-model" in shared
+    assert "give --model NAME" in elsewhere("connect", "codex", ok=False).output

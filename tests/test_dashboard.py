@@ -132,7 +132,8 @@ def test_a_user_logs_in_creates_a_key_calls_and_sees_the_call(browser, gateway, 
     page.click("form[action='/keys'] button[type=submit]")
     full = page.locator("#new-key").inner_text()
     assert re.fullmatch(r"sk-hp-\S+", full)
-    assert page.locator("code", has_text="hubproxy connect claude-code --key - --base-url").count() == 1
+    line = page.locator("code", has_text="hubproxy connect claude-code --key - --base-url")
+    assert line.count() == 1 and " --model " in line.inner_text() and "--model MODEL" not in line.inner_text()
     assert page.locator("code", has_text=f"--key {full}").count() == 0  # a key typed into argv shows in `ps`
     shot(page, "key-created", tmp_path)
     page.click("text=Back to the keys")

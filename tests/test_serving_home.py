@@ -60,13 +60,22 @@ def test_the_cli_finds_the_running_server_and_forgets_a_killed_one(gateway, tmp_
     assert status.returncode == 0, status.stderr
     env = {"HOME": str(tmp_path)}
     written = run_cli(
-        gateway.home, "connect", "claude-code", "--key", "-", "--write", input=gateway.key + "\n", env=env
+        gateway.home,
+        "connect",
+        "claude-code",
+        "--model",
+        "ds",
+        "--key",
+        "-",
+        "--write",
+        input=gateway.key + "\n",
+        env=env,
     )
     assert written.returncode == 0, written.stderr
     settings = json.loads((tmp_path / ".claude" / "settings.json").read_text())
     assert settings["env"]["ANTHROPIC_BASE_URL"] == f"http://localhost:{gateway.port}"
     assert settings["env"]["ANTHROPIC_AUTH_TOKEN"] == gateway.key
-    from_env = run_cli(gateway.home, "connect", "openai", env={"HUBPROXY_KEY": gateway.key})
+    from_env = run_cli(gateway.home, "connect", "openai", "--model", "ds", env={"HUBPROXY_KEY": gateway.key})
     assert f"OPENAI_API_KEY={gateway.key}" in from_env.stdout
     gateway.stop(signal.SIGKILL)
     assert (gateway.home / "serving.json").exists()  # left behind, and ignored: nobody holds the lock

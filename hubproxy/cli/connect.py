@@ -176,6 +176,24 @@ def openai_sdk(setup: Setup, write: bool) -> None:
         raise CliError("the OpenAI SDKs read their settings from the environment: export what this prints")
     console.print(f"export OPENAI_BASE_URL={setup.openai_url}", soft_wrap=True)
     console.print(f"export OPENAI_API_KEY={setup.key}", soft_wrap=True)
+    console.print(f'# and ask for the model "{setup.model}": client.chat.completions.create(model="{setup.model}", …)')
+
+
+def chosen_model(model: str | None, served: list[str]) -> str:
+    """The model the tool will ask for. Checked against this home's models where it has any; a
+    machine with none (a team member's, pointing at a shared gateway) takes --model as given. Never
+    a silent pick among several."""
+    if model is None:
+        if len(served) == 1:
+            return served[0]
+        if not served:
+            raise CliError(
+                "give --model NAME: the gateway's model the tool should ask for (`GET /v1/models` lists them)"
+            )
+        raise CliError(f"give --model NAME, one of: {', '.join(served)}")
+    if served and model not in served:
+        raise CliError(f"no model {model!r} (models: {', '.join(served)})")
+    return model
 
 
 def read_key() -> str:
@@ -223,11 +241,7 @@ def connect(
     if key == "-":
         key = read_key()
     config = load_config(ctx)
-    if model is None:
-        model = min(config.models) if config.models else "MODEL"
-    elif model not in config.models:
-        known = ", ".join(sorted(config.models)) or "none yet: hubproxy models add …"
-        raise CliError(f"no model {model!r} (models: {known})")
+    model = chosen_model(model, sorted(config.models))
     if user:
         with database(ctx) as store:
             _, key = store.create_key(user, tool)

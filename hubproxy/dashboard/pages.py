@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from aiohttp import web
 
 from hubproxy import errors
-from hubproxy.accounts.rules import PolicyError, collect_rules
+from hubproxy.accounts.rules import KeyPolicy, PolicyError, collect_rules, model_allowed, parse_models
 from hubproxy.dashboard import charts
 from hubproxy.dashboard.sessions import (
     COOKIE,
@@ -247,7 +247,10 @@ async def create_key(request: web.Request, session: Session) -> web.Response:
     except errors.GatewayError as refused:
         return await _keys_page(request, session, status=refused.status, error=refused.message)
     base = f"{request.scheme}://{request.host}"
-    connect = [f"hubproxy connect {tool} --key - --base-url {base}" for tool in TOOLS]
+    policy = KeyPolicy(models=parse_models(rules.get("models")))
+    usable = sorted(m.name for m in state.config.models.values() if m.priced and model_allowed(policy, m))
+    model = usable[0] if usable else "MODEL"
+    connect = [f"hubproxy connect {tool} --key - --base-url {base} --model {model}" for tool in TOOLS]
     return render(request, session, "key_created.html", key=key, full=full, base=base, connect=connect)
 
 
