@@ -233,8 +233,10 @@ class FakeUpstream:
         return web.json_response(LISTED)
 
     async def models(self, request: web.Request) -> web.Response:
+        """OpenAI's list; Anthropic's too (the same path under its origin, the key in `x-api-key`)."""
         self.requests.append({"headers": dict(request.headers), "body": None, "path": request.path, "raw": b""})
-        if (refused := self._check_key(request)) is not None:
+        anthropic_style = request.headers.get("x-api-key") == self.api_key and "anthropic-version" in request.headers
+        if not anthropic_style and (refused := self._check_key(request)) is not None:
             return refused
         return web.json_response({"object": "list", "data": LISTED})
 

@@ -48,7 +48,7 @@ def root(
         metavar="URL",
         envvar=DATABASE_ENV,
         help="A postgresql:// URL to keep users, keys and money in (several instances share it); "
-        "default: [store] url in config.toml, else hubproxy.db in the home.",
+        "default: \\[store] url in config.toml, else hubproxy.db in the home.",
     ),
 ) -> None:
     ctx.obj = Paths.resolve(home, database)

@@ -34,6 +34,7 @@ def migrate_to(
         "balances match their ledgers there. Next: set [store] url in config.toml (or HUBPROXY_DATABASE_URL) "
         "and start `hubproxy serve` on it",
         soft_wrap=True,
+        markup=False,
     )
 
 

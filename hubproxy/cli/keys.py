@@ -6,8 +6,8 @@ import json
 
 import typer
 
-from hubproxy.accounts.rules import collect_rules, parse_models
-from hubproxy.cli.context import CliError, WholeTable, console, database, print_json
+from hubproxy.accounts.rules import KeyPolicy, collect_rules, model_allowed, parse_models
+from hubproxy.cli.context import CliError, WholeTable, console, database, load_config, print_json
 from hubproxy.money import format_usd
 from hubproxy.store.records import KeyRow
 
@@ -73,6 +73,7 @@ def create(
 ) -> None:
     """Create a key. The full key is printed once; only its hash is kept."""
     rules = collect_rules(models, allow_ip, spend_limit, budget_period, expires, rpm, tpm, max_parallel)
+    warn_unmatched(ctx, rules.get("models"))
     with database(ctx) as store:
         key, full = store.create_key(user, name, rules)
     if json:
@@ -94,14 +95,17 @@ def update(
     spend_limit: str = typer.Option(None, "--spend-limit", metavar="USD", help="Most this key may spend, USD."),
     budget_period: str = typer.Option(None, "--budget-period", metavar="day|week|month", help="day|week|month."),
     expires: str = typer.Option(None, "--expires", metavar="WHEN", help="30d, 12h, or a date like 2027-01-01."),
-    rpm: int = typer.Option(None, "--rpm", metavar="N"),
-    tpm: int = typer.Option(None, "--tpm", metavar="N"),
-    max_parallel: int = typer.Option(None, "--max-parallel", metavar="N"),
+    rpm: int = typer.Option(None, "--rpm", metavar="N", help="Requests per minute."),
+    tpm: int = typer.Option(
+        None, "--tpm", metavar="N", help="Tokens per minute (prompt + max_tokens, corrected to usage)."
+    ),
+    max_parallel: int = typer.Option(None, "--max-parallel", metavar="N", help="Calls in flight at once."),
     clear: list[str] = typer.Option([], "--clear", help=f"Remove a rule: {', '.join(RULE_FLAGS)} (repeat)."),
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Change a key's rules; a running server applies them within a second."""
     rules = collect_rules(models, allow_ip, spend_limit, budget_period, expires, rpm, tpm, max_parallel)
+    warn_unmatched(ctx, rules.get("models"))
     for flag in clear:
         if flag not in RULE_FLAGS:
             raise CliError(f"--clear takes one of {', '.join(RULE_FLAGS)}, got {flag!r}")
@@ -114,8 +118,22 @@ def update(
         console.print(f"updated {key.id}: {describe_rules(key) or 'no rules'}")
 
 
+def warn_unmatched(ctx: typer.Context, models: str | None) -> None:
+    """A --models entry that matches no model served here is most likely a typo: say so (on stderr;
+    the rule is kept, for a model added later)."""
+    served = load_config(ctx).models.values()
+    for entry in parse_models(models):
+        if not any(model_allowed(KeyPolicy(models=(entry,)), model) for model in served):
+            known = ", ".join(sorted(m.name for m in served)) or "none yet"
+            typer.echo(f"warning: --models {entry!r} matches no model served here (models: {known})", err=True)
+
+
 def describe_rules(key: KeyRow) -> str:
-    return "; ".join(f"{name}={value}" for name, value in key_json(key)["rules"].items())
+    """The rules as a person types them: `models=ds,deepseek/*; rpm=10`."""
+    return "; ".join(
+        f"{name}={','.join(value) if isinstance(value, list) else value}"
+        for name, value in key_json(key)["rules"].items()
+    )
 
 
 @app.command("list")

@@ -74,7 +74,7 @@ def add(
         min=1,
         max=10**9,
         help="The most output the model makes in one answer: held for a call that sets no limit, which then "
-        "goes up unchanged (without it hubproxy sends [billing] default_max_tokens as the limit).",
+        "goes up unchanged (without it hubproxy sends \\[billing] default_max_tokens as the limit).",
     ),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing model of this name."),
     json: bool = typer.Option(False, "--json", help="Print JSON."),

@@ -90,7 +90,8 @@ def add(
         [],
         "--api",
         metavar="API",
-        help="A wire API it serves (repeatable): chat (OpenAI, the default), messages (Anthropic).",
+        help="A wire API it serves (repeatable): chat (OpenAI, the default), messages (Anthropic), "
+        "responses (OpenAI's Responses).",
     ),
     messages_base_url: str = typer.Option(
         None, "--messages-base-url", metavar="URL", help="Where its Messages API lives, if not at --base-url."
@@ -229,11 +230,11 @@ def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="P
     if json:
         print_json([provider_json(p) for p in config.providers.values()])
         return
-    table = WholeTable("name", "base url", "key", "models", whole=("name", "base url"))
+    table = WholeTable("name", "base url", "apis", "key", "models", whole=("name", "base url"))
     for p in config.providers.values():
         used = sum(1 for m in config.models.values() if any(t.provider == p.name for t in m.targets))
         key = provider_json(p)["api_key"] + (" [bold yellow](not set here)[/]" if key_variable_unset(p) else "")
-        table.add_row(p.name, p.base_url, key, str(used))
+        table.add_row(p.name, p.base_url, ",".join(p.apis), key, str(used))
     console.print(table, crop=False)
 
 
@@ -274,7 +275,8 @@ def upstream_models(ctx: typer.Context, name: str) -> list[dict]:
         raise CliError(f"environment variable {provider.api_key_env} is not set")
     status, models = asyncio.run(_probe(provider, key, config.timeouts.connect))
     if status != 200:
-        raise CliError(f"provider {name!r} answered HTTP {status} to GET /models")
+        path = "GET /v1/models" if set(provider.apis) == {"messages"} else "GET /models"
+        raise CliError(f"provider {name!r} answered HTTP {status} to {path}")
     return models
 
 

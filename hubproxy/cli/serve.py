@@ -35,7 +35,7 @@ def serve(
         "--redis",
         metavar="URL",
         envvar=REDIS_ENV,
-        help="redis:// URL: rate limits shared by every instance (default: [store] redis in config.toml).",
+        help="redis:// URL: rate limits shared by every instance (default: \\[store] redis in config.toml).",
     ),
     database: str = typer.Option(
         None, "--database", metavar="URL", help="The same as `hubproxy --database URL serve`: a postgresql:// URL."

@@ -53,7 +53,7 @@ def add(
     ctx: typer.Context,
     email: str,
     balance: str = typer.Option("0", "--balance", metavar="USD", help="Starting balance in USD (recorded as a grant)."),
-    plan: str = typer.Option(None, "--plan", metavar="PLAN", help="A plan from config.toml ([plans.NAME])."),
+    plan: str = typer.Option(None, "--plan", metavar="PLAN", help="A plan from config.toml (\\[plans.NAME])."),
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Add a user."""

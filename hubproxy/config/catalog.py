@@ -353,10 +353,22 @@ def check_model_name(name: str) -> str:
     return name
 
 
+ENDPOINT_SUFFIXES = ("/chat/completions", "/completions", "/embeddings", "/messages", "/responses", "/models")
+
+
 def check_base_url(url: object, where: str = "base_url") -> str:
+    """An http(s) URL, without an endpoint's path: hubproxy adds `/chat/completions` (or
+    `/v1/messages`, `/responses`) itself, so a URL that already ends in one would call it twice."""
     if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
         raise ConfigError(f"{where}: base_url must be an http(s) URL, got {url!r}")
-    return url.rstrip("/")
+    url = url.rstrip("/")
+    for suffix in ENDPOINT_SUFFIXES:
+        if url.endswith(suffix):
+            raise ConfigError(
+                f"{where}: give the base URL without {suffix!r} (hubproxy adds the endpoint's path): "
+                f"{url[: -len(suffix)]!r}"
+            )
+    return url
 
 
 def provider_dict(p: Provider) -> dict:

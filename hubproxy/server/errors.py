@@ -111,6 +111,15 @@ async def unknown_route(request: web.Request) -> web.Response:
     logged, so that what a client expects and hubproxy lacks shows up."""
     allowed = await allowed_methods(request)
     log.info("no route for %s %s", request.method, request.path[:200])
+    meant = await meant_path(request)
+    if meant is not None:
+        root = f"{request.scheme}://{request.host}"
+        raise GatewayError(
+            404,
+            "not_found",
+            f"Unknown route {request.method} {request.path}: the API is at {meant}. Give OpenAI clients the base URL "
+            f"{root}/v1 and Anthropic clients {root} (without /v1).",
+        )
     if allowed:
         raise GatewayError(
             405,
@@ -119,6 +128,29 @@ async def unknown_route(request: web.Request) -> web.Response:
             headers={"Allow": ", ".join(allowed)},
         )
     raise GatewayError(404, "not_found", f"Unknown route {request.method} {request.path}.")
+
+
+async def meant_path(request: web.Request) -> str | None:
+    """The route a path missing `/v1` (or with it twice) was meant for, where there is one: the mark of
+    a base URL given without `/v1`, or with it to a client that adds its own."""
+    path = request.path
+    if path.startswith("/v1/v1/"):
+        meant = path[3:]
+    elif not path.startswith("/v1/") and path.lstrip("/").split("/", 1)[0] in API_ROOTS:
+        meant = "/v1" + path
+    else:
+        return None
+    clone = request.clone(rel_url=meant)
+    for resource in request.app.router.resources():
+        if resource.name in (CATCH_ALL, PREFLIGHT):
+            continue
+        match, _ = await resource.resolve(clone)
+        if match is not None:
+            return meant
+    return None
+
+
+API_ROOTS = frozenset(("chat", "completions", "embeddings", "messages", "responses", "models"))
 
 
 async def allowed_methods(request: web.Request) -> list[str]:

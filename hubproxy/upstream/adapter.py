@@ -21,6 +21,7 @@ USER_AGENT = f"hubproxy/{__version__}"
 
 
 CONTENT_LENGTH = b"Content-Length: "
+ANTHROPIC_VERSION = b"anthropic-version: 2023-06-01\r\n"
 
 
 class OpenAICompatAdapter:
@@ -45,11 +46,11 @@ class OpenAICompatAdapter:
             "User-Agent": USER_AGENT,
             **provider.headers,
         }
-        self._heads: dict[tuple[str, str | None, bool], bytes] = {}
+        self._heads: dict[tuple[str, str | None, bool, str], bytes] = {}
 
     def head(self, path: str, api_key: str | None, stream: bool, method: str = "POST", api: str = "chat") -> bytes:
         """The request line and headers, made once per path, key and mode."""
-        found = self._heads.get((path, api_key, stream))
+        found = self._heads.get((path, api_key, stream, api))
         if found is None:
             headers = dict(self._base_headers)
             if api_key and api == "messages":
@@ -59,7 +60,7 @@ class OpenAICompatAdapter:
             headers["Accept"] = "text/event-stream" if stream else "application/json"
             if len(self._heads) >= 64:  # the key comes from the environment and may change
                 self._heads.clear()
-            found = self._heads[(path, api_key, stream)] = self.origins[api].head(path, headers, method)
+            found = self._heads[(path, api_key, stream, api)] = self.origins[api].head(path, headers, method)
         return found
 
     def send(
@@ -104,10 +105,17 @@ class OpenAICompatAdapter:
             raise errors.upstream_unavailable(f"Provider {name!r} broke off its answer ({exc}).") from None
 
     async def list_models(self, api_key: str | None, timeout: float) -> tuple[int, object]:
-        """GET /models with the provider's own headers and key: (status, the parsed body or None)."""
-        head = self.head("/models", api_key, False, "GET")
+        """GET /models with the provider's own headers and key: (status, the parsed body or None). A
+        provider that serves only Messages is asked Anthropic's way: `GET /v1/models` with `x-api-key`
+        and `anthropic-version` (https://docs.anthropic.com/en/api/models-list, read 2026-12-07)."""
+        if self.serves == {"messages"}:
+            head = self.head("/v1/models", api_key, False, "GET", "messages")
+            head = head[: -len(CONTENT_LENGTH)] + ANTHROPIC_VERSION + CONTENT_LENGTH
+            origin = self.origins["messages"]
+        else:
+            head, origin = self.head("/models", api_key, False, "GET"), self.origin
         try:
-            resp = await self.client.post(self.origin, head, b"", timeout)
+            resp = await self.client.post(origin, head, b"", timeout)
             data = await resp.read(timeout)
         except (TimeoutError, UpstreamError) as exc:
             reason = str(exc) or "no answer in time"

@@ -1,0 +1,66 @@
+"""What trips a newcomer, checked as one meets it: help that says what it means, tables that read as
+typed, a probe that works for every wire API, mistakes named with what to do instead."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import HELLO, raw_request, run_cli
+
+
+def test_help_keeps_its_bracketed_words_and_names_every_option(cli):
+    assert "[store] url in config.toml" in " ".join(cli("--help").output.replace("│", " ").split())
+    assert "responses" in cli("providers", "add", "--help").output
+    update = cli("keys", "update", "--help").output
+    for option in ("Requests per minute", "Tokens per minute", "Calls in flight"):
+        assert option in update
+
+
+def test_rules_read_as_they_were_typed(cli):
+    cli("init")
+    cli("providers", "add", "d", "--base-url", "https://d.test/v1")
+    cli("users", "add", "dev@example.com")
+    cli("keys", "create", "--user", "dev@example.com", "--models", "ds,deepseek/*", "--rpm", "10")
+    listed = cli("keys", "list").output
+    assert "models=ds,deepseek/*; rpm=10" in listed.replace("\n", "").replace(" ", "").replace(";", "; ")
+    assert "['" not in listed
+
+
+def test_a_messages_only_provider_is_probed_anthropics_way_and_listed_with_its_apis(hub):
+    probed = run_cli(hub.home, "providers", "test", "claude", env={"UPSTREAM_KEY": hub.upstream.api_key})
+    assert probed.returncode == 0 and "claude: OK" in probed.stdout, probed.stderr
+    asked = hub.upstream.requests[-1]
+    assert asked["path"] == "/v1/models" and asked["headers"]["x-api-key"] == hub.upstream.api_key
+    listed = {p["name"]: p["apis"] for p in json.loads(run_cli(hub.home, "providers", "list", "--json").stdout)}
+    assert listed == {"fake": ["chat"], "claude": ["messages"], "oai": ["responses"]}
+    assert "messages" in run_cli(hub.home, "providers", "list").stdout
+
+
+def test_a_path_missing_or_doubling_v1_is_told_the_url_to_use(gateway):
+    root = f"http://127.0.0.1:{gateway.port}"
+    headers = {"Authorization": f"Bearer {gateway.key}", "Content-Type": "application/json"}
+    body = json.dumps({"model": "deepseek-chat", "messages": HELLO}).encode()
+    for path, right in (
+        ("/chat/completions", "/v1/chat/completions"),
+        ("/v1/v1/chat/completions", "/v1/chat/completions"),
+        ("/v1/v1/messages", "/v1/messages"),
+    ):
+        answer = raw_request("POST", root + path, body, headers)
+        assert answer.status == 404 and right in answer.json()["error"]["message"], path
+
+
+def test_a_base_url_with_the_endpoint_and_a_rule_for_no_model_are_named(cli):
+    cli("init")
+    doubled = cli("providers", "add", "d", "--base-url", "https://d.test/v1/chat/completions", ok=False)
+    assert (
+        doubled.exit_code == 1
+        and "without '/chat/completions'" in doubled.output
+        and "'https://d.test/v1'" in doubled.output
+    )
+    cli("providers", "add", "d", "--base-url", "https://d.test/v1")
+    cli("models", "add", "ds", "--provider", "d", "--input-price", "1", "--output-price", "1")
+    cli("users", "add", "dev@example.com")
+    typo = cli("keys", "create", "--user", "dev@example.com", "--models", "dss")
+    assert "warning: --models 'dss' matches no model served here (models: ds)" in typo.output
+    fine = cli("keys", "create", "--user", "dev@example.com", "--models", "ds,d/*")
+    assert "warning" not in fine.output
