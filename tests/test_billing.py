@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from decimal import Decimal
 
 import openai
 import pytest
@@ -225,7 +226,9 @@ def test_usage_report_agrees_with_the_raw_usage_rows(gateway):
     assert {r["group"]: (r["requests"], r["prompt_tokens"], r["completion_tokens"]) for r in report} == {
         m: v[:3] for m, v in raw.items()
     }
-    assert {r["group"]: r["cost_usd"] for r in report} == {m: format_usd(v[3]) for m, v in raw.items()}
+    assert {r["group"]: Decimal(r["cost_usd"]) for r in report} == {
+        m: Decimal(format_usd(v[3])) for m, v in raw.items()
+    }
     by_user = {r["group"]: r["requests"] for r in gateway.cli.json("usage", "report", "--by", "user")}
     assert by_user == {"dev@example.com": 7, "second@example.com": 3}
     today = time.strftime("%Y-%m-%d", time.gmtime())

@@ -64,3 +64,16 @@ def test_a_base_url_with_the_endpoint_and_a_rule_for_no_model_are_named(cli):
     assert "warning: --models 'dss' matches no model served here (models: ds)" in typo.output
     fine = cli("keys", "create", "--user", "dev@example.com", "--models", "ds,d/*")
     assert "warning" not in fine.output
+
+
+def test_usage_report_says_when_nothing_matches_names_keys_and_agrees_across_formats(gateway):
+    assert "no calls since 2999-01-01 yet" in gateway.cli("usage", "report", "--since", "2999-01-01").stdout
+    unknown = gateway.cli("usage", "report", "--user", "nobody@example.com", ok=False)
+    assert unknown.exit_code == 1 and "nobody@example.com" in unknown.output
+    gateway.client().chat.completions.create(model="deepseek-chat", messages=HELLO)
+    by_key = gateway.cli.json("usage", "report", "--by", "key")
+    assert by_key[0]["group"] == gateway.key_id and by_key[0]["name"] == "test"
+    assert f"{gateway.key_id} (test)" in " ".join(gateway.cli("usage", "report", "--by", "key").stdout.split())
+    free = gateway.cli.json("usage", "report", "--by", "model")
+    table = gateway.cli("usage", "report", "--by", "model").stdout
+    assert free[0]["cost_usd"] in table

@@ -55,10 +55,20 @@ def report(
         except ValueError:
             raise CliError(f"--since must be a date like 2026-11-01, got {since!r}") from None
     with database(ctx) as store:
+        if user is not None:
+            store.get_user(user)  # an unknown email is a one-line error, not an empty report
         rows = store.usage_report(by.value, since=since, user=user)
+        names = {k.id: k.name for k in store.list_keys(user)} if by is GroupBy.key else {}
     costs = [row.pop("cost") or 0 for row in rows]
+    places = max((decimal_places(cost) for cost in costs), default=2)
     for row, cost in zip(rows, costs, strict=True):
-        row["cost_usd"] = format_usd(cost)
+        row["cost_usd"] = format_usd(cost, min_places=places)  # every format gives the same figure
+        if by is GroupBy.key:
+            row["name"] = names.get(row["group"])
+    if not rows and not json and fmt is Format.table:
+        scope = (f" for {user}" if user else "") + (f" since {since}" if since else "")
+        console.print(f"no calls{scope} yet")
+        return
     if json or fmt is Format.json:
         print_json(rows)
     elif fmt is Format.csv:
@@ -67,24 +77,24 @@ def report(
             fieldnames=[
                 *("group", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "estimated"),
                 *("cached_tokens", "cache_write_tokens", "reasoning_tokens"),
+                *(("name",) if by is GroupBy.key else ()),
             ],
         )
         writer.writeheader()
         writer.writerows({name: safe_cell(value) for name, value in row.items()} for row in rows)
     else:
-        places = max((decimal_places(cost) for cost in costs), default=2)
         table = WholeTable(
             *(by.value, "requests", "prompt tokens", "completion tokens", "cost (USD)", "estimated"),
             *("cache read", "cache write", "reasoning"),
             whole=(by.value,),
         )
-        for r, cost in zip(rows, costs, strict=True):
+        for r in rows:
             table.add_row(
-                str(r["group"]),
+                f"{r['group']} ({r['name']})" if r.get("name") else str(r["group"]),
                 str(r["requests"]),
                 str(r["prompt_tokens"]),
                 str(r["completion_tokens"]),
-                format_usd(cost, min_places=places),
+                r["cost_usd"],
                 str(r["estimated"]),
                 str(r["cached_tokens"]),
                 str(r["cache_write_tokens"]),
