@@ -4,6 +4,8 @@ typed, a probe that works for every wire API, mistakes named with what to do ins
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from tests.conftest import HELLO, raw_request, run_cli
 
@@ -77,3 +79,14 @@ def test_usage_report_says_when_nothing_matches_names_keys_and_agrees_across_for
     free = gateway.cli.json("usage", "report", "--by", "model")
     table = gateway.cli("usage", "report", "--by", "model").stdout
     assert free[0]["cost_usd"] in table
+
+
+def test_the_cli_starts_without_the_web_stack_or_the_postgresql_driver():
+    """--version and the account commands start in a fraction of a second: the server, the dashboard
+    and the PostgreSQL driver are imported only by the commands that use them."""
+    probe = (
+        "import sys; from hubproxy.cli import app; "
+        "print(sorted(m for m in ('aiohttp', 'jinja2', 'psycopg', 'jwt') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -24,7 +24,7 @@ from hubproxy.accounts.rules import PolicyError
 from hubproxy.config import Config, ConfigError, Paths
 from hubproxy.money import MoneyError
 from hubproxy.secrets import SecretError
-from hubproxy.store import STORE_ERRORS, Store, open_store
+from hubproxy.store import Store, open_store, store_errors
 from hubproxy.store.records import AccountError, DatabaseError
 
 try:  # Typer 0.2x carries its own copy of click
@@ -58,7 +58,9 @@ class GuardedGroup(TyperGroup):
         except (*USER_ERRORS, CliError) as exc:
             click.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
-        except STORE_ERRORS as exc:
+        except Exception as exc:
+            if not isinstance(exc, store_errors()):
+                raise
             click.echo(f"Error: database problem: {exc}", err=True)
             raise typer.Exit(1) from None
 

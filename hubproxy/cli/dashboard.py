@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from hubproxy.cli.context import CliError, console, load_config, paths
-from hubproxy.dashboard.sessions import LINK_SECONDS, login_link_token
 from hubproxy.running import server_url
 from hubproxy.secrets import admin_token
 
@@ -20,6 +19,8 @@ def dashboard(
     ),
 ) -> None:
     """Print a one-time admin login link (valid 10 minutes); team members log in with email and password."""
+    from hubproxy.dashboard.sessions import LINK_SECONDS, login_link_token  # the web stack: only when asked
+
     config = load_config(ctx)
     if not config.dashboard.enabled:
         raise CliError("the dashboard is off ([dashboard] enabled = false in config.toml)")

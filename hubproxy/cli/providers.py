@@ -6,7 +6,6 @@ import asyncio
 import ssl
 import sys
 
-import aiohttp
 import typer
 
 from hubproxy.cli.context import CliError, WholeTable, console, load_config, paths, print_json, save_config
@@ -23,8 +22,6 @@ from hubproxy.secrets import (
     provider_api_key,
     store_secret,
 )
-from hubproxy.upstream.http import Client
-from hubproxy.upstream.pool import adapter_for
 from hubproxy.upstream.presets import Preset, Prices, get_preset, load_presets
 
 app = typer.Typer(help="Upstream providers (DeepSeek, Qwen, OpenAI, Ollama…).", no_args_is_help=True)
@@ -282,6 +279,9 @@ def upstream_models(ctx: typer.Context, name: str) -> list[dict]:
 
 async def _probe(provider: Provider, key: str | None, connect: float) -> tuple[int, list[dict]]:
     """GET /models through the provider's adapter: its base URL, headers and key, as calls get them."""
+    from hubproxy.upstream.http import Client  # the network stack: only for the commands that call out
+    from hubproxy.upstream.pool import adapter_for
+
     client = Client(connect)
     try:
         status, data = await adapter_for(provider, client).list_models(key, connect + 20)
@@ -337,6 +337,8 @@ def status(
 async def _health(base: str, token: str, trust: ssl.SSLContext | None = None) -> dict:
     """The server's /health detail, asked with the admin token of this hubproxy home (over HTTPS,
     trusting `trust`'s certificate where given)."""
+    import aiohttp  # only for the commands that call out
+
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,

@@ -13,7 +13,6 @@ from hubproxy.config import Config
 from hubproxy.config.paths import REDIS_ENV
 from hubproxy.running import Address, AlreadyServing, ServingMark, display_host
 from hubproxy.secrets import key_variable_unset
-from hubproxy.server.run import check_port, event_loop_policy, listen, run, tls_context
 from hubproxy.store import MissingExtra, is_postgres, open_store, redacted
 
 
@@ -42,6 +41,8 @@ def serve(
     ),
 ) -> None:
     """Run the gateway until Ctrl-C / SIGTERM (in-flight calls drain, every write is flushed)."""
+    from hubproxy.server import run  # the server and its web stack: not for the other commands
+
     where = paths(ctx)
     if database:
         warn_password_in_url(database)
@@ -59,7 +60,7 @@ def serve(
         except ModuleNotFoundError as missing:
             raise MissingExtra("Rate limits in Redis", "postgres", missing) from None
     try:
-        tls = tls_context(config)
+        tls = run.tls_context(config)
     except (OSError, ssl.SSLError) as exc:
         raise CliError(f"cannot serve HTTPS with {config.server.tls_cert} and {config.server.tls_key}: {exc}") from None
     if not where.config.exists():
@@ -97,16 +98,18 @@ def serve_marked(
     mark: ServingMark, config: Config, store: object, host: str, port: int, workers: int, tls: bool
 ) -> None:
     """Listen, say where, leave the address in the home, and run until stopped."""
+    from hubproxy.server import run
+
     where = mark.paths
     try:
         if workers > 1:
-            check_port(host, port)
+            run.check_port(host, port)
             sock = None
         else:
-            sock = listen(host, port)
+            sock = run.listen(host, port)
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    loop_name = event_loop_policy()
+    loop_name = run.event_loop_policy()
     scheme = "https" if tls else "http"
     cert = os.path.abspath(config.server.tls_cert) if tls else None
     mark.announce(Address(os.getpid(), scheme, host, port, workers, cert))
@@ -136,6 +139,6 @@ def serve_marked(
     if config.dashboard.enabled:
         console.print(f"dashboard: {base.removesuffix('/v1')}/  (`hubproxy dashboard` prints an admin login link)")
     try:
-        run(where, config, host, port, workers, sock)
+        run.run(where, config, host, port, workers, sock)
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

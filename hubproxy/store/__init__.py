@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import datetime
@@ -42,15 +43,14 @@ from hubproxy.store.records import (
 )
 
 Committed = Callable[[int | None, BaseException | None], None]
-STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error,)
-try:
-    import psycopg
 
-    STORE_ERRORS += (psycopg.Error,)
-except ImportError:  # installed without the `postgres` extra
-    pass
-"""The backends' own errors that can still reach a command (a disk full mid-write): the CLI shows them
-as one line."""
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """The backends' own errors that can still reach a command (a disk full mid-write), which the CLI
+    shows as one line: PostgreSQL's only once its driver was imported (no PostgreSQL call can have
+    raised one before), so that a command on SQLite never pays for importing it."""
+    psycopg = sys.modules.get("psycopg")
+    return (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
 
 
 class Store(ABC):
@@ -310,7 +310,6 @@ def redacted(url: str) -> str:
 
 
 __all__ = [
-    "STORE_ERRORS",
     "Committed",
     "LimitRefusal",
     "MissingExtra",
@@ -318,4 +317,5 @@ __all__ = [
     "is_postgres",
     "open_store",
     "redacted",
+    "store_errors",
 ]
