@@ -4,8 +4,10 @@ typed, a probe that works for every wire API, mistakes named with what to do ins
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import HELLO, raw_request, run_cli
 
@@ -90,3 +92,18 @@ def test_the_cli_starts_without_the_web_stack_or_the_postgresql_driver():
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_the_test_command_names_what_the_machine_lacks_in_one_line(tmp_path):
+    """.ci/run checks its requirements before installing anything: here a machine without npm."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(Path(sys.executable).resolve())  # the interpreter itself, not a shim
+    for tool in ("dirname", "timeout", "openssl", "bash"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    script = Path(__file__).parent.parent / ".ci" / "run"
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path)}
+    result = subprocess.run([shutil.which("bash"), str(script)], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(".ci/run: npm is missing: install Node.js 20 with npm")
