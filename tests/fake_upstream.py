@@ -89,6 +89,20 @@ def count_prompt_words(body: dict) -> int:
     return len(str(prompt).split())
 
 
+THINKING_BLOCK = {"type": "thinking", "thinking": "let me think", "signature": "sig-from-anthropic"}
+REASONING_ITEM = {
+    "id": "rs_up",
+    "type": "reasoning",
+    "summary": [{"type": "summary_text", "text": "thought it over"}],
+    "encrypted_content": "enc-from-openai",
+}
+
+
+def thinks(body: dict) -> bool:
+    """A Messages request with thinking on: the answer starts with a signed thinking block."""
+    return isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled"
+
+
 def image_parts(body: dict) -> int:
     """Image parts in a chat body, as any JSON parser reads them (escaped keys and all)."""
     return sum(
@@ -415,6 +429,8 @@ class FakeUpstream:
         message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "stop_sequence": None}
         if not body.get("stream"):
             content = [{"type": "text", "text": REPLY}]
+            if thinks(body):
+                content.insert(0, dict(THINKING_BLOCK))
             answer = {
                 **message,
                 "content": content,
@@ -430,9 +446,20 @@ class FakeUpstream:
 
         start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
         await send("message_start", {"type": "message_start", "message": start})
+        text_index = 0
+        if thinks(body):  # a thinking block first, its signature last, as Anthropic streams it
+            block = {"type": "thinking", "thinking": "", "signature": ""}
+            await send("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
+            for delta in (
+                {"type": "thinking_delta", "thinking": THINKING_BLOCK["thinking"]},
+                {"type": "signature_delta", "signature": THINKING_BLOCK["signature"]},
+            ):
+                await send("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+            await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+            text_index = 1
         await send(
             "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {"type": "content_block_start", "index": text_index, "content_block": {"type": "text", "text": ""}},
         )
         await send("ping", {"type": "ping"})
         if model == "die-mid-stream":  # a long answer cut before `message_delta` ever comes
@@ -443,8 +470,8 @@ class FakeUpstream:
             return resp
         for word in words:
             delta = {"type": "text_delta", "text": word + " "}
-            await send("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
-        await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+            await send("content_block_delta", {"type": "content_block_delta", "index": text_index, "delta": delta})
+        await send("content_block_stop", {"type": "content_block_stop", "index": text_index})
         final = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}}
         await send("message_delta", {**final, "usage": {"output_tokens": len(words)}})
         await send("message_stop", {"type": "message_stop"})
@@ -469,6 +496,9 @@ class FakeUpstream:
         }
         text = {"type": "output_text", "text": REPLY, "annotations": []}
         item = {"id": "msg_up", "type": "message", "status": "completed", "role": "assistant", "content": [text]}
+        output = [item]
+        if "reasoning.encrypted_content" in (body.get("include") or []):
+            output.insert(0, dict(REASONING_ITEM))
         response = {
             **RESPONSE_DEFAULTS,
             "id": "resp_up",
@@ -476,7 +506,7 @@ class FakeUpstream:
             "completed_at": 2,
             "status": "completed",
             "model": body.get("model"),
-            "output": [item],
+            "output": output,
             "usage": usage,
         }
         if not body.get("stream"):
@@ -496,16 +526,20 @@ class FakeUpstream:
 
         started = {**response, "status": "in_progress", "completed_at": None, "output": [], "usage": None}
         await send("response.created", {"response": started})
-        where = {"item_id": "msg_up", "output_index": 0}
+        at = len(output) - 1  # the message's index, after any reasoning item
+        if at:
+            await send("response.output_item.added", {"output_index": 0, "item": {**REASONING_ITEM, "summary": []}})
+            await send("response.output_item.done", {"output_index": 0, "item": REASONING_ITEM})
+        where = {"item_id": "msg_up", "output_index": at}
         await send(
-            "response.output_item.added", {"output_index": 0, "item": {**item, "status": "in_progress", "content": []}}
+            "response.output_item.added", {"output_index": at, "item": {**item, "status": "in_progress", "content": []}}
         )
         await send("response.content_part.added", {**where, "content_index": 0, "part": {**text, "text": ""}})
         for word in REPLY.split():
             await send("response.output_text.delta", {**where, "content_index": 0, "delta": word + " "})
         await send("response.output_text.done", {**where, "content_index": 0, "text": REPLY})
         await send("response.content_part.done", {**where, "content_index": 0, "part": text})
-        await send("response.output_item.done", {"output_index": 0, "item": item})
+        await send("response.output_item.done", {"output_index": at, "item": item})
         await send("response.completed", {"response": response})
         return resp
 

@@ -288,7 +288,8 @@ def test_answers_conform_to_the_open_responses_specification(hub, model, stream)
         assert resource["reasoning"] == {"effort": "low", "summary": None}
         assert resource["tools"][0]["name"] == "get_weather" and resource["tools"][0]["strict"] is None
     kinds = [item["type"] for item in resource["output"]]
-    expected = {"tools": ["function_call"], "reasoning": ["reasoning", "message"]}.get(model, ["message"])
+    thinks = ["reasoning", "message"]  # `reasoning` asked: chat's reasoning_effort, Anthropic's thinking
+    expected = {"tools": ["function_call"], "reasoning": thinks, "claude-native": thinks}.get(model, ["message"])
     assert kinds == expected
 
 

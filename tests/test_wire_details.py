@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.conftest import HELLO, raw_request
-from tests.fake_upstream import REPLY
+from tests.fake_upstream import REASONING_ITEM, REPLY, THINKING_BLOCK
 from tests.open_responses import resource_problems
 
 PRICES = ["--input-price", "0.27", "--output-price", "1.10"]
@@ -137,3 +137,62 @@ def test_a_limit_below_the_responses_minimum_goes_up_as_16_and_the_answer_is_cut
     assert len(text.split()) == 1 and chunks[-1].choices[0].finish_reason == "length"
     probe = claude.messages.create(model="gpt-native", max_tokens=1, messages=HELLO)  # Claude Code's probe
     assert probe.stop_reason == "max_tokens" and len(probe.content[0].text) < len(REPLY)
+
+
+def messages_sent(hub) -> list[dict]:
+    return [r["body"] for r in hub.upstream.requests if r["path"] == "/v1/messages"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropics_signed_thinking_goes_to_a_responses_client_and_back(hub, stream):
+    """Codex (Responses) on Claude with reasoning on: the signed thinking block comes back as the
+    reasoning item's encrypted_content, and the next turn gives Anthropic the block it signed."""
+    client = hub.client()
+    first = [{"role": "user", "content": "what is the weather?"}]
+    ask = {"model": "claude-native", "reasoning": {"effort": "medium"}, "max_output_tokens": 9000}
+    if stream:
+        events = list(client.responses.create(input=first, stream=True, **ask))
+        output = events[-1].response.output
+    else:
+        output = client.responses.create(input=first, **ask).output
+    assert messages_sent(hub)[-1]["thinking"] == {"type": "enabled", "budget_tokens": 8192}
+    item = next(i for i in output if i.type == "reasoning")
+    assert item.encrypted_content and item.encrypted_content.startswith("hubproxy-anthropic:")
+    again = [*first, *(i.model_dump(exclude_none=True) for i in output), {"role": "user", "content": "and now?"}]
+    client.responses.create(input=again, **ask)
+    assistant = next(m for m in messages_sent(hub)[-1]["messages"] if m["role"] == "assistant")
+    assert assistant["content"][0] == THINKING_BLOCK  # as Anthropic signed it
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_responses_upstreams_encrypted_reasoning_goes_to_a_messages_client_and_back(hub, claude, stream):
+    """Claude Code (Messages) on a Responses-only model with thinking on: the reasoning item's
+    encrypted_content comes back as the thinking block's signature, and goes up again next turn."""
+    ask = {"model": "gpt-native", "max_tokens": 9000, "thinking": {"type": "enabled", "budget_tokens": 2000}}
+    first = [{"role": "user", "content": "what is the weather?"}]
+    if stream:
+        with claude.messages.stream(messages=first, **ask) as events:
+            answer = events.get_final_message()
+    else:
+        answer = claude.messages.create(messages=first, **ask)
+    sent = [r["body"] for r in hub.upstream.requests if r["path"] == "/v1/responses"]
+    assert sent[-1]["include"] == ["reasoning.encrypted_content"]
+    thinking = answer.content[0]
+    assert (
+        thinking.type == "thinking" and thinking.signature == "hubproxy-openai:" + REASONING_ITEM["encrypted_content"]
+    )
+    turn = {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in answer.content]}
+    claude.messages.create(messages=[*first, turn, {"role": "user", "content": "and now?"}], **ask)
+    again = [r["body"] for r in hub.upstream.requests if r["path"] == "/v1/responses"][-1]["input"]
+    reasoning = [item for item in again if item.get("type") == "reasoning"]
+    assert reasoning == [
+        {"type": "reasoning", "summary": REASONING_ITEM["summary"], "encrypted_content": "enc-from-openai"}
+    ]
+
+
+def test_reasoning_of_one_vendor_never_reaches_a_chat_upstream(hub, claude):
+    signed = {"type": "thinking", "thinking": "x", "signature": "hubproxy-openai:enc"}
+    turn = {"role": "assistant", "content": [signed, {"type": "text", "text": "hi"}]}
+    claude.messages.create(model="deepseek-chat", max_tokens=50, messages=[*HELLO, turn, *HELLO])
+    sent = [r for r in hub.upstream.requests if r["path"] == "/v1/chat/completions"][-1]
+    assert b"reasoning_encrypted" not in sent["raw"]

@@ -6,7 +6,8 @@ reaches every upstream format. Messages wants what chat leaves optional, so `max
 DEFAULT_MAX_TOKENS (the default of `[billing] default_max_tokens`, which the hold was sized by), turns
 alternate (consecutive messages of one role are merged) and tool results travel in user turns.
 `reasoning_content` sent back by a chat client is dropped: Anthropic accepts only the thinking
-blocks it signed itself.
+blocks it signed itself, which travel packed in `reasoning_encrypted` (`reasoning.py`) and go back
+to it as they came.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import time
 import msgspec
 import orjson
 
-from hubproxy.protocols import FINAL, Usage, answered_model
+from hubproxy.protocols import FINAL, Usage, answered_model, reasoning
 from hubproxy.protocols import anthropic_messages as messages
 from hubproxy.protocols import openai_chat as chat
 
 DEFAULT_MAX_TOKENS = 4096
+# chat's `reasoning_effort` as Anthropic's thinking budget (the inverse of messages_chat.reasoning_effort)
+THINKING_BUDGETS = {"low": 2048, "medium": 8192, "high": 24576}
+MIN_THINKING_BUDGET = 1024
 FINISH_REASONS = {"end_turn": "stop", "max_tokens": "length", "tool_use": "tool_calls", "stop_sequence": "stop"}
 FINISH_REASONS["refusal"] = "content_filter"
 
@@ -57,7 +61,7 @@ def blocks_of(message: dict) -> list[dict]:
             "content": chat.content_text(content),
         }
         return [result]
-    blocks: list[dict] = []
+    blocks: list[dict] = reasoning.anthropic_blocks(message.get(reasoning.FIELD)) if role == "assistant" else []
     if isinstance(content, str) and content:
         blocks.append({"type": "text", "text": content})
     elif isinstance(content, list):
@@ -112,6 +116,9 @@ def to_messages(raw: bytes, upstream_model: str, stream: bool) -> bytes:
         "max_tokens": doc.get("max_completion_tokens") or doc.get("max_tokens") or DEFAULT_MAX_TOKENS,
         "messages": turns,
     }
+    budget = min(THINKING_BUDGETS.get(doc.get("reasoning_effort"), 0), out["max_tokens"] - 1)
+    if budget >= MIN_THINKING_BUDGET:  # Anthropic's minimum; below the answer's limit, as it requires
+        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
     if any("cache_control" in block for block in system):
         out["system"] = system
     elif system:
@@ -163,6 +170,9 @@ def from_messages(document: dict, model: str, cost: int | None) -> bytes:
     message: dict = {"role": "assistant", "content": "".join(text) or None}
     if thinking:
         message["reasoning_content"] = "".join(thinking)
+    signed = reasoning.from_anthropic([b for b in document.get("content") or () if isinstance(b, dict)])
+    if signed:
+        message[reasoning.FIELD] = signed
     if calls:
         message["tool_calls"] = calls
     usage = chat.usage_object(messages.read_usage(document.get("usage")))
@@ -191,6 +201,8 @@ class MessagesStreamAsChat(chat.ChunkWriter):
         super().__init__(model, client_wants_usage)
         self.counted = messages.StreamUsage()
         self.tools: dict[int, int] = {}  # block index → tool_calls index
+        self.thinking: list[dict] = []  # the thinking blocks so far, as Anthropic sent them
+        self.in_thinking = False  # the open block is a thinking block
 
     @property
     def usage(self) -> Usage | None:
@@ -212,6 +224,9 @@ class MessagesStreamAsChat(chat.ChunkWriter):
             return self.chunk({"role": "assistant", "content": ""})
         if kind == "content_block_start":
             block = data.get("content_block") or {}
+            self.in_thinking = block.get("type") in reasoning.THINKING_BLOCKS
+            if self.in_thinking:
+                self.thinking.append(dict(block))
             if block.get("type") != "tool_use":
                 return None
             position = self.tools[data.get("index", 0)] = len(self.tools)
@@ -220,6 +235,9 @@ class MessagesStreamAsChat(chat.ChunkWriter):
             return self.chunk({"tool_calls": [call]})
         if kind == "content_block_delta":
             return self._delta(data.get("index", 0), data.get("delta") or {})
+        if kind == "content_block_stop" and self.in_thinking:
+            self.in_thinking = False  # the blocks so far, packed: the last such chunk has them all
+            return self.chunk({reasoning.FIELD: reasoning.from_anthropic(self.thinking)})
         if kind == "message_delta":
             self.counted.add(data.get("usage"), True)
             self.finish = FINISH_REASONS.get((data.get("delta") or {}).get("stop_reason"), "stop")
@@ -236,7 +254,12 @@ class MessagesStreamAsChat(chat.ChunkWriter):
         if kind == "text_delta":
             return self.chunk({"content": delta.get("text", "")})
         if kind == "thinking_delta":
+            if self.in_thinking:
+                self.thinking[-1]["thinking"] = self.thinking[-1].get("thinking", "") + delta.get("thinking", "")
             return self.chunk({"reasoning_content": delta.get("thinking", "")})
+        if kind == "signature_delta" and self.in_thinking:
+            self.thinking[-1]["signature"] = delta.get("signature", "")
+            return None
         if kind == "input_json_delta" and index in self.tools:
             call = {"index": self.tools[index], "function": {"arguments": delta.get("partial_json", "")}}
             return self.chunk({"tool_calls": [call]})

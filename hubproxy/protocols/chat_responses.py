@@ -16,7 +16,7 @@ import time
 import msgspec
 import orjson
 
-from hubproxy.protocols import FINAL, answered_model
+from hubproxy.protocols import FINAL, answered_model, reasoning
 from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols import openai_responses as responses
 
@@ -34,6 +34,11 @@ def input_item(message: dict) -> list[dict]:
             }
         ]
     items: list[dict] = []
+    encrypted = reasoning.openai_encrypted(message.get(reasoning.FIELD)) if role == "assistant" else None
+    if encrypted:  # the upstream's own reasoning item, back to it as it came
+        thought = message.get("reasoning_content") if isinstance(message.get("reasoning_content"), str) else ""
+        summary = [{"type": "summary_text", "text": thought}] if thought else []
+        items.append({"type": "reasoning", "summary": summary, "encrypted_content": encrypted})
     if isinstance(content, list) and role == "user":
         parts = []
         for part in content:
@@ -91,6 +96,7 @@ def to_responses(raw: bytes, upstream_model: str, stream: bool) -> bytes:
             out["tool_choice"] = choice
     if isinstance(doc.get("reasoning_effort"), str):
         out["reasoning"] = {"effort": doc["reasoning_effort"]}
+        out["include"] = ["reasoning.encrypted_content"]  # nothing is stored upstream: the reasoning comes back
     response_format = doc.get("response_format") or {}
     if response_format.get("type") == "json_schema":
         out["text"] = {"format": {"type": "json_schema", **(response_format.get("json_schema") or {})}}
@@ -117,13 +123,15 @@ def cut_text(text: str, limit: int | None, output_tokens: int) -> str:
 
 
 def from_responses(document: dict, model: str, cost: int | None, limit: int | None = None) -> bytes:
-    text, reasoning, calls = [], [], []
+    text, thought, calls = [], [], []
+    signed = None
     for item in document.get("output") or ():
         kind = item.get("type")
         if kind == "message":
             text.extend(p.get("text", "") for p in item.get("content") or () if p.get("type") == "output_text")
         elif kind == "reasoning":
-            reasoning.extend(p.get("text", "") for p in item.get("summary") or ())
+            thought.extend(p.get("text", "") for p in item.get("summary") or ())
+            signed = reasoning.from_openai(item.get("encrypted_content")) or signed
         elif kind in ("function_call", "custom_tool_call"):
             arguments = (
                 item.get("arguments")
@@ -141,8 +149,10 @@ def from_responses(document: dict, model: str, cost: int | None, limit: int | No
     content = cut_text("".join(text), limit, tokens.output if tokens else 0)
     cut = content != "".join(text)
     message: dict = {"role": "assistant", "content": content or None}
-    if reasoning:
-        message["reasoning_content"] = "".join(reasoning)
+    if thought:
+        message["reasoning_content"] = "".join(thought)
+    if signed:
+        message[reasoning.FIELD] = signed
     if calls:
         message["tool_calls"] = calls
     finish = "tool_calls" if calls else ("length" if document.get("status") == "incomplete" or cut else "stop")
@@ -169,6 +179,7 @@ class ResponsesStreamAsChat(chat.ChunkWriter):
         self.calls: dict[str, int] = {}  # item id → tool_calls index
         self.limit = limit  # the client's own limit, where it is below what went up
         self.cut = False
+        self.thought_streamed = False  # the reasoning item now open sent its summary as deltas
 
     def read(self, raw_event: bytes, payload: bytes | None) -> bytes | object | None:
         if payload is None:
@@ -191,7 +202,20 @@ class ResponsesStreamAsChat(chat.ChunkWriter):
             return self.chunk({"content": data.get("delta", "")})
         if kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
             self.output_events += 1
+            self.thought_streamed = True
             return self.chunk({"reasoning_content": data.get("delta", "")})
+        if kind == "response.output_item.done" and (data.get("item") or {}).get("type") == "reasoning":
+            item, delta = data["item"], {}
+            if not self.thought_streamed:  # a summary that came whole, with the item
+                summary = item.get("summary") if isinstance(item.get("summary"), list) else ()
+                thought = "".join(str(p.get("text", "")) for p in summary if isinstance(p, dict))
+                if thought:
+                    delta["reasoning_content"] = thought
+            self.thought_streamed = False
+            signed = reasoning.from_openai(item.get("encrypted_content"))
+            if signed:
+                delta[reasoning.FIELD] = signed
+            return self.chunk(delta) if delta else None
         if kind == "response.output_item.added" and (data.get("item") or {}).get("type") == "function_call":
             item = data["item"]
             position = self.calls[item.get("id", "")] = len(self.calls)

@@ -17,7 +17,7 @@ import re
 
 import orjson
 
-from hubproxy.protocols import FINAL, Usage, answered_model
+from hubproxy.protocols import FINAL, Usage, answered_model, reasoning
 from hubproxy.protocols import anthropic_messages as messages
 from hubproxy.protocols import openai_chat as chat
 
@@ -95,6 +95,8 @@ def assistant_message(content: list) -> dict:
             texts.append(block.get("text", ""))
         elif kind == "thinking":
             thinking.append(block.get("thinking", ""))
+            if reasoning.is_token(block.get("signature")):  # an upstream's own reasoning: back to it
+                message[reasoning.FIELD] = block["signature"]
         elif kind == "tool_use":
             arguments = orjson.dumps(block.get("input") or {}).decode()
             call = {"id": safe_id(block.get("id")), "type": "function"}
@@ -207,9 +209,11 @@ def from_chat(document: dict, model: str) -> bytes:
     choice = (document.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     content: list[dict] = []
-    reasoning = message.get("reasoning_content")
-    if isinstance(reasoning, str) and reasoning:
-        content.append({"type": "thinking", "thinking": reasoning, "signature": signature(reasoning)})
+    thought = message.get("reasoning_content") if isinstance(message.get("reasoning_content"), str) else ""
+    signed = message.get(reasoning.FIELD)
+    if thought or reasoning.is_token(signed):
+        sig = signed if reasoning.is_token(signed) else signature(thought)
+        content.append({"type": "thinking", "thinking": thought, "signature": sig})
     if isinstance(message.get("content"), str) and message["content"]:
         content.append({"type": "text", "text": message["content"]})
     for call in message.get("tool_calls") or []:
@@ -257,6 +261,7 @@ class ChatStreamAsMessages:
         "model",
         "output_events",
         "prompt_tokens",
+        "signed",
         "started",
         "stop_reason",
         "thinking",
@@ -273,6 +278,7 @@ class ChatStreamAsMessages:
         self.block: str | None = None  # the open block's kind
         self.index = -1
         self.thinking: list[str] = []
+        self.signed: str | None = None  # the upstream's own reasoning, packed, for the thinking block's signature
         self.tools: dict[int, int] = {}  # chat tool-call index → block index
         self.stop_reason: object = None  # the upstream's finish_reason
 
@@ -329,7 +335,8 @@ class ChatStreamAsMessages:
             return b""
         out = b""
         if self.block == "thinking":
-            sig = {"type": "signature_delta", "signature": signature("".join(self.thinking))}
+            sig = {"type": "signature_delta", "signature": self.signed or signature("".join(self.thinking))}
+            self.signed = None
             out = event("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": sig})
             self.thinking = []
         self.block = None
@@ -341,12 +348,16 @@ class ChatStreamAsMessages:
 
     def _delta(self, delta: dict) -> bytes:
         out = b""
-        reasoning = delta.get("reasoning_content")
-        if isinstance(reasoning, str) and reasoning:
+        thought = delta.get("reasoning_content")
+        signed = delta.get(reasoning.FIELD)
+        if (isinstance(thought, str) and thought) or reasoning.is_token(signed):
             if self.block != "thinking":
                 out += self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
-            self.thinking.append(reasoning)
-            out += self._emit({"type": "thinking_delta", "thinking": reasoning})
+            if reasoning.is_token(signed):
+                self.signed = signed
+        if isinstance(thought, str) and thought:
+            self.thinking.append(thought)
+            out += self._emit({"type": "thinking_delta", "thinking": thought})
         text = delta.get("content")
         if isinstance(text, str) and text:
             if self.block != "text":
@@ -396,8 +407,12 @@ class MessagesViaChat:
         stream_usage: bool,
         stream: bool,
         headers: object,
+        pivot: bool = False,
     ) -> tuple[str, str, bytes, bytes]:
-        return API, PATH, to_chat(raw, upstream_model, stream, stream_usage), b""
+        """The request as chat; `pivot`: for another translator (which takes reasoning of its upstream's
+        back), not for a chat upstream (which would refuse the field)."""
+        body = to_chat(raw, upstream_model, stream, stream_usage)
+        return API, PATH, body if pivot else reasoning.without_field(body), b""
 
     def stream_watch(self, fields: messages.MessagesFields, prompt_tokens: int) -> ChatStreamAsMessages:
         return ChatStreamAsMessages(fields.model, prompt_tokens)

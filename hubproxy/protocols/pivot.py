@@ -79,7 +79,7 @@ class Through:
     def upstream_request(
         self, raw: bytes, fields: object, upstream_model: str, stream_usage: bool, stream: bool, headers: object
     ) -> tuple[str, str, bytes, bytes]:
-        _, _, as_chat, _ = self.client_leg.upstream_request(raw, fields, upstream_model, True, stream, headers)
+        _, _, as_chat, _ = self.client_leg.upstream_request(raw, fields, upstream_model, True, stream, headers, True)
         chat_request = chat.CHAT.read(as_chat)
         return self.upstream_leg.upstream_request(as_chat, chat_request, upstream_model, stream_usage, stream, headers)
 

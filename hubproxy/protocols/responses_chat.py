@@ -18,7 +18,7 @@ import time
 import orjson
 
 from hubproxy.errors import invalid_request
-from hubproxy.protocols import FINAL, Usage, answered_model
+from hubproxy.protocols import FINAL, Usage, answered_model, reasoning
 from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols import openai_responses as responses
 
@@ -92,8 +92,19 @@ def chat_history(doc: dict) -> list[dict]:
             output = item.get("output")
             text = output if isinstance(output, str) else text_of(output)
             history.append({"role": "tool", "tool_call_id": str(item.get("call_id", "")), "content": text})
-        elif kind == "reasoning":
-            continue  # the upstream's own reasoning is not taken back by chat APIs here
+        elif kind == "reasoning" and reasoning.is_token(item.get("encrypted_content")):
+            summary = item.get("summary")
+            thought = (
+                "".join(p.get("text", "") for p in summary if isinstance(p, dict)) if isinstance(summary, list) else ""
+            )
+            history.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "reasoning_content": thought,
+                    reasoning.FIELD: item["encrypted_content"],
+                }
+            )  # reasoning of ours to take back: to the upstream that made it, through its translator
     return history
 
 
@@ -205,8 +216,13 @@ def message_item(text: str, item_id: str | None = None, status: str = "completed
     return {"id": item_id or new_id("msg"), "type": "message", "status": status, "role": "assistant", "content": [part]}
 
 
-def reasoning_item(text: str, item_id: str | None = None) -> dict:
-    return {"id": item_id or new_id("rs"), "type": "reasoning", "summary": [{"type": "summary_text", "text": text}]}
+def reasoning_item(text: str, item_id: str | None = None, encrypted: object = None) -> dict:
+    """A reasoning item; `encrypted`: the upstream's own reasoning, packed (`reasoning.py`), which the
+    client sends back as it is."""
+    item = {"id": item_id or new_id("rs"), "type": "reasoning", "summary": [{"type": "summary_text", "text": text}]}
+    if reasoning.is_token(encrypted):
+        item["encrypted_content"] = encrypted
+    return item
 
 
 def response_resource(
@@ -215,7 +231,7 @@ def response_resource(
     """The `response` object with every field the Open Responses `ResponseResource` requires
     (https://www.openresponses.org, OpenAPI document 2026-04-24, read 2026-12-02); `doc` is what the
     request set that the answer echoes (see `requested`)."""
-    reasoning = doc.get("reasoning") or {}
+    settings = doc.get("reasoning") or {}
     return {
         "id": response_id,
         "object": "response",
@@ -238,7 +254,7 @@ def response_resource(
         "frequency_penalty": doc.get("frequency_penalty", 0.0),
         "top_logprobs": doc.get("top_logprobs", 0),
         "temperature": doc.get("temperature", 1.0),
-        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+        "reasoning": {"effort": settings.get("effort"), "summary": settings.get("summary")},
         "user": doc.get("user"),
         "usage": responses_usage(usage) if status != "in_progress" else None,
         "max_output_tokens": doc.get("max_output_tokens"),
@@ -257,8 +273,9 @@ def from_chat(document: dict, request: dict, model: str) -> bytes:
     message = choice.get("message") or {}
     freeform = freeform_names(request)
     output: list[dict] = []
-    if isinstance(message.get("reasoning_content"), str) and message["reasoning_content"]:
-        output.append(reasoning_item(message["reasoning_content"]))
+    thought = message.get("reasoning_content") if isinstance(message.get("reasoning_content"), str) else ""
+    if thought or reasoning.is_token(message.get(reasoning.FIELD)):
+        output.append(reasoning_item(thought, encrypted=message.get(reasoning.FIELD)))
     if isinstance(message.get("content"), str) and message["content"]:
         output.append(message_item(message["content"]))
     for call in message.get("tool_calls") or ():
@@ -367,7 +384,7 @@ class ChatStreamAsResponses:
             out += self.event("response.output_text.done", {**where, "content_index": 0, "text": text, "logprobs": []})
             out += self.event("response.content_part.done", {**where, "content_index": 0, "part": done["content"][0]})
         elif kind == "reasoning":
-            done = reasoning_item(text, item["id"])
+            done = reasoning_item(text, item["id"], self.open.get("encrypted"))
             out += self.event("response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text})
             out += self.event(
                 "response.reasoning_summary_part.done", {**where, "summary_index": 0, "part": done["summary"][0]}
@@ -386,11 +403,15 @@ class ChatStreamAsResponses:
 
     def _delta(self, delta: dict) -> bytes:
         out = b""
-        reasoning = delta.get("reasoning_content")
-        if isinstance(reasoning, str) and reasoning:
+        thought = delta.get("reasoning_content")
+        signed = delta.get(reasoning.FIELD)
+        if (isinstance(thought, str) and thought) or reasoning.is_token(signed):
             if self.open is None or self.open["kind"] != "reasoning":
                 out += self._open_item("reasoning", {"id": new_id("rs"), "type": "reasoning", "summary": []})
-            out += self._text(reasoning, "response.reasoning_summary_text.delta", {"summary_index": 0})
+            if reasoning.is_token(signed):
+                self.open["encrypted"] = signed
+        if isinstance(thought, str) and thought:
+            out += self._text(thought, "response.reasoning_summary_text.delta", {"summary_index": 0})
         text = delta.get("content")
         if isinstance(text, str) and text:
             if self.open is None or self.open["kind"] != "message":
@@ -455,8 +476,12 @@ class ResponsesViaChat:
         stream_usage: bool,
         stream: bool,
         headers: object,
+        pivot: bool = False,
     ) -> tuple[str, str, bytes, bytes]:
-        return API, PATH, to_chat(raw, upstream_model, stream, stream_usage), b""
+        """The request as chat; `pivot`: for another translator (which takes reasoning of its upstream's
+        back), not for a chat upstream (which would refuse the field)."""
+        body = to_chat(raw, upstream_model, stream, stream_usage)
+        return API, PATH, body if pivot else reasoning.without_field(body), b""
 
     def stream_watch(self, fields: responses.ResponsesFields, prompt_tokens: int) -> ChatStreamAsResponses:
         return ChatStreamAsResponses(requested(fields), fields.model)
