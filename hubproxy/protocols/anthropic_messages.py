@@ -68,7 +68,7 @@ class Block(msgspec.Struct):
 
 
 class Message(msgspec.Struct):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]  # Claude Code 2.1 puts system reminders in the messages
     content: str | list[Block]
 
 
