@@ -25,7 +25,9 @@ import pytest
 import tomli_w
 
 from bench.history import seed_history
+from hubproxy.money import format_usd
 from tests.conftest import BACKENDS, HELLO, raw_request, wait_for
+from tests.fake_upstream import REPLY
 
 CHROMIUM = os.environ.get("HUBPROXY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
@@ -589,3 +591,98 @@ def test_the_admin_links_token_stays_out_of_the_access_log(gateway, cli):
     token = link.split("token=", 1)[1]
     log = wait_for(lambda: "/login/link" in gateway.log() and gateway.log())
     assert token not in log
+
+
+def test_amounts_show_the_precision_they_need_and_the_chart_keeps_models_apart():
+    from datetime import date
+
+    from hubproxy.dashboard.charts import spend_by_day
+    from hubproxy.dashboard.views import usd
+
+    assert usd(12_000_000) == "$0.000012"  # a cheap model's spend, never $0.0000
+    assert usd(5 * 10**12, 2) == "$5.00" and usd(0) == "$0.0000"
+    _, legend = spend_by_day({"2026-12-07": {f"m{i}": (20 - i) * 10**12 for i in range(15)}}, date(2026, 12, 7))
+    assert [series for _, series in legend] == list(range(12)) and legend[-1][0] == "other models"
+    css = (Path(__file__).parent.parent / "hubproxy/dashboard/static/style.css").read_text()
+    series = re.findall(r"--s\d+: (#[0-9a-f]{6})", css)
+    assert len(series) == 12 and len(set(series)) == 12 and "#e5484d" not in series  # red means failures
+
+
+def test_an_unknown_page_is_a_page_for_a_browser_and_json_for_a_client(gateway):
+    browser_like = raw_request("GET", base(gateway) + "/no-such-page", headers={"Accept": "text/html"})
+    assert browser_like.status == 404 and browser_like.headers["content-type"].startswith("text/html")
+    assert b"no page at /no-such-page" in browser_like.body
+    client = raw_request("GET", base(gateway) + "/no-such-page")
+    assert client.status == 404 and client.json()["error"]["code"] == "not_found"
+
+
+def test_tables_fit_a_laptop_and_a_phone(browser, gateway, cli):
+    for _ in range(3):
+        gateway.client().chat.completions.create(model="deepseek-chat", messages=HELLO)
+    laptop = browser.new_context(viewport={"width": 1280, "height": 800})
+    laptop.new_page().goto(admin_link(cli, gateway))  # the admin's session, for both screens
+    session = laptop.storage_state()
+    laptop.close()
+    for width, height in ((1280, 800), (390, 844)):
+        context = browser.new_context(viewport={"width": width, "height": height}, storage_state=session)
+        page = context.new_page()
+        page.goto(base(gateway) + "/usage")
+        box = page.evaluate(
+            "() => { const s = document.querySelector('.scroll'); return [s.scrollWidth, s.clientWidth] }"
+        )
+        assert box[0] <= box[1], (width, box)  # Cost and Latency in view: nothing behind a scrollbar
+        assert page.evaluate("() => document.scrollingElement.scrollWidth <= window.innerWidth"), width
+        assert page.locator("td[data-label=Cost]").first.is_visible()
+        assert page.locator("td[data-label=Latency]").first.is_visible()
+        context.close()
+
+
+def test_the_admin_adds_a_user_and_sets_a_password_from_the_dashboard(gateway, cli):
+    admin = raw_request("GET", admin_link(cli, gateway)).headers["set-cookie"].split(";")[0]
+    csrf = csrf_in(raw_request("GET", base(gateway) + "/admin/users", headers={"Cookie": admin}).body.decode())
+    fields = {"csrf": csrf, "email": "new@example.com", "balance": "2.50", "password": PASSWORD}
+    added = raw_request(
+        "POST", base(gateway) + "/admin/users", urllib.parse.urlencode(fields).encode(), {**FORM, "Cookie": admin}
+    )
+    assert added.status == 303
+    assert balance_of(gateway, "new@example.com") == 2_500_000_000_000
+    wait_for(lambda: post_login(gateway, {"email": "new@example.com", "password": PASSWORD}).status == 303)
+    user_id = cli.json("users", "list")[-1]["id"]
+    fields = {"csrf": csrf, "password": "another good one"}
+    path = f"/admin/users/{user_id}/password"
+    assert (
+        raw_request(
+            "POST", base(gateway) + path, urllib.parse.urlencode(fields).encode(), {**FORM, "Cookie": admin}
+        ).status
+        == 303
+    )
+    time.sleep(1.5)  # the server learns of the new password from the change feed
+    assert post_login(gateway, {"email": "new@example.com", "password": "another good one"}).status == 303
+    short = {"csrf": csrf, "password": "x"}
+    refused = raw_request(
+        "POST", base(gateway) + path, urllib.parse.urlencode(short).encode(), {**FORM, "Cookie": admin}
+    )
+    assert refused.status == 400
+
+
+def test_a_user_sees_their_models_and_prices_and_sends_a_test_request(browser, gateway, cli, tmp_path):
+    set_password(cli, "dev@example.com")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    log_in(page, gateway, "dev@example.com")
+    page.click("nav >> text=Models")
+    row = page.locator("tr", has=page.locator("code", has_text="deepseek-chat")).first
+    assert "$0.27" in row.inner_text() and "$1.10" in row.inner_text()
+    before = balance_of(gateway, "dev@example.com")
+    page.select_option("#test-form select[name=model]", "deepseek-chat")
+    page.fill("#test-form textarea[name=prompt]", "say hello to me")
+    page.click("#test-form button[type=submit]")
+    result = page.locator("#test-result").inner_text()
+    assert REPLY in result and "Tokens in / out" in result
+    cost = page.locator("#test-cost").inner_text()
+    shot(page, "models", tmp_path)
+    context.close()
+    spent = before - balance_of(gateway, "dev@example.com")
+    assert spent > 0 and cost == "$" + format_usd(spent, min_places=1)
+    keys = cli.json("keys", "list", "--user", "dev@example.com")
+    assert [k["status"] for k in keys if k["name"] == "dashboard test"] == ["revoked"]

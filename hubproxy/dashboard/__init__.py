@@ -14,7 +14,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from hubproxy.dashboard import admin, pages
+from hubproxy.dashboard import admin, models, pages, views
 from hubproxy.dashboard.views import FILTERS
 from hubproxy.ratelimit.windows import RateLimiter
 from hubproxy.server.accounts import LOGINS, load_secret
@@ -46,7 +46,11 @@ def add_dashboard_routes(app: web.Application) -> None:
         ("POST", "/keys/{key_id}/revoke", pages.revoke_key),
         ("GET", "/usage", pages.usage),
         ("GET", "/usage.csv", pages.usage_csv),
+        ("GET", "/models", models.models),
+        ("POST", "/models/test", models.test_request),
         ("GET", "/admin/users", admin.users),
+        ("POST", "/admin/users", admin.add_user),
+        ("POST", "/admin/users/{user_id}/password", admin.set_password),
         ("POST", "/admin/users/{user_id}/balance", admin.change_balance),
         ("POST", "/admin/users/{user_id}/status", admin.change_status),
         ("POST", "/admin/users/{user_id}/plan", admin.change_plan),
@@ -61,3 +65,4 @@ def add_dashboard_routes(app: web.Application) -> None:
         else:
             app.router.add_route(method, path, handler)
     app.router.add_static("/static/", STATIC, name="static", append_version=True)
+    app.router.add_get("/{tail:(?!v1(?:/|$)).*}", views.page_not_found)  # a browser's unknown page: HTML

@@ -14,7 +14,8 @@ from hubproxy import errors
 from hubproxy.dashboard.sessions import Session
 from hubproxy.dashboard.views import PageError, form, page, render, user_named
 from hubproxy.money import MoneyError, format_usd, parse_usd
-from hubproxy.server.accounts import account_errors
+from hubproxy.passwords import hash_password
+from hubproxy.server.accounts import account_errors, check_new_password
 from hubproxy.server.state import STATE
 
 LEDGER_ROWS = 50
@@ -75,6 +76,50 @@ async def change_balance(request: web.Request, session: Session) -> web.Response
     except errors.GatewayError as refused:
         return await _refused(request, session, refused.status, refused.message)
     raise web.HTTPSeeOther(f"/admin/users?done={changed.email}")
+
+
+@page(admin=True)
+async def add_user(request: web.Request, session: Session) -> web.Response:
+    """A new user, with a starting balance (a grant in the ledger) and, if given, a password to log in."""
+    fields = await form(request)
+    email = fields.get("email", "").strip()
+    try:
+        balance = parse_usd(fields.get("balance", "").strip() or "0", what="balance")
+    except MoneyError as exc:
+        return await _refused(request, session, 400, str(exc))
+    password = fields.get("password", "")
+    if password:
+        try:
+            check_new_password(password)
+        except errors.GatewayError as refused:
+            return await _refused(request, session, 400, refused.message)
+    try:
+        with account_errors():
+            user = await request.app[STATE].store.create_user(email, balance)
+            if password:
+                await request.app[STATE].store.change_password(user.email, await hashed(password))
+    except errors.GatewayError as refused:
+        return await _refused(request, session, refused.status, refused.message)
+    raise web.HTTPSeeOther(f"/admin/users?done={user.email}")
+
+
+@page(admin=True)
+async def set_password(request: web.Request, session: Session) -> web.Response:
+    """A new password for a user; their sessions and login tokens end."""
+    user = _user(request)
+    password = (await form(request)).get("password", "")
+    try:
+        check_new_password(password)
+    except errors.GatewayError as refused:
+        return await _refused(request, session, 400, refused.message)
+    with account_errors():
+        await request.app[STATE].store.change_password(user.email, await hashed(password))
+    raise web.HTTPSeeOther(f"/admin/users?done={user.email}")
+
+
+async def hashed(password: str) -> str:
+    """The password's hash, made off the event loop (it is slow on purpose)."""
+    return await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
 
 
 @page(admin=True)

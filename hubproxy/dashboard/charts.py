@@ -1,6 +1,8 @@
 """The overview's two charts as inline SVG, drawn here: no chart library, nothing fetched by the page.
 
-Colours are CSS classes (`s0` … `s7`, `err`), so the stylesheet sets them for light and dark mode.
+Colours are CSS classes (`s0` … `s11`, `err`), so the stylesheet sets them for light and dark mode;
+none of the series is red, which means failures. Past SERIES - 1 models, the rest share the last
+colour as "other models", so no two models look alike.
 Each bar has a <title>, which browsers show on hover.
 """
 
@@ -12,7 +14,8 @@ from html import escape
 from hubproxy.money import format_usd
 
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 720, 220, 56, 24, 8
-SERIES = 8
+SERIES = 12
+OTHER = "other models"
 
 
 def _usd(pico: int) -> str:
@@ -39,7 +42,14 @@ def spend_by_day(days: dict[str, dict[str, int]], today: date, span: int = 30) -
         for model, cost in by_model.items():
             totals[model] = totals.get(model, 0) + cost
     ranked = sorted(totals, key=lambda m: -totals[m])
-    series = {model: i % SERIES for i, model in enumerate(ranked)}
+    if len(ranked) > SERIES:
+        rest = set(ranked[SERIES - 1 :])
+        days = {
+            day: {**{m: c for m, c in by.items() if m not in rest}, OTHER: sum(c for m, c in by.items() if m in rest)}
+            for day, by in days.items()
+        }
+        ranked = [*ranked[: SERIES - 1], OTHER]
+    series = {model: i for i, model in enumerate(ranked)}
     dates = [(today - timedelta(days=span - 1 - i)).isoformat() for i in range(span)]
     peak = max((sum(days.get(d, {}).values()) for d in dates), default=0)
     grid, top = _axis(peak, lambda v: _usd(int(v)))

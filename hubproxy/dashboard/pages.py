@@ -346,6 +346,7 @@ async def usage(request: web.Request, session: Session) -> web.Response:
         next_query = {**query, "before": f"{found.searched_to}~0"}
     else:
         next_query = None
+    keys = await _keys(request, session)
     return render(
         request,
         session,
@@ -356,7 +357,8 @@ async def usage(request: web.Request, session: Session) -> web.Response:
         stopped=stopped,
         first_page=where.before is None,
         models=await store.usage_models(session.user_id),
-        keys=await _keys(request, session),
+        keys=keys,
+        key_names={k.id: k.name for k in keys},
         users=sorted(u.email for u in request.app[STATE].accounts.users.values()) if session.admin else [],
     )
 

@@ -16,6 +16,7 @@ from multidict import MultiDict, MultiDictProxy
 from hubproxy import errors
 from hubproxy.dashboard.sessions import Session, session_of
 from hubproxy.money import format_usd
+from hubproxy.server.errors import allowed_methods, unknown_route
 from hubproxy.server.request_body import read_request
 from hubproxy.server.state import STATE
 
@@ -121,12 +122,29 @@ def error_page(request: web.Request, session: Session | None, status: int, messa
     return render(request, session, "error.html", status=status, status_code=status, error=message)
 
 
+async def page_not_found(request: web.Request) -> web.StreamResponse:
+    """An unknown page asked for by a browser gets a page; any other client (or a path that exists
+    under another method) the API's JSON answer."""
+    if "text/html" not in request.headers.get("Accept", "") or await allowed_methods(request):
+        return await unknown_route(request)
+    response = error_page(request, session_of(request), 404, f"There is no page at {request.path}.")
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
 def usd(pico: int | None, places: int = 4) -> str:
-    """For display only: USD rounded half up to `places` decimals (money itself stays exact in pico-USD)."""
+    """For display only: USD rounded half up to `places` decimals, or to the two significant digits an
+    amount too small for them needs ($0.000012, never $0.0000 for a cheap model's spend). Money itself
+    stays exact in pico-USD."""
     if pico is None:
         return "—"
+    size = abs(pico)
+    while 0 < size < 10 ** (12 - places) and places < 12:
+        places += 1  # until the amount shows its first digit
+    if size > 0 and places > 2 and size < 10 ** (13 - places):
+        places = min(places + 1, 12)  # and a second
     unit = 10 ** (12 - places)
-    text = format_usd((abs(pico) + unit // 2) // unit * unit, min_places=places)
+    text = format_usd((size + unit // 2) // unit * unit, min_places=places)
     return ("-$" if pico < 0 else "$") + text
 
 

@@ -225,6 +225,10 @@ class Store(ABC):
     async def change_password(self, email: str, password_hash: str) -> UserRow: ...
 
     @abstractmethod
+    async def create_user(self, email: str, balance: int) -> UserRow:
+        """A user added by the admin (the dashboard), with a starting balance as a grant."""
+
+    @abstractmethod
     async def recent_usage(self, user_id: int, limit: int) -> list[dict]: ...
 
     @abstractmethod

@@ -260,6 +260,9 @@ class SQLStore(Store):
     async def change_password(self, email: str, password_hash: str) -> UserRow:
         return await self._change_accounts(accounts.set_password, email, password_hash)
 
+    async def create_user(self, email: str, balance: int) -> UserRow:
+        return await self._change_accounts(accounts.add_user, email, balance)
+
     async def recent_usage(self, user_id: int, limit: int) -> list[dict]:
         return await self._read(usage.recent_usage, user_id, limit)
 
