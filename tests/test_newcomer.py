@@ -107,3 +107,22 @@ def test_the_test_command_names_what_the_machine_lacks_in_one_line(tmp_path):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(".ci/run: npm is missing: install Node.js 20 with npm")
+
+
+def test_ids_are_never_cut_at_a_middling_terminal_width(home, cli):
+    cli("init")
+    cli("providers", "add", "deepseek", "--base-url", "https://api.deepseek.com/v1")
+    long_model, long_upstream = "deepseek-chat-very-long-model-name-v3", "deepseek-chat-very-long-upstream-name"
+    cli("models", "add", long_model, "--provider", "deepseek", "--upstream-model", long_upstream, *PRICES)
+    email = "a-rather-long-email-address@example-company.com"
+    cli("users", "add", email)
+    cli("keys", "create", "--user", email, "--models", long_model)
+    for columns in ("90", "100", "120"):
+        env = {"COLUMNS": columns}
+        models = run_cli(home, "models", "list", env=env).stdout
+        keys = run_cli(home, "keys", "list", env=env).stdout
+        assert long_model in models and long_upstream in models, columns
+        assert email in keys, columns
+
+
+PRICES = ["--input-price", "0.27", "--output-price", "1.10"]

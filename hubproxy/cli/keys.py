@@ -148,7 +148,7 @@ def list_(
     if json:
         print_json([key_json(k) for k in keys])
         return
-    table = WholeTable("id", "user", "name", "key", "status", "last used", "rules", whole=("id", "key"))
+    table = WholeTable("id", "user", "name", "key", "status", "last used", "rules", whole=("id", "user", "key"))
     for k in keys:
         table.add_row(k.id, k.email, k.name, k.masked, k.status, k.last_used_at or "never", describe_rules(k))
     console.print(table, crop=False)

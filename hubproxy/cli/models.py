@@ -165,7 +165,13 @@ def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="P
         print_json([model_json(m) for m in config.models.values()])
         return
     table = WholeTable(
-        "model", "provider", "upstream model", "input $/1M", "output $/1M", "over a prompt size", whole=("model",)
+        "model",
+        "provider",
+        "upstream model",
+        "input $/1M",
+        "output $/1M",
+        "over a prompt size",
+        whole=("model", "provider", "upstream model"),
     )
     for m in config.models.values():
         table.add_row(

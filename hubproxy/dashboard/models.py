@@ -142,4 +142,3 @@ def read_answer(answer: object, status: int, request_id: str, seconds: float) ->
         "cost": usage.get("cost"),
         "model": answer.get("model"),
     }
-
