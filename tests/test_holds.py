@@ -235,3 +235,24 @@ def test_only_the_limit_an_upstream_reads_counts():
         b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 9, "max_completion_tokens": 7}'
     )
     assert CHAT.read(both).max_output == 9
+
+
+def test_a_provider_that_limits_with_max_completion_tokens_gets_it(gateway):
+    """OpenAI's reasoning models refuse `max_tokens`: the openai preset's provider gets the limit as
+    `max_completion_tokens`, the field it reads, and the hold stays a bound."""
+    fake = ["--base-url", gateway.upstream.base_url, "--api-key-env", "UPSTREAM_KEY", "--no-models"]
+    gateway.cli("providers", "add", "oai-chat", "--preset", "openai", *fake)
+    priced = ["--input-price", "0.27", "--output-price", "1.10"]
+    gateway.cli("models", "add", "honest-oai", "--provider", "oai-chat", "--upstream-model", "honest", *priced)
+    key = gateway.new_user("oai@example.com", "0.5")
+    wait_for(lambda: gateway.key_works(key))
+    wait_for(
+        lambda: (
+            b"honest-oai"
+            in raw_request("GET", gateway.base_url + "/models", headers={"Authorization": f"Bearer {key}"}).body
+        )
+    )
+    answer = gateway.client(key=key).chat.completions.create(model="honest-oai", messages=HELLO)
+    sent = gateway.upstream.requests[-1]["body"]
+    assert sent["max_completion_tokens"] == 4096 and "max_tokens" not in sent
+    assert answer.usage.completion_tokens == 4096

@@ -140,6 +140,7 @@ def add(
         preset=preset,
         apis=apis,
         messages_base_url=messages_base_url,
+        limit_field=found.limit_field if found is not None else "max_tokens",
     )
     where = store_secret(paths(ctx), name, secret) if secret else None
     config.providers[name] = provider

@@ -36,6 +36,12 @@ class Provider:
     timeout: float | None = None
     max_concurrent: int | None = None
     preset: str | None = None
+    # the chat field that limits output when hubproxy sets one: OpenAI's reasoning models (GPT-5, o3)
+    # refuse `max_tokens` and take `max_completion_tokens`; most other chat APIs know only `max_tokens`
+    limit_field: str = "max_tokens"
+
+
+LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,7 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
         "preset",
         "apis",
         "messages_base_url",
+        "limit_field",
     }
     timeout, max_concurrent = raw.get("timeout"), raw.get("max_concurrent")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
@@ -155,6 +162,9 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
     messages_url = raw.get("messages_base_url")
     if messages_url is not None:
         messages_url = check_base_url(messages_url, f"{where} messages_base_url")
+    limit_field = raw.get("limit_field", "max_tokens")
+    if limit_field not in LIMIT_FIELDS:
+        raise ConfigError(f"{where}: limit_field must be one of {', '.join(map(repr, LIMIT_FIELDS))}")
     style = raw.get("api_style", "openai")
     if style != "openai":
         raise ConfigError(f"{where}: api_style {style!r} is not supported (supported: 'openai')")
@@ -171,6 +181,7 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
         preset=preset,
         apis=tuple(dict.fromkeys(apis)),
         messages_base_url=messages_url,
+        limit_field=limit_field,
     )
 
 
@@ -391,4 +402,6 @@ def provider_dict(p: Provider) -> dict:
         entry["apis"] = list(p.apis)
     if p.messages_base_url is not None:
         entry["messages_base_url"] = p.messages_base_url
+    if p.limit_field != "max_tokens":
+        entry["limit_field"] = p.limit_field
     return entry

@@ -18,6 +18,7 @@ from hubproxy.dashboard import admin, models, pages, views
 from hubproxy.dashboard.views import FILTERS
 from hubproxy.ratelimit.windows import RateLimiter
 from hubproxy.server.accounts import LOGINS, load_secret
+from hubproxy.server.errors import UNKNOWN_PAGE
 
 STATIC = Path(__file__).parent / "static"
 
@@ -65,4 +66,4 @@ def add_dashboard_routes(app: web.Application) -> None:
         else:
             app.router.add_route(method, path, handler)
     app.router.add_static("/static/", STATIC, name="static", append_version=True)
-    app.router.add_get("/{tail:(?!v1(?:/|$)).*}", views.page_not_found)  # a browser's unknown page: HTML
+    app.router.add_get("/{tail:(?!v1(?:/|$)).*}", views.page_not_found, name=UNKNOWN_PAGE)  # a browser's: HTML

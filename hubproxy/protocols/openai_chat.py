@@ -519,11 +519,16 @@ class Endpoint:
             unseen = media_parts(fields.messages) * image_tokens
         return unseen + TOOL_PREAMBLE if fields.tools else unseen
 
-    def with_output_limit(self, raw: bytes, fields: RequestFields, limit: int) -> tuple[bytes, RequestFields]:
-        """The request with an output limit the client did not set, for the upstream to stop at: the
-        field written in front of the client's bytes (the body decoded as an object, so its first byte
-        but white space is "{", and the field is not in it)."""
-        name = "max_output_tokens" if fields.__class__ is ChatFields and fields.responses_shaped else "max_tokens"
+    def with_output_limit(
+        self, raw: bytes, fields: RequestFields, limit: int, field: str = "max_tokens"
+    ) -> tuple[bytes, RequestFields]:
+        """The request with an output limit the client did not set, for the upstream to stop at, in
+        `field` (the provider's `limit_field`; a Responses-shaped body's own, and completions' only,
+        name otherwise)."""
+        if fields.__class__ is not ChatFields:
+            name = "max_tokens"
+        else:
+            name = "max_output_tokens" if fields.responses_shaped else field
         raw = with_field(raw, name, limit, getattr(fields, name) is None)
         return raw, msgspec.structs.replace(fields, **{name: limit})
 

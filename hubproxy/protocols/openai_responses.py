@@ -224,8 +224,11 @@ class Endpoint:
         unseen = media_in_input(fields.input) * image_tokens
         return unseen + TOOL_PREAMBLE if fields.tools else unseen
 
-    def with_output_limit(self, raw: bytes, fields: ResponsesFields, limit: int) -> tuple[bytes, ResponsesFields]:
-        """The request with `max_output_tokens` set where the client left it out."""
+    def with_output_limit(
+        self, raw: bytes, fields: ResponsesFields, limit: int, field: str = "max_output_tokens"
+    ) -> tuple[bytes, ResponsesFields]:
+        """The request with `max_output_tokens` set where the client left it out (whatever a chat
+        provider calls it: Responses has one name)."""
         raw = chat.with_field(raw, "max_output_tokens", limit, fields.max_output_tokens is None)
         return raw, msgspec.structs.replace(fields, max_output_tokens=limit)
 

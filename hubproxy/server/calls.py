@@ -54,11 +54,9 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
     candidates = state.router.candidates(routes, state.health)
     stream = bool(fields.stream) and endpoint.streams
     billing = state.config.billing
-    output = 0
+    output, imposed = 0, None
     if endpoint.makes_output:
         per_choice, imposed = output_limits(fields.max_output, model.max_output_tokens, billing.default_max_tokens)
-        if imposed is not None:
-            raw, fields = endpoint.with_output_limit(raw, fields, imposed)
         output = per_choice * fields.choices
     meter = CallMeter(
         state.calls,
@@ -82,7 +80,7 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
         try:
             resp, route, api_key = await state.failover.first_answer(
                 candidates,
-                functools.partial(upstream_request, endpoint, raw, fields, stream, request.headers),
+                functools.partial(upstream_request, endpoint, raw, fields, stream, request.headers, imposed),
                 stream,
                 user.id,
                 meter.use,
@@ -113,13 +111,22 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
 
 
 def upstream_request(
-    endpoint: ClientEndpoint, raw: bytes, fields: object, stream: bool, headers: object, route: Route
+    endpoint: ClientEndpoint,
+    raw: bytes,
+    fields: object,
+    stream: bool,
+    headers: object,
+    imposed: int | None,
+    route: Route,
 ) -> tuple[str, str, bytes, bytes] | None:
-    """How this call reaches one deployment: natively, translated, or (None) not at all."""
+    """How this call reaches one deployment: natively, translated, or (None) not at all. `imposed`: an
+    output limit the client did not set, written into the body in the field this provider reads."""
     apis = route.provider.apis
     leg = endpoint if endpoint.api in apis else endpoint.leg_for(apis)
     if leg is None:
         return None
+    if imposed is not None:
+        raw, fields = endpoint.with_output_limit(raw, fields, imposed, route.provider.limit_field)
     if leg is endpoint:  # the client's own wire API: its bytes, checked by `endpoint.read`
         return leg.upstream_request(raw, fields, route.upstream_model, route.provider.stream_usage, stream, headers)
     try:

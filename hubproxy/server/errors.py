@@ -103,6 +103,8 @@ anthropic_errors = errors_rendered_by(anthropic_messages.error_body)
 
 CATCH_ALL = "catch-all"  # the names of the routes that take every path, which `allowed_methods` skips
 PREFLIGHT = "preflight"
+UNKNOWN_PAGE = "unknown-page"  # the dashboard's, for a browser's GET
+EVERY_PATH = frozenset((CATCH_ALL, PREFLIGHT, UNKNOWN_PAGE))
 
 
 @openai_errors
@@ -142,7 +144,7 @@ async def meant_path(request: web.Request) -> str | None:
         return None
     clone = request.clone(rel_url=meant)
     for resource in request.app.router.resources():
-        if resource.name in (CATCH_ALL, PREFLIGHT):
+        if resource.name in EVERY_PATH:
             continue
         match, _ = await resource.resolve(clone)
         if match is not None:
@@ -157,7 +159,7 @@ async def allowed_methods(request: web.Request) -> list[str]:
     """The methods the app's routes take on this request's path (none: no route has the path)."""
     allowed: set[str] = set()
     for resource in request.app.router.resources():
-        if resource.name in (CATCH_ALL, PREFLIGHT):
+        if resource.name in EVERY_PATH:
             continue
         match, methods = await resource.resolve(request)
         if match is None:

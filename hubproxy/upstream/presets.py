@@ -43,6 +43,7 @@ class Preset:
     apis: tuple[str, ...] = ("chat",)
     messages_base_url: str | None = None
     messages_source: str | None = None  # the vendor's page for its Anthropic-compatible API, and when read
+    limit_field: str = "max_tokens"  # what its chat API limits output with (Provider.limit_field)
     models: dict[str, Prices] = field(default_factory=dict)
 
     def price_of(self, model_id: str, listing: dict | None = None) -> tuple[Prices | None, str]:
