@@ -104,8 +104,8 @@ def test_invalid_input_on_a_translated_pair_is_a_400_and_never_billed(hub, path,
     answer = raw_request("POST", hub.base_url + path, json.dumps(body).encode(), headers)
     assert answer.status == 400, answer.body
     assert not hub.upstream.requests
-    with hub.db() as db:
-        assert db.execute("SELECT count(*) FROM usage").fetchone()[0] == 0
+    with hub.db() as db:  # refused before the upstream: nothing charged
+        assert db.execute("SELECT coalesce(sum(cost), 0) FROM usage").fetchone()[0] == 0
 
 
 def test_every_route_answers_with_the_upstreams_model_name(hub, claude):
@@ -196,3 +196,11 @@ def test_reasoning_of_one_vendor_never_reaches_a_chat_upstream(hub, claude):
     claude.messages.create(model="deepseek-chat", max_tokens=50, messages=[*HELLO, turn, *HELLO])
     sent = [r for r in hub.upstream.requests if r["path"] == "/v1/chat/completions"][-1]
     assert b"reasoning_encrypted" not in sent["raw"]
+
+
+def test_a_role_only_the_upstream_knows_is_relayed_to_a_chat_upstream(hub):
+    """vLLM's Llama templates take an `ipython` role: a chat upstream judges its own roles."""
+    headers = {"Authorization": f"Bearer {hub.key}", "Content-Type": "application/json"}
+    body = {"model": "deepseek-chat", "messages": [*HELLO, {"role": "ipython", "content": "42"}]}
+    assert raw_request("POST", hub.base_url + "/chat/completions", json.dumps(body).encode(), headers).status == 200
+    assert hub.upstream.requests[-1]["body"]["messages"][-1]["role"] == "ipython"

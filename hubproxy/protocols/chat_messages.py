@@ -100,6 +100,8 @@ def to_messages(raw: bytes, upstream_model: str, stream: bool) -> bytes:
     system, turns = system_blocks(doc.get("system")), []
     for message in doc["messages"]:
         role = message.get("role")
+        if role not in chat.CHAT_ROLES:
+            raise ValueError(f"a message's role {role!r} has no place in Messages")  # the caller's 400
         if role in ("system", "developer"):
             system += system_blocks(message.get("content"))
             continue

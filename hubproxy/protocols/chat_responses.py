@@ -68,6 +68,8 @@ def to_responses(raw: bytes, upstream_model: str, stream: bool) -> bytes:
     doc = orjson.loads(raw)
     instructions, items = [], []
     for message in doc.get("messages") or ():
+        if message.get("role") not in chat.CHAT_ROLES:
+            raise ValueError(f"a message's role {message.get('role')!r} has no place in Responses")  # the caller's 400
         if message.get("role") in ("system", "developer"):
             instructions.append(chat.content_text(message.get("content")))
         else:

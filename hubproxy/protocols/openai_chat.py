@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 import orjson
@@ -84,8 +84,11 @@ class Part(msgspec.Struct):
 
 
 class Message(msgspec.Struct):
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    role: str  # relayed as sent (vLLM's Llama templates take "ipython"); a translator refuses what it cannot map
     content: str | list[Part] | None = None
+
+
+CHAT_ROLES = frozenset(("system", "developer", "user", "assistant", "tool", "function"))
 
 
 class Tool(msgspec.Struct):
