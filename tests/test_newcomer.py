@@ -126,3 +126,11 @@ def test_ids_are_never_cut_at_a_middling_terminal_width(home, cli):
 
 
 PRICES = ["--input-price", "0.27", "--output-price", "1.10"]
+
+
+def test_a_messages_client_with_v1_in_its_base_url_is_told_in_anthropics_shape(gateway):
+    headers = {"x-api-key": gateway.key, "Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+    body = json.dumps({"model": "deepseek-chat", "max_tokens": 9, "messages": HELLO}).encode()
+    answer = raw_request("POST", f"http://127.0.0.1:{gateway.port}/v1/v1/messages", body, headers).json()
+    assert answer["type"] == "error" and answer["error"]["type"] == "not_found_error"
+    assert "without /v1" in answer["error"]["message"]

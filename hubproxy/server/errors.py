@@ -107,10 +107,15 @@ UNKNOWN_PAGE = "unknown-page"  # the dashboard's, for a browser's GET
 EVERY_PATH = frozenset((CATCH_ALL, PREFLIGHT, UNKNOWN_PAGE))
 
 
-@openai_errors
 async def unknown_route(request: web.Request) -> web.Response:
-    """A 405 naming the methods a known path takes (`Allow`), else a 404; both in OpenAI's shape and
-    logged, so that what a client expects and hubproxy lacks shows up."""
+    """A 405 naming the methods a known path takes (`Allow`), else a 404, logged so that what a client
+    expects and hubproxy lacks shows up; in Anthropic's shape for a Messages path (Claude Code given a
+    base URL with `/v1` asks for `/v1/v1/messages`), else OpenAI's."""
+    messages_path = request.path.rstrip("/").endswith(("/messages", "/messages/count_tokens"))
+    return await (no_route_for_anthropic if messages_path else no_route_for_openai)(request)
+
+
+async def no_route(request: web.Request) -> web.Response:
     allowed = await allowed_methods(request)
     log.info("no route for %s %s", request.method, request.path[:200])
     meant = await meant_path(request)
@@ -130,6 +135,10 @@ async def unknown_route(request: web.Request) -> web.Response:
             headers={"Allow": ", ".join(allowed)},
         )
     raise GatewayError(404, "not_found", f"Unknown route {request.method} {request.path}.")
+
+
+no_route_for_openai = openai_errors(no_route)
+no_route_for_anthropic = anthropic_errors(no_route)
 
 
 async def meant_path(request: web.Request) -> str | None:
