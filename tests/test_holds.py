@@ -256,3 +256,31 @@ def test_a_provider_that_limits_with_max_completion_tokens_gets_it(gateway):
     sent = gateway.upstream.requests[-1]["body"]
     assert sent["max_completion_tokens"] == 4096 and "max_tokens" not in sent
     assert answer.usage.completion_tokens == 4096
+
+
+def test_a_translated_call_without_a_limit_goes_up_with_the_one_it_was_held_at(hub):
+    """Messages requires max_tokens: a chat call with none, to a Messages-only model whose maximum is
+    2,000, goes up with 2,000 (what was held), not a translator's own default."""
+    priced = ["--input-price", "0.27", "--output-price", "1.10"]
+    hub.cli(
+        "models",
+        "add",
+        "claude-small",
+        "--provider",
+        "claude",
+        "--upstream-model",
+        "claude-native",
+        *priced,
+        "--max-output-tokens",
+        "2000",
+    )
+    wait_for(
+        lambda: (
+            b"claude-small"
+            in raw_request("GET", hub.base_url + "/models", headers={"Authorization": f"Bearer {hub.key}"}).body
+        )
+    )
+    hub.client().chat.completions.create(model="claude-small", messages=HELLO)
+    hub.client().responses.create(model="claude-small", input="hello")
+    sent = [r["body"]["max_tokens"] for r in hub.upstream.requests if r["path"] == "/v1/messages"]
+    assert sent == [2000, 2000]

@@ -2,8 +2,8 @@
 answer (whole or streamed event by event) back into chat completions.
 
 The other half of the chat pivot (`messages_chat.py` is the first): with both, every client format
-reaches every upstream format. Messages wants what chat leaves optional, so `max_tokens` defaults to
-DEFAULT_MAX_TOKENS (the default of `[billing] default_max_tokens`, which the hold was sized by), turns
+reaches every upstream format. Messages wants what chat leaves optional: `max_tokens` (the server
+writes the limit the hold was sized by into every call it translates that set none), turns
 alternate (consecutive messages of one role are merged) and tool results travel in user turns.
 `reasoning_content` sent back by a chat client is dropped: Anthropic accepts only the thinking
 blocks it signed itself, which travel packed in `reasoning_encrypted` (`reasoning.py`) and go back
@@ -21,7 +21,6 @@ from hubproxy.protocols import FINAL, Usage, answered_model, reasoning
 from hubproxy.protocols import anthropic_messages as messages
 from hubproxy.protocols import openai_chat as chat
 
-DEFAULT_MAX_TOKENS = 4096
 # chat's `reasoning_effort` as Anthropic's thinking budget (the inverse of messages_chat.reasoning_effort)
 THINKING_BUDGETS = {"low": 2048, "medium": 8192, "high": 24576}
 MIN_THINKING_BUDGET = 1024
@@ -115,7 +114,7 @@ def to_messages(raw: bytes, upstream_model: str, stream: bool) -> bytes:
             turns.append({"role": turn_role, "content": blocks})
     out: dict = {
         "model": upstream_model,
-        "max_tokens": doc.get("max_completion_tokens") or doc.get("max_tokens") or DEFAULT_MAX_TOKENS,
+        "max_tokens": chat.largest_limit(doc.get("max_completion_tokens"), doc.get("max_tokens")),
         "messages": turns,
     }
     budget = min(THINKING_BUDGETS.get(doc.get("reasoning_effort"), 0), out["max_tokens"] - 1)

@@ -54,10 +54,12 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
     candidates = state.router.candidates(routes, state.health)
     stream = bool(fields.stream) and endpoint.streams
     billing = state.config.billing
-    output, imposed = 0, None
+    output, unset = 0, None
     if endpoint.makes_output:
         per_choice, imposed = output_limits(fields.max_output, model.max_output_tokens, billing.default_max_tokens)
         output = per_choice * fields.choices
+        if fields.max_output is None:  # the client set no limit: what the hold was sized by, for the legs
+            unset = (per_choice, imposed is not None)
     meter = CallMeter(
         state.calls,
         billing,
@@ -80,7 +82,7 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
         try:
             resp, route, api_key = await state.failover.first_answer(
                 candidates,
-                functools.partial(upstream_request, endpoint, raw, fields, stream, request.headers, imposed),
+                functools.partial(upstream_request, endpoint, raw, fields, stream, request.headers, unset),
                 stream,
                 user.id,
                 meter.use,
@@ -116,17 +118,19 @@ def upstream_request(
     fields: object,
     stream: bool,
     headers: object,
-    imposed: int | None,
+    unset: tuple[int, bool] | None,
     route: Route,
 ) -> tuple[str, str, bytes, bytes] | None:
-    """How this call reaches one deployment: natively, translated, or (None) not at all. `imposed`: an
-    output limit the client did not set, written into the body in the field this provider reads."""
+    """How this call reaches one deployment: natively, translated, or (None) not at all. `unset`, for a
+    call that set no output limit: (the limit the hold was sized by, whether it goes up natively too).
+    A translator always gets it (its format may require a limit: Messages does); the client's own wire
+    API gets it, in the field this provider reads, unless the model's own maximum is the bound."""
     apis = route.provider.apis
     leg = endpoint if endpoint.api in apis else endpoint.leg_for(apis)
     if leg is None:
         return None
-    if imposed is not None:
-        raw, fields = endpoint.with_output_limit(raw, fields, imposed, route.provider.limit_field)
+    if unset is not None and (unset[1] or leg is not endpoint):
+        raw, fields = endpoint.with_output_limit(raw, fields, unset[0], route.provider.limit_field)
     if leg is endpoint:  # the client's own wire API: its bytes, checked by `endpoint.read`
         return leg.upstream_request(raw, fields, route.upstream_model, route.provider.stream_usage, stream, headers)
     try:
