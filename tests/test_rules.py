@@ -238,6 +238,7 @@ def test_a_chat_tool_loop_becomes_alternating_messages_turns_and_back():
             "tools": [{"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}],
             "tool_choice": "required",
             "stop": "END",
+            "max_tokens": 4096,  # the server writes the held limit into a call that set none
         }
     )
     sent = orjson.loads(to_messages(body, "claude", stream=False))
