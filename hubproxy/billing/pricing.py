@@ -16,6 +16,7 @@ from __future__ import annotations
 from hubproxy.config import Model
 from hubproxy.money import token_cost
 from hubproxy.protocols import Usage
+from hubproxy.protocols.openai_responses import MIN_OUTPUT_TOKENS
 
 PROMPT_SLACK = 16
 
@@ -23,9 +24,6 @@ PROMPT_SLACK = 16
 def prompt_bound(body_bytes: int, unseen: int) -> int:
     """At most this many prompt tokens, whatever the text (see the module's docstring)."""
     return body_bytes + unseen + PROMPT_SLACK
-
-
-MIN_OUTPUT_HELD = 16  # a Responses upstream makes at least this much of a smaller limit (chat_responses.MIN_OUTPUT)
 
 
 def output_limits(asked: int | None, model_max: int | None, default: int) -> tuple[int, int | None]:
@@ -37,7 +35,7 @@ def output_limits(asked: int | None, model_max: int | None, default: int) -> tup
     (else an honest long answer, a reasoning model's 32k+ say, would spend past the hold)."""
     if asked is not None:
         held = asked if model_max is None else min(asked, model_max)
-        return max(held, MIN_OUTPUT_HELD), None
+        return max(held, MIN_OUTPUT_TOKENS), None  # a Responses upstream makes that much of a smaller limit
     if model_max is not None:
         return model_max, None
     return default, default

@@ -3,8 +3,8 @@ request as a Responses request, the answer (whole or streamed) back as chat comp
 
 The other half of the pivot for Responses (`responses_chat.py` is the first). Nothing is stored
 upstream (`store: false`): each call carries the whole conversation, as chat does. Responses wants
-`max_output_tokens` of at least MIN_OUTPUT (the Open Responses spec, 2026-04-24, and OpenAI's API
-reference say so); a smaller limit (Claude Code probes with `max_tokens: 1`) goes up as MIN_OUTPUT
+`max_output_tokens` of at least `responses.MIN_OUTPUT_TOKENS`; a smaller limit (Claude Code probes
+with `max_tokens: 1`) goes up as that
 and the answer is cut back to what the client asked: text past the first `limit` deltas (each about
 a token) is dropped and the finish reason is `length`; the usage stays what the upstream billed.
 """
@@ -20,8 +20,6 @@ from hubproxy.protocols import FINAL, answered_model, reasoning
 from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols import openai_responses as responses
 
-MIN_OUTPUT = 16
-
 
 def input_item(message: dict) -> list[dict]:
     role, content = message.get("role"), message.get("content")
@@ -36,7 +34,7 @@ def input_item(message: dict) -> list[dict]:
     items: list[dict] = []
     encrypted = reasoning.openai_encrypted(message.get(reasoning.FIELD)) if role == "assistant" else None
     if encrypted:  # the upstream's own reasoning item, back to it as it came
-        thought = message.get("reasoning_content") if isinstance(message.get("reasoning_content"), str) else ""
+        thought = chat.reasoning_text(message)
         summary = [{"type": "summary_text", "text": thought}] if thought else []
         items.append({"type": "reasoning", "summary": summary, "encrypted_content": encrypted})
     if isinstance(content, list) and role == "user":
@@ -79,7 +77,7 @@ def to_responses(raw: bytes, upstream_model: str, stream: bool) -> bytes:
         out["instructions"] = "\n\n".join(instructions)
     limit = chat.largest_limit(doc.get("max_completion_tokens"), doc.get("max_tokens"))
     if limit:
-        out["max_output_tokens"] = max(limit, MIN_OUTPUT)
+        out["max_output_tokens"] = max(limit, responses.MIN_OUTPUT_TOKENS)
     tools = [t.get("function") or {} for t in doc.get("tools") or () if isinstance(t, dict)]
     if tools:
         out["tools"] = [
@@ -111,9 +109,9 @@ def to_responses(raw: bytes, upstream_model: str, stream: bool) -> bytes:
 
 
 def cut_limit(fields: chat.RequestFields) -> int | None:
-    """The client's output limit where it is below what went up (MIN_OUTPUT), else None."""
+    """The client's output limit where it is below what went up (the Responses minimum), else None."""
     limit = fields.max_output
-    return limit if limit is not None and limit < MIN_OUTPUT else None
+    return limit if limit is not None and limit < responses.MIN_OUTPUT_TOKENS else None
 
 
 def cut_text(text: str, limit: int | None, output_tokens: int) -> str:
@@ -148,8 +146,9 @@ def from_responses(document: dict, model: str, cost: int | None, limit: int | No
                 }
             )
     tokens = responses.read_usage(document.get("usage"))
-    content = cut_text("".join(text), limit, tokens.output if tokens else 0)
-    cut = content != "".join(text)
+    whole = "".join(text)
+    content = cut_text(whole, limit, tokens.output if tokens else 0)
+    cut = content != whole
     message: dict = {"role": "assistant", "content": content or None}
     if thought:
         message["reasoning_content"] = "".join(thought)
@@ -208,11 +207,9 @@ class ResponsesStreamAsChat(chat.ChunkWriter):
             return self.chunk({"reasoning_content": data.get("delta", "")})
         if kind == "response.output_item.done" and (data.get("item") or {}).get("type") == "reasoning":
             item, delta = data["item"], {}
-            if not self.thought_streamed:  # a summary that came whole, with the item
-                summary = item.get("summary") if isinstance(item.get("summary"), list) else ()
-                thought = "".join(str(p.get("text", "")) for p in summary if isinstance(p, dict))
-                if thought:
-                    delta["reasoning_content"] = thought
+            thought = "" if self.thought_streamed else responses.summary_text(item)
+            if thought:  # a summary that came whole, with the item
+                delta["reasoning_content"] = thought
             self.thought_streamed = False
             signed = reasoning.from_openai(item.get("encrypted_content"))
             if signed:

@@ -190,14 +190,7 @@ def start_usage(usage: Usage | None, prompt_tokens: int) -> dict:
     """`message_start`'s usage: the upstream's figures where its first chunk had them, else the
     prompt estimate, as Anthropic sends the prompt's size before any output; the exact figures follow
     in `message_delta`."""
-    if usage is not None:
-        return {**anthropic_usage(usage), "output_tokens": 0}
-    return {
-        "input_tokens": prompt_tokens,
-        "output_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "cache_creation_input_tokens": 0,
-    }
+    return {**anthropic_usage(usage or Usage(prompt_tokens, 0)), "output_tokens": 0}
 
 
 def message_id(chat_id: object) -> str:
@@ -209,7 +202,7 @@ def from_chat(document: dict, model: str) -> bytes:
     choice = (document.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     content: list[dict] = []
-    thought = message.get("reasoning_content") if isinstance(message.get("reasoning_content"), str) else ""
+    thought = chat.reasoning_text(message)
     signed = message.get(reasoning.FIELD)
     if thought or reasoning.is_token(signed):
         sig = signed if reasoning.is_token(signed) else signature(thought)

@@ -479,6 +479,12 @@ def upstream_error_message(data: bytes) -> tuple[str, bool]:
     return message, document is not None
 
 
+def reasoning_text(message: dict) -> str:
+    """A chat message's `reasoning_content` (DeepSeek's field, which hubproxy's translators use), or ""."""
+    thought = message.get("reasoning_content")
+    return thought if isinstance(thought, str) else ""
+
+
 def content_text(content: object) -> str:
     """A chat message's text: its string, or its text parts joined."""
     if isinstance(content, str):

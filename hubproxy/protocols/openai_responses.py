@@ -22,6 +22,9 @@ from hubproxy.protocols import FINAL, Usage, decode_body
 from hubproxy.protocols import openai_chat as chat
 
 API = "responses"
+# the smallest `max_output_tokens` Responses takes (the Open Responses spec, 2026-04-24, and OpenAI's
+# API reference say so): a smaller client limit goes up as this, and the hold covers it
+MIN_OUTPUT_TOKENS = 16
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 TOOL_PREAMBLE = 512
 
@@ -135,6 +138,14 @@ def read_usage(usage: object) -> Usage | None:
     cached = cached if cached.__class__ is int and cached >= 0 else 0
     reasoning = reasoning if reasoning.__class__ is int and reasoning >= 0 else 0
     return Usage(prompt, output, min(cached, prompt), 0, min(reasoning, output))
+
+
+def summary_text(item: dict) -> str:
+    """A reasoning item's summary as one text (its parts' texts; anything else in it is skipped)."""
+    summary = item.get("summary")
+    if not isinstance(summary, list):
+        return ""
+    return "".join(str(p.get("text", "")) for p in summary if isinstance(p, dict))
 
 
 def answer_usage(data: bytes) -> tuple[Usage | None, object]:

@@ -93,15 +93,11 @@ def chat_history(doc: dict) -> list[dict]:
             text = output if isinstance(output, str) else text_of(output)
             history.append({"role": "tool", "tool_call_id": str(item.get("call_id", "")), "content": text})
         elif kind == "reasoning" and reasoning.is_token(item.get("encrypted_content")):
-            summary = item.get("summary")
-            thought = (
-                "".join(p.get("text", "") for p in summary if isinstance(p, dict)) if isinstance(summary, list) else ""
-            )
             history.append(
                 {
                     "role": "assistant",
                     "content": None,
-                    "reasoning_content": thought,
+                    "reasoning_content": responses.summary_text(item),
                     reasoning.FIELD: item["encrypted_content"],
                 }
             )  # reasoning of ours to take back: to the upstream that made it, through its translator
@@ -273,7 +269,7 @@ def from_chat(document: dict, request: dict, model: str) -> bytes:
     message = choice.get("message") or {}
     freeform = freeform_names(request)
     output: list[dict] = []
-    thought = message.get("reasoning_content") if isinstance(message.get("reasoning_content"), str) else ""
+    thought = chat.reasoning_text(message)
     if thought or reasoning.is_token(message.get(reasoning.FIELD)):
         output.append(reasoning_item(thought, encrypted=message.get(reasoning.FIELD)))
     if isinstance(message.get("content"), str) and message["content"]:
