@@ -256,6 +256,13 @@ def test_a_provider_that_limits_with_max_completion_tokens_gets_it(gateway):
     sent = gateway.upstream.requests[-1]["body"]
     assert sent["max_completion_tokens"] == 4096 and "max_tokens" not in sent
     assert answer.usage.completion_tokens == 4096
+    tiny = gateway.new_user("oai-tiny@example.com", "0.02")  # covers four holds of 4,096 output tokens
+    wait_for(lambda: gateway.key_works(tiny))
+    gateway.upstream.delay = 0.5
+    results = asyncio.run(gateway.fire(tiny, 50, model="honest-oai", max_tokens=None))
+    assert any(isinstance(r, openai.APIStatusError) and r.status_code == 402 for r in results)
+    balance, ledger = balance_and_ledger(gateway, "oai-tiny@example.com")
+    assert 0 <= balance == ledger
 
 
 def test_a_translated_call_without_a_limit_goes_up_with_the_one_it_was_held_at(hub):
@@ -284,3 +291,16 @@ def test_a_translated_call_without_a_limit_goes_up_with_the_one_it_was_held_at(h
     hub.client().responses.create(model="claude-small", input="hello")
     sent = [r["body"]["max_tokens"] for r in hub.upstream.requests if r["path"] == "/v1/messages"]
     assert sent == [2000, 2000]
+
+
+def test_fifty_responses_calls_without_a_limit_cannot_overspend(hub):
+    """A Responses client that sets no `max_output_tokens`, on a chat upstream that bills to the limit."""
+    key = hub.new_user("resp@example.com", "0.05")
+    wait_for(lambda: hub.key_works(key))
+    hub.upstream.delay = 0.5
+    body = msgspec.json.encode({"model": "honest", "input": "hello"})
+    statuses = asyncio.run(fire_raw(hub, key, "/responses", [body] * 50))
+    assert 200 in statuses and 402 in statuses
+    assert all(r["body"]["max_tokens"] == 4096 for r in hub.upstream.requests if r["path"] == "/v1/chat/completions")
+    balance, ledger = balance_and_ledger(hub, "resp@example.com")
+    assert 0 <= balance == ledger
