@@ -58,17 +58,17 @@ def test_images_are_counted_from_the_parsed_body_whatever_the_escapes():
         {"model": "m", "messages": [{"role": "user", "content": [IMAGE, IMAGE, {"type": "text", "text": "?"}]}]}
     )
     assert b'"image_url"' not in chat
-    assert CHAT.unseen_tokens(chat, CHAT.read(chat), 100) == 200
+    assert CHAT.unseen_tokens(CHAT.read(chat), 100) == 200
     messages = (
         b'{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "im\\u0061ge"}, '
         b'{"type": "tool_result", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}]}]}'
     )
-    assert MESSAGES.unseen_tokens(messages, MESSAGES.read(messages), 100) == 200
+    assert MESSAGES.unseen_tokens(MESSAGES.read(messages), 100) == 200
     responses = (
         b'{"model": "m", "input": [{"role": "user", "content": [{"type": "input_im\\u0061ge"}]}, '
         b'{"type": "function_call_output", "output": [{"type": "input_image"}]}]}'
     )
-    assert RESPONSES.unseen_tokens(responses, RESPONSES.read(responses), 100) == 200
+    assert RESPONSES.unseen_tokens(RESPONSES.read(responses), 100) == 200
 
 
 @pytest.mark.parametrize(

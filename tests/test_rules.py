@@ -101,7 +101,7 @@ def test_tpm_counts_the_hold_then_the_real_tokens_and_parallel_frees_its_slot():
 def test_the_prompt_bound_is_never_below_the_texts_bytes(text):
     """A byte-level tokenizer makes at most one token per byte of text: the bound must cover that."""
     body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": text}]})
-    bound = prompt_bound(len(body), CHAT.unseen_tokens(body, CHAT.read(body), 2560))
+    bound = prompt_bound(len(body), CHAT.unseen_tokens(CHAT.read(body), 2560))
     assert bound >= len(text.encode()) + PROMPT_SLACK
 
 
@@ -114,9 +114,9 @@ def test_images_and_tools_count_what_the_body_does_not_show():
             "tools": [{"type": "function", "function": {"name": "f"}}],
         }
     )
-    assert CHAT.unseen_tokens(body, CHAT.read(body), 1000) == 2000 + TOOL_PREAMBLE
+    assert CHAT.unseen_tokens(CHAT.read(body), 1000) == 2000 + TOOL_PREAMBLE
     embed = b'{"model":"e","input":"image_url"}'
-    assert EMBEDDINGS.unseen_tokens(embed, EMBEDDINGS.read(embed), 1000) == 0
+    assert EMBEDDINGS.unseen_tokens(EMBEDDINGS.read(embed), 1000) == 0
 
 
 def test_prices_are_exact_integers_and_tiers_price_the_whole_call():

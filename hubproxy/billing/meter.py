@@ -14,14 +14,13 @@ import asyncio
 import time
 
 from hubproxy import errors
-from hubproxy.accounts.cache import KeyState, UserState
 from hubproxy.accounts.rules import effective_limits
 from hubproxy.billing.budget import Budget
 from hubproxy.billing.pricing import cost_of, estimate_prompt_tokens, prompt_bound
 from hubproxy.config import BillingSettings, Plan
 from hubproxy.feed import CallFeed
 from hubproxy.metrics import CallMetrics
-from hubproxy.protocols import Usage
+from hubproxy.protocols import Call, Usage
 from hubproxy.ratelimit import Limiter
 from hubproxy.routing.router import Route
 from hubproxy.store import Store
@@ -78,13 +77,9 @@ class CallMeter:
         self,
         calls: OpenCalls,
         billing: BillingSettings,
-        request_id: str,
-        key: KeyState,
-        user: UserState,
+        call: Call,
         route: Route,
-        endpoint: str,
-        stream: bool,
-        body_bytes: int,
+        *,
         unseen: int,
         max_output: int,
         plan: Plan | None = None,
@@ -92,23 +87,24 @@ class CallMeter:
         """`max_output`: the output tokens the call may make, every choice's (0: embeddings).
         `unseen`: prompt tokens the body's size does not show (images by URL, a tool preamble)."""
         model = route.model
+        body_bytes = len(call.raw)
         bound = prompt_bound(body_bytes, unseen)
         estimate = estimate_prompt_tokens(body_bytes, billing.bytes_per_token)
-        output = max_output
         self.plan = plan
-        self.tokens = bound + output
+        self.tokens = bound + max_output
         self._ticket: object = None
-        self._calls, self.user, self.key, self.route = calls, user, key, route
+        assert call.key is not None and call.user is not None  # a metered call is an authorized one
+        self._calls, self.user, self.key, self.route = calls, call.user, call.key, route
         self.reservation = Reservation(
-            id=request_id,
-            user_id=user.id,
-            key_id=key.id,
+            id=call.request_id,
+            user_id=call.user.id,
+            key_id=call.key.id,
             model=model.name,
             provider=route.provider.name,
             upstream_model=route.upstream_model,
-            endpoint=endpoint,
-            stream=stream,
-            amount=self.price(cost_of(model, bound, output)),
+            endpoint=call.endpoint.path,
+            stream=call.stream,
+            amount=self.price(cost_of(model, bound, max_output)),
             prompt_tokens=estimate,
             prompt_cost=self.price(cost_of(model, estimate, 0)),
         )

@@ -1,24 +1,29 @@
 """Client wire formats: one module per format, each knowing its request fields, its usage fields, its
-stream events and its error shape.
+stream events and its error shape; translators between formats; and the interfaces the call path uses.
 
-A format module offers its routes as `ClientEndpoint`s (`openai_chat` serves chat, completions and
-embeddings today; Anthropic Messages and OpenAI Responses are next). An endpoint reads and checks
-a request, builds the body for a deployment serving the same wire API (the client's bytes, only
-`model` and the usage switch rewritten), reads a whole answer's usage and adds the cost to it,
-makes the `StreamWatch` the relay hands each event to, and renders errors in the format's shape.
-The call handler talks only to these two interfaces. A translator between two formats (a client
-on one, an upstream on another) is one more module here, offering the same interfaces.
+A format module offers its routes as `ClientEndpoint`s (`openai_chat`: chat, completions, embeddings;
+`anthropic_messages`: messages; `openai_responses`: responses). An endpoint reads and checks a request
+and renders errors in its format's shape. How the call reaches a deployment is a `Leg`: the endpoint
+itself where the deployment serves the client's wire API, else a translator; `legs.py` is the one
+table that names the leg for every (client, upstream) pair. The call handler talks only to these
+interfaces; formats never import translators.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import msgspec
 import orjson
 
-from hubproxy.errors import invalid_request
+from hubproxy.errors import GatewayError, invalid_request
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from hubproxy.accounts.cache import KeyState, UserState
+    from hubproxy.routing.router import Route
 
 
 class Usage(msgspec.Struct):
@@ -65,31 +70,123 @@ class StreamWatch(Protocol):
         """An in-band error, the status line being sent already."""
 
 
-class ClientEndpoint(Protocol):
-    path: str  # the upstream path, and the usage row's `endpoint`
-    api: str  # the wire API a provider must serve to get the client's bytes as they are
-    makes_output: bool
-    streams: bool
+class Call:
+    """What the caller sent, as every leg and the meter see it: one object instead of a list of
+    arguments. `unset`: the output limit to write into the body where the client set none (0: it set
+    one); `unset_native`: whether that limit goes up on the client's own wire API too (not when the
+    model's own maximum is the bound)."""
 
-    def read(self, raw: bytes) -> CallFields: ...
+    __slots__ = ("endpoint", "fields", "headers", "key", "raw", "request_id", "stream", "unset", "unset_native", "user")
 
-    def unseen_tokens(self, raw: bytes, fields: Any, image_tokens: int) -> int: ...
+    def __init__(
+        self,
+        endpoint: ClientEndpoint,
+        raw: bytes,
+        fields: Any,
+        stream: bool,
+        headers: Mapping[str, str],
+        request_id: str = "",
+        key: KeyState | None = None,
+        user: UserState | None = None,
+        unset: int = 0,
+        unset_native: bool = False,
+    ) -> None:
+        self.endpoint, self.raw, self.fields, self.stream, self.headers = endpoint, raw, fields, stream, headers
+        self.request_id, self.key, self.user = request_id, key, user
+        self.unset, self.unset_native = unset, unset_native
 
-    def build_upstream_body(
-        self, raw: bytes, fields: Any, upstream_model: str, stream_usage: bool, stream: bool
-    ) -> bytes: ...
+    def with_body(self, raw: bytes, fields: Any) -> Call:
+        """The same call with another body (an output limit written in, or translated to chat)."""
+        return Call(self.endpoint, raw, fields, self.stream, self.headers, self.request_id, self.key, self.user)
+
+
+class Outbound(NamedTuple):
+    """One upstream request: the leg that made it (and reads its answer), the wire API, the path, the
+    body and extra header lines."""
+
+    leg: Leg
+    api: str
+    path: str
+    body: bytes
+    headers: bytes
+
+
+class Leg(Protocol):
+    """How a call reaches a deployment over one upstream wire API (`api`) and how its answer comes back
+    in the client's format: the endpoint itself, a translator, or two translators through chat."""
+
+    @property
+    def api(self) -> str: ...
+
+    def upstream_request(self, call: Call, route: Route) -> Outbound:
+        """The request for this deployment; raises `Untranslatable` for a body it cannot carry over."""
+        ...
 
     def stream_watch(self, fields: Any, prompt_tokens: int) -> StreamWatch:
         """`prompt_tokens`: the call's prompt estimate, for a format that states the prompt's size before
         the upstream has (a translated Messages stream's `message_start`)."""
+        ...
 
-    def answer_usage(self, data: bytes) -> tuple[Usage | None, Any]: ...
+    def answer_usage(self, data: bytes) -> tuple[Usage | None, Any]:
+        """A whole answer's usage (None: it reported none) and the answer parsed, where it was."""
+        ...
 
-    def answer_with_cost(self, document: Any, cost: int) -> bytes: ...
+    def answer_body(self, data: bytes, document: Any, cost: int | None, fields: Any) -> bytes:
+        """The answer to send the client (with the cost where its format has a place for it)."""
+        ...
 
-    def error_body(self, err: Any) -> bytes: ...
+    def upstream_error_message(self, data: bytes) -> tuple[str, bool]:
+        """An upstream error's message, and whether its body is already in the client's error shape."""
+        ...
 
-    def upstream_error_message(self, data: bytes) -> tuple[str, bool]: ...
+
+class ToChat(Leg, Protocol):
+    """A translator from a client format to chat, which the pivot chains with chat's own translators."""
+
+    def as_chat(self, call: Call, upstream_model: str, stream_usage: bool) -> bytes:
+        """The request as chat, keeping a vendor's reasoning for the next translator."""
+        ...
+
+
+class ClientEndpoint(Leg, Protocol):
+    """A route of a client format; also the leg for a deployment serving the same wire API (the
+    client's bytes, `model` and the usage switch rewritten)."""
+
+    @property
+    def name(self) -> str:
+        """The client side's row in the leg table (`chat`, `completions`, `embeddings`, `messages`, …)."""
+        ...
+
+    @property
+    def path(self) -> str:
+        """The upstream path, and the usage row's `endpoint`."""
+        ...
+
+    @property
+    def makes_output(self) -> bool: ...
+
+    @property
+    def streams(self) -> bool: ...
+
+    def read(self, raw: bytes) -> Any:
+        """The request's fields (a `CallFields`), checked; a 400 in the format's shape otherwise."""
+        ...
+
+    def unseen_tokens(self, fields: Any, image_tokens: int) -> int:
+        """Prompt tokens the body's size does not show (media parts, a tools preamble)."""
+        ...
+
+    def with_output_limit(self, raw: bytes, fields: Any, limit: int, field: str) -> tuple[bytes, Any]:
+        """The request with an output limit the client did not set, in the field the provider reads."""
+        ...
+
+    def error_body(self, err: GatewayError) -> bytes: ...
+
+
+class Untranslatable(Exception):
+    """A body one format holds that another cannot: raised by a translator for what it checked and
+    could not carry over (the caller's 400, or the upstream's 502). Anything else a translator raises
+    is a bug, logged as one."""
 
 
 def decode_body(decoder: msgspec.json.Decoder, raw: bytes, invalid_field: Callable[[msgspec.ValidationError], Any]):
@@ -129,8 +226,3 @@ def error_parts(data: bytes) -> tuple[str, dict | None]:
 
 FINAL = object()
 """What a stream watch's `read` returns for the event that ends a stream."""
-
-UNREADABLE = (AttributeError, TypeError, KeyError, ValueError, IndexError)
-"""What a translator raises on a shape it cannot read: one side's JSON holding what the other side's
-format does not allow (a list where an object goes, …). The server turns these into the error of
-whoever sent it: the caller's 400, or the upstream's 502 or in-band error event."""

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 import msgspec
 import orjson
 from msgspec import UnsetType
 
 from hubproxy.errors import GatewayError, invalid_request
-from hubproxy.protocols import FINAL, Usage, decode_body, error_parts
+from hubproxy.protocols import FINAL, Call, Outbound, Usage, decode_body, error_parts
+
+if TYPE_CHECKING:
+    from hubproxy.routing.router import Route
 
 API = "messages"
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -292,6 +295,7 @@ def read_for_counting(raw: bytes) -> CountFields:
 class Endpoint:
     """`/messages`: the `ClientEndpoint` of this format (see `protocols/__init__.py`)."""
 
+    name: str = "messages"
     path: str = "/messages"
     api: str = API
     makes_output: bool = True
@@ -311,28 +315,24 @@ class Endpoint:
                     raise invalid_request(f"messages.{n}.content.{k}.text: Field required.", param="messages")
         return fields
 
-    def unseen_tokens(self, raw: bytes, fields: MessagesFields, image_tokens: int) -> int:
+    def unseen_tokens(self, fields: MessagesFields, image_tokens: int) -> int:
         """Each block that is not text (an image or document, whose source may be a URL) and a tools
         preamble, as for chat."""
         media = sum(media_blocks(m.content) for m in fields.messages if m.content.__class__ is list)
         unseen = media * image_tokens
         return unseen + TOOL_PREAMBLE if fields.tools else unseen
 
-    def leg_for(self, apis: tuple[str, ...]) -> object | None:
-        """Natively where the deployment serves Messages, else through chat."""
-        if API in apis:
-            return self
-        from hubproxy.protocols.messages_chat import VIA_CHAT  # the translators build on this module
-        from hubproxy.protocols.pivot import via_chat
+    def with_output_limit(
+        self, raw: bytes, fields: MessagesFields, limit: int, field: str = "max_tokens"
+    ) -> tuple[bytes, MessagesFields]:
+        """Messages requires `max_tokens` (`read` refuses a body without it): nothing to write."""
+        return raw, fields
 
-        return via_chat(VIA_CHAT, apis)
-
-    def upstream_request(
-        self, raw: bytes, fields: MessagesFields, upstream_model: str, stream_usage: bool, stream: bool, headers: object
-    ) -> tuple[str, str, bytes, bytes]:
+    def upstream_request(self, call: Call, route: Route) -> Outbound:
         """The client's bytes (`model` rewritten if need be) with its `anthropic-version` and
         `anthropic-beta` headers."""
-        return API, "/v1/messages", with_model(raw, fields, upstream_model), forwarded_headers(headers)
+        body = with_model(call.raw, call.fields, route.upstream_model)
+        return Outbound(self, API, "/v1/messages", body, forwarded_headers(call.headers))
 
     def stream_watch(self, fields: MessagesFields, prompt_tokens: int) -> StreamWatch:
         return StreamWatch()

@@ -13,13 +13,16 @@ to it as they came.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-import msgspec
 import orjson
 
-from hubproxy.protocols import FINAL, Usage, answered_model, reasoning
+from hubproxy.protocols import FINAL, Call, Outbound, Untranslatable, Usage, answered_model, reasoning, shapes
 from hubproxy.protocols import anthropic_messages as messages
 from hubproxy.protocols import openai_chat as chat
+
+if TYPE_CHECKING:
+    from hubproxy.routing.router import Route
 
 # chat's `reasoning_effort` as Anthropic's thinking budget (the inverse of messages_chat.reasoning_effort)
 THINKING_BUDGETS = {"low": 2048, "medium": 8192, "high": 24576}
@@ -100,7 +103,7 @@ def to_messages(raw: bytes, upstream_model: str, stream: bool) -> bytes:
     for message in doc["messages"]:
         role = message.get("role")
         if role not in chat.CHAT_ROLES:
-            raise ValueError(f"a message's role {role!r} has no place in Messages")  # the caller's 400
+            raise Untranslatable(f"a message's role {role!r} has no place in Messages")
         if role in ("system", "developer"):
             system += system_blocks(message.get("content"))
             continue
@@ -192,6 +195,14 @@ def from_messages(document: dict, model: str, cost: int | None) -> bytes:
     return orjson.dumps(answer)
 
 
+def block_index(event: dict) -> int:
+    """A content block event's `index` (0 where it gives none)."""
+    index = event.get("index", 0)
+    if index.__class__ is not int:
+        raise Untranslatable("a content block event's index must be an integer")
+    return index
+
+
 class MessagesStreamAsChat(chat.ChunkWriter):
     """A Messages stream's events as chat completion chunks: text and thinking deltas as `content` and
     `reasoning_content`, each tool_use block as one `tool_calls` entry whose arguments arrive in
@@ -218,35 +229,38 @@ class MessagesStreamAsChat(chat.ChunkWriter):
             return None
         kind = data.get("type") if data.__class__ is dict else None
         if kind == "message_start":
-            message = data.get("message") or {}
+            message = shapes.obj(data.get("message"), "message_start's message")
             self.id = "chatcmpl-" + str(message.get("id", "hubproxy"))
             self.model = answered_model(message, self.model)
             self.counted.add(message.get("usage"), False)
             return self.chunk({"role": "assistant", "content": ""})
         if kind == "content_block_start":
-            block = data.get("content_block") or {}
+            block = shapes.obj(data.get("content_block"), "content_block_start's block")
             self.in_thinking = block.get("type") in reasoning.THINKING_BLOCKS
             if self.in_thinking:
                 self.thinking.append(dict(block))
             if block.get("type") != "tool_use":
                 return None
-            position = self.tools[data.get("index", 0)] = len(self.tools)
-            call = {"index": position, "id": block.get("id", ""), "type": "function"}
-            call["function"] = {"name": block.get("name", ""), "arguments": ""}
+            position = self.tools[block_index(data)] = len(self.tools)
+            call = {"index": position, "id": shapes.text(block.get("id"), "a tool_use id"), "type": "function"}
+            call["function"] = {"name": shapes.text(block.get("name"), "a tool_use name"), "arguments": ""}
             return self.chunk({"tool_calls": [call]})
         if kind == "content_block_delta":
-            return self._delta(data.get("index", 0), data.get("delta") or {})
+            return self._delta(block_index(data), shapes.obj(data.get("delta"), "content_block_delta's delta"))
         if kind == "content_block_stop" and self.in_thinking:
             self.in_thinking = False  # the blocks so far, packed: the last such chunk has them all
             return self.chunk({reasoning.FIELD: reasoning.from_anthropic(self.thinking)})
         if kind == "message_delta":
             self.counted.add(data.get("usage"), True)
-            self.finish = FINISH_REASONS.get((data.get("delta") or {}).get("stop_reason"), "stop")
+            reason = shapes.obj(data.get("delta"), "message_delta's delta").get("stop_reason")
+            self.finish = FINISH_REASONS.get(shapes.text(reason, "a stop_reason"), "stop")
             return None
         if kind == "message_stop":
             return FINAL
         if kind == "error":
-            return chat.stream_error(str((data.get("error") or {}).get("message", "the upstream failed")))
+            return chat.stream_error(
+                str(shapes.obj(data.get("error"), "an error event's error").get("message", "the upstream failed"))
+            )
         return None
 
     def _delta(self, index: int, delta: dict) -> bytes | None:
@@ -255,14 +269,16 @@ class MessagesStreamAsChat(chat.ChunkWriter):
         if kind == "text_delta":
             return self.chunk({"content": delta.get("text", "")})
         if kind == "thinking_delta":
+            thought = shapes.text(delta.get("thinking"), "a thinking delta")
             if self.in_thinking:
-                self.thinking[-1]["thinking"] = self.thinking[-1].get("thinking", "") + delta.get("thinking", "")
-            return self.chunk({"reasoning_content": delta.get("thinking", "")})
+                self.thinking[-1]["thinking"] = shapes.text(self.thinking[-1].get("thinking"), "thinking") + thought
+            return self.chunk({"reasoning_content": thought})
         if kind == "signature_delta" and self.in_thinking:
             self.thinking[-1]["signature"] = delta.get("signature", "")
             return None
         if kind == "input_json_delta" and index in self.tools:
-            call = {"index": self.tools[index], "function": {"arguments": delta.get("partial_json", "")}}
+            arguments = shapes.text(delta.get("partial_json"), "an input_json delta")
+            call = {"index": self.tools[index], "function": {"arguments": arguments}}
             return self.chunk({"tool_calls": [call]})
         return None
 
@@ -272,20 +288,10 @@ class ChatViaMessages:
 
     api = messages.API
 
-    def upstream_request(
-        self,
-        raw: bytes,
-        fields: chat.RequestFields,
-        upstream_model: str,
-        stream_usage: bool,
-        stream: bool,
-        headers: object,
-    ) -> tuple[str, str, bytes, bytes]:
-        if getattr(fields, "messages", None) is msgspec.UNSET:  # a Responses-shaped chat body (Cursor)
-            from hubproxy.protocols.responses_chat import to_chat as responses_as_chat
-
-            raw = responses_as_chat(raw, upstream_model, False, False)
-        return messages.API, "/v1/messages", to_messages(raw, upstream_model, stream), messages.forwarded_headers({})
+    def upstream_request(self, call: Call, route: Route) -> Outbound:
+        shapes.checked(shapes.CHAT_REQUEST, call.raw, "the request")
+        body = to_messages(call.raw, route.upstream_model, call.stream)
+        return Outbound(self, messages.API, "/v1/messages", body, messages.forwarded_headers({}))
 
     def stream_watch(self, fields: chat.RequestFields, prompt_tokens: int) -> MessagesStreamAsChat:
         return MessagesStreamAsChat(fields.model, fields.asks_usage)
@@ -296,6 +302,7 @@ class ChatViaMessages:
     def answer_body(data: bytes, document: object, cost: int | None, fields: chat.RequestFields) -> bytes:
         if document.__class__ is not dict:
             return data
+        shapes.checked(shapes.MESSAGES_ANSWER, data, "the provider's answer")
         return from_messages(document, fields.model, cost)
 
     @staticmethod

@@ -12,13 +12,16 @@ a token) is dropped and the finish reason is `length`; the usage stays what the 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-import msgspec
 import orjson
 
-from hubproxy.protocols import FINAL, answered_model, reasoning
+from hubproxy.protocols import FINAL, Call, Outbound, Untranslatable, answered_model, reasoning, shapes
 from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols import openai_responses as responses
+
+if TYPE_CHECKING:
+    from hubproxy.routing.router import Route
 
 
 def input_item(message: dict) -> list[dict]:
@@ -67,7 +70,7 @@ def to_responses(raw: bytes, upstream_model: str, stream: bool) -> bytes:
     instructions, items = [], []
     for message in doc.get("messages") or ():
         if message.get("role") not in chat.CHAT_ROLES:
-            raise ValueError(f"a message's role {message.get('role')!r} has no place in Responses")  # the caller's 400
+            raise Untranslatable(f"a message's role {message.get('role')!r} has no place in Responses")
         if message.get("role") in ("system", "developer"):
             instructions.append(chat.content_text(message.get("content")))
         else:
@@ -189,9 +192,11 @@ class ResponsesStreamAsChat(chat.ChunkWriter):
             data = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return None
-        kind = data.get("type") if data.__class__ is dict else None
+        if data.__class__ is not dict:
+            return None
+        kind = data.get("type")
         if kind == "response.created":
-            response = data.get("response") or {}
+            response = shapes.obj(data.get("response"), "response.created's response")
             self.id = "chatcmpl-" + str(response.get("id", "hubproxy"))
             self.model = answered_model(response, self.model)
             return self.chunk({"role": "assistant", "content": ""})
@@ -200,13 +205,14 @@ class ResponsesStreamAsChat(chat.ChunkWriter):
             if self.limit is not None and self.output_events > self.limit:
                 self.cut = True
                 return None
-            return self.chunk({"content": data.get("delta", "")})
+            return self.chunk({"content": shapes.text(data.get("delta"), "an output_text delta")})
         if kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
             self.output_events += 1
             self.thought_streamed = True
-            return self.chunk({"reasoning_content": data.get("delta", "")})
-        if kind == "response.output_item.done" and (data.get("item") or {}).get("type") == "reasoning":
-            item, delta = data["item"], {}
+            return self.chunk({"reasoning_content": shapes.text(data.get("delta"), "a reasoning delta")})
+        item = shapes.obj(data.get("item"), "an output item event's item") if "item" in data else {}
+        if kind == "response.output_item.done" and item.get("type") == "reasoning":
+            delta = {}
             thought = "" if self.thought_streamed else responses.summary_text(item)
             if thought:  # a summary that came whole, with the item
                 delta["reasoning_content"] = thought
@@ -215,18 +221,19 @@ class ResponsesStreamAsChat(chat.ChunkWriter):
             if signed:
                 delta[reasoning.FIELD] = signed
             return self.chunk(delta) if delta else None
-        if kind == "response.output_item.added" and (data.get("item") or {}).get("type") == "function_call":
-            item = data["item"]
-            position = self.calls[item.get("id", "")] = len(self.calls)
+        if kind == "response.output_item.added" and item.get("type") == "function_call":
+            position = self.calls[shapes.text(item.get("id"), "a function_call item's id")] = len(self.calls)
             call = {"index": position, "id": item.get("call_id", ""), "type": "function"}
             call["function"] = {"name": item.get("name", ""), "arguments": ""}
             return self.chunk({"tool_calls": [call]})
-        if kind == "response.function_call_arguments.delta" and data.get("item_id") in self.calls:
+        item_id = data.get("item_id")
+        if kind == "response.function_call_arguments.delta" and item_id.__class__ is str and item_id in self.calls:
             self.output_events += 1
-            call = {"index": self.calls[data["item_id"]], "function": {"arguments": data.get("delta", "")}}
+            arguments = shapes.text(data.get("delta"), "a function_call_arguments delta")
+            call = {"index": self.calls[item_id], "function": {"arguments": arguments}}
             return self.chunk({"tool_calls": [call]})
         if kind in ("response.completed", "response.incomplete", "response.failed"):
-            response = data.get("response") or {}
+            response = shapes.obj(data.get("response"), f"{kind}'s response")
             self.usage = responses.read_usage(response.get("usage"))
             cut = kind == "response.incomplete" or self.cut
             self.finish = "tool_calls" if self.calls else ("length" if cut else "stop")
@@ -241,18 +248,11 @@ class ChatViaResponses:
 
     api = responses.API
 
-    def upstream_request(
-        self,
-        raw: bytes,
-        fields: chat.RequestFields,
-        upstream_model: str,
-        stream_usage: bool,
-        stream: bool,
-        headers: object,
-    ) -> tuple[str, str, bytes, bytes]:
-        if getattr(fields, "messages", None) is msgspec.UNSET:  # already Responses-shaped (Cursor)
-            return responses.API, "/responses", responses.with_model(raw, fields, upstream_model), b""
-        return responses.API, "/responses", to_responses(raw, upstream_model, stream), b""
+    def upstream_request(self, call: Call, route: Route) -> Outbound:
+        shapes.checked(shapes.CHAT_REQUEST, call.raw, "the request")
+        return Outbound(
+            self, responses.API, "/responses", to_responses(call.raw, route.upstream_model, call.stream), b""
+        )
 
     def stream_watch(self, fields: chat.RequestFields, prompt_tokens: int) -> ResponsesStreamAsChat:
         return ResponsesStreamAsChat(fields.model, fields.asks_usage, cut_limit(fields))
@@ -263,6 +263,7 @@ class ChatViaResponses:
     def answer_body(data: bytes, document: object, cost: int | None, fields: chat.RequestFields) -> bytes:
         if document.__class__ is not dict:
             return data
+        shapes.checked(shapes.RESPONSES_ANSWER, data, "the provider's answer")
         return from_responses(document, fields.model, cost, cut_limit(fields))
 
     @staticmethod

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TYPE_CHECKING
 
 import orjson
 
-from hubproxy.protocols import FINAL, Usage, answered_model, reasoning
+from hubproxy.protocols import Call, Outbound, Usage, answered_model, reasoning, shapes
 from hubproxy.protocols import anthropic_messages as messages
 from hubproxy.protocols import openai_chat as chat
+
+if TYPE_CHECKING:
+    from hubproxy.routing.router import Route
 
 API = "chat"
 PATH = "/chat/completions"
@@ -242,67 +246,23 @@ def event(name: str, data: dict) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-class ChatStreamAsMessages:
+class ChatStreamAsMessages(chat.ChunkReader):
     """A chat stream's chunks as Messages events, in Anthropic's order: `message_start`, then each
     block's `content_block_start` / `_delta` / `_stop` (thinking, text, one per tool call with its
     arguments as `input_json_delta`), then, once the call is settled, `message_delta` with the stop
     reason and the usage, and `message_stop`."""
 
-    __slots__ = (
-        "block",
-        "index",
-        "model",
-        "output_events",
-        "prompt_tokens",
-        "signed",
-        "started",
-        "stop_reason",
-        "thinking",
-        "tools",
-        "usage",
-    )
-
     def __init__(self, model: str, prompt_tokens: int) -> None:
+        super().__init__()
         self.model = model
         self.prompt_tokens = prompt_tokens
-        self.usage: Usage | None = None
-        self.output_events = 0
-        self.started = False
         self.block: str | None = None  # the open block's kind
         self.index = -1
         self.thinking: list[str] = []
         self.signed: str | None = None  # the upstream's own reasoning, packed, for the thinking block's signature
         self.tools: dict[int, int] = {}  # chat tool-call index → block index
-        self.stop_reason: object = None  # the upstream's finish_reason
 
-    @staticmethod
-    def worth_reading(events: bytes) -> bool:
-        return True
-
-    def read(self, raw_event: bytes, payload: bytes | None) -> bytes | object | None:
-        if payload is None:
-            return None
-        if payload == b"[DONE]":
-            return FINAL
-        try:
-            chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return None
-        if chunk.__class__ is not dict:
-            return None
-        tokens = chat.read_usage(chunk.get("usage"))
-        if tokens is not None:
-            self.usage = tokens
-        out = b"" if self.started else self._start(chunk)
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            out += self._delta(delta)
-            if choice.get("finish_reason"):
-                self.stop_reason = choice["finish_reason"]
-        return out or None
-
-    def _start(self, chunk: dict) -> bytes:
-        self.started = True
+    def start(self, chunk: dict) -> bytes:
         message = {
             "id": message_id(chunk.get("id")),
             "type": "message",
@@ -339,43 +299,35 @@ class ChatStreamAsMessages:
         self.output_events += 1
         return event("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta})
 
-    def _delta(self, delta: dict) -> bytes:
+    def reasoning(self, thought: str, signed: str | None) -> bytes:
         out = b""
-        thought = delta.get("reasoning_content")
-        signed = delta.get(reasoning.FIELD)
-        if (isinstance(thought, str) and thought) or reasoning.is_token(signed):
-            if self.block != "thinking":
-                out += self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
-            if reasoning.is_token(signed):
-                self.signed = signed
-        if isinstance(thought, str) and thought:
+        if self.block != "thinking":
+            out += self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+        if signed is not None:
+            self.signed = signed
+        if thought:
             self.thinking.append(thought)
             out += self._emit({"type": "thinking_delta", "thinking": thought})
-        text = delta.get("content")
-        if isinstance(text, str) and text:
-            if self.block != "text":
-                out += self._open("text", {"type": "text", "text": ""})
-            out += self._emit({"type": "text_delta", "text": text})
-        for call in delta.get("tool_calls") or ():
-            position = call.get("index", 0)
-            function = call.get("function") or {}
-            if position not in self.tools:
-                block = {
-                    "type": "tool_use",
-                    "id": safe_id(call.get("id")),
-                    "name": function.get("name", ""),
-                    "input": {},
-                }
-                out += self._open("tool_use", block)
-                self.tools[position] = self.index
-            arguments = function.get("arguments")
-            if arguments and self.tools[position] == self.index:
-                out += self._emit({"type": "input_json_delta", "partial_json": arguments})
+        return out
+
+    def text(self, text: str) -> bytes:
+        out = b""
+        if self.block != "text":
+            out += self._open("text", {"type": "text", "text": ""})
+        return out + self._emit({"type": "text_delta", "text": text})
+
+    def tool_call(self, position: int, call_id: object, name: str, arguments: str) -> bytes:
+        out = b""
+        if position not in self.tools:
+            out += self._open("tool_use", {"type": "tool_use", "id": safe_id(call_id), "name": name, "input": {}})
+            self.tools[position] = self.index
+        if arguments and self.tools[position] == self.index:
+            out += self._emit({"type": "input_json_delta", "partial_json": arguments})
         return out
 
     def closing(self, cost: int) -> bytes:
-        out = (b"" if self.started else self._start({})) + self._close()
-        reason = stop_reason(self.stop_reason, bool(self.tools))
+        out = (b"" if self.started else self.start({})) + self._close()
+        reason = stop_reason(self.finish, bool(self.tools))
         delta = {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": None}}
         delta["usage"] = anthropic_usage(self.usage)
         return out + event("message_delta", delta) + event("message_stop", {"type": "message_stop"})
@@ -392,20 +344,15 @@ class MessagesViaChat:
     api = API
     path = PATH
 
-    def upstream_request(
-        self,
-        raw: bytes,
-        fields: messages.MessagesFields,
-        upstream_model: str,
-        stream_usage: bool,
-        stream: bool,
-        headers: object,
-        pivot: bool = False,
-    ) -> tuple[str, str, bytes, bytes]:
-        """The request as chat; `pivot`: for another translator (which takes reasoning of its upstream's
-        back), not for a chat upstream (which would refuse the field)."""
-        body = to_chat(raw, upstream_model, stream, stream_usage)
-        return API, PATH, body if pivot else reasoning.without_field(body), b""
+    def upstream_request(self, call: Call, route: Route) -> Outbound:
+        """The request as chat, without a vendor's reasoning (a chat upstream would refuse the field)."""
+        body = self.as_chat(call, route.upstream_model, route.provider.stream_usage)
+        return Outbound(self, API, PATH, reasoning.without_field(body), b"")
+
+    @staticmethod
+    def as_chat(call: Call, upstream_model: str, stream_usage: bool) -> bytes:
+        shapes.checked(shapes.MESSAGES_REQUEST, call.raw, "the request")
+        return to_chat(call.raw, upstream_model, call.stream, stream_usage)
 
     def stream_watch(self, fields: messages.MessagesFields, prompt_tokens: int) -> ChatStreamAsMessages:
         return ChatStreamAsMessages(fields.model, prompt_tokens)
@@ -416,6 +363,7 @@ class MessagesViaChat:
     def answer_body(data: bytes, document: object, cost: int | None, fields: messages.MessagesFields) -> bytes:
         if document.__class__ is not dict:
             return data
+        shapes.checked(shapes.CHAT_ANSWER, data, "the provider's answer")
         return from_chat(document, fields.model)
 
     @staticmethod

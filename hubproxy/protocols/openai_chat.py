@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 import orjson
@@ -19,7 +19,10 @@ from msgspec import UnsetType
 
 from hubproxy.errors import GatewayError, invalid_request
 from hubproxy.money import format_usd
-from hubproxy.protocols import FINAL, Usage, decode_body, error_parts
+from hubproxy.protocols import FINAL, Call, Outbound, Usage, decode_body, error_parts, reasoning
+
+if TYPE_CHECKING:
+    from hubproxy.routing.router import Route
 
 API = "chat"
 ASK_STREAM_USAGE = b'"stream_options":{"include_usage":true},'
@@ -408,6 +411,93 @@ class StreamWatch:
         return stream_error(message)
 
 
+class ChunkReader:
+    """A chat stream read by a translator (chat upstream → another client format): each chunk parsed,
+    its usage kept, its deltas handed to the subclass part by part — `start` once, `reasoning`,
+    `text`, `tool_call` — and each choice's `finish_reason` kept. The one reader of chat chunks; what
+    a part becomes is the subclass's."""
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.output_events = 0
+        self.started = False
+        self.finish: object = None  # the upstream's finish_reason
+
+    @staticmethod
+    def worth_reading(events: bytes) -> bool:
+        return True
+
+    def read(self, raw_event: bytes, payload: bytes | None) -> bytes | object | None:
+        if payload is None:
+            return None
+        if payload == b"[DONE]":
+            return FINAL
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        if chunk.__class__ is not dict:
+            return None
+        tokens = read_usage(chunk.get("usage"))
+        if tokens is not None:
+            self.usage = tokens
+        out = b""
+        if not self.started:
+            self.started = True
+            out = self.start(chunk)
+        choices = chunk.get("choices")
+        for choice in choices if choices.__class__ is list else ():
+            if choice.__class__ is not dict:
+                continue
+            delta = choice.get("delta")
+            if delta.__class__ is dict:
+                out += self.parts(delta)
+            finish = choice.get("finish_reason")
+            if finish.__class__ is str and finish:
+                self.finish = finish
+        return out or None
+
+    def parts(self, delta: dict) -> bytes:
+        out = b""
+        thought = delta.get("reasoning_content")
+        thought = thought if thought.__class__ is str else ""
+        signed = delta.get(reasoning.FIELD)
+        if thought or reasoning.is_token(signed):
+            out += self.reasoning(thought, signed if reasoning.is_token(signed) else None)
+        text = delta.get("content")
+        if text.__class__ is str and text:
+            out += self.text(text)
+        calls = delta.get("tool_calls")
+        for call in calls if calls.__class__ is list else ():
+            if call.__class__ is not dict:
+                continue
+            function = call.get("function")
+            function = function if function.__class__ is dict else {}
+            name, arguments, position = function.get("name"), function.get("arguments"), call.get("index")
+            out += self.tool_call(
+                position if position.__class__ is int else 0,
+                call.get("id"),
+                name if name.__class__ is str else "",
+                arguments if arguments.__class__ is str else "",
+            )
+        return out
+
+    def start(self, chunk: dict) -> bytes:
+        """What the client's format sends first (the first chunk, for its id and model)."""
+        raise NotImplementedError
+
+    def reasoning(self, thought: str, signed: str | None) -> bytes:
+        """Reasoning text (may be empty) and/or a vendor's packed reasoning (`reasoning.FIELD`)."""
+        raise NotImplementedError
+
+    def text(self, text: str) -> bytes:
+        raise NotImplementedError
+
+    def tool_call(self, position: int, call_id: object, name: str, arguments: str) -> bytes:
+        """A tool call's first chunk (its id and name) or a later one (more arguments)."""
+        raise NotImplementedError
+
+
 def usage_object(usage: Usage | None) -> dict | None:
     """A chat `usage` object for tokens another format reported."""
     if usage is None:
@@ -494,14 +584,29 @@ def content_text(content: object) -> str:
     return ""
 
 
+def chat_unseen(fields: ChatFields, image_tokens: int) -> int:
+    """Prompt tokens a chat body's size does not show: `image_tokens` for each part that is not text
+    (an image given by URL is not in the body at all), and the fixed instructions a chat template
+    writes before tool definitions."""
+    unseen = media_parts(fields.messages) * image_tokens if fields.messages else 0
+    return unseen + TOOL_PREAMBLE if fields.tools else unseen
+
+
+def nothing_unseen(fields: RequestFields, image_tokens: int) -> int:
+    return 0
+
+
 @dataclass(frozen=True, eq=False)
 class Endpoint:
     """One route of this format: the upstream path (also the usage row's `endpoint`), the wire API a
-    provider must serve for it, and whether it produces output and can stream."""
+    provider must serve for it, and whether it produces output and can stream. Also the leg to a
+    deployment serving chat (the `ClientEndpoint` and `Leg` of `protocols/__init__.py`)."""
 
+    name: str
     path: str
     decoder: msgspec.json.Decoder
     check: Callable[..., None]
+    unseen: Callable[..., int] = nothing_unseen
     makes_output: bool = True
     streams: bool = True
     api: str = API
@@ -514,59 +619,25 @@ class Endpoint:
         self.check(fields)
         return fields
 
-    def unseen_tokens(self, raw: bytes, fields: RequestFields, image_tokens: int) -> int:
-        """Prompt tokens the body's size does not show: `image_tokens` for each part that is not text
-        (an image given by URL is not in the body at all), and the fixed instructions a chat template
-        writes before tool definitions."""
-        if self is not CHAT:
-            return 0
-        if fields.responses_shaped:
-            from hubproxy.protocols.openai_responses import media_in_input  # it builds on this module
-
-            unseen = media_in_input(fields.input) * image_tokens
-        else:
-            unseen = media_parts(fields.messages) * image_tokens
-        return unseen + TOOL_PREAMBLE if fields.tools else unseen
+    def unseen_tokens(self, fields: RequestFields, image_tokens: int) -> int:
+        return self.unseen(fields, image_tokens)
 
     def with_output_limit(
         self, raw: bytes, fields: RequestFields, limit: int, field: str = "max_tokens"
     ) -> tuple[bytes, RequestFields]:
         """The request with an output limit the client did not set, for the upstream to stop at, in
-        `field` (the provider's `limit_field`; a Responses-shaped body's own, and completions' only,
-        name otherwise)."""
-        if fields.__class__ is not ChatFields:
-            name = "max_tokens"
-        else:
-            name = "max_output_tokens" if fields.responses_shaped else field
+        `field` (the provider's `limit_field`; completions know only `max_tokens`)."""
+        name = field if fields.__class__ is ChatFields else "max_tokens"
         raw = with_field(raw, name, limit, getattr(fields, name) is None)
         return raw, msgspec.structs.replace(fields, **{name: limit})
 
     def stream_watch(self, fields: RequestFields, prompt_tokens: int) -> StreamWatch:
         return StreamWatch(fields.asks_usage)
 
-    def leg_for(self, apis: tuple[str, ...]) -> object | None:
-        """How a deployment serving `apis` is reached: natively, through Messages (chat only), or not."""
-        if API in apis:
-            return self
-        if self is not CHAT:
-            return None
-        from hubproxy.protocols.chat_messages import VIA_MESSAGES  # translators build on this module
-        from hubproxy.protocols.chat_responses import VIA_RESPONSES
-
-        for leg in (VIA_RESPONSES, VIA_MESSAGES):
-            if leg.api in apis:
-                return leg
-        return None
-
-    def upstream_request(
-        self, raw: bytes, fields: RequestFields, upstream_model: str, stream_usage: bool, stream: bool, headers: object
-    ) -> tuple[str, str, bytes, bytes]:
-        """(wire API, path, body, extra header lines) for a deployment reached this way."""
-        if fields.__class__ is ChatFields and fields.messages is msgspec.UNSET:
-            from hubproxy.protocols.responses_chat import to_chat as responses_as_chat
-
-            return API, self.path, responses_as_chat(raw, upstream_model, stream, stream_usage), b""
-        return API, self.path, upstream_body(raw, fields, upstream_model, stream_usage, stream), b""
+    def upstream_request(self, call: Call, route: Route) -> Outbound:
+        """The client's bytes, `model` and the usage switch rewritten where need be."""
+        body = upstream_body(call.raw, call.fields, route.upstream_model, route.provider.stream_usage, call.stream)
+        return Outbound(self, API, self.path, body, b"")
 
     def answer_body(self, data: bytes, document: object, cost: int | None, fields: RequestFields) -> bytes:
         return data if cost is None else answer_with_cost(document, cost)
@@ -576,7 +647,14 @@ class Endpoint:
     upstream_error_message = staticmethod(upstream_error_message)
 
 
-CHAT = Endpoint("/chat/completions", msgspec.json.Decoder(ChatFields), check_chat)
-COMPLETIONS = Endpoint("/completions", msgspec.json.Decoder(CompletionFields), check_completion)
-EMBEDDINGS = Endpoint("/embeddings", msgspec.json.Decoder(EmbeddingFields), check_embedding, False, False)
+CHAT = Endpoint("chat", "/chat/completions", msgspec.json.Decoder(ChatFields), check_chat, chat_unseen)
+COMPLETIONS = Endpoint("completions", "/completions", msgspec.json.Decoder(CompletionFields), check_completion)
+EMBEDDINGS = Endpoint(
+    "embeddings",
+    "/embeddings",
+    msgspec.json.Decoder(EmbeddingFields),
+    check_embedding,
+    makes_output=False,
+    streams=False,
+)
 ENDPOINTS = (CHAT, COMPLETIONS, EMBEDDINGS)

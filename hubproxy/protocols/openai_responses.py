@@ -11,15 +11,18 @@ at https://platform.openai.com/docs/api-reference/responses (read 2026-12-02).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 import msgspec
 import orjson
 from msgspec import UnsetType
 
 from hubproxy.errors import invalid_request
-from hubproxy.protocols import FINAL, Usage, decode_body
+from hubproxy.protocols import FINAL, Call, Outbound, Usage, decode_body
 from hubproxy.protocols import openai_chat as chat
+
+if TYPE_CHECKING:
+    from hubproxy.routing.router import Route
 
 API = "responses"
 # the smallest `max_output_tokens` Responses takes (the Open Responses spec, 2026-04-24, and OpenAI's
@@ -184,7 +187,8 @@ class StreamWatch:
             "response.incomplete",
             "response.failed",
         ):
-            self.usage = read_usage((data.get("response") or {}).get("usage"))
+            response = data.get("response")
+            self.usage = read_usage(response.get("usage") if response.__class__ is dict else None)
             self.final = event
             return FINAL
         return event
@@ -216,6 +220,7 @@ def with_model(raw: bytes, fields: ResponsesFields, upstream_model: str) -> byte
 class Endpoint:
     """`/responses`: the `ClientEndpoint` of this format (see `protocols/__init__.py`)."""
 
+    name: str = "responses"
     path: str = "/responses"
     api: str = API
     makes_output: bool = True
@@ -230,7 +235,7 @@ class Endpoint:
         chat.text_or_list(fields.input, "input")
         return fields
 
-    def unseen_tokens(self, raw: bytes, fields: ResponsesFields, image_tokens: int) -> int:
+    def unseen_tokens(self, fields: ResponsesFields, image_tokens: int) -> int:
         """`image_tokens` for each part of `input` that is not text, and a tools preamble, as for chat."""
         unseen = media_in_input(fields.input) * image_tokens
         return unseen + TOOL_PREAMBLE if fields.tools else unseen
@@ -243,25 +248,8 @@ class Endpoint:
         raw = chat.with_field(raw, "max_output_tokens", limit, fields.max_output_tokens is None)
         return raw, msgspec.structs.replace(fields, max_output_tokens=limit)
 
-    def leg_for(self, apis: tuple[str, ...]) -> object | None:
-        """Natively where the deployment serves Responses, else through chat."""
-        if API in apis:
-            return self
-        from hubproxy.protocols.pivot import via_chat
-        from hubproxy.protocols.responses_chat import VIA_CHAT  # the translators build on this module
-
-        return via_chat(VIA_CHAT, apis)
-
-    def upstream_request(
-        self,
-        raw: bytes,
-        fields: ResponsesFields,
-        upstream_model: str,
-        stream_usage: bool,
-        stream: bool,
-        headers: object,
-    ) -> tuple[str, str, bytes, bytes]:
-        return API, self.path, with_model(raw, fields, upstream_model), b""
+    def upstream_request(self, call: Call, route: Route) -> Outbound:
+        return Outbound(self, API, self.path, with_model(call.raw, call.fields, route.upstream_model), b"")
 
     def stream_watch(self, fields: ResponsesFields, prompt_tokens: int) -> StreamWatch:
         return StreamWatch()

@@ -9,16 +9,21 @@ each format needs translators to and from chat only, never one per pair.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import orjson
 
-from hubproxy.protocols import FINAL, Usage
+from hubproxy.protocols import FINAL, Call, Leg, Outbound, StreamWatch, ToChat, Usage
 from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols.sse import event_data, split_events
+
+if TYPE_CHECKING:
+    from hubproxy.routing.router import Route
 
 ASKS_USAGE = {"include_usage": True}
 
 
-def chat_fields(fields: object) -> chat.ChatFields:
+def chat_fields(fields: Any) -> chat.ChatFields:
     """What the upstream's leg reads of the chat request between the two translations: the model, the
     usage switch, and the client's output limit."""
     return chat.ChatFields(model=fields.model, stream_options=ASKS_USAGE, max_tokens=fields.max_output, messages=[])
@@ -29,7 +34,7 @@ class Chained:
     (chat chunks → client events). Usage is the upstream's; the call is settled when the upstream's
     stream ends, before anything of the end leaves."""
 
-    def __init__(self, inner: object, outer: object) -> None:
+    def __init__(self, inner: StreamWatch, outer: StreamWatch) -> None:
         self.inner, self.outer = inner, outer
 
     @property
@@ -72,25 +77,23 @@ class Chained:
 class Through:
     """A leg made of the client's translator to chat and the upstream's leg from chat."""
 
-    def __init__(self, client_leg: object, upstream_leg: object) -> None:
+    def __init__(self, client_leg: ToChat, upstream_leg: Leg) -> None:
         self.client_leg, self.upstream_leg = client_leg, upstream_leg
         self.api = upstream_leg.api
 
-    def upstream_request(
-        self, raw: bytes, fields: object, upstream_model: str, stream_usage: bool, stream: bool, headers: object
-    ) -> tuple[str, str, bytes, bytes]:
-        _, _, as_chat, _ = self.client_leg.upstream_request(raw, fields, upstream_model, True, stream, headers, True)
-        chat_request = chat.CHAT.read(as_chat)
-        return self.upstream_leg.upstream_request(as_chat, chat_request, upstream_model, stream_usage, stream, headers)
+    def upstream_request(self, call: Call, route: Route) -> Outbound:
+        as_chat = self.client_leg.as_chat(call, route.upstream_model, True)
+        request = self.upstream_leg.upstream_request(call.with_body(as_chat, chat.CHAT.read(as_chat)), route)
+        return request._replace(leg=self)
 
-    def stream_watch(self, fields: object, prompt_tokens: int) -> Chained:
+    def stream_watch(self, fields: Any, prompt_tokens: int) -> Chained:
         inner = self.upstream_leg.stream_watch(chat_fields(fields), prompt_tokens)
         return Chained(inner, self.client_leg.stream_watch(fields, prompt_tokens))
 
-    def answer_usage(self, data: bytes) -> tuple[Usage | None, object]:
+    def answer_usage(self, data: bytes) -> tuple[Usage | None, Any]:
         return self.upstream_leg.answer_usage(data)
 
-    def answer_body(self, data: bytes, document: object, cost: int | None, fields: object) -> bytes:
+    def answer_body(self, data: bytes, document: Any, cost: int | None, fields: Any) -> bytes:
         as_chat = self.upstream_leg.answer_body(data, document, cost, chat_fields(fields))
         try:
             chat_document = orjson.loads(as_chat)
@@ -100,12 +103,3 @@ class Through:
 
     def upstream_error_message(self, data: bytes) -> tuple[str, bool]:
         return self.upstream_leg.upstream_error_message(data)[0], False
-
-
-def via_chat(client_leg: object, apis: tuple[str, ...]) -> object | None:
-    """How a client translator to chat reaches a deployment serving `apis`: directly where it serves
-    chat, else through chat's own leg for what it serves (None: no way)."""
-    if client_leg.api in apis:
-        return client_leg
-    upstream_leg = chat.CHAT.leg_for(apis)
-    return None if upstream_leg is None else Through(client_leg, upstream_leg)

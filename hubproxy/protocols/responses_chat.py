@@ -14,13 +14,17 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from typing import TYPE_CHECKING
 
 import orjson
 
 from hubproxy.errors import invalid_request
-from hubproxy.protocols import FINAL, Usage, answered_model, reasoning
+from hubproxy.protocols import Call, Outbound, Usage, answered_model, reasoning, shapes
 from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols import openai_responses as responses
+
+if TYPE_CHECKING:
+    from hubproxy.routing.router import Route
 
 API = "chat"
 PATH = "/chat/completions"
@@ -166,6 +170,16 @@ def to_chat(raw: bytes, upstream_model: str, stream: bool, stream_usage: bool) -
     return orjson.dumps(out)
 
 
+def plain_chat(raw: bytes, fields: chat.RequestFields) -> tuple[bytes, chat.RequestFields]:
+    """A chat body as plain chat: Cursor sends some models a Responses-shaped body (`input`,
+    `instructions`) on /chat/completions and reads chat back; it is made chat once, here, so that
+    every leg sees the one shape (a vendor's packed reasoning has no place in a chat answer)."""
+    if fields.__class__ is not chat.ChatFields or not fields.responses_shaped:
+        return raw, fields
+    body = reasoning.without_field(to_chat(raw, fields.model, fields.stream is True, False))
+    return body, chat.CHAT.read(body)
+
+
 def responses_usage(usage: Usage | None) -> dict:
     usage = usage or Usage(0, 0)
     return {
@@ -290,7 +304,7 @@ def from_chat(document: dict, request: dict, model: str) -> bytes:
     return orjson.dumps(resource)
 
 
-class ChatStreamAsResponses:
+class ChatStreamAsResponses(chat.ChunkReader):
     """A chat stream as the Responses event sequence: `response.created`, `response.in_progress`, then for
     each output item `output_item.added`, its deltas (`reasoning_summary_text.delta`,
     `content_part.added` + `output_text.delta`, `function_call_arguments.delta`) and `.done` events,
@@ -298,54 +312,24 @@ class ChatStreamAsResponses:
     usage. Every event carries its `sequence_number`."""
 
     def __init__(self, request: dict, model: str) -> None:
+        super().__init__()
         self.request = request
         self.model = model
         self.freeform = freeform_names(request)
         self.response_id = new_id("resp")
         self.created = int(time.time())
-        self.usage: Usage | None = None
-        self.output_events = 0
         self.sequence = 0
-        self.started = False
         self.output: list[dict] = []  # items done
         self.open: dict | None = None  # the item being streamed: {"kind", "item", "text", "call"}
         self.calls: dict[int, dict] = {}  # chat tool-call index → its open state
-        self.finish: object = None
-
-    @staticmethod
-    def worth_reading(events: bytes) -> bool:
-        return True
 
     def event(self, name: str, data: dict) -> bytes:
         data = {"type": name, **data, "sequence_number": self.sequence}
         self.sequence += 1
         return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
-    def read(self, raw_event: bytes, payload: bytes | None) -> bytes | object | None:
-        if payload is None:
-            return None
-        if payload == b"[DONE]":
-            return FINAL
-        try:
-            chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return None
-        if chunk.__class__ is not dict:
-            return None
-        if not self.started:
-            self.model = answered_model(chunk, self.model)
-        out = b"" if self.started else self._start()
-        tokens = chat.read_usage(chunk.get("usage"))
-        if tokens is not None:
-            self.usage = tokens
-        for choice in chunk.get("choices") or ():
-            out += self._delta(choice.get("delta") or {})
-            if choice.get("finish_reason"):
-                self.finish = choice["finish_reason"]
-        return out or None
-
-    def _start(self) -> bytes:
-        self.started = True
+    def start(self, chunk: dict) -> bytes:
+        self.model = answered_model(chunk, self.model)
         resource = response_resource(self.response_id, self.created, self.request, self.model, [], None, "in_progress")
         return self.event("response.created", {"response": resource}) + self.event(
             "response.in_progress", {"response": resource}
@@ -397,45 +381,35 @@ class ChatStreamAsResponses:
         self.open = None
         return out + self.event("response.output_item.done", {"output_index": index, "item": done})
 
-    def _delta(self, delta: dict) -> bytes:
+    def reasoning(self, thought: str, signed: str | None) -> bytes:
         out = b""
-        thought = delta.get("reasoning_content")
-        signed = delta.get(reasoning.FIELD)
-        if (isinstance(thought, str) and thought) or reasoning.is_token(signed):
-            if self.open is None or self.open["kind"] != "reasoning":
-                out += self._open_item("reasoning", {"id": new_id("rs"), "type": "reasoning", "summary": []})
-            if reasoning.is_token(signed):
-                self.open["encrypted"] = signed
-        if isinstance(thought, str) and thought:
+        if self.open is None or self.open["kind"] != "reasoning":
+            out += self._open_item("reasoning", {"id": new_id("rs"), "type": "reasoning", "summary": []})
+        if signed is not None:
+            self.open["encrypted"] = signed
+        if thought:
             out += self._text(thought, "response.reasoning_summary_text.delta", {"summary_index": 0})
-        text = delta.get("content")
-        if isinstance(text, str) and text:
-            if self.open is None or self.open["kind"] != "message":
-                item = {
-                    "id": new_id("msg"),
-                    "type": "message",
-                    "status": "in_progress",
-                    "role": "assistant",
-                    "content": [],
-                }
-                out += self._open_item("message", item)
-            out += self._text(text, "response.output_text.delta", {"content_index": 0, "logprobs": []})
-        for call in delta.get("tool_calls") or ():
-            position = call.get("index", 0)
-            function = call.get("function") or {}
-            if position not in self.calls:
-                name = function.get("name", "")
-                state = {"call_id": str(call.get("id") or new_id("call")), "name": name}
-                self.calls[position] = state
-                item = call_item(state["call_id"], name, "", self.freeform, "in_progress")
-                out += self._open_item("call", item)
-                self.open["call"] = state
-            arguments = function.get("arguments")
-            if arguments and self.open is not None and self.open.get("call") is self.calls[position]:
-                if self.open["item"]["type"] == "function_call":
-                    out += self._text(arguments, "response.function_call_arguments.delta", {})
-                else:
-                    self.open["text"].append(arguments)  # a freeform tool's input is whole only at the end
+        return out
+
+    def text(self, text: str) -> bytes:
+        out = b""
+        if self.open is None or self.open["kind"] != "message":
+            item = {"id": new_id("msg"), "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+            out += self._open_item("message", item)
+        return out + self._text(text, "response.output_text.delta", {"content_index": 0, "logprobs": []})
+
+    def tool_call(self, position: int, call_id: object, name: str, arguments: str) -> bytes:
+        out = b""
+        if position not in self.calls:
+            state = {"call_id": str(call_id or new_id("call")), "name": name}
+            self.calls[position] = state
+            out += self._open_item("call", call_item(state["call_id"], name, "", self.freeform, "in_progress"))
+            self.open["call"] = state
+        if arguments and self.open is not None and self.open.get("call") is self.calls[position]:
+            if self.open["item"]["type"] == "function_call":
+                out += self._text(arguments, "response.function_call_arguments.delta", {})
+            else:
+                self.open["text"].append(arguments)  # a freeform tool's input is whole only at the end
         return out
 
     def _text(self, text: str, name: str, where: dict) -> bytes:
@@ -445,7 +419,7 @@ class ChatStreamAsResponses:
         return self.event(name, {"item_id": item["id"], "output_index": len(self.output), **where, "delta": text})
 
     def closing(self, cost: int) -> bytes:
-        out = (b"" if self.started else self._start()) + self._close_item()
+        out = (b"" if self.started else self.start({})) + self._close_item()
         status = "incomplete" if self.finish == "length" else "completed"
         resource = response_resource(
             self.response_id, self.created, self.request, self.model, self.output, self.usage, status
@@ -464,20 +438,15 @@ class ResponsesViaChat:
     api = API
     path = PATH
 
-    def upstream_request(
-        self,
-        raw: bytes,
-        fields: responses.ResponsesFields,
-        upstream_model: str,
-        stream_usage: bool,
-        stream: bool,
-        headers: object,
-        pivot: bool = False,
-    ) -> tuple[str, str, bytes, bytes]:
-        """The request as chat; `pivot`: for another translator (which takes reasoning of its upstream's
-        back), not for a chat upstream (which would refuse the field)."""
-        body = to_chat(raw, upstream_model, stream, stream_usage)
-        return API, PATH, body if pivot else reasoning.without_field(body), b""
+    def upstream_request(self, call: Call, route: Route) -> Outbound:
+        """The request as chat, without a vendor's reasoning (a chat upstream would refuse the field)."""
+        body = self.as_chat(call, route.upstream_model, route.provider.stream_usage)
+        return Outbound(self, API, PATH, reasoning.without_field(body), b"")
+
+    @staticmethod
+    def as_chat(call: Call, upstream_model: str, stream_usage: bool) -> bytes:
+        shapes.checked(shapes.RESPONSES_REQUEST, call.raw, "the request")
+        return to_chat(call.raw, upstream_model, call.stream, stream_usage)
 
     def stream_watch(self, fields: responses.ResponsesFields, prompt_tokens: int) -> ChatStreamAsResponses:
         return ChatStreamAsResponses(requested(fields), fields.model)
@@ -488,6 +457,7 @@ class ResponsesViaChat:
     def answer_body(data: bytes, document: object, cost: int | None, fields: responses.ResponsesFields) -> bytes:
         if document.__class__ is not dict:
             return data
+        shapes.checked(shapes.CHAT_ANSWER, data, "the provider's answer")
         return from_chat(document, requested(fields), fields.model)
 
     @staticmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from hubproxy import errors
 from hubproxy.config import RoutingSettings
@@ -19,6 +20,9 @@ from hubproxy.routing.router import Route
 from hubproxy.secrets import provider_api_key
 from hubproxy.upstream.http import Response, UpstreamError
 from hubproxy.upstream.pool import Upstreams
+
+if TYPE_CHECKING:
+    from hubproxy.protocols import Leg, Outbound
 
 FAILOVER_STATUSES = frozenset({401, 402, 403, 408, 429, 500, 502, 503, 504})
 NOT_THE_CALLERS_DOING = frozenset({401, 402, 403, 407, 429})  # hubproxy's own upstream key refused or limited
@@ -48,16 +52,16 @@ class Failover:
     async def first_answer(
         self,
         candidates: list[Route],
-        request_for: Callable[[Route], tuple[str, str, bytes, bytes] | None],
+        request_for: Callable[[Route], Outbound | None],
         stream: bool,
         caller: int,
         on_try: Callable[[Route], None],
         tried: list[tuple[str, object]],
-    ) -> tuple[Response, Route, str | None]:
-        """The first answer worth passing on, its deployment and the key it was sent with; the answer's
-        provider slot (`max_concurrent`) stays taken until the caller releases it. `request_for(route)`
-        gives (wire API, path, body, extra header lines) for a deployment, or None when the client's
-        format cannot reach it. Each try is appended to `tried`; `on_try(route)` runs before each.
+    ) -> tuple[Response, Route, str | None, Leg]:
+        """The first answer worth passing on, its deployment, the key it was sent with and the leg that
+        reads it; the answer's provider slot (`max_concurrent`) stays taken until the caller releases
+        it. `request_for(route)` gives the request for a deployment, or None when the client's format
+        cannot reach it. Each try is appended to `tried`; `on_try(route)` runs before each.
         Raises `NoAnswer` when no deployment answered."""
         settings, upstreams, health = self.settings, self.upstreams, self.health
         tries = candidates[: settings.max_attempts]
@@ -97,8 +101,9 @@ class Failover:
             timeout = upstreams.first_byte(route.provider)
             try:
                 try:
-                    api, path, payload, extra = request
-                    resp = await adapter.send(path, payload, api_key, stream, timeout, api, extra)
+                    resp = await adapter.send(
+                        request.path, request.body, api_key, stream, timeout, request.api, request.headers
+                    )
                 except (TimeoutError, UpstreamError) as exc:
                     raise adapter.unreachable(exc, timeout) from None
             except errors.GatewayError as exc:
@@ -115,11 +120,11 @@ class Failover:
             tried.append((route.key, resp.status))
             if resp.status not in FAILOVER_STATUSES:
                 health.success(route.key, (time.monotonic() - started) * 1000)
-                return resp, route, api_key
+                return resp, route, api_key, request.leg
             blamed = None if resp.status in NOT_THE_CALLERS_DOING else caller
             health.failure(route.key, f"HTTP {resp.status}", blamed)
             if last:
-                return resp, route, api_key
+                return resp, route, api_key, request.leg
             resp.close()
             upstreams.release(route.provider)
             await asyncio.sleep(settings.backoff_ms * 2 ** (number - 1) / 1000)

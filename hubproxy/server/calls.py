@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from typing import Any
 
 from aiohttp import web
 
@@ -17,7 +18,8 @@ from hubproxy import errors
 from hubproxy.accounts.rules import model_allowed
 from hubproxy.billing.meter import CallMeter
 from hubproxy.billing.pricing import estimate_prompt_tokens, output_limits
-from hubproxy.protocols import UNREADABLE, ClientEndpoint, anthropic_messages
+from hubproxy.protocols import Call, ClientEndpoint, Leg, Untranslatable, anthropic_messages
+from hubproxy.protocols.legs import outbound, read_call
 from hubproxy.routing.failover import NoAnswer
 from hubproxy.routing.router import Route
 from hubproxy.secrets import provider_api_key
@@ -43,8 +45,7 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
     state: GatewayState = request.app[STATE]
     key, user = authorize(request)
     state.touch_key(key.id)
-    raw = await read_request(request, state.config.server)
-    fields = endpoint.read(raw)
+    raw, fields = read_call(endpoint, await read_request(request, state.config.server))
     routes = state.router.resolve(fields.model)
     model = routes[0].model
     if not model_allowed(key.policy, model):
@@ -52,52 +53,41 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
     if not model.priced:
         raise errors.model_not_priced(model.name)
     candidates = state.router.candidates(routes, state.health)
-    stream = bool(fields.stream) and endpoint.streams
+    call = Call(endpoint, raw, fields, bool(fields.stream) and endpoint.streams, request.headers, request["request_id"])
+    call.key, call.user = key, user
     billing = state.config.billing
-    output, unset = 0, None
+    output = 0
     if endpoint.makes_output:
         per_choice, imposed = output_limits(fields.max_output, model.max_output_tokens, billing.default_max_tokens)
         output = per_choice * fields.choices
-        if fields.max_output is None:  # the client set no limit: what the hold was sized by, for the legs
-            unset = (per_choice, imposed is not None)
+        if fields.max_output is None:  # the client set no limit: the legs send the one the hold was sized by
+            call.unset, call.unset_native = per_choice, imposed is not None
     meter = CallMeter(
         state.calls,
         billing,
-        request["request_id"],
-        key,
-        user,
+        call,
         candidates[0],
-        endpoint.path,
-        stream,
-        len(raw),
-        endpoint.unseen_tokens(raw, fields, billing.image_tokens),
-        output,
-        state.config.plans.get(user.plan) if user.plan else None,
+        unseen=endpoint.unseen_tokens(fields, billing.image_tokens),
+        max_output=output,
+        plan=state.config.plans.get(user.plan) if user.plan else None,
     )
     await meter.reserve()
     connection = request.protocol
-    if not stream:  # a stream notices a hang-up at its next write; a plain call would wait for the upstream
+    if not call.stream:  # a stream notices a hang-up at its next write; a plain call would wait for the upstream
         connection.on_lost = functools.partial(stop_waiting, asyncio.current_task(), meter)
     try:
         try:
-            resp, route, api_key = await state.failover.first_answer(
-                candidates,
-                functools.partial(upstream_request, endpoint, raw, fields, stream, request.headers, unset),
-                stream,
-                user.id,
-                meter.use,
-                meter.attempts,
+            resp, route, api_key, leg = await state.failover.first_answer(
+                candidates, functools.partial(outbound, call), call.stream, user.id, meter.use, meter.attempts
             )
         except NoAnswer as failed:
             await meter.release(failed.outcome, failed.error.status)
             raise failed.error from None
-        apis = route.provider.apis
-        leg = endpoint if endpoint.api in apis else endpoint.leg_for(apis)
         try:
             if resp.status != 200:
                 await meter.release("upstream_error", resp.status)
-                return await upstream_error(state, endpoint, leg, resp, route, api_key, request["request_id"])
-            if stream:
+                return await upstream_error(state, endpoint, leg, resp, route, api_key, call.request_id)
+            if call.stream:
                 watch = leg.stream_watch(fields, meter.reservation.prompt_tokens)
                 return await relay_stream(request, resp, meter, watch, state.config.timeouts.idle)
             return await complete_json(state, resp, meter, endpoint, leg, fields)
@@ -110,38 +100,6 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
         connection.on_lost = None
         if meter.settled is None:  # cancelled between two tries (the backoff): nothing reached the client
             meter.release("client_gone", 499)
-
-
-def upstream_request(
-    endpoint: ClientEndpoint,
-    raw: bytes,
-    fields: object,
-    stream: bool,
-    headers: object,
-    unset: tuple[int, bool] | None,
-    route: Route,
-) -> tuple[str, str, bytes, bytes] | None:
-    """How this call reaches one deployment: natively, translated, or (None) not at all. `unset`, for a
-    call that set no output limit: (the limit the hold was sized by, whether it goes up natively too).
-    A translator always gets it (its format may require a limit: Messages does); the client's own wire
-    API gets it, in the field this provider reads, unless the model's own maximum is the bound."""
-    apis = route.provider.apis
-    leg = endpoint if endpoint.api in apis else endpoint.leg_for(apis)
-    if leg is None:
-        return None
-    if unset is not None and (unset[1] or leg is not endpoint):
-        raw, fields = endpoint.with_output_limit(raw, fields, unset[0], route.provider.limit_field)
-    if leg is endpoint:  # the client's own wire API: its bytes, checked by `endpoint.read`
-        return leg.upstream_request(raw, fields, route.upstream_model, route.provider.stream_usage, stream, headers)
-    try:
-        return leg.upstream_request(raw, fields, route.upstream_model, route.provider.stream_usage, stream, headers)
-    except UNREADABLE:
-        # a translator reads deeper into the body than `endpoint.read` checks; what it cannot read is
-        # the caller's to fix, not a server error
-        raise errors.invalid_request(
-            f"The request cannot be translated for {route.model.name!r} (served over another wire API): a "
-            "message, content block, tool or option has a shape that format does not allow."
-        ) from None
 
 
 async def count_tokens(request: web.Request) -> web.Response:
@@ -192,7 +150,7 @@ def stop_waiting(task: asyncio.Task, meter: CallMeter) -> None:
 
 
 async def complete_json(
-    state: GatewayState, resp: Response, meter: CallMeter, endpoint: ClientEndpoint, leg: object, fields: object
+    state: GatewayState, resp: Response, meter: CallMeter, endpoint: ClientEndpoint, leg: Leg, fields: Any
 ) -> web.Response:
     """Non-streamed answer: bill from its usage, answer (with the cost where the format has a place for
     it) only once billing is durable."""
@@ -202,10 +160,7 @@ async def complete_json(
     except errors.GatewayError:
         await meter.release("upstream_broken", 502)
         raise
-    try:
-        usage, document = leg.answer_usage(data)
-    except UNREADABLE:
-        usage, document = None, None
+    usage, document = leg.answer_usage(data)
     if usage is None:
         output_estimate = len(data) // 4 if endpoint.makes_output else 0
         await meter.settle(None, output_estimate=output_estimate, status="ok", http_status=200)
@@ -213,10 +168,10 @@ async def complete_json(
         await meter.settle(usage, status="ok", http_status=200)
     try:
         body = leg.answer_body(data, document, None if usage is None else meter.cost, fields)
-    except UNREADABLE:
+    except Untranslatable as exc:
         # billed all the same: the provider did the work and charges for it
         name = provider.name
-        log.warning("provider %s answered %s in a shape that cannot be translated", name, meter.reservation.id)
+        log.warning("provider %s answered %s in a shape that cannot be translated: %s", name, meter.reservation.id, exc)
         raise errors.upstream_unavailable(
             f"Provider {name!r} answered in a shape hubproxy cannot translate to this API; its answer was billed "
             "as the provider reported it. Retry, or ask for a model served over this API."
@@ -227,7 +182,7 @@ async def complete_json(
 async def upstream_error(
     state: GatewayState,
     endpoint: ClientEndpoint,
-    leg: object,
+    leg: Leg,
     resp: Response,
     route: Route,
     api_key: str | None,

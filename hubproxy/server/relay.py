@@ -14,7 +14,7 @@ import time
 from aiohttp import web
 
 from hubproxy.billing.meter import CallMeter
-from hubproxy.protocols import FINAL, UNREADABLE, StreamWatch
+from hubproxy.protocols import FINAL, StreamWatch, Untranslatable
 from hubproxy.protocols.sse import event_data, last_event_end, split_events
 from hubproxy.server.cors import allow_origin
 from hubproxy.server.errors import REQUEST_ID
@@ -53,7 +53,10 @@ class StreamRelay:
         for event in split_events(complete):
             try:
                 out = watch.read(event, event_data(event))
-            except UNREADABLE:  # an event a translator cannot read carries nothing it can pass on
+            except Untranslatable as exc:  # an event a translator cannot read carries nothing it can pass on
+                log.warning(
+                    "dropped a stream event of %s that cannot be translated: %s", self.meter.reservation.id, exc
+                )
                 continue
             if out is FINAL:
                 await self.finish()
@@ -67,7 +70,8 @@ class StreamRelay:
         await self.settle(status, http_status)
         try:
             out = self.watch.closing(self.meter.cost)
-        except UNREADABLE:
+        except Untranslatable as exc:
+            log.warning("the end of stream %s cannot be translated: %s", self.meter.reservation.id, exc)
             out = self.watch.error_event("The provider's stream held events hubproxy cannot translate to this API.")
         if out:
             await self.send(out)
@@ -123,4 +127,13 @@ async def relay_stream(
         resp.close()
         log.info("client hung up on %s; billed what was produced", request["request_id"])
         await relay.settle("client_closed", 499)
+    except Exception:
+        # a bug (a translator's, say): logged as one, the call billed as far as it went, the client told
+        log.exception("internal error relaying stream %s", request["request_id"])
+        resp.close()
+        try:
+            await relay.fail("hubproxy hit an internal error; the stream was cut.")
+            await out.write_eof()
+        except ClientGone:
+            await relay.settle("client_closed", 499)
     return out
