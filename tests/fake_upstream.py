@@ -425,6 +425,8 @@ class FakeUpstream:
             return web.json_response({"type": "error", "error": error}, status=429, headers={"Retry-After": "7"})
         prompt = sum(len(message_text(m.get("content")).split()) for m in body.get("messages", []))
         usage = {"input_tokens": prompt, "cache_creation_input_tokens": 3, "cache_read_input_tokens": 5}
+        if model == "claude-hour-cache":  # two of the three written for an hour (Anthropic's `cache_creation`)
+            usage["cache_creation"] = {"ephemeral_5m_input_tokens": 1, "ephemeral_1h_input_tokens": 2}
         words = REPLY.split()
         message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "stop_sequence": None}
         if not body.get("stream"):

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import anthropic
 import pytest
+from openai import OpenAI
 
 from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, add_native_providers, configure, raw_request, serving, wait_for
 from tests.fake_upstream import REPLY
@@ -29,6 +30,11 @@ def hub(home, cli, upstream):
     cli(
         *("models", "add", "claude-cached", "--provider", "claude", "--upstream-model", "claude-native"),
         *("--input-price", "3", "--output-price", "15", "--cached-input-price", "0.30", "--cache-write-price", "3.75"),
+    )
+    cli(
+        *("models", "add", "claude-hour", "--provider", "claude", "--upstream-model", "claude-hour-cache"),
+        *("--input-price", "3", "--output-price", "15", "--cached-input-price", "0.30", "--cache-write-price", "3.75"),
+        *("--price", "cache_write_1h=6"),
     )
     yield from serving(home, cli, upstream)
 
@@ -132,6 +138,29 @@ def test_cache_reads_and_writes_are_billed_at_the_models_cache_prices(hub):
     report = {r["group"]: r for r in hub.cli.json("usage", "report", "--by", "model")}
     assert (report["claude-cached"]["cached_tokens"], report["claude-cached"]["cache_write_tokens"]) == (5, 3)
     assert "cache write" in hub.cli("usage", "report").stdout
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cache_writes_kept_an_hour_are_billed_at_their_own_price(hub, stream):
+    """Anthropic bills a 1-hour cache write at twice the input price (5-minute ones at 1.25 times): the usage row keeps
+    them apart, the cost prices them apart, and the report shows them; through a translation too."""
+    if stream:
+        with claude(hub).messages.stream(model="claude-hour", max_tokens=50, messages=HELLO) as events:
+            events.get_final_message()
+    else:
+        claude(hub).messages.create(model="claude-hour", max_tokens=50, messages=HELLO)
+    expected = 4 * 3_000_000 + 5 * 300_000 + 1 * 3_750_000 + 2 * 6_000_000 + 6 * 15_000_000
+    with hub.db() as db:
+        row = db.execute("SELECT cache_write_tokens, cache_write_1h_tokens, cost FROM usage ORDER BY id DESC LIMIT 1")
+        assert row.fetchone() == (3, 2, expected)
+    OpenAI(base_url=f"http://127.0.0.1:{hub.port}/v1", api_key=hub.key).chat.completions.create(
+        model="claude-hour", max_tokens=50, messages=HELLO
+    )
+    with hub.db() as db:
+        assert db.execute("SELECT cost FROM usage ORDER BY id DESC LIMIT 1").fetchone() == (expected,)
+    report = {r["group"]: r for r in hub.cli.json("usage", "report", "--by", "model")}
+    assert report["claude-hour"]["cache_write_1h_tokens"] == 4
+    assert "cache write 1h" in hub.cli("usage", "report").stdout
 
 
 def test_a_native_stream_is_relayed_and_billed_from_message_start_and_message_delta(hub):

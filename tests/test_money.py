@@ -2,7 +2,7 @@
 
 import pytest
 
-from hubproxy.billing.pricing import cost_of
+from hubproxy.billing.pricing import cost_of, usage_cost
 from hubproxy.config import Model, PriceTier
 from hubproxy.money import MoneyError, format_price, format_usd, parse_price, parse_usd, token_cost
 from hubproxy.protocols import Usage
@@ -72,8 +72,8 @@ def test_read_usage_accepts_openai_and_anthropic_shapes_and_rejects_junk():
 def test_cached_prompt_tokens_use_the_cached_price_only_where_one_is_set():
     plain = Model("m", "p", "m", parse_price("0.27"), parse_price("1.10"))
     cached = Model("m", "p", "m", parse_price("0.27"), parse_price("1.10"), cached_input_price=parse_price("0.07"))
-    assert cost_of(plain, 100, 10, cached_tokens=60) == 100 * 270_000 + 10 * 1_100_000
-    assert cost_of(cached, 100, 10, cached_tokens=60) == 40 * 270_000 + 60 * 70_000 + 10 * 1_100_000
+    assert usage_cost(plain, Usage(100, 10, cached=60)) == 100 * 270_000 + 10 * 1_100_000
+    assert usage_cost(cached, Usage(100, 10, cached=60)) == 40 * 270_000 + 60 * 70_000 + 10 * 1_100_000
 
 
 def test_a_prompt_over_a_tier_bills_the_whole_call_at_that_tier():
@@ -86,6 +86,21 @@ def test_a_prompt_over_a_tier_bills_the_whole_call_at_that_tier():
     )
     assert cost_of(model, 100_000, 10) == 100_000 * 1_250_000 + 10 * 10_000_000, "at the threshold: base"
     assert cost_of(model, 100_001, 10) == 100_001 * 2_000_000 + 10 * 12_000_000
-    assert cost_of(model, 300_000, 10, cached_tokens=100_000) == (
+    assert usage_cost(model, Usage(300_000, 10, cached=100_000)) == (
         200_000 * 2_500_000 + 100_000 * 250_000 + 10 * 15_000_000
     )
+
+
+def test_a_token_class_without_its_own_price_is_billed_at_the_price_of_the_class_it_is_within():
+    """1-hour cache writes are cache writes: unpriced, they cost the cache-write price; priced, their
+    own, and never again as cache writes or as input."""
+    usage = Usage(100, 10, cached=20, cache_write=30, cache_write_1h=12)
+    plain = Model("m", "p", "m", 3_000_000, 15_000_000, cached_input_price=300_000, cache_write_price=3_750_000)
+    base = 50 * 3_000_000 + 20 * 300_000 + 10 * 15_000_000
+    assert usage_cost(plain, usage) == base + 30 * 3_750_000
+    hourly = Model(
+        "m", "p", "m", 3_000_000, 15_000_000, cached_input_price=300_000, cache_write_price=3_750_000,
+        rates={"cache_write_1h_price": 6_000_000},
+    )  # fmt: skip
+    assert usage_cost(hourly, usage) == base + 18 * 3_750_000 + 12 * 6_000_000
+    assert usage_cost(hourly, Usage(10, 0, cache_write=10, cache_write_1h=50)) == 10 * 6_000_000  # never past its class

@@ -14,7 +14,7 @@ from hubproxy import errors
 from hubproxy.accounts.cache import KeyState, UserState
 from hubproxy.accounts.rules import KeyPolicy, Limits
 from hubproxy.billing.budget import LocalBudget
-from hubproxy.billing.pricing import PROMPT_SLACK, cost_of, prompt_bound
+from hubproxy.billing.pricing import PROMPT_SLACK, cost_of, prompt_bound, usage_cost
 from hubproxy.config import Config, Deployment, Model, Provider, RoutingSettings
 from hubproxy.money import parse_price
 from hubproxy.protocols import FINAL, Usage
@@ -128,9 +128,11 @@ def test_prices_are_exact_integers_and_tiers_price_the_whole_call():
 def test_cache_reads_and_writes_are_billed_at_their_own_prices_and_the_rest_at_input():
     plain = Model("m", "p", "m", parse_price("3"), parse_price("15"))
     cached = Model("m", "p", "m", parse_price("3"), parse_price("15"), (), parse_price("0.30"), (), parse_price("3.75"))
-    assert cost_of(plain, 100, 10, 60, 30) == 100 * 3_000_000 + 10 * 15_000_000
-    assert cost_of(cached, 100, 10, 60, 30) == 10 * 3_000_000 + 60 * 300_000 + 30 * 3_750_000 + 10 * 15_000_000
-    assert cost_of(cached, 10, 0, 8, 8) == 8 * 300_000 + 2 * 3_750_000  # never more cached tokens than prompt
+    assert usage_cost(plain, Usage(100, 10, 60, 30)) == 100 * 3_000_000 + 10 * 15_000_000
+    assert (
+        usage_cost(cached, Usage(100, 10, 60, 30)) == 10 * 3_000_000 + 60 * 300_000 + 30 * 3_750_000 + 10 * 15_000_000
+    )
+    assert usage_cost(cached, Usage(10, 0, 8, 8)) == 8 * 300_000 + 2 * 3_750_000  # never more cached tokens than prompt
 
 
 def hold(budget: LocalBudget, user: UserState, key: KeyState, amount: int) -> None:

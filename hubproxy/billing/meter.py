@@ -16,7 +16,7 @@ import time
 from hubproxy import errors
 from hubproxy.accounts.rules import effective_limits
 from hubproxy.billing.budget import Budget
-from hubproxy.billing.pricing import cost_of, estimate_prompt_tokens, prompt_bound
+from hubproxy.billing.pricing import cost_of, estimate_prompt_tokens, prompt_bound, usage_cost
 from hubproxy.config import BillingSettings, Plan
 from hubproxy.feed import CallFeed
 from hubproxy.metrics import CallMetrics
@@ -146,36 +146,32 @@ class CallMeter:
         r = self.reservation
         calls = self._calls
         calls.meters.pop(r.id, None)
+        estimated = usage is None
         if usage is None:
-            prompt, output, cached, reasoning, written = r.prompt_tokens, output_estimate, 0, 0, 0
-        else:
-            prompt, output, cached = usage.input, usage.output, usage.cached
-            reasoning, written = usage.reasoning, usage.cache_write
-        self.cost = cost = self.price(cost_of(self.route.model, prompt, output, cached, written))
+            usage = Usage(r.prompt_tokens, output_estimate)
+        self.cost = cost = self.price(usage_cost(self.route.model, usage))
         seconds = time.monotonic() - self.started
+        tried = ",".join(f"{where}:{outcome}" for where, outcome in self.attempts) if len(self.attempts) > 1 else ""
         record = CallRecord(
-            r,
-            prompt,
-            output,
-            cost,
-            usage is None,
-            status,
-            http_status,
-            int(seconds * 1000),
-            self.persisted,
-            ",".join(f"{where}:{outcome}" for where, outcome in self.attempts) if len(self.attempts) > 1 else "",
-            cached,
-            self.cap_held,
-            reasoning,
-            written,
-            cost - r.amount if cost > r.amount else 0,
+            reservation=r,
+            usage=usage,
+            cost=cost,
+            estimated=estimated,
+            status=status,
+            http_status=http_status,
+            latency_ms=int(seconds * 1000),
+            persisted=self.persisted,
+            attempts=tried,
+            budget_held=self.cap_held,
+            over_reservation=cost - r.amount if cost > r.amount else 0,
         )
+        prompt, output = usage.input, usage.output
         calls.metrics.record(
             self.route.model.name,
             r.provider,
             status,
             self.user.email,
-            (prompt, output, cached, reasoning),
+            (prompt, output, usage.cached, usage.reasoning),
             cost,
             seconds,
             self.first_byte - self.started if self.first_byte else None,

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from hubproxy.config import Model
 from hubproxy.money import token_cost
-from hubproxy.protocols import Usage
 from hubproxy.protocols.openai_responses import MIN_OUTPUT_TOKENS
+from hubproxy.tokens import ENCLOSING, PARTS, TOKEN_CLASSES, Usage
 
 PROMPT_SLACK = 16
 
@@ -46,24 +46,26 @@ def estimate_prompt_tokens(body_bytes: int, bytes_per_token: int) -> int:
     return max(1, -(-body_bytes // bytes_per_token))
 
 
-def cost_of(model: Model, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, written: int = 0) -> int:
-    """Exact pico-USD at the prices for this prompt size (a model's tiers). Prompt tokens served from the
-    provider's cache are billed at the cached price and tokens written to it at the cache-write price,
-    where the model has those (else at the input price)."""
-    input_price, output_price, cached_price = model.prices_for(prompt_tokens)
-    cost = token_cost(completion_tokens, output_price)
-    plain = prompt_tokens
-    if cached_tokens and cached_price is not None:
-        cached = min(cached_tokens, plain)
-        cost += token_cost(cached, cached_price)
-        plain -= cached
-    write_price = model.cache_write_price
-    if written and write_price is not None:
-        written = min(written, plain)
-        cost += token_cost(written, write_price)
-        plain -= written
-    return cost + token_cost(plain, input_price)
+def cost_of(model: Model, prompt_tokens: int, completion_tokens: int) -> int:
+    """Exact pico-USD for a prompt and an output at the prices for this prompt size (a hold, an
+    estimate: no cached or cache-written tokens known)."""
+    input_price, output_price, _ = model.prices_for(prompt_tokens)
+    return token_cost(completion_tokens, output_price) + token_cost(prompt_tokens, input_price)
 
 
 def usage_cost(model: Model, usage: Usage) -> int:
-    return cost_of(model, usage.input, usage.output, usage.cached, usage.cache_write)
+    """Exact pico-USD for the tokens a call reported, class by class (`tokens.TOKEN_CLASSES`): a part
+    with a price of its own (cached, cache-written, written for an hour) at that price and out of the
+    class it is within; the rest at the input and output prices, for this prompt size."""
+    prices = model.price_table(usage.input)
+    left = {c.name: getattr(usage, c.name) for c in TOKEN_CLASSES}
+    cost = 0
+    for part in PARTS:
+        price, tokens = prices.get(part.price), left[part.name]
+        if tokens and price is not None:
+            outer = ENCLOSING[part.name]
+            tokens = min(tokens, *(left[name] for name in outer))
+            cost += token_cost(tokens, price)
+            for name in outer:  # billed: out of every class it is within
+                left[name] -= tokens
+    return cost + token_cost(left["input"], prices["input_price"]) + token_cost(left["output"], prices["output_price"])

@@ -7,7 +7,9 @@ import typer
 from hubproxy.cli.context import CliError, WholeTable, console, load_config, print_json, save_config
 from hubproxy.cli.providers import upstream_models
 from hubproxy.config import ConfigError, Model, PriceTier, check_model_name, ordered_tiers, tier_dict
+from hubproxy.config.catalog import SET_APART
 from hubproxy.money import format_price, parse_price
+from hubproxy.tokens import PART_PRICES
 from hubproxy.upstream.presets import load_presets
 
 app = typer.Typer(help="Models served to clients, with prices in USD per 1M tokens.", no_args_is_help=True)
@@ -26,9 +28,23 @@ def model_json(m: Model) -> dict:
         "output_price": price_text(m.output_price),
         "cached_input_price": price_text(m.cached_input_price),
         "cache_write_price": price_text(m.cache_write_price),
+        **{setting: price_text(price) for setting, price in sorted(m.rates.items())},
         "tiers": [tier_dict(t) for t in m.tiers],
         "max_output_tokens": m.max_output_tokens,
     }
+
+
+RATE_SETTINGS = tuple(s for s in PART_PRICES if s not in SET_APART)  # the classes without a flag of their own
+
+
+def parse_rate(text: str) -> tuple[str, int]:
+    """ "cache_write_1h=6" → the price of a token class that has no flag of its own."""
+    setting, _, usd = text.partition("=")
+    setting = setting.strip().removesuffix("_price") + "_price"
+    if setting not in RATE_SETTINGS or not usd:
+        names = ", ".join(s.removesuffix("_price") for s in RATE_SETTINGS)
+        raise CliError(f"--price wants CLASS=USD with CLASS one of: {names}; got {text!r}")
+    return setting, parse_price(usd, what=f"--price {setting}")
 
 
 def parse_tier(text: str) -> PriceTier:
@@ -60,6 +76,12 @@ def add(
     ),
     cache_write_price: str = typer.Option(
         None, "--cache-write-price", metavar="USD", help="USD per 1M prompt tokens written to the provider's cache."
+    ),
+    price: list[str] = typer.Option(
+        [],
+        "--price",
+        metavar="CLASS=USD",
+        help="USD per 1M tokens of another token class (cache_write_1h: prompt tokens cached for an hour); repeatable.",
     ),
     tier: list[str] = typer.Option(
         [],
@@ -101,6 +123,7 @@ def add(
         if cache_write_price is None
         else parse_price(cache_write_price, what="--cache-write-price"),
         max_output_tokens=max_output_tokens,
+        rates=dict(parse_rate(p) for p in price),
     )
     config.models[name] = model
     save_config(ctx, config)

@@ -12,6 +12,9 @@ import typer
 from hubproxy.cli.context import CliError, WholeTable, console, database, print_json
 from hubproxy.money import format_usd
 from hubproxy.spreadsheet import safe_cell
+from hubproxy.tokens import TOKEN_CLASSES
+
+PART_CLASSES = tuple(c for c in TOKEN_CLASSES if c.within is not None)  # the columns after the cost
 
 app = typer.Typer(help="Usage and cost reports.", no_args_is_help=True)
 
@@ -76,7 +79,7 @@ def report(
             sys.stdout,
             fieldnames=[
                 *("group", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "estimated"),
-                *("cached_tokens", "cache_write_tokens", "reasoning_tokens"),
+                *(c.column for c in PART_CLASSES),
                 *(("name",) if by is GroupBy.key else ()),
             ],
         )
@@ -85,7 +88,7 @@ def report(
     else:
         table = WholeTable(
             *(by.value, "requests", "prompt tokens", "completion tokens", "cost (USD)", "estimated"),
-            *("cache read", "cache write", "reasoning"),
+            *(c.label for c in PART_CLASSES),
             whole=(by.value,),
         )
         for r in rows:
@@ -96,8 +99,6 @@ def report(
                 str(r["completion_tokens"]),
                 r["cost_usd"],
                 str(r["estimated"]),
-                str(r["cached_tokens"]),
-                str(r["cache_write_tokens"]),
-                str(r["reasoning_tokens"]),
+                *(str(r[c.column]) for c in PART_CLASSES),
             )
         console.print(table, crop=False)

@@ -11,6 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hubproxy.money import MoneyError, format_price, format_usd, parse_price, parse_usd
+from hubproxy.tokens import PART_PRICES
+
+SET_APART = ("cached_input_price", "cache_write_price")  # Model fields of their own (tiers set the first)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")
 PROVIDER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -77,6 +80,7 @@ class Model:
     tiers: tuple[PriceTier, ...] = ()  # ascending by `above`
     cache_write_price: int | None = None  # prompt tokens written to the provider's cache (Anthropic bills them)
     max_output_tokens: int | None = None  # the most output the model can make in one answer, where known
+    rates: dict[str, int] = field(default_factory=dict)  # other token classes' prices, by setting (tokens.py)
 
     def prices_for(self, prompt_tokens: int) -> tuple[int | None, int | None, int | None]:
         """(input, output, cached input) prices for a call with this many prompt tokens: the highest
@@ -85,6 +89,18 @@ class Model:
             if prompt_tokens > tier.above:
                 return tier.input_price, tier.output_price, tier.cached_input_price
         return self.input_price, self.output_price, self.cached_input_price
+
+    def price_table(self, prompt_tokens: int) -> dict[str, int | None]:
+        """Every token class's price for a call with this many prompt tokens, by its setting name
+        (`tokens.TOKEN_CLASSES`): a tier's input, output and cached prices where the prompt passes it."""
+        input_price, output_price, cached_price = self.prices_for(prompt_tokens)
+        return {
+            **self.rates,
+            "input_price": input_price,
+            "output_price": output_price,
+            "cached_input_price": cached_price,
+            "cache_write_price": self.cache_write_price,
+        }
 
     @property
     def priced(self) -> bool:
@@ -197,7 +213,7 @@ def _model(name: str, raw: dict, origin: str) -> Model:
         "output_price",
         "deployments",
         "cached_input_price",
-        "cache_write_price",
+        *PART_PRICES,
         "tiers",
         "max_output_tokens",
     }
@@ -212,6 +228,11 @@ def _model(name: str, raw: dict, origin: str) -> Model:
         cached_price = None if cached is None else parse_price(cached, what="cached_input_price")
         written = raw.get("cache_write_price")
         write_price = None if written is None else parse_price(written, what="cache_write_price")
+        rates = {
+            setting: parse_price(raw[setting], what=setting)
+            for setting in PART_PRICES
+            if setting not in SET_APART and raw.get(setting) is not None
+        }
     except MoneyError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     tiers = parse_tiers(raw.get("tiers", []), where)
@@ -234,6 +255,7 @@ def _model(name: str, raw: dict, origin: str) -> Model:
             tiers,
             write_price,
             limit,
+            rates,
         )
     provider = raw.get("provider")
     if not isinstance(provider, str):
@@ -241,7 +263,9 @@ def _model(name: str, raw: dict, origin: str) -> Model:
     upstream = raw.get("upstream_model", name)
     if not isinstance(upstream, str) or not upstream:
         raise ConfigError(f"{where}: upstream_model must be a non-empty string")
-    return Model(name, provider, upstream, input_price, output_price, (), cached_price, tiers, write_price, limit)
+    return Model(
+        name, provider, upstream, input_price, output_price, (), cached_price, tiers, write_price, limit, rates
+    )
 
 
 def parse_tiers(raw: object, where: str) -> tuple[PriceTier, ...]:
@@ -311,6 +335,8 @@ def _model_dict(m: Model) -> dict:
         entry["cached_input_price"] = format_price(m.cached_input_price)
     if m.cache_write_price is not None:
         entry["cache_write_price"] = format_price(m.cache_write_price)
+    for setting, price in sorted(m.rates.items()):
+        entry[setting] = format_price(price)
     if m.tiers:
         entry["tiers"] = [tier_dict(t) for t in m.tiers]
     if m.max_output_tokens is not None:

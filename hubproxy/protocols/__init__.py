@@ -18,23 +18,13 @@ import msgspec
 import orjson
 
 from hubproxy.errors import GatewayError, invalid_request
+from hubproxy.tokens import Usage
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from hubproxy.accounts.cache import KeyState, UserState
     from hubproxy.routing.router import Route
-
-
-class Usage(msgspec.Struct):
-    """Tokens of one call as billed. `input` counts every prompt token, cached and cache-written ones
-    included; `reasoning` is the part of `output` the model spent thinking."""
-
-    input: int
-    output: int
-    cached: int = 0
-    cache_write: int = 0
-    reasoning: int = 0
 
 
 class CallFields(Protocol):

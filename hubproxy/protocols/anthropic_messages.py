@@ -139,7 +139,10 @@ def _count(value: object) -> int:
 
 
 def read_usage(usage: object) -> Usage | None:
-    """Anthropic's usage: `input_tokens` excludes cache reads and writes, so the prompt is the sum."""
+    """Anthropic's usage: `input_tokens` excludes cache reads and writes, so the prompt is the sum; of
+    the writes, `cache_creation.ephemeral_1h_input_tokens` were written for an hour, billed apart
+    (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching, "1-hour cache duration",
+    read 2026-12-07)."""
     if usage.__class__ is not dict:
         return None
     output = usage.get("output_tokens")
@@ -147,7 +150,9 @@ def read_usage(usage: object) -> Usage | None:
         return None
     read = _count(usage.get("cache_read_input_tokens"))
     written = _count(usage.get("cache_creation_input_tokens"))
-    return Usage(_count(usage.get("input_tokens")) + read + written, output, read, written)
+    by_ttl = usage.get("cache_creation")
+    hour = min(_count(by_ttl.get("ephemeral_1h_input_tokens")), written) if by_ttl.__class__ is dict else 0
+    return Usage(_count(usage.get("input_tokens")) + read + written, output, read, written, cache_write_1h=hour)
 
 
 def answer_usage(data: bytes) -> tuple[Usage | None, object]:
@@ -167,13 +172,13 @@ class StreamUsage:
     __slots__ = ("delta_seen", "tokens")
 
     def __init__(self) -> None:
-        self.tokens: dict[str, int] = {}
+        self.tokens: dict[str, int | dict] = {}
         self.delta_seen = False
 
     def add(self, usage: object, from_delta: bool) -> None:
         if usage.__class__ is dict:
             for name, value in usage.items():
-                if value.__class__ is int:
+                if value.__class__ is int or (name == "cache_creation" and value.__class__ is dict):
                     self.tokens[name] = value
             self.delta_seen = self.delta_seen or from_delta
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from hubproxy import apikey
+from hubproxy.tokens import Usage
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -100,24 +101,35 @@ class Reservation(msgspec.Struct):
         return msgspec.structs.astuple(self)
 
 
-class CallRecord(msgspec.Struct):
-    """One finished call, as written to `usage` (and to `ledger` when it cost something)."""
+class CallRecord(msgspec.Struct, kw_only=True):
+    """One finished call, as written to `usage` (and to `ledger` when it cost something): built with
+    keywords. `usage`: its tokens, class by class (`tokens.TOKEN_CLASSES`: each has its column)."""
 
     reservation: Reservation
-    prompt_tokens: int
-    completion_tokens: int
+    usage: Usage
     cost: int
     estimated: bool
     status: str
     http_status: int
-    latency_ms: int
+    latency_ms: int = 0
     persisted: bool = False
     attempts: str = ""
-    cached_tokens: int = 0
     budget_held: bool = False  # workers: a hold on the key's spend cap to drop with this record
-    reasoning_tokens: int = 0
-    cache_write_tokens: int = 0
     over_reservation: int = 0  # cost beyond the hold: the upstream gave more than max_tokens
+
+    @classmethod
+    def interrupted(cls, reservation: Reservation, persisted: bool) -> CallRecord:
+        """A call whose server died before it ended: billed its prompt estimate, marked estimated."""
+        usage = Usage(reservation.prompt_tokens, 0)
+        return cls(
+            reservation=reservation,
+            usage=usage,
+            cost=reservation.prompt_cost,
+            estimated=True,
+            status="interrupted",
+            http_status=0,
+            persisted=persisted,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from hubproxy.store.records import DatabaseError
-from hubproxy.store.sqlite.migrations import DASHBOARD_STATEMENTS, HOURLY_TABLE, MIGRATIONS
+from hubproxy.store.sqlite.migrations import DASHBOARD_STATEMENTS, HOURLY_TABLE, MIGRATIONS, TOKEN_TABLES
+from hubproxy.tokens import COLUMNS
 
 NOW = """(to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))"""
 BASELINE = f"""
@@ -144,6 +145,17 @@ POSTGRES: dict[str, str] = {
 IN_BASELINE = {fn.__name__ for fn in MIGRATIONS if "m002" <= fn.__name__[:4] <= "m016"}
 
 
+def missing_token_columns(conn: Any) -> list[tuple[str, str]]:
+    """Token classes (`tokens.COLUMNS`) without their column in the usage rows or the daily totals."""
+    rows = conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name IN ('usage', 'usage_daily')"
+    ).fetchall()
+    have = {(table, column) for table, column in rows}
+    tables = {table for table, _ in have}  # a new database has none yet: its migrations make them whole
+    return [(t, c) for t in TOKEN_TABLES if t in tables for c in COLUMNS if (t, c) not in have]
+
+
 def migrate(conn: Any) -> None:
     """Apply every migration not yet recorded, each in its own transaction, one instance at a time
     (several starting together wait on an advisory lock)."""
@@ -153,7 +165,7 @@ def migrate(conn: Any) -> None:
         raise DatabaseError(f"migrations without a PostgreSQL version: {', '.join(missing)}")
     conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     applied = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
-    if applied.issuperset(names):
+    if applied.issuperset(names) and not missing_token_columns(conn):
         return
     conn.execute("BEGIN")
     try:
@@ -165,6 +177,8 @@ def migrate(conn: Any) -> None:
             if name in POSTGRES:
                 conn.execute(POSTGRES[name])
             conn.execute(f"INSERT INTO _migrations VALUES (?, {NOW})", (name,))
+        for table, column in missing_token_columns(conn):  # as sqlite's `token_columns`
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} BIGINT NOT NULL DEFAULT 0")
     except BaseException:
         conn.execute("ROLLBACK")
         raise

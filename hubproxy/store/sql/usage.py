@@ -10,20 +10,14 @@ from hubproxy.store.sql import transaction
 from hubproxy.store.sql.accounts import charge_many
 from hubproxy.store.sql.leases import charge_leases, drop_leases
 from hubproxy.store.sql.limits import clear_limit_calls, release_budgets
+from hubproxy.tokens import COLUMNS, counts
 
 RESERVATION_COLUMNS = (
     "id, user_id, key_id, model, provider, upstream_model, endpoint, stream, amount, prompt_tokens, prompt_cost"
 )
-DAILY_SUMS = (
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost",
-    "estimated",
-    "cached_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-)
+TOKEN_COLUMNS = ", ".join(COLUMNS)
+TOKEN_MARKS = ",".join("?" * len(COLUMNS))
+DAILY_SUMS = ("requests", "cost", "estimated", *COLUMNS)
 HOURLY_SUMS = ("requests", "errors", "cost", "latency_ms")
 REPORT_GROUPS = {
     "model": "model",
@@ -56,9 +50,8 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
     created_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
     conn.executemany(
         "INSERT INTO usage (request_id, user_id, key_id, model, provider, upstream_model, endpoint, stream, "
-        "prompt_tokens, completion_tokens, cost, estimated, status, http_status, latency_ms, created_at, attempts, "
-        "cached_tokens, reasoning_tokens, cache_write_tokens, over_reservation) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,nullif(?, ''),?,?,?,?)",
+        f"cost, estimated, status, http_status, latency_ms, created_at, attempts, over_reservation, {TOKEN_COLUMNS}) "
+        f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,nullif(?, ''),?,{TOKEN_MARKS})",
         [
             (
                 r.id,
@@ -69,8 +62,6 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
                 r.upstream_model,
                 r.endpoint,
                 int(r.stream),
-                rec.prompt_tokens,
-                rec.completion_tokens,
                 rec.cost,
                 int(rec.estimated),
                 rec.status,
@@ -78,10 +69,8 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
                 rec.latency_ms,
                 created_at,
                 rec.attempts,  # "" → NULL in SQL: binding None makes sqlite3 raise and clear an error per row
-                rec.cached_tokens,
-                rec.reasoning_tokens,
-                rec.cache_write_tokens,
                 rec.over_reservation,
+                *counts(rec.usage),
             )
             for rec in records
             for r in (rec.reservation,)
@@ -140,23 +129,20 @@ def add_daily_totals(conn: sqlite3.Connection, created_at: str, records: list[Ca
     hourly: dict[int, list[int]] = {}
     for rec in records:
         r = rec.reservation
-        t = totals.setdefault((day, r.user_id, r.key_id, r.model, r.provider), [0, 0, 0, 0, 0, 0, 0, 0])
+        t = totals.setdefault((day, r.user_id, r.key_id, r.model, r.provider), [0] * len(DAILY_SUMS))
         t[0] += 1
-        t[1] += rec.prompt_tokens
-        t[2] += rec.completion_tokens
-        t[3] += rec.cost
-        t[4] += rec.estimated
-        t[5] += rec.cached_tokens
-        t[6] += rec.cache_write_tokens
-        t[7] += rec.reasoning_tokens
+        t[1] += rec.cost
+        t[2] += rec.estimated
+        for n, tokens in enumerate(counts(rec.usage), 3):
+            t[n] += tokens
         h = hourly.setdefault(r.user_id, [0, 0, 0, 0])
         h[0] += 1
         h[1] += rec.status != "ok"
         h[2] += rec.cost
         h[3] += rec.latency_ms
     conn.executemany(
-        "INSERT INTO usage_daily (day, user_id, key_id, model, provider, requests, prompt_tokens, completion_tokens, "
-        "cost, estimated, cached_tokens, cache_write_tokens, reasoning_tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        f"INSERT INTO usage_daily (day, user_id, key_id, model, provider, {', '.join(DAILY_SUMS)}) "
+        f"VALUES (?,?,?,?,?,{','.join('?' * len(DAILY_SUMS))}) "
         "ON CONFLICT (day, user_id, key_id, model, provider) DO UPDATE SET "
         + ", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in DAILY_SUMS),
         [(*k, *v) for k, v in totals.items()],
@@ -194,7 +180,7 @@ def settle_leftover_reservations(
         for row in rows:
             r = Reservation(*row)
             r.stream = bool(r.stream)
-            records.append(CallRecord(r, r.prompt_tokens, 0, r.prompt_cost, True, "interrupted", 0, 0, True))
+            records.append(CallRecord.interrupted(r, persisted=True))
         if records:
             record_calls(conn, records)
     return len(rows)
@@ -212,13 +198,11 @@ def usage_report(conn: sqlite3.Connection, by: str, since: str | None = None, us
         params.append(user)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     sql = (
-        f"SELECT {group} AS grp, sum(requests), sum(prompt_tokens), sum(completion_tokens), sum(cost), "
-        "sum(estimated), sum(cached_tokens), sum(cache_write_tokens), sum(reasoning_tokens) "
+        f"SELECT {group} AS grp, {', '.join(f'sum({c})' for c in DAILY_SUMS)} "
         f"FROM usage_daily s JOIN users u ON u.id = s.user_id {clause} "
         "GROUP BY grp ORDER BY sum(cost) DESC, grp"
     )
-    cols = ["group", "requests", "prompt_tokens", "completion_tokens", "cost", "estimated"]
-    cols += ["cached_tokens", "cache_write_tokens", "reasoning_tokens"]
+    cols = ["group", *DAILY_SUMS]
     return [dict(zip(cols, row, strict=True)) for row in conn.execute(sql, params)]
 
 
@@ -257,7 +241,7 @@ def settle_journaled(conn: sqlite3.Connection, calls: dict[str, tuple[float, Res
             rows = conn.execute("SELECT request_id FROM usage WHERE user_id = ? AND created_at >= ?", (user_id, stamp))
             known.update(row[0] for row in rows)
         records = [
-            CallRecord(r, r.prompt_tokens, 0, r.prompt_cost, True, "interrupted", 0, 0, False)
+            CallRecord.interrupted(r, persisted=False)
             for request_id, (_, r) in calls.items()
             if request_id not in known
         ]

@@ -1,6 +1,7 @@
 """Schema migrations: an ordered list of small functions, each applied once and recorded.
 
-Never edit a migration that has shipped; add the next one.
+Never edit a migration that has shipped; add the next one. The token classes' columns are the
+exception that needs none: `token_columns` adds a new class's after the migrations.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import sqlite3
 from collections.abc import Callable
 
 import sqlite_utils
+
+from hubproxy.tokens import COLUMNS
 
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[Migration] = []
@@ -40,6 +43,30 @@ def migrate(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+    token_columns(conn)
+
+
+TOKEN_TABLES = ("usage", "usage_daily")
+
+
+def missing_token_columns(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    have = {table: {row[1] for row in conn.execute(f"PRAGMA table_info({table})")} for table in TOKEN_TABLES}
+    return [(table, column) for table in TOKEN_TABLES for column in COLUMNS if column not in have[table]]
+
+
+def token_columns(conn: sqlite3.Connection) -> None:
+    """A column in the usage rows and the daily totals for every token class (`tokens.COLUMNS`): a
+    class added to that table gets its columns on the next start (0 for the calls before)."""
+    if not missing_token_columns(conn):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column in missing_token_columns(conn):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
