@@ -11,6 +11,7 @@ from hubproxy.store.records import CallRecord, Reservation
 from hubproxy.store.sql import transaction
 from hubproxy.store.sql.usage import record_calls
 from hubproxy.store.sqlite.db import connect
+from hubproxy.tokens import Usage
 
 BATCH = 5000
 
@@ -37,7 +38,7 @@ def seed(home: Path, keys: int, rows: int) -> dict[str, float]:
     for start in range(0, rows, BATCH):
         records = [
             CallRecord(
-                Reservation(
+                reservation=Reservation(
                     f"req_seed{n:010d}",
                     uid,
                     f"key_seed{n % max(keys, 1):08d}",
@@ -50,13 +51,12 @@ def seed(home: Path, keys: int, rows: int) -> dict[str, float]:
                     0,
                     0,
                 ),
-                100 + n % 50,
-                20 + n % 30,
-                0,
-                False,
-                "ok",
-                200,
-                5,
+                usage=Usage(100 + n % 50, 20 + n % 30),
+                cost=0,
+                estimated=False,
+                status="ok",
+                http_status=200,
+                latency_ms=5,
             )
             for n in range(start, min(start + BATCH, rows))
         ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
@@ -67,7 +68,7 @@ class CallMetrics:
     def merged(self, snapshots: Iterable[bytes]) -> CallMetrics:
         """These counts plus the other workers' `snapshot()`s (an unreadable one is skipped)."""
         total = CallMetrics()
-        sources = [(self.calls, self.latency, self.first_token)]
+        sources: list[tuple[dict[Any, list[Any]], ...]] = [(self.calls, self.latency, self.first_token)]
         for raw in snapshots:
             try:
                 data = orjson.loads(raw)
@@ -81,7 +82,12 @@ class CallMetrics:
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 continue
         for calls, latency, first_token in sources:
-            for into, source in ((total.calls, calls), (total.latency, latency), (total.first_token, first_token)):
+            pairs: tuple[tuple[dict[Any, list[Any]], dict[Any, list[Any]]], ...] = (
+                (total.calls, calls),
+                (total.latency, latency),
+                (total.first_token, first_token),
+            )
+            for into, source in pairs:
                 for key, values in source.items():
                     sums = into.get(key)
                     if sums is None:

@@ -22,7 +22,7 @@ class MoneyError(ValueError):
     """A user-typed amount or price that cannot be represented exactly."""
 
 
-def _decimal(text: str | int | float, what: str) -> Decimal:
+def _decimal(text: str | int | float | Decimal, what: str) -> Decimal:
     """Plain decimal notation only: "1e3" is refused, not read as 1,000 (nobody types an exponent
     for money on purpose)."""
     typed = str(text).strip()
@@ -50,7 +50,7 @@ def parse_usd(text: str | int | float, *, what: str = "amount", allow_negative: 
     return int(pico)
 
 
-def parse_price(text: str | int | float, *, what: str = "price") -> int:
+def parse_price(text: str | int | float | Decimal, *, what: str = "price") -> int:
     """USD per 1M tokens ("0.27") → integer micro-USD per 1M tokens (270000)."""
     value = _decimal(text, what)
     if value < 0:

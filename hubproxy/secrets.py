@@ -114,7 +114,8 @@ def provider_api_key(provider: Provider, stored: dict[str, str]) -> str | None:
 def key_variable_unset(provider: Provider) -> bool:
     """The provider's key comes from an environment variable that this process does not have: its
     calls would fail with a 503 until the variable is set where `hubproxy serve` runs."""
-    return bool(provider.api_key_env) and not os.environ.get(provider.api_key_env)
+    variable = provider.api_key_env
+    return variable is not None and variable != "" and not os.environ.get(variable)
 
 
 def load_stored_secrets(paths: Paths, providers: dict[str, Provider]) -> dict[str, str]:

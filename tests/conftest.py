@@ -4,14 +4,17 @@ the real CLI, and the official OpenAI SDK pointed at the server."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -323,29 +326,76 @@ class Gateway:
         return self.cli.json("keys", "create", "--user", email, "--name", "test")["key"]
 
 
-def configure(cli: Cli, upstream: FakeUpstream) -> None:
-    cli("init")
-    cli("providers", "add", "fake", "--base-url", upstream.base_url, "--api-key-env", "UPSTREAM_KEY")
-    models = [
-        ("deepseek-chat", [], PRICE_IN, PRICE_OUT),
-        ("ds", ["--upstream-model", "deepseek-chat"], PRICE_IN, PRICE_OUT),
-        ("text-embedding", [], "0.02", "0"),
-        *((name, [], PRICE_IN, PRICE_OUT) for name in SPECIAL_MODELS),
-    ]
-    for name, alias, price_in, price_out in models:
-        cli("models", "add", name, "--provider", "fake", *alias, "--input-price", price_in, "--output-price", price_out)
+UPSTREAM_MARK = "http://upstream.invalid:1"  # the fake upstream's origin in a template home's config.toml
+TEMPLATES: dict[bool, Path] = {}
 
 
-def add_native_providers(cli: Cli, upstream: FakeUpstream) -> None:
-    """Beside the chat-only `fake`: `claude-native` on a provider that speaks Messages and `gpt-native` on
-    one that speaks Responses (the same fake upstream, reached over those wire APIs)."""
+def configured_template(native: bool) -> Path:
+    """A home configured once per test process (`init`, the providers and models every test starts
+    from), which `configure` copies: 17 CLI calls once instead of in every test. `native`: with the
+    Messages and Responses providers too. Built on SQLite whatever the test's backend (the config
+    commands do not touch the database; a PostgreSQL test's database comes from its own template)."""
+    if native in TEMPLATES:
+        return TEMPLATES[native]
+    home = Path(tempfile.mkdtemp(prefix="hubproxy-template-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    url = os.environ.pop("HUBPROXY_DATABASE_URL", None)
+    try:
+        cli = Cli(home)
+        cli("init")
+        cli("providers", "add", "fake", "--base-url", f"{UPSTREAM_MARK}/v1", "--api-key-env", "UPSTREAM_KEY")
+        models = [
+            ("deepseek-chat", [], PRICE_IN, PRICE_OUT),
+            ("ds", ["--upstream-model", "deepseek-chat"], PRICE_IN, PRICE_OUT),
+            ("text-embedding", [], "0.02", "0"),
+            *((name, [], PRICE_IN, PRICE_OUT) for name in SPECIAL_MODELS),
+        ]
+        for name, alias, price_in, price_out in models:
+            cli(
+                "models",
+                "add",
+                name,
+                "--provider",
+                "fake",
+                *alias,
+                "--input-price",
+                price_in,
+                "--output-price",
+                price_out,
+            )
+        if native:
+            for provider, base, api, model in (
+                ("claude", UPSTREAM_MARK, "messages", "claude-native"),
+                ("oai", f"{UPSTREAM_MARK}/v1", "responses", "gpt-native"),
+            ):
+                cli("providers", "add", provider, "--base-url", base, "--api", api, "--api-key-env", "UPSTREAM_KEY")
+                cli(
+                    "models",
+                    "add",
+                    model,
+                    "--provider",
+                    provider,
+                    "--input-price",
+                    PRICE_IN,
+                    "--output-price",
+                    PRICE_OUT,
+                )
+    finally:
+        if url is not None:
+            os.environ["HUBPROXY_DATABASE_URL"] = url
+    TEMPLATES[native] = home
+    return home
+
+
+def configure(cli: Cli, upstream: FakeUpstream, native: bool = False) -> None:
+    """The test's home as `init` and the usual providers and models leave it (copied from the
+    process's template, the fake upstream's address put in)."""
+    template = configured_template(native)
+    for item in template.iterdir():
+        shutil.copy2(item, cli.home / item.name)
+    config = cli.home / "config.toml"
     origin = upstream.base_url.removesuffix("/v1")
-    for name, base, api, model in (
-        ("claude", origin, "messages", "claude-native"),
-        ("oai", upstream.base_url, "responses", "gpt-native"),
-    ):
-        cli("providers", "add", name, "--base-url", base, "--api", api, "--api-key-env", "UPSTREAM_KEY")
-        cli("models", "add", model, "--provider", name, "--input-price", PRICE_IN, "--output-price", PRICE_OUT)
+    config.write_text(config.read_text().replace(UPSTREAM_MARK, origin))
 
 
 def serving(home: Path, cli: Cli, upstream: FakeUpstream) -> Iterator[Gateway]:
@@ -368,6 +418,5 @@ def gateway(home: Path, cli: Cli, upstream: FakeUpstream):
 @pytest.fixture
 def hub(home: Path, cli: Cli, upstream: FakeUpstream):
     """A gateway with a provider for each wire API: chat (`fake`), Messages and Responses."""
-    configure(cli, upstream)
-    add_native_providers(cli, upstream)
+    configure(cli, upstream, native=True)
     yield from serving(home, cli, upstream)

@@ -300,3 +300,27 @@ def test_presets_fill_the_base_url_and_key_variable(cli):
     assert pro["tiers"] == [{"above_prompt_tokens": 200000, "input_price": "2.5", "output_price": "15"}]
     bad = cli("providers", "add", "x", "--preset", "nope", ok=False)
     assert bad.exit_code == 1 and "no preset 'nope'" in bad.output
+
+
+def test_config_toml_keeps_the_users_comments_and_layout_through_every_change(cli, home):
+    """Every CLI change goes into the user's own file: comments, their order and what did not change
+    stay as written; what changed is there, and the file still loads."""
+    cli("init")
+    cli("providers", "add", "fake", "--base-url", "http://127.0.0.1:9/v1", "--api-key-env", "X")
+    config = home / "config.toml"
+    text = config.read_text()
+    text = text.replace("[providers.fake]", "# the team's proxy, ask Ana before changing\n[providers.fake]  # primary")
+    text = text.replace("[billing]\n", "[billing]\n# raised for long agent runs\n", 1)
+    config.write_text(text)
+    cli("models", "add", "m", "--provider", "fake", "--input-price", "1", "--output-price", "2")
+    cli("providers", "add", "other", "--base-url", "http://127.0.0.1:8/v1", "--api-key-env", "Y")
+    cli("models", "add", "m", "--provider", "fake", "--input-price", "1.5", "--output-price", "2", "--replace")
+    cli("models", "add", "gone", "--provider", "other", "--input-price", "1", "--output-price", "2")
+    cli("models", "remove", "gone")
+    after = config.read_text()
+    assert "# the team's proxy, ask Ana before changing\n[providers.fake]  # primary" in after
+    assert "[billing]\n# raised for long agent runs\n" in after
+    loaded = tomllib.loads(after)
+    assert loaded["models"]["m"]["input_price"] == "1.5" and "gone" not in loaded["models"]
+    assert loaded["providers"]["other"]["base_url"] == "http://127.0.0.1:8/v1"
+    assert after.index("[providers.fake]") < after.index("[providers.other]") < after.index("[models.m]")

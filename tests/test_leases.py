@@ -12,6 +12,7 @@ from hubproxy.store.sql import accounts, transaction
 from hubproxy.store.sql.leases import drop_leases, give_back, take_leases, wanted_back
 from hubproxy.store.sql.usage import record_calls, settle_leftover_reservations
 from hubproxy.store.sqlite.db import connect
+from hubproxy.tokens import Usage
 
 
 @pytest.fixture
@@ -33,7 +34,11 @@ def ask(conn: sqlite3.Connection, holder: str, need: int, want: int) -> int:
 def charge(conn: sqlite3.Connection, holder: str, cost: int, n: int) -> None:
     r = Reservation(f"req{n}", 1, "k", "m", "p", "m", "/chat/completions", False, cost, 1, 0)
     with transaction(conn):
-        record_calls(conn, [CallRecord(r, 1, 1, cost, False, "ok", 200, 1)], lease_holder=holder)
+        record_calls(
+            conn,
+            [CallRecord(reservation=r, usage=Usage(1, 1), cost=cost, estimated=False, status="ok", http_status=200)],
+            lease_holder=holder,
+        )
 
 
 def test_grants_never_exceed_the_unpromised_balance_and_leave_some_for_others(conn):

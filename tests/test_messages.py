@@ -11,7 +11,7 @@ import anthropic
 import pytest
 from openai import OpenAI
 
-from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, add_native_providers, configure, raw_request, serving, wait_for
+from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, configure, raw_request, serving, wait_for
 from tests.fake_upstream import REPLY
 
 HELLO = [{"role": "user", "content": "say hello to me"}]
@@ -25,8 +25,7 @@ def cost(prompt: int, output: int) -> int:
 @pytest.fixture
 def hub(home, cli, upstream):
     """The shared `hub`, with a model that has cache prices."""
-    configure(cli, upstream)
-    add_native_providers(cli, upstream)
+    configure(cli, upstream, native=True)
     cli(
         *("models", "add", "claude-cached", "--provider", "claude", "--upstream-model", "claude-native"),
         *("--input-price", "3", "--output-price", "15", "--cached-input-price", "0.30", "--cache-write-price", "3.75"),

@@ -21,6 +21,7 @@ from hubproxy.store.sql import accounts, transaction
 from hubproxy.store.sql.limits import admit_calls, finish_calls, hold_budgets
 from hubproxy.store.sql.usage import record_calls
 from hubproxy.store.sqlite.db import connect
+from hubproxy.tokens import Usage
 from tests.conftest import HELLO, raw_request, wait_for
 
 
@@ -273,7 +274,20 @@ def test_shared_spend_caps_count_holds_in_flight_and_costs_committed(tmp_path):
         assert hold_budgets(conn, [("r3", "other", 1_000, day, 500)]) == [None], "caps are per key"
     r1 = Reservation("r1", user.id, "k", "m", "p", "m", "/chat/completions", False, 600, 1, 0)
     with transaction(conn):
-        record_calls(conn, [CallRecord(r1, 1, 1, 100, False, "ok", 200, 1, budget_held=True)])
+        record_calls(
+            conn,
+            [
+                CallRecord(
+                    reservation=r1,
+                    usage=Usage(1, 1),
+                    cost=100,
+                    estimated=False,
+                    status="ok",
+                    http_status=200,
+                    budget_held=True,
+                )
+            ],
+        )
     with transaction(conn):
         assert hold_budgets(conn, [("r2", "k", 1_000, day, 900)]) == [None], "the hold went, its cost stays"
         assert hold_budgets(conn, [("r4", "k", 1_000, day, 1)]) == [0]

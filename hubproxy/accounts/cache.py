@@ -99,19 +99,19 @@ class AccountCache:
                 state.balance = row.balance
                 state.plan = row.plan
                 state.token_version = row.token_version
-        for row in changes.keys:
-            status = row.status
+        for key_row in changes.keys:
+            status = key_row.status
             try:
-                policy = key_policy(row)
+                policy = key_policy(key_row)
             except (PolicyError, ValueError) as exc:
-                log.error("key %s has unreadable rules (%s); refusing it until they are fixed", row.id, exc)
+                log.error("key %s has unreadable rules (%s); refusing it until they are fixed", key_row.id, exc)
                 policy, status = NO_RULES, "invalid"
-            digest = bytes.fromhex(row.key_hash)
-            state = self.keys.get(digest)
-            if state is None:
-                state = self.keys[digest] = KeyState(row.id, row.user_id, row.name, status == "active")
-            state.name, state.active, state.policy, state.spent = row.name, status == "active", policy, row.spent
-            state.period = period_start(policy.budget_period)
+            digest = bytes.fromhex(key_row.key_hash)
+            key = self.keys.get(digest)
+            if key is None:
+                key = self.keys[digest] = KeyState(key_row.id, key_row.user_id, key_row.name, status == "active")
+            key.name, key.active, key.policy, key.spent = key_row.name, status == "active", policy, key_row.spent
+            key.period = period_start(policy.budget_period)
 
     def authenticate(self, key: str | None) -> tuple[KeyState, UserState]:
         if not key:

@@ -208,7 +208,7 @@ class LeasedBudget(Budget):
         for user_id in user_ids:
             user = self.held.get(user_id)
             free = 0 if user is None else user.lease - user.pending - user.reserved
-            if free > 0:
+            if user is not None and free > 0:
                 user.lease -= free
             if free > 0 or clear:
                 amounts[user_id] = max(free, 0)

@@ -215,5 +215,6 @@ class CallMeter:
 
     def _committed(self, new_balance: int | None, error: BaseException | None) -> None:
         self._calls.budget.committed(self.user, self.cost, None if error is not None else new_balance)
-        if error is None and self.segment:
-            self._calls.journal.closed(self.segment)
+        journal = self._calls.journal
+        if error is None and self.segment and journal is not None:
+            journal.closed(self.segment)

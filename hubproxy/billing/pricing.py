@@ -50,6 +50,8 @@ def cost_of(model: Model, prompt_tokens: int, completion_tokens: int) -> int:
     """Exact pico-USD for a prompt and an output at the prices for this prompt size (a hold, an
     estimate: no cached or cache-written tokens known)."""
     input_price, output_price, _ = model.prices_for(prompt_tokens)
+    if input_price is None or output_price is None:
+        raise ValueError(f"model {model.name!r} has no price: it is never served")  # `priced` said so earlier
     return token_cost(completion_tokens, output_price) + token_cost(prompt_tokens, input_price)
 
 
@@ -61,11 +63,14 @@ def usage_cost(model: Model, usage: Usage) -> int:
     left = {c.name: getattr(usage, c.name) for c in TOKEN_CLASSES}
     cost = 0
     for part in PARTS:
-        price, tokens = prices.get(part.price), left[part.name]
+        price, tokens = prices.get(part.price or ""), left[part.name]
         if tokens and price is not None:
             outer = ENCLOSING[part.name]
             tokens = min(tokens, *(left[name] for name in outer))
             cost += token_cost(tokens, price)
             for name in outer:  # billed: out of every class it is within
                 left[name] -= tokens
-    return cost + token_cost(left["input"], prices["input_price"]) + token_cost(left["output"], prices["output_price"])
+    input_price, output_price = prices["input_price"], prices["output_price"]
+    if input_price is None or output_price is None:
+        raise ValueError(f"model {model.name!r} has no price: it is never served")  # `priced` said so earlier
+    return cost + token_cost(left["input"], input_price) + token_cost(left["output"], output_price)

@@ -30,7 +30,7 @@ from hubproxy.store.records import AccountError, DatabaseError
 try:  # Typer 0.2x carries its own copy of click
     from typer._click.exceptions import UsageError
 except ImportError:
-    from click.exceptions import UsageError
+    from click.exceptions import UsageError  # type: ignore[assignment]  # the same class, before Typer 0.2x
 
 USER_ERRORS = (AccountError, ConfigError, MoneyError, DatabaseError, SecretError, PolicyError)
 console = Console(highlight=False)
@@ -50,7 +50,7 @@ class GuardedGroup(TyperGroup):
         except UsageError as exc:
             usage_error(exc)
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except UsageError as exc:
@@ -139,7 +139,9 @@ class WholeTable(Table):
                 column.min_width = max(column.min_width or 0, cell_len(cell))
 
     def __rich_console__(self, console: Console, options: Any) -> Any:
-        needed = sum(c.min_width if c.no_wrap else self.NARROWEST for c in self.columns) + 3 * len(self.columns) + 1
+        needed = (
+            sum((c.min_width or 0) if c.no_wrap else self.NARROWEST for c in self.columns) + 3 * len(self.columns) + 1
+        )
         if needed <= options.max_width:
             yield from super().__rich_console__(console, options)
             return

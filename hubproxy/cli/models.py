@@ -109,12 +109,12 @@ def add(
         raise CliError(f"no provider {provider!r}; add it with `hubproxy providers add`")
     if name in config.models and not replace:
         raise CliError(f"model {name!r} already exists (use --replace to overwrite)")
+    prices = parse_price(input_price, what="--input-price"), parse_price(output_price, what="--output-price")
     model = Model(
         name,
         provider,
         upstream_model or name,
-        parse_price(input_price, what="--input-price"),
-        parse_price(output_price, what="--output-price"),
+        *prices,
         cached_input_price=None
         if cached_input_price is None
         else parse_price(cached_input_price, what="--cached-input-price"),
@@ -132,7 +132,7 @@ def add(
     else:
         console.print(
             f"added model {name} → {provider}/{model.upstream_model} "
-            f"(${format_price(model.input_price)} in, ${format_price(model.output_price)} out per 1M)"
+            f"(${format_price(prices[0])} in, ${format_price(prices[1])} out per 1M)"
         )
 
 

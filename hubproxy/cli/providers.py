@@ -69,7 +69,7 @@ def add(
         help="Fill base URL, key variable and priced models: see `providers presets`.",
     ),
     no_models: bool = typer.Option(False, "--no-models", help="With --preset: add no models from its catalog."),
-    api_key_env: str = typer.Option(
+    api_key_env: str | None = typer.Option(
         None, "--api-key-env", metavar="VAR", help="Read the key from this env var at call time."
     ),
     api_key_stdin: bool = typer.Option(False, "--api-key-stdin", help="Read the key from stdin; store it safely."),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import ssl
+from pathlib import Path
 
 import typer
 
@@ -95,7 +96,7 @@ def already_serving(address: Address | None) -> str:
 
 
 def serve_marked(
-    mark: ServingMark, config: Config, store: object, host: str, port: int, workers: int, tls: bool
+    mark: ServingMark, config: Config, store: Path | str, host: str, port: int, workers: int, tls: bool
 ) -> None:
     """Listen, say where, leave the address in the home, and run until stopped."""
     from hubproxy.server import run
@@ -123,7 +124,7 @@ def serve_marked(
     console.print(f"[bold]hubproxy[/bold] on {base}  ({loop_name}{plural}, config {where.config})")
     if is_postgres(store):
         limits = "rate limits shared through Redis" if config.store.redis else "rate limits per instance (no --redis)"
-        console.print(f"store: {redacted(store)}, shared with other instances; {limits}", soft_wrap=True)
+        console.print(f"store: {redacted(str(store))}, shared with other instances; {limits}", soft_wrap=True)
     for provider in config.providers.values():
         if key_variable_unset(provider):
             console.print(

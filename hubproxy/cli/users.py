@@ -53,7 +53,7 @@ def add(
     ctx: typer.Context,
     email: str,
     balance: str = typer.Option("0", "--balance", metavar="USD", help="Starting balance in USD (recorded as a grant)."),
-    plan: str = typer.Option(None, "--plan", metavar="PLAN", help="A plan from config.toml (\\[plans.NAME])."),
+    plan: str | None = typer.Option(None, "--plan", metavar="PLAN", help="A plan from config.toml (\\[plans.NAME])."),
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Add a user."""
@@ -117,7 +117,7 @@ def _set_status(ctx: typer.Context, email: str, status: str, json: bool) -> None
 def update(
     ctx: typer.Context,
     email: str,
-    plan: str = typer.Option(None, "--plan", metavar="PLAN", help="Move the user to this plan."),
+    plan: str | None = typer.Option(None, "--plan", metavar="PLAN", help="Move the user to this plan."),
     no_plan: bool = typer.Option(False, "--no-plan", help="Take the user off any plan."),
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:

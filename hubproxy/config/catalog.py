@@ -329,7 +329,7 @@ def _deployment(item: object, model: str, where: str) -> Deployment:
 
 def _model_dict(m: Model) -> dict:
     entry: dict = {}
-    if m.priced:
+    if m.input_price is not None and m.output_price is not None:
         entry.update(input_price=format_price(m.input_price), output_price=format_price(m.output_price))
     if m.cached_input_price is not None:
         entry["cached_input_price"] = format_price(m.cached_input_price)

@@ -200,8 +200,15 @@ class Config:
         }
 
     def save(self, path: Path) -> None:
-        """Write atomically (temp file + rename) so a running server never reads half a file."""
-        write_private(path, HEADER + tomli_w.dumps(self.to_dict()))
+        """Write atomically (temp file + rename) so a running server never reads half a file: into the
+        user's own file where there is one (its comments and layout kept: `config/edit.py`), else whole."""
+        data = self.to_dict()
+        if not path.exists():
+            write_private(path, HEADER + tomli_w.dumps(data))
+            return
+        from hubproxy.config.edit import edited  # tomlkit: only for a command that changes config.toml
+
+        write_private(path, edited(path.read_text(encoding="utf-8"), data))
 
 
 HEADER = (

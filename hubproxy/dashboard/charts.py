@@ -57,7 +57,7 @@ def spend_by_day(days: dict[str, dict[str, int]], today: date, span: int = 30) -
     step = (WIDTH - LEFT) / span
     bars = []
     for i, day in enumerate(dates):
-        y = HEIGHT - BOTTOM
+        y: float = HEIGHT - BOTTOM
         x = LEFT + i * step + step * 0.15
         for model in ranked:
             cost = days.get(day, {}).get(model, 0)

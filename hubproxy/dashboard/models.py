@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -75,7 +76,11 @@ async def test_request(request: web.Request, session: Session) -> web.Response:
     fields = await form(request)
     model = fields.get("model", "")
     prompt = fields.get("prompt", "").strip()
-    chosen = {"chosen": model, "prompt": prompt or DEFAULT_PROMPT, "chosen_user": fields.get("user", "")}
+    chosen: dict[str, Any] = {
+        "chosen": model,
+        "prompt": prompt or DEFAULT_PROMPT,
+        "chosen_user": fields.get("user", ""),
+    }
     if model not in {m.name for m in usable_models(request, session)}:
         return models_page(request, session, 400, error="Choose one of the models listed here.", **chosen)
     if not prompt or len(prompt) > PROMPT_MAX:
@@ -85,7 +90,7 @@ async def test_request(request: web.Request, session: Session) -> web.Response:
         if email not in {u.email for u in state.accounts.users.values()}:
             return models_page(request, session, 400, error="Choose whose balance the test is billed to.", **chosen)
     else:
-        email = state.accounts.users[session.user_id].email
+        email = state.accounts.users[session.member].email
     rules = collect_rules(model, [], None, None, "1h", None, None, None)
     try:
         with account_errors():
@@ -101,7 +106,10 @@ async def test_request(request: web.Request, session: Session) -> web.Response:
 
 async def call_gateway(request: web.Request, secret: str, model: str, prompt: str) -> dict:
     """POST /v1/chat/completions to this server over loopback with `secret`, as an OpenAI client does."""
-    port = request.transport.get_extra_info("sockname")[1]
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("the client hung up")
+    port = transport.get_extra_info("sockname")[1]
     scheme = "https" if request.secure else "http"
     url = f"{scheme}://127.0.0.1:{port}/v1/chat/completions"
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": TEST_MAX_TOKENS}

@@ -99,7 +99,7 @@ async def logout(request: web.Request, session: Session) -> web.Response:
     if session.admin:
         await asyncio.get_running_loop().run_in_executor(None, end_admin_sessions, request)
     else:
-        await request.app[STATE].store.end_login_tokens(session.user_id)
+        await request.app[STATE].store.end_login_tokens(session.member)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
     raise response
@@ -132,7 +132,7 @@ async def overview(request: web.Request, session: Session) -> web.Response:
         balance = sum(u.available + u.reserved for u in users)
         people = len(state.accounts.users)
     else:
-        user = state.accounts.users[session.user_id]
+        user = state.accounts.users[session.member]
         balance, people = user.available + user.reserved, 1
     error_rate = data["errors_24h"] / data["calls_24h"] if data["calls_24h"] else None
     return render(
@@ -154,7 +154,7 @@ async def overview(request: web.Request, session: Session) -> web.Response:
 async def _keys(request: web.Request, session: Session) -> list[KeyRow]:
     """The session's keys (the admin: everyone's), active first, oldest first."""
     store = request.app[STATE].store
-    keys = await (store.all_keys() if session.admin else store.keys_of(session.user_id))
+    keys = await (store.all_keys() if session.admin else store.keys_of(session.member))
     keys.sort(key=lambda k: (k.status != "active", k.created_at))
     return keys
 
@@ -208,10 +208,11 @@ def _rules_from(fields) -> dict:
     value = {name: fields.get(name, "").strip() or None for name in RULE_FIELDS}
     numbers = {}
     for name in ("rpm", "tpm", "max_parallel"):
-        if value[name] is not None:
-            if not (value[name].isascii() and value[name].isdigit()):
+        text = value[name]
+        if text is not None:
+            if not (text.isascii() and text.isdigit()):
                 raise PageError(400, f"{name.replace('_', ' ')} must be a whole number.")
-            numbers[name] = int(value[name])
+            numbers[name] = int(text)
     ips = [part for part in re.split(r"[,\s]+", value["allow_ips"] or "") if part]
     try:
         return collect_rules(
@@ -238,7 +239,7 @@ async def create_key(request: web.Request, session: Session) -> web.Response:
         rules = _rules_from(fields)
     except PageError as refused:
         return await _keys_page(request, session, status=refused.status, error=refused.message)
-    email = fields.get("user", "").strip() if session.admin else state.accounts.users[session.user_id].email
+    email = fields.get("user", "").strip() if session.admin else state.accounts.users[session.member].email
     if not email:
         return await _keys_page(request, session, status=400, error="Choose whose key it is.")
     try:

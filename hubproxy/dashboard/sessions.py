@@ -44,6 +44,13 @@ class Session:
     def admin(self) -> bool:
         return self.user_id is None
 
+    @property
+    def member(self) -> int:
+        """The signed-in user's id (a page that is not the admin's)."""
+        if self.user_id is None:
+            raise ValueError("the admin's session has no user")
+        return self.user_id
+
 
 def csrf_for(secret: str, sid: str) -> str:
     return hmac.new(secret.encode(), b"csrf:" + sid.encode(), hashlib.sha256).hexdigest()[:32]

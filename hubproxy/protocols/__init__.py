@@ -11,6 +11,7 @@ interfaces; formats never import translators.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -49,7 +50,7 @@ class StreamWatch(Protocol):
     def worth_reading(self, events: bytes) -> bool:
         """False: these events go on as they are, unread (the fast path)."""
 
-    def read(self, event: bytes, payload: bytes | None) -> bytes | object | None:
+    def read(self, event: bytes, payload: bytes | None) -> bytes | End | None:
         """Bytes to send now, None for nothing, or FINAL: the stream's usage is final; the relay
         settles the call and then sends `closing(cost)`."""
 
@@ -214,5 +215,9 @@ def error_parts(data: bytes) -> tuple[str, dict | None]:
     return data[:300].decode("utf-8", "replace").strip(), None
 
 
-FINAL = object()
+class End(enum.Enum):
+    FINAL = "final"
+
+
+FINAL = End.FINAL
 """What a stream watch's `read` returns for the event that ends a stream."""

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import msgspec
 import orjson
 from msgspec import UnsetType
 
 from hubproxy.errors import GatewayError, invalid_request
-from hubproxy.protocols import FINAL, Call, Outbound, Usage, decode_body, error_parts
+from hubproxy.protocols import FINAL, Call, End, Outbound, Usage, decode_body, error_parts
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from hubproxy.routing.router import Route
 
 API = "messages"
@@ -82,7 +84,7 @@ class Tool(msgspec.Struct):
 class MessagesFields(msgspec.Struct):
     """The top-level fields the gateway reads or checks; the rest of the body is skipped unbuilt."""
 
-    model: object = None
+    model: Any = None  # any JSON as sent; `read` checks it is a non-empty string
     max_tokens: PositiveInt | UnsetType = msgspec.UNSET
     messages: list[Message] | UnsetType = msgspec.UNSET
     system: str | list[Block] | None = None
@@ -206,7 +208,7 @@ class StreamWatch:
     def worth_reading(events: bytes) -> bool:
         return b'"usage"' in events or b"message_stop" in events
 
-    def read(self, event: bytes, payload: bytes | None) -> bytes | object | None:
+    def read(self, event: bytes, payload: bytes | None) -> bytes | End | None:
         if payload is None or (b'"usage"' not in payload and b"message_stop" not in payload):
             self.output_events += 1
             return event
@@ -256,7 +258,7 @@ def upstream_error_message(data: bytes) -> tuple[str, bool]:
 DEFAULT_VERSION = "2023-06-01"
 
 
-def forwarded_headers(headers: object) -> bytes:
+def forwarded_headers(headers: Mapping[str, str]) -> bytes:
     """The client's `anthropic-version` (or the one Anthropic documents as current) and `anthropic-beta`,
     as header lines for the upstream request (the HTTP parser already refused line breaks in them)."""
     version = headers.get("anthropic-version") or DEFAULT_VERSION
@@ -267,7 +269,7 @@ def forwarded_headers(headers: object) -> bytes:
     return lines.encode("latin-1", "replace")
 
 
-def with_model(raw: bytes, fields: MessagesFields, upstream_model: str) -> bytes:
+def with_model(raw: bytes, fields: MessagesFields | CountFields, upstream_model: str) -> bytes:
     """The client's bytes, with `model` rewritten only when the deployment calls it otherwise."""
     if upstream_model == fields.model:
         return raw
@@ -277,7 +279,7 @@ def with_model(raw: bytes, fields: MessagesFields, upstream_model: str) -> bytes
 
 
 class CountFields(msgspec.Struct):
-    model: object = None
+    model: Any = None  # any JSON as sent; `read` checks it is a non-empty string
     messages: list[Message] | UnsetType = msgspec.UNSET
     system: str | list[Block] | None = None
     tools: list[Tool] | None = None
@@ -323,7 +325,7 @@ class Endpoint:
     def unseen_tokens(self, fields: MessagesFields, image_tokens: int) -> int:
         """Each block that is not text (an image or document, whose source may be a URL) and a tools
         preamble, as for chat."""
-        media = sum(media_blocks(m.content) for m in fields.messages if m.content.__class__ is list)
+        media = sum(media_blocks(m.content) for m in fields.messages or () if m.content.__class__ is list)
         unseen = media * image_tokens
         return unseen + TOOL_PREAMBLE if fields.tools else unseen
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from hubproxy.protocols import FINAL, Call, Outbound, Untranslatable, Usage, answered_model, reasoning, shapes
+from hubproxy.protocols import FINAL, Call, End, Outbound, Untranslatable, answered_model, reasoning, shapes
 from hubproxy.protocols import anthropic_messages as messages
 from hubproxy.protocols import openai_chat as chat
 
@@ -93,13 +93,15 @@ def blocks_of(message: dict) -> list[dict]:
 def tool_choice(choice: object) -> dict | None:
     if isinstance(choice, dict):
         return {"type": "tool", "name": (choice.get("function") or {}).get("name", "")}
+    if not isinstance(choice, str):
+        return None
     return {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}.get(choice)
 
 
 def to_messages(raw: bytes, upstream_model: str, stream: bool) -> bytes:
     """The chat request as a Messages request (fields already checked by `openai_chat`)."""
     doc = orjson.loads(raw)
-    system, turns = system_blocks(doc.get("system")), []
+    system, turns = system_blocks(doc.get("system")), list[dict]()
     for message in doc["messages"]:
         role = message.get("role")
         if role not in chat.CHAT_ROLES:
@@ -188,7 +190,11 @@ def from_messages(document: dict, model: str, cost: int | None) -> bytes:
         "created": int(time.time()),
         "model": answered_model(document, model),
         "choices": [
-            {"index": 0, "message": message, "finish_reason": FINISH_REASONS.get(document.get("stop_reason"), "stop")}
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": FINISH_REASONS.get(str(document.get("stop_reason")), "stop"),
+            }
         ],
         "usage": usage,
     }
@@ -216,11 +222,7 @@ class MessagesStreamAsChat(chat.ChunkWriter):
         self.thinking: list[dict] = []  # the thinking blocks so far, as Anthropic sent them
         self.in_thinking = False  # the open block is a thinking block
 
-    @property
-    def usage(self) -> Usage | None:
-        return self.counted.usage
-
-    def read(self, raw_event: bytes, payload: bytes | None) -> bytes | object | None:
+    def read(self, raw_event: bytes, payload: bytes | None) -> bytes | End | None:
         if payload is None:
             return None
         try:
@@ -233,6 +235,7 @@ class MessagesStreamAsChat(chat.ChunkWriter):
             self.id = "chatcmpl-" + str(message.get("id", "hubproxy"))
             self.model = answered_model(message, self.model)
             self.counted.add(message.get("usage"), False)
+            self.usage = self.counted.usage
             return self.chunk({"role": "assistant", "content": ""})
         if kind == "content_block_start":
             block = shapes.obj(data.get("content_block"), "content_block_start's block")
@@ -252,6 +255,7 @@ class MessagesStreamAsChat(chat.ChunkWriter):
             return self.chunk({reasoning.FIELD: reasoning.from_anthropic(self.thinking)})
         if kind == "message_delta":
             self.counted.add(data.get("usage"), True)
+            self.usage = self.counted.usage
             reason = shapes.obj(data.get("delta"), "message_delta's delta").get("stop_reason")
             self.finish = FINISH_REASONS.get(shapes.text(reason, "a stop_reason"), "stop")
             return None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from hubproxy.protocols import FINAL, Call, Outbound, Untranslatable, answered_model, reasoning, shapes
+from hubproxy.protocols import FINAL, Call, End, Outbound, Untranslatable, answered_model, reasoning, shapes
 from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols import openai_responses as responses
 
@@ -126,7 +126,9 @@ def cut_text(text: str, limit: int | None, output_tokens: int) -> str:
 
 
 def from_responses(document: dict, model: str, cost: int | None, limit: int | None = None) -> bytes:
-    text, thought, calls = [], [], []
+    text: list[str] = []
+    thought: list[str] = []
+    calls: list[dict] = []
     signed = None
     for item in document.get("output") or ():
         kind = item.get("type")
@@ -185,7 +187,7 @@ class ResponsesStreamAsChat(chat.ChunkWriter):
         self.cut = False
         self.thought_streamed = False  # the reasoning item now open sent its summary as deltas
 
-    def read(self, raw_event: bytes, payload: bytes | None) -> bytes | object | None:
+    def read(self, raw_event: bytes, payload: bytes | None) -> bytes | End | None:
         if payload is None:
             return None
         try:

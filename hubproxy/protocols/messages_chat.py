@@ -64,7 +64,8 @@ def image_url(block: dict) -> str | None:
 def user_messages(content: list) -> list[dict]:
     """One Anthropic user turn: its tool results as `tool` messages (first, as chat wants them right after
     the assistant's calls), then the rest as one user message."""
-    out, parts = [], []
+    out: list[dict] = []
+    parts: list[dict] = []
     for block in content:
         if not isinstance(block, dict):
             continue
@@ -84,7 +85,8 @@ def user_messages(content: list) -> list[dict]:
             parts.append({"type": "image_url", "image_url": {"url": url}})
     if parts:
         plain = all(p["type"] == "text" for p in parts)
-        out.append({"role": "user", "content": "\n".join(p["text"] for p in parts) if plain else parts})
+        joined: str | list[dict] = "\n".join(p["text"] for p in parts) if plain else parts
+        out.append({"role": "user", "content": joined})
     return out
 
 
@@ -103,8 +105,8 @@ def assistant_message(content: list) -> dict:
                 message[reasoning.FIELD] = block["signature"]
         elif kind == "tool_use":
             arguments = orjson.dumps(block.get("input") or {}).decode()
-            call = {"id": safe_id(block.get("id")), "type": "function"}
-            call["function"] = {"name": block.get("name", ""), "arguments": arguments}
+            function = {"name": block.get("name", ""), "arguments": arguments}
+            call = {"id": safe_id(block.get("id")), "type": "function", "function": function}
             calls.append(call)
     message["content"] = "".join(texts) or None
     if calls:
@@ -128,7 +130,7 @@ def tool_choice(choice: dict) -> object:
     kind = choice.get("type")
     if kind == "tool":
         return {"type": "function", "function": {"name": choice.get("name", "")}}
-    return {"any": "required", "none": "none"}.get(kind, "auto")
+    return {"any": "required", "none": "none"}.get(kind, "auto") if isinstance(kind, str) else "auto"
 
 
 def to_chat(raw: bytes, upstream_model: str, stream: bool, stream_usage: bool) -> bytes:
@@ -238,7 +240,7 @@ def from_chat(document: dict, model: str) -> bytes:
 
 def stop_reason(finish_reason: object, called_tools: bool) -> str:
     """Anthropic clients run tools only on `tool_use`; some chat upstreams say `stop` after tool calls."""
-    reason = STOP_REASONS.get(finish_reason, "end_turn")
+    reason = STOP_REASONS.get(finish_reason, "end_turn") if isinstance(finish_reason, str) else "end_turn"
     return "tool_use" if called_tools and reason == "end_turn" else reason
 
 
@@ -263,7 +265,7 @@ class ChatStreamAsMessages(chat.ChunkReader):
         self.tools: dict[int, int] = {}  # chat tool-call index → block index
 
     def start(self, chunk: dict) -> bytes:
-        message = {
+        message: dict[str, object] = {
             "id": message_id(chunk.get("id")),
             "type": "message",
             "role": "assistant",

@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import orjson
@@ -19,7 +19,7 @@ from msgspec import UnsetType
 
 from hubproxy.errors import GatewayError, invalid_request
 from hubproxy.money import format_usd
-from hubproxy.protocols import FINAL, Call, Outbound, Usage, decode_body, error_parts, reasoning
+from hubproxy.protocols import FINAL, Call, End, Outbound, Usage, decode_body, error_parts, reasoning
 
 if TYPE_CHECKING:
     from hubproxy.routing.router import Route
@@ -43,7 +43,7 @@ class RequestFields(msgspec.Struct):
     it reads): a request an upstream would answer with a 500 is refused here, before it can count
     against the deployment."""
 
-    model: object = None
+    model: Any = None  # any JSON as sent; `read` checks it is a non-empty string
     stream: bool | None = None
     max_tokens: PositiveInt | UnsetType | None = msgspec.UNSET  # None: sent as null, unlike not sent
     max_completion_tokens: PositiveInt | UnsetType | None = msgspec.UNSET
@@ -362,7 +362,7 @@ class StreamWatch:
         """Cheap test over raw bytes: could any of these events matter for billing?"""
         return b'"usage"' in events or b"[DONE]" in events
 
-    def read(self, event: bytes, payload: bytes | None) -> bytes | object | None:
+    def read(self, event: bytes, payload: bytes | None) -> bytes | End | None:
         """What to send now for this event: itself, nothing (held), or FINAL (settle, then `closing`)."""
         if payload is None:
             return event
@@ -427,7 +427,7 @@ class ChunkReader:
     def worth_reading(events: bytes) -> bool:
         return True
 
-    def read(self, raw_event: bytes, payload: bytes | None) -> bytes | object | None:
+    def read(self, raw_event: bytes, payload: bytes | None) -> bytes | End | None:
         if payload is None:
             return None
         if payload == b"[DONE]":
@@ -639,7 +639,7 @@ class Endpoint:
         body = upstream_body(call.raw, call.fields, route.upstream_model, route.provider.stream_usage, call.stream)
         return Outbound(self, API, self.path, body, b"")
 
-    def answer_body(self, data: bytes, document: object, cost: int | None, fields: RequestFields) -> bytes:
+    def answer_body(self, data: bytes, document: Any, cost: int | None, fields: RequestFields) -> bytes:
         return data if cost is None else answer_with_cost(document, cost)
 
     answer_usage = staticmethod(answer_usage)

@@ -11,14 +11,14 @@ at https://platform.openai.com/docs/api-reference/responses (read 2026-12-02).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import msgspec
 import orjson
 from msgspec import UnsetType
 
 from hubproxy.errors import invalid_request
-from hubproxy.protocols import FINAL, Call, Outbound, Usage, decode_body
+from hubproxy.protocols import FINAL, Call, End, Outbound, Usage, decode_body
 from hubproxy.protocols import openai_chat as chat
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class Tool(msgspec.Struct):
 class ResponsesFields(msgspec.Struct):
     """The top-level fields the gateway reads or checks; `input` is skipped unbuilt."""
 
-    model: object = None
+    model: Any = None  # any JSON as sent; `read` checks it is a non-empty string
     input: msgspec.Raw | UnsetType = msgspec.UNSET
     instructions: str | None = None
     stream: bool | None = None
@@ -107,7 +107,7 @@ def media_in_input(raw_input: msgspec.Raw) -> int:
     that no encoding hides one; a part whose text is not a string is the caller's 400."""
     try:
         items = INPUT_DECODER.decode(raw_input)
-        if items.__class__ is str:
+        if isinstance(items, str):
             return 0
         count = 0
         for item in items:
@@ -174,7 +174,7 @@ class StreamWatch:
     def worth_reading(events: bytes) -> bool:
         return b"response.completed" in events or b"response.incomplete" in events or b"response.failed" in events
 
-    def read(self, event: bytes, payload: bytes | None) -> bytes | object | None:
+    def read(self, event: bytes, payload: bytes | None) -> bytes | End | None:
         if payload is None or b'"usage"' not in payload:
             self.output_events += 1
             return event
@@ -237,7 +237,7 @@ class Endpoint:
 
     def unseen_tokens(self, fields: ResponsesFields, image_tokens: int) -> int:
         """`image_tokens` for each part of `input` that is not text, and a tools preamble, as for chat."""
-        unseen = media_in_input(fields.input) * image_tokens
+        unseen = media_in_input(fields.input) * image_tokens if fields.input is not msgspec.UNSET else 0
         return unseen + TOOL_PREAMBLE if fields.tools else unseen
 
     def with_output_limit(

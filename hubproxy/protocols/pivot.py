@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from hubproxy.protocols import FINAL, Call, Leg, Outbound, StreamWatch, ToChat, Usage
+from hubproxy.protocols import FINAL, Call, End, Leg, Outbound, StreamWatch, ToChat, Usage
 from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols.sse import event_data, split_events
 
@@ -61,7 +61,7 @@ class Chained:
                 out += produced
         return out
 
-    def read(self, event: bytes, payload: bytes | None) -> bytes | object | None:
+    def read(self, event: bytes, payload: bytes | None) -> bytes | End | None:
         produced = self.inner.read(event, payload)
         if produced is FINAL:
             return FINAL

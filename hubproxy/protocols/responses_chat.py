@@ -86,8 +86,8 @@ def chat_history(doc: dict) -> list[dict]:
                 if kind == "function_call"
                 else orjson.dumps({"input": item.get("input", "")}).decode()
             )
-            call = {"id": str(item.get("call_id", "")), "type": "function"}
-            call["function"] = {"name": item.get("name", ""), "arguments": arguments or "{}"}
+            function = {"name": item.get("name", ""), "arguments": arguments or "{}"}
+            call = {"id": str(item.get("call_id", "")), "type": "function", "function": function}
             if history and history[-1]["role"] == "assistant" and not history[-1].get("content"):
                 history[-1].setdefault("tool_calls", []).append(call)
             else:
@@ -192,7 +192,10 @@ def responses_usage(usage: Usage | None) -> dict:
 
 
 def freeform_names(doc: dict) -> set[str]:
-    return {t.get("name") for t in doc.get("tools") or () if isinstance(t, dict) and t.get("type") == "custom"}
+    tools = doc.get("tools") or ()
+    return {
+        t["name"] for t in tools if isinstance(t, dict) and t.get("type") == "custom" and isinstance(t.get("name"), str)
+    }
 
 
 def call_item(call_id: str, name: str, arguments: str, freeform: set[str], status: str = "completed") -> dict:
@@ -229,7 +232,8 @@ def message_item(text: str, item_id: str | None = None, status: str = "completed
 def reasoning_item(text: str, item_id: str | None = None, encrypted: object = None) -> dict:
     """A reasoning item; `encrypted`: the upstream's own reasoning, packed (`reasoning.py`), which the
     client sends back as it is."""
-    item = {"id": item_id or new_id("rs"), "type": "reasoning", "summary": [{"type": "summary_text", "text": text}]}
+    item: dict[str, object] = {"id": item_id or new_id("rs"), "type": "reasoning"}
+    item["summary"] = [{"type": "summary_text", "text": text}]
     if reasoning.is_token(encrypted):
         item["encrypted_content"] = encrypted
     return item
@@ -320,7 +324,7 @@ class ChatStreamAsResponses(chat.ChunkReader):
         self.created = int(time.time())
         self.sequence = 0
         self.output: list[dict] = []  # items done
-        self.open: dict | None = None  # the item being streamed: {"kind", "item", "text", "call"}
+        self.open: dict = {}  # the item being streamed: {"kind", "item", "text", "call"}; {} when none is
         self.calls: dict[int, dict] = {}  # chat tool-call index → its open state
 
     def event(self, name: str, data: dict) -> bytes:
@@ -354,7 +358,7 @@ class ChatStreamAsResponses(chat.ChunkReader):
         return out
 
     def _close_item(self) -> bytes:
-        if self.open is None:
+        if not self.open:
             return b""
         kind, item, text = self.open["kind"], self.open["item"], "".join(self.open["text"])
         index, where = len(self.output), {"item_id": item["id"], "output_index": len(self.output)}
@@ -378,12 +382,12 @@ class ChatStreamAsResponses(chat.ChunkReader):
             else:
                 out += self.event("response.custom_tool_call_input.done", {**where, "input": done["input"]})
         self.output.append(done)
-        self.open = None
+        self.open = {}
         return out + self.event("response.output_item.done", {"output_index": index, "item": done})
 
     def reasoning(self, thought: str, signed: str | None) -> bytes:
         out = b""
-        if self.open is None or self.open["kind"] != "reasoning":
+        if self.open.get("kind") != "reasoning":
             out += self._open_item("reasoning", {"id": new_id("rs"), "type": "reasoning", "summary": []})
         if signed is not None:
             self.open["encrypted"] = signed
@@ -393,7 +397,7 @@ class ChatStreamAsResponses(chat.ChunkReader):
 
     def text(self, text: str) -> bytes:
         out = b""
-        if self.open is None or self.open["kind"] != "message":
+        if self.open.get("kind") != "message":
             item = {"id": new_id("msg"), "type": "message", "status": "in_progress", "role": "assistant", "content": []}
             out += self._open_item("message", item)
         return out + self._text(text, "response.output_text.delta", {"content_index": 0, "logprobs": []})
@@ -405,7 +409,7 @@ class ChatStreamAsResponses(chat.ChunkReader):
             self.calls[position] = state
             out += self._open_item("call", call_item(state["call_id"], name, "", self.freeform, "in_progress"))
             self.open["call"] = state
-        if arguments and self.open is not None and self.open.get("call") is self.calls[position]:
+        if arguments and self.open.get("call") is self.calls[position]:
             if self.open["item"]["type"] == "function_call":
                 out += self._text(arguments, "response.function_call_arguments.delta", {})
             else:
@@ -502,7 +506,7 @@ def requested(fields: responses.ResponsesFields) -> dict:
 def echoed_tool(tool: responses.Tool) -> dict:
     """A function tool with the fields `FunctionTool` requires; others (`custom`, …) as declared."""
     if tool.type != "function":
-        out = {"type": tool.type, "name": tool.name}
+        out: dict[str, object] = {"type": tool.type, "name": tool.name}
         if tool.description is not None:
             out["description"] = tool.description
         if tool.format is not None:

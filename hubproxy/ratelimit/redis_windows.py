@@ -103,7 +103,15 @@ class RedisLimiter(Limiter):
 
     async def admit(self, key_id: str, limits: Limits, tokens: int, request_id: str) -> str | None:
         check_call_size(limits, tokens)
-        args = [request_id, limits.rpm or 0, limits.tpm or 0, limits.max_parallel or 0, tokens, WINDOW, STALE]
+        args: list[str | int | float] = [
+            request_id,
+            limits.rpm or 0,
+            limits.tpm or 0,
+            limits.max_parallel or 0,
+            tokens,
+            WINDOW,
+            STALE,
+        ]
         self.calls += 1
         try:
             refusal = await self._admit(keys=keys_of(key_id), args=args)
@@ -128,8 +136,9 @@ class RedisLimiter(Limiter):
 
     def _finished(self, task: asyncio.Task) -> None:
         self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._complain(task.exception())
+        failed = None if task.cancelled() else task.exception()
+        if failed is not None:
+            self._complain(failed)
 
     def _complain(self, exc: BaseException) -> None:
         now = time.monotonic()

@@ -86,9 +86,10 @@ async def json_fields(request: web.Request, *names: str) -> list[str]:
     except orjson.JSONDecodeError:
         raise errors.invalid_request("Request body is not valid JSON.") from None
     values = [body.get(name) for name in names] if isinstance(body, dict) else [None] * len(names)
-    if not all(isinstance(value, str) for value in values):
+    strings = [value for value in values if isinstance(value, str)]
+    if len(strings) != len(names):
         raise errors.invalid_request(" and ".join(f"'{name}'" for name in names) + " are required strings.")
-    return values
+    return strings
 
 
 async def credentials(request: web.Request) -> tuple[str, str]:

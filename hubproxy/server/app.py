@@ -59,6 +59,7 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
     left open."""
     app = web.Application(client_max_size=config.server.max_body_mb * 1024 * 1024)
     where = paths.store
+    holder: str | None
     if is_postgres(where):  # one instance of several: leases, a heartbeat, reaped by the others if it dies
         holder = f"instance:{PROCESS_PREFIX}"
         store = open_store(where, holder=holder, request_prefix=PROCESS_PREFIX)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -24,6 +25,7 @@ from hubproxy.routing.failover import NoAnswer
 from hubproxy.routing.router import Route
 from hubproxy.secrets import provider_api_key
 from hubproxy.server.auth import authorize
+from hubproxy.server.connections import GuardedConnection
 from hubproxy.server.errors import REQUEST_ID, errors_rendered_by
 from hubproxy.server.relay import relay_stream
 from hubproxy.server.request_body import read_request
@@ -72,9 +74,10 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
         plan=state.config.plans.get(user.plan) if user.plan else None,
     )
     await meter.reserve()
-    connection = request.protocol
-    if not call.stream:  # a stream notices a hang-up at its next write; a plain call would wait for the upstream
-        connection.on_lost = functools.partial(stop_waiting, asyncio.current_task(), meter)
+    connection = cast(GuardedConnection, request.protocol)  # the server's protocol class (server.connections)
+    task = asyncio.current_task()
+    if not call.stream and task is not None:  # a stream notices a hang-up at its next write; a plain call would wait
+        connection.on_lost = functools.partial(stop_waiting, task, meter)
     try:
         try:
             resp, route, api_key, leg = await state.failover.first_answer(
@@ -124,7 +127,11 @@ async def count_tokens(request: web.Request) -> web.Response:
 
 
 async def upstream_count(
-    state: GatewayState, route: Route, raw: bytes, fields: object, headers: object
+    state: GatewayState,
+    route: Route,
+    raw: bytes,
+    fields: anthropic_messages.CountFields,
+    headers: Mapping[str, str],
 ) -> bytes | None:
     """The deployment's own count, or None (it failed or refused: count here instead)."""
     adapter = state.upstreams.adapter(route.provider)

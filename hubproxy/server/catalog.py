@@ -101,7 +101,7 @@ async def metrics(request: web.Request) -> web.Response:
     meters = list(state.calls.meters.values())
     stats = state.store.stats()
     deployments = state.health.snapshot()
-    gauges = [
+    gauges: list[tuple[str, str, str, list[tuple[dict[str, str], float]]]] = [
         ("hubproxy_calls_in_flight", "gauge", "Calls admitted and not yet settled.", [({}, len(meters))]),
         (
             "hubproxy_streams_in_flight",

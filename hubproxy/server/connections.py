@@ -92,8 +92,11 @@ class GuardedConnection(RequestHandler):
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) else None
         if not self._guard.admit(address):
-            log.warning("refused a connection from %s: it has %d open", address, self._guard.open[address])
-            transport.abort()
+            log.warning("refused a connection from %s: it has %d open", address, self._guard.open.get(address or ""))
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()  # no goodbye: it is over its limit
+            else:
+                transport.close()
             return
         self._address = address
         super().connection_made(transport)

@@ -72,8 +72,8 @@ def errors_rendered_by(render: Render) -> Callable[[Handler], Handler]:
             request["request_id"] = request_id
             try:
                 response = await handler(request)
-            except GatewayError as err:
-                response = error_response(err, request_id, render)
+            except GatewayError as refused:
+                response = error_response(refused, request_id, render)
             except web.HTTPException as exc:
                 if exc.status < 400:
                     raise
@@ -107,7 +107,7 @@ UNKNOWN_PAGE = "unknown-page"  # the dashboard's, for a browser's GET
 EVERY_PATH = frozenset((CATCH_ALL, PREFLIGHT, UNKNOWN_PAGE))
 
 
-async def unknown_route(request: web.Request) -> web.Response:
+async def unknown_route(request: web.Request) -> web.StreamResponse:
     """A 405 naming the methods a known path takes (`Allow`), else a 404, logged so that what a client
     expects and hubproxy lacks shows up; in Anthropic's shape for a Messages path (Claude Code given a
     base URL with `/v1` asks for `/v1/v1/messages`), else OpenAI's."""

@@ -206,7 +206,8 @@ def supervise(paths: Paths, start_worker: Callable[[], BaseProcess], count: int)
                 stopped_codes.append(child.exitcode)
                 continue
             log.error("worker %d exited unexpectedly (exit code %s)", child.pid, child.exitcode)
-            settle_dead_worker(paths, child.pid)
+            if child.pid is not None:
+                settle_dead_worker(paths, child.pid)
             quick_deaths = quick_deaths + 1 if time.monotonic() - started.pop(child.pid) < QUICK_DEATH else 0
             if quick_deaths >= MAX_QUICK_DEATHS:
                 stop_children(signal.SIGTERM, None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hubproxy.store.records import DatabaseError
+from hubproxy.store.sql import Connection
 
 TABLES = ("users", "api_keys", "ledger", "usage", "usage_daily", "usage_hourly")  # in foreign-key order
 IDENTITIES = ("users", "ledger", "usage")
@@ -33,7 +34,7 @@ def migrate_to(source_path: Path, url: str) -> dict[str, int]:
                 f"{source_path} has {open_calls} call(s) open: stop the server (or start and stop it once after a "
                 "crash, which settles them) before copying"
             )
-        if target.execute("SELECT count(*) FROM users").fetchone()[0]:
+        if count_rows(target, "users"):
             raise DatabaseError("the target database already has users: copy into an empty hubproxy database")
         copied: dict[str, int] = {}
         with transaction(target):
@@ -50,7 +51,7 @@ def migrate_to(source_path: Path, url: str) -> dict[str, int]:
                     f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"
                 )
             for table in TABLES:
-                there = target.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                there = count_rows(target, table)
                 if there != copied[table]:
                     raise DatabaseError(f"{table}: {copied[table]} rows read, {there} on the target; nothing copied")
             wrong = ledger_mismatches(target)
@@ -60,3 +61,8 @@ def migrate_to(source_path: Path, url: str) -> dict[str, int]:
     finally:
         source.close()
         target.close()
+
+
+def count_rows(conn: Connection, table: str) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return row[0] if row else 0

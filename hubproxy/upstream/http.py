@@ -62,7 +62,7 @@ class Origin:
 
     async def _resolve(self, loop: asyncio.AbstractEventLoop) -> list[tuple[str, int]]:
         found = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
-        self._addresses = list(dict.fromkeys((info[4][0], info[4][1]) for info in found))
+        self._addresses = list(dict.fromkeys((str(info[4][0]), int(info[4][1])) for info in found))
         self._fresh_until = loop.time() + DNS_TTL_SECONDS
         return self._addresses
 

@@ -206,15 +206,17 @@ class PgWriter(Writer):
             fresh = connect(self.url)
         except DatabaseError:
             return None
-        with contextlib.suppress(Exception):
-            self.conn.close()
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
         self.conn = fresh
         return fresh
 
     def _let_calls_go(self, batch: list) -> None:
         calls = [fut for kind, _, fut, _ in batch if kind == CALLS]
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_release, calls)
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_release, calls)
 
     def _tick(self, conn: Any) -> None:
         """Beat for this instance; while the database is away, try to connect again now and then."""

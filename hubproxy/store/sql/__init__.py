@@ -17,9 +17,23 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 WRITERS = 7_242_001  # the advisory lock every PostgreSQL write transaction takes first
+
+
+class Connection(Protocol):
+    """What the SQL functions use of a connection: `sqlite3.Connection`, or PostgreSQL's
+    `PgConnection` (store/postgres/db.py). Rows are DB-API rows (tuples)."""
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any: ...
+
+    def close(self) -> None: ...
 
 
 @contextlib.contextmanager

@@ -8,12 +8,11 @@ Every balance change is a ledger row written in the same transaction as the bala
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 
 from hubproxy import apikey
 from hubproxy.store.records import EMAIL_RE, POLICY_COLUMNS, AccountError, ConflictError, KeyRow, NotFoundError, UserRow
-from hubproxy.store.sql import transaction
+from hubproxy.store.sql import Connection, transaction
 
 
 def utc_now() -> str:
@@ -33,13 +32,13 @@ KEY_COLUMNS = (
 KEY_FROM = "api_keys k JOIN users u ON u.id = k.user_id"
 
 
-def _next_rev(conn: sqlite3.Connection, table: str) -> int:
+def _next_rev(conn: Connection, table: str) -> int:
     """The next change number: the change feed reads rows above the last one it saw, so no two
     writers may hand out numbers at once (on PostgreSQL the writers' lock holds until the commit)."""
     return conn.execute(f"SELECT coalesce(max(rev), 0) + 1 FROM {table}").fetchone()[0]
 
 
-def add_ledger(conn: sqlite3.Connection, user_id: int, kind: str, amount: int, note: str | None = None) -> None:
+def add_ledger(conn: Connection, user_id: int, kind: str, amount: int, note: str | None = None) -> None:
     """Move a balance and record why, in the caller's transaction."""
     conn.execute("INSERT INTO ledger (user_id, kind, amount, note) VALUES (?, ?, ?, ?)", (user_id, kind, amount, note))
     conn.execute(
@@ -47,7 +46,7 @@ def add_ledger(conn: sqlite3.Connection, user_id: int, kind: str, amount: int, n
     )
 
 
-def charge_many(conn: sqlite3.Connection, charges: list[tuple[int, int, str]], created_at: str) -> dict[int, int]:
+def charge_many(conn: Connection, charges: list[tuple[int, int, str]], created_at: str) -> dict[int, int]:
     """The server's own charges, (user_id, cost, request_id) each, in bulk and in the caller's
     transaction: one ledger row per charge, one balance update per user. Returns new balances.
     `created_at` is the batch's time, given rather than left to the column default (SQLite would
@@ -67,7 +66,7 @@ def charge_many(conn: sqlite3.Connection, charges: list[tuple[int, int, str]], c
     return {u: conn.execute("SELECT balance FROM users WHERE id = ?", (u,)).fetchone()[0] for u in totals}
 
 
-def add_user(conn: sqlite3.Connection, email: str, balance: int = 0, plan: str | None = None) -> UserRow:
+def add_user(conn: Connection, email: str, balance: int = 0, plan: str | None = None) -> UserRow:
     email = email.strip()
     if not EMAIL_RE.match(email):
         raise AccountError(f"{email!r} is not an email address")
@@ -83,14 +82,14 @@ def add_user(conn: sqlite3.Connection, email: str, balance: int = 0, plan: str |
     return get_user(conn, email)
 
 
-def set_user_plan(conn: sqlite3.Connection, email: str, plan: str | None) -> UserRow:
+def set_user_plan(conn: Connection, email: str, plan: str | None) -> UserRow:
     with transaction(conn):
         user = get_user(conn, email)
         conn.execute("UPDATE users SET plan = ?, rev = ? WHERE id = ?", (plan, _next_rev(conn, "users"), user.id))
     return get_user(conn, email)
 
 
-def register_user(conn: sqlite3.Connection, email: str, password_hash: str, grant: int) -> tuple[UserRow, str]:
+def register_user(conn: Connection, email: str, password_hash: str, grant: int) -> tuple[UserRow, str]:
     """A self-registered user with a password, the signup grant, and a first key (returned in full once)."""
     with transaction(conn):
         user = add_user(conn, email)
@@ -101,12 +100,12 @@ def register_user(conn: sqlite3.Connection, email: str, password_hash: str, gran
     return get_user(conn, user.email), full
 
 
-def password_hash_of(conn: sqlite3.Connection, email: str) -> tuple[int, str | None] | None:
+def password_hash_of(conn: Connection, email: str) -> tuple[int, str | None] | None:
     row = conn.execute("SELECT id, password_hash FROM users WHERE email = ?", (email.strip(),)).fetchone()
     return None if row is None else (row[0], row[1])
 
 
-def list_keys_of(conn: sqlite3.Connection, user_id: int) -> list[KeyRow]:
+def list_keys_of(conn: Connection, user_id: int) -> list[KeyRow]:
     return [
         KeyRow(*r)
         for r in conn.execute(
@@ -115,32 +114,32 @@ def list_keys_of(conn: sqlite3.Connection, user_id: int) -> list[KeyRow]:
     ]
 
 
-def key_owner(conn: sqlite3.Connection, key_id: str) -> int | None:
+def key_owner(conn: Connection, key_id: str) -> int | None:
     """The user id a key belongs to, or None when there is no such key."""
     row = conn.execute("SELECT user_id FROM api_keys WHERE id = ?", (key_id,)).fetchone()
     return None if row is None else row[0]
 
 
-def _check_owner(conn: sqlite3.Connection, user_id: int | None, key_id: str) -> None:
+def _check_owner(conn: Connection, user_id: int | None, key_id: str) -> None:
     """Anyone else's key id is reported as not found (`user_id=None`: any key, the admin's)."""
     owner = key_owner(conn, key_id)
     if owner is None or (user_id is not None and owner != user_id):
         raise NotFoundError(f"no key {key_id!r}")
 
 
-def revoke_key_of(conn: sqlite3.Connection, user_id: int | None, key_id: str) -> KeyRow:
+def revoke_key_of(conn: Connection, user_id: int | None, key_id: str) -> KeyRow:
     """Revoke one of this user's keys."""
     _check_owner(conn, user_id, key_id)
     return revoke_key(conn, key_id)
 
 
-def update_key_of(conn: sqlite3.Connection, user_id: int | None, key_id: str, rules: dict) -> KeyRow:
+def update_key_of(conn: Connection, user_id: int | None, key_id: str, rules: dict) -> KeyRow:
     """Change the rules of one of this user's keys."""
     _check_owner(conn, user_id, key_id)
     return update_key(conn, key_id, rules)
 
 
-def grant_monthly_credits(conn: sqlite3.Connection, credits: dict[str, int], month: str) -> int:
+def grant_monthly_credits(conn: Connection, credits: dict[str, int], month: str) -> int:
     """Give each user on a plan with included credit that credit once for `month` (YYYY-MM).
 
     Idempotent: the ledger row (kind `plan_credit`, note = the month) is the record that it was given.
@@ -161,25 +160,25 @@ def grant_monthly_credits(conn: sqlite3.Connection, credits: dict[str, int], mon
     return granted
 
 
-def get_user(conn: sqlite3.Connection, email: str) -> UserRow:
+def get_user(conn: Connection, email: str) -> UserRow:
     row = conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE email = ?", (email.strip(),)).fetchone()
     if row is None:
         raise NotFoundError(f"no user {email!r}; see `hubproxy users list`")
     return UserRow(*row)
 
 
-def list_users(conn: sqlite3.Connection) -> list[UserRow]:
+def list_users(conn: Connection) -> list[UserRow]:
     return [UserRow(*r) for r in conn.execute(f"SELECT {USER_COLUMNS} FROM users ORDER BY id")]
 
 
-def topup(conn: sqlite3.Connection, email: str, amount: int, kind: str = "topup", note: str | None = None) -> UserRow:
+def topup(conn: Connection, email: str, amount: int, kind: str = "topup", note: str | None = None) -> UserRow:
     with transaction(conn):
         user = get_user(conn, email)
         add_ledger(conn, user.id, kind, amount, note)
     return get_user(conn, email)
 
 
-def set_user_status(conn: sqlite3.Connection, email: str, status: str) -> UserRow:
+def set_user_status(conn: Connection, email: str, status: str) -> UserRow:
     """Enable or disable; disabling also ends the user's login tokens."""
     with transaction(conn):
         user = get_user(conn, email)
@@ -191,7 +190,7 @@ def set_user_status(conn: sqlite3.Connection, email: str, status: str) -> UserRo
     return get_user(conn, email)
 
 
-def set_password(conn: sqlite3.Connection, email: str, password_hash: str) -> UserRow:
+def set_password(conn: Connection, email: str, password_hash: str) -> UserRow:
     """A new password hash; every login token issued before it ends."""
     with transaction(conn):
         user = get_user(conn, email)
@@ -202,7 +201,7 @@ def set_password(conn: sqlite3.Connection, email: str, password_hash: str) -> Us
     return get_user(conn, email)
 
 
-def end_login_tokens(conn: sqlite3.Connection, user_id: int) -> UserRow:
+def end_login_tokens(conn: Connection, user_id: int) -> UserRow:
     """Log out everywhere: every login token this user holds ends."""
     with transaction(conn):
         conn.execute(
@@ -215,7 +214,7 @@ def end_login_tokens(conn: sqlite3.Connection, user_id: int) -> UserRow:
     return UserRow(*row)
 
 
-def create_key(conn: sqlite3.Connection, email: str, name: str, rules: dict | None = None) -> tuple[KeyRow, str]:
+def create_key(conn: Connection, email: str, name: str, rules: dict | None = None) -> tuple[KeyRow, str]:
     """Create a key; the full key is returned here once and never stored.
 
     `rules` maps policy columns (see POLICY_COLUMNS) to already validated values.
@@ -236,7 +235,7 @@ def create_key(conn: sqlite3.Connection, email: str, name: str, rules: dict | No
     return get_key(conn, key_id), full
 
 
-def update_key(conn: sqlite3.Connection, key_id: str, rules: dict) -> KeyRow:
+def update_key(conn: Connection, key_id: str, rules: dict) -> KeyRow:
     """Change a key's rules (None clears one); a running server applies them within a second."""
     rules = _check_rules(rules)
     if not rules:
@@ -258,14 +257,14 @@ def _check_rules(rules: dict) -> dict:
     return rules
 
 
-def get_key(conn: sqlite3.Connection, key_id: str) -> KeyRow:
+def get_key(conn: Connection, key_id: str) -> KeyRow:
     row = conn.execute(f"SELECT {KEY_COLUMNS} FROM {KEY_FROM} WHERE k.id = ?", (key_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"no key {key_id!r}; see `hubproxy keys list`")
     return KeyRow(*row)
 
 
-def list_keys(conn: sqlite3.Connection, email: str | None = None) -> list[KeyRow]:
+def list_keys(conn: Connection, email: str | None = None) -> list[KeyRow]:
     if email is None:
         rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM {KEY_FROM} ORDER BY k.created_at")
     else:
@@ -276,7 +275,7 @@ def list_keys(conn: sqlite3.Connection, email: str | None = None) -> list[KeyRow
     return [KeyRow(*r) for r in rows]
 
 
-def revoke_key(conn: sqlite3.Connection, key_id: str) -> KeyRow:
+def revoke_key(conn: Connection, key_id: str) -> KeyRow:
     with transaction(conn):
         key = get_key(conn, key_id)
         if key.status == "revoked":
@@ -288,11 +287,11 @@ def revoke_key(conn: sqlite3.Connection, key_id: str) -> KeyRow:
     return get_key(conn, key_id)
 
 
-def users_changed_since(conn: sqlite3.Connection, rev: int) -> list[UserRow]:
+def users_changed_since(conn: Connection, rev: int) -> list[UserRow]:
     return [UserRow(*r) for r in conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE rev > ?", (rev,))]
 
 
-def keys_changed_since(conn: sqlite3.Connection, rev: int) -> list[tuple]:
+def keys_changed_since(conn: Connection, rev: int) -> list[tuple]:
     """(id, user_id, name, status, key_hash, rev, *policy columns) of keys changed since `rev`: only
     what the server keeps in memory, so 100,000 keys load fast and small."""
     return conn.execute(
@@ -301,7 +300,7 @@ def keys_changed_since(conn: sqlite3.Connection, rev: int) -> list[tuple]:
     ).fetchall()
 
 
-def key_spend_since(conn: sqlite3.Connection, key_id: str, day: str) -> int:
+def key_spend_since(conn: Connection, key_id: str, day: str) -> int:
     """What a key has spent from `day` on (day granularity, from the daily totals)."""
     row = conn.execute(
         "SELECT coalesce(sum(cost), 0) FROM usage_daily WHERE key_id = ? AND day >= ?", (key_id, day)
@@ -309,12 +308,12 @@ def key_spend_since(conn: sqlite3.Connection, key_id: str, day: str) -> int:
     return row[0]
 
 
-def touch_keys(conn: sqlite3.Connection, last_used: dict[str, str]) -> None:
+def touch_keys(conn: Connection, last_used: dict[str, str]) -> None:
     """Record when keys were last used (batched by the server; does not bump rev)."""
     conn.executemany("UPDATE api_keys SET last_used_at = ? WHERE id = ?", [(t, k) for k, t in last_used.items()])
 
 
-def ledger_mismatches(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
+def ledger_mismatches(conn: Connection) -> list[tuple[str, int, int]]:
     """Users whose balance differs from the sum of their ledger (should always be empty)."""
     return conn.execute(
         "SELECT u.email, u.balance, coalesce(sum(l.amount), 0) FROM users u "

@@ -7,10 +7,10 @@ another user can come back.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime, timedelta
 
 from hubproxy.store.records import USAGE_COLUMNS, UsageFilter, UsagePage
+from hubproxy.store.sql import Connection
 from hubproxy.store.sql.accounts import key_owner
 
 PERCENTILE_SAMPLE = 10_000
@@ -22,7 +22,7 @@ def _scope(user_id: int | None, column: str = "user_id") -> tuple[str, list]:
     return (f" AND {column} = ?", [user_id]) if user_id is not None else ("", [])
 
 
-def overview(conn: sqlite3.Connection, user_id: int | None, now: datetime) -> dict:
+def overview(conn: Connection, user_id: int | None, now: datetime) -> dict:
     """Spend today / 7 / 30 days, spend per day by model (30 days), calls and errors per hour (48 h),
     and the latency percentiles of the last 24 hours (the newest PERCENTILE_SAMPLE calls)."""
     today = now.date()
@@ -83,7 +83,7 @@ def _percentile(sorted_values: list[int], q: float) -> int | None:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def usage_page(conn: sqlite3.Connection, where: UsageFilter, limit: int) -> UsagePage:
+def usage_page(conn: Connection, where: UsageFilter, limit: int) -> UsagePage:
     """Calls newest first, `limit` of them after `where.before`: never their content (none is stored).
 
     A user's calls, a key's and everyone's are read in index order, so a page reads only its own rows.
@@ -91,7 +91,8 @@ def usage_page(conn: sqlite3.Connection, where: UsageFilter, limit: int) -> Usag
     read millions: the search goes back only as far as SCAN_BUDGET of the calls it would look at
     (counted in the hourly totals), and says where it stopped."""
     floor = _scan_floor(conn, where)
-    clauses, params = ["1 = 1"], []
+    clauses: list[str] = ["1 = 1"]
+    params: list[object] = []
     if floor is not None:
         clauses.append("u.created_at >= ?")
         params.append(floor)
@@ -129,12 +130,13 @@ def usage_page(conn: sqlite3.Connection, where: UsageFilter, limit: int) -> Usag
     return UsagePage([dict(zip(USAGE_COLUMNS, row, strict=True)) for row in rows], floor)
 
 
-def _scan_floor(conn: sqlite3.Connection, where: UsageFilter) -> str | None:
+def _scan_floor(conn: Connection, where: UsageFilter) -> str | None:
     """For a model or status filter: the hour (`YYYY-MM-DDTHH`) back to which the calls the search
     would look at number SCAN_BUDGET; None when all of them are fewer."""
     if where.model is None and where.status is None:
         return None
-    clauses, params = ["1 = 1"], []
+    clauses: list[str] = ["1 = 1"]
+    params: list[object] = []
     if where.user_id is not None:
         clauses.append("user_id = ?")
         params.append(where.user_id)
@@ -158,18 +160,19 @@ def _scan_floor(conn: sqlite3.Connection, where: UsageFilter) -> str | None:
     return None
 
 
-def usage_models(conn: sqlite3.Connection, user_id: int | None) -> list[str]:
+def usage_models(conn: Connection, user_id: int | None) -> list[str]:
     """The models a filter can offer, from the daily totals."""
     scope, params = _scope(user_id)
     return sorted(row[0] for row in conn.execute(f"SELECT DISTINCT model FROM usage_daily WHERE 1 = 1{scope}", params))
 
 
 def ledger_page(
-    conn: sqlite3.Connection, user_id: int | None, before: int | None, limit: int, charges: bool = False
+    conn: Connection, user_id: int | None, before: int | None, limit: int, charges: bool = False
 ) -> list[dict]:
     """Balance movements newest first; without `charges`, only top-ups, grants and adjustments (each
     call's charge is in the usage log)."""
-    clauses, params = ["1 = 1"], []
+    clauses: list[str] = ["1 = 1"]
+    params: list[object] = []
     if not charges:
         clauses.append("l.kind <> 'charge'")
     if user_id is not None:
@@ -186,7 +189,7 @@ def ledger_page(
     return [dict(zip(LEDGER_COLUMNS, row, strict=True)) for row in rows]
 
 
-def key_spend(conn: sqlite3.Connection, user_id: int | None) -> dict[str, tuple[int, int]]:
+def key_spend(conn: Connection, user_id: int | None) -> dict[str, tuple[int, int]]:
     """Each key's calls and cost, all time, from the daily totals."""
     scope, params = _scope(user_id)
     return {

@@ -13,13 +13,14 @@ the next start after a crash) never moves money.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
+
+from hubproxy.store.sql import Connection
 
 LeaseAsk = tuple[str, int, int, int]  # holder, user_id, need, want
 
 
-def take_leases(conn: sqlite3.Connection, asks: list[LeaseAsk]) -> list[int]:
+def take_leases(conn: Connection, asks: list[LeaseAsk]) -> list[int]:
     """Grant each ask between `need` and `want` from the user's unpromised money, leaving some for
     other workers; 0 if not even `need` is free, and then the other holders are asked to give back."""
     granted = []
@@ -45,7 +46,7 @@ def take_leases(conn: sqlite3.Connection, asks: list[LeaseAsk]) -> list[int]:
     return granted
 
 
-def give_back(conn: sqlite3.Connection, holder: str, amounts: dict[int, int]) -> None:
+def give_back(conn: Connection, holder: str, amounts: dict[int, int]) -> None:
     """Return unused parts of this holder's leases (and clear any request to do so)."""
     conn.executemany(
         "UPDATE leases SET amount = amount - ?, wanted = 0 WHERE user_id = ? AND holder = ?",
@@ -53,7 +54,7 @@ def give_back(conn: sqlite3.Connection, holder: str, amounts: dict[int, int]) ->
     )
 
 
-def charge_leases(conn: sqlite3.Connection, holder: str, charges: Iterable[tuple[int, int, str]]) -> None:
+def charge_leases(conn: Connection, holder: str, charges: Iterable[tuple[int, int, str]]) -> None:
     """Charges (user_id, cost, request_id), as `charge_many` takes them, made under this holder's
     leases use them up, in the charge's transaction."""
     totals: dict[int, int] = {}
@@ -65,12 +66,12 @@ def charge_leases(conn: sqlite3.Connection, holder: str, charges: Iterable[tuple
     )
 
 
-def wanted_back(conn: sqlite3.Connection, holder: str) -> list[int]:
+def wanted_back(conn: Connection, holder: str) -> list[int]:
     """Users whose money another worker was refused while this holder has some leased."""
     return [row[0] for row in conn.execute("SELECT user_id FROM leases WHERE holder = ? AND wanted = 1", (holder,))]
 
 
-def drop_leases(conn: sqlite3.Connection, holder: str | None = None) -> None:
+def drop_leases(conn: Connection, holder: str | None = None) -> None:
     """Forget one holder's leases (it stopped), or all of them (nothing runs yet)."""
     if holder is None:
         conn.execute("DELETE FROM leases")

@@ -8,10 +8,9 @@ writers' lock): the same windows and caps, seen by every worker. Keys without th
 
 from __future__ import annotations
 
-import sqlite3
-
 from hubproxy.ratelimit.windows import WINDOW, tokens_free_in
 from hubproxy.store.records import LimitRefusal
+from hubproxy.store.sql import Connection
 from hubproxy.store.sql.accounts import key_spend_since
 
 AdmitAsk = tuple[str, str, int | None, int | None, int | None, int, float]
@@ -19,7 +18,7 @@ AdmitAsk = tuple[str, str, int | None, int | None, int | None, int, float]
 Refusal = LimitRefusal | None  # None: admitted
 
 
-def admit_calls(conn: sqlite3.Connection, asks: list[AdmitAsk]) -> list[Refusal]:
+def admit_calls(conn: Connection, asks: list[AdmitAsk]) -> list[Refusal]:
     """Admit each call (and record it) or say which limit refuses it and for how long."""
     results: list[Refusal] = []
     for request_id, key_id, rpm, tpm, max_parallel, tokens, now in asks:
@@ -49,7 +48,7 @@ def admit_calls(conn: sqlite3.Connection, asks: list[AdmitAsk]) -> list[Refusal]
     return results
 
 
-def finish_calls(conn: sqlite3.Connection, done: list[tuple[str, str, int | None, float]]) -> list[None]:
+def finish_calls(conn: Connection, done: list[tuple[str, str, int | None, float]]) -> list[None]:
     """Calls (request id, key id, tokens used or None, now) ended: close them, count their real tokens,
     and forget these keys' closed calls that left the window."""
     conn.executemany(
@@ -67,7 +66,7 @@ def finish_calls(conn: sqlite3.Connection, done: list[tuple[str, str, int | None
 BudgetAsk = tuple[str, str, int, str, int]  # request id, key id, spend limit, period's first day, amount
 
 
-def hold_budgets(conn: sqlite3.Connection, asks: list[BudgetAsk]) -> list[int | None]:
+def hold_budgets(conn: Connection, asks: list[BudgetAsk]) -> list[int | None]:
     """Hold each call's worst case against its key's cap: None when held, else what the cap leaves.
 
     Spent = the key's committed costs since the period began (daily totals) + the holds of its calls
@@ -86,11 +85,11 @@ def hold_budgets(conn: sqlite3.Connection, asks: list[BudgetAsk]) -> list[int | 
     return results
 
 
-def release_budgets(conn: sqlite3.Connection, request_ids: list[str]) -> None:
+def release_budgets(conn: Connection, request_ids: list[str]) -> None:
     conn.executemany("DELETE FROM key_holds WHERE id = ?", [(r,) for r in request_ids])
 
 
-def clear_limit_calls(conn: sqlite3.Connection, request_prefix: str | None = None) -> None:
+def clear_limit_calls(conn: Connection, request_prefix: str | None = None) -> None:
     """Calls a killed worker left open hold no rate-limit slot and no budget: all of them (nothing
     runs yet), or those whose request ids start with `request_prefix` (one worker died)."""
     if request_prefix is None:

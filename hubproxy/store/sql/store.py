@@ -6,6 +6,7 @@ and its `Writer` (`sqlite/store.py`, `postgres/store.py`)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -138,7 +139,7 @@ class SQLStore(Store):
             key = CachedKey(*row)
             if key.spend_limit is not None:
                 spent = accounts.key_spend_since(conn, key.id, period_start(key.budget_period))
-                key = CachedKey(*row, spent)
+                key = dataclasses.replace(key, spent=spent)
             keys.append(key)
             self._key_rev = max(self._key_rev, key.rev)
         users = accounts.users_changed_since(conn, self._user_rev)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from hubproxy.store.records import CallRecord, Reservation
-from hubproxy.store.sql import transaction
+from hubproxy.store.sql import Connection, transaction
 from hubproxy.store.sql.accounts import charge_many
 from hubproxy.store.sql.leases import charge_leases, drop_leases
 from hubproxy.store.sql.limits import clear_limit_calls, release_budgets
@@ -28,7 +27,7 @@ REPORT_GROUPS = {
 }
 
 
-def open_reservations(conn: sqlite3.Connection, reservations: list[Reservation]) -> None:
+def open_reservations(conn: Connection, reservations: list[Reservation]) -> None:
     """Persist in-flight calls so that a killed server's open calls are settled on restart."""
     conn.executemany(
         f"INSERT INTO reservations ({RESERVATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
@@ -36,7 +35,7 @@ def open_reservations(conn: sqlite3.Connection, reservations: list[Reservation])
     )
 
 
-def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_holder: str | None = None) -> list[int]:
+def record_calls(conn: Connection, records: list[CallRecord], lease_holder: str | None = None) -> list[int]:
     """Write usage rows and their daily totals, charge the ledger, close reservations, in bulk; with
     a `lease_holder` (a worker process), the charges also use up its leases.
 
@@ -95,7 +94,7 @@ def record_calls(conn: sqlite3.Connection, records: list[CallRecord], lease_hold
     return [balances[rec.reservation.user_id] for rec in everything]
 
 
-def not_recorded(conn: sqlite3.Connection, records: list[CallRecord]) -> list[CallRecord]:
+def not_recorded(conn: Connection, records: list[CallRecord]) -> list[CallRecord]:
     """The records without a usage row yet: a batch written again after its COMMIT was cut off may have
     committed the first time."""
     if not records:
@@ -104,7 +103,7 @@ def not_recorded(conn: sqlite3.Connection, records: list[CallRecord]) -> list[Ca
     return [rec for rec in records if rec.reservation.id not in done]
 
 
-def still_open(conn: sqlite3.Connection, records: list[CallRecord]) -> list[CallRecord]:
+def still_open(conn: Connection, records: list[CallRecord]) -> list[CallRecord]:
     """The records to write: all but those whose reservation row another process already settled
     (an instance that took this one for dead, PostgreSQL's reaper): a call is billed once."""
     persisted = [rec.reservation.id for rec in records if rec.persisted]
@@ -116,13 +115,13 @@ def still_open(conn: sqlite3.Connection, records: list[CallRecord]) -> list[Call
     return [rec for rec in records if not rec.persisted or rec.reservation.id in still]
 
 
-def present(conn: sqlite3.Connection, table: str, column: str, ids: list[str]) -> set[str]:
+def present(conn: Connection, table: str, column: str, ids: list[str]) -> set[str]:
     """Which of `ids` have a row in `table` (by `column`)."""
     marks = ",".join("?" * len(ids))
     return {row[0] for row in conn.execute(f"SELECT {column} FROM {table} WHERE {column} IN ({marks})", ids)}
 
 
-def add_daily_totals(conn: sqlite3.Connection, created_at: str, records: list[CallRecord]) -> None:
+def add_daily_totals(conn: Connection, created_at: str, records: list[CallRecord]) -> None:
     """The batch's calls added to the daily totals (reports) and the hourly ones (the dashboard)."""
     day, hour = created_at[:10], created_at[:13]
     totals: dict[tuple, list[int]] = {}
@@ -156,7 +155,7 @@ def add_daily_totals(conn: sqlite3.Connection, created_at: str, records: list[Ca
 
 
 def settle_leftover_reservations(
-    conn: sqlite3.Connection, *, holder: str | None = None, request_prefix: str | None = None
+    conn: Connection, *, holder: str | None = None, request_prefix: str | None = None
 ) -> int:
     """Bill the calls a killed server left open: the prompt was sent, so its estimated cost is charged.
 
@@ -186,7 +185,7 @@ def settle_leftover_reservations(
     return len(rows)
 
 
-def usage_report(conn: sqlite3.Connection, by: str, since: str | None = None, user: str | None = None) -> list[dict]:
+def usage_report(conn: Connection, by: str, since: str | None = None, user: str | None = None) -> list[dict]:
     """Requests, tokens and cost grouped by model, user, key, provider or day, from the daily totals."""
     group = REPORT_GROUPS[by]
     where, params = [], []
@@ -206,7 +205,7 @@ def usage_report(conn: sqlite3.Connection, by: str, since: str | None = None, us
     return [dict(zip(cols, row, strict=True)) for row in conn.execute(sql, params)]
 
 
-def recent_usage(conn: sqlite3.Connection, user_id: int, limit: int) -> list[dict]:
+def recent_usage(conn: Connection, user_id: int, limit: int) -> list[dict]:
     """A user's latest calls, newest first: model, tokens, cost (pico-USD), time."""
     rows = conn.execute(
         "SELECT request_id, model, prompt_tokens, completion_tokens, cost, estimated, status, created_at "
@@ -217,7 +216,7 @@ def recent_usage(conn: sqlite3.Connection, user_id: int, limit: int) -> list[dic
     return [dict(zip(cols, row, strict=True)) for row in rows]
 
 
-def total_cost_since(conn: sqlite3.Connection, user_id: int, day: str) -> int:
+def total_cost_since(conn: Connection, user_id: int, day: str) -> int:
     row = conn.execute(
         "SELECT coalesce(sum(cost), 0) FROM usage_daily WHERE user_id = ? AND day >= ?", (user_id, day)
     ).fetchone()
@@ -227,7 +226,7 @@ def total_cost_since(conn: sqlite3.Connection, user_id: int, day: str) -> int:
 SETTLED_SLACK_SECONDS = 5.0
 
 
-def settle_journaled(conn: sqlite3.Connection, calls: dict[str, tuple[float, Reservation]]) -> int:
+def settle_journaled(conn: Connection, calls: dict[str, tuple[float, Reservation]]) -> int:
     """Bill the journaled calls with neither a usage row nor an open reservation row (those are
     settled with the reservations), as `interrupted` records at their prompt estimate. Run after the
     open reservations were settled; returns how many were billed."""

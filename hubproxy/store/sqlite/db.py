@@ -23,7 +23,7 @@ from typing import Any
 
 from hubproxy.filemodes import create_private
 from hubproxy.store.records import AccountError, DatabaseError
-from hubproxy.store.sql import transaction
+from hubproxy.store.sql import Connection, transaction
 
 try:
     import fcntl
@@ -77,9 +77,9 @@ def conn_path(conn: sqlite3.Connection) -> str:
     return row[2] if row else "?"
 
 
-WriteFn = Callable[[sqlite3.Connection], Any]
+WriteFn = Callable[[Connection], Any]
 Committed = Callable[[Any, BaseException | None], None]
-BulkFn = Callable[[sqlite3.Connection, list], list]
+BulkFn = Callable[[Connection, list], list]
 _STOP = object()
 
 
@@ -98,7 +98,7 @@ class Writer:
         self._bulk: dict[str, BulkFn] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self.conn: sqlite3.Connection | None = None
+        self.conn: Connection | None = None
         self.batches = 0
         self.writes = 0
         self.watch_interval = WATCH_INTERVAL
@@ -123,18 +123,18 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="hubproxy-writer", daemon=True)
         self._thread.start()
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self) -> Connection:
         conn = connect(self.path)
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # see `_checkpoint`
         return conn
 
-    def _changed(self, conn: sqlite3.Connection) -> bool:
+    def _changed(self, conn: Connection) -> bool:
         """Whether another connection committed since the last look (SQLite counts commits for us)."""
         current = conn.execute("PRAGMA data_version").fetchone()[0]
         changed, self._version = current != self._version, current
         return changed
 
-    def _tick(self, conn: sqlite3.Connection) -> None:
+    def _tick(self, conn: Connection) -> None:
         """Between batches, at least every `watch_interval`: a backend's housekeeping (none here)."""
 
     def bulk(self, kind: str, handler: BulkFn) -> None:
@@ -192,7 +192,8 @@ class Writer:
 
     def _run(self) -> None:
         conn = self.conn
-        assert conn is not None
+        if conn is None:
+            raise RuntimeError("the writer runs once its connection is open (`start`)")
         self._changed(conn)
         self._notify(conn)  # what changed between the caller's initial load and `version`
         last_watch = time.monotonic()
@@ -215,7 +216,7 @@ class Writer:
                     handed = None
             if batch:
                 self._commit(conn, batch)
-                conn = self.conn  # a backend may have connected again meanwhile
+                conn = self.conn or conn  # a backend may have connected again meanwhile
                 self._unchecked += len(batch)
                 if (
                     self._unchecked >= CHECKPOINT_AFTER_WRITES
@@ -230,9 +231,9 @@ class Writer:
                 if self._changed(conn):
                     self._notify(conn)
                 self._tick(conn)
-                conn = self.conn
+                conn = self.conn or conn
 
-    def _commit(self, conn: sqlite3.Connection, batch: list) -> None:
+    def _commit(self, conn: Connection, batch: list) -> None:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 results = self._apply(conn, batch) if self._lock_fd is None else self._apply_in_turn(conn, batch)
@@ -250,7 +251,7 @@ class Writer:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(_resolve, results)
 
-    def _apply_in_turn(self, conn: sqlite3.Connection, batch: list) -> list:
+    def _apply_in_turn(self, conn: Connection, batch: list) -> list:
         """Workers take turns at the database through a file lock before SQLite's own lock.
 
         SQLite makes a writer that finds the database locked sleep and retry (1 ms, then 2, 5, 10…):
@@ -265,7 +266,7 @@ class Writer:
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+    def _checkpoint(self, conn: Connection) -> None:
         """Copy the write-ahead log back into the database file at a moment nobody waits on it.
 
         SQLite's automatic checkpoint runs inside the COMMIT that crosses ~1,000 pages, so every call
@@ -280,10 +281,10 @@ class Writer:
             log.warning("WAL checkpoint skipped: %s", exc)
         self._unchecked, self._checked_at = 0, time.monotonic()
 
-    def _apply(self, conn: sqlite3.Connection, batch: list) -> list:
+    def _apply(self, conn: Connection, batch: list) -> list:
         """One transaction: plain functions first, in order, each in a savepoint so that one failure
         spoils only itself; then each bulk kind in one call (a bulk failure fails the batch)."""
-        results = []
+        results: list[tuple[Any, Any, Any, Exception | None]] = []
         grouped: dict[str, list] = {}
         with transaction(conn):
             for i, (what, item, fut, then) in enumerate(batch):
@@ -306,17 +307,17 @@ class Writer:
                     )
         return results
 
-    def _bulk_statements(self, conn: sqlite3.Connection) -> contextlib.AbstractContextManager:
+    def _bulk_statements(self, conn: Connection) -> contextlib.AbstractContextManager:
         """Around the bulk handlers' statements (which fail or succeed as one): a backend may send
         them without waiting for each answer. SQLite has no network to wait on."""
         return contextlib.nullcontext()
 
-    def notify_watchers(self, conn: sqlite3.Connection) -> None:
+    def notify_watchers(self, conn: Connection) -> None:
         """Run the watchers now, inside the current write (on the writer thread): the loop learns of
         this transaction's changes before its writer's future resolves."""
         self._notify(conn)
 
-    def _notify(self, conn: sqlite3.Connection) -> None:
+    def _notify(self, conn: Connection) -> None:
         assert self._loop is not None
         for read, apply in self._watchers:
             try:
