@@ -30,6 +30,7 @@ from bench.run import BODY, Target, free_port, run_wrk, setup_hubproxy_home, sta
 from hubproxy.dashboard.sessions import login_link_token
 from hubproxy.passwords import hash_password
 from hubproxy.store import open_store
+from hubproxy.store.sql import accounts
 
 PASSWORD = "bench password"
 USERS = 20
@@ -89,16 +90,18 @@ def prepare(home: Path, upstream: str, rows: int) -> tuple[str, float]:
     key = setup_hubproxy_home(home, upstream)
     store = open_store(home / "hubproxy.db")
     hashed = hash_password(PASSWORD)
-    store.set_password("bench@example.com", hashed)
+    store.run(accounts.set_password, "bench@example.com", hashed)
     for n in range(1, USERS):
-        store.add_user(f"user{n:02d}@example.com")
-    for user in store.list_users():
+        store.run(accounts.add_user, f"user{n:02d}@example.com")
+    for user in store.run(accounts.list_users):
         for name in ("laptop", "ci", "notebook"):
-            store.create_key(user.email, name)
+            store.run(accounts.create_key, user.email, name)
     store.close()
     seconds = seed_history(home / "hubproxy.db", rows)
     store = open_store(home / "hubproxy.db")
-    store.create_key("bench@example.com", "fresh")  # a key without calls: its filter must not read the user's
+    store.run(
+        accounts.create_key, "bench@example.com", "fresh"
+    )  # a key without calls: its filter must not read the user's
     store.close()
     return key, seconds
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.run import BODY, Target, cpu_seconds, free_port, run_wrk, setup_hubproxy_home, start, stop_all, wait_ready
+from hubproxy.store.sql import accounts, usage
 
 POSTGRES_URL = os.environ.get("HUBPROXY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("HUBPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -84,7 +85,7 @@ def usage_rows(database: str | Path) -> int:
 
     store = open_store(database)
     try:
-        return sum(row["requests"] for row in store.usage_report("model"))
+        return sum(row["requests"] for row in store.run(usage.usage_report, "model"))
     finally:
         store.close()
 
@@ -110,8 +111,8 @@ def home_for(tmp: Path, name: str, upstream: str, database: str | None, rpm: int
     setup_hubproxy_home(home, upstream)
     store = open_store(database or home / "hubproxy.db", create=True)
     try:
-        store.add_user("limited@example.com", parse_usd("100000"))
-        _, key = store.create_key("limited@example.com", "bench", {"rpm": rpm} if rpm else None)
+        store.run(accounts.add_user, "limited@example.com", parse_usd("100000"))
+        _, key = store.run(accounts.create_key, "limited@example.com", "bench", {"rpm": rpm} if rpm else None)
     finally:
         store.close()
     return home, {"Authorization": f"Bearer {key}"}

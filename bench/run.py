@@ -29,6 +29,7 @@ import orjson
 
 from bench import peers
 from bench.seed import seed
+from hubproxy.store.sql import accounts
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"model":"bench","messages":[{"role":"user","content":"hello there, how are you today?"}]}'
@@ -140,8 +141,8 @@ def setup_hubproxy_home(home: Path, upstream: str) -> str:
     )
     config.save(home / "config.toml")
     store = open_store(home / "hubproxy.db", create=True)
-    store.add_user("bench@example.com", parse_usd("100000"))
-    _, key = store.create_key("bench@example.com", "bench")
+    store.run(accounts.add_user, "bench@example.com", parse_usd("100000"))
+    _, key = store.run(accounts.create_key, "bench@example.com", "bench")
     store.close()
     return key
 

@@ -13,7 +13,8 @@ import pytest
 import tomli_w
 
 from hubproxy import errors
-from hubproxy.accounts.rules import KeyPolicy, Limits, ip_allowed, parse_networks, period_start
+from hubproxy.accounts.rules import KeyPolicy, Limits, ip_allowed, parse_networks
+from hubproxy.periods import period_start
 from hubproxy.ratelimit.windows import RateLimiter, refused
 from hubproxy.server.addresses import client_address
 from hubproxy.store.records import CallRecord, Reservation

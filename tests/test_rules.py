@@ -17,6 +17,7 @@ from hubproxy.billing.budget import LocalBudget
 from hubproxy.billing.pricing import PROMPT_SLACK, cost_of, prompt_bound, usage_cost
 from hubproxy.config import Config, Deployment, Model, Provider, RoutingSettings
 from hubproxy.money import parse_price
+from hubproxy.periods import WINDOW
 from hubproxy.protocols import FINAL, Usage
 from hubproxy.protocols.anthropic_messages import StreamWatch as MessagesWatch
 from hubproxy.protocols.chat_messages import from_messages, to_messages
@@ -24,7 +25,7 @@ from hubproxy.protocols.messages_chat import safe_id, to_chat
 from hubproxy.protocols.openai_chat import CHAT, EMBEDDINGS, TOOL_PREAMBLE, StreamWatch
 from hubproxy.protocols.responses_chat import call_item
 from hubproxy.protocols.responses_chat import to_chat as responses_to_chat
-from hubproxy.ratelimit.windows import WINDOW, RateLimiter
+from hubproxy.ratelimit.windows import RateLimiter
 from hubproxy.routing.health import HealthBoard
 from hubproxy.routing.router import Router
 

@@ -12,16 +12,16 @@ import pytest
 from bench.history import seed_history
 from hubproxy.store import open_store
 from hubproxy.store.records import UsageFilter
-from hubproxy.store.sql import dashboard
+from hubproxy.store.sql import accounts, dashboard
 
 
 @pytest.fixture
 def seeded(tmp_path):
     store = open_store(tmp_path / "hubproxy.db", create=True)
     for email in ("a@example.com", "b@example.com"):
-        store.add_user(email)
-        store.create_key(email, "one")
-        store.create_key(email, "two")
+        store.run(accounts.add_user, email)
+        store.run(accounts.create_key, email, "one")
+        store.run(accounts.create_key, email, "two")
     store.close()
     seed_history(tmp_path / "hubproxy.db", 6000, days=10)
     conn = sqlite3.connect(tmp_path / "hubproxy.db")

@@ -9,6 +9,7 @@ import sqlite3
 import sys
 
 from hubproxy.store.sqlite import db
+from hubproxy.store.writer import WATCH_INTERVAL
 
 
 def insert_note(text: str):
@@ -30,11 +31,11 @@ def test_writes_commit_in_order_and_the_log_is_checkpointed_when_idle(tmp_path):
     db.connect(path, create=True).execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
 
     async def scenario() -> tuple[list[int], int, int]:
-        writer = db.Writer(path)
+        writer = db.SQLiteWriter(path)
         writer.start(asyncio.get_running_loop())
         ids = await asyncio.gather(*(writer.submit(insert_note("x" * 2000)) for _ in range(300)))
         grown = wal_frames(path)
-        await asyncio.sleep(db.WATCH_INTERVAL * 3)
+        await asyncio.sleep(WATCH_INTERVAL * 3)
         ids.append(await writer.submit(insert_note("after an idle moment")))
         restarted = wal_frames(path)
         await writer.close()
@@ -51,7 +52,7 @@ def test_the_writer_never_lets_sqlite_checkpoint_inside_a_commit(tmp_path):
     db.connect(path, create=True).close()
 
     async def scenario() -> int:
-        writer = db.Writer(path)
+        writer = db.SQLiteWriter(path)
         writer.start(asyncio.get_running_loop())
         value = writer.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
         await writer.close()
@@ -69,7 +70,7 @@ def test_workers_writers_take_turns_through_the_lock_file(tmp_path):
     fcntl.flock(other_worker, fcntl.LOCK_EX)
 
     async def scenario() -> tuple[bool, int]:
-        writer = db.Writer(path, shared=True)
+        writer = db.SQLiteWriter(path, shared=True)
         writer.start(asyncio.get_running_loop())
         write = writer.submit(insert_note("waits its turn"))
         await asyncio.sleep(0.3)

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hubproxy import errors
-from hubproxy.accounts.rules import KeyPolicy, PolicyError, expiry_timestamp, parse_models, parse_networks, period_start
+from hubproxy.accounts.rules import KeyPolicy, PolicyError, expiry_timestamp, parse_models, parse_networks
 from hubproxy.apikey import key_digest
+from hubproxy.periods import period_start
 from hubproxy.store.records import AccountChanges, CachedKey
 
 log = logging.getLogger("hubproxy.accounts")

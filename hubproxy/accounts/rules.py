@@ -12,7 +12,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 
 from hubproxy.config import Model, Plan
 from hubproxy.money import parse_usd
@@ -145,20 +145,6 @@ def ip_allowed(policy: KeyPolicy, address: str | None) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return any(ip in network for network in policy.networks)
-
-
-def period_start(period: str | None, today: date | None = None) -> str:
-    """First day (YYYY-MM-DD) of the budget period containing `today`; "" for a lifetime budget."""
-    if period is None:
-        return ""
-    today = today or datetime.now(UTC).date()
-    if period == "day":
-        start = today
-    elif period == "week":
-        start = today - timedelta(days=today.weekday())
-    else:
-        start = today.replace(day=1)
-    return start.isoformat()
 
 
 def collect_rules(

@@ -31,8 +31,8 @@ from collections.abc import Iterable
 
 from hubproxy import errors
 from hubproxy.accounts.cache import KeyState, UserState
-from hubproxy.accounts.rules import period_start
 from hubproxy.money import format_usd
+from hubproxy.periods import period_start
 from hubproxy.store import Store
 
 LEASE_CALLS = 32

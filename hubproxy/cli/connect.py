@@ -23,6 +23,7 @@ import yaml
 
 from hubproxy.cli.context import CliError, console, database, load_config, paths
 from hubproxy.running import server_url
+from hubproxy.store.sql import accounts
 
 app = typer.Typer(help="Point a tool at hubproxy: print its setup, or write it (--write).", no_args_is_help=True)
 PLACEHOLDER_KEY = "sk-hp-…"
@@ -244,7 +245,7 @@ def connect(
     model = chosen_model(model, sorted(config.models))
     if user:
         with database(ctx) as store:
-            _, key = store.create_key(user, tool)
+            _, key = store.run(accounts.create_key, user, tool)
         console.print(f"created a key named {tool} for {user} (shown once, below)")
     url = (base_url or server_url(paths(ctx), config)).rstrip("/").removesuffix("/v1")
     if not url.startswith(("http://", "https://")):

@@ -10,6 +10,7 @@ from hubproxy.accounts.rules import KeyPolicy, collect_rules, model_allowed, par
 from hubproxy.cli.context import CliError, WholeTable, console, database, load_config, print_json
 from hubproxy.money import format_usd
 from hubproxy.store.records import KeyRow
+from hubproxy.store.sql import accounts
 
 app = typer.Typer(help="API keys for users.", no_args_is_help=True)
 
@@ -75,7 +76,7 @@ def create(
     rules = collect_rules(models, allow_ip, spend_limit, budget_period, expires, rpm, tpm, max_parallel)
     warn_unmatched(ctx, rules.get("models"))
     with database(ctx) as store:
-        key, full = store.create_key(user, name, rules)
+        key, full = store.run(accounts.create_key, user, name, rules)
     if json:
         print_json({**key_json(key), "key": full})
         return
@@ -111,7 +112,7 @@ def update(
             raise CliError(f"--clear takes one of {', '.join(RULE_FLAGS)}, got {flag!r}")
         rules[RULE_FLAGS[flag]] = None
     with database(ctx) as store:
-        key = store.update_key(key_id, rules)
+        key = store.run(accounts.update_key, key_id, rules)
     if json:
         print_json(key_json(key))
     else:
@@ -144,7 +145,7 @@ def list_(
 ) -> None:
     """List keys, masked."""
     with database(ctx) as store:
-        keys = store.list_keys(user)
+        keys = store.run(accounts.list_keys, user)
     if json:
         print_json([key_json(k) for k in keys])
         return
@@ -158,7 +159,7 @@ def list_(
 def revoke(ctx: typer.Context, key_id: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Revoke a key (a running server refuses it within a second)."""
     with database(ctx) as store:
-        key = store.revoke_key(key_id)
+        key = store.run(accounts.revoke_key, key_id)
     if json:
         print_json(key_json(key))
     else:

@@ -12,6 +12,7 @@ import typer
 from hubproxy.cli.context import CliError, WholeTable, console, database, print_json
 from hubproxy.money import format_usd
 from hubproxy.spreadsheet import safe_cell
+from hubproxy.store.sql import accounts, usage
 from hubproxy.tokens import TOKEN_CLASSES
 
 PART_CLASSES = tuple(c for c in TOKEN_CLASSES if c.within is not None)  # the columns after the cost
@@ -59,9 +60,9 @@ def report(
             raise CliError(f"--since must be a date like 2026-11-01, got {since!r}") from None
     with database(ctx) as store:
         if user is not None:
-            store.get_user(user)  # an unknown email is a one-line error, not an empty report
-        rows = store.usage_report(by.value, since=since, user=user)
-        names = {k.id: k.name for k in store.list_keys(user)} if by is GroupBy.key else {}
+            store.run(accounts.get_user, user)  # an unknown email is a one-line error, not an empty report
+        rows = store.run(usage.usage_report, by.value, since=since, user=user)
+        names = {k.id: k.name for k in store.run(accounts.list_keys, user)} if by is GroupBy.key else {}
     costs = [row.pop("cost") or 0 for row in rows]
     places = max((decimal_places(cost) for cost in costs), default=2)
     for row, cost in zip(rows, costs, strict=True):

@@ -12,6 +12,7 @@ from hubproxy.money import format_usd, parse_usd
 from hubproxy.passwords import MIN_LENGTH, hash_password
 from hubproxy.store import Store
 from hubproxy.store.records import AccountError, UserRow
+from hubproxy.store.sql import accounts
 
 app = typer.Typer(help="Users and their balances.", no_args_is_help=True)
 
@@ -44,8 +45,8 @@ def with_plan_credit(ctx: typer.Context, store: Store, user: UserRow) -> UserRow
     if not user.plan:
         return user
     credits = {p.name: p.monthly_credit for p in load_config(ctx).plans.values()}
-    store.grant_monthly_credits(credits, time.strftime("%Y-%m", time.gmtime()))
-    return store.get_user(user.email)
+    store.run(accounts.grant_monthly_credits, credits, time.strftime("%Y-%m", time.gmtime()))
+    return store.run(accounts.get_user, user.email)
 
 
 @app.command("add")
@@ -60,7 +61,7 @@ def add(
     amount = parse_usd(balance, what="--balance")
     plan = checked_plan(ctx, plan)
     with database(ctx) as store:
-        user = with_plan_credit(ctx, store, store.add_user(email, amount, plan))
+        user = with_plan_credit(ctx, store, store.run(accounts.add_user, email, amount, plan))
     if json:
         print_json(user_json(user))
     else:
@@ -71,7 +72,7 @@ def add(
 def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List users and balances."""
     with database(ctx) as store:
-        users = store.list_users()
+        users = store.run(accounts.list_users)
     if json:
         print_json([user_json(u) for u in users])
         return
@@ -97,7 +98,7 @@ def topup(
     if value == 0:
         raise AccountError("amount must not be zero")
     with database(ctx) as store:
-        user = store.topup(email, value, kind="adjustment" if adjust else "topup", note=note)
+        user = store.run(accounts.topup, email, value, kind="adjustment" if adjust else "topup", note=note)
     if json:
         print_json(user_json(user))
     else:
@@ -106,7 +107,7 @@ def topup(
 
 def _set_status(ctx: typer.Context, email: str, status: str, json: bool) -> None:
     with database(ctx) as store:
-        user = store.set_user_status(email, status)
+        user = store.run(accounts.set_user_status, email, status)
     if json:
         print_json(user_json(user))
     else:
@@ -126,7 +127,7 @@ def update(
         raise CliError("give either --plan NAME or --no-plan")
     plan = checked_plan(ctx, plan)
     with database(ctx) as store:
-        user = with_plan_credit(ctx, store, store.set_user_plan(email, plan))
+        user = with_plan_credit(ctx, store, store.run(accounts.set_user_plan, email, plan))
     if json:
         print_json(user_json(user))
     else:
@@ -143,7 +144,7 @@ def set_password(
     if len(password) < MIN_LENGTH:
         raise CliError(f"give the new password on stdin, at least {MIN_LENGTH} characters")
     with database(ctx) as store:
-        user = store.set_password(email, hash_password(password))
+        user = store.run(accounts.set_password, email, hash_password(password))
     if json:
         print_json(user_json(user))
     else:
@@ -165,7 +166,7 @@ def enable(ctx: typer.Context, email: str, json: bool = typer.Option(False, "--j
 def balance(ctx: typer.Context, email: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show a user's balance."""
     with database(ctx) as store:
-        user = store.get_user(email)
+        user = store.run(accounts.get_user, email)
     if json:
         print_json(user_json(user))
     else:

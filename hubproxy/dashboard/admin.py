@@ -17,6 +17,7 @@ from hubproxy.money import MoneyError, format_usd, parse_usd
 from hubproxy.passwords import hash_password
 from hubproxy.server.accounts import account_errors, check_new_password
 from hubproxy.server.state import STATE
+from hubproxy.store.sql import accounts, dashboard
 
 LEDGER_ROWS = 50
 FEED_BATCH_SECONDS = 0.25
@@ -72,7 +73,7 @@ async def change_balance(request: web.Request, session: Session) -> web.Response
         return await _refused(request, session, 400, "The amount must not be zero.")
     try:
         with account_errors():
-            changed = await request.app[STATE].store.change_balance(user.email, amount, kind, note)
+            changed = await request.app[STATE].store.write(accounts.topup, user.email, amount, kind, note)
     except errors.GatewayError as refused:
         return await _refused(request, session, refused.status, refused.message)
     raise web.HTTPSeeOther(f"/admin/users?done={changed.email}")
@@ -95,9 +96,9 @@ async def add_user(request: web.Request, session: Session) -> web.Response:
             return await _refused(request, session, 400, refused.message)
     try:
         with account_errors():
-            user = await request.app[STATE].store.create_user(email, balance)
+            user = await request.app[STATE].store.write(accounts.add_user, email, balance)
             if password:
-                await request.app[STATE].store.change_password(user.email, await hashed(password))
+                await request.app[STATE].store.write(accounts.set_password, user.email, await hashed(password))
     except errors.GatewayError as refused:
         return await _refused(request, session, refused.status, refused.message)
     raise web.HTTPSeeOther(f"/admin/users?done={user.email}")
@@ -113,7 +114,7 @@ async def set_password(request: web.Request, session: Session) -> web.Response:
     except errors.GatewayError as refused:
         return await _refused(request, session, 400, refused.message)
     with account_errors():
-        await request.app[STATE].store.change_password(user.email, await hashed(password))
+        await request.app[STATE].store.write(accounts.set_password, user.email, await hashed(password))
     raise web.HTTPSeeOther(f"/admin/users?done={user.email}")
 
 
@@ -129,7 +130,7 @@ async def change_status(request: web.Request, session: Session) -> web.Response:
     if status not in ("active", "disabled"):
         return await _refused(request, session, 400, "The status is active or disabled.")
     with account_errors():
-        changed = await request.app[STATE].store.change_user_status(user.email, status)
+        changed = await request.app[STATE].store.write(accounts.set_user_status, user.email, status)
     raise web.HTTPSeeOther(f"/admin/users?done={changed.email}")
 
 
@@ -142,7 +143,7 @@ async def change_plan(request: web.Request, session: Session) -> web.Response:
     if plan and plan not in plans:
         return await _refused(request, session, 400, f"No plan {plan!r} in config.toml.")
     with account_errors():
-        changed = await request.app[STATE].store.change_user_plan(user.email, plan or None)
+        changed = await request.app[STATE].store.write(accounts.set_user_plan, user.email, plan or None)
     raise web.HTTPSeeOther(f"/admin/users?done={changed.email}")
 
 
@@ -155,7 +156,9 @@ async def ledger(request: web.Request, session: Session) -> web.Response:
     if before and not (before.isascii() and before.isdigit() and len(before) <= 18):
         raise PageError(400, "The page link is malformed: start again from the first page.")
     charges = query.get("charges") == "1"
-    rows = await state.store.ledger_page(user_id, int(before) if before else None, LEDGER_ROWS + 1, charges)
+    rows = await state.store.read(
+        dashboard.ledger_page, user_id, int(before) if before else None, LEDGER_ROWS + 1, charges
+    )
     more = len(rows) > LEDGER_ROWS
     rows = rows[:LEDGER_ROWS]
     kept = {k: v for k, v in query.items() if k != "before" and v}

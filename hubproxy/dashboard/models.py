@@ -25,6 +25,7 @@ from hubproxy.dashboard.views import PageError, form, page, render
 from hubproxy.money import format_usd
 from hubproxy.server.accounts import account_errors
 from hubproxy.server.state import STATE
+from hubproxy.store.sql import accounts
 
 PROMPT_MAX = 2000
 TEST_MAX_TOKENS = 200
@@ -94,13 +95,13 @@ async def test_request(request: web.Request, session: Session) -> web.Response:
     rules = collect_rules(model, [], None, None, "1h", None, None, None)
     try:
         with account_errors():
-            key, secret = await state.store.create_user_key(email, "dashboard test", rules)
+            key, secret = await state.store.write(accounts.create_key, email, "dashboard test", rules)
     except errors.GatewayError as refused:
         return models_page(request, session, refused.status, error=refused.message, **chosen)
     try:
         result = await call_gateway(request, secret, model, prompt)
     finally:
-        await state.store.revoke_user_key(None, key.id)
+        await state.store.write(accounts.revoke_key_of, None, key.id)
     return models_page(request, session, result=result, **chosen)
 
 

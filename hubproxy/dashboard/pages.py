@@ -34,6 +34,7 @@ from hubproxy.server.accounts import account_errors, limit_logins, password_user
 from hubproxy.server.state import STATE
 from hubproxy.spreadsheet import safe_row
 from hubproxy.store.records import POLICY_COLUMNS, USAGE_COLUMNS, KeyRow, UsageFilter
+from hubproxy.store.sql import accounts, dashboard
 
 PAGE_ROWS = 50
 CSV_CHUNK = 5_000
@@ -99,7 +100,7 @@ async def logout(request: web.Request, session: Session) -> web.Response:
     if session.admin:
         await asyncio.get_running_loop().run_in_executor(None, end_admin_sessions, request)
     else:
-        await request.app[STATE].store.end_login_tokens(session.member)
+        await request.app[STATE].store.write(accounts.end_login_tokens, session.member)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
     raise response
@@ -124,7 +125,7 @@ def _next(target: str | None) -> str:
 async def overview(request: web.Request, session: Session) -> web.Response:
     state = request.app[STATE]
     now = datetime.now(UTC)
-    data = await state.store.overview(session.user_id, now)
+    data = await state.store.read(dashboard.overview, session.user_id, now)
     spend_svg, legend = charts.spend_by_day(data["days"], now.date())
     calls_svg = charts.calls_by_hour(data["hours"], now)
     if session.admin:
@@ -154,13 +155,16 @@ async def overview(request: web.Request, session: Session) -> web.Response:
 async def _keys(request: web.Request, session: Session) -> list[KeyRow]:
     """The session's keys (the admin: everyone's), active first, oldest first."""
     store = request.app[STATE].store
-    keys = await (store.all_keys() if session.admin else store.keys_of(session.member))
+    if session.admin:
+        keys = await store.read(accounts.list_keys)
+    else:
+        keys = await store.read(accounts.list_keys_of, session.member)
     keys.sort(key=lambda k: (k.status != "active", k.created_at))
     return keys
 
 
 async def _key_rows(request: web.Request, session: Session) -> list[tuple[KeyRow, tuple[int, int]]]:
-    spend = await request.app[STATE].store.key_spend(session.user_id)
+    spend = await request.app[STATE].store.read(dashboard.key_spend, session.user_id)
     return [(key, spend.get(key.id, (0, 0))) for key in await _keys(request, session)]
 
 
@@ -244,7 +248,7 @@ async def create_key(request: web.Request, session: Session) -> web.Response:
         return await _keys_page(request, session, status=400, error="Choose whose key it is.")
     try:
         with account_errors():
-            key, full = await state.store.create_user_key(email, name, rules)
+            key, full = await state.store.write(accounts.create_key, email, name, rules)
     except errors.GatewayError as refused:
         return await _keys_page(request, session, status=refused.status, error=refused.message)
     base = f"{request.scheme}://{request.host}"
@@ -280,13 +284,15 @@ async def update_key(request: web.Request, session: Session) -> web.Response:
         error = "Nothing to change: fill in a rule or tick one to clear."
         return await _keys_page(request, session, status=400, error=error)
     store = request.app[STATE].store
-    return await _change_key(request, session, lambda owner, key_id: store.update_user_key(owner, key_id, rules))
+    return await _change_key(
+        request, session, lambda owner, key_id: store.write(accounts.update_key_of, owner, key_id, rules)
+    )
 
 
 @page()
 async def revoke_key(request: web.Request, session: Session) -> web.Response:
     store = request.app[STATE].store
-    return await _change_key(request, session, store.revoke_user_key)
+    return await _change_key(request, session, lambda owner, key_id: store.write(accounts.revoke_key_of, owner, key_id))
 
 
 def _done(request: web.Request) -> str | None:
@@ -336,7 +342,7 @@ def usage_filter(request: web.Request, session: Session) -> UsageFilter:
 async def usage(request: web.Request, session: Session) -> web.Response:
     where = usage_filter(request, session)
     store = request.app[STATE].store
-    found = await store.usage_page(where, PAGE_ROWS + 1)
+    found = await store.read(dashboard.usage_page, where, PAGE_ROWS + 1)
     rows = found.rows[:PAGE_ROWS]
     query = {k: v for k, v in request.query.items() if k != "before" and v}
     stopped = None
@@ -357,7 +363,7 @@ async def usage(request: web.Request, session: Session) -> web.Response:
         next_query=next_query,
         stopped=stopped,
         first_page=where.before is None,
-        models=await store.usage_models(session.user_id),
+        models=await store.read(dashboard.usage_models, session.user_id),
         keys=keys,
         key_names={k.id: k.name for k in keys},
         users=sorted(u.email for u in request.app[STATE].accounts.users.values()) if session.admin else [],
@@ -382,7 +388,7 @@ async def usage_csv(request: web.Request, session: Session) -> web.StreamRespons
     writer.writerow(["cost_usd" if column == "cost" else column for column in CSV_COLUMNS])
     written = 0
     while written < CSV_MAX_ROWS:
-        found = await store.usage_page(where, CSV_CHUNK)
+        found = await store.read(dashboard.usage_page, where, CSV_CHUNK)
         for row in found.rows:
             row["cost"] = format_usd(row["cost"], min_places=2)
             row["stream"], row["estimated"] = int(row["stream"]), int(row["estimated"])

@@ -22,8 +22,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from hubproxy.accounts.rules import Limits
+from hubproxy.periods import WINDOW
 from hubproxy.ratelimit import Limiter
-from hubproxy.ratelimit.windows import WINDOW, check_call_size, refused
+from hubproxy.ratelimit.windows import check_call_size, refused
 
 log = logging.getLogger("hubproxy.server")
 

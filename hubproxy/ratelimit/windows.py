@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hubproxy import errors
 from hubproxy.accounts.rules import Limits
+from hubproxy.periods import WINDOW, tokens_free_in
 from hubproxy.ratelimit import Limiter
-
-WINDOW = 60.0
 
 
 @dataclass(slots=True)
@@ -63,16 +61,6 @@ def refused(policy: Limits, limit: str, wait: float) -> errors.GatewayError:
     if limit == "rpm":
         return errors.rate_limited(f"This key allows {policy.rpm} requests per minute.", wait)
     return errors.rate_limited(f"This key allows {policy.tpm} tokens per minute.", wait)
-
-
-def tokens_free_in(entries: Iterable[tuple[float, int]], excess: int, now: float) -> float:
-    """Seconds until enough of the window's (started, tokens) entries, oldest first, leave it to
-    free `excess` tokens."""
-    for started, tokens in entries:
-        excess -= tokens
-        if excess <= 0:
-            return started + WINDOW - now
-    return WINDOW
 
 
 class RateLimiter:

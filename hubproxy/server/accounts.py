@@ -31,6 +31,8 @@ from hubproxy.server.errors import openai_errors
 from hubproxy.server.request_body import read_request
 from hubproxy.server.state import STATE
 from hubproxy.store.records import EMAIL_RE, AccountError, ConflictError, KeyRow, NotFoundError
+from hubproxy.store.sql import accounts
+from hubproxy.store.sql import usage as usage_rows
 
 TOKEN_SECONDS = 7 * 24 * 3600
 LOGIN_PER_EMAIL_AND_ADDRESS = Limits(rpm=5)
@@ -197,7 +199,7 @@ async def register(request: web.Request) -> web.Response:
     hashed = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
     grant = parse_usd(state.config.billing.signup_grant)
     with account_errors():
-        user, key = await state.store.register_user(email, hashed, grant)
+        user, key = await state.store.write(accounts.register_user, email, hashed, grant)
     message = f"Registration successful! ${format_usd(grant)} granted." if grant else "Registration successful!"
     return respond(
         {
@@ -214,7 +216,7 @@ async def password_user(request: web.Request, email: str, password: str) -> User
     """The active user with this email and password, or None (the hash is checked even for an unknown
     email, off the event loop, so a wrong email takes as long as a wrong password)."""
     state = request.app[STATE]
-    found = await state.store.password_hash_of(email)
+    found = await state.store.read(accounts.password_hash_of, email)
     stored = found[1] if found else None
     ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, stored)
     user = state.accounts.users.get(found[0]) if found and ok else None
@@ -234,7 +236,7 @@ async def logout(request: web.Request) -> web.Response:
     """End every login token of this account (on every device: tokens are not stored one by one)."""
     user_id = token_user(request)
     with account_errors():
-        await request.app[STATE].store.end_login_tokens(user_id)
+        await request.app[STATE].store.write(accounts.end_login_tokens, user_id)
     return respond({"message": "Logged out: every login token of this account has ended."})
 
 
@@ -245,12 +247,12 @@ async def change_password(request: web.Request) -> web.Response:
     password, new_password = await json_fields(request, "password", "new_password")
     check_new_password(new_password, "new_password")
     loop = asyncio.get_running_loop()
-    found = await state.store.password_hash_of(user.email)
+    found = await state.store.read(accounts.password_hash_of, user.email)
     if not await loop.run_in_executor(None, verify_password, password, found[1] if found else None):
         raise errors.invalid_api_key("The current password is wrong.")
     hashed = await loop.run_in_executor(None, hash_password, new_password)
     with account_errors():
-        await state.store.change_password(user.email, hashed)
+        await state.store.write(accounts.set_password, user.email, hashed)
     return respond({"token": issue_token(request, user), "message": "Password changed; other sessions have ended."})
 
 
@@ -267,7 +269,7 @@ def key_object(key: KeyRow) -> dict:
 
 async def list_keys(request: web.Request) -> web.Response:
     user_id = token_user(request)
-    keys = await request.app[STATE].store.keys_of(user_id)
+    keys = await request.app[STATE].store.read(accounts.list_keys_of, user_id)
     return respond({"object": "list", "data": [key_object(k) for k in keys]})
 
 
@@ -277,7 +279,7 @@ async def create_key(request: web.Request) -> web.Response:
     name = request.query.get("name", "default")
     email = state.accounts.users[user_id].email
     with account_errors():
-        key, full = await state.store.create_user_key(email, name)
+        key, full = await state.store.write(accounts.create_key, email, name)
     return respond({**key_object(key), "key": full}, status=201)
 
 
@@ -285,7 +287,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     user_id = token_user(request)
     key_id = request.match_info["key_id"]
     with account_errors():
-        key = await request.app[STATE].store.revoke_user_key(user_id, key_id)
+        key = await request.app[STATE].store.write(accounts.revoke_key_of, user_id, key_id)
     return respond(key_object(key))
 
 
@@ -300,7 +302,7 @@ async def usage(request: web.Request) -> web.Response:
         limit = min(max(int(request.query.get("limit", "10")), 1), 1000)
     except ValueError:
         raise errors.invalid_request("'limit' must be an integer.", param="limit") from None
-    rows = await request.app[STATE].store.recent_usage(user_id, limit)
+    rows = await request.app[STATE].store.read(usage_rows.recent_usage, user_id, limit)
     for row in rows:
         row["cost"] = usd(row["cost"])
         row["estimated"] = bool(row["estimated"])
@@ -327,5 +329,5 @@ async def dashboard_usage(request: web.Request) -> web.Response:
     """Legacy OpenAI shape: `total_usage` in US cents since `start_date` (default: this month)."""
     user_id = caller_user(request)
     start = request.query.get("start_date") or datetime.now(UTC).strftime("%Y-%m-01")
-    spent = await request.app[STATE].store.total_cost_since(user_id, start[:10])
+    spent = await request.app[STATE].store.read(usage_rows.total_cost_since, user_id, start[:10])
     return respond({"object": "list", "total_usage": orjson.Fragment(format_usd(spent * 100, min_places=1).encode())})

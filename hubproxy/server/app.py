@@ -43,6 +43,7 @@ from hubproxy.server.errors import (
 from hubproxy.server.state import STATE, GatewayState
 from hubproxy.store import Store, is_postgres, open_store
 from hubproxy.store.journal import CallJournal, journaled_calls, leftover_segments
+from hubproxy.store.sql import accounts
 from hubproxy.upstream.pool import Upstreams
 
 log = logging.getLogger("hubproxy.server")
@@ -121,7 +122,7 @@ def settle_leftovers(paths: Paths, config: Config) -> int:
     store = open_store(paths.store)
     try:
         settled = store.settle_leftovers(leftover_segments(paths.journal))
-        store.grant_monthly_credits(plan_credits(config), current_month())
+        store.run(accounts.grant_monthly_credits, plan_credits(config), current_month())
     finally:
         store.close()
     if settled:
@@ -225,7 +226,7 @@ def settle_own_journal(state: GatewayState) -> int:
         # rather than when the others' reaper notices its heartbeat stopped
         settled += store.settle_leftovers([], holder=f"instance:{prefix}", request_prefix=prefix)
     settled += store.settle_journal(segments)
-    store.grant_monthly_credits(plan_credits(state.config), current_month())
+    store.run(accounts.grant_monthly_credits, plan_credits(state.config), current_month())
     return settled
 
 

@@ -5,14 +5,18 @@ the dataclasses of `store.records`, never a connection, SQL, a closure or a bare
 (`store/sqlite/`) is the embedded implementation; a second backend (PostgreSQL) implements this
 class and nothing outside `store/` changes.
 
-Two kinds of methods:
+The hot path's operations (calls settled, reservations, leases, shared limits, the change feed) are
+methods of their own. Every other account operation is one function in `store/sql/` (`accounts`,
+`usage`, `dashboard`), run through three generic methods, as datasette's `execute_write_fn` runs
+its writes:
 
-- **Commands** (plain methods): the CLI's, and the server's own before it serves or after a worker
-  died. They run at once, each in its own transaction, and may block: never call them on the
-  event loop.
-- **Server methods** (returning futures, or `async`): queued to the store's writer and committed in
-  batches, or run on a small read pool, so the event loop never waits on disk. `start` must have
-  been called. Callbacks given to them run on the event loop.
+- `run(fn, …)`: a **command** (the CLI's, and the server's own before it serves): at once, on the
+  commands' connection; it may block, so never on the event loop.
+- `await read(fn, …)`: on a small pool of read connections, off the event loop.
+- `await write(fn, …)`: queued to the store's writer and committed in its batch; the change feed
+  shows it before the caller resumes. `start` must have been called.
+
+So a new account operation is one SQL function and its call site.
 
 Invariants every implementation keeps: each balance change is a ledger row in the same transaction
 (`users.balance == sum(ledger)`); a call's usage row, its charge and the removal of its open
@@ -26,23 +30,20 @@ import sqlite3
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from hubproxy.store.records import (
     AccountChanges,
     CallRecord,
     DatabaseError,
-    KeyRow,
     LimitRefusal,
     Reservation,
-    UsageFilter,
-    UsagePage,
-    UserRow,
 )
 
 Committed = Callable[[int | None, BaseException | None], None]
+T = TypeVar("T")
 
 
 def store_errors() -> tuple[type[BaseException], ...]:
@@ -54,56 +55,22 @@ def store_errors() -> tuple[type[BaseException], ...]:
 
 
 class Store(ABC):
-    # --- commands: users and keys ------------------------------------------------------------------
+    # --- any account operation: a `store/sql/` function, run where it belongs --------------------------
     @abstractmethod
-    def add_user(self, email: str, balance: int = 0, plan: str | None = None) -> UserRow: ...
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A command: `fn(conn, *args, **kwargs)` at once, on the commands' connection, in its own
+        transaction where `fn` makes one (`store.sql.transaction`). Blocks: never on the event loop."""
 
     @abstractmethod
-    def get_user(self, email: str) -> UserRow: ...
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(conn, *args)` on a read connection, off the event loop (the dashboard, the account API)."""
 
     @abstractmethod
-    def list_users(self) -> list[UserRow]: ...
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(conn, *args)` on the writer, in its batch's transaction; the change feed shows what it
+        changed (keys, users) before the caller resumes. The server's account writes."""
 
-    @abstractmethod
-    def topup(self, email: str, amount: int, kind: str = "topup", note: str | None = None) -> UserRow:
-        """Move a balance by `amount` (a top-up, or an adjustment of either sign) with its ledger row."""
-
-    @abstractmethod
-    def set_user_status(self, email: str, status: str) -> UserRow: ...
-
-    @abstractmethod
-    def set_user_plan(self, email: str, plan: str | None) -> UserRow: ...
-
-    @abstractmethod
-    def set_password(self, email: str, password_hash: str) -> UserRow:
-        """New password; every login token issued before ends."""
-
-    @abstractmethod
-    def grant_monthly_credits(self, credits: dict[str, int], month: str) -> int:
-        """Each plan's monthly credit to its users, once per `month` (idempotent); returns grants made."""
-
-    @abstractmethod
-    def create_key(self, email: str, name: str, rules: dict | None = None) -> tuple[KeyRow, str]:
-        """A new key; the full key is returned this once and only its hash is kept."""
-
-    @abstractmethod
-    def update_key(self, key_id: str, rules: dict) -> KeyRow: ...
-
-    @abstractmethod
-    def list_keys(self, email: str | None = None) -> list[KeyRow]: ...
-
-    @abstractmethod
-    def revoke_key(self, key_id: str) -> KeyRow: ...
-
-    # --- commands: usage and recovery --------------------------------------------------------------
-    @abstractmethod
-    def usage_report(self, by: str, since: str | None = None, user: str | None = None) -> list[dict]:
-        """Requests, tokens and cost grouped by model, user, key, provider or day."""
-
-    @abstractmethod
-    def ledger_mismatches(self) -> list[tuple[str, int, int]]:
-        """Users whose balance differs from the sum of their ledger: always empty."""
-
+    # --- commands: recovery ------------------------------------------------------------------------
     @abstractmethod
     def settle_leftovers(
         self, journal: list[Path], *, holder: str | None = None, request_prefix: str | None = None
@@ -200,73 +167,6 @@ class Store(ABC):
 
     @abstractmethod
     def release_key_budgets(self, request_ids: list[str]) -> None: ...
-
-    # --- server: the account API ---------------------------------------------------------------------
-    @abstractmethod
-    async def register_user(self, email: str, password_hash: str, grant: int) -> tuple[UserRow, str]: ...
-
-    @abstractmethod
-    async def password_hash_of(self, email: str) -> tuple[int, str | None] | None: ...
-
-    @abstractmethod
-    async def keys_of(self, user_id: int) -> list[KeyRow]: ...
-
-    @abstractmethod
-    async def create_user_key(self, email: str, name: str, rules: dict | None = None) -> tuple[KeyRow, str]: ...
-
-    @abstractmethod
-    async def revoke_user_key(self, user_id: int | None, key_id: str) -> KeyRow:
-        """Revoke a key; with `user_id`, only that user's key (another's is not found)."""
-
-    @abstractmethod
-    async def end_login_tokens(self, user_id: int) -> UserRow: ...
-
-    @abstractmethod
-    async def change_password(self, email: str, password_hash: str) -> UserRow: ...
-
-    @abstractmethod
-    async def create_user(self, email: str, balance: int) -> UserRow:
-        """A user added by the admin (the dashboard), with a starting balance as a grant."""
-
-    @abstractmethod
-    async def recent_usage(self, user_id: int, limit: int) -> list[dict]: ...
-
-    @abstractmethod
-    async def total_cost_since(self, user_id: int, day: str) -> int: ...
-
-    # --- server: the dashboard (reads off the loop; `user_id=None` is the admin's view of everyone) ----
-    @abstractmethod
-    async def overview(self, user_id: int | None, now: datetime) -> dict:
-        """Spend today / 7 / 30 days, spend per day by model, calls and errors per hour, latency."""
-
-    @abstractmethod
-    async def usage_page(self, where: UsageFilter, limit: int) -> UsagePage: ...
-
-    @abstractmethod
-    async def usage_models(self, user_id: int | None) -> list[str]: ...
-
-    @abstractmethod
-    async def ledger_page(self, user_id: int | None, before: int | None, limit: int, charges: bool) -> list[dict]: ...
-
-    @abstractmethod
-    async def key_spend(self, user_id: int | None) -> dict[str, tuple[int, int]]:
-        """key id → (calls, cost) over all time."""
-
-    @abstractmethod
-    async def all_keys(self) -> list[KeyRow]: ...
-
-    @abstractmethod
-    async def update_user_key(self, user_id: int | None, key_id: str, rules: dict) -> KeyRow:
-        """Change a key's rules; with `user_id`, only that user's key (another's is not found)."""
-
-    @abstractmethod
-    async def change_balance(self, email: str, amount: int, kind: str, note: str | None) -> UserRow: ...
-
-    @abstractmethod
-    async def change_user_status(self, email: str, status: str) -> UserRow: ...
-
-    @abstractmethod
-    async def change_user_plan(self, email: str, plan: str | None) -> UserRow: ...
 
 
 def open_store(

@@ -5,7 +5,8 @@ with `sqlite3` in autocommit mode) and takes `?` placeholders. Python bools are 
 columns are integers, as in SQLite) and whole `numeric` results (`sum()` of BIGINT) come back as
 ints, so the shared SQL functions see the same values from both backends.
 
-The writer is SQLite's (`sqlite/db.py`: one thread, a transaction per batch) with these differences:
+The writer is the backends' one (`store/writer.py`: one thread, a transaction per batch) with these
+differences from SQLite's:
 PostgreSQL has no commit counter to watch, so it looks for changed rows every `WATCH_INTERVAL`
 (three indexed queries); there is no write-ahead log to checkpoint; a batch's settlements go in one
 pipeline; it beats for its instance; and it rides out the database going away (`_commit`).
@@ -27,8 +28,9 @@ from psycopg.pq import TransactionStatus
 from hubproxy.store import redacted
 from hubproxy.store.postgres.instances import Heart
 from hubproxy.store.records import DatabaseError
+from hubproxy.store.sql import WRITERS, Dialect
 from hubproxy.store.sql.store import CALLS
-from hubproxy.store.sqlite.db import WRITE_ATTEMPTS, Writer, failed
+from hubproxy.store.writer import WRITE_ATTEMPTS, Writer, failed
 
 log = logging.getLogger("hubproxy.store")
 
@@ -60,8 +62,23 @@ def translate(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+def explain_busy(conn: Any, exc: BaseException) -> DatabaseError:
+    return DatabaseError(f"PostgreSQL: {first_line(exc)}")
+
+
+POSTGRES = Dialect(
+    name="postgresql",
+    begin="BEGIN",  # rows are locked as they are written; the writers' turn is the advisory lock
+    first_lock=f"SELECT pg_advisory_xact_lock({WRITERS})",
+    busy=(),  # a BEGIN waits on nothing here
+    explain_busy=explain_busy,
+)
+
+
 class PgConnection:
-    """A psycopg connection with `sqlite3.Connection`'s surface as the shared SQL uses it."""
+    """A psycopg connection with the surface the shared SQL uses (`store.sql.Connection`)."""
+
+    dialect = POSTGRES
 
     def __init__(self, raw: psycopg.Connection) -> None:
         self.raw = raw
@@ -69,8 +86,6 @@ class PgConnection:
 
     def execute(self, sql: str, params: tuple | list | None = None) -> psycopg.Cursor:
         STATEMENTS[0] += 1
-        if sql == "BEGIN IMMEDIATE":  # SQLite's write lock up front; PostgreSQL locks rows as it goes
-            sql = "BEGIN"
         if params is None:
             return self.raw.execute(sql)
         return self.raw.execute(translate(sql), params)
@@ -125,7 +140,7 @@ class PgWriter(Writer):
     this instance and settles what dead ones left (`instances.py`)."""
 
     def __init__(self, url: str, heart: Heart | None = None) -> None:
-        super().__init__(url)  # type: ignore[arg-type]
+        super().__init__()
         self.url = url
         self.heart = heart
         self.watch_interval = WATCH_INTERVAL

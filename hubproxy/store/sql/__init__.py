@@ -15,16 +15,18 @@ path commits one batch per many calls.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 WRITERS = 7_242_001  # the advisory lock every PostgreSQL write transaction takes first
 
 
 class Connection(Protocol):
-    """What the SQL functions use of a connection: `sqlite3.Connection`, or PostgreSQL's
-    `PgConnection` (store/postgres/db.py). Rows are DB-API rows (tuples)."""
+    """What the SQL functions use of a connection: SQLite's (`sqlite/db.py`, a `sqlite3.Connection`),
+    or PostgreSQL's `PgConnection` (`postgres/db.py`). Rows are DB-API rows (tuples)."""
+
+    dialect: Dialect
 
     @property
     def in_transaction(self) -> bool: ...
@@ -36,9 +38,23 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """How a backend words what its SQL does not share: the statement that begins a write
+    transaction, a lock every write transaction takes first, and the errors a BEGIN raises when the
+    database is held too long (turned into one line by `explain_busy`)."""
+
+    name: str
+    begin: str
+    first_lock: str
+    busy: tuple[type[BaseException], ...]
+    explain_busy: Callable[[Any, BaseException], BaseException]
+
+
 @contextlib.contextmanager
-def transaction(conn: Any) -> Iterator[Any]:
-    """BEGIN IMMEDIATE … COMMIT: take the write lock up front so a busy database waits, not fails late.
+def transaction(conn: Connection) -> Iterator[Connection]:
+    """BEGIN … COMMIT, the write lock taken up front (the dialect's `begin` and `first_lock`) so that a
+    busy database waits rather than fails late.
 
     Inside a transaction already (a function run by the writer thread), it is a savepoint instead,
     so the same account functions serve the CLI and the server.
@@ -53,15 +69,14 @@ def transaction(conn: Any) -> Iterator[Any]:
             raise
         conn.execute("RELEASE nested")
         return
+    dialect = conn.dialect
     try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        from hubproxy.store.sqlite.db import explain_busy
-
-        raise explain_busy(conn, exc) from None
+        conn.execute(dialect.begin)
+    except dialect.busy as exc:
+        raise dialect.explain_busy(conn, exc) from None
     try:
-        if conn.__class__ is not sqlite3.Connection:
-            conn.execute(f"SELECT pg_advisory_xact_lock({WRITERS})")
+        if dialect.first_lock:
+            conn.execute(dialect.first_lock)
         yield conn
     except BaseException:
         conn.execute("ROLLBACK")

@@ -8,7 +8,7 @@ writers' lock): the same windows and caps, seen by every worker. Keys without th
 
 from __future__ import annotations
 
-from hubproxy.ratelimit.windows import WINDOW, tokens_free_in
+from hubproxy.periods import WINDOW, tokens_free_in
 from hubproxy.store.records import LimitRefusal
 from hubproxy.store.sql import Connection
 from hubproxy.store.sql.accounts import key_spend_since

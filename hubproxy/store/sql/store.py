@@ -10,26 +10,21 @@ import dataclasses
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from hubproxy.accounts.rules import period_start
-from hubproxy.store import Committed, Store
+from hubproxy.periods import period_start
+from hubproxy.store import Committed, Store, T
 from hubproxy.store.journal import journaled_calls
 from hubproxy.store.records import (
     AccountChanges,
     CachedKey,
     CallRecord,
-    KeyRow,
     Reservation,
-    UsageFilter,
-    UsagePage,
-    UserRow,
 )
-from hubproxy.store.sql import accounts, dashboard, leases, limits, usage
-from hubproxy.store.sqlite.db import Writer
+from hubproxy.store.sql import Connection, accounts, leases, limits, usage
+from hubproxy.store.writer import Writer
 
 CALLS, LEASE, ADMIT, DONE, HOLD = "calls", "lease", "limit_admit", "limit_done", "budget_hold"
 READERS = 2
@@ -70,49 +65,24 @@ class SQLStore(Store):
             self._conn.close()
             self._conn = None
 
-    # --- commands ------------------------------------------------------------------------------------
-    def add_user(self, email: str, balance: int = 0, plan: str | None = None) -> UserRow:
-        return accounts.add_user(self.conn, email, balance, plan)
+    # --- any account operation ----------------------------------------------------------------------
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return fn(self.conn, *args, **kwargs)
 
-    def get_user(self, email: str) -> UserRow:
-        return accounts.get_user(self.conn, email)
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._reads is None:
+            raise RuntimeError("the store reads off the event loop once the server started it (`start`)")
+        return await asyncio.get_running_loop().run_in_executor(self._reads, self._on_reader, fn, args)
 
-    def list_users(self) -> list[UserRow]:
-        return accounts.list_users(self.conn)
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        def run(conn: Connection) -> T:
+            result = fn(conn, *args)
+            self.writer.notify_watchers(conn)
+            return result
 
-    def topup(self, email: str, amount: int, kind: str = "topup", note: str | None = None) -> UserRow:
-        return accounts.topup(self.conn, email, amount, kind=kind, note=note)
+        return await self.writer.submit(run)
 
-    def set_user_status(self, email: str, status: str) -> UserRow:
-        return accounts.set_user_status(self.conn, email, status)
-
-    def set_user_plan(self, email: str, plan: str | None) -> UserRow:
-        return accounts.set_user_plan(self.conn, email, plan)
-
-    def set_password(self, email: str, password_hash: str) -> UserRow:
-        return accounts.set_password(self.conn, email, password_hash)
-
-    def grant_monthly_credits(self, credits: dict[str, int], month: str) -> int:
-        return accounts.grant_monthly_credits(self.conn, credits, month)
-
-    def create_key(self, email: str, name: str, rules: dict | None = None) -> tuple[KeyRow, str]:
-        return accounts.create_key(self.conn, email, name, rules)
-
-    def update_key(self, key_id: str, rules: dict) -> KeyRow:
-        return accounts.update_key(self.conn, key_id, rules)
-
-    def list_keys(self, email: str | None = None) -> list[KeyRow]:
-        return accounts.list_keys(self.conn, email)
-
-    def revoke_key(self, key_id: str) -> KeyRow:
-        return accounts.revoke_key(self.conn, key_id)
-
-    def usage_report(self, by: str, since: str | None = None, user: str | None = None) -> list[dict]:
-        return usage.usage_report(self.conn, by, since=since, user=user)
-
-    def ledger_mismatches(self) -> list[tuple[str, int, int]]:
-        return accounts.ledger_mismatches(self.conn)
-
+    # --- commands: recovery ----------------------------------------------------------------------------
     def settle_leftovers(
         self, journal: list[Path], *, holder: str | None = None, request_prefix: str | None = None
     ) -> int:
@@ -170,27 +140,12 @@ class SQLStore(Store):
     def stats(self) -> dict[str, int]:
         return {"writes": self.writer.writes, "write_batches": self.writer.batches, "write_queue": self.writer.queued}
 
-    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run `fn(conn, *args)` on a read connection, off the event loop."""
-        assert self._reads is not None, "store not started"
-        return await asyncio.get_running_loop().run_in_executor(self._reads, self._on_reader, fn, args)
-
     def _on_reader(self, fn: Callable[..., Any], args: tuple) -> Any:
         conn = getattr(self._readers, "conn", None)
         if conn is None:
             conn = self._readers.conn = self.connect()
             self._read_conns.append(conn)
         return fn(conn, *args)
-
-    async def _change_accounts(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """An account write on the writer; the change feed shows it before the caller resumes."""
-
-        def run(conn):
-            result = fn(conn, *args)
-            self.writer.notify_watchers(conn)
-            return result
-
-        return await self.writer.submit(run)
 
     # --- server: the hot path ------------------------------------------------------------------------
     def record_call(self, record: CallRecord, then: Committed) -> asyncio.Future:
@@ -238,65 +193,3 @@ class SQLStore(Store):
 
     def release_key_budgets(self, request_ids: list[str]) -> None:
         self.writer.submit(partial(limits.release_budgets, request_ids=request_ids))
-
-    # --- server: the account API ---------------------------------------------------------------------
-    async def register_user(self, email: str, password_hash: str, grant: int) -> tuple[UserRow, str]:
-        return await self._change_accounts(accounts.register_user, email, password_hash, grant)
-
-    async def password_hash_of(self, email: str) -> tuple[int, str | None] | None:
-        return await self._read(accounts.password_hash_of, email)
-
-    async def keys_of(self, user_id: int) -> list[KeyRow]:
-        return await self._read(accounts.list_keys_of, user_id)
-
-    async def create_user_key(self, email: str, name: str, rules: dict | None = None) -> tuple[KeyRow, str]:
-        return await self._change_accounts(accounts.create_key, email, name, rules)
-
-    async def revoke_user_key(self, user_id: int | None, key_id: str) -> KeyRow:
-        return await self._change_accounts(accounts.revoke_key_of, user_id, key_id)
-
-    async def end_login_tokens(self, user_id: int) -> UserRow:
-        return await self._change_accounts(accounts.end_login_tokens, user_id)
-
-    async def change_password(self, email: str, password_hash: str) -> UserRow:
-        return await self._change_accounts(accounts.set_password, email, password_hash)
-
-    async def create_user(self, email: str, balance: int) -> UserRow:
-        return await self._change_accounts(accounts.add_user, email, balance)
-
-    async def recent_usage(self, user_id: int, limit: int) -> list[dict]:
-        return await self._read(usage.recent_usage, user_id, limit)
-
-    async def total_cost_since(self, user_id: int, day: str) -> int:
-        return await self._read(usage.total_cost_since, user_id, day)
-
-    # --- server: the dashboard -------------------------------------------------------------------------
-    async def overview(self, user_id: int | None, now: datetime) -> dict:
-        return await self._read(dashboard.overview, user_id, now)
-
-    async def usage_page(self, where: UsageFilter, limit: int) -> UsagePage:
-        return await self._read(dashboard.usage_page, where, limit)
-
-    async def usage_models(self, user_id: int | None) -> list[str]:
-        return await self._read(dashboard.usage_models, user_id)
-
-    async def ledger_page(self, user_id: int | None, before: int | None, limit: int, charges: bool) -> list[dict]:
-        return await self._read(dashboard.ledger_page, user_id, before, limit, charges)
-
-    async def key_spend(self, user_id: int | None) -> dict[str, tuple[int, int]]:
-        return await self._read(dashboard.key_spend, user_id)
-
-    async def all_keys(self) -> list[KeyRow]:
-        return await self._read(accounts.list_keys)
-
-    async def update_user_key(self, user_id: int | None, key_id: str, rules: dict) -> KeyRow:
-        return await self._change_accounts(accounts.update_key_of, user_id, key_id, rules)
-
-    async def change_balance(self, email: str, amount: int, kind: str, note: str | None) -> UserRow:
-        return await self._change_accounts(accounts.topup, email, amount, kind, note)
-
-    async def change_user_status(self, email: str, status: str) -> UserRow:
-        return await self._change_accounts(accounts.set_user_status, email, status)
-
-    async def change_user_plan(self, email: str, plan: str | None) -> UserRow:
-        return await self._change_accounts(accounts.set_user_plan, email, plan)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from hubproxy.store.sql.store import SQLStore
-from hubproxy.store.sqlite.db import Writer, connect
+from hubproxy.store.sqlite.db import SQLiteConnection, SQLiteWriter, connect
 
 
 class SQLiteStore(SQLStore):
     def __init__(self, path: Path, *, create: bool = False, shared: bool = False, holder: str | None = None) -> None:
         """`shared`: other server processes write here too (`serve --workers`)."""
         self.path = path
-        super().__init__(Writer(path, shared=shared), connect(path, create=True) if create else None, holder)
+        super().__init__(SQLiteWriter(path, shared=shared), connect(path, create=True) if create else None, holder)
 
-    def connect(self) -> sqlite3.Connection:
+    def connect(self) -> SQLiteConnection:
         return connect(self.path)
