@@ -209,7 +209,9 @@ def open_database(home: Path):
         from hubproxy.store.postgres.db import connect
 
         return connect(url)
-    return sqlite3.connect(home / "hubproxy.db")
+    from hubproxy.store.sqlite.db import connect as connect_sqlite
+
+    return connect_sqlite(home / "hubproxy.db")
 
 
 def balance_and_ledger(gateway, email: str) -> tuple[int, int]:

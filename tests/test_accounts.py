@@ -15,7 +15,7 @@ pytestmark = BACKENDS  # the account API on SQLite and on PostgreSQL
 
 
 @pytest.fixture
-def hub(gateway):
+def accounts_gateway(gateway):
     """The gateway with `[server] accounts_api = true` and a $1 signup grant."""
     gateway.stop()
     path = gateway.home / "config.toml"
@@ -28,15 +28,17 @@ def hub(gateway):
     return gateway
 
 
-def call(hub, method: str, path: str, body: dict | None = None, token: str | None = None):
+def call(accounts_gateway, method: str, path: str, body: dict | None = None, token: str | None = None):
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    return raw_request(method, hub.root + path, body=json.dumps(body).encode() if body else None, headers=headers)
+    return raw_request(
+        method, accounts_gateway.root + path, body=json.dumps(body).encode() if body else None, headers=headers
+    )
 
 
-def register(hub, email: str, password: str = "secret123") -> dict:
-    resp = call(hub, "POST", "/auth/register", {"email": email, "password": password})
+def register(accounts_gateway, email: str, password: str = "secret123") -> dict:
+    resp = call(accounts_gateway, "POST", "/auth/register", {"email": email, "password": password})
     assert resp.status == 201, resp.body
     return resp.json()
 
@@ -46,13 +48,13 @@ def test_account_api_is_off_by_default(gateway):
     assert resp.status == 404
 
 
-def test_register_gives_token_key_and_grant(hub):
-    data = register(hub, "new@example.com")
+def test_register_gives_token_key_and_grant(accounts_gateway):
+    data = register(accounts_gateway, "new@example.com")
     assert set(data) == {"token", "api_key", "balance", "message"}
     assert data["balance"] == 1.0 and data["token"].count(".") == 2
-    answer = hub.client(key=data["api_key"]).chat.completions.create(model="deepseek-chat", messages=HELLO)
+    answer = accounts_gateway.client(key=data["api_key"]).chat.completions.create(model="deepseek-chat", messages=HELLO)
     assert answer.usage.completion_tokens == 6
-    with hub.db() as db:
+    with accounts_gateway.db() as db:
         stored = db.execute("SELECT password_hash FROM users WHERE email = 'new@example.com'").fetchone()[0]
         kinds = db.execute("SELECT kind FROM ledger WHERE user_id = 2 ORDER BY id").fetchall()
     assert stored.startswith("scrypt$") and "secret123" not in stored
@@ -67,75 +69,81 @@ def test_register_gives_token_key_and_grant(hub):
         ({"email": "x@example.com"}, 400),
     ],
 )
-def test_bad_registrations_are_refused(hub, body, status):
-    resp = call(hub, "POST", "/auth/register", body)
+def test_bad_registrations_are_refused(accounts_gateway, body, status):
+    resp = call(accounts_gateway, "POST", "/auth/register", body)
     assert resp.status == status and "error" in resp.json()
 
 
-def test_registering_twice_is_a_conflict(hub):
-    register(hub, "twice@example.com")
-    assert call(hub, "POST", "/auth/register", {"email": "twice@example.com", "password": "secret123"}).status == 409
+def test_registering_twice_is_a_conflict(accounts_gateway):
+    register(accounts_gateway, "twice@example.com")
+    assert (
+        call(accounts_gateway, "POST", "/auth/register", {"email": "twice@example.com", "password": "secret123"}).status
+        == 409
+    )
 
 
-def test_login_checks_the_password_and_is_rate_limited(hub):
-    register(hub, "login@example.com")
-    ok = call(hub, "POST", "/auth/login", {"email": "login@example.com", "password": "secret123"})
+def test_login_checks_the_password_and_is_rate_limited(accounts_gateway):
+    register(accounts_gateway, "login@example.com")
+    ok = call(accounts_gateway, "POST", "/auth/login", {"email": "login@example.com", "password": "secret123"})
     assert ok.status == 200 and set(ok.json()) == {"token", "balance"}
-    wrong = call(hub, "POST", "/auth/login", {"email": "login@example.com", "password": "nope-nope"})
+    wrong = call(accounts_gateway, "POST", "/auth/login", {"email": "login@example.com", "password": "nope-nope"})
     assert wrong.status == 401
     statuses = [
-        call(hub, "POST", "/auth/login", {"email": "login@example.com", "password": "guess"}).status for _ in range(5)
+        call(accounts_gateway, "POST", "/auth/login", {"email": "login@example.com", "password": "guess"}).status
+        for _ in range(5)
     ]
     assert statuses[-1] == 429
 
 
-def test_keys_are_managed_with_the_token_and_shown_once(hub):
-    token = register(hub, "keys@example.com")["token"]
-    created = call(hub, "POST", "/api-keys?name=production", token=token)
+def test_keys_are_managed_with_the_token_and_shown_once(accounts_gateway):
+    token = register(accounts_gateway, "keys@example.com")["token"]
+    created = call(accounts_gateway, "POST", "/api-keys?name=production", token=token)
     assert created.status == 201
     full = created.json()["key"]
-    listed = call(hub, "GET", "/api-keys", token=token).json()["data"]
+    listed = call(accounts_gateway, "GET", "/api-keys", token=token).json()["data"]
     assert {k["name"] for k in listed} == {"default", "production"}
     assert full not in str(listed)
-    hub.client(key=full).models.list()
-    assert call(hub, "DELETE", f"/api-keys/{created.json()['id']}", token=token).json()["status"] == "revoked"
+    accounts_gateway.client(key=full).models.list()
+    assert (
+        call(accounts_gateway, "DELETE", f"/api-keys/{created.json()['id']}", token=token).json()["status"] == "revoked"
+    )
     with pytest.raises(openai.AuthenticationError):
-        hub.client(key=full).models.list()
-    assert call(hub, "GET", "/api-keys", token=full).status == 401, "an API key is not a login token"
+        accounts_gateway.client(key=full).models.list()
+    assert call(accounts_gateway, "GET", "/api-keys", token=full).status == 401, "an API key is not a login token"
 
 
-def test_a_user_cannot_see_or_revoke_anothers_keys(hub):
-    alice = register(hub, "alice@example.com")
-    bob = register(hub, "bob@example.com")
-    alice_keys = call(hub, "GET", "/api-keys", token=alice["token"]).json()["data"]
-    bob_keys = call(hub, "GET", "/api-keys", token=bob["token"]).json()["data"]
+def test_a_user_cannot_see_or_revoke_anothers_keys(accounts_gateway):
+    alice = register(accounts_gateway, "alice@example.com")
+    bob = register(accounts_gateway, "bob@example.com")
+    alice_keys = call(accounts_gateway, "GET", "/api-keys", token=alice["token"]).json()["data"]
+    bob_keys = call(accounts_gateway, "GET", "/api-keys", token=bob["token"]).json()["data"]
     assert {k["id"] for k in alice_keys}.isdisjoint(k["id"] for k in bob_keys)
     for key in alice_keys:
-        assert call(hub, "DELETE", f"/api-keys/{key['id']}", token=bob["token"]).status == 404
-    assert call(hub, "DELETE", f"/api-keys/{hub.key_id}", token=bob["token"]).status == 404
-    hub.client(key=alice["api_key"]).models.list()
+        assert call(accounts_gateway, "DELETE", f"/api-keys/{key['id']}", token=bob["token"]).status == 404
+    assert call(accounts_gateway, "DELETE", f"/api-keys/{accounts_gateway.key_id}", token=bob["token"]).status == 404
+    accounts_gateway.client(key=alice["api_key"]).models.list()
     forged = alice["token"][:-4] + ("AAAA" if not alice["token"].endswith("AAAA") else "BBBB")
-    assert call(hub, "GET", "/api-keys", token=forged).status == 401
+    assert call(accounts_gateway, "GET", "/api-keys", token=forged).status == 401
 
 
-def test_balance_and_usage_accept_token_or_key(hub):
-    data = register(hub, "bill@example.com")
-    hub.client(key=data["api_key"]).chat.completions.create(model="deepseek-chat", messages=HELLO)
+def test_balance_and_usage_accept_token_or_key(accounts_gateway):
+    data = register(accounts_gateway, "bill@example.com")
+    accounts_gateway.client(key=data["api_key"]).chat.completions.create(model="deepseek-chat", messages=HELLO)
     for credential in (data["token"], data["api_key"]):
-        balance = call(hub, "GET", "/billing/balance", token=credential).json()
+        balance = call(accounts_gateway, "GET", "/billing/balance", token=credential).json()
         assert balance["email"] == "bill@example.com" and 0.99 < balance["balance"] < 1.0
-    records = call(hub, "GET", "/billing/usage?limit=10", token=data["token"]).json()["data"]
+    records = call(accounts_gateway, "GET", "/billing/usage?limit=10", token=data["token"]).json()["data"]
     assert len(records) == 1
     assert records[0]["model"] == "deepseek-chat" and records[0]["completion_tokens"] == 6
     assert records[0]["cost"] == pytest.approx((4 * 0.27 + 6 * 1.10) / 1e6)
-    other = register(hub, "other@example.com")
-    assert call(hub, "GET", "/billing/usage", token=other["token"]).json()["data"] == []
+    other = register(accounts_gateway, "other@example.com")
+    assert call(accounts_gateway, "GET", "/billing/usage", token=other["token"]).json()["data"] == []
 
 
-def test_legacy_dashboard_endpoints(hub):
-    data = register(hub, "dash@example.com")
-    hub.client(key=data["api_key"]).chat.completions.create(model="deepseek-chat", messages=HELLO)
-    sub = call(hub, "GET", "/v1/dashboard/billing/subscription", token=data["api_key"]).json()
+def test_legacy_dashboard_endpoints(accounts_gateway):
+    data = register(accounts_gateway, "dash@example.com")
+    accounts_gateway.client(key=data["api_key"]).chat.completions.create(model="deepseek-chat", messages=HELLO)
+    sub = call(accounts_gateway, "GET", "/v1/dashboard/billing/subscription", token=data["api_key"]).json()
     assert sub["object"] == "billing_subscription" and 0.99 < sub["hard_limit_usd"] < 1.0
-    used = call(hub, "GET", "/v1/dashboard/billing/usage", token=data["api_key"]).json()
+    used = call(accounts_gateway, "GET", "/v1/dashboard/billing/usage", token=data["api_key"]).json()
     assert used["total_usage"] == pytest.approx((4 * 0.27 + 6 * 1.10) / 1e6 * 100)

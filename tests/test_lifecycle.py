@@ -108,7 +108,7 @@ def test_new_connections_are_refused_after_sigterm(gateway):
     stream = gateway.client().chat.completions.create(model="deepseek-chat", messages=HELLO, stream=True)
     next(iter(stream))
     gateway.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    wait_for(lambda: not listening(gateway.port))
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", gateway.port), timeout=1) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         if not sock.recv(100):
@@ -176,3 +176,11 @@ def test_idle_stream_timeout_ends_the_stream_with_an_error_event(gateway):
     assert "sent nothing for 0.4s" in str(err.value)
     with gateway.db() as db:
         assert db.execute("SELECT status, estimated FROM usage").fetchall() == [("upstream_broken", 1)]
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import tomllib
 
 import openai
@@ -93,7 +92,8 @@ def test_with_workers_a_scrape_counts_every_workers_calls(home, cli, upstream):
         wait_for(lambda: raw_request("POST", gw.base_url + "/chat/completions", body, headers).status == 200)
         for _ in range(29):  # a new connection each: the kernel spreads them over both workers
             assert raw_request("POST", gw.base_url + "/chat/completions", body, headers).status == 200
-        time.sleep(1.5)
+        counted = lambda: value(scrape(gw).body.decode(), "hubproxy_calls_total", model="deepseek-chat", status="ok")  # noqa: E731
+        wait_for(lambda: counted() == 30, timeout=5)  # each worker writes its counts once a second
         totals = set()
         for _ in range(10):
             text = scrape(gw).body.decode()

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 
 import pytest
 
-from tests.conftest import raw_request
+from tests.conftest import Gateway, configure, free_port, raw_request
 
 ODD_JSON = [
     b'{"choices": "x"}',
@@ -83,3 +84,53 @@ def test_odd_upstream_answers_never_make_a_500(hub, stream):
     hub.upstream.scripted = None
     assert "Traceback" not in hub.log(), hub.log()[hub.log().index("Traceback") - 300 :][:3000]
     assert seen <= {200, 502}
+
+
+BUG = """
+import hubproxy.protocols.messages_chat as messages_chat
+
+
+def from_chat(document, model):
+    raise KeyError("a translator bug")
+
+
+def text(self, text):
+    raise KeyError("a translator bug")
+
+
+messages_chat.from_chat = from_chat
+messages_chat.ChatStreamAsMessages.text = text
+"""
+
+
+def test_a_translator_bug_is_logged_as_a_bug_and_answered_as_the_gateways_500(home, cli, upstream, tmp_path):
+    """A bug in a translator (here: one that raises KeyError, planted through `sitecustomize` in the
+    server's process) is not the caller's 400 nor an unreadable answer: it is logged with its
+    traceback, answered as a 500 in the client's error shape (in a stream: an in-band error), and
+    the call is billed, as the upstream did the work. The prompt never reaches the log."""
+    configure(cli, upstream)
+    gateway = Gateway(home, cli, upstream, free_port())
+    gateway.key = gateway.new_user("dev@example.com", "5")
+    (tmp_path / "planted").mkdir()
+    (tmp_path / "planted" / "sitecustomize.py").write_text(BUG)
+    os.environ["PYTHONPATH"] = str(tmp_path / "planted")
+    try:
+        gateway.start()
+    finally:
+        del os.environ["PYTHONPATH"]
+    try:
+        headers = {"x-api-key": gateway.key, "content-type": "application/json", "anthropic-version": "2023-06-01"}
+        body = {"model": "deepseek-chat", "max_tokens": 20, "messages": [{"role": "user", "content": "secret plans"}]}
+        url = f"http://127.0.0.1:{gateway.port}/v1/messages"
+        plain = raw_request("POST", url, json.dumps(body).encode(), headers)
+        assert plain.status == 500 and plain.json()["error"]["type"] == "api_error", plain.body
+        streamed = raw_request("POST", url, json.dumps({**body, "stream": True}).encode(), headers)
+        assert streamed.status == 200 and b"event: error" in streamed.body and b"internal error" in streamed.body
+        log = gateway.log()
+        assert log.count("KeyError: 'a translator bug'") == 2 and "Traceback" in log
+        assert "secret plans" not in log and gateway.key not in log
+        with gateway.db() as db:
+            rows = db.execute("SELECT status, cost > 0 FROM usage ORDER BY id").fetchall()
+        assert [cost for _, cost in rows] == [1, 1], "both billed: the provider answered"
+    finally:
+        gateway.stop()

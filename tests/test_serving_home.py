@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 
 import orjson
@@ -99,7 +98,7 @@ def test_client_mistakes_are_logged_at_info_without_the_callers_input(gateway):
     headers = {"Content-Type": "application/json"}
     assert raw_request("POST", root + "/auth/register", body, headers).status in (200, 201)
     assert raw_request("POST", root + "/auth/register", body, headers).status == 409
-    time.sleep(0.3)
+    wait_for(lambda: '"POST /auth/register" 409' in gateway.log())
     log = gateway.log()
     assert " ERROR " not in log and "twice@example.com" not in log
 

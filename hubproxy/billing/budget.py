@@ -2,7 +2,9 @@
 key's spend cap, turning the hold into a charge, and learning when the charge is committed.
 
 Available balance = committed balance - charges queued but not yet committed - open holds. Nothing
-else changes `UserState.pending/reserved/lease` or `KeyState.reserved/spent`.
+else changes `UserState.pending/reserved/lease` or `KeyState.reserved`; `UserState.balance` and
+`KeyState.spent` are also set by the account cache (`accounts/cache.py`) from the store's change
+feed, the committed figures this module's holds and charges are counted against.
 
 Two implementations of one `Budget`:
 

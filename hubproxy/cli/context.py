@@ -33,7 +33,7 @@ except ImportError:
     from click.exceptions import UsageError  # type: ignore[assignment]  # the same class, before Typer 0.2x
 
 USER_ERRORS = (AccountError, ConfigError, MoneyError, DatabaseError, SecretError, PolicyError)
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # a path, URL or key is never broken across lines
 
 
 class CliError(Exception):

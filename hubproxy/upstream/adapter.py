@@ -1,10 +1,11 @@
 """The upstream adapter: which wire APIs a provider serves, and how a request reaches it.
 
-The default, and today the only, adapter is for providers that speak the OpenAI HTTP API (nearly
-all of them). Request bodies go through as the protocol module built them; this adapter knows
-where to send them, how to authenticate, and how to turn a transport failure into the gateway's
-error. A provider on another wire API (Anthropic Messages, Responses) is one more adapter, or this
-one with more entries in `serves`.
+One adapter serves every provider over HTTP: OpenAI's chat and Responses APIs and Anthropic's
+Messages API, each at its own origin (`serves` says which a provider has). Request bodies go through
+as the leg built them; this adapter knows where to send them, how to authenticate (a bearer key, or
+`x-api-key` for Messages), and how to turn a transport failure into the gateway's error. A provider
+that needs different code (a signed request, another transport) would be one more adapter with the
+same methods, registered in `upstream/pool.py`.
 """
 
 from __future__ import annotations
