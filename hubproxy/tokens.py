@@ -11,6 +11,8 @@ class's price. Prices are integer micro-USD per 1M tokens (`money.py`).
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -76,7 +78,8 @@ PART_PRICES = tuple(c.price for c in TOKEN_CLASSES if c.within is not None and c
 
 COLUMNS = tuple(c.column for c in TOKEN_CLASSES)
 
+counts: Callable[[Usage], tuple[int, ...]] = operator.attrgetter(*(c.name for c in TOKEN_CLASSES))
+"""The usage's tokens in `COLUMNS` order (one C call: it runs for every usage row)."""
 
-def counts(usage: Usage) -> tuple[int, ...]:
-    """The usage's tokens in `COLUMNS` order."""
-    return tuple(getattr(usage, c.name) for c in TOKEN_CLASSES)
+part_counts: Callable[[Usage], tuple[int, ...]] = operator.attrgetter(*(c.name for c in PARTS))
+"""The usage's tokens of the classes priced apart, in `PARTS` order."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 from hubproxy.config import Model
 from hubproxy.money import token_cost
 from hubproxy.protocols.openai_responses import MIN_OUTPUT_TOKENS
-from hubproxy.tokens import ENCLOSING, PARTS, TOKEN_CLASSES, Usage
+from hubproxy.tokens import ENCLOSING, PARTS, TOKEN_CLASSES, Usage, part_counts
 
 PROMPT_SLACK = 16
 
@@ -57,8 +57,11 @@ def cost_of(model: Model, prompt_tokens: int, completion_tokens: int) -> int:
 
 def usage_cost(model: Model, usage: Usage) -> int:
     """Exact pico-USD for the tokens a call reported, class by class (`tokens.TOKEN_CLASSES`): a part
-    with a price of its own (cached, cache-written, written for an hour) at that price and out of the
-    class it is within; the rest at the input and output prices, for this prompt size."""
+    with a price of its own (cached, cache-written, written for an hour) at that price and out of
+    every class it is within; the rest at the input and output prices, for this prompt size. A call
+    that reported no such part (most) costs what `cost_of` says, without the table."""
+    if not any(part_counts(usage)):
+        return cost_of(model, usage.input, usage.output)
     prices = model.price_table(usage.input)
     left = {c.name: getattr(usage, c.name) for c in TOKEN_CLASSES}
     cost = 0

@@ -44,6 +44,14 @@ class StreamRelay:
         except (ConnectionResetError, ConnectionError, RuntimeError) as exc:
             raise ClientGone from exc
 
+    async def end(self) -> None:
+        """The chunked stream's terminator; a client that left after the last event (it had all of
+        it) is gone like any other."""
+        try:
+            await self.out.write_eof()
+        except (ConnectionResetError, ConnectionError, RuntimeError) as exc:
+            raise ClientGone from exc
+
     async def forward(self, complete: bytes) -> None:
         watch = self.watch
         if not watch.worth_reading(complete):
@@ -122,7 +130,7 @@ async def relay_stream(
         except UpstreamError as exc:
             resp.close()
             await relay.fail(f"Provider {provider!r} broke off the stream ({exc}).")
-        await out.write_eof()
+        await relay.end()
     except ClientGone:
         resp.close()
         log.info("client hung up on %s; billed what was produced", request["request_id"])
@@ -133,7 +141,7 @@ async def relay_stream(
         resp.close()
         try:
             await relay.fail("hubproxy hit an internal error; the stream was cut.")
-            await out.write_eof()
+            await relay.end()
         except ClientGone:
             await relay.settle("client_closed", 499)
     return out
