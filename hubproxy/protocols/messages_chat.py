@@ -18,15 +18,13 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from hubproxy.protocols import Call, Outbound, Usage, answered_model, reasoning, shapes
+from hubproxy.protocols import Call, Usage, answered_model, reasoning, shapes
 from hubproxy.protocols import anthropic_messages as messages
 from hubproxy.protocols import openai_chat as chat
 
 if TYPE_CHECKING:
-    from hubproxy.routing.router import Route
+    pass
 
-API = "chat"
-PATH = "/chat/completions"
 UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use"}
 STOP_REASONS["content_filter"] = "refusal"
@@ -339,17 +337,9 @@ class ChatStreamAsMessages(chat.ChunkReader):
         return messages.stream_error(message)
 
 
-class MessagesViaChat:
+class MessagesViaChat(chat.ViaChat):
     """The `/messages` endpoint as seen from a chat-only deployment: same fields and errors, the
     upstream's side in chat."""
-
-    api = API
-    path = PATH
-
-    def upstream_request(self, call: Call, route: Route) -> Outbound:
-        """The request as chat, without a vendor's reasoning (a chat upstream would refuse the field)."""
-        body = self.as_chat(call, route.upstream_model, route.provider.stream_usage)
-        return Outbound(self, API, PATH, reasoning.without_field(body), b"")
 
     @staticmethod
     def as_chat(call: Call, upstream_model: str, stream_usage: bool) -> bytes:
@@ -359,18 +349,12 @@ class MessagesViaChat:
     def stream_watch(self, fields: messages.MessagesFields, prompt_tokens: int) -> ChatStreamAsMessages:
         return ChatStreamAsMessages(fields.model, prompt_tokens)
 
-    answer_usage = staticmethod(chat.answer_usage)
-
     @staticmethod
     def answer_body(data: bytes, document: object, cost: int | None, fields: messages.MessagesFields) -> bytes:
         if document.__class__ is not dict:
             return data
         shapes.checked(shapes.CHAT_ANSWER, data, "the provider's answer")
         return from_chat(document, fields.model)
-
-    @staticmethod
-    def upstream_error_message(data: bytes) -> tuple[str, bool]:
-        return chat.upstream_error_message(data)[0], False
 
 
 VIA_CHAT = MessagesViaChat()

@@ -22,6 +22,7 @@ from hubproxy.money import format_usd
 from hubproxy.protocols import FINAL, Call, End, Outbound, Usage, decode_body, error_parts, reasoning
 
 if TYPE_CHECKING:
+    from hubproxy.protocols import StreamWatch as ProtocolStreamWatch  # this module has a StreamWatch of its own
     from hubproxy.routing.router import Route
 
 API = "chat"
@@ -496,6 +497,35 @@ class ChunkReader:
     def tool_call(self, position: int, call_id: object, name: str, arguments: str) -> bytes:
         """A tool call's first chunk (its id and name) or a later one (more arguments)."""
         raise NotImplementedError
+
+
+class ViaChat:
+    """The leg of a client translator to a chat deployment (Messages or Responses clients): the request
+    as chat (`as_chat`, the subclass's) without a vendor's reasoning, which a chat upstream would
+    refuse; the answer's usage read as chat's; an upstream error always re-rendered in the client's
+    shape. Subclasses say how the answer and its stream become the client's format."""
+
+    api = API
+    path = "/chat/completions"
+
+    def upstream_request(self, call: Call, route: Route) -> Outbound:
+        body = self.as_chat(call, route.upstream_model, route.provider.stream_usage)
+        return Outbound(self, API, self.path, reasoning.without_field(body), b"")
+
+    def as_chat(self, call: Call, upstream_model: str, stream_usage: bool) -> bytes:
+        raise NotImplementedError
+
+    def stream_watch(self, fields: Any, prompt_tokens: int) -> ProtocolStreamWatch:
+        raise NotImplementedError
+
+    def answer_body(self, data: bytes, document: Any, cost: int | None, fields: Any) -> bytes:
+        raise NotImplementedError
+
+    answer_usage = staticmethod(answer_usage)
+
+    @staticmethod
+    def upstream_error_message(data: bytes) -> tuple[str, bool]:
+        return upstream_error_message(data)[0], False
 
 
 def usage_object(usage: Usage | None) -> dict | None:

@@ -19,15 +19,13 @@ from typing import TYPE_CHECKING
 import orjson
 
 from hubproxy.errors import invalid_request
-from hubproxy.protocols import Call, Outbound, Usage, answered_model, reasoning, shapes
+from hubproxy.protocols import Call, Usage, answered_model, reasoning, shapes
 from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols import openai_responses as responses
 
 if TYPE_CHECKING:
-    from hubproxy.routing.router import Route
+    pass
 
-API = "chat"
-PATH = "/chat/completions"
 FREEFORM_PARAMETERS = {
     "type": "object",
     "properties": {"input": {"type": "string", "description": "The tool's whole input, as free text."}},
@@ -436,16 +434,8 @@ class ChatStreamAsResponses(chat.ChunkReader):
         return responses.stream_error(message, self.sequence - 1)
 
 
-class ResponsesViaChat:
+class ResponsesViaChat(chat.ViaChat):
     """The `/responses` endpoint as seen from a chat-only deployment."""
-
-    api = API
-    path = PATH
-
-    def upstream_request(self, call: Call, route: Route) -> Outbound:
-        """The request as chat, without a vendor's reasoning (a chat upstream would refuse the field)."""
-        body = self.as_chat(call, route.upstream_model, route.provider.stream_usage)
-        return Outbound(self, API, PATH, reasoning.without_field(body), b"")
 
     @staticmethod
     def as_chat(call: Call, upstream_model: str, stream_usage: bool) -> bytes:
@@ -455,19 +445,12 @@ class ResponsesViaChat:
     def stream_watch(self, fields: responses.ResponsesFields, prompt_tokens: int) -> ChatStreamAsResponses:
         return ChatStreamAsResponses(requested(fields), fields.model)
 
-    answer_usage = staticmethod(chat.answer_usage)
-
     @staticmethod
     def answer_body(data: bytes, document: object, cost: int | None, fields: responses.ResponsesFields) -> bytes:
         if document.__class__ is not dict:
             return data
         shapes.checked(shapes.CHAT_ANSWER, data, "the provider's answer")
         return from_chat(document, requested(fields), fields.model)
-
-    @staticmethod
-    def upstream_error_message(data: bytes) -> tuple[str, bool]:
-        """Re-rendered always: a chat upstream's error is not in the Responses shape."""
-        return chat.upstream_error_message(data)[0], False
 
 
 ECHOED = {
