@@ -40,7 +40,7 @@ class TokenClass:
     label: str  # what a report calls it
 
 
-TOKEN_CLASSES = (
+TOKEN_CLASSES = (  # prompt and completion first: the daily totals add those two without a loop
     TokenClass("input", "prompt_tokens", "input_price", None, "prompt"),
     TokenClass("output", "completion_tokens", "output_price", None, "completion"),
     TokenClass("cached", "cached_tokens", "cached_input_price", "input", "cached"),

@@ -80,3 +80,31 @@ def test_a_batch_written_again_after_a_cut_off_commit_writes_no_usage_row_twice(
     finally:
         conn.replaying = False
     assert money(conn, user.id) == (10_000 - 500, 10_000 - 500, 2)
+
+
+@BACKENDS
+def test_the_daily_totals_count_every_token_class(conn, backend):
+    """`usage report` reads the daily totals: each class a call reported is added to its column there,
+    whether or not the call reported other classes beside prompt and completion."""
+    user = accounts.add_user(conn, "classes@example.com", 10_000)
+    usages = [Usage(10, 20), Usage(10, 20, reasoning=7), Usage(30, 5, cached=4, cache_write=6, cache_write_1h=2)]
+    with transaction(conn):
+        record_calls(
+            conn,
+            [
+                CallRecord(
+                    reservation=reservation(f"req_{n}", user.id),
+                    usage=usage,
+                    cost=1,
+                    estimated=False,
+                    status="ok",
+                    http_status=200,
+                )
+                for n, usage in enumerate(usages)
+            ],
+        )
+    columns = (
+        "prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens"
+    )
+    totals = conn.execute(f"SELECT {columns} FROM usage_daily WHERE user_id = ?", (user.id,)).fetchone()
+    assert tuple(totals) == (50, 45, 4, 6, 2, 7)

@@ -61,7 +61,9 @@ def usage_cost(model: Model, usage: Usage) -> int:
     every class it is within; the rest at the input and output prices, for this prompt size. A call
     that reported no such part (most) costs what `cost_of` says, without the table."""
     if not any(part_counts(usage)):
-        return cost_of(model, usage.input, usage.output)
+        input_price, output_price, _ = model.prices_for(usage.input)
+        if input_price is not None and output_price is not None:
+            return token_cost(usage.output, output_price) + token_cost(usage.input, input_price)
     prices = model.price_table(usage.input)
     left = {c.name: getattr(usage, c.name) for c in TOKEN_CLASSES}
     cost = 0

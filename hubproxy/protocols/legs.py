@@ -77,8 +77,8 @@ def outbound(call: Call, route: Route) -> Outbound | None:
     no output limit gets the one its hold was sized by, in the field this provider reads: always for a
     translator (its format may require one), on the client's own wire API unless the model's own
     maximum is the bound. A body a translator cannot carry is the caller's 400."""
-    endpoint = call.endpoint
-    leg = leg_for(endpoint, route.provider.apis)
+    endpoint, apis = call.endpoint, route.provider.apis
+    leg: Leg | None = endpoint if endpoint.api in apis else leg_for(endpoint, apis)  # LEGS' first row, inline
     if leg is None:
         return None
     if call.unset and (call.unset_native or leg.api != endpoint.api):

@@ -636,7 +636,7 @@ class Endpoint:
     path: str
     decoder: msgspec.json.Decoder
     check: Callable[..., None]
-    unseen: Callable[..., int] = nothing_unseen
+    unseen_tokens: Callable[..., int] = nothing_unseen  # a plain function (fields, image_tokens): no bound-method layer
     makes_output: bool = True
     streams: bool = True
     api: str = API
@@ -648,9 +648,6 @@ class Endpoint:
             raise invalid_request("'model' is required and must be a string.", param="model")
         self.check(fields)
         return fields
-
-    def unseen_tokens(self, fields: RequestFields, image_tokens: int) -> int:
-        return self.unseen(fields, image_tokens)
 
     def with_output_limit(
         self, raw: bytes, fields: RequestFields, limit: int, field: str = "max_tokens"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import orjson
 
 from hubproxy.protocols import FINAL, Call, End, Leg, Outbound, StreamWatch, ToChat, Usage
@@ -84,7 +85,7 @@ class Through:
     def upstream_request(self, call: Call, route: Route) -> Outbound:
         as_chat = self.client_leg.as_chat(call, route.upstream_model, True)
         request = self.upstream_leg.upstream_request(call.with_body(as_chat, chat.CHAT.read(as_chat)), route)
-        return request._replace(leg=self)
+        return msgspec.structs.replace(request, leg=self)
 
     def stream_watch(self, fields: Any, prompt_tokens: int) -> Chained:
         inner = self.upstream_leg.stream_watch(chat_fields(fields), prompt_tokens)

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 
@@ -74,7 +74,7 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
         plan=state.config.plans.get(user.plan) if user.plan else None,
     )
     await meter.reserve()
-    connection = cast(GuardedConnection, request.protocol)  # the server's protocol class (server.connections)
+    connection: GuardedConnection = request.protocol  # type: ignore[assignment]  # the server's (server.connections)
     task = asyncio.current_task()
     if not call.stream and task is not None:  # a stream notices a hang-up at its next write; a plain call would wait
         connection.on_lost = functools.partial(stop_waiting, task, meter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import time
 
 from hubproxy.store.records import CallRecord, Reservation
@@ -18,6 +19,23 @@ TOKEN_COLUMNS = ", ".join(COLUMNS)
 TOKEN_MARKS = ",".join("?" * len(COLUMNS))
 DAILY_SUMS = ("requests", "cost", "estimated", *COLUMNS)
 HOURLY_SUMS = ("requests", "errors", "cost", "latency_ms")
+# the settlement batch's statements, made once (every batch sends them)
+USAGE_INSERT = (
+    "INSERT INTO usage (request_id, user_id, key_id, model, provider, upstream_model, endpoint, stream, "
+    f"cost, estimated, status, http_status, latency_ms, created_at, attempts, over_reservation, {TOKEN_COLUMNS}) "
+    f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,nullif(?, ''),?,{TOKEN_MARKS})"
+)
+DAILY_UPSERT = (
+    f"INSERT INTO usage_daily (day, user_id, key_id, model, provider, {', '.join(DAILY_SUMS)}) "
+    f"VALUES (?,?,?,?,?,{','.join('?' * len(DAILY_SUMS))}) "
+    "ON CONFLICT (day, user_id, key_id, model, provider) DO UPDATE SET "
+    + ", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in DAILY_SUMS)
+)
+HOURLY_UPSERT = (
+    "INSERT INTO usage_hourly (hour, user_id, requests, errors, cost, latency_ms) VALUES (?,?,?,?,?,?) "
+    "ON CONFLICT (hour, user_id) DO UPDATE SET "
+    + ", ".join(f"{c} = usage_hourly.{c} + excluded.{c}" for c in HOURLY_SUMS)
+)
 REPORT_GROUPS = {
     "model": "model",
     "user": "u.email",
@@ -48,9 +66,7 @@ def record_calls(conn: Connection, records: list[CallRecord], lease_holder: str 
     now = time.time()
     created_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
     conn.executemany(
-        "INSERT INTO usage (request_id, user_id, key_id, model, provider, upstream_model, endpoint, stream, "
-        f"cost, estimated, status, http_status, latency_ms, created_at, attempts, over_reservation, {TOKEN_COLUMNS}) "
-        f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,nullif(?, ''),?,{TOKEN_MARKS})",
+        USAGE_INSERT,
         [
             (
                 r.id,
@@ -132,26 +148,19 @@ def add_daily_totals(conn: Connection, created_at: str, records: list[CallRecord
         t[0] += 1
         t[1] += rec.cost
         t[2] += rec.estimated
-        for n, tokens in enumerate(counts(rec.usage), 3):
-            t[n] += tokens
+        usage = rec.usage
+        t[3] += usage.input  # COLUMNS begins with prompt and completion tokens …
+        t[4] += usage.output
+        others = counts(usage)[2:]
+        if any(others):  # … and most calls report no other class
+            t[5:] = map(operator.add, t[5:], others)
         h = hourly.setdefault(r.user_id, [0, 0, 0, 0])
         h[0] += 1
         h[1] += rec.status != "ok"
         h[2] += rec.cost
         h[3] += rec.latency_ms
-    conn.executemany(
-        f"INSERT INTO usage_daily (day, user_id, key_id, model, provider, {', '.join(DAILY_SUMS)}) "
-        f"VALUES (?,?,?,?,?,{','.join('?' * len(DAILY_SUMS))}) "
-        "ON CONFLICT (day, user_id, key_id, model, provider) DO UPDATE SET "
-        + ", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in DAILY_SUMS),
-        [(*k, *v) for k, v in totals.items()],
-    )
-    conn.executemany(
-        "INSERT INTO usage_hourly (hour, user_id, requests, errors, cost, latency_ms) VALUES (?,?,?,?,?,?) "
-        "ON CONFLICT (hour, user_id) DO UPDATE SET "
-        + ", ".join(f"{c} = usage_hourly.{c} + excluded.{c}" for c in HOURLY_SUMS),
-        [(hour, user_id, *v) for user_id, v in hourly.items()],
-    )
+    conn.executemany(DAILY_UPSERT, [(*k, *v) for k, v in totals.items()])
+    conn.executemany(HOURLY_UPSERT, [(hour, user_id, *v) for user_id, v in hourly.items()])
 
 
 def settle_leftover_reservations(
