@@ -160,6 +160,9 @@ def test_cache_writes_kept_an_hour_are_billed_at_their_own_price(cached_hub, str
     report = {r["group"]: r for r in cached_hub.cli.json("usage", "report", "--by", "model")}
     assert report["claude-hour"]["cache_write_1h_tokens"] == 4
     assert "cache write 1h" in cached_hub.cli("usage", "report").stdout
+    listed = {m["name"]: m for m in cached_hub.cli.json("models", "list")}
+    assert listed["claude-hour"]["cache_write_1h_price"] == "6"
+    assert "cache_write_1h_price" not in listed["claude-cached"]
 
 
 def test_a_native_stream_is_relayed_and_billed_from_message_start_and_message_delta(cached_hub):

@@ -9,7 +9,7 @@ from hubproxy.cli.providers import upstream_models
 from hubproxy.config import ConfigError, Model, PriceTier, check_model_name, ordered_tiers, tier_dict
 from hubproxy.config.catalog import SET_APART
 from hubproxy.money import format_price, parse_price
-from hubproxy.tokens import PART_PRICES
+from hubproxy.tokens import PART_PRICES, TOKEN_CLASSES
 from hubproxy.upstream.presets import load_presets
 
 app = typer.Typer(help="Models served to clients, with prices in USD per 1M tokens.", no_args_is_help=True)
@@ -45,6 +45,17 @@ def parse_rate(text: str) -> tuple[str, int]:
         names = ", ".join(s.removesuffix("_price") for s in RATE_SETTINGS)
         raise CliError(f"--price wants CLASS=USD with CLASS one of: {names}; got {text!r}")
     return setting, parse_price(usd, what=f"--price {setting}")
+
+
+def other_prices(m: Model) -> str:
+    """The prices of the token classes priced apart ("cached 0.3, cache write 3.75, …"), as the table
+    shows them."""
+    table = m.price_table(0)
+    return ", ".join(
+        f"{c.label} {format_price(price)}"
+        for c in TOKEN_CLASSES
+        if c.within is not None and c.price is not None and (price := table.get(c.price)) is not None
+    )
 
 
 def parse_tier(text: str) -> PriceTier:
@@ -193,6 +204,7 @@ def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="P
         "upstream model",
         "input $/1M",
         "output $/1M",
+        "other $/1M",
         "over a prompt size",
         whole=("model", "provider", "upstream model"),
     )
@@ -203,6 +215,7 @@ def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="P
             m.upstream_model,
             price_text(m.input_price) or "unpriced",
             price_text(m.output_price) or "unpriced",
+            other_prices(m),
             ", ".join(f">{t.above:,}: {format_price(t.input_price)} / {format_price(t.output_price)}" for t in m.tiers),
         )
     console.print(table, crop=False)
