@@ -673,6 +673,8 @@ def test_a_user_sees_their_models_and_prices_and_sends_a_test_request(browser, g
     page.click("nav >> text=Models")
     row = page.locator("tr", has=page.locator("code", has_text="deepseek-chat")).first
     assert "$0.27" in row.inner_text() and "$1.10" in row.inner_text()
+    header = page.locator("thead").first.inner_text().lower()  # shown in capitals
+    assert "cached" in header and "cache write 1h" in header  # a column for each class priced apart
     before = balance_of(gateway, "dev@example.com")
     page.select_option("#test-form select[name=model]", "deepseek-chat")
     page.fill("#test-form textarea[name=prompt]", "say hello to me")

@@ -26,11 +26,16 @@ from hubproxy.money import format_usd
 from hubproxy.server.accounts import account_errors
 from hubproxy.server.state import STATE
 from hubproxy.store.sql import accounts
+from hubproxy.tokens import TOKEN_CLASSES
 
 PROMPT_MAX = 2000
 TEST_MAX_TOKENS = 200
 KEY_LIVE_SECONDS = 3.0  # a new key reaches the server's key cache through the store's change feed
 DEFAULT_PROMPT = "Say hello in five words."
+
+
+PRICED_APART = tuple(c for c in TOKEN_CLASSES if c.within is not None and c.price is not None)
+"""The token classes a model may price apart (cached, cache write, cache write 1h): a column each."""
 
 
 def price(micro_per_m: int | None) -> str:
@@ -60,14 +65,15 @@ def models_page(request: web.Request, session: Session, status: int = 200, **ext
             "model": m,
             "input": price(m.input_price),
             "output": price(m.output_price),
-            "cached": price(m.cached_input_price),
-            "written": price(m.cache_write_price),
+            "parts": [price(table.get(c.price or "")) for c in PRICED_APART],
         }
         for m in usable_models(request, session)
+        for table in (m.price_table(0),)
     ]
     people = sorted(u.email for u in state.accounts.users.values() if u.active) if session.admin else []
     extra.setdefault("prompt", DEFAULT_PROMPT)
-    return render(request, session, "models.html", status=status, rows=rows, people=people, **extra)
+    parts = [c.label.capitalize() for c in PRICED_APART]
+    return render(request, session, "models.html", status=status, rows=rows, parts=parts, people=people, **extra)
 
 
 @page()
