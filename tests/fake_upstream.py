@@ -427,6 +427,10 @@ class FakeUpstream:
         usage = {"input_tokens": prompt, "cache_creation_input_tokens": 3, "cache_read_input_tokens": 5}
         if model == "claude-hour-cache":  # two of the three written for an hour (Anthropic's `cache_creation`)
             usage["cache_creation"] = {"ephemeral_5m_input_tokens": 1, "ephemeral_1h_input_tokens": 2}
+        if model == "hour-writer":  # the whole prompt written to a 1-hour cache, one token a byte: the worst case
+            written = len(self.requests[-1]["raw"])
+            usage = {"input_tokens": 0, "cache_creation_input_tokens": written, "cache_read_input_tokens": 0}
+            usage["cache_creation"] = {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": written}
         words = REPLY.split()
         message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "stop_sequence": None}
         if not body.get("stream"):

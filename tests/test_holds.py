@@ -304,3 +304,41 @@ def test_fifty_responses_calls_without_a_limit_cannot_overspend(hub):
     assert all(r["body"]["max_tokens"] == 4096 for r in hub.upstream.requests if r["path"] == "/v1/chat/completions")
     balance, ledger = balance_and_ledger(hub, "resp@example.com")
     assert 0 <= balance == ledger
+
+
+def test_fifty_calls_whose_whole_prompt_goes_to_a_one_hour_cache_cannot_overspend(hub):
+    """Anthropic bills a prompt written to a 1-hour cache at twice the input price: the hold prices the
+    prompt at the dearest class it may be billed as, so 50 Messages calls whose upstream writes every
+    prompt byte to that cache cannot spend past a small balance (held at the input price, each would
+    have cost about twice its hold)."""
+    prices = ["--input-price", "3", "--output-price", "15", "--cache-write-price", "3.75"]
+    hub.cli("models", "add", "hour-writer", "--provider", "claude", *prices, "--price", "cache_write_1h=6")
+    key = hub.new_user("hour@example.com", "0.25")
+    wait_for(lambda: hub.key_works(key))
+    headers = {"x-api-key": key, "anthropic-version": "2023-06-01", "content-type": "application/json"}
+    wait_for(lambda: raw_request("GET", hub.base_url + "/models", headers=headers).body.count(b"hour-writer") > 0)
+    prompt = "cache this context for the next hour " * 100
+    body = msgspec.json.encode(
+        {"model": "hour-writer", "max_tokens": 10, "messages": [{"role": "user", "content": prompt}]}
+    )
+    hub.upstream.delay = 0.5
+
+    async def fire() -> list[int]:
+        async with aiohttp.ClientSession() as session:
+
+            async def one() -> int:
+                async with session.post(hub.base_url + "/messages", data=body, headers=headers) as resp:
+                    await resp.read()
+                    return resp.status
+
+            return await asyncio.gather(*(one() for _ in range(50)))
+
+    statuses = asyncio.run(fire())
+    assert 200 in statuses and 402 in statuses, statuses
+    balance, ledger = balance_and_ledger(hub, "hour@example.com")
+    assert 0 <= balance == ledger
+    with hub.db() as db:
+        written, over = db.execute(
+            "SELECT min(cache_write_1h_tokens), max(over_reservation) FROM usage WHERE model = 'hour-writer'"
+        ).fetchone()
+    assert written >= len(body) and over == 0, "billed as the whole prompt written for an hour, within its hold"

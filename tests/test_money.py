@@ -2,7 +2,7 @@
 
 import pytest
 
-from hubproxy.billing.pricing import cost_of, usage_cost
+from hubproxy.billing.pricing import cost_of, hold_cost, usage_cost
 from hubproxy.config import Model, PriceTier
 from hubproxy.money import MoneyError, format_price, format_usd, parse_price, parse_usd, token_cost
 from hubproxy.protocols import Usage
@@ -104,3 +104,17 @@ def test_a_token_class_without_its_own_price_is_billed_at_the_price_of_the_class
     )  # fmt: skip
     assert usage_cost(hourly, usage) == base + 18 * 3_750_000 + 12 * 6_000_000
     assert usage_cost(hourly, Usage(10, 0, cache_write=10, cache_write_1h=50)) == 10 * 6_000_000  # never past its class
+
+
+def test_the_hold_prices_a_prompt_at_the_dearest_class_it_may_be_billed_as():
+    """A prompt may be written to a cache at more than the input price (Anthropic: 1.25 times for five
+    minutes, twice for an hour): the hold takes the dearest; without such prices it is `cost_of`."""
+    plain = Model("m", "p", "m", 3_000_000, 15_000_000, cached_input_price=300_000)
+    assert hold_cost(plain, 1000, 10) == cost_of(plain, 1000, 10) == 1000 * 3_000_000 + 10 * 15_000_000
+    five = Model("m", "p", "m", 3_000_000, 15_000_000, cache_write_price=3_750_000)
+    assert hold_cost(five, 1000, 10) == 1000 * 3_750_000 + 10 * 15_000_000
+    hour = Model(
+        "m", "p", "m", 3_000_000, 15_000_000, cache_write_price=3_750_000, rates={"cache_write_1h_price": 6_000_000}
+    )
+    assert hold_cost(hour, 1000, 10) == 1000 * 6_000_000 + 10 * 15_000_000
+    assert hold_cost(hour, 1000, 10) >= usage_cost(hour, Usage(1000, 10, cache_write=1000, cache_write_1h=1000))

@@ -16,7 +16,7 @@ import time
 from hubproxy import errors
 from hubproxy.accounts.rules import effective_limits
 from hubproxy.billing.budget import Budget
-from hubproxy.billing.pricing import cost_of, estimate_prompt_tokens, prompt_bound, usage_cost
+from hubproxy.billing.pricing import cost_of, estimate_prompt_tokens, hold_cost, prompt_bound, usage_cost
 from hubproxy.config import BillingSettings, Plan
 from hubproxy.feed import CallFeed
 from hubproxy.metrics import CallMetrics
@@ -104,7 +104,7 @@ class CallMeter:
             upstream_model=route.upstream_model,
             endpoint=call.endpoint.path,
             stream=call.stream,
-            amount=self.price(cost_of(model, bound, max_output)),
+            amount=self.price(hold_cost(model, bound, max_output)),
             prompt_tokens=estimate,
             prompt_cost=self.price(cost_of(model, estimate, 0)),
         )

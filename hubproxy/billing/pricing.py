@@ -55,6 +55,24 @@ def cost_of(model: Model, prompt_tokens: int, completion_tokens: int) -> int:
     return token_cost(completion_tokens, output_price) + token_cost(prompt_tokens, input_price)
 
 
+def hold_cost(model: Model, prompt_tokens: int, output_tokens: int) -> int:
+    """The worst case of a prompt and an output: each token at the highest price a class it may be
+    billed as has (a prompt written to a 1-hour cache costs twice the input price at Anthropic; a
+    model with no such price holds at its input and output prices, as `cost_of`)."""
+    prices = model.price_table(prompt_tokens)
+    input_price, output_price = prices["input_price"], prices["output_price"]
+    if input_price is None or output_price is None:
+        raise ValueError(f"model {model.name!r} has no price: it is never served")  # `priced` said so earlier
+    for part in PARTS:
+        price = prices.get(part.price or "")
+        if price is not None:
+            if "input" in ENCLOSING[part.name]:
+                input_price = max(input_price, price)
+            else:
+                output_price = max(output_price, price)
+    return token_cost(prompt_tokens, input_price) + token_cost(output_tokens, output_price)
+
+
 def usage_cost(model: Model, usage: Usage) -> int:
     """Exact pico-USD for the tokens a call reported, class by class (`tokens.TOKEN_CLASSES`): a part
     with a price of its own (cached, cache-written, written for an hour) at that price and out of
