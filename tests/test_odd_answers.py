@@ -57,6 +57,7 @@ ODD_SSE = [
     b"event: response.function_call_arguments.delta\n"
     b'data: {"type": "response.function_call_arguments.delta", "delta": [1]}\n\n',
     b"data: [1]\n\n",
+    b'data: ["usage", "message_stop", "response.completed"]\n\n',  # what a watch looks for, in a list
     b'data: "x"\n\n',
     b"data: null\n\n",
     b"data: not json\n\n",

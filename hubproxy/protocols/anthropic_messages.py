@@ -20,6 +20,7 @@ from msgspec import UnsetType
 
 from hubproxy.errors import GatewayError, invalid_request
 from hubproxy.protocols import FINAL, Call, End, Outbound, Usage, decode_body, error_parts
+from hubproxy.protocols.sse import event_object
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -212,11 +213,10 @@ class StreamWatch:
         if payload is None or (b'"usage"' not in payload and b"message_stop" not in payload):
             self.output_events += 1
             return event
-        try:
-            data = orjson.loads(payload)
-        except orjson.JSONDecodeError:
+        data = event_object(payload)
+        if data is None:
             return event
-        kind = data.get("type") if data.__class__ is dict else None
+        kind = data.get("type")
         if kind == "message_stop":
             self.final = event
             return FINAL

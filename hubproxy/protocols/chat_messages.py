@@ -20,6 +20,7 @@ import orjson
 from hubproxy.protocols import FINAL, Call, End, Outbound, Untranslatable, answered_model, reasoning, shapes
 from hubproxy.protocols import anthropic_messages as messages
 from hubproxy.protocols import openai_chat as chat
+from hubproxy.protocols.sse import event_object
 
 if TYPE_CHECKING:
     from hubproxy.routing.router import Route
@@ -223,13 +224,10 @@ class MessagesStreamAsChat(chat.ChunkWriter):
         self.in_thinking = False  # the open block is a thinking block
 
     def read(self, raw_event: bytes, payload: bytes | None) -> bytes | End | None:
-        if payload is None:
+        data = event_object(payload)
+        if data is None:
             return None
-        try:
-            data = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return None
-        kind = data.get("type") if data.__class__ is dict else None
+        kind = data.get("type")
         if kind == "message_start":
             message = shapes.obj(data.get("message"), "message_start's message")
             self.id = "chatcmpl-" + str(message.get("id", "hubproxy"))

@@ -19,6 +19,7 @@ import orjson
 from hubproxy.protocols import FINAL, Call, End, Outbound, Untranslatable, answered_model, reasoning, shapes
 from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols import openai_responses as responses
+from hubproxy.protocols.sse import event_object
 
 if TYPE_CHECKING:
     from hubproxy.routing.router import Route
@@ -188,13 +189,8 @@ class ResponsesStreamAsChat(chat.ChunkWriter):
         self.thought_streamed = False  # the reasoning item now open sent its summary as deltas
 
     def read(self, raw_event: bytes, payload: bytes | None) -> bytes | End | None:
-        if payload is None:
-            return None
-        try:
-            data = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return None
-        if data.__class__ is not dict:
+        data = event_object(payload)
+        if data is None:
             return None
         kind = data.get("type")
         if kind == "response.created":

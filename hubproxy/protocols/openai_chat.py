@@ -20,6 +20,7 @@ from msgspec import UnsetType
 from hubproxy.errors import GatewayError, invalid_request
 from hubproxy.money import format_usd
 from hubproxy.protocols import FINAL, Call, End, Outbound, Usage, decode_body, error_parts, reasoning
+from hubproxy.protocols.sse import event_object
 
 if TYPE_CHECKING:
     from hubproxy.protocols import StreamWatch as ProtocolStreamWatch  # this module has a StreamWatch of its own
@@ -429,15 +430,10 @@ class ChunkReader:
         return True
 
     def read(self, raw_event: bytes, payload: bytes | None) -> bytes | End | None:
-        if payload is None:
-            return None
         if payload == b"[DONE]":
             return FINAL
-        try:
-            chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return None
-        if chunk.__class__ is not dict:
+        chunk = event_object(payload)
+        if chunk is None:
             return None
         tokens = read_usage(chunk.get("usage"))
         if tokens is not None:

@@ -20,6 +20,7 @@ from msgspec import UnsetType
 from hubproxy.errors import invalid_request
 from hubproxy.protocols import FINAL, Call, End, Outbound, Usage, decode_body
 from hubproxy.protocols import openai_chat as chat
+from hubproxy.protocols.sse import event_object
 
 if TYPE_CHECKING:
     from hubproxy.routing.router import Route
@@ -178,11 +179,8 @@ class StreamWatch:
         if payload is None or b'"usage"' not in payload:
             self.output_events += 1
             return event
-        try:
-            data = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return event
-        if data.__class__ is dict and data.get("type") in (
+        data = event_object(payload)
+        if data is not None and data.get("type") in (
             "response.completed",
             "response.incomplete",
             "response.failed",

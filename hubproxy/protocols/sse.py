@@ -1,6 +1,8 @@
-"""Server-sent events framing: where events end in a buffer, and an event's `data`."""
+"""Server-sent events framing: where events end in a buffer, and an event's `data` (as a JSON object)."""
 
 from __future__ import annotations
+
+import orjson
 
 
 def last_event_end(buffer: bytes) -> int:
@@ -26,3 +28,15 @@ def split_events(data: bytes) -> list[bytes]:
 def event_data(event: bytes) -> bytes | None:
     lines = [line[5:].strip() for line in event.splitlines() if line.startswith(b"data:")]
     return b"\n".join(lines) if lines else None
+
+
+def event_object(payload: bytes | None) -> dict | None:
+    """An event's data as a JSON object; None where it has none, is not JSON or is not an object
+    (`[DONE]`, a keep-alive, an upstream's odd event: nothing a stream watch reads)."""
+    if payload is None:
+        return None
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return data if data.__class__ is dict else None
