@@ -50,9 +50,16 @@ def cost_of(model: Model, prompt_tokens: int, completion_tokens: int) -> int:
     """Exact pico-USD for a prompt and an output at the prices for this prompt size (a hold, an
     estimate: no cached or cache-written tokens known)."""
     input_price, output_price, _ = model.prices_for(prompt_tokens)
-    if input_price is None or output_price is None:
-        raise ValueError(f"model {model.name!r} has no price: it is never served")  # `priced` said so earlier
+    input_price, output_price = served_prices(model, input_price, output_price)
     return token_cost(completion_tokens, output_price) + token_cost(prompt_tokens, input_price)
+
+
+def served_prices(model: Model, input_price: int | None, output_price: int | None) -> tuple[int, int]:
+    """A model's input and output prices, which a model that is served has (unpriced ones are refused
+    before a call: `Model.priced`); never billed at a guess."""
+    if input_price is None or output_price is None:
+        raise ValueError(f"model {model.name!r} has no price: it is never served")
+    return input_price, output_price
 
 
 def hold_cost(model: Model, prompt_tokens: int, output_tokens: int) -> int:
@@ -60,9 +67,7 @@ def hold_cost(model: Model, prompt_tokens: int, output_tokens: int) -> int:
     billed as has (a prompt written to a 1-hour cache costs twice the input price at Anthropic; a
     model with no such price holds at its input and output prices, as `cost_of`)."""
     prices = model.price_table(prompt_tokens)
-    input_price, output_price = prices["input_price"], prices["output_price"]
-    if input_price is None or output_price is None:
-        raise ValueError(f"model {model.name!r} has no price: it is never served")  # `priced` said so earlier
+    input_price, output_price = served_prices(model, prices["input_price"], prices["output_price"])
     for part in PARTS:
         price = prices.get(part.price or "")
         if price is not None:
@@ -79,9 +84,7 @@ def usage_cost(model: Model, usage: Usage) -> int:
     every class it is within; the rest at the input and output prices, for this prompt size. A call
     that reported no such part (most) costs what `cost_of` says, without the table."""
     if not any(part_counts(usage)):
-        input_price, output_price, _ = model.prices_for(usage.input)
-        if input_price is not None and output_price is not None:
-            return token_cost(usage.output, output_price) + token_cost(usage.input, input_price)
+        return cost_of(model, usage.input, usage.output)
     prices = model.price_table(usage.input)
     left = {c.name: getattr(usage, c.name) for c in TOKEN_CLASSES}
     cost = 0
@@ -93,7 +96,5 @@ def usage_cost(model: Model, usage: Usage) -> int:
             cost += token_cost(tokens, price)
             for name in outer:  # billed: out of every class it is within
                 left[name] -= tokens
-    input_price, output_price = prices["input_price"], prices["output_price"]
-    if input_price is None or output_price is None:
-        raise ValueError(f"model {model.name!r} has no price: it is never served")  # `priced` said so earlier
+    input_price, output_price = served_prices(model, prices["input_price"], prices["output_price"])
     return cost + token_cost(left["input"], input_price) + token_cost(left["output"], output_price)

@@ -15,8 +15,6 @@ from msgspec import UnsetType
 
 from hubproxy.protocols import Untranslatable
 
-Unset = msgspec.UNSET
-
 
 def checked(decoder: msgspec.json.Decoder, data: bytes, what: str) -> None:
     """`data` has the shape `decoder` declares, else `Untranslatable` naming where it differs."""
@@ -62,7 +60,7 @@ class ChatToolCall(msgspec.Struct):
 
 
 class ChatImage(msgspec.Struct):
-    url: str | UnsetType = Unset
+    url: str | UnsetType = msgspec.UNSET
 
 
 class ChatPart(msgspec.Struct):
