@@ -111,6 +111,8 @@ def test_the_hold_prices_a_prompt_at_the_dearest_class_it_may_be_billed_as():
     minutes, twice for an hour): the hold takes the dearest; without such prices it is `cost_of`."""
     plain = Model("m", "p", "m", 3_000_000, 15_000_000, cached_input_price=300_000)
     assert hold_cost(plain, 1000, 10) == cost_of(plain, 1000, 10) == 1000 * 3_000_000 + 10 * 15_000_000
+    odd = Model("m", "p", "m", 3_000_000, 15_000_000, cached_input_price=4_000_000)  # a cached price above input
+    assert hold_cost(odd, 1000, 10) == 1000 * 4_000_000 + 10 * 15_000_000
     five = Model("m", "p", "m", 3_000_000, 15_000_000, cache_write_price=3_750_000)
     assert hold_cost(five, 1000, 10) == 1000 * 3_750_000 + 10 * 15_000_000
     hour = Model(

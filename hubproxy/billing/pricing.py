@@ -66,6 +66,12 @@ def hold_cost(model: Model, prompt_tokens: int, output_tokens: int) -> int:
     """The worst case of a prompt and an output: each token at the highest price a class it may be
     billed as has (a prompt written to a 1-hour cache costs twice the input price at Anthropic; a
     model with no such price holds at its input and output prices, as `cost_of`)."""
+    if model.cache_write_price is None and not model.rates:  # most models: at most a cached price, no table
+        input_price, output_price, cached_price = model.prices_for(prompt_tokens)
+        input_price, output_price = served_prices(model, input_price, output_price)
+        if cached_price is not None and cached_price > input_price:
+            input_price = cached_price
+        return token_cost(prompt_tokens, input_price) + token_cost(output_tokens, output_price)
     prices = model.price_table(prompt_tokens)
     input_price, output_price = served_prices(model, prices["input_price"], prices["output_price"])
     for part in PARTS:
