@@ -46,7 +46,7 @@ TOKEN_CLASSES = (  # prompt and completion first: the daily totals add those two
     TokenClass("cached", "cached_tokens", "cached_input_price", "input", "cached"),
     TokenClass("cache_write", "cache_write_tokens", "cache_write_price", "input", "cache write"),
     TokenClass("cache_write_1h", "cache_write_1h_tokens", "cache_write_1h_price", "cache_write", "cache write 1h"),
-    TokenClass("reasoning", "reasoning_tokens", None, "output", "reasoning"),
+    TokenClass("reasoning", "reasoning_tokens", "reasoning_price", "output", "reasoning"),
 )
 """In an order where each class comes after the one it is within."""
 

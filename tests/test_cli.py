@@ -7,10 +7,10 @@ import stat
 import subprocess
 import sys
 import tomllib
-from datetime import date
 
 import pytest
 
+from hubproxy.config.prices import price_version
 from tests.conftest import run_cli
 
 
@@ -71,6 +71,7 @@ def test_provider_env_reference_stores_only_the_name(cli, home):
             "preset": None,
             "apis": ["chat"],
             "messages_base_url": None,
+            "reasoning": "within",
         }
     ]
 
@@ -101,6 +102,8 @@ def test_models_add_list_remove_with_alias(cli):
             "cached_input_price": None,
             "cache_write_price": None,
             "tiers": [],
+            "hours": [],
+            "price_id": price_version({"input_price": "0.27", "output_price": "1.1"}),
             "max_output_tokens": None,
         }
     ]
@@ -269,37 +272,29 @@ def test_presets_fill_the_base_url_and_key_variable(cli):
         "lmstudio",
     } <= names
     assert all(p["source"].startswith("http") for p in presets)
-    for priced in (p for p in presets if p["models"]):
-        assert priced["prices_source"].startswith("https://"), priced["name"]
-        assert date.fromisoformat(priced["prices_read"]), priced["name"]
     assert {"deepseek", "openai", "anthropic", "gemini", "glm", "moonshot", "xai"} <= {
-        p["name"] for p in presets if p["models"]
+        p["name"] for p in presets if p["models"] and p["catalog"]
     }
     added = cli.json("providers", "add", "kimi", "--preset", "moonshot")
     assert added["base_url"] == "https://api.moonshot.ai/v1" and added["api_key"] == "env:MOONSHOT_API_KEY"
-    assert added["preset"] == "moonshot" and added["models_added"] == ["kimi-k2.5", "kimi-k2-0905-preview"]
+    assert added["preset"] == "moonshot" and added["models_added"] == ["kimi-k2.6", "kimi-k3"]
     listed = {m["name"]: m for m in cli.json("models", "list")}
-    assert listed["kimi-k2.5"] == {
-        "name": "kimi-k2.5",
-        "provider": "kimi",
-        "upstream_model": "kimi-k2.5",
-        "input_price": "0.6",
-        "output_price": "3",
-        "cached_input_price": "0.1",
-        "cache_write_price": None,
-        "tiers": [],
-        "max_output_tokens": None,
-    }
+    # genai-prices 0.2.3, moonshotai/kimi-k2.6 (https://platform.kimi.ai/docs/pricing/chat.md)
+    assert listed["kimi-k2.6"]["input_price"] == "0.95" and listed["kimi-k2.6"]["output_price"] == "4"
+    assert listed["kimi-k2.6"]["cached_input_price"] == "0.16"
     again = cli.json("providers", "add", "kimi2", "--preset", "moonshot")
     assert again["models_added"] == [], "models already served are left to their first provider"
     bare = cli.json("providers", "add", "ds", "--preset", "deepseek", "--no-models")
     assert bare["models_added"] == [] and "deepseek-chat" not in {m["name"] for m in cli.json("models", "list")}
-    assert "check them before billing" in cli("providers", "add", "oa", "--preset", "openai").stdout
+    shown = cli("providers", "add", "oa", "--preset", "openai").stdout
+    assert "gpt-5.4-mini: genai-prices " in shown and "openai/gpt-5.4-mini" in shown
     cli("providers", "add", "gm", "--preset", "gemini")
     pro = {m["name"]: m for m in cli.json("models", "list")}["gemini-2.5-pro"]
-    assert pro["tiers"] == [{"above_prompt_tokens": 200000, "input_price": "2.5", "output_price": "15"}]
-    bad = cli("providers", "add", "x", "--preset", "nope", ok=False)
-    assert bad.exit_code == 1 and "no preset 'nope'" in bad.output
+    assert pro["tiers"] == [
+        {"above_prompt_tokens": 200000, "input_price": "2.5", "output_price": "15", "cached_input_price": "0.25"}
+    ]
+    xai = cli.json("providers", "add", "grok", "--preset", "xai")
+    assert xai["reasoning"] == "added", "xAI counts reasoning beside the completion tokens"
 
 
 def test_config_toml_keeps_the_users_comments_and_layout_through_every_change(cli, home):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import openai
@@ -277,32 +278,48 @@ def test_models_sync_prices_from_the_preset_the_listing_or_local(gateway, monkey
     url = ["--base-url", gateway.upstream.base_url, "--api-key-env", "UPSTREAM_KEY", "--no-models"]
     gateway.cli("providers", "add", "ds", "--preset", "deepseek", *url)
     result = gateway.cli.json("models", "sync", "ds")
-    assert result["priced"] == {"deepseek-reasoner": "preset deepseek"}
+    assert list(result["priced"]) == ["deepseek-reasoner"]
+    assert result["priced"]["deepseek-reasoner"].startswith("genai-prices ")
     assert result["unpriced"] == ["new-model", "listed-model", "varies-model", "org/open-model", "org/dedicated-only"]
     for name in result["unpriced"]:
         gateway.cli("models", "remove", name)
     gateway.cli("providers", "add", "router", "--preset", "openrouter", *url)
     result = gateway.cli.json("models", "sync", "router")
-    assert result["priced"] == {"listed-model": "listing"} and "varies-model" in result["unpriced"]
+    assert result["priced"] == {"listed-model": "the provider's own model listing"}
+    assert "varies-model" in result["unpriced"]
     gateway.cli("models", "remove", "listed-model")
     for name in ("varies-model", "org/open-model", "org/dedicated-only"):
         gateway.cli("models", "remove", name)
     bare = ["--base-url", gateway.upstream.base_url.removesuffix("/v1") + "/bare", *url[2:]]
     gateway.cli("providers", "add", "tg", "--preset", "together", *bare)
     result = gateway.cli.json("models", "sync", "tg")
-    assert result["listed"] == 7 and result["priced"] == {"org/open-model": "listing"}
+    assert result["listed"] == 7 and result["priced"] == {"org/open-model": "the provider's own model listing"}
     assert "org/dedicated-only" in result["unpriced"], "0 from Together means not sold per token"
     assert {m["name"]: m for m in gateway.cli.json("models", "list")}["org/open-model"]["output_price"] == "0.6"
     for name in result["unpriced"]:
         gateway.cli("models", "remove", name)
     gateway.cli("providers", "add", "box", "--preset", "ollama", *url)
-    assert gateway.cli.json("models", "sync", "box")["priced"]["listed-model"] == "local"
+    assert gateway.cli.json("models", "sync", "box")["priced"]["listed-model"].startswith("local")
     listed = {m["name"]: m for m in gateway.cli.json("models", "list")}
-    assert listed["deepseek-reasoner"]["input_price"] == "0.56" and listed["listed-model"]["output_price"] == "0"
+    reasoner = listed["deepseek-reasoner"]
+    # genai-prices 0.2.3: off-peak 0.135 / 0.55 by default, 0.55 / 2.19 from 00:30 to 16:30 UTC
+    assert (reasoner["input_price"], reasoner["output_price"]) == ("0.135", "0.55")
+    assert reasoner["hours"] == [
+        {"from": "00:30", "to": "16:30", "input_price": "0.55", "cached_input_price": "0.14", "output_price": "2.19"}
+    ]
+    assert listed["listed-model"]["output_price"] == "0"
     client = gateway.client()
     wait_for(lambda: "deepseek-reasoner" in {m.id for m in client.models.list()})
+    before = time.gmtime()
     usage = client.chat.completions.create(model="deepseek-reasoner", messages=HELLO).usage
-    assert usage.model_extra["cost"] == (usage.prompt_tokens * 560_000 + usage.completion_tokens * 1_680_000) / 1e12
+    peak = [(30 <= t.tm_hour * 60 + t.tm_min < 990) for t in (before, time.gmtime())]
+    costs = {
+        (usage.prompt_tokens * 550_000 + usage.completion_tokens * 2_190_000) / 1e12
+        if at_peak
+        else (usage.prompt_tokens * 135_000 + usage.completion_tokens * 550_000) / 1e12
+        for at_peak in peak
+    }
+    assert usage.model_extra["cost"] in costs, "billed at the price in force when the call started"
 
 
 def test_cached_prompt_tokens_are_billed_at_the_cached_price(gateway):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgspec
+
 from hubproxy import errors
 from hubproxy.accounts.rules import effective_limits
 from hubproxy.billing.budget import Budget
@@ -28,6 +30,12 @@ from hubproxy.store.journal import CallJournal
 from hubproxy.store.records import CallRecord, Reservation
 
 PERSIST_AFTER = 0.1
+
+
+def minute_of_day() -> int:
+    """Minutes since midnight UTC: which of a model's `hours` prices is in force."""
+    now = time.gmtime()
+    return now.tm_hour * 60 + now.tm_min
 
 
 class OpenCalls:
@@ -64,6 +72,7 @@ class CallMeter:
         "key",
         "persisted",
         "plan",
+        "priced",
         "reservation",
         "route",
         "segment",
@@ -87,6 +96,8 @@ class CallMeter:
         """`max_output`: the output tokens the call may make, every choice's (0: embeddings).
         `unseen`: prompt tokens the body's size does not show (images by URL, a tool preamble)."""
         model = route.model
+        # billed at the prices in force when the call starts, held at the dearest it could be billed at
+        self.priced = model.in_force(minute_of_day()) if model.hours else model
         body_bytes = len(call.raw)
         bound = prompt_bound(body_bytes, unseen)
         estimate = estimate_prompt_tokens(body_bytes, billing.bytes_per_token)
@@ -104,9 +115,10 @@ class CallMeter:
             upstream_model=route.upstream_model,
             endpoint=call.endpoint.path,
             stream=call.stream,
-            amount=self.price(hold_cost(model, bound, max_output)),
+            amount=self.price(hold_cost(model.dearest, bound, max_output)),
             prompt_tokens=estimate,
-            prompt_cost=self.price(cost_of(model, estimate, 0)),
+            prompt_cost=self.price(cost_of(self.priced, estimate, 0)),
+            price_id=model.price_id,
         )
         self.started = time.monotonic()
         self.first_byte = 0.0  # when a stream's first event arrived (0: not a stream, or none came)
@@ -149,7 +161,9 @@ class CallMeter:
         estimated = usage is None
         if usage is None:
             usage = Usage(r.prompt_tokens, output_estimate)
-        self.cost = cost = self.price(usage_cost(self.route.model, usage))
+        elif usage.reasoning and self.route.provider.reasoning == "added":  # xAI: reasoning beside the output
+            usage = msgspec.structs.replace(usage, output=usage.output + usage.reasoning)
+        self.cost = cost = self.price(usage_cost(self.priced, usage))
         seconds = time.monotonic() - self.started
         tried = ",".join(f"{where}:{outcome}" for where, outcome in self.attempts) if len(self.attempts) > 1 else ""
         record = CallRecord(

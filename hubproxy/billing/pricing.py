@@ -64,23 +64,29 @@ def served_prices(model: Model, input_price: int | None, output_price: int | Non
 
 def hold_cost(model: Model, prompt_tokens: int, output_tokens: int) -> int:
     """The worst case of a prompt and an output: each token at the highest price a class it may be
-    billed as has (a prompt written to a 1-hour cache costs twice the input price at Anthropic; a
-    model with no such price holds at its input and output prices, as `cost_of`)."""
-    if model.cache_write_price is None and not model.rates:  # most models: at most a cached price, no table
-        input_price, output_price, cached_price = model.prices_for(prompt_tokens)
-        input_price, output_price = served_prices(model, input_price, output_price)
+    billed as has (a prompt written to a 1-hour cache costs twice the input price at Anthropic), at
+    the prices of any tier the prompt may reach (a prompt bound is not the prompt: the real one may
+    fall in a lower tier, which a catalog may price higher). A model with one price per direction
+    holds at its input and output prices, as `cost_of`."""
+    if model.cache_write_price is None and not model.rates and not model.tiers:  # most models: no table
+        input_price, output_price = served_prices(model, model.input_price, model.output_price)
+        cached_price = model.cached_input_price
         if cached_price is not None and cached_price > input_price:
             input_price = cached_price
         return token_cost(prompt_tokens, input_price) + token_cost(output_tokens, output_price)
-    prices = model.price_table(prompt_tokens)
-    input_price, output_price = served_prices(model, prices["input_price"], prices["output_price"])
-    for part in PARTS:
-        price = prices.get(part.price or "")
-        if price is not None:
-            if "input" in ENCLOSING[part.name]:
-                input_price = max(input_price, price)
-            else:
-                output_price = max(output_price, price)
+    input_price = output_price = 0
+    reached = [t.above + 1 for t in model.tiers if t.above < prompt_tokens]
+    for prompt in (0, *reached):
+        prices = model.price_table(prompt)
+        table_input, table_output = served_prices(model, prices["input_price"], prices["output_price"])
+        input_price, output_price = max(input_price, table_input), max(output_price, table_output)
+        for part in PARTS:
+            price = prices.get(part.price or "")
+            if price is not None:
+                if "input" in ENCLOSING[part.name]:
+                    input_price = max(input_price, price)
+                else:
+                    output_price = max(output_price, price)
     return token_cost(prompt_tokens, input_price) + token_cost(output_tokens, output_price)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,11 +21,13 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from hubproxy.accounts.rules import PolicyError
+from hubproxy.billing.history import changes_between, now_text, os_user
 from hubproxy.config import Config, ConfigError, Paths
 from hubproxy.money import MoneyError
 from hubproxy.secrets import SecretError
 from hubproxy.store import Store, open_store, store_errors
 from hubproxy.store.records import AccountError, DatabaseError
+from hubproxy.store.sql.prices import record_price_changes
 
 try:  # Typer 0.2x carries its own copy of click
     from typer._click.exceptions import UsageError
@@ -94,8 +96,19 @@ def load_config(ctx: typer.Context) -> Config:
     return Config.load(paths(ctx).config)
 
 
-def save_config(ctx: typer.Context, config: Config) -> None:
-    config.save(paths(ctx).config)
+def save_config(
+    ctx: typer.Context, config: Config, *, source: str = "typed: hubproxy", sources: Mapping[str, str] | None = None
+) -> None:
+    """Write config.toml; each model whose prices it changes goes into the price history, from
+    `sources[model]` (else `source`: where the price came from), by the OS user running the command."""
+    where = paths(ctx)
+    before = Config.load(where.config).models
+    config.save(where.config)
+    command = ctx.command_path.partition(" ")[2]
+    changes = changes_between(before, config.models, os_user(), sources or {}, f"{source} {command}")
+    if changes:
+        with database(ctx) as store:
+            store.run(record_price_changes, changes, now_text())
 
 
 @contextmanager

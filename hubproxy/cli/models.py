@@ -6,8 +6,19 @@ import typer
 
 from hubproxy.cli.context import CliError, WholeTable, console, load_config, print_json, save_config
 from hubproxy.cli.providers import upstream_models
-from hubproxy.config import ConfigError, Model, PriceTier, check_model_name, ordered_tiers, tier_dict
+from hubproxy.config import (
+    ConfigError,
+    Model,
+    PriceTier,
+    Provider,
+    check_model_name,
+    ordered_tiers,
+    priced_model,
+    tier_dict,
+)
 from hubproxy.config.catalog import SET_APART
+from hubproxy.config.listprices import ListPrice, catalog_provider, catalog_version, list_price
+from hubproxy.config.prices import clock, hours_dict
 from hubproxy.money import format_price, parse_price
 from hubproxy.tokens import PART_PRICES, TOKEN_CLASSES
 from hubproxy.upstream.presets import load_presets
@@ -30,6 +41,8 @@ def model_json(m: Model) -> dict:
         "cache_write_price": price_text(m.cache_write_price),
         **{setting: price_text(price) for setting, price in sorted(m.rates.items())},
         "tiers": [tier_dict(t) for t in m.tiers],
+        "hours": [hours_dict(h) for h in m.hours],
+        "price_id": m.price_id or None,
         "max_output_tokens": m.max_output_tokens,
     }
 
@@ -80,8 +93,12 @@ def add(
     upstream_model: str = typer.Option(
         None, "--upstream-model", metavar="MODEL", help="Name upstream knows it by (default: NAME)."
     ),
-    input_price: str = typer.Option(..., "--input-price", metavar="USD", help="USD per 1M prompt tokens."),
-    output_price: str = typer.Option(..., "--output-price", metavar="USD", help="USD per 1M completion tokens."),
+    input_price: str = typer.Option(
+        None, "--input-price", metavar="USD", help="USD per 1M prompt tokens (default: the catalog's)."
+    ),
+    output_price: str = typer.Option(
+        None, "--output-price", metavar="USD", help="USD per 1M completion tokens (default: the catalog's)."
+    ),
     cached_input_price: str = typer.Option(
         None, "--cached-input-price", metavar="USD", help="USD per 1M prompt tokens served from the provider's cache."
     ),
@@ -112,7 +129,8 @@ def add(
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing model of this name."),
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Serve a model (an alias when --upstream-model differs from NAME)."""
+    """Serve a model (an alias when --upstream-model differs from NAME), at the genai-prices catalog's
+    price for that provider and model unless prices are given (those given win)."""
     check_model_name(name)
     tiers = ordered_tiers((parse_tier(t) for t in tier), "--tier")
     config = load_config(ctx)
@@ -120,39 +138,85 @@ def add(
         raise CliError(f"no provider {provider!r}; add it with `hubproxy providers add`")
     if name in config.models and not replace:
         raise CliError(f"model {name!r} already exists (use --replace to overwrite)")
-    prices = parse_price(input_price, what="--input-price"), parse_price(output_price, what="--output-price")
-    model = Model(
-        name,
-        provider,
-        upstream_model or name,
-        *prices,
-        cached_input_price=None
-        if cached_input_price is None
-        else parse_price(cached_input_price, what="--cached-input-price"),
-        tiers=tiers,
-        cache_write_price=None
-        if cache_write_price is None
-        else parse_price(cache_write_price, what="--cache-write-price"),
-        max_output_tokens=max_output_tokens,
-        rates=dict(parse_rate(p) for p in price),
-    )
-    config.models[name] = model
-    save_config(ctx, config)
-    if json:
-        print_json(model_json(model))
-    else:
-        console.print(
-            f"added model {name} → {provider}/{model.upstream_model} "
-            f"(${format_price(prices[0])} in, ${format_price(prices[1])} out per 1M)"
+    if (input_price is None) != (output_price is None):
+        raise CliError("give both --input-price and --output-price, or neither (the catalog's price)")
+    upstream = upstream_model or name
+    typed = {
+        setting: parse_price(text, what=f"--{setting.replace('_', '-')}")
+        for setting, text in (
+            ("input_price", input_price),
+            ("output_price", output_price),
+            ("cached_input_price", cached_input_price),
+            ("cache_write_price", cache_write_price),
         )
+        if text is not None
+    }
+    typed.update(parse_rate(p) for p in price)
+    listed = None if input_price is not None else catalog_price(config.providers[provider], upstream)
+    more = {"max_output_tokens": max_output_tokens}
+    if listed is None:
+        model = priced_model(name, provider, upstream, typed, tiers=tiers, **more)
+    else:
+        model = listed.model(name, provider, upstream, **more)
+        if typed or tiers:
+            model = priced_model(
+                name,
+                provider,
+                upstream,
+                {**model.flat_prices(), **typed},
+                tiers=tiers or model.tiers,
+                hours=model.hours,
+                **more,
+            )
+    config.models[name] = model
+    origin = listed.origin if listed is not None and not typed and not tiers else None
+    save_config(ctx, config, sources={name: origin} if origin else None)
+    if json:
+        print_json({**model_json(model), "price_source": origin or "typed"})
+        return
+    console.print(
+        f"added model {name} → {provider}/{model.upstream_model} "
+        f"(${format_price(model.input_price or 0)} in, ${format_price(model.output_price or 0)} out per 1M)"
+    )
+    if listed is not None:
+        console.print(f"prices from {listed.origin}")
+        others = other_prices(model)
+        if others or model.tiers or model.hours:
+            console.print(f"  other $/1M: {others or '-'}; {tier_text(model)}{hours_text(model)}")
+        if listed.unbilled:
+            console.print(f"  not billed: {', '.join(listed.unbilled)} (hubproxy does not meter these tools yet)")
+
+
+def catalog_price(provider: Provider, upstream: str) -> ListPrice:
+    """The catalog's price for a provider's model, or a one-line error saying to price it by hand."""
+    preset = load_presets().get(provider.preset) if provider.preset else None
+    found = catalog_provider(preset.catalog if preset else None, provider.base_url)
+    if found is None:
+        raise CliError(
+            f"genai-prices {catalog_version()} does not know provider {provider.name!r} ({provider.base_url}): "
+            "give --input-price and --output-price"
+        )
+    return list_price(found, upstream)
+
+
+def tier_text(m: Model) -> str:
+    return ", ".join(f">{t.above:,}: {format_price(t.input_price)} / {format_price(t.output_price)}" for t in m.tiers)
+
+
+def hours_text(m: Model) -> str:
+    return ", ".join(
+        f"{clock(h.start)}-{clock(h.end)} UTC: {format_price(h.prices['input_price'])} / "
+        f"{format_price(h.prices['output_price'])}"
+        for h in m.hours
+    )
 
 
 @app.command("sync")
 def sync(ctx: typer.Context, provider: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Add every model the provider lists at GET /models that is not served yet.
 
-    Prices come from the provider's preset catalog, from its own listing where the preset says it
-    carries prices (OpenRouter, Together), or are 0 for local presets. Anything else is added
+    Prices come from the genai-prices catalog, from the provider's own listing where the preset says
+    it carries prices (OpenRouter, Together), or are 0 for local presets. Anything else is added
     unpriced and refused to clients until `hubproxy models add ID --replace` prices it: nothing is
     billed at a guessed price.
     """
@@ -170,14 +234,14 @@ def sync(ctx: typer.Context, provider: str, json: bool = typer.Option(False, "--
             check_model_name(upstream)
         except ConfigError:
             continue
-        prices, origin = preset.price_of(upstream, item) if preset else (None, "")
-        if prices is None:
+        found_price = preset.price_of(upstream, item) if preset else None
+        if found_price is None:
             config.models[upstream] = Model(upstream, provider, upstream, None, None)
             unpriced.append(upstream)
         else:
-            config.models[upstream] = prices.model(upstream, provider)
-            priced[upstream] = origin
-    save_config(ctx, config)
+            config.models[upstream] = found_price.model(upstream, provider, upstream)
+            priced[upstream] = found_price.origin
+    save_config(ctx, config, sources=priced)
     if json:
         print_json({"provider": provider, "listed": len(found), "priced": priced, "unpriced": unpriced})
         return
@@ -205,7 +269,7 @@ def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="P
         "input $/1M",
         "output $/1M",
         "other $/1M",
-        "over a prompt size",
+        "over a prompt size / by hour",
         whole=("model", "provider", "upstream model"),
     )
     for m in config.models.values():
@@ -216,7 +280,7 @@ def list_(ctx: typer.Context, json: bool = typer.Option(False, "--json", help="P
             price_text(m.input_price) or "unpriced",
             price_text(m.output_price) or "unpriced",
             other_prices(m),
-            ", ".join(f">{t.above:,}: {format_price(t.input_price)} / {format_price(t.output_price)}" for t in m.tiers),
+            "; ".join(filter(None, (tier_text(m), hours_text(m)))),
         )
     console.print(table, crop=False)
 

@@ -9,9 +9,9 @@ import sys
 import typer
 
 from hubproxy.cli.context import CliError, WholeTable, console, load_config, paths, print_json, save_config
-from hubproxy.config import ENV_VAR_RE, WIRE_APIS, Config, Provider, check_base_url, check_provider_name, tier_dict
+from hubproxy.config import ENV_VAR_RE, WIRE_APIS, Config, Provider, check_base_url, check_provider_name
+from hubproxy.config.catalog import REASONING_RULES
 from hubproxy.errors import GatewayError
-from hubproxy.money import format_price
 from hubproxy.running import running_server
 from hubproxy.secrets import (
     admin_token,
@@ -22,7 +22,7 @@ from hubproxy.secrets import (
     provider_api_key,
     store_secret,
 )
-from hubproxy.upstream.presets import Preset, Prices, get_preset, load_presets
+from hubproxy.upstream.presets import Preset, get_preset, load_presets
 
 app = typer.Typer(help="Upstream providers (DeepSeek, Qwen, OpenAI, Ollama…).", no_args_is_help=True)
 
@@ -42,6 +42,7 @@ def provider_json(p: Provider) -> dict:
         "preset": p.preset,
         "apis": list(p.apis),
         "messages_base_url": p.messages_base_url,
+        "reasoning": p.reasoning,
     }
 
 
@@ -93,6 +94,13 @@ def add(
     messages_base_url: str = typer.Option(
         None, "--messages-base-url", metavar="URL", help="Where its Messages API lives, if not at --base-url."
     ),
+    reasoning: str = typer.Option(
+        None,
+        "--reasoning",
+        metavar="RULE",
+        help="How its usage counts reasoning tokens: within (the completion tokens; the default) or added "
+        "(beside them, as xAI's).",
+    ),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing provider of this name."),
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -118,6 +126,9 @@ def add(
         messages_base_url = check_base_url(messages_base_url, "--messages-base-url")
     elif found is not None:
         messages_base_url = found.messages_base_url
+    reasoning = reasoning or (found.reasoning if found is not None else "within")
+    if reasoning not in REASONING_RULES:
+        raise CliError(f"--reasoning must be one of {', '.join(REASONING_RULES)}, got {reasoning!r}")
     if api_key_env and not ENV_VAR_RE.match(api_key_env):
         raise CliError(f"--api-key-env must be an environment variable name, got {api_key_env!r}")
     config = load_config(ctx)
@@ -141,20 +152,20 @@ def add(
         apis=apis,
         messages_base_url=messages_base_url,
         limit_field=found.limit_field if found is not None else "max_tokens",
+        reasoning=reasoning,
     )
     where = store_secret(paths(ctx), name, secret) if secret else None
     config.providers[name] = provider
-    added = [] if found is None or no_models else add_catalog(config, name, found)
+    added = {} if found is None or no_models else add_catalog(config, name, found)
     save_config(ctx, config)
     if json:
-        print_json({**provider_json(provider), "secret_stored_in": where, "models_added": added})
+        print_json({**provider_json(provider), "secret_stored_in": where, "models_added": list(added)})
         return
     console.print(f"added provider {name} → {url}")
-    if added and found is not None:
-        console.print(
-            f"added {len(added)} priced models: {', '.join(added)}\n"
-            f"prices read from {found.prices_source} on {found.prices_read}: check them before billing real money"
-        )
+    if added:
+        console.print(f"added {len(added)} priced models:")
+        for model_id, origin in added.items():
+            console.print(f"  {model_id}: {origin}")
     if where and not keyring_available():
         console.print(f"no OS keyring available: key stored in {where} (mode 0600)")
     elif where:
@@ -170,38 +181,30 @@ def add(
         )
 
 
-def add_catalog(config: Config, provider: str, preset: Preset) -> list[str]:
-    """Serve the preset's priced models through `provider`; model ids already served are left alone."""
-    added = []
-    for model_id, prices in preset.models.items():
-        if model_id not in config.models:
-            config.models[model_id] = prices.model(model_id, provider)
-            added.append(model_id)
+def add_catalog(config: Config, provider: str, preset: Preset) -> dict[str, str]:
+    """Serve the preset's models through `provider`, each at its catalog price; ids already served,
+    and ids nothing prices, are left alone. Returns {model: where its price came from}."""
+    added = {}
+    for model_id in preset.models:
+        price = preset.price_of(model_id)
+        if model_id not in config.models and price is not None:
+            config.models[model_id] = price.model(model_id, provider, model_id)
+            added[model_id] = price.origin
     return added
 
 
-def prices_json(x: Prices) -> dict:
-    cached = None if x.cached_input is None else format_price(x.cached_input)
-    return {
-        "input_price": format_price(x.input),
-        "output_price": format_price(x.output),
-        "cached_input_price": cached,
-        "tiers": [tier_dict(t) for t in x.tiers],
-    }
-
-
 def preset_json(p: Preset) -> dict:
-    return {**vars(p), "models": {m: prices_json(x) for m, x in p.models.items()}}
+    return {**vars(p), "models": list(p.models)}
 
 
 def _prices_cell(p: Preset) -> str:
     if p.local:
         return "0 (local)"
+    if p.catalog:
+        return f"genai-prices ({p.catalog})" + (", or its /models" if p.listing_prices else "")
     if p.listing_prices:
         return "from its /models"
-    if p.models:
-        return f"{len(p.models)} models, read {p.prices_read}"
-    return "none read: sync adds unpriced"
+    return "none: sync adds unpriced"
 
 
 @app.command("presets")
@@ -211,13 +214,9 @@ def presets(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> N
     if json:
         print_json([preset_json(p) for p in found.values()])
         return
-    table = WholeTable(
-        "preset", "base url", "key variable", "prices", "prices from", whole=("preset", "base url", "prices from")
-    )
+    table = WholeTable("preset", "base url", "key variable", "prices", "docs", whole=("preset", "base url", "docs"))
     for p in found.values():
-        table.add_row(
-            p.name, p.base_url, p.api_key_env or "(none: local)", _prices_cell(p), p.prices_source or p.source
-        )
+        table.add_row(p.name, p.base_url, p.api_key_env or "(none: local)", _prices_cell(p), p.source)
     console.print(table, crop=False)
 
 

@@ -7,9 +7,21 @@ module parses and writes their tables.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+from hubproxy.config.errors import ConfigError
+from hubproxy.config.prices import (
+    HourPrices,
+    PriceTier,
+    hours_dict,
+    parse_hours,
+    parse_tiers,
+    price_version,
+    read_prices,
+    tier_dict,
+)
 from hubproxy.money import MoneyError, format_price, format_usd, parse_price, parse_usd
 from hubproxy.tokens import PART_PRICES
 
@@ -19,10 +31,6 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")
 PROVIDER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 WIRE_APIS = ("chat", "messages", "responses")
-
-
-class ConfigError(ValueError):
-    """config.toml or a value meant for it is wrong; the message says what and where."""
 
 
 @dataclass
@@ -42,9 +50,13 @@ class Provider:
     # the chat field that limits output when hubproxy sets one: OpenAI's reasoning models (GPT-5, o3)
     # refuse `max_tokens` and take `max_completion_tokens`; most other chat APIs know only `max_tokens`
     limit_field: str = "max_tokens"
+    # how its usage counts reasoning: "within" the completion tokens (OpenAI, DeepSeek, Anthropic) or
+    # "added" beside them (xAI): then the output billed is both
+    reasoning: str = "within"
 
 
 LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
+REASONING_RULES = ("within", "added")
 
 
 @dataclass(frozen=True)
@@ -55,17 +67,6 @@ class Deployment:
     upstream_model: str
     priority: int = 0
     weight: int = 1
-
-
-@dataclass(frozen=True)
-class PriceTier:
-    """Prices for a call whose prompt is longer than `above` tokens: providers such as Gemini 2.5 Pro
-    (over 200k) and Qwen bill the whole call at a higher rate then."""
-
-    above: int
-    input_price: int
-    output_price: int
-    cached_input_price: int | None = None
 
 
 @dataclass
@@ -81,6 +82,56 @@ class Model:
     cache_write_price: int | None = None  # prompt tokens written to the provider's cache (Anthropic bills them)
     max_output_tokens: int | None = None  # the most output the model can make in one answer, where known
     rates: dict[str, int] = field(default_factory=dict)  # other token classes' prices, by setting (tokens.py)
+    hours: tuple[HourPrices, ...] = ()  # prices in force at some hours of the day (UTC), last match wins
+    price_id: str = field(init=False, repr=False, compare=False)  # what a usage row records (prices.price_id)
+    dearest: Model = field(init=False, repr=False, compare=False)  # every price at its highest over `hours`
+    windows: tuple[tuple[HourPrices, Model], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.price_id = price_version(price_settings(self)) if self.priced else ""
+        self.windows = tuple((h, self.with_prices(h.prices)) for h in self.hours)
+        self.dearest = self
+        if self.hours:
+            highest = self.flat_prices()
+            for _, window in self.windows:
+                for setting, price in window.flat_prices().items():
+                    highest[setting] = max(highest.get(setting, price), price)
+            self.dearest = self.with_prices(highest)
+
+    def flat_prices(self) -> dict[str, int]:
+        """The model's own prices (no tiers, no hours) by setting, those it has."""
+        prices = {
+            "input_price": self.input_price,
+            "output_price": self.output_price,
+            "cached_input_price": self.cached_input_price,
+            "cache_write_price": self.cache_write_price,
+            **self.rates,
+        }
+        return {s: p for s, p in prices.items() if p is not None}
+
+    def with_prices(self, prices: Mapping[str, int]) -> Model:
+        """This model at other flat prices (the settings given replace the model's), without hours,
+        keeping this model's price id: an hour window's prices are part of the model's price."""
+        rates = {**self.rates, **{s: p for s, p in prices.items() if s not in SET_APART and s not in FLAT}}
+        model = replace(
+            self,
+            input_price=prices.get("input_price", self.input_price),
+            output_price=prices.get("output_price", self.output_price),
+            cached_input_price=prices.get("cached_input_price", self.cached_input_price),
+            cache_write_price=prices.get("cache_write_price", self.cache_write_price),
+            rates=rates,
+            hours=(),
+        )
+        model.price_id = self.price_id
+        return model
+
+    def in_force(self, minute: int) -> Model:
+        """The model at the prices in force `minute` minutes after midnight UTC (the last hour window
+        that covers it, else its own)."""
+        for hours, window in reversed(self.windows):
+            if hours.covers(minute):
+                return window
+        return self
 
     def prices_for(self, prompt_tokens: int) -> tuple[int | None, int | None, int | None]:
         """(input, output, cached input) prices for a call with this many prompt tokens: the highest
@@ -92,15 +143,18 @@ class Model:
 
     def price_table(self, prompt_tokens: int) -> dict[str, int | None]:
         """Every token class's price for a call with this many prompt tokens, by its setting name
-        (`tokens.TOKEN_CLASSES`): a tier's input, output and cached prices where the prompt passes it."""
-        input_price, output_price, cached_price = self.prices_for(prompt_tokens)
-        return {
-            **self.rates,
-            "input_price": input_price,
-            "output_price": output_price,
-            "cached_input_price": cached_price,
-            "cache_write_price": self.cache_write_price,
-        }
+        (`tokens.TOKEN_CLASSES`): a tier's prices where the prompt passes it."""
+        table: dict[str, int | None] = {**self.rates, "cache_write_price": self.cache_write_price}
+        for tier in reversed(self.tiers):
+            if prompt_tokens > tier.above:
+                table.update(tier.rates)
+                table.update(input_price=tier.input_price, output_price=tier.output_price)
+                table["cached_input_price"] = tier.cached_input_price
+                return table
+        table.update(
+            input_price=self.input_price, output_price=self.output_price, cached_input_price=self.cached_input_price
+        )
+        return table
 
     @property
     def priced(self) -> bool:
@@ -111,6 +165,20 @@ class Model:
     def targets(self) -> tuple[Deployment, ...]:
         """Every deployment; a model without a `deployments` list has exactly one."""
         return self.deployments or (Deployment(self.provider, self.upstream_model),)
+
+
+FLAT = ("input_price", "output_price")
+
+
+def price_settings(m: Model) -> dict:
+    """A model's prices as config.toml writes them (USD strings, tiers, hours): what `prices check`
+    compares, the price history records, and the price id is made from."""
+    entry: dict = {s: format_price(p) for s, p in m.flat_prices().items()}
+    if m.tiers:
+        entry["tiers"] = [tier_dict(t) for t in m.tiers]
+    if m.hours:
+        entry["hours"] = [hours_dict(h) for h in m.hours]
+    return entry
 
 
 @dataclass(frozen=True)
@@ -150,6 +218,7 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
         "apis",
         "messages_base_url",
         "limit_field",
+        "reasoning",
     }
     timeout, max_concurrent = raw.get("timeout"), raw.get("max_concurrent")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
@@ -181,6 +250,9 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
     limit_field = raw.get("limit_field", "max_tokens")
     if limit_field not in LIMIT_FIELDS:
         raise ConfigError(f"{where}: limit_field must be one of {', '.join(map(repr, LIMIT_FIELDS))}")
+    reasoning = raw.get("reasoning", "within")
+    if reasoning not in REASONING_RULES:
+        raise ConfigError(f"{where}: reasoning must be one of {', '.join(map(repr, REASONING_RULES))}")
     style = raw.get("api_style", "openai")
     if style != "openai":
         raise ConfigError(f"{where}: api_style {style!r} is not supported (supported: 'openai')")
@@ -198,6 +270,7 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
         apis=tuple(dict.fromkeys(apis)),
         messages_base_url=messages_url,
         limit_field=limit_field,
+        reasoning=reasoning,
     )
 
 
@@ -215,106 +288,49 @@ def _model(name: str, raw: dict, origin: str) -> Model:
         "cached_input_price",
         *PART_PRICES,
         "tiers",
+        "hours",
         "max_output_tokens",
     }
     if unknown:
         raise ConfigError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
     if ("input_price" in raw) != ("output_price" in raw):
         raise ConfigError(f"{where}: give both input_price and output_price, or neither (unpriced)")
-    try:
-        input_price = parse_price(raw["input_price"], what="input_price") if "input_price" in raw else None
-        output_price = parse_price(raw["output_price"], what="output_price") if "output_price" in raw else None
-        cached = raw.get("cached_input_price")
-        cached_price = None if cached is None else parse_price(cached, what="cached_input_price")
-        written = raw.get("cache_write_price")
-        write_price = None if written is None else parse_price(written, what="cache_write_price")
-        rates = {
-            setting: parse_price(raw[setting], what=setting)
-            for setting in PART_PRICES
-            if setting not in SET_APART and raw.get(setting) is not None
-        }
-    except MoneyError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    prices = read_prices(raw, where)
     tiers = parse_tiers(raw.get("tiers", []), where)
+    hours = parse_hours(raw.get("hours", []), where)
     limit = raw.get("max_output_tokens")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10**9):
         raise ConfigError(f"{where}: max_output_tokens must be a positive integer")
-    if tiers and input_price is None:
-        raise ConfigError(f"{where}: tiers need the model's own input_price and output_price too")
+    if (tiers or hours) and "input_price" not in prices:
+        raise ConfigError(f"{where}: tiers and hours need the model's own input_price and output_price too")
+    if tiers and hours:
+        raise ConfigError(f"{where}: a model has tiers or hours, not both")
     deployments = tuple(_deployment(item, name, where) for item in raw.get("deployments", []))
+    provider, upstream = raw.get("provider"), raw.get("upstream_model", name)
     if deployments:
-        first = deployments[0]
-        return Model(
-            name,
-            first.provider,
-            first.upstream_model,
-            input_price,
-            output_price,
-            deployments,
-            cached_price,
-            tiers,
-            write_price,
-            limit,
-            rates,
-        )
-    provider = raw.get("provider")
-    if not isinstance(provider, str):
+        provider, upstream = deployments[0].provider, deployments[0].upstream_model
+    elif not isinstance(provider, str):
         raise ConfigError(f"{where}: provider (or a deployments list) is required")
-    upstream = raw.get("upstream_model", name)
     if not isinstance(upstream, str) or not upstream:
         raise ConfigError(f"{where}: upstream_model must be a non-empty string")
-    return Model(
-        name, provider, upstream, input_price, output_price, (), cached_price, tiers, write_price, limit, rates
+    return priced_model(
+        name, provider, upstream, prices, deployments=deployments, tiers=tiers, hours=hours, max_output_tokens=limit
     )
 
 
-def parse_tiers(raw: object, where: str) -> tuple[PriceTier, ...]:
-    """A `tiers` list as config.toml and presets.toml write it, checked and in ascending order."""
-    if not isinstance(raw, list):
-        raise ConfigError(f"{where}: tiers must be a list of tables")
-    tiers = []
-    for item in raw:
-        keys = {"above_prompt_tokens", "input_price", "output_price", "cached_input_price"}
-        if (
-            not isinstance(item, dict)
-            or set(item) - keys
-            or not {"above_prompt_tokens", "input_price", "output_price"} <= set(item)
-        ):
-            raise ConfigError(
-                f"{where}: each tier is {{ above_prompt_tokens, input_price, output_price[, cached_input_price] }}"
-            )
-        above = item["above_prompt_tokens"]
-        if isinstance(above, bool) or not isinstance(above, int) or above < 1:
-            raise ConfigError(f"{where}: tier above_prompt_tokens must be a positive integer")
-        try:
-            cached = item.get("cached_input_price")
-            tiers.append(
-                PriceTier(
-                    above,
-                    parse_price(item["input_price"], what="tier input_price"),
-                    parse_price(item["output_price"], what="tier output_price"),
-                    None if cached is None else parse_price(cached, what="tier cached_input_price"),
-                )
-            )
-        except MoneyError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-    return ordered_tiers(tiers, where)
-
-
-def ordered_tiers(tiers: Iterable[PriceTier], where: str) -> tuple[PriceTier, ...]:
-    """Tiers in ascending order of prompt size, refusing two that start at the same size."""
-    ordered = tuple(sorted(tiers, key=lambda t: t.above))
-    if len({t.above for t in ordered}) != len(ordered):
-        raise ConfigError(f"{where}: two tiers start above the same prompt size")
-    return ordered
-
-
-def tier_dict(t: PriceTier) -> dict:
-    entry = {"above_prompt_tokens": t.above, "input_price": format_price(t.input_price)}
-    entry["output_price"] = format_price(t.output_price)
-    if t.cached_input_price is not None:
-        entry["cached_input_price"] = format_price(t.cached_input_price)
-    return entry
+def priced_model(name: str, provider: str, upstream: str, prices: Mapping[str, int], **more: Any) -> Model:
+    """A model at these prices by setting (`config.prices.PRICE_SETTINGS`; none: unpriced)."""
+    return Model(
+        name,
+        provider,
+        upstream,
+        prices.get("input_price"),
+        prices.get("output_price"),
+        cached_input_price=prices.get("cached_input_price"),
+        cache_write_price=prices.get("cache_write_price"),
+        rates={s: p for s, p in prices.items() if s not in SET_APART and s not in FLAT},
+        **more,
+    )
 
 
 def _deployment(item: object, model: str, where: str) -> Deployment:
@@ -328,17 +344,7 @@ def _deployment(item: object, model: str, where: str) -> Deployment:
 
 
 def _model_dict(m: Model) -> dict:
-    entry: dict = {}
-    if m.input_price is not None and m.output_price is not None:
-        entry.update(input_price=format_price(m.input_price), output_price=format_price(m.output_price))
-    if m.cached_input_price is not None:
-        entry["cached_input_price"] = format_price(m.cached_input_price)
-    if m.cache_write_price is not None:
-        entry["cache_write_price"] = format_price(m.cache_write_price)
-    for setting, price in sorted(m.rates.items()):
-        entry[setting] = format_price(price)
-    if m.tiers:
-        entry["tiers"] = [tier_dict(t) for t in m.tiers]
+    entry: dict = price_settings(m) if m.priced else {}
     if m.max_output_tokens is not None:
         entry["max_output_tokens"] = m.max_output_tokens
     if m.deployments:
@@ -430,4 +436,6 @@ def provider_dict(p: Provider) -> dict:
         entry["messages_base_url"] = p.messages_base_url
     if p.limit_field != "max_tokens":
         entry["limit_field"] = p.limit_field
+    if p.reasoning != "within":
+        entry["reasoning"] = p.reasoning
     return entry

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from hubproxy.accounts.cache import AccountCache
 from hubproxy.billing.budget import IDLE_SECONDS, Budget, LeasedBudget, LocalBudget
+from hubproxy.billing.history import record_edits
 from hubproxy.billing.meter import PERSIST_AFTER, OpenCalls
 from hubproxy.config import Config, ConfigError, Paths
 from hubproxy.config.paths import REDIS_ENV
@@ -180,6 +181,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     state.admin_token = await loop.run_in_executor(None, admin_token, state.paths)
     state.config_mtime = _mtime(state.paths)
     state.store.start(loop, state.accounts.apply)
+    await record_price_edits(state, state.config)
     state.calls.journal = CallJournal(state.paths.journal)
     settle_the_heap()
     tasks = [
@@ -254,6 +256,14 @@ async def watch_config(state: GatewayState) -> None:
             continue
         state.install_config(config, secrets)
         log.info("config reloaded: %d models, %d providers", len(config.models), len(config.providers))
+        await record_price_edits(state, config)
+
+
+async def record_price_edits(state: GatewayState, config: Config) -> None:
+    """Prices changed by editing config.toml go into the price history too (`billing.history`)."""
+    recorded = await state.store.write(record_edits, config.models)
+    if recorded:
+        log.info("price history: recorded %d model price change(s) found in config.toml", recorded)
 
 
 def submit_last_used(state: GatewayState) -> None:

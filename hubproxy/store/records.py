@@ -95,6 +95,7 @@ class Reservation(msgspec.Struct):
     amount: int
     prompt_tokens: int
     prompt_cost: int
+    price_id: str = ""  # the prices it is billed at (config.prices.price_version; the price history)
 
     def row(self) -> tuple:
         """The fields in order, as the reservations table and the journal hold them."""

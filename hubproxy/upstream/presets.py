@@ -1,32 +1,31 @@
-"""Provider presets, kept as data in presets.toml beside this module, and the prices they carry."""
+"""Provider presets, kept as data in presets.toml beside this module: where a provider lives, which
+models it serves, and where their prices come from (the genai-prices catalog, a listing, or 0)."""
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from importlib import resources
+from typing import Any
 
-from hubproxy.config import ConfigError, Model, PriceTier, parse_tiers
+from hubproxy.config import ConfigError, Model, priced_model
+from hubproxy.config.listprices import catalog_provider, list_price
 from hubproxy.money import MoneyError, parse_price
 
 
 @dataclass(frozen=True)
-class Prices:
-    """Micro-USD per 1M tokens, as on a Model."""
+class Listed:
+    """Prices that did not come from the catalog (a provider's own listing, or 0 for a local one)."""
 
-    input: int
-    output: int
-    cached_input: int | None = None
-    tiers: tuple[PriceTier, ...] = ()
-    cache_write: int | None = None
+    prices: dict[str, int]
+    origin: str
 
-    def model(self, name: str, provider: str) -> Model:
-        """A model served as `name` through `provider` at these prices."""
-        return Model(name, provider, name, self.input, self.output, (), self.cached_input, self.tiers, self.cache_write)
+    def model(self, name: str, provider: str, upstream: str, **more: Any) -> Model:
+        return priced_model(name, provider, upstream, self.prices, **more)
 
 
-FREE = Prices(0, 0)
+FREE = Listed({"input_price": 0, "output_price": 0}, "local: runs on your machine")
 
 
 @dataclass(frozen=True)
@@ -35,52 +34,38 @@ class Preset:
     base_url: str
     source: str
     api_key_env: str | None = None
-    prices_source: str | None = None
-    prices_read: str | None = None
-    prices_note: str | None = None
+    catalog: str | None = None  # the provider's id in genai-prices
+    models: tuple[str, ...] = ()  # the ids `providers add --preset` serves
     local: bool = False
     listing_prices: str | None = None
     apis: tuple[str, ...] = ("chat",)
     messages_base_url: str | None = None
     messages_source: str | None = None  # the vendor's page for its Anthropic-compatible API, and when read
     limit_field: str = "max_tokens"  # what its chat API limits output with (Provider.limit_field)
-    models: dict[str, Prices] = field(default_factory=dict)
+    reasoning: str = "within"  # how it reports reasoning tokens (Provider.reasoning)
 
-    def price_of(self, model_id: str, listing: dict | None = None) -> tuple[Prices | None, str]:
-        """The price for a model this provider lists, and where it came from; (None, "") when unknown."""
-        if model_id in self.models:
-            return self.models[model_id], f"preset {self.name}"
+    def price_of(self, model_id: str, listing: dict | None = None) -> Any:
+        """The price for a model this provider serves (a `ListPrice` or `Listed`: `.model()`,
+        `.origin`), or None when nothing can price it."""
+        if self.catalog is not None:
+            try:
+                return list_price(catalog_provider(self.catalog, self.base_url), model_id)
+            except ConfigError:
+                pass
         if self.local:
-            return FREE, "local"
+            return FREE
         if self.listing_prices and listing is not None:
-            found = listed_prices(listing, self.listing_prices)
-            if found is not None:
-                return found, "listing"
-        return None, ""
-
-
-def _prices(name: str, model: str, raw: dict) -> Prices:
-    where = f"preset {name} model {model}"
-    cached, written = raw.get("cached_input"), raw.get("cache_write")
-    try:
-        return Prices(
-            parse_price(raw["input"], what=f"{where} input"),
-            parse_price(raw["output"], what=f"{where} output"),
-            None if cached is None else parse_price(cached, what=f"{where} cached_input"),
-            parse_tiers(raw.get("tiers", []), where),
-            None if written is None else parse_price(written, what=f"{where} cache_write"),
-        )
-    except (KeyError, MoneyError) as exc:
-        raise ConfigError(f"{where}: bad price {exc}") from None
+            return listed_prices(listing, self.listing_prices)
+        return None
 
 
 def load_presets() -> dict[str, Preset]:
     text = resources.files("hubproxy.upstream").joinpath("presets.toml").read_text(encoding="utf-8")
     presets = {}
     for name, entry in tomllib.loads(text).items():
-        models = {model: _prices(name, model, raw) for model, raw in entry.pop("models", {}).items()}
         entry["apis"] = tuple(entry.get("apis", ("chat",)))
-        presets[name] = Preset(name=name, models=models, **entry)
+        entry["models"] = tuple(entry.get("models", ()))
+        presets[name] = Preset(name=name, **entry)
     return presets
 
 
@@ -99,7 +84,7 @@ LISTING_FORMATS = {
 }
 
 
-def listed_prices(item: dict, style: str) -> Prices | None:
+def listed_prices(item: dict, style: str) -> Listed | None:
     """The `pricing` on a GET /models entry, converted exactly to micro-USD per 1M tokens.
 
     Anything else (missing, negative, "-1" for "varies", a 0 where 0 means "not sold per token", more
@@ -111,13 +96,14 @@ def listed_prices(item: dict, style: str) -> Prices | None:
         return None
     try:
         per_million = {k: Decimal(str(v)) * factor for k, v in pricing.items() if v is not None}
-        prices = Prices(
-            parse_price(per_million[input_key]),
-            parse_price(per_million[output_key]),
-            parse_price(per_million[cached_key]) if cached_key in per_million else None,
-        )
+        prices = {
+            "input_price": parse_price(per_million[input_key]),
+            "output_price": parse_price(per_million[output_key]),
+        }
+        if cached_key in per_million:
+            prices["cached_input_price"] = parse_price(per_million[cached_key])
     except (KeyError, InvalidOperation, MoneyError):
         return None
-    if not zero_is_a_price and (prices.input == 0 or prices.output == 0):
+    if not zero_is_a_price and (prices["input_price"] == 0 or prices["output_price"] == 0):
         return None
-    return prices
+    return Listed(prices, "the provider's own model listing")

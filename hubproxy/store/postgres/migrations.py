@@ -11,7 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from hubproxy.store.records import DatabaseError
-from hubproxy.store.sqlite.migrations import DASHBOARD_STATEMENTS, HOURLY_TABLE, MIGRATIONS, TOKEN_TABLES
+from hubproxy.store.sqlite.migrations import (
+    DASHBOARD_STATEMENTS,
+    HOURLY_TABLE,
+    MIGRATIONS,
+    PRICE_CHANGES,
+    PRICE_STATEMENTS,
+    TOKEN_TABLES,
+)
 from hubproxy.tokens import COLUMNS
 
 NOW = """(to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))"""
@@ -141,6 +148,9 @@ POSTGRES: dict[str, str] = {
         "CREATE TABLE instances (holder TEXT PRIMARY KEY, request_prefix TEXT NOT NULL, seen DOUBLE PRECISION NOT NULL)"
     ),
     "m018_dashboard": ";\n".join((HOURLY_TABLE.replace("INTEGER", "BIGINT"), *DASHBOARD_STATEMENTS)),
+    "m019_price_history": ";\n".join(
+        (PRICE_CHANGES.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY"), *PRICE_STATEMENTS)
+    ),
 }
 IN_BASELINE = {fn.__name__ for fn in MIGRATIONS if "m002" <= fn.__name__[:4] <= "m016"}
 

@@ -13,7 +13,8 @@ from hubproxy.store.sql.limits import clear_limit_calls, release_budgets
 from hubproxy.tokens import COLUMNS, counts
 
 RESERVATION_COLUMNS = (
-    "id, user_id, key_id, model, provider, upstream_model, endpoint, stream, amount, prompt_tokens, prompt_cost"
+    "id, user_id, key_id, model, provider, upstream_model, endpoint, stream, amount, prompt_tokens, prompt_cost, "
+    "price_id"
 )
 TOKEN_COLUMNS = ", ".join(COLUMNS)
 TOKEN_MARKS = ",".join("?" * len(COLUMNS))
@@ -22,8 +23,8 @@ HOURLY_SUMS = ("requests", "errors", "cost", "latency_ms")
 # the settlement batch's statements, made once (every batch sends them)
 USAGE_INSERT = (
     "INSERT INTO usage (request_id, user_id, key_id, model, provider, upstream_model, endpoint, stream, "
-    f"cost, estimated, status, http_status, latency_ms, created_at, attempts, over_reservation, {TOKEN_COLUMNS}) "
-    f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,nullif(?, ''),?,{TOKEN_MARKS})"
+    "cost, estimated, status, http_status, latency_ms, created_at, attempts, over_reservation, price_id, "
+    f"{TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,nullif(?, ''),?,?,{TOKEN_MARKS})"
 )
 DAILY_UPSERT = (
     f"INSERT INTO usage_daily (day, user_id, key_id, model, provider, {', '.join(DAILY_SUMS)}) "
@@ -48,7 +49,7 @@ REPORT_GROUPS = {
 def open_reservations(conn: Connection, reservations: list[Reservation]) -> None:
     """Persist in-flight calls so that a killed server's open calls are settled on restart."""
     conn.executemany(
-        f"INSERT INTO reservations ({RESERVATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+        f"INSERT INTO reservations ({RESERVATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
         [r.row() for r in reservations],
     )
 
@@ -85,6 +86,7 @@ def record_calls(conn: Connection, records: list[CallRecord], lease_holder: str 
                 created_at,
                 rec.attempts,  # "" → NULL in SQL: binding None makes sqlite3 raise and clear an error per row
                 rec.over_reservation,
+                r.price_id,
                 *counts(rec.usage),
             )
             for rec in records

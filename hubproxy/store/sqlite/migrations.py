@@ -334,3 +334,30 @@ def m018_dashboard(conn: sqlite3.Connection) -> None:
     conn.execute(HOURLY_TABLE + " WITHOUT ROWID")
     for statement in DASHBOARD_STATEMENTS:
         conn.execute(statement)
+
+
+PRICE_CHANGES = """CREATE TABLE price_changes (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    model TEXT NOT NULL,
+    price_id TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    source TEXT NOT NULL,
+    old TEXT,
+    new TEXT
+)"""
+PRICE_STATEMENTS = (
+    "CREATE INDEX price_changes_model ON price_changes (model, id)",
+    "CREATE INDEX price_changes_id ON price_changes (price_id)",
+    "ALTER TABLE usage ADD COLUMN price_id TEXT",
+    "ALTER TABLE reservations ADD COLUMN price_id TEXT",
+)
+
+
+@migration
+def m019_price_history(conn: sqlite3.Connection) -> None:
+    """Every change of a model's prices (who, when, from where, before and after), and on each usage
+    row and open reservation the id of the prices it is billed at."""
+    conn.execute(PRICE_CHANGES)
+    for statement in PRICE_STATEMENTS:
+        conn.execute(statement)

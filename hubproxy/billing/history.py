@@ -1,0 +1,63 @@
+"""Price changes, whoever makes them: the CLI records what a command changed (`changes_between`), and
+the server records on start and on each config reload any change made by editing config.toml
+(`record_edits`), so that no price ever changes silently. The rows: `store/sql/prices.py`."""
+
+from __future__ import annotations
+
+import getpass
+import time
+from collections.abc import Mapping
+
+from hubproxy.config import Model, price_settings
+from hubproxy.store.sql import Connection, transaction
+from hubproxy.store.sql.prices import PriceChange, latest_prices, record_price_changes
+
+EDITED = "config.toml (edited, not through hubproxy)"
+
+
+def now_text() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def settings_of(model: Model | None) -> dict | None:
+    return None if model is None or not model.priced else price_settings(model)
+
+
+def changes_between(
+    before: Mapping[str, Model], after: Mapping[str, Model], actor: str, sources: Mapping[str, str], source: str
+) -> list[PriceChange]:
+    """Every model whose prices differ between two configs (added, removed, repriced), each with its
+    source (`sources[model]`, else `source`)."""
+    changes = []
+    for name in sorted(before.keys() | after.keys()):
+        old, new = settings_of(before.get(name)), settings_of(after.get(name))
+        if old != new:
+            model = after.get(name)
+            price_id = model.price_id if model is not None else ""
+            changes.append(PriceChange(name, price_id, actor, sources.get(name, source), old, new))
+    return changes
+
+
+def record_edits(conn: Connection, models: Mapping[str, Model]) -> int:
+    """Record each served model whose prices are not the last recorded ones (config.toml edited by
+    hand, or a model first seen); one transaction, so several starting workers record it once."""
+    with transaction(conn):
+        recorded = latest_prices(conn)
+        changes = [
+            PriceChange(
+                name, model.price_id, "config.toml", EDITED, recorded.get(name, ("", None))[1], price_settings(model)
+            )
+            for name, model in sorted(models.items())
+            if model.priced and recorded.get(name, ("", None))[0] != model.price_id
+        ]
+        if changes:
+            record_price_changes(conn, changes, now_text())
+    return len(changes)
