@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 
 from hubproxy.config import Model, price_settings
+from hubproxy.config.catalog import FLAT
 from hubproxy.store.sql import Connection, transaction
 from hubproxy.store.sql.prices import PriceChange, latest_prices, record_price_changes
 
@@ -61,3 +62,34 @@ def record_edits(conn: Connection, models: Mapping[str, Model]) -> int:
         if changes:
             record_price_changes(conn, changes, now_text())
     return len(changes)
+
+
+def flatten(settings: dict) -> dict[str, str]:
+    """A model's price settings on one level ("tiers[0].input_price": "2.5"), to compare line by line."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, list):
+            for i, entry in enumerate(value):
+                for inner, price in entry.items():
+                    flat[f"{key}[{i}].{inner}"] = str(price)
+        else:
+            flat[key] = str(value)
+    return flat
+
+
+def change_text(old: dict | None, new: dict | None) -> str:
+    """ "input_price 0.27 → 0.28; output_price 1.1 → 1.2", or what was added or removed."""
+    if old is None or new is None:
+        if new is None:
+            return "removed or unpriced"
+        more = [f"{len(new[k])} {k}" for k in ("tiers", "hours") if k in new]
+        more += [k.removesuffix("_price").replace("_", " ") for k in new if k not in ("tiers", "hours", *FLAT)]
+        return f"priced {new['input_price']} in / {new['output_price']} out" + (
+            f" (+ {', '.join(more)})" if more else ""
+        )
+    before, after = flatten(old), flatten(new)
+    return "; ".join(
+        f"{k} {before.get(k, '-')} → {after.get(k, '-')}"
+        for k in sorted(before.keys() | after.keys())
+        if before.get(k) != after.get(k)
+    )

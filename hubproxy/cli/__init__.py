@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from hubproxy import __version__
-from hubproxy.cli import connect, dashboard, db, keys, models, providers, serve, setup, usage, users
+from hubproxy.cli import connect, dashboard, db, keys, models, prices, providers, serve, setup, usage, users
 from hubproxy.cli.context import GuardedGroup, warn_password_in_url
 from hubproxy.cli.help import use_plain_metavars
 from hubproxy.config import HOME_ENV, Paths
@@ -66,6 +66,7 @@ app.add_typer(users.app, name="users")
 app.add_typer(keys.app, name="keys")
 app.add_typer(providers.app, name="providers")
 app.add_typer(models.app, name="models")
+app.add_typer(prices.app, name="prices")
 app.add_typer(usage.app, name="usage")
 app.add_typer(db.app, name="db")
 

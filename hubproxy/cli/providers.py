@@ -157,7 +157,7 @@ def add(
     where = store_secret(paths(ctx), name, secret) if secret else None
     config.providers[name] = provider
     added = {} if found is None or no_models else add_catalog(config, name, found)
-    save_config(ctx, config)
+    save_config(ctx, config, sources=added)
     if json:
         print_json({**provider_json(provider), "secret_stored_in": where, "models_added": list(added)})
         return

@@ -13,6 +13,7 @@ from hubproxy.cli.context import CliError, WholeTable, console, database, print_
 from hubproxy.money import format_usd
 from hubproxy.spreadsheet import safe_cell
 from hubproxy.store.sql import accounts, usage
+from hubproxy.store.sql.prices import prices_billed
 from hubproxy.tokens import TOKEN_CLASSES
 
 PART_CLASSES = tuple(c for c in TOKEN_CLASSES if c.within is not None)  # the columns after the cost
@@ -63,12 +64,15 @@ def report(
             store.run(accounts.get_user, user)  # an unknown email is a one-line error, not an empty report
         rows = store.run(usage.usage_report, by.value, since=since, user=user)
         names = {k.id: k.name for k in store.run(accounts.list_keys, user)} if by is GroupBy.key else {}
+        billed = store.run(prices_billed, since, user) if by is GroupBy.model else {}
     costs = [row.pop("cost") or 0 for row in rows]
     places = max((decimal_places(cost) for cost in costs), default=2)
     for row, cost in zip(rows, costs, strict=True):
         row["cost_usd"] = format_usd(cost, min_places=places)  # every format gives the same figure
         if by is GroupBy.key:
             row["name"] = names.get(row["group"])
+        if by is GroupBy.model:
+            row["billed_at_price_of"] = ", ".join(billed.get(row["group"], []))
     if not rows and not json and fmt is Format.table:
         scope = (f" for {user}" if user else "") + (f" since {since}" if since else "")
         console.print(f"no calls{scope} yet")
@@ -82,6 +86,7 @@ def report(
                 *("group", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "estimated"),
                 *(c.column for c in PART_CLASSES),
                 *(("name",) if by is GroupBy.key else ()),
+                *(("billed_at_price_of",) if by is GroupBy.model else ()),
             ],
         )
         writer.writeheader()
@@ -90,6 +95,7 @@ def report(
         table = WholeTable(
             *(by.value, "requests", "prompt tokens", "completion tokens", "cost (USD)", "estimated"),
             *(c.label for c in PART_CLASSES),
+            *(("billed at the price of",) if by is GroupBy.model else ()),
             whole=(by.value,),
         )
         for r in rows:
@@ -101,5 +107,6 @@ def report(
                 r["cost_usd"],
                 str(r["estimated"]),
                 *(str(r[c.column]) for c in PART_CLASSES),
+                *((r["billed_at_price_of"],) if by is GroupBy.model else ()),
             )
         console.print(table, crop=False)

@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from hubproxy import errors
+from hubproxy.billing.history import change_text
 from hubproxy.dashboard.sessions import Session
 from hubproxy.dashboard.views import PageError, form, page, render, user_named
 from hubproxy.money import MoneyError, format_usd, parse_usd
@@ -18,6 +19,7 @@ from hubproxy.passwords import hash_password
 from hubproxy.server.accounts import account_errors, check_new_password
 from hubproxy.server.state import STATE
 from hubproxy.store.sql import accounts, dashboard
+from hubproxy.store.sql.prices import price_history
 
 LEDGER_ROWS = 50
 FEED_BATCH_SECONDS = 0.25
@@ -175,7 +177,8 @@ async def ledger(request: web.Request, session: Session) -> web.Response:
 
 @page(admin=True)
 async def providers(request: web.Request, session: Session) -> web.Response:
-    """Providers (never their keys), models with prices per 1M tokens, each deployment's health."""
+    """Providers (never their keys), models with prices per 1M tokens, each deployment's health, and
+    the latest price changes (who, when, from where, before and after)."""
     state = request.app[STATE]
     config = state.config
     health = state.health.snapshot()
@@ -194,6 +197,9 @@ async def providers(request: web.Request, session: Session) -> web.Response:
                 "deployments": deployments,
             }
         )
+    changes = await state.store.read(price_history, None, 50)
+    for change in changes:
+        change["summary"] = change_text(change["old"], change["new"])
     return render(
         request,
         session,
@@ -201,6 +207,7 @@ async def providers(request: web.Request, session: Session) -> web.Response:
         providers=sorted(config.providers.values(), key=lambda p: p.name),
         models=models,
         health=health,
+        changes=changes,
     )
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from hubproxy.store.records import DatabaseError
 from hubproxy.store.sql import Connection
 
-TABLES = ("users", "api_keys", "ledger", "usage", "usage_daily", "usage_hourly")  # in foreign-key order
-IDENTITIES = ("users", "ledger", "usage")
+TABLES = ("users", "api_keys", "ledger", "usage", "usage_daily", "usage_hourly", "price_changes")  # foreign keys first
+IDENTITIES = ("users", "ledger", "usage", "price_changes")
 
 
 def migrate_to(source_path: Path, url: str) -> dict[str, int]:

@@ -71,3 +71,21 @@ def price_since(conn: Connection, price_ids: list[str]) -> dict[str, str]:
         f"SELECT price_id, min(at) FROM price_changes WHERE price_id IN ({marks}) GROUP BY price_id", price_ids
     ).fetchall()
     return dict(rows)
+
+
+def prices_billed(conn: Connection, since: str | None = None, user: str | None = None) -> dict[str, list[str]]:
+    """For each model, the days (UTC) the prices its calls were billed at came in, oldest first:
+    what `usage report` shows as "billed at the price of"."""
+    where, args = ["price_id IS NOT NULL", "price_id <> ''"], []
+    if since:
+        where.append("created_at >= ?")
+        args.append(since)
+    if user:
+        where.append("user_id = (SELECT id FROM users WHERE email = ?)")
+        args.append(user)
+    pairs = conn.execute(f"SELECT DISTINCT model, price_id FROM usage WHERE {' AND '.join(where)}", args).fetchall()
+    since_of = price_since(conn, sorted({price_id for _, price_id in pairs}))
+    billed: dict[str, list[str]] = {}
+    for model, price_id in pairs:
+        billed.setdefault(model, []).append(since_of.get(price_id, "")[:10] or "unrecorded")
+    return {model: sorted(set(days)) for model, days in billed.items()}

@@ -1,0 +1,120 @@
+"""`hubproxy prices …`: compare the served prices with the genai-prices catalog, take the catalog's,
+and show every price change ever made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import typer
+
+from hubproxy.billing.history import change_text, flatten
+from hubproxy.cli.context import CliError, WholeTable, console, database, load_config, print_json, save_config
+from hubproxy.cli.models import catalog_price
+from hubproxy.config import Config, ConfigError, price_settings
+from hubproxy.config.listprices import ListPrice, catalog_version
+from hubproxy.store.sql.prices import price_history
+
+app = typer.Typer(help="Prices against the genai-prices catalog, and their history.", no_args_is_help=True)
+
+
+@dataclass
+class Comparison:
+    differences: list[dict] = field(default_factory=list)  # model, price, configured, catalog
+    catalog: dict[str, ListPrice] = field(default_factory=dict)  # the catalog's price of each model that differs
+    unknown: list[dict] = field(default_factory=list)  # model, why: what the catalog cannot price
+
+
+def compare(config: Config, names: list[str]) -> Comparison:
+    """Each served model's prices against the catalog's for its provider and upstream model."""
+    result = Comparison()
+    for name in names or sorted(config.models):
+        model = config.models.get(name)
+        if model is None:
+            raise CliError(f"no model {name!r}; see `hubproxy models list`")
+        try:
+            found = catalog_price(config.providers[model.provider], model.upstream_model)
+        except (CliError, ConfigError) as exc:
+            result.unknown.append({"model": name, "why": str(exc)})
+            continue
+        served = flatten(price_settings(model)) if model.priced else {}
+        catalog = flatten(price_settings(found.model(name, model.provider, model.upstream_model)))
+        for key in sorted(served.keys() | catalog.keys()):
+            if served.get(key) != catalog.get(key):
+                result.differences.append(
+                    {"model": name, "price": key, "configured": served.get(key), "catalog": catalog.get(key)}
+                )
+                result.catalog[name] = found
+    return result
+
+
+def show(result: Comparison) -> None:
+    version = catalog_version()
+    if result.differences:
+        table = WholeTable("model", "price ($/1M)", "configured", f"genai-prices {version}", whole=("model",))
+        for d in result.differences:
+            table.add_row(d["model"], d["price"], d["configured"] or "-", d["catalog"] or "-")
+        console.print(table, crop=False)
+    else:
+        console.print(f"every model the catalog knows is at genai-prices {version}'s price")
+    for item in result.unknown:
+        console.print(f"  {item['model']}: not checked: {item['why']}")
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context,
+    model: list[str] = typer.Argument(None, metavar="[MODEL]...", help="Models to check (default: all)."),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Compare each served model's prices with the genai-prices catalog; exit 1 when any differs."""
+    result = compare(load_config(ctx), model or [])
+    if json:
+        print_json(
+            {"catalog_version": catalog_version(), "differences": result.differences, "not_checked": result.unknown}
+        )
+    else:
+        show(result)
+    if result.differences:
+        raise typer.Exit(1)
+
+
+@app.command("apply")
+def apply(
+    ctx: typer.Context,
+    model: list[str] = typer.Argument(None, metavar="[MODEL]...", help="Models to reprice (default: all)."),
+    yes: bool = typer.Option(False, "--yes", help="Apply without asking."),
+) -> None:
+    """Take the catalog's prices for the models that differ, after showing the differences."""
+    config = load_config(ctx)
+    result = compare(config, model or [])
+    show(result)
+    if not result.differences:
+        return
+    if not yes and not typer.confirm(f"apply the catalog's prices to {len(result.catalog)} model(s)?"):
+        raise CliError("nothing changed")
+    for name, found in result.catalog.items():
+        old = config.models[name]
+        config.models[name] = found.model(
+            name, old.provider, old.upstream_model, deployments=old.deployments, max_output_tokens=old.max_output_tokens
+        )
+    save_config(ctx, config, sources={name: found.origin for name, found in result.catalog.items()})
+    console.print(f"repriced {', '.join(result.catalog)} from genai-prices {catalog_version()}")
+
+
+@app.command("history")
+def history(
+    ctx: typer.Context,
+    model: str = typer.Argument(None, metavar="[MODEL]", help="One model's changes (default: all)."),
+    limit: int = typer.Option(50, "--limit", min=1, max=10_000, help="The newest N changes."),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Every price change: when, which model, who, from where, before and after."""
+    with database(ctx) as store:
+        rows = store.run(price_history, model, limit)
+    if json:
+        print_json(rows)
+        return
+    table = WholeTable("when (UTC)", "model", "by", "source", "change", whole=("when (UTC)", "model"))
+    for row in rows:
+        table.add_row(row["at"][:19], row["model"], row["actor"], row["source"], change_text(row["old"], row["new"]))
+    console.print(table, crop=False)
