@@ -102,8 +102,8 @@ class Cli:
             raise AssertionError(f"hubproxy {' '.join(args)} failed: {result.output}{result.exception!r}")
         return result
 
-    def json(self, *args: str, input: str | None = None):
-        return json.loads(self(*args, "--json", input=input).stdout)
+    def json(self, *args: str, input: str | None = None, ok: bool = True):
+        return json.loads(self(*args, "--json", input=input, ok=ok).stdout)
 
 
 def run_cli(

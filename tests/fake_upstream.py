@@ -155,6 +155,9 @@ class FakeUpstream:
         self.cancelled_streams = 0
         self.stream_delay = 0.0
         self.delay = 0.0
+        # usage to report instead of the counted one, by wire API ("chat", "messages", "responses"): a
+        # price test's hand-worked usage
+        self.usage: dict[str, dict] = {}
         self.stream_words = REPLY.split()
         self.scripted: bytes | None = None  # when set, every POST is answered with these bytes, as they are
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -305,6 +308,7 @@ class FakeUpstream:
                 "total_tokens": prompt + completion,
                 "prompt_cache_hit_tokens": min(2, prompt) if model == "cache-hit" else 0,
             }
+            answer["usage"] = self.usage.get("chat", answer["usage"])
         return web.json_response(answer)
 
     @staticmethod
@@ -403,6 +407,7 @@ class FakeUpstream:
                         "total_tokens": prompt + completion,
                     },
                 }
+                usage["usage"] = self.usage.get("chat", usage["usage"])
                 await resp.write(b"data: " + orjson.dumps(usage) + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
@@ -432,6 +437,10 @@ class FakeUpstream:
             usage = {"input_tokens": 0, "cache_creation_input_tokens": written, "cache_read_input_tokens": 0}
             usage["cache_creation"] = {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": written}
         words = REPLY.split()
+        output_tokens = len(words)
+        if "messages" in self.usage:
+            usage = {k: v for k, v in self.usage["messages"].items() if k != "output_tokens"}
+            output_tokens = self.usage["messages"]["output_tokens"]
         message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "stop_sequence": None}
         if not body.get("stream"):
             content = [{"type": "text", "text": REPLY}]
@@ -441,7 +450,7 @@ class FakeUpstream:
                 **message,
                 "content": content,
                 "stop_reason": "end_turn",
-                "usage": {**usage, "output_tokens": len(words)},
+                "usage": {**usage, "output_tokens": output_tokens},
             }
             return web.json_response(answer)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -479,7 +488,7 @@ class FakeUpstream:
             await send("content_block_delta", {"type": "content_block_delta", "index": text_index, "delta": delta})
         await send("content_block_stop", {"type": "content_block_stop", "index": text_index})
         final = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}}
-        await send("message_delta", {**final, "usage": {"output_tokens": len(words)}})
+        await send("message_delta", {**final, "usage": {"output_tokens": output_tokens}})
         await send("message_stop", {"type": "message_stop"})
         return resp
 
@@ -500,6 +509,7 @@ class FakeUpstream:
             "output_tokens_details": {"reasoning_tokens": 1},
             "total_tokens": prompt + 6,
         }
+        usage = self.usage.get("responses", usage)
         text = {"type": "output_text", "text": REPLY, "annotations": []}
         item = {"id": "msg_up", "type": "message", "status": "completed", "role": "assistant", "content": [text]}
         output = [item]

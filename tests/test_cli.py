@@ -279,7 +279,7 @@ def test_presets_fill_the_base_url_and_key_variable(cli):
     assert added["base_url"] == "https://api.moonshot.ai/v1" and added["api_key"] == "env:MOONSHOT_API_KEY"
     assert added["preset"] == "moonshot" and added["models_added"] == ["kimi-k2.6", "kimi-k3"]
     listed = {m["name"]: m for m in cli.json("models", "list")}
-    # genai-prices 0.2.3, moonshotai/kimi-k2.6 (https://platform.kimi.ai/docs/pricing/chat.md)
+    # genai-prices 0.2.5, moonshotai/kimi-k2.6 (https://platform.kimi.ai/docs/pricing/chat.md)
     assert listed["kimi-k2.6"]["input_price"] == "0.95" and listed["kimi-k2.6"]["output_price"] == "4"
     assert listed["kimi-k2.6"]["cached_input_price"] == "0.16"
     again = cli.json("providers", "add", "kimi2", "--preset", "moonshot")
@@ -295,6 +295,11 @@ def test_presets_fill_the_base_url_and_key_variable(cli):
     ]
     xai = cli.json("providers", "add", "grok", "--preset", "xai")
     assert xai["reasoning"] == "added", "xAI counts reasoning beside the completion tokens"
+    anth = cli.json("providers", "add", "anth", "--preset", "anthropic", "--no-models")
+    assert anth["messages_base_url"] == "https://api.anthropic.com"
+    elsewhere = ("--base-url", "http://127.0.0.1:9/v1", "--no-models", "--replace")
+    moved = cli.json("providers", "add", "anth", "--preset", "anthropic", *elsewhere)
+    assert moved["messages_base_url"] is None, "another base URL is not paired with the vendor's Messages address"
 
 
 def test_config_toml_keeps_the_users_comments_and_layout_through_every_change(cli, home):

@@ -302,7 +302,7 @@ def test_models_sync_prices_from_the_preset_the_listing_or_local(gateway, monkey
     assert gateway.cli.json("models", "sync", "box")["priced"]["listed-model"].startswith("local")
     listed = {m["name"]: m for m in gateway.cli.json("models", "list")}
     reasoner = listed["deepseek-reasoner"]
-    # genai-prices 0.2.3: off-peak 0.135 / 0.55 by default, 0.55 / 2.19 from 00:30 to 16:30 UTC
+    # genai-prices 0.2.5: off-peak 0.135 / 0.55 by default, 0.55 / 2.19 from 00:30 to 16:30 UTC
     assert (reasoner["input_price"], reasoner["output_price"]) == ("0.135", "0.55")
     assert reasoner["hours"] == [
         {"from": "00:30", "to": "16:30", "input_price": "0.55", "cached_input_price": "0.14", "output_price": "2.19"}

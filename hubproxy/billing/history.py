@@ -77,19 +77,23 @@ def flatten(settings: dict) -> dict[str, str]:
     return flat
 
 
-def change_text(old: dict | None, new: dict | None) -> str:
-    """ "input_price 0.27 → 0.28; output_price 1.1 → 1.2", or what was added or removed."""
+def change_lines(old: dict | None, new: dict | None) -> list[str]:
+    """["input_price 0.27 → 0.28", "output_price 1.1 → 1.2"], or what was added or removed."""
     if old is None or new is None:
         if new is None:
-            return "removed or unpriced"
+            return ["removed or unpriced"]
         more = [f"{len(new[k])} {k}" for k in ("tiers", "hours") if k in new]
         more += [k.removesuffix("_price").replace("_", " ") for k in new if k not in ("tiers", "hours", *FLAT)]
-        return f"priced {new['input_price']} in / {new['output_price']} out" + (
-            f" (+ {', '.join(more)})" if more else ""
-        )
+        extra = f" (+ {', '.join(more)})" if more else ""
+        return [f"priced {new['input_price']} in / {new['output_price']} out{extra}"]
     before, after = flatten(old), flatten(new)
-    return "; ".join(
+    return [
         f"{k} {before.get(k, '-')} → {after.get(k, '-')}"
         for k in sorted(before.keys() | after.keys())
         if before.get(k) != after.get(k)
-    )
+    ]
+
+
+def change_text(old: dict | None, new: dict | None) -> str:
+    """The change on one line: "input_price 0.27 → 0.28; output_price 1.1 → 1.2"."""
+    return "; ".join(change_lines(old, new))

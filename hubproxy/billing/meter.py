@@ -161,8 +161,11 @@ class CallMeter:
         estimated = usage is None
         if usage is None:
             usage = Usage(r.prompt_tokens, output_estimate)
-        elif usage.reasoning and self.route.provider.reasoning == "added":  # xAI: reasoning beside the output
-            usage = msgspec.structs.replace(usage, output=usage.output + usage.reasoning)
+        elif usage.reasoning:
+            if self.route.provider.reasoning == "added":  # xAI: reasoning beside the output
+                usage = msgspec.structs.replace(usage, output=usage.output + usage.reasoning)
+            elif usage.reasoning > usage.output:  # within the output: never more than it
+                usage = msgspec.structs.replace(usage, reasoning=usage.output)
         self.cost = cost = self.price(usage_cost(self.priced, usage))
         seconds = time.monotonic() - self.started
         tried = ",".join(f"{where}:{outcome}" for where, outcome in self.attempts) if len(self.attempts) > 1 else ""

@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import typer
+from rich.markup import escape
 
-from hubproxy.billing.history import change_text, flatten
+from hubproxy.billing.history import change_lines, flatten
 from hubproxy.cli.context import CliError, WholeTable, console, database, load_config, print_json, save_config
 from hubproxy.cli.models import catalog_price
 from hubproxy.config import Config, ConfigError, price_settings
@@ -114,7 +115,11 @@ def history(
     if json:
         print_json(rows)
         return
-    table = WholeTable("when (UTC)", "model", "by", "source", "change", whole=("when (UTC)", "model"))
-    for row in rows:
-        table.add_row(row["at"][:19], row["model"], row["actor"], row["source"], change_text(row["old"], row["new"]))
-    console.print(table, crop=False)
+    if not rows:
+        console.print("no price changes recorded" + (f" for {model!r}" if model else ""))
+    for row in rows:  # a block per change: a table's columns would wrap a source or a change past reading
+        when = row["at"][:19].replace("T", " ")
+        console.print(f"[bold]{when}[/bold]  {escape(row['model'])}  by {escape(row['actor'])}", highlight=False)
+        console.print(f"  from {row['source']}", highlight=False, markup=False)
+        for line in change_lines(row["old"], row["new"]):
+            console.print(f"    {line}", highlight=False, markup=False)

@@ -124,7 +124,9 @@ def add(
     apis = tuple(dict.fromkeys(api)) or (found.apis if found is not None else ("chat",))
     if messages_base_url is not None:
         messages_base_url = check_base_url(messages_base_url, "--messages-base-url")
-    elif found is not None:
+    elif found is not None and base_url == found.base_url:
+        # a preset's Messages address belongs to its own base URL: with another --base-url (a proxy, a
+        # test server) calls must not go to the vendor behind the user's back
         messages_base_url = found.messages_base_url
     reasoning = reasoning or (found.reasoning if found is not None else "within")
     if reasoning not in REASONING_RULES:

@@ -175,7 +175,7 @@ def priced_info(provider: Any, info: Any, now: datetime) -> ListPrice:
         if window_tiered or tiered:
             raise ConfigError(f"{where}: prices both by hour and by prompt size; price it by hand")
         hours.append(HourPrices(start.hour * 60 + start.minute, end.hour * 60 + end.minute, window))
-    source = ", ".join(provider.pricing_urls or []) or "the catalog"
+    source = (provider.pricing_urls or ["the catalog"])[0]
     return ListPrice(info.id, provider.id, prices, tiers_of(prices, tiered), tuple(hours), source, unbilled)
 
 

@@ -316,7 +316,9 @@ def read_usage(usage: object) -> Usage | None:
     reasoning = details.get("reasoning_tokens") if details.__class__ is dict else 0
     if reasoning.__class__ is not int or reasoning < 0:
         reasoning = 0
-    return Usage(prompt, completion, min(cached, prompt), 0, min(reasoning, completion))
+    # reasoning as reported: within the completion tokens for most providers, beside them for some (xAI);
+    # the meter applies the provider's rule, and pricing never bills a part beyond what encloses it
+    return Usage(prompt, completion, min(cached, prompt), 0, reasoning)
 
 
 def cost_text(cost: int) -> orjson.Fragment:
