@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from importlib.metadata import version
+from pathlib import Path
 
 import anthropic
 import pytest
@@ -18,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hubproxy.billing.pricing import hold_cost, usage_cost
-from hubproxy.config.listprices import list_price, priced_info, provider_models, providers
+from hubproxy.config import ConfigError
+from hubproxy.config.listprices import list_price, priced_info, providers
 from hubproxy.tokens import Usage
 from tests.conftest import HELLO, configure, serving, wait_for
 
@@ -271,12 +273,16 @@ def test_the_hold_of_a_model_with_hours_is_at_its_dearest_prices():
     assert hold_cost(model.dearest, 1000, 100) == 1000 * 300_000 + 100 * 1_200_000
 
 
-BILLABLE = [
-    (provider_id, info)
-    for provider_id, provider in providers().items()
-    for info in provider.models
-    if info.id in provider_models(provider)
-]
+def billable(provider_id: str, info) -> bool:
+    """A catalog model hubproxy can price (not deprecated; no audio, image or per-request prices)."""
+    try:
+        priced_info(providers()[provider_id], info, datetime.now(tz=UTC))
+    except ConfigError:
+        return False
+    return not info.deprecated
+
+
+BILLABLE = [(p, info) for p, provider in providers().items() for info in provider.models if billable(p, info)]
 
 
 def catalog_cost(provider_id: str, info, usage: Usage, at: datetime) -> Decimal:
@@ -352,3 +358,15 @@ def test_the_catalog_is_never_fetched():
     list_price(providers()["anthropic"], "claude-sonnet-4-5")
     assert not [t for t in threading.enumerate() if t.name.startswith("genai_prices")]
     assert snapshot._custom_snapshot is None
+
+
+def test_prices_catalog_shows_each_presets_models_and_the_readme_carries_its_table(cli):
+    shown = cli.json("prices", "catalog", "xai")
+    grok = {m["model"]: m for m in shown["models"]}["grok-4.7"]
+    assert grok["prices"]["input_price"] == "2" and grok["more"] == ["over 199,999 prompt tokens: 4 / 12"]
+    assert grok["source"] == "https://docs.x.ai/docs/models" and shown["catalog_version"] == CATALOG
+    table = cli("prices", "catalog", "--markdown").stdout.replace("| source |", "| prices page |", 1)
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert table in readme, "README's preset price table is `hubproxy prices catalog --markdown`'s"
+    unknown = cli("prices", "catalog", "nope", ok=False)
+    assert unknown.exit_code == 1 and "no preset 'nope'" in unknown.output

@@ -14,6 +14,7 @@ from hubproxy.cli.models import catalog_price
 from hubproxy.config import Config, ConfigError, price_settings
 from hubproxy.config.listprices import ListPrice, catalog_version
 from hubproxy.store.sql.prices import price_history
+from hubproxy.upstream.presets import load_presets
 
 app = typer.Typer(help="Prices against the genai-prices catalog, and their history.", no_args_is_help=True)
 
@@ -100,6 +101,75 @@ def apply(
         )
     save_config(ctx, config, sources={name: found.origin for name, found in result.catalog.items()})
     console.print(f"repriced {', '.join(result.catalog)} from genai-prices {catalog_version()}")
+
+
+CATALOG_COLUMNS = (
+    ("input_price", "in"),
+    ("output_price", "out"),
+    ("cached_input_price", "cache read"),
+    ("cache_write_price", "cache write"),
+    ("cache_write_1h_price", "1h write"),
+)
+
+
+def catalog_rows(presets: list[str]) -> list[dict]:
+    """The catalog's price of every model the named presets (default: all) add, as `providers add` would."""
+    known = load_presets()
+    rows = []
+    for name in presets or list(known):
+        preset = known.get(name)
+        if preset is None:
+            raise CliError(f"no preset {name!r}; see `hubproxy providers presets`")
+        for model_id in preset.models:
+            found = preset.price_of(model_id)
+            if found is None:
+                rows.append({"preset": name, "model": model_id, "prices": None, "source": "not in the catalog"})
+                continue
+            settings = price_settings(found.model(model_id, name, model_id))
+            more = [
+                f"over {t['above_prompt_tokens']:,} prompt tokens: {t['input_price']} / {t['output_price']}"
+                for t in settings.get("tiers", [])
+            ]
+            more += [
+                f"{h['from']}-{h['to']} UTC: {h['input_price']} / {h['output_price']}"
+                for h in settings.get("hours", [])
+            ]
+            rows.append({"preset": name, "model": model_id, "prices": settings, "more": more, "source": found.source})
+    return rows
+
+
+@app.command("catalog")
+def catalog(
+    preset: list[str] = typer.Argument(None, metavar="[PRESET]...", help="Presets to show (default: all)."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (the README's)."),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """The installed catalog's prices (USD per 1M tokens) of the models each preset adds."""
+    rows = catalog_rows(preset or [])
+    if json:
+        print_json({"catalog_version": catalog_version(), "models": rows})
+        return
+    heads = ["preset", "model", *(title for _, title in CATALOG_COLUMNS), "also", "source"]
+    cells = [
+        [
+            r["preset"],
+            r["model"],
+            *((r["prices"] or {}).get(key, "-") for key, _ in CATALOG_COLUMNS),
+            ", ".join(r.get("more", [])) or "-",
+            r["source"],
+        ]
+        for r in rows
+    ]
+    if markdown:
+        print(f"| {' | '.join(heads)} |\n|{' --- |' * len(heads)}")
+        for row in cells:
+            print(f"| {' | '.join(row)} |")
+        return
+    table = WholeTable(*heads, whole=("model",))
+    for row in cells:
+        table.add_row(*row)
+    console.print(table, crop=False)
+    console.print(f"from genai-prices {catalog_version()}")
 
 
 @app.command("history")

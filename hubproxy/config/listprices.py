@@ -177,16 +177,3 @@ def priced_info(provider: Any, info: Any, now: datetime) -> ListPrice:
         hours.append(HourPrices(start.hour * 60 + start.minute, end.hour * 60 + end.minute, window))
     source = (provider.pricing_urls or ["the catalog"])[0]
     return ListPrice(info.id, provider.id, prices, tiers_of(prices, tiered), tuple(hours), source, unbilled)
-
-
-def provider_models(provider: Any, now: datetime | None = None) -> dict[str, ListPrice]:
-    """Every model of a catalog provider that hubproxy can bill, not deprecated, by catalog id."""
-    found = {}
-    for info in provider.models:
-        if info.deprecated:
-            continue
-        try:
-            found[info.id] = priced_info(provider, info, now or datetime.now(tz=UTC))
-        except ConfigError:
-            continue
-    return found
