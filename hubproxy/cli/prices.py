@@ -4,6 +4,7 @@ and show every price change ever made."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -115,7 +116,7 @@ CATALOG_COLUMNS = (
 def catalog_rows(presets: list[str]) -> list[dict]:
     """The catalog's price of every model the named presets (default: all) add, as `providers add` would."""
     known = load_presets()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in presets or list(known):
         preset = known.get(name)
         if preset is None:
@@ -123,7 +124,9 @@ def catalog_rows(presets: list[str]) -> list[dict]:
         for model_id in preset.models:
             found = preset.price_of(model_id)
             if found is None:
-                rows.append({"preset": name, "model": model_id, "prices": None, "source": "not in the catalog"})
+                rows.append(
+                    {"preset": name, "model": model_id, "prices": None, "more": [], "source": "not in the catalog"}
+                )
                 continue
             settings = price_settings(found.model(model_id, name, model_id))
             more = [
@@ -155,7 +158,7 @@ def catalog(
             r["preset"],
             r["model"],
             *((r["prices"] or {}).get(key, "-") for key, _ in CATALOG_COLUMNS),
-            ", ".join(r.get("more", [])) or "-",
+            ", ".join(r["more"]) or "-",
             r["source"],
         ]
         for r in rows

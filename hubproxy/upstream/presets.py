@@ -24,6 +24,10 @@ class Listed:
     def model(self, name: str, provider: str, upstream: str, **more: Any) -> Model:
         return priced_model(name, provider, upstream, self.prices, **more)
 
+    @property
+    def source(self) -> str:
+        return self.origin
+
 
 FREE = Listed({"input_price": 0, "output_price": 0}, "local: runs on your machine")
 
