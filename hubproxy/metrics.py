@@ -24,7 +24,8 @@ class CallMetrics:
     """Totals per (model, provider, status, key owner) and latency per (model, provider)."""
 
     def __init__(self) -> None:
-        # (model, provider, status, owner) → [calls, prompt, completion, cached, reasoning, cost pico-USD]
+        # (model, provider, status, owner) → [calls, prompt, completion, cached, cache write, of those for an
+        # hour, reasoning, cost pico-USD]
         self.calls: dict[tuple[str, str, str, str], list[int]] = {}
         # (model, provider) → [count per bucket …, +Inf count, sum of seconds]
         self.latency: dict[tuple[str, str], list[float]] = {}
@@ -37,20 +38,22 @@ class CallMetrics:
         provider: str,
         status: str,
         owner: str,
-        tokens: tuple[int, int, int, int],
+        tokens: tuple[int, int, int, int, int, int],
         cost: int,
         seconds: float,
         first_token: float | None = None,
     ) -> None:
         totals = self.calls.get((model, provider, status, owner))
         if totals is None:
-            totals = self.calls[(model, provider, status, owner)] = [0, 0, 0, 0, 0, 0]
+            totals = self.calls[(model, provider, status, owner)] = [0, 0, 0, 0, 0, 0, 0, 0]
         totals[0] += 1
         totals[1] += tokens[0]
         totals[2] += tokens[1]
         totals[3] += tokens[2]
         totals[4] += tokens[3]
-        totals[5] += cost
+        totals[5] += tokens[4]
+        totals[6] += tokens[5]
+        totals[7] += cost
         observe(self.latency, (model, provider), seconds)
         if first_token is not None:
             observe(self.first_token, (model, provider), first_token)
@@ -106,8 +109,10 @@ class CallMetrics:
             ("hubproxy_prompt_tokens_total", "Prompt tokens billed.", 1, 1),
             ("hubproxy_completion_tokens_total", "Completion tokens billed.", 2, 1),
             ("hubproxy_cached_tokens_total", "Prompt tokens served from the provider's cache.", 3, 1),
-            ("hubproxy_reasoning_tokens_total", "Completion tokens spent reasoning.", 4, 1),
-            ("hubproxy_cost_usd_total", "What the calls cost their users, in USD.", 5, PICO),
+            ("hubproxy_cache_write_tokens_total", "Prompt tokens written to the provider's cache.", 4, 1),
+            ("hubproxy_cache_write_1h_tokens_total", "Of the cache writes, those kept for an hour.", 5, 1),
+            ("hubproxy_reasoning_tokens_total", "Completion tokens spent reasoning.", 6, 1),
+            ("hubproxy_cost_usd_total", "What the calls cost their users, in USD.", 7, PICO),
         )
         for name, text, index, scale in series:
             lines += [f"# HELP {name} {text}", f"# TYPE {name} counter"]

@@ -29,6 +29,9 @@ class Usage(msgspec.Struct):
     cache_write: int = 0
     reasoning: int = 0
     cache_write_1h: int = 0
+    # output tokens a chat usage's `total_tokens` counts beyond its prompt and completion tokens (Gemini's
+    # thoughts, xAI's reasoning): the meter bills them as output (billing/meter.py); never stored
+    uncounted: int = 0
 
 
 @dataclass(frozen=True)

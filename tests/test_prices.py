@@ -5,6 +5,8 @@ micro-USD per 1M tokens times tokens = pico-USD."""
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 import time
 from datetime import UTC, datetime
@@ -22,7 +24,9 @@ from hubproxy.billing.pricing import hold_cost, usage_cost
 from hubproxy.config import ConfigError
 from hubproxy.config.listprices import list_price, priced_info, providers
 from hubproxy.tokens import Usage
-from tests.conftest import HELLO, configure, serving, wait_for
+from tests.conftest import HELLO, configure, raw_request, serving, wait_for
+from tests.test_dashboard import admin_link, base
+from tests.test_metrics import scrape, value
 
 M = 1_000_000  # one USD per 1M tokens, in micro-USD per 1M
 CATALOG = version("genai-prices")
@@ -164,6 +168,24 @@ def test_anthropic_cache_classes_each_at_their_price_from_every_client(priced_hu
     assert last_cost(priced_hub, "claude-sonnet-4-5")[0] == expected
     list(priced_hub.client().responses.create(model="claude-sonnet-4-5", input="hi", stream=True))
     assert last_cost(priced_hub, "claude-sonnet-4-5")[0] == expected
+    # each class counted where the calls are counted: the usage rows' daily totals and /metrics
+    report = {r["group"]: r for r in priced_hub.cli.json("usage", "report")}["claude-sonnet-4-5"]
+    assert (report["cache_write_tokens"], report["cache_write_1h_tokens"], report["cached_tokens"]) == (
+        9000,
+        3000,
+        6000,
+    )
+    text = scrape(priced_hub).body.decode()
+    assert value(text, "hubproxy_cache_write_tokens_total", model="claude-sonnet-4-5") == 9000
+    assert value(text, "hubproxy_cache_write_1h_tokens_total", model="claude-sonnet-4-5") == 3000
+    assert value(text, "hubproxy_cached_tokens_total", model="claude-sonnet-4-5") == 6000
+    admin = raw_request("GET", admin_link(priced_hub.cli, priced_hub)).headers["set-cookie"].split(";")[0]
+    exported = raw_request("GET", base(priced_hub) + "/usage.csv?model=claude-sonnet-4-5", headers={"Cookie": admin})
+    rows = list(csv.DictReader(io.StringIO(exported.body.decode())))
+    listed = {m["name"]: m for m in priced_hub.cli.json("models", "list")}["claude-sonnet-4-5"]
+    assert [(r["cache_write_tokens"], r["cache_write_1h_tokens"], r["price_id"]) for r in rows] == [
+        ("3000", "1000", listed["price_id"])
+    ] * 3
 
 
 def test_a_long_context_tier_counts_cached_and_written_tokens_and_prices_the_whole_call(priced_hub):
@@ -219,6 +241,16 @@ def test_reasoning_reported_beside_completion_is_billed_as_output_once(priced_hu
     priced_hub.upstream.usage["chat"] = {**priced_hub.upstream.usage["chat"], "completion_tokens": 250}
     priced_hub.client().chat.completions.create(model="deepseek-chat", messages=HELLO)
     assert last_cost(priced_hub, "deepseek-chat")[0] == 100 * 270_000 + 250 * 1_100_000
+    # thoughts left out of completion_tokens but counted in total_tokens, as reported for Gemini through
+    # OpenAI-compatible APIs (https://github.com/mozilla-ai/any-llm/issues/1290: prompt 20, completion
+    # 151, total 553): the 382 tokens the total counts beyond are output the provider bills
+    priced_hub.upstream.usage["chat"] = {"prompt_tokens": 20, "completion_tokens": 151, "total_tokens": 553}
+    priced_hub.client().chat.completions.create(model="deepseek-chat", messages=HELLO)
+    assert last_cost(priced_hub, "deepseek-chat")[0] == 20 * 270_000 + 533 * 1_100_000
+    with priced_hub.db() as db:
+        assert db.execute(
+            "SELECT completion_tokens, reasoning_tokens FROM usage WHERE model = 'deepseek-chat' ORDER BY id DESC"
+        ).fetchone() == (533, 382)
 
 
 def test_a_reasoning_price_bills_reasoning_apart_from_the_rest_of_the_output(priced_hub):
@@ -370,3 +402,45 @@ def test_prices_catalog_shows_each_presets_models_and_the_readme_carries_its_tab
     assert table in readme, "README's preset price table is `hubproxy prices catalog --markdown`'s"
     unknown = cli("prices", "catalog", "nope", ok=False)
     assert unknown.exit_code == 1 and "no preset 'nope'" in unknown.output
+
+
+def test_cache_writes_reported_by_openai_compatible_providers_are_billed_at_the_write_price(priced_hub):
+    # Qwen's explicit cache: creation billed at 125% of input, hits at 10%; the chat answer's usage
+    # (https://www.alibabacloud.com/help/en/model-studio/context-cache) puts the written tokens in
+    # prompt_tokens_details.cache_creation_input_tokens. qwen-plus at $0.40 / $1.20 (example figures)
+    priced_hub.cli(
+        *("models", "add", "qwen-plus", "--provider", "fake", "--upstream-model", "deepseek-chat"),
+        *("--input-price", "0.4", "--output-price", "1.2", "--cached-input-price", "0.04"),
+        *("--cache-write-price", "0.5"),
+    )
+    priced_hub.upstream.usage["chat"] = {
+        "prompt_tokens": 18628,
+        "completion_tokens": 344,
+        "total_tokens": 18972,
+        "prompt_tokens_details": {
+            "text_tokens": 18628,
+            "cache_creation_input_tokens": 18613,
+            "cache_creation": {"ephemeral_5m_input_tokens": 18613},
+            "cache_type": "ephemeral",
+            "cached_tokens": 0,
+        },
+    }
+    expected = 15 * 400_000 + 18613 * 500_000 + 344 * 1_200_000
+    wait_for(lambda: "qwen-plus" in {m.id for m in priced_hub.client().models.list()})
+    priced_hub.client().chat.completions.create(model="qwen-plus", messages=HELLO)
+    assert last_cost(priced_hub, "qwen-plus")[0] == expected
+    claude(priced_hub).messages.create(model="qwen-plus", max_tokens=50, messages=HELLO)  # translated
+    assert last_cost(priced_hub, "qwen-plus")[0] == expected
+    # OpenRouter's shape (https://openrouter.ai/docs/use-cases/usage-accounting): cache_write_tokens
+    priced_hub.upstream.usage["chat"] = {
+        "prompt_tokens": 194,
+        "completion_tokens": 2,
+        "total_tokens": 196,
+        "prompt_tokens_details": {"cached_tokens": 50, "cache_write_tokens": 100, "audio_tokens": 0},
+    }
+    priced_hub.client().chat.completions.create(model="qwen-plus", messages=HELLO)
+    assert last_cost(priced_hub, "qwen-plus")[0] == 44 * 400_000 + 50 * 40_000 + 100 * 500_000 + 2 * 1_200_000
+    with priced_hub.db() as db:
+        assert db.execute(
+            "SELECT cache_write_tokens, cached_tokens FROM usage WHERE model = 'qwen-plus' ORDER BY id DESC LIMIT 1"
+        ).fetchone() == (100, 50)

@@ -161,11 +161,8 @@ class CallMeter:
         estimated = usage is None
         if usage is None:
             usage = Usage(r.prompt_tokens, output_estimate)
-        elif usage.reasoning:
-            if self.route.provider.reasoning == "added":  # xAI: reasoning beside the output
-                usage = msgspec.structs.replace(usage, output=usage.output + usage.reasoning)
-            elif usage.reasoning > usage.output:  # within the output: never more than it
-                usage = msgspec.structs.replace(usage, reasoning=usage.output)
+        elif usage.reasoning or usage.uncounted:
+            usage = output_billed(usage, self.route.provider.reasoning)
         self.cost = cost = self.price(usage_cost(self.priced, usage))
         seconds = time.monotonic() - self.started
         tried = ",".join(f"{where}:{outcome}" for where, outcome in self.attempts) if len(self.attempts) > 1 else ""
@@ -188,7 +185,7 @@ class CallMeter:
             r.provider,
             status,
             self.user.email,
-            (prompt, output, usage.cached, usage.reasoning),
+            (prompt, output, usage.cached, usage.cache_write, usage.cache_write_1h, usage.reasoning),
             cost,
             seconds,
             self.first_byte - self.started if self.first_byte else None,
@@ -235,3 +232,16 @@ class CallMeter:
         journal = self._calls.journal
         if error is None and self.segment and journal is not None:
             journal.closed(self.segment)
+
+
+def output_billed(usage: Usage, rule: str) -> Usage:
+    """The usage with every output token the provider bills in `output`, reasoning once.
+
+    `added` (xAI): reasoning is reported beside the completion tokens, so it is added to them. Either
+    rule: tokens a chat usage's `total_tokens` counts beyond prompt and completion are output the
+    provider bills (thoughts left out of `completion_tokens`, as some OpenAI-compatible APIs do for
+    Gemini), so the output is at least completion + those; reasoning is never more than the output.
+    """
+    hidden = max(usage.reasoning, usage.uncounted) if rule == "added" else usage.uncounted
+    output = usage.output + hidden
+    return msgspec.structs.replace(usage, output=output, reasoning=min(max(usage.reasoning, hidden), output))

@@ -292,7 +292,8 @@ def read_usage(usage: object) -> Usage | None:
     """Tokens from a `usage` object, or None if it has none.
 
     Cached prompt tokens: OpenAI's `prompt_tokens_details.cached_tokens` or DeepSeek's
-    `prompt_cache_hit_tokens`; reasoning: `completion_tokens_details.reasoning_tokens`. A count
+    `prompt_cache_hit_tokens`; cache writes where a provider reports them (`cache_writes`); reasoning:
+    `completion_tokens_details.reasoning_tokens`. A count
     that is not a non-negative integer (a bool, a string) makes the usage unreadable.
     """
     if usage.__class__ is not dict:
@@ -309,16 +310,40 @@ def read_usage(usage: object) -> Usage | None:
     if prompt.__class__ is not int or prompt < 0:
         return None
     details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if details.__class__ is dict else usage.get("prompt_cache_hit_tokens")
+    written = written_1h = 0
+    if details.__class__ is dict:
+        cached = details.get("cached_tokens")
+        if "cache_creation_input_tokens" in details or "cache_write_tokens" in details:
+            written, written_1h = cache_writes(details)
+    else:
+        cached = usage.get("prompt_cache_hit_tokens")
     if cached.__class__ is not int or cached < 0:
         cached = 0
+    cached = min(cached, prompt)
     details = usage.get("completion_tokens_details")
     reasoning = details.get("reasoning_tokens") if details.__class__ is dict else 0
     if reasoning.__class__ is not int or reasoning < 0:
         reasoning = 0
+    written = min(written, prompt - cached)
+    total = usage.get("total_tokens")
+    uncounted = total - prompt - completion if total.__class__ is int and total > prompt + completion else 0
     # reasoning as reported: within the completion tokens for most providers, beside them for some (xAI);
     # the meter applies the provider's rule, and pricing never bills a part beyond what encloses it
-    return Usage(prompt, completion, min(cached, prompt), 0, reasoning)
+    return Usage(prompt, completion, cached, written, reasoning, min(written_1h, written), uncounted)
+
+
+def cache_writes(details: dict) -> tuple[int, int]:
+    """(prompt tokens written to the cache, of those for an hour) from a chat usage's
+    `prompt_tokens_details`: Qwen's `cache_creation_input_tokens` with `cache_creation`'s
+    `ephemeral_1h_input_tokens` (https://www.alibabacloud.com/help/en/model-studio/context-cache and
+    explicit-cache-qwen4, read 2026-12-07), OpenRouter's `cache_write_tokens`
+    (https://openrouter.ai/docs/use-cases/usage-accounting, read 2026-12-07)."""
+    written = details.get("cache_creation_input_tokens", details.get("cache_write_tokens"))
+    if written.__class__ is not int or written < 0:
+        return 0, 0
+    ttl = details.get("cache_creation")
+    hour = ttl.get("ephemeral_1h_input_tokens") if ttl.__class__ is dict else 0
+    return written, hour if hour.__class__ is int and hour >= 0 else 0
 
 
 def cost_text(cost: int) -> orjson.Fragment:

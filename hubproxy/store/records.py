@@ -186,10 +186,13 @@ USAGE_COLUMNS = (  # a usage log row, as `Store.usage_page` returns it
     "prompt_tokens",
     "completion_tokens",
     "cached_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
     "reasoning_tokens",
     "cost",
     "estimated",
     "latency_ms",
+    "price_id",
 )
 
 
