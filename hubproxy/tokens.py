@@ -3,10 +3,12 @@ the daily totals and the report all follow, so that a class a provider starts bi
 1-hour cache write, say) is a row here, a field of `Usage`, and the line of the wire format that
 reads it.
 
-Each class but `input` and `output` is a part of another (`within`): Anthropic's cache writes are
-prompt tokens, its 1-hour writes are cache writes, reasoning is output. A part with a price of its
+Each token class but `input` and `output` is a part of another (`within`): Anthropic's cache writes
+are prompt tokens, its 1-hour writes are cache writes, reasoning is output. A part with a price of its
 own is billed at it and taken out of the class it is within; a part without one is billed at that
-class's price. Prices are integer micro-USD per 1M tokens (`money.py`).
+class's price. A fee (`FEES`: web searches) counts requests a server tool made, billed per request
+at its own price, or not at all where the model has none. Prices are integer micro-USD per 1M tokens
+(per 1M requests for a fee: `money.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Usage(msgspec.Struct):
     # output tokens a chat usage's `total_tokens` counts beyond its prompt and completion tokens (Gemini's
     # thoughts, xAI's reasoning): the meter bills them as output (billing/meter.py); never stored
     uncounted: int = 0
+    web_searches: int = 0  # searches a server tool made (Anthropic's `server_tool_use.web_search_requests`)
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,12 @@ TOKEN_CLASSES = (  # prompt and completion first: the daily totals add those two
     TokenClass("cache_write", "cache_write_tokens", "cache_write_price", "input", "cache write"),
     TokenClass("cache_write_1h", "cache_write_1h_tokens", "cache_write_1h_price", "cache_write", "cache write 1h"),
     TokenClass("reasoning", "reasoning_tokens", "reasoning_price", "output", "reasoning"),
+    TokenClass("web_searches", "web_search_requests", "web_search_price", None, "web searches"),
 )
 """In an order where each class comes after the one it is within."""
+
+FEES = tuple(c for c in TOKEN_CLASSES if c.within is None and c.name not in ("input", "output"))
+"""The classes that count requests, not tokens: billed per request at their own price."""
 
 
 def enclosing(token_class: TokenClass) -> tuple[str, ...]:
@@ -76,7 +83,7 @@ PARTS = tuple(
 
 ENCLOSING = {c.name: enclosing(c) for c in PARTS}
 
-PART_PRICES = tuple(c.price for c in TOKEN_CLASSES if c.within is not None and c.price is not None)
+PART_PRICES = tuple(c.price for c in TOKEN_CLASSES[2:] if c.price is not None)
 """The price settings a model may have beyond `input_price` and `output_price`."""
 
 COLUMNS = tuple(c.column for c in TOKEN_CLASSES)
@@ -84,5 +91,5 @@ COLUMNS = tuple(c.column for c in TOKEN_CLASSES)
 counts: Callable[[Usage], tuple[int, ...]] = operator.attrgetter(*(c.name for c in TOKEN_CLASSES))
 """The usage's tokens in `COLUMNS` order (one C call: it runs for every usage row)."""
 
-part_counts: Callable[[Usage], tuple[int, ...]] = operator.attrgetter(*(c.name for c in PARTS))
-"""The usage's tokens of the classes priced apart, in `PARTS` order."""
+part_counts: Callable[[Usage], tuple[int, ...]] = operator.attrgetter(*(c.name for c in (*PARTS, *FEES)))
+"""The usage's counts of the classes priced apart, in `PARTS` order, then the fees."""

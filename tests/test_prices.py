@@ -79,12 +79,12 @@ def test_models_add_takes_the_catalog_price_and_says_where_it_came_from(cli, ups
     shown = cli("models", "add", "claude-sonnet-4-5", "--provider", "anth").stdout
     origin = f"prices from genai-prices {CATALOG}: anthropic/claude-sonnet-4-5 (https://www.anthropic.com/pricing"
     assert origin in shown
-    assert "not billed: web searches" in shown
     model = {m["name"]: m for m in cli.json("models", "list")}["claude-sonnet-4-5"]
     # https://platform.claude.com/docs/en/about-claude/pricing: $3 in, $15 out, cache hits 0.1x, 5-minute
     # writes 1.25x, 1-hour writes 2x; over 200k prompt tokens $6 / $22.50 and the same multiples
     assert (model["input_price"], model["output_price"], model["cached_input_price"]) == ("3", "15", "0.3")
     assert (model["cache_write_price"], model["cache_write_1h_price"]) == ("3.75", "6")
+    assert model["web_search_price"] == "10000", "$10 per 1,000 searches, in USD per 1M as every price"
     assert model["tiers"] == [
         {
             "above_prompt_tokens": 200000,
@@ -444,3 +444,44 @@ def test_cache_writes_reported_by_openai_compatible_providers_are_billed_at_the_
         assert db.execute(
             "SELECT cache_write_tokens, cached_tokens FROM usage WHERE model = 'qwen-plus' ORDER BY id DESC LIMIT 1"
         ).fetchone() == (100, 50)
+
+
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}
+
+
+def test_web_searches_are_billed_per_search_and_held_at_max_uses(priced_hub):
+    # https://platform.claude.com/docs/en/agents-and-tools/tool-use/web-search-tool: $10 per 1,000
+    # searches, counted in usage.server_tool_use.web_search_requests; the tool's max_uses bounds them
+    priced_hub.upstream.usage["messages"] = {
+        "input_tokens": 100,
+        "output_tokens": 50,
+        "server_tool_use": {"web_search_requests": 2},
+    }
+    expected = 100 * 3 * M + 50 * 15 * M + 2 * 10_000 * M
+    wait_for(lambda: "claude-sonnet-4-5" in {m.id for m in priced_hub.client().models.list()})
+    search = {"model": "claude-sonnet-4-5", "max_tokens": 50, "messages": HELLO, "tools": [WEB_SEARCH]}
+    claude(priced_hub).messages.create(**search)
+    assert last_cost(priced_hub, "claude-sonnet-4-5")[0] == expected
+    with claude(priced_hub).messages.stream(**search) as stream:
+        stream.until_done()
+    assert last_cost(priced_hub, "claude-sonnet-4-5")[0] == expected
+    with priced_hub.db() as db:
+        assert db.execute("SELECT sum(web_search_requests) FROM usage").fetchone()[0] == 4
+    report = {r["group"]: r for r in priced_hub.cli.json("usage", "report")}["claude-sonnet-4-5"]
+    assert report["web_search_requests"] == 4
+    # no max_uses: no bound to hold, so refused in Anthropic's shape, and nothing billed
+    unbounded = {**search, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        claude(priced_hub).messages.create(**unbounded)
+    assert refused.value.body["error"]["type"] == "invalid_request_error" and "max_uses" in str(refused.value)
+    with priced_hub.db() as db:
+        assert db.execute("SELECT count(*) FROM usage").fetchone()[0] == 2
+    # the hold counts max_uses searches: $0.02 covers a call that may search once, not five times
+    key = priced_hub.new_user("searcher@example.com", "0.02")
+    wait_for(lambda: priced_hub.key_works(key))
+    poor = anthropic.Anthropic(base_url=f"http://127.0.0.1:{priced_hub.port}", api_key=key, max_retries=0)
+    with pytest.raises(anthropic.APIStatusError) as short:
+        poor.messages.create(**{**search, "tools": [{**WEB_SEARCH, "max_uses": 5}]})
+    assert short.value.status_code == 402
+    priced_hub.upstream.usage["messages"] = {**priced_hub.upstream.usage["messages"], "server_tool_use": {}}
+    poor.messages.create(**{**search, "tools": [{**WEB_SEARCH, "max_uses": 1}]})

@@ -91,10 +91,12 @@ class CallMeter:
         *,
         unseen: int,
         max_output: int,
+        searches: int = 0,
         plan: Plan | None = None,
     ) -> None:
         """`max_output`: the output tokens the call may make, every choice's (0: embeddings).
-        `unseen`: prompt tokens the body's size does not show (images by URL, a tool preamble)."""
+        `unseen`: prompt tokens the body's size does not show (images by URL, a tool preamble).
+        `searches`: the most web searches its server tools may make (billed per search)."""
         model = route.model
         # billed at the prices in force when the call starts, held at the dearest it could be billed at
         self.priced = model.in_force(minute_of_day()) if model.hours else model
@@ -115,7 +117,7 @@ class CallMeter:
             upstream_model=route.upstream_model,
             endpoint=call.endpoint.path,
             stream=call.stream,
-            amount=self.price(hold_cost(model.dearest, bound, max_output)),
+            amount=self.price(hold_cost(model.dearest, bound, max_output, searches)),
             prompt_tokens=estimate,
             prompt_cost=self.price(cost_of(self.priced, estimate, 0)),
             price_id=model.price_id,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from hubproxy.config import Model
 from hubproxy.money import token_cost
 from hubproxy.protocols.openai_responses import MIN_OUTPUT_TOKENS
-from hubproxy.tokens import ENCLOSING, PARTS, TOKEN_CLASSES, Usage, part_counts
+from hubproxy.tokens import ENCLOSING, FEES, PARTS, TOKEN_CLASSES, Usage, part_counts
 
 PROMPT_SLACK = 16
 
@@ -62,19 +62,20 @@ def served_prices(model: Model, input_price: int | None, output_price: int | Non
     return input_price, output_price
 
 
-def hold_cost(model: Model, prompt_tokens: int, output_tokens: int) -> int:
+def hold_cost(model: Model, prompt_tokens: int, output_tokens: int, searches: int = 0) -> int:
     """The worst case of a prompt and an output: each token at the highest price a class it may be
     billed as has (a prompt written to a 1-hour cache costs twice the input price at Anthropic), at
     the prices of any tier the prompt may reach (a prompt bound is not the prompt: the real one may
     fall in a lower tier, which a catalog may price higher). A model with one price per direction
-    holds at its input and output prices, as `cost_of`."""
+    holds at its input and output prices, as `cost_of`. `searches`: the most web searches the call's
+    server tools may make (their `max_uses`), each at the model's search price where it has one."""
     if model.cache_write_price is None and not model.rates and not model.tiers:  # most models: no table
         input_price, output_price = served_prices(model, model.input_price, model.output_price)
         cached_price = model.cached_input_price
         if cached_price is not None and cached_price > input_price:
             input_price = cached_price
         return token_cost(prompt_tokens, input_price) + token_cost(output_tokens, output_price)
-    input_price = output_price = 0
+    input_price = output_price = search_price = 0
     reached = [t.above + 1 for t in model.tiers if t.above < prompt_tokens]
     for prompt in (0, *reached):
         prices = model.price_table(prompt)
@@ -87,7 +88,9 @@ def hold_cost(model: Model, prompt_tokens: int, output_tokens: int) -> int:
                     input_price = max(input_price, price)
                 else:
                     output_price = max(output_price, price)
-    return token_cost(prompt_tokens, input_price) + token_cost(output_tokens, output_price)
+        search_price = max(search_price, prices.get("web_search_price") or 0)
+    fees = token_cost(searches, search_price)
+    return token_cost(prompt_tokens, input_price) + token_cost(output_tokens, output_price) + fees
 
 
 def usage_cost(model: Model, usage: Usage) -> int:
@@ -108,5 +111,9 @@ def usage_cost(model: Model, usage: Usage) -> int:
             cost += token_cost(tokens, price)
             for name in outer:  # billed: out of every class it is within
                 left[name] -= tokens
+    for fee in FEES:  # requests a server tool made, at the model's price for them (none: not billed)
+        price, count = prices.get(fee.price or ""), left[fee.name]
+        if count and price is not None:
+            cost += token_cost(count, price)
     input_price, output_price = served_prices(model, prices["input_price"], prices["output_price"])
     return cost + token_cost(left["input"], input_price) + token_cost(left["output"], output_price)

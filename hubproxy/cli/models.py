@@ -66,8 +66,8 @@ def other_prices(m: Model) -> str:
     table = m.price_table(0)
     return ", ".join(
         f"{c.label} {format_price(price)}"
-        for c in TOKEN_CLASSES
-        if c.within is not None and c.price is not None and (price := table.get(c.price)) is not None
+        for c in TOKEN_CLASSES[2:]
+        if c.price is not None and (price := table.get(c.price)) is not None
     )
 
 

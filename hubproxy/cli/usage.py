@@ -16,7 +16,7 @@ from hubproxy.store.sql import accounts, usage
 from hubproxy.store.sql.prices import prices_billed
 from hubproxy.tokens import TOKEN_CLASSES
 
-PART_CLASSES = tuple(c for c in TOKEN_CLASSES if c.within is not None)  # the columns after the cost
+PART_CLASSES = TOKEN_CLASSES[2:]  # the columns after the cost: every class but prompt and completion
 
 app = typer.Typer(help="Usage and cost reports.", no_args_is_help=True)
 

@@ -12,9 +12,11 @@ How the catalog's prices become hubproxy's (`list_price`):
   those by time of day (`start_time`..`end_time`, UTC) become the model's `hours`.
 - Tiers by prompt size become `tiers`, each with every class's price at that size; the threshold
   counts every prompt token, cached and cache-written ones included, as the catalog does.
+- Web searches (a price per 1,000) become `web_search_price`, per 1M searches like every hubproxy
+  price: billed where a provider reports its searches (Anthropic's Messages usage).
 - A model priced in a unit hubproxy does not bill (audio or image tokens apart, a fee per request)
-  is refused: it stays unpriced until priced by hand. Web and file searches are the exception: they
-  are billed only when a caller uses a search tool, which hubproxy does not meter yet, so they are named
+  is refused: it stays unpriced until priced by hand. File searches are the exception: they are
+  billed only when a caller uses a file search tool, which hubproxy does not meter, so they are named
   (`ListPrice.unbilled`) wherever the price is shown.
 """
 
@@ -40,10 +42,14 @@ CLASS_OF = {
     "cache_write_5m_mtok": "cache_write_price",
     "cache_write_1h_mtok": "cache_write_1h_price",
     "output_reasoning_mtok": "reasoning_price",
+    "web_searches_kcount": "web_search_price",  # per 1,000 searches: x1000 to hubproxy's per 1M (`PER_MILLION`)
 }
 """The catalog's price keys hubproxy bills, and the price setting each becomes."""
 
-NOT_METERED = {"web_searches_kcount": "web searches", "storage_searches_kcount": "file searches"}
+PER_MILLION = {"web_searches_kcount": 1000}
+"""Keys the catalog prices per 1,000 requests, and the factor to hubproxy's unit (per 1M)."""
+
+NOT_METERED = {"storage_searches_kcount": "file searches"}
 """Keys billed only for a tool hubproxy does not meter: named, not refused."""
 
 
@@ -109,10 +115,10 @@ def flat(model_price: Any, where: str) -> tuple[dict[str, int], dict[str, Any], 
             unbilled.append(NOT_METERED[key])
             continue
         setting = CLASS_OF.get(key)
-        if setting is None:
+        if setting is None or (key in PER_MILLION and not isinstance(value, Decimal)):
             raise ConfigError(f"{where}: the catalog prices {key!r}, which hubproxy does not bill; price it by hand")
         if isinstance(value, Decimal):
-            prices[setting] = micro(value)
+            prices[setting] = micro(value * PER_MILLION.get(key, 1))
         else:
             prices[setting] = micro(value.base)
             tiered[setting] = value

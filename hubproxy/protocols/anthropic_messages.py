@@ -79,7 +79,12 @@ class Message(msgspec.Struct):
 
 
 class Tool(msgspec.Struct):
+    """A tool: a function (`name`, `input_schema`) or a server tool the provider runs and may bill per
+    use (`type` "web_search_…", at most `max_uses` times in a call)."""
+
     name: str
+    type: str | None = None
+    max_uses: PositiveInt | None = None
 
 
 class MessagesFields(msgspec.Struct):
@@ -104,6 +109,19 @@ class MessagesFields(msgspec.Struct):
     @property
     def max_output(self) -> int | None:
         return None if self.max_tokens is msgspec.UNSET else self.max_tokens
+
+    @property
+    def web_searches(self) -> int | None:
+        """The most web searches the call's server tools may make, each billed by the provider (Anthropic:
+        $10 per 1,000, https://platform.claude.com/docs/en/agents-and-tools/tool-use/web-search-tool,
+        read 2026-12-07); None when a web search tool sets no `max_uses` (no bound)."""
+        total = 0
+        for tool in self.tools or ():
+            if tool.type is not None and tool.type.startswith("web_search"):
+                if tool.max_uses is None:
+                    return None
+                total += tool.max_uses
+        return total
 
 
 DECODER = msgspec.json.Decoder(MessagesFields)
@@ -145,7 +163,7 @@ def read_usage(usage: object) -> Usage | None:
     """Anthropic's usage: `input_tokens` excludes cache reads and writes, so the prompt is the sum; of
     the writes, `cache_creation.ephemeral_1h_input_tokens` were written for an hour, billed apart
     (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching, "1-hour cache duration",
-    read 2026-12-07)."""
+    read 2026-12-07); `server_tool_use.web_search_requests` counts the searches billed per use."""
     if usage.__class__ is not dict:
         return None
     output = usage.get("output_tokens")
@@ -155,7 +173,10 @@ def read_usage(usage: object) -> Usage | None:
     written = _count(usage.get("cache_creation_input_tokens"))
     by_ttl = usage.get("cache_creation")
     hour = min(_count(by_ttl.get("ephemeral_1h_input_tokens")), written) if by_ttl.__class__ is dict else 0
-    return Usage(_count(usage.get("input_tokens")) + read + written, output, read, written, cache_write_1h=hour)
+    tools = usage.get("server_tool_use")
+    searches = _count(tools.get("web_search_requests")) if tools.__class__ is dict else 0
+    prompt = _count(usage.get("input_tokens")) + read + written
+    return Usage(prompt, output, read, written, cache_write_1h=hour, web_searches=searches)
 
 
 def answer_usage(data: bytes) -> tuple[Usage | None, object]:
@@ -164,6 +185,9 @@ def answer_usage(data: bytes) -> tuple[Usage | None, object]:
     except orjson.JSONDecodeError:
         return None, None
     return read_usage(document.get("usage") if document.__class__ is dict else None), document
+
+
+NESTED_USAGE = ("cache_creation", "server_tool_use")  # usage objects a stream's events carry whole
 
 
 class StreamUsage:
@@ -181,7 +205,7 @@ class StreamUsage:
     def add(self, usage: object, from_delta: bool) -> None:
         if usage.__class__ is dict:
             for name, value in usage.items():
-                if value.__class__ is int or (name == "cache_creation" and value.__class__ is dict):
+                if value.__class__ is int or (name in NESTED_USAGE and value.__class__ is dict):
                     self.tokens[name] = value
             self.delta_seen = self.delta_seen or from_delta
 

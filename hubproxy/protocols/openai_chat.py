@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
 import orjson
@@ -44,6 +44,8 @@ class RequestFields(msgspec.Struct):
     JSON and that the fields an upstream would choke on have the right types (msgspec checks them as
     it reads): a request an upstream would answer with a 500 is refused here, before it can count
     against the deployment."""
+
+    web_searches: ClassVar[int] = 0  # no tool of these APIs is billed per use (Messages' web search is)
 
     model: Any = None  # any JSON as sent; `read` checks it is a non-empty string
     stream: bool | None = None

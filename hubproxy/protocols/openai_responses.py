@@ -72,6 +72,8 @@ class ResponsesFields(msgspec.Struct):
     prompt_cache_key: object = None
 
     choices: ClassVar[int] = 1
+    # OpenAI's web_search tool is billed per call too, but has no per-call bound: see README, "not billed"
+    web_searches: ClassVar[int] = 0
 
     @property
     def max_output(self) -> int | None:

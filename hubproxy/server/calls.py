@@ -64,6 +64,14 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
         output = per_choice * fields.choices
         if fields.max_output is None:  # the client set no limit: the legs send the one the hold was sized by
             call.unset, call.unset_native = per_choice, imposed is not None
+    searches = fields.web_searches
+    if searches is None:  # a web search tool without max_uses: no bound to hold, where searches are billed
+        if model.dearest.rates.get("web_search_price"):
+            raise errors.invalid_request(
+                "tools: a web search tool needs max_uses here (this gateway holds the most its searches may cost).",
+                param="tools",
+            )
+        searches = 0
     meter = CallMeter(
         state.calls,
         billing,
@@ -71,6 +79,7 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
         candidates[0],
         unseen=endpoint.unseen_tokens(fields, billing.image_tokens),
         max_output=output,
+        searches=searches,
         plan=state.config.plans.get(user.plan) if user.plan else None,
     )
     await meter.reserve()

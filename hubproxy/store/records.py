@@ -189,6 +189,7 @@ USAGE_COLUMNS = (  # a usage log row, as `Store.usage_page` returns it
     "cache_write_tokens",
     "cache_write_1h_tokens",
     "reasoning_tokens",
+    "web_search_requests",
     "cost",
     "estimated",
     "latency_ms",

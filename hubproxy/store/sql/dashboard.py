@@ -123,7 +123,8 @@ def usage_page(conn: Connection, where: UsageFilter, limit: int) -> UsagePage:
     rows = conn.execute(
         "SELECT u.id, u.request_id, u.created_at, s.email, u.key_id, u.model, u.provider, u.endpoint, u.stream, "
         "u.status, u.http_status, u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.cache_write_tokens, "
-        "u.cache_write_1h_tokens, u.reasoning_tokens, u.cost, u.estimated, u.latency_ms, coalesce(u.price_id, '') "
+        "u.cache_write_1h_tokens, u.reasoning_tokens, u.web_search_requests, u.cost, u.estimated, u.latency_ms, "
+        "coalesce(u.price_id, '') "
         "FROM usage u JOIN users s ON s.id = u.user_id "
         f"WHERE {' AND '.join(clauses)} ORDER BY u.created_at DESC, u.id DESC LIMIT ?",
         [*params, limit],
