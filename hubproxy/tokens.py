@@ -83,7 +83,10 @@ PARTS = tuple(
 
 ENCLOSING = {c.name: enclosing(c) for c in PARTS}
 
-PART_PRICES = tuple(c.price for c in TOKEN_CLASSES[2:] if c.price is not None)
+EXTRA_CLASSES = TOKEN_CLASSES[2:]
+"""Every class but prompt and completion: the parts and the fees, a report's columns after the cost."""
+
+PART_PRICES = tuple(c.price for c in EXTRA_CLASSES if c.price is not None)
 """The price settings a model may have beyond `input_price` and `output_price`."""
 
 COLUMNS = tuple(c.column for c in TOKEN_CLASSES)

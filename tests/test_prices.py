@@ -60,6 +60,11 @@ def last_cost(gateway, model: str) -> tuple[int, str]:
         ).fetchone()
 
 
+def wait_served(gateway, model: str) -> None:
+    """Until the running server lists `model` (it reads config.toml changes within a second)."""
+    wait_for(lambda: model in {m.id for m in gateway.client().models.list()})
+
+
 def claude(gateway) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=f"http://127.0.0.1:{gateway.port}", api_key=gateway.key, max_retries=0)
 
@@ -161,7 +166,7 @@ def test_anthropic_cache_classes_each_at_their_price_from_every_client(priced_hu
     priced_hub.upstream.usage["messages"] = ANTHROPIC_CACHES
     # 1000 x 3 + 2000 x 0.30 + 2000 x 3.75 + 1000 x 6 + 500 x 15 = 24,600 micro-USD
     expected = 1000 * 3 * M + 2000 * 300_000 + 2000 * 3_750_000 + 1000 * 6 * M + 500 * 15 * M
-    wait_for(lambda: "claude-sonnet-4-5" in {m.id for m in priced_hub.client().models.list()})
+    wait_served(priced_hub, "claude-sonnet-4-5")
     claude(priced_hub).messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=HELLO)
     assert last_cost(priced_hub, "claude-sonnet-4-5")[0] == expected
     priced_hub.client().chat.completions.create(model="claude-sonnet-4-5", messages=HELLO)  # translated to Messages
@@ -197,7 +202,7 @@ def test_a_long_context_tier_counts_cached_and_written_tokens_and_prices_the_who
         "cache_creation_input_tokens": 60_000,
         "output_tokens": 1000,
     }
-    wait_for(lambda: "claude-sonnet-4-5" in {m.id for m in priced_hub.client().models.list()})
+    wait_served(priced_hub, "claude-sonnet-4-5")
     claude(priced_hub).messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=HELLO)
     expected = 100 * 6 * M + 150_000 * 600_000 + 60_000 * 7_500_000 + 1000 * 22_500_000
     assert last_cost(priced_hub, "claude-sonnet-4-5")[0] == expected
@@ -214,7 +219,7 @@ def test_openai_cached_and_reasoning_tokens_native_and_translated(priced_hub):
         "total_tokens": 1300,
     }
     expected = 600 * 750_000 + 400 * 75_000 + 300 * 4_500_000
-    wait_for(lambda: "gpt-5.4-mini" in {m.id for m in priced_hub.client().models.list()})
+    wait_served(priced_hub, "gpt-5.4-mini")
     priced_hub.client().responses.create(model="gpt-5.4-mini", input="hi")
     assert last_cost(priced_hub, "gpt-5.4-mini")[0] == expected
     priced_hub.client().chat.completions.create(model="gpt-5.4-mini", messages=HELLO)  # translated to Responses
@@ -232,7 +237,7 @@ def test_reasoning_reported_beside_completion_is_billed_as_output_once(priced_hu
         "total_tokens": 350,
         "completion_tokens_details": {"reasoning_tokens": 200},
     }
-    wait_for(lambda: "grok-4.7" in {m.id for m in priced_hub.client().models.list()})
+    wait_served(priced_hub, "grok-4.7")
     priced_hub.client().chat.completions.create(model="grok-4.7", messages=HELLO)
     assert last_cost(priced_hub, "grok-4.7")[0] == 100 * 2 * M + (50 + 200) * 6 * M
     claude(priced_hub).messages.create(model="grok-4.7", max_tokens=50, messages=HELLO)  # translated
@@ -264,7 +269,7 @@ def test_a_reasoning_price_bills_reasoning_apart_from_the_rest_of_the_output(pri
         "total_tokens": 310,
         "completion_tokens_details": {"reasoning_tokens": 200},
     }
-    wait_for(lambda: "thinker" in {m.id for m in priced_hub.client().models.list()})
+    wait_served(priced_hub, "thinker")
     priced_hub.client().chat.completions.create(model="thinker", messages=HELLO)
     assert last_cost(priced_hub, "thinker")[0] == 10 * M + 100 * 2 * M + 200 * 5 * M
 
@@ -278,7 +283,7 @@ def test_prices_by_hour_bill_the_price_in_force_and_hold_the_dearest(priced_hub)
         "total_tokens": 1100,
         "prompt_tokens_details": {"cached_tokens": 600},
     }
-    wait_for(lambda: "deepseek-v4-flash" in {m.id for m in priced_hub.client().models.list()})
+    wait_served(priced_hub, "deepseek-v4-flash")
     before = time.gmtime()
     priced_hub.client().chat.completions.create(model="deepseek-v4-flash", messages=HELLO)
     peak = [
@@ -426,7 +431,7 @@ def test_cache_writes_reported_by_openai_compatible_providers_are_billed_at_the_
         },
     }
     expected = 15 * 400_000 + 18613 * 500_000 + 344 * 1_200_000
-    wait_for(lambda: "qwen-plus" in {m.id for m in priced_hub.client().models.list()})
+    wait_served(priced_hub, "qwen-plus")
     priced_hub.client().chat.completions.create(model="qwen-plus", messages=HELLO)
     assert last_cost(priced_hub, "qwen-plus")[0] == expected
     claude(priced_hub).messages.create(model="qwen-plus", max_tokens=50, messages=HELLO)  # translated
@@ -458,7 +463,7 @@ def test_web_searches_are_billed_per_search_and_held_at_max_uses(priced_hub):
         "server_tool_use": {"web_search_requests": 2},
     }
     expected = 100 * 3 * M + 50 * 15 * M + 2 * 10_000 * M
-    wait_for(lambda: "claude-sonnet-4-5" in {m.id for m in priced_hub.client().models.list()})
+    wait_served(priced_hub, "claude-sonnet-4-5")
     search = {"model": "claude-sonnet-4-5", "max_tokens": 50, "messages": HELLO, "tools": [WEB_SEARCH]}
     claude(priced_hub).messages.create(**search)
     assert last_cost(priced_hub, "claude-sonnet-4-5")[0] == expected

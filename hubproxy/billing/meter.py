@@ -245,5 +245,7 @@ def output_billed(usage: Usage, rule: str) -> Usage:
     Gemini), so the output is at least completion + those; reasoning is never more than the output.
     """
     hidden = max(usage.reasoning, usage.uncounted) if rule == "added" else usage.uncounted
+    if not hidden and usage.reasoning <= usage.output:  # most reasoning calls: nothing to change
+        return usage
     output = usage.output + hidden
     return msgspec.structs.replace(usage, output=output, reasoning=min(max(usage.reasoning, hidden), output))

@@ -20,7 +20,7 @@ from hubproxy.config.catalog import SET_APART
 from hubproxy.config.listprices import ListPrice, catalog_provider, catalog_version, list_price
 from hubproxy.config.prices import clock, hours_dict
 from hubproxy.money import format_price, parse_price
-from hubproxy.tokens import PART_PRICES, TOKEN_CLASSES
+from hubproxy.tokens import EXTRA_CLASSES, PART_PRICES
 from hubproxy.upstream.presets import load_presets
 
 app = typer.Typer(help="Models served to clients, with prices in USD per 1M tokens.", no_args_is_help=True)
@@ -66,7 +66,7 @@ def other_prices(m: Model) -> str:
     table = m.price_table(0)
     return ", ".join(
         f"{c.label} {format_price(price)}"
-        for c in TOKEN_CLASSES[2:]
+        for c in EXTRA_CLASSES
         if c.price is not None and (price := table.get(c.price)) is not None
     )
 

@@ -14,9 +14,7 @@ from hubproxy.money import format_usd
 from hubproxy.spreadsheet import safe_cell
 from hubproxy.store.sql import accounts, usage
 from hubproxy.store.sql.prices import prices_billed
-from hubproxy.tokens import TOKEN_CLASSES
-
-PART_CLASSES = TOKEN_CLASSES[2:]  # the columns after the cost: every class but prompt and completion
+from hubproxy.tokens import EXTRA_CLASSES
 
 app = typer.Typer(help="Usage and cost reports.", no_args_is_help=True)
 
@@ -84,7 +82,7 @@ def report(
             sys.stdout,
             fieldnames=[
                 *("group", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "estimated"),
-                *(c.column for c in PART_CLASSES),
+                *(c.column for c in EXTRA_CLASSES),
                 *(("name",) if by is GroupBy.key else ()),
                 *(("billed_at_price_of",) if by is GroupBy.model else ()),
             ],
@@ -94,7 +92,7 @@ def report(
     else:
         table = WholeTable(
             *(by.value, "requests", "prompt tokens", "completion tokens", "cost (USD)", "estimated"),
-            *(c.label for c in PART_CLASSES),
+            *(c.label for c in EXTRA_CLASSES),
             *(("billed at the price of",) if by is GroupBy.model else ()),
             whole=(by.value,),
         )
@@ -106,7 +104,7 @@ def report(
                 str(r["completion_tokens"]),
                 r["cost_usd"],
                 str(r["estimated"]),
-                *(str(r[c.column]) for c in PART_CLASSES),
+                *(str(r[c.column]) for c in EXTRA_CLASSES),
                 *((r["billed_at_price_of"],) if by is GroupBy.model else ()),
             )
         console.print(table, crop=False)

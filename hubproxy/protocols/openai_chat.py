@@ -312,30 +312,26 @@ def read_usage(usage: object) -> Usage | None:
     if prompt.__class__ is not int or prompt < 0:
         return None
     details = usage.get("prompt_tokens_details")
-    written = written_1h = 0
-    if details.__class__ is dict:
-        cached = details.get("cached_tokens")
-        if "cache_creation_input_tokens" in details or "cache_write_tokens" in details:
-            written, written_1h = cache_writes(details)
-    else:
-        cached = usage.get("prompt_cache_hit_tokens")
+    cached = details.get("cached_tokens") if details.__class__ is dict else usage.get("prompt_cache_hit_tokens")
     if cached.__class__ is not int or cached < 0:
         cached = 0
     cached = min(cached, prompt)
+    written = written_1h = 0
+    if details.__class__ is dict and ("cache_creation_input_tokens" in details or "cache_write_tokens" in details):
+        written, written_1h = cache_writes(details, prompt - cached)
     details = usage.get("completion_tokens_details")
     reasoning = details.get("reasoning_tokens") if details.__class__ is dict else 0
     if reasoning.__class__ is not int or reasoning < 0:
         reasoning = 0
-    written = min(written, prompt - cached)
     total = usage.get("total_tokens")
     uncounted = total - prompt - completion if total.__class__ is int and total > prompt + completion else 0
     # reasoning as reported: within the completion tokens for most providers, beside them for some (xAI);
     # the meter applies the provider's rule, and pricing never bills a part beyond what encloses it
-    return Usage(prompt, completion, cached, written, reasoning, min(written_1h, written), uncounted)
+    return Usage(prompt, completion, cached, written, reasoning, written_1h, uncounted)
 
 
-def cache_writes(details: dict) -> tuple[int, int]:
-    """(prompt tokens written to the cache, of those for an hour) from a chat usage's
+def cache_writes(details: dict, room: int) -> tuple[int, int]:
+    """(prompt tokens written to the cache, at most `room`; of those, the ones for an hour) from a chat usage's
     `prompt_tokens_details`: Qwen's `cache_creation_input_tokens` with `cache_creation`'s
     `ephemeral_1h_input_tokens` (https://www.alibabacloud.com/help/en/model-studio/context-cache and
     explicit-cache-qwen4, read 2026-12-07), OpenRouter's `cache_write_tokens`
@@ -343,9 +339,10 @@ def cache_writes(details: dict) -> tuple[int, int]:
     written = details.get("cache_creation_input_tokens", details.get("cache_write_tokens"))
     if written.__class__ is not int or written < 0:
         return 0, 0
+    written = min(written, room)
     ttl = details.get("cache_creation")
     hour = ttl.get("ephemeral_1h_input_tokens") if ttl.__class__ is dict else 0
-    return written, hour if hour.__class__ is int and hour >= 0 else 0
+    return written, min(hour, written) if hour.__class__ is int and hour >= 0 else 0
 
 
 def cost_text(cost: int) -> orjson.Fragment:
