@@ -342,3 +342,43 @@ def test_fifty_calls_whose_whole_prompt_goes_to_a_one_hour_cache_cannot_overspen
             "SELECT min(cache_write_1h_tokens), max(over_reservation) FROM usage WHERE model = 'hour-writer'"
         ).fetchone()
     assert written >= len(body) and over == 0, "billed as the whole prompt written for an hour, within its hold"
+
+
+def test_fifty_calls_that_search_the_web_cannot_overspend(hub):
+    """Anthropic bills each web search ($10 per 1,000) on top of the tokens: the hold counts the most a
+    call's web search tool may make (`max_uses`), so 50 calls whose upstream searches that often cannot
+    spend past a small balance (held for tokens only, each would cost ~40x its hold)."""
+    prices = ["--input-price", "3", "--output-price", "15", "--price", "web_search=10000"]
+    hub.cli("models", "add", "searcher", "--provider", "claude", *prices)
+    key = hub.new_user("search@example.com", "0.05")
+    wait_for(lambda: hub.key_works(key))
+    headers = {"x-api-key": key, "anthropic-version": "2023-06-01", "content-type": "application/json"}
+    wait_for(lambda: raw_request("GET", hub.base_url + "/models", headers=headers).body.count(b"searcher") > 0)
+    hub.upstream.usage["messages"] = {
+        "input_tokens": 30,
+        "output_tokens": 10,
+        "server_tool_use": {"web_search_requests": 2},
+    }
+    tool = {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}
+    body = msgspec.json.encode({"model": "searcher", "max_tokens": 10, "messages": HELLO, "tools": [tool]})
+    hub.upstream.delay = 0.5
+
+    async def fire() -> list[int]:
+        async with aiohttp.ClientSession() as session:
+
+            async def one() -> int:
+                async with session.post(hub.base_url + "/messages", data=body, headers=headers) as resp:
+                    await resp.read()
+                    return resp.status
+
+            return await asyncio.gather(*(one() for _ in range(50)))
+
+    statuses = asyncio.run(fire())
+    assert 200 in statuses and 402 in statuses, statuses
+    balance, ledger = balance_and_ledger(hub, "search@example.com")
+    assert 0 <= balance == ledger
+    with hub.db() as db:
+        searches, over = db.execute(
+            "SELECT sum(web_search_requests), max(over_reservation) FROM usage WHERE model = 'searcher'"
+        ).fetchone()
+    assert searches == 2 * statuses.count(200) and over == 0, "every search billed, within its hold"
