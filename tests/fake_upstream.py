@@ -16,6 +16,7 @@ tokens when none is sent, and each image part it parses costs IMAGE_TOKENS).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import threading
@@ -25,6 +26,12 @@ import orjson
 from aiohttp import web
 
 REPLY = "hello from the fake upstream model"
+# what "tool-caller" asks for, in every wire API, until the last turn holds the tool's answer
+WEATHER_CALL = {
+    "id": "call_weather",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+}
 UNLIMITED = 30_000  # what "honest" writes when nothing limits it (a reasoning model's long answer)
 IMAGE_TOKENS = 2_000  # what "honest" bills for each image part (below `[billing] image_tokens`)
 # Aider's "whole" edit format: the file's path, then its new content fenced
@@ -98,6 +105,32 @@ REASONING_ITEM = {
 }
 
 
+SIGNATURE_BYTES = b"\xfb\xef\xbe\xff\xff\xffthought"
+GEMINI_SIGNATURE = base64.b64encode(SIGNATURE_BYTES).decode()  # "+" and "/" in it
+
+
+def signature_bytes(signature: object) -> bytes | None:
+    """A thought signature's bytes: protobuf's JSON takes bytes in either base64 alphabet."""
+    if not isinstance(signature, str):
+        return None
+    return base64.urlsafe_b64decode(signature.replace("+", "-").replace("/", "_") + "=" * (-len(signature) % 4))
+TOOL_USE = {"type": "tool_use", "id": "toolu_weather", "name": "get_weather", "input": {"city": "Paris"}}
+FUNCTION_CALL_ITEM = {
+    "id": "fc_weather",
+    "type": "function_call",
+    "status": "completed",
+    "call_id": "call_weather",
+    "name": "get_weather",
+    "arguments": '{"city": "Paris"}',
+}
+
+
+def messages_tool_answered(body: dict) -> bool:
+    """The last Messages turn holds a tool's result."""
+    last = (body.get("messages") or [{}])[-1].get("content")
+    return isinstance(last, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in last)
+
+
 def thinks(body: dict) -> bool:
     """A Messages request with thinking on: the answer starts with a signed thinking block."""
     return isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled"
@@ -158,6 +191,7 @@ class FakeUpstream:
         # usage to report instead of the counted one, by wire API ("chat", "messages", "responses"): a
         # price test's hand-worked usage
         self.usage: dict[str, dict] = {}
+        self.reported: list[tuple[str, dict]] = []  # (wire API, the usage object sent), call by call
         self.stream_words = REPLY.split()
         self.scripted: bytes | None = None  # when set, every POST is answered with these bytes, as they are
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -201,6 +235,8 @@ class FakeUpstream:
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         app.router.add_post("/v1/responses", self.responses)
+        app.router.add_post("/v1beta/models/{target:.+}", self.gemini)
+        app.router.add_get("/v1beta/models", self.gemini_models)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -283,6 +319,9 @@ class FakeUpstream:
             message["tool_calls"] = [
                 {"id": "call_read", "type": "function", "function": {"name": name, "arguments": arguments}}
             ]
+        if model == "tool-caller" and not self._tool_answered(body):
+            message["content"] = None
+            message["tool_calls"] = [dict(WEATHER_CALL)]
         if model == "tools":
             message["content"] = None
             message["tool_calls"] = [
@@ -309,6 +348,7 @@ class FakeUpstream:
                 "prompt_cache_hit_tokens": min(2, prompt) if model == "cache-hit" else 0,
             }
             answer["usage"] = self.usage.get("chat", answer["usage"])
+            self.reported.append(("chat", answer["usage"]))
         return web.json_response(answer)
 
     @staticmethod
@@ -370,6 +410,16 @@ class FakeUpstream:
                     {"role": "assistant", "tool_calls": [{**call, "function": {"name": name, "arguments": ""}}]},
                     {"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]},
                 ]
+            if model == "tool-caller" and not self._tool_answered(body):
+                call = {"index": 0, "id": WEATHER_CALL["id"], "type": "function"}
+                chunks = [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [{**call, "function": {"name": "get_weather", "arguments": ""}}],
+                    },
+                    {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]},
+                    {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]},
+                ]
             if model == "tools":
                 chunks = [
                     {
@@ -408,6 +458,7 @@ class FakeUpstream:
                     },
                 }
                 usage["usage"] = self.usage.get("chat", usage["usage"])
+                self.reported.append(("chat", usage["usage"]))
                 await resp.write(b"data: " + orjson.dumps(usage) + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
@@ -442,14 +493,18 @@ class FakeUpstream:
             usage = {k: v for k, v in self.usage["messages"].items() if k != "output_tokens"}
             output_tokens = self.usage["messages"]["output_tokens"]
         message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "stop_sequence": None}
+        self.reported.append(("messages", {**usage, "output_tokens": output_tokens}))
+        calls_tool = model == "tool-caller" and not messages_tool_answered(body)
         if not body.get("stream"):
             content = [{"type": "text", "text": REPLY}]
+            if calls_tool:
+                content = [dict(TOOL_USE)]
             if thinks(body):
                 content.insert(0, dict(THINKING_BLOCK))
             answer = {
                 **message,
                 "content": content,
-                "stop_reason": "end_turn",
+                "stop_reason": "tool_use" if calls_tool else "end_turn",
                 "usage": {**usage, "output_tokens": output_tokens},
             }
             return web.json_response(answer)
@@ -472,6 +527,18 @@ class FakeUpstream:
                 await send("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
             await send("content_block_stop", {"type": "content_block_stop", "index": 0})
             text_index = 1
+        if calls_tool:
+            block = {**TOOL_USE, "input": {}}
+            await send(
+                "content_block_start", {"type": "content_block_start", "index": text_index, "content_block": block}
+            )
+            delta = {"type": "input_json_delta", "partial_json": '{"city": "Paris"}'}
+            await send("content_block_delta", {"type": "content_block_delta", "index": text_index, "delta": delta})
+            await send("content_block_stop", {"type": "content_block_stop", "index": text_index})
+            final = {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}}
+            await send("message_delta", {**final, "usage": {"output_tokens": output_tokens}})
+            await send("message_stop", {"type": "message_stop"})
+            return resp
         await send(
             "content_block_start",
             {"type": "content_block_start", "index": text_index, "content_block": {"type": "text", "text": ""}},
@@ -510,9 +577,15 @@ class FakeUpstream:
             "total_tokens": prompt + 6,
         }
         usage = self.usage.get("responses", usage)
+        self.reported.append(("responses", usage))
         text = {"type": "output_text", "text": REPLY, "annotations": []}
         item = {"id": "msg_up", "type": "message", "status": "completed", "role": "assistant", "content": [text]}
         output = [item]
+        if body.get("model") == "tool-caller" and not any(
+            isinstance(i, dict) and i.get("type") == "function_call_output"
+            for i in (given if isinstance(given, list) else ())
+        ):
+            output = [dict(FUNCTION_CALL_ITEM)]
         if "reasoning.encrypted_content" in (body.get("include") or []):
             output.insert(0, dict(REASONING_ITEM))
         response = {
@@ -542,6 +615,18 @@ class FakeUpstream:
 
         started = {**response, "status": "in_progress", "completed_at": None, "output": [], "usage": None}
         await send("response.created", {"response": started})
+        if output[0]["type"] == "function_call":
+            call = output[0]
+            await send(
+                "response.output_item.added",
+                {"output_index": 0, "item": {**call, "arguments": "", "status": "in_progress"}},
+            )
+            where = {"item_id": call["id"], "output_index": 0}
+            await send("response.function_call_arguments.delta", {**where, "delta": call["arguments"]})
+            await send("response.function_call_arguments.done", {**where, "arguments": call["arguments"]})
+            await send("response.output_item.done", {"output_index": 0, "item": call})
+            await send("response.completed", {"response": response})
+            return resp
         at = len(output) - 1  # the message's index, after any reasoning item
         if at:
             await send("response.output_item.added", {"output_index": 0, "item": {**REASONING_ITEM, "summary": []}})
@@ -558,6 +643,78 @@ class FakeUpstream:
         await send("response.output_item.done", {"output_index": at, "item": item})
         await send("response.completed", {"response": response})
         return resp
+
+    async def gemini(self, request: web.Request) -> web.StreamResponse:
+        """Google's Gemini API: the model and method in the path, the key in `x-goog-api-key`, usage in
+        `usageMetadata` on every chunk (the prompt counting its cached part, thoughts beside the
+        candidates), a stream of `data:` chunks that ends with its connection. "tool-caller" calls
+        get_weather with a thought signature, and refuses a later turn whose call lacks it, as Gemini 3
+        does."""
+        if request.headers.get("x-goog-api-key") != self.api_key:
+            error = {"code": 401, "message": "API key not valid.", "status": "UNAUTHENTICATED"}
+            return web.json_response({"error": error}, status=401)
+        body = await self._record(request)
+        model, _, method = request.match_info["target"].rpartition(":")
+        if method == "countTokens":
+            return web.json_response({"totalTokens": 1000 + len(body.get("contents", []))})
+        if model == "rate-limited":
+            error = {"code": 429, "message": "Resource has been exhausted.", "status": "RESOURCE_EXHAUSTED"}
+            return web.json_response({"error": error}, status=429, headers={"Retry-After": "7"})
+        contents = body.get("contents") or []
+        prompt = sum(len(str(p.get("text", "")).split()) for c in contents for p in c.get("parts", []))
+        last = contents[-1].get("parts", []) if contents else []
+        answered = any("functionResponse" in p for p in last)
+        for content in contents:
+            for part in content.get("parts", []) if content.get("role") == "model" else ():
+                if "functionCall" in part and signature_bytes(part.get("thoughtSignature")) != SIGNATURE_BYTES:
+                    error = {
+                        "code": 400,
+                        "message": "Function call is missing a thought_signature.",
+                        "status": "INVALID_ARGUMENT",
+                    }
+                    return web.json_response({"error": error}, status=400)
+        words = REPLY.split()
+        usage = {
+            "promptTokenCount": prompt + 1,
+            "candidatesTokenCount": len(words),
+            "cachedContentTokenCount": 1,
+            "thoughtsTokenCount": 2,
+            "totalTokenCount": prompt + 1 + len(words) + 2,
+        }
+        usage = self.usage.get("gemini", usage)
+        self.reported.append(("gemini", usage))
+        parts: list[dict] = [{"text": REPLY}]
+        if model == "tool-caller" and not answered:
+            call = {"name": "get_weather", "args": {"city": "Paris"}}
+            parts = [{"functionCall": call, "thoughtSignature": GEMINI_SIGNATURE}]
+        done = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
+        answer = {"candidates": [done], "usageMetadata": usage, "modelVersion": model, "responseId": "gem-fake"}
+        if method == "generateContent":
+            return web.json_response(answer)
+        if request.query.get("alt") != "sse":
+            return web.json_response(
+                {"error": {"code": 400, "message": "alt=sse only here", "status": "INVALID_ARGUMENT"}}, status=400
+            )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        running = {"promptTokenCount": usage["promptTokenCount"], "totalTokenCount": usage["promptTokenCount"]}
+        if parts[0].get("text"):
+            for word in words[:-1]:
+                chunk = {"candidates": [{"content": {"role": "model", "parts": [{"text": word + " "}]}, "index": 0}]}
+                chunk.update(usageMetadata=running, modelVersion=model, responseId="gem-fake")
+                await resp.write(b"data: " + orjson.dumps(chunk) + b"\r\n\r\n")
+                if self.stream_delay:
+                    await asyncio.sleep(self.stream_delay)
+            done = {**done, "content": {"role": "model", "parts": [{"text": words[-1]}]}}
+        await resp.write(b"data: " + orjson.dumps({**answer, "candidates": [done]}) + b"\r\n\r\n")
+        return resp
+
+    async def gemini_models(self, request: web.Request) -> web.Response:
+        if request.headers.get("x-goog-api-key") != self.api_key:
+            return web.json_response(
+                {"error": {"code": 401, "message": "bad key", "status": "UNAUTHENTICATED"}}, status=401
+            )
+        return web.json_response({"models": [{"name": "models/gemini-native"}, {"name": "models/tool-caller"}]})
 
     async def count_tokens(self, request: web.Request) -> web.Response:
         body = await self._record(request)

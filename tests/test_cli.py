@@ -71,6 +71,7 @@ def test_provider_env_reference_stores_only_the_name(cli, home):
             "preset": None,
             "apis": ["chat"],
             "messages_base_url": None,
+            "gemini_base_url": None,
             "reasoning": "within",
         }
     ]

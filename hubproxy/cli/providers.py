@@ -42,6 +42,7 @@ def provider_json(p: Provider) -> dict:
         "preset": p.preset,
         "apis": list(p.apis),
         "messages_base_url": p.messages_base_url,
+        "gemini_base_url": p.gemini_base_url,
         "reasoning": p.reasoning,
     }
 
@@ -89,10 +90,16 @@ def add(
         "--api",
         metavar="API",
         help="A wire API it serves (repeatable): chat (OpenAI, the default), messages (Anthropic), "
-        "responses (OpenAI's Responses).",
+        "responses (OpenAI's Responses), gemini (Google's generateContent).",
     ),
     messages_base_url: str = typer.Option(
         None, "--messages-base-url", metavar="URL", help="Where its Messages API lives, if not at --base-url."
+    ),
+    gemini_base_url: str = typer.Option(
+        None,
+        "--gemini-base-url",
+        metavar="URL",
+        help="Where its Gemini API lives (the origin before /v1beta), if not at --base-url.",
     ),
     reasoning: str = typer.Option(
         None,
@@ -128,6 +135,10 @@ def add(
         # a preset's Messages address belongs to its own base URL: with another --base-url (a proxy, a
         # test server) calls must not go to the vendor behind the user's back
         messages_base_url = found.messages_base_url
+    if gemini_base_url is not None:
+        gemini_base_url = check_base_url(gemini_base_url, "--gemini-base-url")
+    elif found is not None and base_url == found.base_url:
+        gemini_base_url = found.gemini_base_url
     reasoning = reasoning or (found.reasoning if found is not None else "within")
     if reasoning not in REASONING_RULES:
         raise CliError(f"--reasoning must be one of {', '.join(REASONING_RULES)}, got {reasoning!r}")
@@ -153,6 +164,7 @@ def add(
         preset=preset,
         apis=apis,
         messages_base_url=messages_base_url,
+        gemini_base_url=gemini_base_url,
         limit_field=found.limit_field if found is not None else "max_tokens",
         reasoning=reasoning,
     )
@@ -274,7 +286,9 @@ def upstream_models(ctx: typer.Context, name: str) -> list[dict]:
         raise CliError(f"environment variable {provider.api_key_env} is not set")
     status, models = asyncio.run(_probe(provider, key, config.timeouts.connect))
     if status != 200:
-        path = "GET /v1/models" if set(provider.apis) == {"messages"} else "GET /models"
+        path = {"messages": "GET /v1/models", "gemini": "GET /v1beta/models"}.get(
+            provider.apis[0] if len(provider.apis) == 1 else "", "GET /models"
+        )
         raise CliError(f"provider {name!r} answered HTTP {status} to {path}")
     return models
 

@@ -30,7 +30,7 @@ SET_APART = ("cached_input_price", "cache_write_price")  # Model fields of their
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")
 PROVIDER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-WIRE_APIS = ("chat", "messages", "responses")
+WIRE_APIS = ("chat", "messages", "responses", "gemini")
 
 
 @dataclass
@@ -40,8 +40,11 @@ class Provider:
     api_key_env: str | None = None
     api_key_stored: bool = False
     api_style: str = "openai"
-    apis: tuple[str, ...] = ("chat",)  # wire APIs it serves: "chat" (OpenAI), "messages" (Anthropic)
+    apis: tuple[str, ...] = (
+        "chat",
+    )  # wire APIs it serves: "chat", "responses" (OpenAI), "messages" (Anthropic), "gemini"
     messages_base_url: str | None = None  # where its Messages API lives, when not at base_url
+    gemini_base_url: str | None = None  # where its Gemini API (/v1beta/models/…) lives, when not at base_url
     headers: dict[str, str] = field(default_factory=dict)
     stream_usage: bool = True
     timeout: float | None = None
@@ -217,6 +220,7 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
         "preset",
         "apis",
         "messages_base_url",
+        "gemini_base_url",
         "limit_field",
         "reasoning",
     }
@@ -247,6 +251,9 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
     messages_url = raw.get("messages_base_url")
     if messages_url is not None:
         messages_url = check_base_url(messages_url, f"{where} messages_base_url")
+    gemini_url = raw.get("gemini_base_url")
+    if gemini_url is not None:
+        gemini_url = check_base_url(gemini_url, f"{where} gemini_base_url")
     limit_field = raw.get("limit_field", "max_tokens")
     if limit_field not in LIMIT_FIELDS:
         raise ConfigError(f"{where}: limit_field must be one of {', '.join(map(repr, LIMIT_FIELDS))}")
@@ -269,6 +276,7 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
         preset=preset,
         apis=tuple(dict.fromkeys(apis)),
         messages_base_url=messages_url,
+        gemini_base_url=gemini_url,
         limit_field=limit_field,
         reasoning=reasoning,
     )
@@ -434,6 +442,8 @@ def provider_dict(p: Provider) -> dict:
         entry["apis"] = list(p.apis)
     if p.messages_base_url is not None:
         entry["messages_base_url"] = p.messages_base_url
+    if p.gemini_base_url is not None:
+        entry["gemini_base_url"] = p.gemini_base_url
     if p.limit_field != "max_tokens":
         entry["limit_field"] = p.limit_field
     if p.reasoning != "within":

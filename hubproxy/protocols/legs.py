@@ -13,12 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 from hubproxy.errors import invalid_request
-from hubproxy.protocols import Call, ClientEndpoint, Leg, Outbound, Untranslatable
+from hubproxy.protocols import Call, ClientEndpoint, Leg, Outbound, Untranslatable, gemini
 from hubproxy.protocols import anthropic_messages as messages
 from hubproxy.protocols import openai_chat as chat
 from hubproxy.protocols import openai_responses as responses
+from hubproxy.protocols.chat_gemini import VIA_GEMINI
 from hubproxy.protocols.chat_messages import VIA_MESSAGES
 from hubproxy.protocols.chat_responses import VIA_RESPONSES
+from hubproxy.protocols.gemini_chat import VIA_CHAT as GEMINI_VIA_CHAT
 from hubproxy.protocols.messages_chat import VIA_CHAT as MESSAGES_VIA_CHAT
 from hubproxy.protocols.pivot import Through
 from hubproxy.protocols.responses_chat import VIA_CHAT as RESPONSES_VIA_CHAT
@@ -29,17 +31,24 @@ LEGS: dict[tuple[str, str], Leg] = {
     ("chat", chat.API): chat.CHAT,
     ("chat", messages.API): VIA_MESSAGES,
     ("chat", responses.API): VIA_RESPONSES,
+    ("chat", gemini.API): VIA_GEMINI,
     ("completions", chat.API): chat.COMPLETIONS,
     ("embeddings", chat.API): chat.EMBEDDINGS,
     ("messages", messages.API): messages.MESSAGES,
     ("messages", chat.API): MESSAGES_VIA_CHAT,
     ("messages", responses.API): Through(MESSAGES_VIA_CHAT, VIA_RESPONSES),
+    ("messages", gemini.API): Through(MESSAGES_VIA_CHAT, VIA_GEMINI),
     ("responses", responses.API): responses.RESPONSES,
     ("responses", chat.API): RESPONSES_VIA_CHAT,
     ("responses", messages.API): Through(RESPONSES_VIA_CHAT, VIA_MESSAGES),
+    ("responses", gemini.API): Through(RESPONSES_VIA_CHAT, VIA_GEMINI),
+    # ("gemini", gemini.API): the call's own endpoint, made per call from its path (`gemini.Endpoint`)
+    ("gemini", chat.API): GEMINI_VIA_CHAT,
+    ("gemini", messages.API): Through(GEMINI_VIA_CHAT, VIA_MESSAGES),
+    ("gemini", responses.API): Through(GEMINI_VIA_CHAT, VIA_RESPONSES),
 }
 
-PREFERENCE = (chat.API, responses.API, messages.API)
+PREFERENCE = (chat.API, responses.API, messages.API, gemini.API)
 """After the client's own wire API, the order a deployment's other wire APIs are tried in."""
 
 _chosen: dict[tuple[str, tuple[str, ...]], Leg | None] = {}

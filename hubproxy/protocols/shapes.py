@@ -201,3 +201,75 @@ class ResponsesAnswer(msgspec.Struct):
 
 
 RESPONSES_ANSWER = msgspec.json.Decoder(ResponsesAnswer)
+
+
+# Gemini requests (their keys made camelCase first: `gemini.camel`) and answers, as gemini_chat and
+# chat_gemini read them
+
+
+def conforms(kind: type, value: object, what: str) -> None:
+    """An already parsed `value` has the shape `kind` declares, else `Untranslatable`."""
+    try:
+        msgspec.convert(value, kind)
+    except msgspec.ValidationError as exc:
+        raise Untranslatable(f"{what}: {exc}") from None
+
+
+class GeminiBlob(msgspec.Struct):
+    mimeType: str = ""
+    data: str = ""
+
+
+class GeminiCall(msgspec.Struct):
+    name: str = ""
+    args: dict | None = None
+
+
+class GeminiResult(msgspec.Struct):
+    name: str = ""
+    response: dict | None = None
+
+
+class GeminiPart(msgspec.Struct):
+    text: str | None = None
+    thought: bool | None = None
+    thoughtSignature: str | None = None
+    inlineData: GeminiBlob | None = None
+    functionCall: GeminiCall | None = None
+    functionResponse: GeminiResult | None = None
+
+
+class GeminiContent(msgspec.Struct):
+    role: str | None = None
+    parts: list[GeminiPart] | None = None
+
+
+class GeminiDeclaration(msgspec.Struct):
+    name: str
+    description: str | None = None
+    parameters: dict | None = None
+    parametersJsonSchema: dict | None = None
+
+
+class GeminiTool(msgspec.Struct):
+    functionDeclarations: list[GeminiDeclaration] | None = None
+
+
+class GeminiRequest(msgspec.Struct):
+    contents: list[GeminiContent]
+    systemInstruction: GeminiContent | None = None
+    tools: list[GeminiTool] | None = None
+    toolConfig: dict | None = None
+    generationConfig: dict | None = None
+
+
+class GeminiCandidate(msgspec.Struct):
+    content: GeminiContent | None = None
+    finishReason: str | None = None
+
+
+class GeminiAnswer(msgspec.Struct):
+    candidates: list[GeminiCandidate] | None = None
+
+
+GEMINI_ANSWER = msgspec.json.Decoder(GeminiAnswer)

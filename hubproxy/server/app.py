@@ -41,6 +41,7 @@ from hubproxy.server.errors import (
     request_prefix,
     unknown_route,
 )
+from hubproxy.server.gemini import add_gemini_routes
 from hubproxy.server.state import STATE, GatewayState
 from hubproxy.store import Store, is_postgres, open_store
 from hubproxy.store.journal import CallJournal, journaled_calls, leftover_segments
@@ -94,6 +95,7 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
     app.router.add_get("/v1/models/{model:.+}", openai_errors(catalog.get_model))
     app.router.add_get("/health", openai_errors(catalog.health))
     app.router.add_get("/metrics", openai_errors(catalog.metrics))
+    add_gemini_routes(app)
     if config.server.accounts_api:
         from hubproxy.server.accounts import add_account_routes  # pyjwt and its crypto: only when used
 

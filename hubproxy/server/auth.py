@@ -11,7 +11,8 @@ from hubproxy.server.state import STATE
 
 
 def api_key_from(headers) -> str | None:
-    """Bearer token, else `x-api-key` (Anthropic-style clients), else `api-key` (Azure-style).
+    """Bearer token, else `x-api-key` (Anthropic-style clients), `api-key` (Azure-style) or
+    `x-goog-api-key` (Gemini's clients).
 
     Every key and token hubproxy issues is ASCII; anything else (bytes that are not UTF-8 arrive
     as surrogates) is refused here, before it reaches a hash or a comparison that would choke on it."""
@@ -22,16 +23,22 @@ def api_key_from(headers) -> str | None:
         if scheme.lower() == "bearer" and bearer.strip():
             token = bearer.strip()
     if token is None:
-        token = headers.get("x-api-key") or headers.get("api-key")
+        token = headers.get("x-api-key") or headers.get("api-key") or headers.get("x-goog-api-key")
     if token is not None and not token.isascii():
         raise errors.invalid_api_key("The API key holds characters that no hubproxy key has.")
     return token
 
 
 def authorize(request: web.Request) -> tuple[KeyState, UserState]:
-    """The calling key and its user, or 401 (unknown, revoked, expired, disabled) / 403 (address)."""
+    """The calling key and its user (the key from the headers, or on Gemini's routes `?key=`), or 401
+    (unknown, revoked, expired, disabled) / 403 (address)."""
     state = request.app[STATE]
-    key, user = state.accounts.authenticate(api_key_from(request.headers))
+    token = api_key_from(request.headers)
+    if token is None and request.path.startswith("/v1beta/"):  # Google's clients may put it in the URL
+        token = request.query.get("key")
+        if token is not None and not token.isascii():
+            raise errors.invalid_api_key("The API key holds characters that no hubproxy key has.")
+    key, user = state.accounts.authenticate(token)
     if key.policy.networks:
         address = state.caller_address(request)
         if not ip_allowed(key.policy, address):

@@ -1,11 +1,11 @@
 """The upstream adapter: which wire APIs a provider serves, and how a request reaches it.
 
-One adapter serves every provider over HTTP: OpenAI's chat and Responses APIs and Anthropic's
-Messages API, each at its own origin (`serves` says which a provider has). Request bodies go through
-as the leg built them; this adapter knows where to send them, how to authenticate (a bearer key, or
-`x-api-key` for Messages), and how to turn a transport failure into the gateway's error. A provider
-that needs different code (a signed request, another transport) would be one more adapter with the
-same methods, registered in `upstream/pool.py`.
+One adapter serves every provider over HTTP: OpenAI's chat and Responses APIs, Anthropic's Messages
+API and Google's Gemini API, each at its own origin (`serves` says which a provider has). Request
+bodies go through as the leg built them; this adapter knows where to send them, how to authenticate
+(a bearer key, `x-api-key` for Messages, `x-goog-api-key` for Gemini), and how to turn a transport
+failure into the gateway's error. A provider that needs different code (a signed request, another
+transport) would be one more adapter with the same methods, registered in `upstream/pool.py`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class OpenAICompatAdapter:
             "chat": self.origin,
             "responses": self.origin,
             "messages": client.origin(provider.messages_base_url or provider.base_url),
+            "gemini": client.origin(provider.gemini_base_url or provider.base_url),
         }
         # identity: the answer is read for its usage and passed on as is, so it must not come compressed
         self._base_headers = {
@@ -56,6 +57,8 @@ class OpenAICompatAdapter:
             headers = dict(self._base_headers)
             if api_key and api == "messages":
                 headers["x-api-key"] = api_key
+            elif api_key and api == "gemini":
+                headers["x-goog-api-key"] = api_key
             elif api_key:
                 headers["Authorization"] = f"Bearer {api_key}"
             headers["Accept"] = "text/event-stream" if stream else "application/json"
@@ -108,11 +111,15 @@ class OpenAICompatAdapter:
     async def list_models(self, api_key: str | None, timeout: float) -> tuple[int, object]:
         """GET /models with the provider's own headers and key: (status, the parsed body or None). A
         provider that serves only Messages is asked Anthropic's way: `GET /v1/models` with `x-api-key`
-        and `anthropic-version` (https://docs.anthropic.com/en/api/models-list, read 2026-12-07)."""
+        and `anthropic-version` (https://docs.anthropic.com/en/api/models-list, read 2026-12-07); one
+        that serves only Gemini's API, Google's way: `GET /v1beta/models` with `x-goog-api-key`, its
+        `models` listed as OpenAI's `data` (https://ai.google.dev/api/models, read 2026-12-07)."""
         if self.serves == {"messages"}:
             head = self.head("/v1/models", api_key, False, "GET", "messages")
             head = head[: -len(CONTENT_LENGTH)] + ANTHROPIC_VERSION + CONTENT_LENGTH
             origin = self.origins["messages"]
+        elif self.serves == {"gemini"}:
+            head, origin = self.head("/v1beta/models", api_key, False, "GET", "gemini"), self.origins["gemini"]
         else:
             head, origin = self.head("/models", api_key, False, "GET"), self.origin
         try:
@@ -123,6 +130,10 @@ class OpenAICompatAdapter:
             raise errors.upstream_unavailable(f"could not reach {self.provider.base_url}: {reason}") from None
         resp.release()
         try:
-            return resp.status, orjson.loads(data)
+            listed = orjson.loads(data)
         except orjson.JSONDecodeError:
             return resp.status, None
+        if self.serves == {"gemini"} and isinstance(listed, dict) and isinstance(listed.get("models"), list):
+            names = [m.get("name") for m in listed["models"] if isinstance(m, dict)]
+            listed = {"data": [{"id": n.removeprefix("models/")} for n in names if isinstance(n, str)]}
+        return resp.status, listed

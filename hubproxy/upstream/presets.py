@@ -45,6 +45,7 @@ class Preset:
     apis: tuple[str, ...] = ("chat",)
     messages_base_url: str | None = None
     messages_source: str | None = None  # the vendor's page for its Anthropic-compatible API, and when read
+    gemini_base_url: str | None = None  # where its Gemini API lives (Google's own), the origin before /v1beta
     limit_field: str = "max_tokens"  # what its chat API limits output with (Provider.limit_field)
     reasoning: str = "within"  # how it reports reasoning tokens (Provider.reasoning)
 

@@ -1,0 +1,121 @@
+"""Google's Gemini API routes: `POST /v1beta/models/{model}:{method}` (generateContent,
+streamGenerateContent, countTokens) and `GET /v1beta/models[/{model}]`, in Google's error shape.
+
+The model and the method are in the path (Google's own resource names, https://ai.google.dev/api,
+read 2026-12-07); a call is the same call every other route makes (`calls.proxy_call`), with an
+endpoint made for the model and method. Gemini CLI and Google's SDKs send the key in `x-goog-api-key`
+or `?key=` (`server.auth`).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hubproxy import errors
+from hubproxy.accounts.rules import model_allowed
+from hubproxy.billing.pricing import estimate_prompt_tokens
+from hubproxy.protocols import gemini
+from hubproxy.routing.router import Route
+from hubproxy.secrets import provider_api_key
+from hubproxy.server.auth import authorize
+from hubproxy.server.calls import proxy_call
+from hubproxy.server.errors import errors_rendered_by
+from hubproxy.server.request_body import read_request
+from hubproxy.server.state import STATE, GatewayState
+from hubproxy.upstream.http import UpstreamError
+
+METHODS = ("generateContent", "streamGenerateContent", "countTokens")
+
+
+def model_and_method(request: web.Request) -> tuple[str, str]:
+    target = request.match_info["target"]
+    model, _, method = target.rpartition(":")
+    if not model or method not in METHODS:
+        raise errors.GatewayError(
+            404,
+            "not_found",
+            f"Unknown method {target!r}: hubproxy serves models/{{model}}:{', :'.join(METHODS)} here.",
+        )
+    return model, method
+
+
+async def model_call(request: web.Request) -> web.StreamResponse:
+    model, method = model_and_method(request)
+    if method == "countTokens":
+        return await count_tokens(request, model)
+    stream = method == "streamGenerateContent"
+    if stream and request.query.get("alt") != "sse":
+        raise errors.invalid_request("streamGenerateContent is served as server-sent events here: add ?alt=sse.")
+    return await proxy_call(gemini.endpoint(model, stream), request)
+
+
+async def count_tokens(request: web.Request, model: str) -> web.Response:
+    """`:countTokens`: asked of the model's deployment where it serves Gemini's API, else counted here
+    without a tokenizer (the body's size over `[billing] bytes_per_token`, as `/v1/messages/count_tokens`
+    does). Nothing is billed."""
+    state: GatewayState = request.app[STATE]
+    key, _ = authorize(request)
+    raw = await read_request(request, state.config.server)
+    routes = state.router.resolve(model)
+    if not model_allowed(key.policy, routes[0].model):
+        raise errors.model_not_allowed(routes[0].model.name)
+    native = [r for r in routes if gemini.API in r.provider.apis and state.health.available(r.key)]
+    if native:
+        counted = await upstream_count(state, native[0], raw)
+        if counted is not None:
+            return web.Response(body=counted, content_type="application/json")
+    tokens = estimate_prompt_tokens(len(raw), state.config.billing.bytes_per_token)
+    return web.json_response({"totalTokens": tokens})
+
+
+async def upstream_count(state: GatewayState, route: Route, raw: bytes) -> bytes | None:
+    """The deployment's own count, or None (it failed or refused: count here instead)."""
+    adapter = state.upstreams.adapter(route.provider)
+    timeout = state.upstreams.first_byte(route.provider)
+    api_key = provider_api_key(route.provider, state.stored_secrets)
+    path = f"/v1beta/models/{route.upstream_model}:countTokens"
+    try:
+        resp = await adapter.send(path, raw, api_key, False, timeout, gemini.API)
+        data = await adapter.read_whole(resp, timeout)
+    except (errors.GatewayError, TimeoutError, UpstreamError):
+        return None
+    resp.release()
+    return data if resp.status == 200 else None
+
+
+def model_resource(route: Route) -> dict:
+    """A model as Google lists one (https://ai.google.dev/api/models#Model, read 2026-12-07)."""
+    model = route.model
+    resource: dict[str, object] = {
+        "name": f"models/{model.name}",
+        "baseModelId": model.name,
+        "version": "hubproxy",
+        "displayName": model.name,
+        "description": f"{model.name}, served by hubproxy through {route.provider.name}",
+        "supportedGenerationMethods": list(METHODS),
+    }
+    if model.max_output_tokens:
+        resource["outputTokenLimit"] = model.max_output_tokens
+    return resource
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """Only the models this key may use."""
+    key, _ = authorize(request)
+    routes = [r for r in request.app[STATE].router.routes() if r.model.priced and model_allowed(key.policy, r.model)]
+    return web.json_response({"models": [model_resource(r) for r in routes]})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    key, _ = authorize(request)
+    route = request.app[STATE].router.resolve(request.match_info["target"])[0]
+    if not model_allowed(key.policy, route.model):
+        raise errors.model_not_allowed(route.model.name)
+    return web.json_response(model_resource(route))
+
+
+def add_gemini_routes(app: web.Application) -> None:
+    google_errors = errors_rendered_by(gemini.error_body)
+    app.router.add_post("/v1beta/models/{target:.+}", google_errors(model_call))
+    app.router.add_get("/v1beta/models", google_errors(list_models))
+    app.router.add_get("/v1beta/models/{target:.+}", google_errors(get_model))
