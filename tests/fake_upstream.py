@@ -50,6 +50,16 @@ def codex_tool_call(body: dict) -> tuple[str, str]:
     return "exec_command", json.dumps({"cmd": "cat note.txt"})
 
 
+GEMINI_WORKSPACE = re.compile(r"Workspace Directories:\*\*\n\s+- (\S+)")
+WRITTEN = "written through hubproxy\n"
+
+
+def gemini_write_call(body: dict) -> tuple[str, str]:
+    """Gemini CLI's write_file tool, writing note.txt in the workspace its session context names."""
+    found = GEMINI_WORKSPACE.search(json.dumps(body).replace("\\n", "\n"))
+    return "write_file", json.dumps({"file_path": f"{found.group(1) if found else '.'}/note.txt", "content": WRITTEN})
+
+
 # What a Responses upstream's `response` object carries besides its output (as OpenAI's does)
 RESPONSE_DEFAULTS = {
     "object": "response",
@@ -77,7 +87,7 @@ RESPONSE_DEFAULTS = {
     "safety_identifier": None,
     "prompt_cache_key": None,
 }
-TOOL_PLAYERS = {"cc-tool": cc_tool_call, "codex-tool": codex_tool_call}
+TOOL_PLAYERS = {"cc-tool": cc_tool_call, "codex-tool": codex_tool_call, "gemini-writer": gemini_write_call}
 
 
 def message_text(content: object) -> str:
@@ -114,6 +124,8 @@ def signature_bytes(signature: object) -> bytes | None:
     if not isinstance(signature, str):
         return None
     return base64.urlsafe_b64decode(signature.replace("+", "-").replace("/", "_") + "=" * (-len(signature) % 4))
+
+
 TOOL_USE = {"type": "tool_use", "id": "toolu_weather", "name": "get_weather", "input": {"city": "Paris"}}
 FUNCTION_CALL_ITEM = {
     "id": "fc_weather",
@@ -686,6 +698,10 @@ class FakeUpstream:
         parts: list[dict] = [{"text": REPLY}]
         if model == "tool-caller" and not answered:
             call = {"name": "get_weather", "args": {"city": "Paris"}}
+            parts = [{"functionCall": call, "thoughtSignature": GEMINI_SIGNATURE}]
+        if model in TOOL_PLAYERS and not answered:
+            name, arguments = TOOL_PLAYERS[model](body)
+            call = {"name": name, "args": json.loads(arguments)}
             parts = [{"functionCall": call, "thoughtSignature": GEMINI_SIGNATURE}]
         done = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
         answer = {"candidates": [done], "usageMetadata": usage, "modelVersion": model, "responseId": "gem-fake"}

@@ -27,6 +27,9 @@ def test_each_tool_gets_the_address_in_its_own_form(cli):
     assert "export HUBPROXY_API_KEY=sk-hp-x" in codex
     assert "--openai-api-base http://localhost:8080/v1" in cli("connect", "aider").stdout
     assert "https" in cli("connect", "cursor").stdout
+    gemini = cli("connect", "gemini-cli", "--key", "sk-hp-x", "--base-url", "https://hub.example.com/v1").stdout
+    assert "GOOGLE_GEMINI_BASE_URL=https://hub.example.com\n" in gemini and "GEMINI_API_KEY=sk-hp-x" in gemini
+    assert '"selectedType": "gemini-api-key"' in gemini
 
 
 def test_write_merges_keeps_a_backup_and_hides_keys(cli, tmp_path, monkeypatch):
@@ -57,6 +60,14 @@ def test_write_merges_keeps_a_backup_and_hides_keys(cli, tmp_path, monkeypatch):
     cli("connect", "continue", "--key", "sk-hp-y", "--write")
     models = yaml.safe_load((tmp_path / ".continue" / "config.yaml").read_text())["models"]
     assert len(models) == 1 and models[0]["apiKey"] == "sk-hp-y" and models[0]["provider"] == "openai"
+    (tmp_path / ".gemini" / ".env").parent.mkdir()
+    (tmp_path / ".gemini" / ".env").write_text("# mine\nOTHER=1\nGEMINI_API_KEY=old\n")
+    cli("connect", "gemini-cli", "--key", "sk-hp-x", "--write")
+    dotenv = (tmp_path / ".gemini" / ".env").read_text()
+    assert "OTHER=1\n" in dotenv and "GEMINI_API_KEY=sk-hp-x\n" in dotenv and "old" not in dotenv
+    assert stat.S_IMODE((tmp_path / ".gemini" / ".env").stat().st_mode) == 0o600
+    gemini = json.loads((tmp_path / ".gemini" / "settings.json").read_text())
+    assert gemini == {"security": {"auth": {"selectedType": "gemini-api-key"}}, "model": {"name": "ds"}}
 
 
 def test_user_gets_a_key_named_after_the_tool(cli):

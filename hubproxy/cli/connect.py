@@ -1,7 +1,8 @@
 """`hubproxy connect TOOL`: the exact setup for one tool, printed, or written into the tool's own config.
 
-Each tool gets the address in the form it expects (Anthropic clients without `/v1`, OpenAI ones with
-it) and the wire API it speaks (Claude Code: Messages; Codex: Responses; the rest: chat). With
+Each tool gets the address in the form it expects (Anthropic and Gemini clients without `/v1`, OpenAI
+ones with it) and the wire API it speaks (Claude Code: Messages; Codex: Responses; Gemini CLI:
+Gemini's; the rest: chat). With
 `--write` the tool's config file is merged, never replaced: what else it holds stays, a copy of the
 old file is kept beside it (`.hubproxy-backup`), and files that hold a key are written 0600.
 """
@@ -113,6 +114,47 @@ def codex(setup: Setup, write: bool) -> None:
     console.print(f"export HUBPROXY_API_KEY={setup.key}", soft_wrap=True)
 
 
+def read_dotenv(text: str) -> dict:
+    """A `.env` file's `NAME=value` lines (comments and blank lines are not kept; the backup has them)."""
+    found = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().removeprefix("export ").partition("=")
+        if sep and name and not name.startswith("#"):
+            found[name.strip()] = value.strip()
+    return found
+
+
+def write_dotenv(values: dict) -> str:
+    return "".join(f"{name}={value}\n" for name, value in values.items())
+
+
+def gemini_cli(setup: Setup, write: bool) -> None:
+    """Gemini CLI speaks Gemini's API: its address without /v1beta (the SDK adds it). Its 0.61 release
+    takes GOOGLE_GEMINI_BASE_URL as a "gateway" sign-in that headless runs then refuse ("Invalid auth
+    method selected"), so the settings name the API-key sign-in, which uses the same address."""
+    env = {"GOOGLE_GEMINI_BASE_URL": setup.base_url, "GEMINI_API_KEY": setup.key, "GEMINI_MODEL": setup.model}
+
+    def change(doc: dict) -> None:
+        doc.setdefault("security", {}).setdefault("auth", {})["selectedType"] = "gemini-api-key"
+        doc.setdefault("model", {})["name"] = setup.model
+
+    if write:
+        folder = Path.home() / ".gemini"
+        settings = merge_file(
+            folder / "settings.json", json.loads, lambda doc: json.dumps(doc, indent=2) + "\n", change
+        )
+        dotenv = merge_file(folder / ".env", read_dotenv, write_dotenv, lambda doc: doc.update(env))
+        console.print(f"wrote {settings} and {dotenv}; run: gemini")
+        return
+    doc: dict = {}
+    change(doc)
+    console.print("# Gemini CLI: in ~/.gemini/.env (or your shell)")
+    for name, value in env.items():
+        console.print(f"{name}={value}", soft_wrap=True)
+    console.print("# and in ~/.gemini/settings.json")
+    console.print(json.dumps(doc, indent=2), soft_wrap=True, markup=False)
+
+
 def aider(setup: Setup, write: bool) -> None:
     settings = {"openai-api-base": setup.openai_url, "openai-api-key": setup.key, "model": f"openai/{setup.model}"}
     if write:
@@ -209,6 +251,7 @@ def read_key() -> str:
 TOOLS = {
     "claude-code": claude_code,
     "codex": codex,
+    "gemini-cli": gemini_cli,
     "aider": aider,
     "continue": continue_dev,
     "cursor": cursor,
