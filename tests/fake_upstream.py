@@ -178,6 +178,25 @@ def honest_answer(body: dict, prompt: int, choices: int) -> dict:
     }
 
 
+def honest_gemini_answer(body: dict, prompt: int) -> dict:
+    """What "honest" answers on Gemini's API, reading both of Google's spellings as Google does."""
+    config = body.get("generationConfig") or body.get("generation_config") or {}
+    limit = config.get("maxOutputTokens") or config.get("max_output_tokens") or UNLIMITED
+    count = config.get("candidateCount") or config.get("candidate_count") or 1
+    inline = sum(
+        1 for c in body.get("contents", []) for p in c.get("parts", []) if "inlineData" in p or "inline_data" in p
+    )
+    prompt += inline * IMAGE_TOKENS
+    text = {"role": "model", "parts": [{"text": REPLY}]}
+    candidates = [{"content": text, "finishReason": "MAX_TOKENS", "index": i} for i in range(count)]
+    usage = {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": limit * count,
+        "totalTokenCount": prompt + limit * count,
+    }
+    return {"candidates": candidates, "usageMetadata": usage, "modelVersion": "honest"}
+
+
 # GET /models: one model every test config serves, one in the deepseek preset's catalog, one nobody
 # prices, two with OpenRouter-style per-token prices (one exact, one "varies") and two with
 # Together-style per-million prices (one real, one 0 for "not sold per token").
@@ -685,6 +704,10 @@ class FakeUpstream:
                         "status": "INVALID_ARGUMENT",
                     }
                     return web.json_response({"error": error}, status=400)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if model == "honest":  # every candidate to the limit, each inline part at IMAGE_TOKENS
+            return web.json_response(honest_gemini_answer(body, prompt))
         words = REPLY.split()
         usage = {
             "promptTokenCount": prompt + 1,

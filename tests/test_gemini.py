@@ -5,15 +5,17 @@ upstream reported."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 
+import aiohttp
 import anthropic
 import pytest
 from google import genai
 from google.genai import types
 
-from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, configure, raw_request, serving, wait_for
+from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, balance_and_ledger, configure, raw_request, serving, wait_for
 from tests.fake_upstream import GEMINI_SIGNATURE, REPLY
 
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
@@ -338,3 +340,56 @@ def test_an_upstream_error_reaches_a_gemini_client_in_googles_shape(gem_hub, cli
             lambda m=model: (r := gemini_post(gem_hub, f"{m}:generateContent", HELLO))[0] != 404 and r
         )
         assert got == 429 and answer["error"]["status"] == "RESOURCE_EXHAUSTED", answer
+
+
+IMAGE = {"inline_data": {"mime_type": "image/png", "data": "iVBORw0KGgo="}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**HELLO, "generation_config": {"candidate_count": 8, "max_output_tokens": 2000}},
+        HELLO,  # no limit: the one it is held at goes up
+        {
+            "contents": [{"role": "user", "parts": [{"text": "what is in these?"}, *[IMAGE] * 20]}],
+            "generationConfig": {"maxOutputTokens": 10},
+        },
+    ],
+    ids=["eight-candidates-snake-case", "no-limit", "inline-images"],
+)
+def test_fifty_gemini_calls_cannot_overspend(gem_hub, cli, body):
+    """50 calls at once on an upstream that bills every candidate to its limit and each inline part at
+    2,000 tokens: some answered, some refused, the balance never below zero."""
+    cli(
+        "models",
+        "add",
+        "gem-honest",
+        "--provider",
+        "goog",
+        "--upstream-model",
+        "honest",
+        "--input-price",
+        PRICE_IN,
+        "--output-price",
+        PRICE_OUT,
+    )
+    key = gem_hub.new_user("honest@example.com", "0.05")
+    wait_for(lambda: gemini_post(gem_hub, "gem-honest:countTokens", HELLO, key=key)[0] == 200)
+    gem_hub.upstream.delay = 0.5
+    raw = json.dumps(body).replace("_data", "\\u005fdata").encode()  # the keys as any JSON parser reads them
+
+    async def fire() -> list[int]:
+        url = f"http://127.0.0.1:{gem_hub.port}/v1beta/models/gem-honest:generateContent"
+        async with aiohttp.ClientSession() as session:
+
+            async def one() -> int:
+                async with session.post(url, data=raw, headers={"x-goog-api-key": key}) as resp:
+                    await resp.read()
+                    return resp.status
+
+            return await asyncio.gather(*(one() for _ in range(50)))
+
+    statuses = asyncio.run(fire())
+    assert 200 in statuses and 402 in statuses and set(statuses) == {200, 402}
+    balance, ledger = balance_and_ledger(gem_hub, "honest@example.com")
+    assert 0 <= balance == ledger
