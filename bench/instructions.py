@@ -109,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["native", "translated"],
         help="count hubproxy's /v1/responses calls instead: relayed to a Responses upstream, or translated to chat",
     )
+    parser.add_argument(
+        "--gemini",
+        choices=["native", "translated"],
+        help="count hubproxy's Gemini calls (:generateContent) instead: relayed to a Gemini upstream, or translated "
+        "to chat",
+    )
     parser.add_argument("--keep", type=Path, help="keep callgrind's files here (read them with callgrind_annotate)")
     args = parser.parse_args(argv)
     body = request_body(args.prompt_kb)
@@ -134,7 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             base = measure("passthrough", pass_cmd, pass_port, {}, args.calls, body, out_dir, stream)
             hub_cmd = [sys.executable, "-m", "hubproxy", "--home", str(home), "serve", "--port", str(hub_port)]
             auth = {"Authorization": f"Bearer {key}"}
-            if args.responses:
+            if args.gemini:
+                model = "bench-gemini" if args.gemini == "native" else "bench"
+                ask = orjson.dumps({"contents": [{"role": "user", "parts": [{"text": MESSAGES_PROMPT[0]["content"]}]}]})
+                path = f"/v1beta/models/{model}:generateContent"
+                hub = measure("hubproxy", hub_cmd, hub_port, auth, args.calls, ask, out_dir, stream, path)
+            elif args.responses:
                 model = "bench-responses" if args.responses == "native" else "bench"
                 ask = orjson.dumps({"model": model, "input": MESSAGES_PROMPT[0]["content"]})
                 hub = measure("hubproxy", hub_cmd, hub_port, auth, args.calls, ask, out_dir, stream, "/v1/responses")
@@ -156,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'passthrough':<14}{base:>24,.0f}")
     route = f"  (/v1/messages, {args.messages})" if args.messages else ""
     route = f"  (/v1/responses, {args.responses})" if args.responses else route
+    route = f"  (:generateContent, {args.gemini})" if args.gemini else route
     print(f"{'hubproxy':<14}{hub:>24,.0f}{route}")
     print(f"\npassthrough / hubproxy: {base / hub:.1%}  (the throughput ratio if both were CPU-bound on one core)")
     return 0

@@ -139,6 +139,10 @@ def setup_hubproxy_home(home: Path, upstream: str) -> str:
     config.models["bench-responses"] = Model(
         "bench-responses", "bench-responses", "bench", parse_price("0.27"), parse_price("1.10")
     )
+    config.providers["bench-gemini"] = Provider("bench-gemini", upstream.removesuffix("/v1"), apis=("gemini",))
+    config.models["bench-gemini"] = Model(
+        "bench-gemini", "bench-gemini", "bench", parse_price("0.27"), parse_price("1.10")
+    )
     config.save(home / "config.toml")
     store = open_store(home / "hubproxy.db", create=True)
     store.run(accounts.add_user, "bench@example.com", parse_usd("100000"))

@@ -104,6 +104,22 @@ async def responses(request: web.Request) -> web.Response:
     return web.Response(body=RESPONSE, content_type="application/json")
 
 
+GENERATED = orjson.dumps(
+    {
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "ok"}]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 1, "totalTokenCount": 13},
+        "modelVersion": "bench",
+        "responseId": "gen-bench",
+    }
+)
+
+
+async def generate(request: web.Request) -> web.Response:
+    """Google's Gemini API, not streamed: for `bench.instructions --gemini`."""
+    await request.read()
+    return web.Response(body=GENERATED, content_type="application/json")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -115,6 +131,7 @@ def main() -> None:
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/v1beta/models/{target}", generate)
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
 
 

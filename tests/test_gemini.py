@@ -15,6 +15,7 @@ import pytest
 from google import genai
 from google.genai import types
 
+from hubproxy.protocols import gemini
 from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, balance_and_ledger, configure, raw_request, serving, wait_for
 from tests.fake_upstream import GEMINI_SIGNATURE, REPLY
 
@@ -393,3 +394,24 @@ def test_fifty_gemini_calls_cannot_overspend(gem_hub, cli, body):
     assert 200 in statuses and 402 in statuses and set(statuses) == {200, 402}
     balance, ledger = balance_and_ledger(gem_hub, "honest@example.com")
     assert 0 <= balance == ledger
+
+
+@pytest.mark.parametrize(
+    ("config", "written"),
+    [
+        ("", {"generationConfig": {"maxOutputTokens": 99}}),
+        (',"generationConfig":null', {"generationConfig": {"maxOutputTokens": 99}}),
+        (
+            ',"generation_config":{"temperature":0.5}',
+            {"generation_config": {"temperature": 0.5, "max_output_tokens": 99}},
+        ),
+    ],
+)
+def test_a_limit_goes_into_the_config_google_reads(config, written):
+    """In front of a body without a config; into the one it has (null, or snake_case) otherwise, so no
+    later key of the body undoes it."""
+    endpoint = gemini.endpoint("m", False)
+    raw = b'{"contents":[{"parts":[{"text":"x"}]}]' + config.encode() + b"}"
+    out, fields = endpoint.with_output_limit(raw, endpoint.read(raw), 99, "")
+    assert fields.max_output == 99
+    assert {k: v for k, v in json.loads(out).items() if k != "contents"} == written

@@ -73,12 +73,16 @@ UNBOUNDED_TOOLS = (
 )
 
 
+def given(value: Any) -> bool:
+    return value is not None and value is not msgspec.UNSET
+
+
 def one_of(where: str, camel: str, camel_value: Any, snake_value: Any) -> Any:
-    """The value a field has under either of its names; both given is the caller's 400 (which one
-    Google would take is not documented, and the hold must be sized by the one it takes)."""
-    if camel_value is not None and snake_value is not None:
+    """The value a field has under either of its names (None: neither); both given is the caller's 400
+    (which one Google would take is not documented, and the hold must be sized by the one it takes)."""
+    if given(camel_value) and given(snake_value):
         raise invalid_request(f"{where}{camel}: given twice (camelCase and snake_case); send one.", param=camel)
-    return camel_value if camel_value is not None else snake_value
+    return camel_value if given(camel_value) else (snake_value if given(snake_value) else None)
 
 
 class Part(msgspec.Struct):
@@ -157,8 +161,9 @@ class GeminiFields(msgspec.Struct):
     systemInstruction: Content | None = None
     system_instruction: Content | None = None
     tools: list[Tool] | None = None
-    generationConfig: GenerationConfig | None = None
-    generation_config: GenerationConfig | None = None
+    # unset, not null: a body without either gets its output limit written in front of its bytes
+    generationConfig: GenerationConfig | UnsetType | None = msgspec.UNSET
+    generation_config: GenerationConfig | UnsetType | None = msgspec.UNSET
     cachedContent: str | None = None
     cached_content: str | None = None
     model: str = ""
@@ -169,10 +174,6 @@ class GeminiFields(msgspec.Struct):
     choices: int = 1
 
     web_searches: ClassVar[int] = 0  # a search tool is refused: nothing billed per use gets through
-
-    @property
-    def config(self) -> GenerationConfig | None:
-        return self.generationConfig if self.generationConfig is not None else self.generation_config
 
 
 DECODER = msgspec.json.Decoder(GeminiFields)
@@ -365,8 +366,13 @@ def upstream_error_message(data: bytes) -> tuple[str, bool]:
     return message, document is not None and document["error"].get("status").__class__ is str
 
 
-def with_output_limit(raw: bytes, limit: int) -> bytes:
-    """The body with `generationConfig.maxOutputTokens` set, in whichever spelling the body's config has."""
+def with_output_limit(raw: bytes, fields: GeminiFields, limit: int) -> bytes:
+    """The body with `generationConfig.maxOutputTokens` set, in whichever spelling the body's config has:
+    written in front of the client's bytes where the body has no config at all (the first byte but
+    white space is "{"), else into its config, parsed and encoded again."""
+    if fields.generationConfig is msgspec.UNSET and fields.generation_config is msgspec.UNSET:
+        start = raw.index(b"{") + 1
+        return raw[:start] + b'"generationConfig":{"maxOutputTokens":' + str(limit).encode() + b"}," + raw[start:]
     whole = orjson.loads(raw)
     name = "generation_config" if "generation_config" in whole else "generationConfig"
     config = whole.get(name)
@@ -408,7 +414,7 @@ class Endpoint:
 
     def with_output_limit(self, raw: bytes, fields: GeminiFields, limit: int, field: str = "") -> tuple[bytes, Any]:
         written = msgspec.structs.replace(fields, max_output=limit)
-        return with_output_limit(raw, limit), written
+        return with_output_limit(raw, fields, limit), written
 
     def upstream_request(self, call: Call, route: Route) -> Outbound:
         """The client's bytes, unchanged: the deployment's model name goes in the path."""
