@@ -1,8 +1,10 @@
-"""Codex CLI itself, headless (`codex exec --skip-git-repo-check …`), through hubproxy's /v1/responses:
-a plain answer and a turn where the model runs a shell command through Codex's `exec_command` tool
-and gets its output back, against a chat-only upstream (translated), and a plain answer from an
-upstream that speaks Responses (relayed). Configured only by `hubproxy connect codex --write` (a
-`[model_providers.hubproxy]` with `wire_api = "responses"`) and the key in HUBPROXY_API_KEY.
+"""Codex CLI itself, headless (`codex exec --skip-git-repo-check …`), through hubproxy's /v1/responses
+over a WebSocket: a plain answer and a turn where the model runs a shell command through Codex's
+`exec_command` tool and gets its output back, against a chat-only upstream (translated), and a plain
+answer from an upstream that speaks Responses (relayed); and over HTTP when the server serves no
+sockets (Codex falls back on the 426). Configured only by `hubproxy connect codex --write` (a
+`[model_providers.hubproxy]` with `wire_api = "responses"` and `supports_websockets = true`) and the
+key in HUBPROXY_API_KEY.
 
 `.ci/run` installs the pinned Codex outside the repo and sets HUBPROXY_CODEX; elsewhere these tests
 are skipped unless that variable names the binary.
@@ -51,6 +53,10 @@ def codex(hub: Gateway, model: str, prompt: str, tmp_path: Path) -> str:
     return done.stdout
 
 
+def over_a_socket(hub: Gateway) -> bool:
+    return '"GET /v1/responses" 101' in hub.log()
+
+
 def billed(hub: Gateway) -> list[tuple]:
     with hub.db() as db:
         return db.execute("SELECT model, status FROM usage WHERE endpoint = '/responses'").fetchall()
@@ -58,7 +64,8 @@ def billed(hub: Gateway) -> list[tuple]:
 
 def test_codex_gets_an_answer_from_a_chat_only_model(hub, tmp_path):
     assert codex(hub, "deepseek-chat", "say hello", tmp_path).split() == REPLY.split()
-    assert billed(hub) == [("deepseek-chat", "ok")]
+    assert over_a_socket(hub)
+    assert billed(hub) == [("deepseek-chat", "ok")]  # its prewarm (`generate: false`) is not a call
     sent = [r["body"] for r in hub.upstream.requests if r["path"] == "/v1/chat/completions"][-1]
     assert "exec_command" in [t["function"]["name"] for t in sent["tools"]]
 
@@ -71,11 +78,22 @@ def test_codex_runs_the_shell_command_the_model_asks_for_and_sends_the_output_ba
     second = [r["body"] for r in hub.upstream.requests if r["path"] == "/v1/chat/completions"][-1]["messages"]
     assert second[-2]["tool_calls"][0]["function"]["name"] == "exec_command"
     assert second[-1]["role"] == "tool" and "pineapple" in second[-1]["content"]
-    assert billed(hub) == [("codex-tool", "ok"), ("codex-tool", "ok")]
+    assert billed(hub) == [("codex-tool", "ok"), ("codex-tool", "ok")] and over_a_socket(hub)
 
 
 def test_codex_on_a_responses_upstream(hub, tmp_path):
     assert codex(hub, "gpt-native", "say hello", tmp_path).split() == REPLY.split()
     sent = [r for r in hub.upstream.requests if r["path"] == "/v1/responses"][-1]
-    assert sent["body"]["model"] == "gpt-native" and sent["body"]["stream"] is True
+    assert sent["body"]["model"] == "gpt-native" and sent["body"]["stream"] is True and over_a_socket(hub)
+    assert "generate" not in sent["body"]
     assert billed(hub) == [("gpt-native", "ok")]
+
+
+def test_codex_falls_back_to_http_at_once_where_no_socket_is_served(hub, tmp_path):
+    config = hub.home / "config.toml"
+    config.write_text(config.read_text().replace("websocket = true", "websocket = false"))
+    hub.stop()
+    hub.start()
+    assert codex(hub, "deepseek-chat", "say hello", tmp_path).split() == REPLY.split()
+    assert '"GET /v1/responses" 426' in hub.log() and not over_a_socket(hub)
+    assert billed(hub) == [("deepseek-chat", "ok")]

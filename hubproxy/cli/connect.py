@@ -94,6 +94,10 @@ def codex(setup: Setup, write: bool) -> None:
         "base_url": setup.openai_url,
         "env_key": "HUBPROXY_API_KEY",
         "wire_api": "responses",
+        # one socket per session instead of a request per turn (hubproxy serves /v1/responses over a
+        # WebSocket unless `[server] websocket = false`, which answers Codex's upgrade with the 426 it
+        # falls back to HTTP on)
+        "supports_websockets": True,
     }
 
     def change(doc: dict) -> None:

@@ -51,6 +51,10 @@ class ServerSettings:
     tls_cert: str = ""
     tls_key: str = ""
     metrics_token: str = ""  # GET /metrics from other machines needs it as a bearer token; the machine itself does not
+    websocket: bool = (
+        True  # /v1/responses over a WebSocket (Codex's `supports_websockets`); off: a 426 sends it to HTTP
+    )
+    websocket_idle: float = 300.0  # seconds a socket may wait for its next call before it is closed
 
 
 @dataclass
@@ -164,6 +168,8 @@ class Config:
                     f"{origin} [server] cors_origins: {origin_url!r} is not an origin like 'https://app.example.com', "
                     "'http://localhost:*' or '*'"
                 )
+        if server.websocket_idle <= 0:
+            raise ConfigError(f"{origin} [server] websocket_idle must be a positive number of seconds")
         if bool(server.tls_cert) != bool(server.tls_key):
             raise ConfigError(f"{origin} [server] tls_cert and tls_key go together: give both or neither")
         if self.billing.default_max_tokens < 1 or self.billing.bytes_per_token < 1 or self.billing.image_tokens < 0:

@@ -42,6 +42,7 @@ from hubproxy.server.errors import (
     unknown_route,
 )
 from hubproxy.server.gemini import add_gemini_routes
+from hubproxy.server.responses_socket import responses_socket
 from hubproxy.server.state import STATE, GatewayState
 from hubproxy.store import Store, is_postgres, open_store
 from hubproxy.store.journal import CallJournal, journaled_calls, leftover_segments
@@ -90,6 +91,7 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
         app.router.add_post("/v1" + endpoint.path, make_handler(endpoint))
     app.router.add_post("/v1/messages", make_handler(anthropic_messages.MESSAGES))
     app.router.add_post("/v1/responses", make_handler(openai_responses.RESPONSES))
+    app.router.add_get("/v1/responses", openai_errors(responses_socket))
     app.router.add_post("/v1/messages/count_tokens", anthropic_errors(count_tokens))
     app.router.add_get("/v1/models", openai_errors(catalog.list_models))
     app.router.add_get("/v1/models/{model:.+}", openai_errors(catalog.get_model))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
+
 from aiohttp import web
 
 from hubproxy import errors
 from hubproxy.accounts.cache import KeyState, UserState
 from hubproxy.accounts.rules import ip_allowed
-from hubproxy.server.state import STATE
+from hubproxy.server.state import STATE, GatewayState
 
 
 def api_key_from(headers) -> str | None:
@@ -40,7 +42,18 @@ def authorize(request: web.Request) -> tuple[KeyState, UserState]:
             raise errors.invalid_api_key("The API key holds characters that no hubproxy key has.")
     key, user = state.accounts.authenticate(token)
     if key.policy.networks:
-        address = state.caller_address(request)
+        address = socket_client(request, state) or state.caller_address(request)
         if not ip_allowed(key.policy, address):
             raise errors.ip_not_allowed(address)
     return key, user
+
+
+def socket_client(request: web.Request, state: GatewayState) -> str | None:
+    """The caller of a WebSocket whose call this server makes to itself over loopback
+    (`server.responses_socket`), whose IP rules were checked at the upgrade: named in a header that
+    only a loopback request with the server's admin token may set."""
+    named = request.headers.get("X-Hubproxy-Socket-Client")
+    if named is None or request.remote not in ("127.0.0.1", "::1") or not state.admin_token:
+        return None
+    token = request.headers.get("X-Hubproxy-Socket-Token", "")
+    return named if hmac.compare_digest(token.encode(), state.admin_token.encode()) else None

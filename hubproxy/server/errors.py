@@ -115,7 +115,20 @@ async def unknown_route(request: web.Request) -> web.StreamResponse:
     return await (no_route_for_anthropic if messages_path else no_route_for_openai)(request)
 
 
+def websocket_refused(request: web.Request) -> GatewayError:
+    """426 for a WebSocket upgrade hubproxy does not serve: what makes Codex use HTTP at once (a 404 or
+    405 costs it retries first)."""
+    return GatewayError(
+        426,
+        "upgrade_required",
+        f"hubproxy does not serve {request.path} over a WebSocket here; use HTTP.",
+        headers={"Upgrade": "HTTP/1.1"},
+    )
+
+
 async def no_route(request: web.Request) -> web.Response:
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        raise websocket_refused(request)
     allowed = await allowed_methods(request)
     log.info("no route for %s %s", request.method, request.path[:200])
     meant = await meant_path(request)
