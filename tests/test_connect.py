@@ -102,3 +102,27 @@ def test_the_model_is_never_a_silent_pick(cli, tmp_path):
     shared = elsewhere("connect", "claude-code", "--model", "team-model", "--base-url", "https://hub.example").stdout
     assert "ANTHROPIC_MODEL=team-model" in shared
     assert "give --model NAME" in elsewhere("connect", "codex", ok=False).output
+
+
+def test_a_second_write_keeps_the_first_backup_and_disconnect_puts_everything_back(cli, tmp_path, monkeypatch):
+    setup_home(cli)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = tmp_path / ".claude" / "settings.json"
+    settings.parent.mkdir()
+    original = json.dumps({"theme": "dark"})
+    settings.write_text(original)
+    cli("connect", "claude-code", "--key", "sk-hp-x", "--write")
+    cli("connect", "claude-code", "--key", "sk-hp-y", "--write")
+    assert (settings.parent / "settings.json.hubproxy-backup").read_text() == original
+    first_write = json.loads((settings.parent / "settings.json.hubproxy-backup.1").read_text())
+    assert first_write["env"]["ANTHROPIC_AUTH_TOKEN"] == "sk-hp-x"
+    assert "restored" in cli("disconnect", "claude-code").stdout
+    assert settings.read_text() == original
+    assert sorted(p.name for p in settings.parent.iterdir()) == ["settings.json"]
+    cli("connect", "gemini-cli", "--key", "sk-hp-x", "--write")  # no files before: disconnect removes them
+    cli("connect", "gemini-cli", "--key", "sk-hp-y", "--write")
+    assert "removed" in cli("disconnect", "gemini-cli").stdout
+    assert not list((tmp_path / ".gemini").iterdir())
+    assert "left" in cli("disconnect", "continue").stdout
+    refused = cli("disconnect", "cursor", ok=False)
+    assert refused.exit_code != 0 and "no config files" in refused.output

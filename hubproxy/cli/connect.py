@@ -42,6 +42,58 @@ class Setup:
         return self.base_url + "/v1"
 
 
+BACKUP = ".hubproxy-backup"  # the file as it was before the first `connect --write`; later ones are numbered
+NO_FILE = ".hubproxy-none"  # there was no file before the first `connect --write`
+
+
+def tool_files(tool: str) -> list[Path]:
+    """The config files `connect TOOL --write` writes (and `disconnect TOOL` restores)."""
+    home = Path.home()
+    return {
+        "claude-code": [home / ".claude" / "settings.json"],
+        "codex": [Path(os.environ.get("CODEX_HOME") or home / ".codex") / "config.toml"],
+        "gemini-cli": [home / ".gemini" / "settings.json", home / ".gemini" / ".env"],
+        "aider": [Path.cwd() / ".aider.conf.yml"],
+        "continue": [home / ".continue" / "config.yaml"],
+    }.get(tool, [])
+
+
+def keep_backup(path: Path) -> None:
+    """The file as it is, kept beside it: the first time as `NAME.hubproxy-backup` (or a marker that
+    there was none), later as `NAME.hubproxy-backup.N`, so that no later write loses the original."""
+    first = path.with_name(path.name + BACKUP)
+    if not first.exists() and not path.with_name(path.name + NO_FILE).exists():
+        if path.exists():
+            shutil.copy2(path, first)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_name(path.name + NO_FILE).touch()
+        return
+    if path.exists():
+        number = 1
+        while path.with_name(f"{path.name}{BACKUP}.{number}").exists():
+            number += 1
+        shutil.copy2(path, path.with_name(f"{path.name}{BACKUP}.{number}"))
+
+
+def restore(path: Path) -> str:
+    """`path` as it was before the first `connect --write` (the backups removed); what was done."""
+    first, none = path.with_name(path.name + BACKUP), path.with_name(path.name + NO_FILE)
+    numbered = sorted(path.parent.glob(f"{path.name}{BACKUP}.*"))
+    if first.exists():
+        os.replace(first, path)
+        done = f"restored {path}"
+    elif none.exists():
+        path.unlink(missing_ok=True)
+        none.unlink()
+        done = f"removed {path} (there was none before)"
+    else:
+        return f"left {path} alone (no backup of hubproxy's)"
+    for extra in numbered:
+        extra.unlink()
+    return done
+
+
 def merge_file(
     path: Path, read: Callable[[str], dict], write: Callable[[dict], str], change: Callable[[dict], None]
 ) -> Path:
@@ -54,7 +106,7 @@ def merge_file(
             raise CliError(f"{path} is not readable as its format ({exc}); fix or move it first") from None
         if not isinstance(current, dict):
             raise CliError(f"{path} does not hold a table at its top; fix or move it first")
-        shutil.copy2(path, path.with_name(path.name + ".hubproxy-backup"))
+    keep_backup(path)
     change(current)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".hubproxy-tmp")
@@ -74,7 +126,7 @@ def claude_code(setup: Setup, write: bool) -> None:
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
     if write:
-        path = Path.home() / ".claude" / "settings.json"
+        (path,) = tool_files("claude-code")
         merge_file(
             path,
             json.loads,
@@ -106,8 +158,7 @@ def codex(setup: Setup, write: bool) -> None:
         doc.setdefault("model_providers", {})["hubproxy"] = provider
 
     if write:
-        home = Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex")
-        path = merge_file(home / "config.toml", tomllib.loads, tomli_w.dumps, change)
+        path = merge_file(tool_files("codex")[0], tomllib.loads, tomli_w.dumps, change)
         console.print(f"wrote model_provider hubproxy into {path}; then:")
         console.print(f"export HUBPROXY_API_KEY={setup.key}", soft_wrap=True)
         return
@@ -143,11 +194,9 @@ def gemini_cli(setup: Setup, write: bool) -> None:
         doc.setdefault("model", {})["name"] = setup.model
 
     if write:
-        folder = Path.home() / ".gemini"
-        settings = merge_file(
-            folder / "settings.json", json.loads, lambda doc: json.dumps(doc, indent=2) + "\n", change
-        )
-        dotenv = merge_file(folder / ".env", read_dotenv, write_dotenv, lambda doc: doc.update(env))
+        settings_path, dotenv_path = tool_files("gemini-cli")
+        settings = merge_file(settings_path, json.loads, lambda doc: json.dumps(doc, indent=2) + "\n", change)
+        dotenv = merge_file(dotenv_path, read_dotenv, write_dotenv, lambda doc: doc.update(env))
         console.print(f"wrote {settings} and {dotenv}; run: gemini")
         return
     doc: dict = {}
@@ -162,7 +211,7 @@ def gemini_cli(setup: Setup, write: bool) -> None:
 def aider(setup: Setup, write: bool) -> None:
     settings = {"openai-api-base": setup.openai_url, "openai-api-key": setup.key, "model": f"openai/{setup.model}"}
     if write:
-        path = Path.cwd() / ".aider.conf.yml"
+        (path,) = tool_files("aider")
         merge_file(
             path,
             yaml.safe_load,
@@ -194,7 +243,7 @@ def continue_dev(setup: Setup, write: bool) -> None:
         doc.setdefault("schema", "v1")
 
     if write:
-        path = Path.home() / ".continue" / "config.yaml"
+        (path,) = tool_files("continue")
         merge_file(path, yaml.safe_load, lambda doc: yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), change)
         console.print(f"added the model to {path}")
         return
@@ -300,3 +349,13 @@ def connect(
     if write and not key and tool != "codex":  # Codex reads its key from the environment, not the file
         raise CliError("--write needs the key to write: give --key KEY or --user EMAIL")
     TOOLS[tool](Setup(url, key or PLACEHOLDER_KEY, model), write)
+
+
+def disconnect(tool: str = typer.Argument(..., metavar="TOOL", help="A tool `connect --write` set up.")) -> None:
+    """Put back the config files `connect TOOL --write` changed, as they were before its first write."""
+    files = tool_files(tool)
+    if not files:
+        known = ", ".join(t for t in TOOLS if tool_files(t))
+        raise CliError(f"no config files of {tool!r} to restore; one of: {known}")
+    for path in files:
+        console.print(restore(path))
