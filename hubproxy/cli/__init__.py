@@ -7,7 +7,20 @@ from pathlib import Path
 import typer
 
 from hubproxy import __version__
-from hubproxy.cli import connect, dashboard, db, keys, models, prices, providers, serve, setup, usage, users
+from hubproxy.cli import (
+    connect,
+    dashboard,
+    db,
+    keys,
+    models,
+    prices,
+    providers,
+    serve,
+    setup,
+    statusline,
+    usage,
+    users,
+)
 from hubproxy.cli.context import GuardedGroup, warn_password_in_url
 from hubproxy.cli.help import use_plain_metavars
 from hubproxy.config import HOME_ENV, Paths
@@ -62,6 +75,7 @@ app.command("serve")(serve.serve)
 app.command("balance")(users.balance)
 app.command("connect")(connect.connect)
 app.command("disconnect")(connect.disconnect)
+app.command("statusline")(statusline.statusline)
 app.command("dashboard")(dashboard.dashboard)
 app.add_typer(users.app, name="users")
 app.add_typer(keys.app, name="keys")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sys
 import tomllib
@@ -36,6 +37,7 @@ class Setup:
     base_url: str  # without /v1
     key: str
     model: str
+    statusline: bool = False  # Claude Code: show the key's spend and balance in its status line
 
     @property
     def openai_url(self) -> str:
@@ -117,6 +119,12 @@ def merge_file(
     return path
 
 
+def statusline_command() -> str:
+    """How Claude Code should run `hubproxy statusline`: this install's own executable."""
+    found = shutil.which("hubproxy")
+    return f"{shlex.quote(found)} statusline" if found else f"{shlex.quote(sys.executable)} -m hubproxy statusline"
+
+
 def claude_code(setup: Setup, write: bool) -> None:
     env = {
         "ANTHROPIC_BASE_URL": setup.base_url,
@@ -127,13 +135,15 @@ def claude_code(setup: Setup, write: bool) -> None:
     }
     if write:
         (path,) = tool_files("claude-code")
-        merge_file(
-            path,
-            json.loads,
-            lambda doc: json.dumps(doc, indent=2) + "\n",
-            lambda doc: doc.setdefault("env", {}).update(env),
-        )
-        console.print(f"wrote the env block of {path}; run: claude")
+
+        def change(doc: dict) -> None:
+            doc.setdefault("env", {}).update(env)
+            if setup.statusline:
+                doc["statusLine"] = {"type": "command", "command": statusline_command()}
+
+        merge_file(path, json.loads, lambda doc: json.dumps(doc, indent=2) + "\n", change)
+        shown = " and its statusLine" if setup.statusline else ""
+        console.print(f"wrote the env block{shown} of {path}; run: claude")
         return
     console.print("# Claude Code: in your shell (or the `env` block of ~/.claude/settings.json)")
     for name, value in env.items():
@@ -329,12 +339,17 @@ def connect(
         None, "--base-url", metavar="URL", help="hubproxy's address as the tool reaches it (default: config)."
     ),
     write: bool = typer.Option(False, "--write", help="Write the tool's own config file (merged, backed up)."),
+    statusline: bool = typer.Option(
+        False, "--statusline", help="claude-code: show the key's spend, cap left and balance in its status line."
+    ),
 ) -> None:
     """Print the exact setup for TOOL, or write it into the tool's config (--write)."""
     if tool not in TOOLS:
         raise CliError(f"no tool {tool!r}; one of: {', '.join(TOOLS)}")
     if key and user:
         raise CliError("give --key or --user, not both")
+    if statusline and tool != "claude-code":
+        raise CliError("--statusline is for claude-code (its status line runs `hubproxy statusline`)")
     if key == "-":
         key = read_key()
     config = load_config(ctx)
@@ -348,7 +363,7 @@ def connect(
         raise CliError(f"--base-url must be an http(s) URL, got {base_url!r}")
     if write and not key and tool != "codex":  # Codex reads its key from the environment, not the file
         raise CliError("--write needs the key to write: give --key KEY or --user EMAIL")
-    TOOLS[tool](Setup(url, key or PLACEHOLDER_KEY, model), write)
+    TOOLS[tool](Setup(url, key or PLACEHOLDER_KEY, model, statusline), write)
 
 
 def disconnect(tool: str = typer.Argument(..., metavar="TOOL", help="A tool `connect --write` set up.")) -> None:

@@ -95,6 +95,7 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
     app.router.add_post("/v1/messages/count_tokens", anthropic_errors(count_tokens))
     app.router.add_get("/v1/models", openai_errors(catalog.list_models))
     app.router.add_get("/v1/models/{model:.+}", openai_errors(catalog.get_model))
+    app.router.add_get("/v1/key", openai_errors(catalog.key_status))
     app.router.add_get("/health", openai_errors(catalog.health))
     app.router.add_get("/metrics", openai_errors(catalog.metrics))
     add_gemini_routes(app)

@@ -1,4 +1,4 @@
-"""GET /v1/models, GET /v1/models/{id} and GET /health."""
+"""GET /v1/models, GET /v1/models/{id}, GET /v1/key (what a key may see of itself) and GET /health."""
 
 from __future__ import annotations
 
@@ -6,15 +6,19 @@ import asyncio
 import contextlib
 import hmac
 import os
+import time
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 
 from hubproxy import __version__, errors
 from hubproxy.accounts.rules import model_allowed
+from hubproxy.money import format_usd
 from hubproxy.routing.router import Route
 from hubproxy.server.auth import api_key_from, authorize
 from hubproxy.server.state import STATE
+from hubproxy.store.sql import usage
 
 CREATED = 1_700_000_000
 
@@ -36,6 +40,31 @@ async def get_model(request: web.Request) -> web.Response:
     if not model_allowed(key.policy, route.model):
         raise errors.model_not_allowed(route.model.name)
     return web.json_response(model_object(route))
+
+
+def usd(pico: int) -> orjson.Fragment:
+    return orjson.Fragment(format_usd(pico, min_places=2).encode())
+
+
+async def key_status(request: web.Request) -> web.Response:
+    """The calling key's own figures, for a tool's status line: its user's balance (what calls may
+    still hold), its spend today (UTC, from the daily totals: one indexed read), and its spend cap and
+    what is left of it this period (null: no cap)."""
+    key, user = authorize(request)
+    state = request.app[STATE]
+    today = await state.store.read(usage.key_cost_on, key.id, time.strftime("%Y-%m-%d", time.gmtime()))
+    left = key.budget_left()
+    limit = key.policy.spend_limit
+    body = {
+        "object": "key",
+        "name": key.name,
+        "balance": usd(user.available + user.reserved),
+        "spend_today": usd(today),
+        "spend_limit": None if limit is None else usd(limit),
+        "spend_left": None if left is None else usd(max(left, 0)),
+        "budget_period": key.policy.budget_period if limit is not None else None,
+    }
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 async def health(request: web.Request) -> web.Response:

@@ -234,6 +234,12 @@ def total_cost_since(conn: Connection, user_id: int, day: str) -> int:
     return row[0]
 
 
+def key_cost_on(conn: Connection, key_id: str, day: str) -> int:
+    """A key's spend on one UTC day, from the daily totals (what `hubproxy statusline` shows)."""
+    row = conn.execute("SELECT coalesce(sum(cost), 0) FROM usage_daily WHERE day = ? AND key_id = ?", (day, key_id))
+    return row.fetchone()[0]
+
+
 SETTLED_SLACK_SECONDS = 5.0
 
 
