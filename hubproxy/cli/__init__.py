@@ -11,6 +11,7 @@ from hubproxy.cli import (
     connect,
     dashboard,
     db,
+    doctor,
     keys,
     models,
     prices,
@@ -76,6 +77,7 @@ app.command("balance")(users.balance)
 app.command("connect")(connect.connect)
 app.command("disconnect")(connect.disconnect)
 app.command("statusline")(statusline.statusline)
+app.command("doctor")(doctor.doctor)
 app.command("dashboard")(dashboard.dashboard)
 app.add_typer(users.app, name="users")
 app.add_typer(keys.app, name="keys")

@@ -358,7 +358,9 @@ def connect(
         with database(ctx) as store:
             _, key = store.run(accounts.create_key, user, tool)
         console.print(f"created a key named {tool} for {user} (shown once, below)")
-    url = (base_url or server_url(paths(ctx), config)).rstrip("/").removesuffix("/v1")
+    url = (base_url or server_url(paths(ctx), config)).rstrip("/")
+    while url.endswith("/v1"):  # each tool gets /v1 where it wants it, once
+        url = url.removesuffix("/v1").rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise CliError(f"--base-url must be an http(s) URL, got {base_url!r}")
     if write and not key and tool != "codex":  # Codex reads its key from the environment, not the file
