@@ -60,6 +60,22 @@ def gemini_write_call(body: dict) -> tuple[str, str]:
     return "write_file", json.dumps({"file_path": f"{found.group(1) if found else '.'}/note.txt", "content": WRITTEN})
 
 
+OPENCODE_DIRECTORY = re.compile(r"Working directory: (\S+)")
+QWEN_DIRECTORY = re.compile(r"I'm currently working in the directory: (\S+)")
+
+
+def opencode_write_call(body: dict) -> tuple[str, str]:
+    """OpenCode's write tool, writing note.txt in the working directory its system prompt names."""
+    found = OPENCODE_DIRECTORY.search(json.dumps(body).replace("\\n", "\n"))
+    return "write", json.dumps({"filePath": f"{found.group(1) if found else '.'}/note.txt", "content": WRITTEN})
+
+
+def qwen_write_call(body: dict) -> tuple[str, str]:
+    """Qwen Code's write_file tool, writing note.txt in the directory its context names."""
+    found = QWEN_DIRECTORY.search(json.dumps(body).replace("\\n", "\n"))
+    return "write_file", json.dumps({"file_path": f"{found.group(1) if found else '.'}/note.txt", "content": WRITTEN})
+
+
 # What a Responses upstream's `response` object carries besides its output (as OpenAI's does)
 RESPONSE_DEFAULTS = {
     "object": "response",
@@ -87,7 +103,13 @@ RESPONSE_DEFAULTS = {
     "safety_identifier": None,
     "prompt_cache_key": None,
 }
-TOOL_PLAYERS = {"cc-tool": cc_tool_call, "codex-tool": codex_tool_call, "gemini-writer": gemini_write_call}
+TOOL_PLAYERS = {
+    "cc-tool": cc_tool_call,
+    "codex-tool": codex_tool_call,
+    "gemini-writer": gemini_write_call,
+    "opencode-writer": opencode_write_call,
+    "qwen-writer": qwen_write_call,
+}
 
 
 def message_text(content: object) -> str:

@@ -30,6 +30,10 @@ def test_each_tool_gets_the_address_in_its_own_form(cli):
     gemini = cli("connect", "gemini-cli", "--key", "sk-hp-x", "--base-url", "https://hub.example.com/v1").stdout
     assert "GOOGLE_GEMINI_BASE_URL=https://hub.example.com\n" in gemini and "GEMINI_API_KEY=sk-hp-x" in gemini
     assert '"selectedType": "gemini-api-key"' in gemini
+    qwen = cli("connect", "qwen-code", "--key", "sk-hp-x").stdout
+    assert "OPENAI_BASE_URL=http://localhost:8080/v1" in qwen and '"selectedType": "openai"' in qwen
+    opencode = cli("connect", "opencode", "--key", "sk-hp-x").stdout
+    assert '"baseURL": "http://localhost:8080/v1"' in opencode and '"model": "hubproxy/ds"' in opencode
 
 
 def test_write_merges_keeps_a_backup_and_hides_keys(cli, tmp_path, monkeypatch):

@@ -55,6 +55,8 @@ def tool_files(tool: str) -> list[Path]:
         "claude-code": [home / ".claude" / "settings.json"],
         "codex": [Path(os.environ.get("CODEX_HOME") or home / ".codex") / "config.toml"],
         "gemini-cli": [home / ".gemini" / "settings.json", home / ".gemini" / ".env"],
+        "qwen-code": [home / ".qwen" / "settings.json", home / ".qwen" / ".env"],
+        "opencode": [Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "opencode" / "opencode.json"],
         "aider": [Path.cwd() / ".aider.conf.yml"],
         "continue": [home / ".continue" / "config.yaml"],
     }.get(tool, [])
@@ -218,6 +220,54 @@ def gemini_cli(setup: Setup, write: bool) -> None:
     console.print(json.dumps(doc, indent=2), soft_wrap=True, markup=False)
 
 
+def qwen_code(setup: Setup, write: bool) -> None:
+    """Qwen Code (a Gemini CLI fork) speaks chat: the OpenAI sign-in, its address with /v1."""
+    env = {"OPENAI_BASE_URL": setup.openai_url, "OPENAI_API_KEY": setup.key, "OPENAI_MODEL": setup.model}
+
+    def change(doc: dict) -> None:
+        doc.setdefault("security", {}).setdefault("auth", {})["selectedType"] = "openai"
+        doc.setdefault("model", {})["name"] = setup.model
+
+    if write:
+        settings_path, dotenv_path = tool_files("qwen-code")
+        settings = merge_file(settings_path, json.loads, lambda doc: json.dumps(doc, indent=2) + "\n", change)
+        dotenv = merge_file(dotenv_path, read_dotenv, write_dotenv, lambda doc: doc.update(env))
+        console.print(f"wrote {settings} and {dotenv}; run: qwen")
+        return
+    doc: dict = {}
+    change(doc)
+    console.print("# Qwen Code: in ~/.qwen/.env (or your shell)")
+    for name, value in env.items():
+        console.print(f"{name}={value}", soft_wrap=True)
+    console.print("# and in ~/.qwen/settings.json")
+    console.print(json.dumps(doc, indent=2), soft_wrap=True, markup=False)
+
+
+def opencode(setup: Setup, write: bool) -> None:
+    """OpenCode: a provider of its own over the OpenAI-compatible SDK it bundles, and its model."""
+    provider = {
+        "npm": "@ai-sdk/openai-compatible",
+        "name": "hubproxy",
+        "options": {"baseURL": setup.openai_url, "apiKey": setup.key},
+        "models": {setup.model: {"name": setup.model}},
+    }
+
+    def change(doc: dict) -> None:
+        doc.setdefault("$schema", "https://opencode.ai/config.json")
+        doc.setdefault("provider", {})["hubproxy"] = provider
+        doc["model"] = f"hubproxy/{setup.model}"
+
+    if write:
+        (path,) = tool_files("opencode")
+        merge_file(path, json.loads, lambda doc: json.dumps(doc, indent=2) + "\n", change)
+        console.print(f"wrote the hubproxy provider into {path}; run: opencode")
+        return
+    doc: dict = {}
+    change(doc)
+    console.print("# OpenCode: in ~/.config/opencode/opencode.json (or opencode.json in the project)")
+    console.print(json.dumps(doc, indent=2), soft_wrap=True, markup=False)
+
+
 def aider(setup: Setup, write: bool) -> None:
     settings = {"openai-api-base": setup.openai_url, "openai-api-key": setup.key, "model": f"openai/{setup.model}"}
     if write:
@@ -315,6 +365,8 @@ TOOLS = {
     "claude-code": claude_code,
     "codex": codex,
     "gemini-cli": gemini_cli,
+    "qwen-code": qwen_code,
+    "opencode": opencode,
     "aider": aider,
     "continue": continue_dev,
     "cursor": cursor,

@@ -79,6 +79,21 @@ def gemini_cli() -> ToolSetup:
     return ToolSetup(env.get("GOOGLE_GEMINI_BASE_URL", ""), env.get("GEMINI_API_KEY", ""), model, f"{dotenv_path}")
 
 
+def qwen_code() -> ToolSetup:
+    settings_path, dotenv_path = tool_files("qwen-code")
+    env = {**_read(dotenv_path, read_dotenv), **os.environ}
+    model = env.get("OPENAI_MODEL") or (_read(settings_path, json.loads).get("model") or {}).get("name", "")
+    return ToolSetup(env.get("OPENAI_BASE_URL", ""), env.get("OPENAI_API_KEY", ""), model, str(dotenv_path))
+
+
+def opencode() -> ToolSetup:
+    (path,) = tool_files("opencode")
+    config = _read(path, json.loads)
+    provider_name, _, model = str(config.get("model", "")).partition("/")
+    options = ((config.get("provider") or {}).get(provider_name) or {}).get("options") or {}
+    return ToolSetup(str(options.get("baseURL", "")), str(options.get("apiKey", "")), model, str(path))
+
+
 def aider() -> ToolSetup:
     (path,) = tool_files("aider")
     config = _read(path, yaml.safe_load)
@@ -107,6 +122,8 @@ READERS = {
     "claude-code": claude_code,
     "codex": codex,
     "gemini-cli": gemini_cli,
+    "qwen-code": qwen_code,
+    "opencode": opencode,
     "aider": aider,
     "continue": continue_dev,
     "openai": openai_sdk,
