@@ -25,6 +25,7 @@ import pytest
 import tomli_w
 
 from bench.history import seed_history
+from hubproxy.cli.connect import TOOLS
 from hubproxy.money import format_usd
 from tests.conftest import BACKENDS, HELLO, raw_request, wait_for
 from tests.fake_upstream import REPLY
@@ -137,6 +138,10 @@ def test_a_user_logs_in_creates_a_key_calls_and_sees_the_call(browser, gateway, 
     line = page.locator("code", has_text="hubproxy connect claude-code --key - --base-url")
     assert line.count() == 1 and " --model " in line.inner_text() and "--model MODEL" not in line.inner_text()
     assert page.locator("code", has_text=f"--key {full}").count() == 0  # a key typed into argv shows in `ps`
+    page.click("summary >> text=gemini-cli")
+    gemini = page.locator("details.tool-setup", has_text="gemini-cli").locator("code").inner_text()
+    assert f"GEMINI_API_KEY={full}" in gemini and f"GOOGLE_GEMINI_BASE_URL={base(gateway)}" in gemini
+    assert page.locator("details.tool-setup summary").count() == len(TOOLS)  # every tool `connect` knows
     shot(page, "key-created", tmp_path)
     page.click("text=Back to the keys")
     assert full not in page.content()  # shown once: the list has it masked

@@ -335,6 +335,14 @@ def openai_sdk(setup: Setup, write: bool) -> None:
     console.print(f'# and ask for the model "{setup.model}": client.chat.completions.create(model="{setup.model}", …)')
 
 
+def setup_text(tool: str, setup: Setup) -> str:
+    """What `hubproxy connect TOOL` prints, as text: the dashboard shows it for each tool, for machines
+    where hubproxy is not installed."""
+    with console.capture() as captured:
+        TOOLS[tool](setup, False)
+    return captured.get().strip()
+
+
 def chosen_model(model: str | None, served: list[str]) -> str:
     """The model the tool will ask for. Checked against this home's models where it has any; a
     machine with none (a team member's, pointing at a shared gateway) takes --model as given. Never

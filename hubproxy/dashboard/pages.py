@@ -41,7 +41,6 @@ CSV_CHUNK = 5_000
 CSV_MAX_ROWS = 1_000_000
 DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 CURSOR_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T[\d:.]{2,24}Z?)~(\d{1,18})$")
-TOOLS = ("claude-code", "codex", "aider", "continue", "cursor", "openai")
 CSV_COLUMNS = [column for column in USAGE_COLUMNS if column != "id"]  # cost in USD, the rest as stored
 RULE_FIELDS = ("models", "allow_ips", "spend_limit", "budget_period", "expires", "rpm", "tpm", "max_parallel")
 
@@ -235,7 +234,10 @@ def _rules_from(fields) -> dict:
 
 @page()
 async def create_key(request: web.Request, session: Session) -> web.Response:
-    """The new key is shown on this page only, with the `hubproxy connect` line for each tool."""
+    """The new key is shown on this page only, with the `hubproxy connect` line for each tool and each
+    tool's setup as `connect` prints it (for a machine without hubproxy)."""
+    from hubproxy.cli.connect import TOOLS, Setup, setup_text  # the CLI's knowledge of tools: only on this page
+
     state = request.app[STATE]
     fields = await form(request)
     name = fields.get("name", "").strip() or "default"
@@ -256,7 +258,10 @@ async def create_key(request: web.Request, session: Session) -> web.Response:
     usable = sorted(m.name for m in state.config.models.values() if m.priced and model_allowed(policy, m))
     model = usable[0] if usable else "MODEL"
     connect = [f"hubproxy connect {tool} --key - --base-url {base} --model {model}" for tool in TOOLS]
-    return render(request, session, "key_created.html", key=key, full=full, base=base, connect=connect)
+    snippets = [(tool, setup_text(tool, Setup(base, full, model))) for tool in TOOLS]
+    return render(
+        request, session, "key_created.html", key=key, full=full, base=base, connect=connect, snippets=snippets
+    )
 
 
 async def _change_key(request: web.Request, session: Session, change) -> web.Response:
