@@ -410,7 +410,7 @@ def test_fifty_gemini_calls_cannot_overspend(gem_hub, cli, body):
 def test_a_limit_goes_into_the_config_google_reads(config, written):
     """In front of a body without a config; into the one it has (null, or snake_case) otherwise, so no
     later key of the body undoes it."""
-    endpoint = gemini.endpoint("m", False)
+    endpoint = gemini.Endpoint("m", False)
     raw = b'{"contents":[{"parts":[{"text":"x"}]}]' + config.encode() + b"}"
     out, fields = endpoint.with_output_limit(raw, endpoint.read(raw), 99, "")
     assert fields.max_output == 99

@@ -432,12 +432,6 @@ class Endpoint:
     upstream_error_message = staticmethod(upstream_error_message)
 
 
-METHODS = {"generateContent": False, "streamGenerateContent": True}
-
-
-def endpoint(model: str, stream: bool) -> Endpoint:
-    return Endpoint(model, stream)
-
 
 # the proto names of the fields the translators read, and their JSON names
 SNAKE_NAMES = {

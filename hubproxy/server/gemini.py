@@ -46,7 +46,7 @@ async def model_call(request: web.Request) -> web.StreamResponse:
     stream = method == "streamGenerateContent"
     if stream and request.query.get("alt") != "sse":
         raise errors.invalid_request("streamGenerateContent is served as server-sent events here: add ?alt=sse.")
-    return await proxy_call(gemini.endpoint(model, stream), request)
+    return await proxy_call(gemini.Endpoint(model, stream), request)
 
 
 async def count_tokens(request: web.Request, model: str) -> web.Response:
