@@ -195,52 +195,42 @@ def write_dotenv(values: dict) -> str:
     return "".join(f"{name}={value}\n" for name, value in values.items())
 
 
+def env_and_settings(tool: str, title: str, sign_in: str, env: dict, setup: Setup, write: bool) -> None:
+    """A Gemini CLI-style tool: variables in its `.env` and, in its settings.json, the sign-in that uses
+    them and the model."""
+    settings_path, dotenv_path = tool_files(tool)
+
+    def change(doc: dict) -> None:
+        doc.setdefault("security", {}).setdefault("auth", {})["selectedType"] = sign_in
+        doc.setdefault("model", {})["name"] = setup.model
+
+    if write:
+        settings = merge_file(settings_path, json.loads, lambda doc: json.dumps(doc, indent=2) + "\n", change)
+        dotenv = merge_file(dotenv_path, read_dotenv, write_dotenv, lambda doc: doc.update(env))
+        console.print(f"wrote {settings} and {dotenv}; run: {title.split()[0].lower()}")
+        return
+    doc: dict = {}
+    change(doc)
+    folder = f"~/{dotenv_path.parent.name}"
+    console.print(f"# {title}: in {folder}/.env (or your shell)")
+    for name, value in env.items():
+        console.print(f"{name}={value}", soft_wrap=True)
+    console.print(f"# and in {folder}/settings.json")
+    console.print(json.dumps(doc, indent=2), soft_wrap=True, markup=False)
+
+
 def gemini_cli(setup: Setup, write: bool) -> None:
     """Gemini CLI speaks Gemini's API: its address without /v1beta (the SDK adds it). Its 0.61 release
     takes GOOGLE_GEMINI_BASE_URL as a "gateway" sign-in that headless runs then refuse ("Invalid auth
     method selected"), so the settings name the API-key sign-in, which uses the same address."""
     env = {"GOOGLE_GEMINI_BASE_URL": setup.base_url, "GEMINI_API_KEY": setup.key, "GEMINI_MODEL": setup.model}
-
-    def change(doc: dict) -> None:
-        doc.setdefault("security", {}).setdefault("auth", {})["selectedType"] = "gemini-api-key"
-        doc.setdefault("model", {})["name"] = setup.model
-
-    if write:
-        settings_path, dotenv_path = tool_files("gemini-cli")
-        settings = merge_file(settings_path, json.loads, lambda doc: json.dumps(doc, indent=2) + "\n", change)
-        dotenv = merge_file(dotenv_path, read_dotenv, write_dotenv, lambda doc: doc.update(env))
-        console.print(f"wrote {settings} and {dotenv}; run: gemini")
-        return
-    doc: dict = {}
-    change(doc)
-    console.print("# Gemini CLI: in ~/.gemini/.env (or your shell)")
-    for name, value in env.items():
-        console.print(f"{name}={value}", soft_wrap=True)
-    console.print("# and in ~/.gemini/settings.json")
-    console.print(json.dumps(doc, indent=2), soft_wrap=True, markup=False)
+    env_and_settings("gemini-cli", "Gemini CLI", "gemini-api-key", env, setup, write)
 
 
 def qwen_code(setup: Setup, write: bool) -> None:
     """Qwen Code (a Gemini CLI fork) speaks chat: the OpenAI sign-in, its address with /v1."""
     env = {"OPENAI_BASE_URL": setup.openai_url, "OPENAI_API_KEY": setup.key, "OPENAI_MODEL": setup.model}
-
-    def change(doc: dict) -> None:
-        doc.setdefault("security", {}).setdefault("auth", {})["selectedType"] = "openai"
-        doc.setdefault("model", {})["name"] = setup.model
-
-    if write:
-        settings_path, dotenv_path = tool_files("qwen-code")
-        settings = merge_file(settings_path, json.loads, lambda doc: json.dumps(doc, indent=2) + "\n", change)
-        dotenv = merge_file(dotenv_path, read_dotenv, write_dotenv, lambda doc: doc.update(env))
-        console.print(f"wrote {settings} and {dotenv}; run: qwen")
-        return
-    doc: dict = {}
-    change(doc)
-    console.print("# Qwen Code: in ~/.qwen/.env (or your shell)")
-    for name, value in env.items():
-        console.print(f"{name}={value}", soft_wrap=True)
-    console.print("# and in ~/.qwen/settings.json")
-    console.print(json.dumps(doc, indent=2), soft_wrap=True, markup=False)
+    env_and_settings("qwen-code", "Qwen Code", "openai", env, setup, write)
 
 
 def opencode(setup: Setup, write: bool) -> None:

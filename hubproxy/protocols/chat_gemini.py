@@ -158,15 +158,16 @@ def to_gemini(raw: bytes) -> bytes:
     return orjson.dumps(out)
 
 
-def message_of(candidate: dict) -> tuple[dict, bool]:
-    """A candidate's parts as a chat message, and whether it called tools."""
+def assistant_message(parts: list[dict], prefix: str) -> dict:
+    """Gemini parts of the model's as a chat assistant message: thoughts as `reasoning_content`, each
+    `functionCall` a tool call whose id is Gemini's (or `<prefix><n>`) with its thought signature."""
     text: list[str] = []
     thoughts: list[str] = []
     calls: list[dict] = []
-    for part in (candidate.get("content") or {}).get("parts") or ():
+    for part in parts:
         call = part.get("functionCall")
         if call is not None:
-            identity = google.call_id(str(call.get("id") or f"call_{len(calls)}"), part.get("thoughtSignature"))
+            identity = google.call_id(str(call.get("id") or f"{prefix}{len(calls)}"), part.get("thoughtSignature"))
             arguments = orjson.dumps(call.get("args") or {}).decode()
             calls.append(
                 {"id": identity, "type": "function", "function": {"name": call.get("name", ""), "arguments": arguments}}
@@ -180,14 +181,15 @@ def message_of(candidate: dict) -> tuple[dict, bool]:
         message["reasoning_content"] = "".join(thoughts)
     if calls:
         message["tool_calls"] = calls
-    return message, bool(calls)
+    return message
 
 
 def from_gemini(document: dict, model: str, cost: int | None) -> bytes:
     """A whole `GenerateContentResponse` as a chat completion (with `usage.cost` once billed)."""
     choices = []
     for at, candidate in enumerate(document.get("candidates") or ()):
-        message, called = message_of(candidate)
+        message = assistant_message((candidate.get("content") or {}).get("parts") or [], "call_")
+        called = "tool_calls" in message
         choices.append(
             {"index": at, "message": message, "finish_reason": finish_reason(candidate.get("finishReason"), called)}
         )

@@ -432,7 +432,6 @@ class Endpoint:
     upstream_error_message = staticmethod(upstream_error_message)
 
 
-
 # the proto names of the fields the translators read, and their JSON names
 SNAKE_NAMES = {
     name: re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)

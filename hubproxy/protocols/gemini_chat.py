@@ -17,6 +17,7 @@ import orjson
 from hubproxy.protocols import Call, Untranslatable, answered_model, shapes
 from hubproxy.protocols import gemini as google
 from hubproxy.protocols import openai_chat as chat
+from hubproxy.protocols.chat_gemini import assistant_message
 
 FINISH_REASONS = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "content_filter": "SAFETY"}
 FINISH_REASONS["function_call"] = "STOP"
@@ -66,28 +67,9 @@ class Turns:
         self.pending: list[tuple[str, str]] = []  # (name, id) of calls not yet answered
 
     def model_turn(self, number: int, parts: list[dict]) -> None:
-        text: list[str] = []
-        thoughts: list[str] = []
-        calls: list[dict] = []
-        for part in parts:
-            call = part.get("functionCall")
-            if call is not None:
-                base = str(call.get("id") or f"call_{number}_{len(calls)}")
-                identity = google.call_id(base, part.get("thoughtSignature"))
-                arguments = orjson.dumps(call.get("args") or {}).decode()
-                calls.append(
-                    {"id": identity, "type": "function", "function": {"name": call["name"], "arguments": arguments}}
-                )
-                self.pending.append((call["name"], identity))
-            elif part.get("thought"):
-                thoughts.append(part.get("text") or "")
-            elif part.get("text") is not None:
-                text.append(part["text"])
-        message: dict = {"role": "assistant", "content": "".join(text) or None}
-        if thoughts:
-            message["reasoning_content"] = "".join(thoughts)
-        if calls:
-            message["tool_calls"] = calls
+        message = assistant_message(parts, f"call_{number}_")
+        calls = message.get("tool_calls") or []
+        self.pending += [(call["function"]["name"], call["id"]) for call in calls]
         if message["content"] is not None or calls:
             self.messages.append(message)
 
