@@ -244,6 +244,7 @@ class FakeUpstream:
         # usage to report instead of the counted one, by wire API ("chat", "messages", "responses"): a
         # price test's hand-worked usage
         self.usage: dict[str, dict] = {}
+        self.socket_connects = 0  # WebSockets opened to /v1/responses
         self.reported: list[tuple[str, dict]] = []  # (wire API, the usage object sent), call by call
         self.stream_words = REPLY.split()
         self.scripted: bytes | None = None  # when set, every POST is answered with these bytes, as they are
@@ -288,6 +289,7 @@ class FakeUpstream:
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         app.router.add_post("/v1/responses", self.responses)
+        app.router.add_get("/v1/responses", self.responses_socket)
         app.router.add_post("/v1beta/models/{target:.+}", self.gemini)
         app.router.add_get("/v1beta/models", self.gemini_models)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
@@ -620,6 +622,38 @@ class FakeUpstream:
         if body.get("model") == "rate-limited":  # OpenAI's shape, as its Responses API sends it: no `param`
             error = {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}
             return web.json_response({"error": error}, status=429, headers={"Retry-After": "7"})
+        response, events = self._responses_events(body)
+        if not body.get("stream"):
+            return web.json_response(response)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for name, data in events:
+            await resp.write(f"event: {name}\ndata: ".encode() + orjson.dumps(data) + b"\n\n")
+        return resp
+
+    async def responses_socket(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's Responses API over a WebSocket: each `response.create` answered with the stream's
+        events as text frames; an `error` event (with the HTTP status it would have had) for "rate-limited"."""
+        if (refused := self._check_key(request)) is not None:
+            return refused
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self.socket_connects += 1
+        async for message in socket:
+            body = json.loads(message.data)
+            self.requests.append(
+                {"headers": dict(request.headers), "body": body, "path": "ws:/v1/responses", "raw": b""}
+            )
+            if body.get("model") == "rate-limited":
+                error = {"type": "requests", "code": "rate_limit_exceeded", "message": "slow down"}
+                await socket.send_str(json.dumps({"type": "error", "status": 429, "error": error}))
+                continue
+            for _, data in self._responses_events(body)[1]:
+                await socket.send_str(orjson.dumps(data).decode())
+        return socket
+
+    def _responses_events(self, body: dict) -> tuple[dict, list[tuple[str, dict]]]:
+        """The whole response for `body`, and the events a stream of it sends (numbered)."""
         given = body.get("input")
         prompt = len(given.split()) if isinstance(given, str) else len(json.dumps(given).split())
         usage = {
@@ -651,51 +685,41 @@ class FakeUpstream:
             "output": output,
             "usage": usage,
         }
-        if not body.get("stream"):
-            return web.json_response(response)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        number = 0
+        events: list[tuple[str, dict]] = []
 
-        async def send(name: str, data: dict) -> None:
-            nonlocal number
-            await resp.write(
-                f"event: {name}\ndata: ".encode()
-                + orjson.dumps({"type": name, **data, "sequence_number": number})
-                + b"\n\n"
-            )
-            number += 1
+        def send(name: str, data: dict) -> None:
+            events.append((name, {"type": name, **data, "sequence_number": len(events)}))
 
         started = {**response, "status": "in_progress", "completed_at": None, "output": [], "usage": None}
-        await send("response.created", {"response": started})
+        send("response.created", {"response": started})
         if output[0]["type"] == "function_call":
             call = output[0]
-            await send(
+            send(
                 "response.output_item.added",
                 {"output_index": 0, "item": {**call, "arguments": "", "status": "in_progress"}},
             )
             where = {"item_id": call["id"], "output_index": 0}
-            await send("response.function_call_arguments.delta", {**where, "delta": call["arguments"]})
-            await send("response.function_call_arguments.done", {**where, "arguments": call["arguments"]})
-            await send("response.output_item.done", {"output_index": 0, "item": call})
-            await send("response.completed", {"response": response})
-            return resp
+            send("response.function_call_arguments.delta", {**where, "delta": call["arguments"]})
+            send("response.function_call_arguments.done", {**where, "arguments": call["arguments"]})
+            send("response.output_item.done", {"output_index": 0, "item": call})
+            send("response.completed", {"response": response})
+            return response, events
         at = len(output) - 1  # the message's index, after any reasoning item
         if at:
-            await send("response.output_item.added", {"output_index": 0, "item": {**REASONING_ITEM, "summary": []}})
-            await send("response.output_item.done", {"output_index": 0, "item": REASONING_ITEM})
+            send("response.output_item.added", {"output_index": 0, "item": {**REASONING_ITEM, "summary": []}})
+            send("response.output_item.done", {"output_index": 0, "item": REASONING_ITEM})
         where = {"item_id": "msg_up", "output_index": at}
-        await send(
+        send(
             "response.output_item.added", {"output_index": at, "item": {**item, "status": "in_progress", "content": []}}
         )
-        await send("response.content_part.added", {**where, "content_index": 0, "part": {**text, "text": ""}})
+        send("response.content_part.added", {**where, "content_index": 0, "part": {**text, "text": ""}})
         for word in REPLY.split():
-            await send("response.output_text.delta", {**where, "content_index": 0, "delta": word + " "})
-        await send("response.output_text.done", {**where, "content_index": 0, "text": REPLY})
-        await send("response.content_part.done", {**where, "content_index": 0, "part": text})
-        await send("response.output_item.done", {"output_index": at, "item": item})
-        await send("response.completed", {"response": response})
-        return resp
+            send("response.output_text.delta", {**where, "content_index": 0, "delta": word + " "})
+        send("response.output_text.done", {**where, "content_index": 0, "text": REPLY})
+        send("response.content_part.done", {**where, "content_index": 0, "part": text})
+        send("response.output_item.done", {"output_index": at, "item": item})
+        send("response.completed", {"response": response})
+        return response, events
 
     async def gemini(self, request: web.Request) -> web.StreamResponse:
         """Google's Gemini API: the model and method in the path, the key in `x-goog-api-key`, usage in

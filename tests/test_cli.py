@@ -72,6 +72,7 @@ def test_provider_env_reference_stores_only_the_name(cli, home):
             "apis": ["chat"],
             "messages_base_url": None,
             "gemini_base_url": None,
+            "responses_socket": False,
             "reasoning": "within",
         }
     ]

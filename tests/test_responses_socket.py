@@ -11,9 +11,10 @@ import signal
 import threading
 
 import aiohttp
+import openai
 import pytest
 
-from tests.conftest import Gateway, balance_and_ledger, raw_request, wait_for
+from tests.conftest import Gateway, balance_and_ledger, configure, raw_request, serving, wait_for
 from tests.fake_upstream import REPLY
 
 
@@ -282,3 +283,54 @@ def test_ip_rules_hold_for_the_loopback_call_and_its_header_cannot_be_forged(hub
     token = (hub.home / "admin-token").read_text().strip()
     trusted = {**forged, "X-Hubproxy-Socket-Token": token}
     assert raw_request("POST", url, body, trusted).status == 200
+
+
+@pytest.fixture
+def socket_hub(home, cli, upstream):
+    """The hub, with a Responses provider whose streamed calls go over its own WebSocket."""
+    configure(cli, upstream, native=True)
+    cli(
+        *(
+            "providers",
+            "add",
+            "oai-ws",
+            "--base-url",
+            upstream.base_url,
+            "--api",
+            "responses",
+            "--api-key-env",
+            "UPSTREAM_KEY",
+            "--responses-socket",
+            "--replace",
+        )
+    )
+    prices = ("--input-price", "0.27", "--output-price", "1.10")
+    cli("models", "add", "gpt-socket", "--provider", "oai-ws", "--upstream-model", "gpt-native", *prices)
+    cli("models", "add", "socket-limited", "--provider", "oai-ws", "--upstream-model", "rate-limited", *prices)
+    yield from serving(home, cli, upstream)
+
+
+def test_streamed_calls_go_over_the_providers_socket_kept_open_and_are_billed_alike(socket_hub):
+    client = socket_hub.client()
+    for _ in range(2):
+        events = list(client.responses.create(model="gpt-socket", input="say hello", stream=True))
+        assert events[-1].type == "response.completed" and events[-1].response.output_text == REPLY
+    assert socket_hub.upstream.socket_connects == 1, "the second call took the open socket"
+    sent = [r for r in socket_hub.upstream.requests if r["path"] == "ws:/v1/responses"]
+    assert len(sent) == 2 and sent[0]["body"]["type"] == "response.create" and "stream" not in sent[0]["body"]
+    assert sent[0]["headers"]["Authorization"] == f"Bearer {socket_hub.upstream.api_key}"
+    plain = client.responses.create(model="gpt-socket", input="say hello")  # not streamed: over HTTP
+    assert plain.output_text == REPLY and socket_hub.upstream.requests[-1]["path"] == "/v1/responses"
+    rows = usage_rows(socket_hub)
+    assert [r[:3] for r in rows] == [("gpt-socket", "/responses", "ok")] * 3 and all(r[5] > 0 for r in rows)
+    balance, ledger = balance_and_ledger(socket_hub, "dev@example.com")
+    assert balance == ledger
+    (through,) = asyncio.run(exchange(socket_hub, [create("gpt-socket")]))  # a client's socket to an upstream's
+    assert through[-1]["type"] == "response.completed"
+
+
+def test_an_error_event_from_the_providers_socket_is_the_calls_http_error(socket_hub):
+    with pytest.raises(openai.RateLimitError) as refused:
+        list(socket_hub.client().responses.create(model="socket-limited", input="hi", stream=True))
+    assert "slow down" in str(refused.value)
+    assert [(r[2], r[5]) for r in usage_rows(socket_hub)] == [("upstream_error", 0)]

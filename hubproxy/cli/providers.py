@@ -43,6 +43,7 @@ def provider_json(p: Provider) -> dict:
         "apis": list(p.apis),
         "messages_base_url": p.messages_base_url,
         "gemini_base_url": p.gemini_base_url,
+        "responses_socket": p.responses_socket,
         "reasoning": p.reasoning,
     }
 
@@ -100,6 +101,11 @@ def add(
         "--gemini-base-url",
         metavar="URL",
         help="Where its Gemini API lives (the origin before /v1beta), if not at --base-url.",
+    ),
+    responses_socket: bool = typer.Option(
+        False,
+        "--responses-socket",
+        help="Send its streamed Responses calls over its WebSocket (OpenAI's WebSocket mode), kept open between calls.",
     ),
     reasoning: str = typer.Option(
         None,
@@ -165,6 +171,7 @@ def add(
         apis=apis,
         messages_base_url=messages_base_url,
         gemini_base_url=gemini_base_url,
+        responses_socket=responses_socket,
         limit_field=found.limit_field if found is not None else "max_tokens",
         reasoning=reasoning,
     )

@@ -45,6 +45,7 @@ class Provider:
     )  # wire APIs it serves: "chat", "responses" (OpenAI), "messages" (Anthropic), "gemini"
     messages_base_url: str | None = None  # where its Messages API lives, when not at base_url
     gemini_base_url: str | None = None  # where its Gemini API (/v1beta/models/…) lives, when not at base_url
+    responses_socket: bool = False  # streamed Responses calls over its WebSocket (OpenAI's WebSocket mode)
     headers: dict[str, str] = field(default_factory=dict)
     stream_usage: bool = True
     timeout: float | None = None
@@ -221,6 +222,7 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
         "apis",
         "messages_base_url",
         "gemini_base_url",
+        "responses_socket",
         "limit_field",
         "reasoning",
     }
@@ -254,6 +256,8 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
     gemini_url = raw.get("gemini_base_url")
     if gemini_url is not None:
         gemini_url = check_base_url(gemini_url, f"{where} gemini_base_url")
+    if not isinstance(raw.get("responses_socket", False), bool):
+        raise ConfigError(f"{where}: responses_socket must be true or false")
     limit_field = raw.get("limit_field", "max_tokens")
     if limit_field not in LIMIT_FIELDS:
         raise ConfigError(f"{where}: limit_field must be one of {', '.join(map(repr, LIMIT_FIELDS))}")
@@ -277,6 +281,7 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
         apis=tuple(dict.fromkeys(apis)),
         messages_base_url=messages_url,
         gemini_base_url=gemini_url,
+        responses_socket=bool(raw.get("responses_socket", False)),
         limit_field=limit_field,
         reasoning=reasoning,
     )
@@ -444,6 +449,8 @@ def provider_dict(p: Provider) -> dict:
         entry["messages_base_url"] = p.messages_base_url
     if p.gemini_base_url is not None:
         entry["gemini_base_url"] = p.gemini_base_url
+    if p.responses_socket:
+        entry["responses_socket"] = True
     if p.limit_field != "max_tokens":
         entry["limit_field"] = p.limit_field
     if p.reasoning != "within":

@@ -216,6 +216,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
             state.calls.feed.exchange.close()
         state.calls.budget.close()
         await state.calls.limiter.close()
+        await state.upstreams.close_sockets()
         state.upstreams.close()
         await state.store.stop()
         state.calls.journal.close()

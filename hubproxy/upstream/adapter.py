@@ -11,12 +11,14 @@ transport) would be one more adapter with the same methods, registered in `upstr
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from typing import cast
 
 import orjson
 
 from hubproxy import __version__, errors
 from hubproxy.config import Provider
 from hubproxy.upstream.http import Client, Origin, Response, UpstreamError
+from hubproxy.upstream.sockets import ResponseSockets
 
 USER_AGENT = f"hubproxy/{__version__}"
 
@@ -30,9 +32,12 @@ class OpenAICompatAdapter:
     config says so, Anthropic's Messages API (`messages`, at `messages_base_url` or `base_url`, with
     `x-api-key`)."""
 
-    def __init__(self, provider: Provider, client: Client) -> None:
+    def __init__(self, provider: Provider, client: Client, sockets: ResponseSockets | None = None) -> None:
         self.provider = provider
         self.client = client
+        # streamed Responses calls over the provider's own WebSocket, where its config says so
+        self.sockets = sockets if provider.responses_socket else None
+        self.socket_url = provider.base_url.rstrip("/") + "/responses"
         self.serves = frozenset(provider.apis)
         self.origin: Origin = client.origin(provider.base_url)
         self.origins = {
@@ -87,6 +92,12 @@ class OpenAICompatAdapter:
                 f"{self.provider.api_key_env} is not set where hubproxy runs.",
                 status=503,
             )
+        if self.sockets is not None and stream and api == "responses":
+            headers = {"User-Agent": USER_AGENT, **self.provider.headers}
+            if api_key:
+                headers["Authorization"] = f"Bearer {api_key}"
+            # a SocketAnswer: the surface of Response the call path reads
+            return cast("Awaitable[Response]", self.sockets.send(self.socket_url, headers, payload, timeout))
         head = self.head(path, api_key, stream, "POST", api)
         if extra:
             head = head[: -len(CONTENT_LENGTH)] + extra + CONTENT_LENGTH

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hubproxy.config import Provider, Timeouts
 from hubproxy.upstream.adapter import OpenAICompatAdapter
 from hubproxy.upstream.http import Client
+from hubproxy.upstream.sockets import ResponseSockets
 
 ADAPTERS = {"openai": OpenAICompatAdapter}
 
@@ -12,6 +13,7 @@ ADAPTERS = {"openai": OpenAICompatAdapter}
 class Upstreams:
     def __init__(self, timeouts: Timeouts) -> None:
         self.client = Client(timeouts.connect)
+        self.sockets = ResponseSockets()
         self._in_flight: dict[str, int] = {}
         self._adapters: dict[str, OpenAICompatAdapter] = {}
         self.set_timeouts(timeouts)
@@ -41,12 +43,15 @@ class Upstreams:
     def adapter(self, provider: Provider) -> OpenAICompatAdapter:
         adapter = self._adapters.get(provider.name)
         if adapter is None or adapter.provider is not provider:
-            adapter = self._adapters[provider.name] = adapter_for(provider, self.client)
+            adapter = self._adapters[provider.name] = adapter_for(provider, self.client, self.sockets)
         return adapter
 
     def close(self) -> None:
         self.client.close()
 
+    async def close_sockets(self) -> None:
+        await self.sockets.close()
 
-def adapter_for(provider: Provider, client: Client) -> OpenAICompatAdapter:
-    return ADAPTERS[provider.api_style](provider, client)
+
+def adapter_for(provider: Provider, client: Client, sockets: ResponseSockets | None = None) -> OpenAICompatAdapter:
+    return ADAPTERS[provider.api_style](provider, client, sockets)
