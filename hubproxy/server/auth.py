@@ -49,11 +49,15 @@ def authorize(request: web.Request) -> tuple[KeyState, UserState]:
 
 
 def socket_client(request: web.Request, state: GatewayState) -> str | None:
-    """The caller of a WebSocket whose call this server makes to itself over loopback
-    (`server.responses_socket`), whose IP rules were checked at the upgrade: named in a header that
-    only a loopback request with the server's admin token may set."""
+    """The caller of a WebSocket whose call this server makes to itself (`server.responses_socket`),
+    whose IP rules were checked at the upgrade: named in a header that only a request from this machine
+    (loopback, or the server's own address) with the server's admin token may set."""
     named = request.headers.get("X-Hubproxy-Socket-Client")
-    if named is None or request.remote not in ("127.0.0.1", "::1") or not state.admin_token:
+    if named is None or not state.admin_token:
+        return None
+    transport = request.transport
+    local = transport.get_extra_info("sockname") if transport is not None else None
+    if request.remote not in ("127.0.0.1", "::1") and (not local or request.remote != local[0]):
         return None
     token = request.headers.get("X-Hubproxy-Socket-Token", "")
     return named if hmac.compare_digest(token.encode(), state.admin_token.encode()) else None

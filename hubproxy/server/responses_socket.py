@@ -2,9 +2,9 @@
 `supports_websockets = true`; the OpenAI SDKs' `responses.connect()`).
 
 Each `response.create` message is one call: the key was checked at the upgrade, and the call goes
-through this server's own `POST /v1/responses` over loopback, streamed, so it is authorised again
-(a key revoked since, an empty balance: the call's Responses `error` event, and the socket stays
-open but for a revoked key), held, journaled, routed, settled and billed as every HTTP call is; its
+through this server's own `POST /v1/responses` (at the address the client reached), streamed, so it
+is authorised again (a key revoked since, an empty balance: the call's Responses `error` event, and
+the socket stays open but for a revoked key), held, journaled, routed, settled and billed as every HTTP call is; its
 events come back as text frames in order. The socket keeps the last call's input and output in
 memory, so that a turn that sends only new items with `previous_response_id` (as OpenAI's WebSocket
 mode allows) reaches the upstream whole; nothing is stored. One call at a time per socket; idle
@@ -138,8 +138,10 @@ class SocketCalls:
     def __init__(self, state: GatewayState, request: web.Request, socket: web.WebSocketResponse, secret: str) -> None:
         self.state, self.socket = state, socket
         transport = request.transport
-        port = transport.get_extra_info("sockname")[1] if transport is not None else state.config.server.port
-        self.url = f"{'https' if request.secure else 'http'}://127.0.0.1:{port}/v1/responses"
+        local = transport.get_extra_info("sockname") if transport is not None else None
+        host, port = (local[0], local[1]) if local else ("127.0.0.1", state.config.server.port)
+        host = f"[{host}]" if ":" in host else host  # the address the client reached: this server listens there
+        self.url = f"{'https' if request.secure else 'http'}://{host}:{port}/v1/responses"
         self.headers = {
             "Authorization": f"Bearer {secret}",
             "Content-Type": "application/json",
