@@ -19,6 +19,7 @@ import asyncio
 import base64
 import json
 import re
+import ssl
 import threading
 import time
 
@@ -234,8 +235,9 @@ LISTED = [
 
 
 class FakeUpstream:
-    def __init__(self, api_key: str = "sk-upstream-secret-123") -> None:
+    def __init__(self, api_key: str = "sk-upstream-secret-123", tls: tuple[str, str] | None = None) -> None:
         self.api_key = api_key
+        self.tls = tls  # (certificate, key): serve https
         self.requests: list[dict] = []
         self.open_streams = 0
         self.cancelled_streams = 0
@@ -276,7 +278,7 @@ class FakeUpstream:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1"
 
     def _serve(self, ready: threading.Event) -> None:
         self._loop = asyncio.new_event_loop()
@@ -294,7 +296,11 @@ class FakeUpstream:
         app.router.add_get("/v1beta/models", self.gemini_models)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        context = None
+        if self.tls:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
         self._loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]
         ready.set()

@@ -73,6 +73,7 @@ def test_provider_env_reference_stores_only_the_name(cli, home):
             "messages_base_url": None,
             "gemini_base_url": None,
             "responses_socket": False,
+            "proxy": None,
             "reasoning": "within",
         }
     ]

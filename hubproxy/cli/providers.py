@@ -10,7 +10,8 @@ import typer
 
 from hubproxy.cli.context import CliError, WholeTable, console, load_config, paths, print_json, save_config
 from hubproxy.config import ENV_VAR_RE, WIRE_APIS, Config, Provider, check_base_url, check_provider_name
-from hubproxy.config.catalog import REASONING_RULES
+from hubproxy.config.catalog import REASONING_RULES, check_proxy
+from hubproxy.config.errors import ConfigError
 from hubproxy.errors import GatewayError
 from hubproxy.running import running_server
 from hubproxy.secrets import (
@@ -23,6 +24,7 @@ from hubproxy.secrets import (
     store_secret,
 )
 from hubproxy.upstream.presets import Preset, get_preset, load_presets
+from hubproxy.upstream.proxy import proxy_for
 
 app = typer.Typer(help="Upstream providers (DeepSeek, Qwen, OpenAI, Ollama…).", no_args_is_help=True)
 
@@ -44,8 +46,16 @@ def provider_json(p: Provider) -> dict:
         "messages_base_url": p.messages_base_url,
         "gemini_base_url": p.gemini_base_url,
         "responses_socket": p.responses_socket,
+        "proxy": p.proxy,
         "reasoning": p.reasoning,
     }
+
+
+def checked_proxy(value: str) -> str:
+    try:
+        return check_proxy(value, "--proxy")
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 def parse_headers(values: list[str]) -> dict[str, str]:
@@ -101,6 +111,12 @@ def add(
         "--gemini-base-url",
         metavar="URL",
         help="Where its Gemini API lives (the origin before /v1beta), if not at --base-url.",
+    ),
+    proxy: str = typer.Option(
+        None,
+        "--proxy",
+        metavar="URL|none|env:VAR",
+        help="Its egress proxy (default: HTTPS_PROXY / HTTP_PROXY / NO_PROXY); none: never; env:VAR: the URL in VAR.",
     ),
     responses_socket: bool = typer.Option(
         False,
@@ -172,6 +188,7 @@ def add(
         messages_base_url=messages_base_url,
         gemini_base_url=gemini_base_url,
         responses_socket=responses_socket,
+        proxy=None if proxy is None else checked_proxy(proxy),
         limit_field=found.limit_field if found is not None else "max_tokens",
         reasoning=reasoning,
     )
@@ -275,10 +292,16 @@ def remove(ctx: typer.Context, name: str) -> None:
 def test(ctx: typer.Context, name: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Check that the provider answers GET /models with its key."""
     models = upstream_models(ctx, name)
+    provider = load_config(ctx).providers[name]
+    try:
+        proxy = proxy_for(provider.base_url, provider.proxy)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
     if json:
-        print_json({"name": name, "status": 200, "models": [m["id"] for m in models]})
+        through = None if proxy is None else str(proxy)
+        print_json({"name": name, "status": 200, "models": [m["id"] for m in models], "proxy": through})
     else:
-        console.print(f"{name}: OK, {len(models)} models")
+        console.print(f"{name}: OK, {len(models)} models" + (f", through the proxy {proxy}" if proxy else ""))
 
 
 def upstream_models(ctx: typer.Context, name: str) -> list[dict]:

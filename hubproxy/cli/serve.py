@@ -100,6 +100,7 @@ def serve_marked(
 ) -> None:
     """Listen, say where, leave the address in the home, and run until stopped."""
     from hubproxy.server import run
+    from hubproxy.upstream.proxy import proxy_for
 
     where = mark.paths
     try:
@@ -126,6 +127,9 @@ def serve_marked(
         limits = "rate limits shared through Redis" if config.store.redis else "rate limits per instance (no --redis)"
         console.print(f"store: {redacted(str(store))}, shared with other instances; {limits}", soft_wrap=True)
     for provider in config.providers.values():
+        proxy = proxy_for(provider.base_url, provider.proxy)  # a malformed proxy URL: one line, no start
+        if proxy is not None:
+            console.print(f"provider {provider.name} is reached through the proxy {proxy}", soft_wrap=True)
         if key_variable_unset(provider):
             console.print(
                 f"[bold yellow]warning[/]: provider {provider.name}'s key variable {provider.api_key_env} is not set: "

@@ -7,6 +7,7 @@ module parses and writes their tables.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -46,6 +47,8 @@ class Provider:
     messages_base_url: str | None = None  # where its Messages API lives, when not at base_url
     gemini_base_url: str | None = None  # where its Gemini API (/v1beta/models/…) lives, when not at base_url
     responses_socket: bool = False  # streamed Responses calls over its WebSocket (OpenAI's WebSocket mode)
+    # its egress proxy: None: HTTPS_PROXY / HTTP_PROXY / NO_PROXY; "none": never; "env:VAR"; or a URL
+    proxy: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     stream_usage: bool = True
     timeout: float | None = None
@@ -202,6 +205,25 @@ class Plan:
         return cost * self.price_multiplier // 1_000_000
 
 
+def check_proxy(value: object, where: str) -> str:
+    """A provider's `proxy`: "none", "env:VAR" or an http:// URL with no credentials (those belong in
+    the environment: config.toml holds no secrets)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f'{where}: proxy must be "none", "env:VAR" or an http://host:port URL')
+    if value == "none":
+        return value
+    if value.startswith("env:"):
+        if not ENV_VAR_RE.match(value[4:]):
+            raise ConfigError(f"{where}: proxy env:VAR must name an environment variable")
+        return value
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConfigError(f'{where}: proxy must be "none", "env:VAR" or an http://host:port URL')
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f'{where}: a proxy\'s credentials do not belong in config.toml; use proxy = "env:VAR"')
+    return value
+
+
 def _provider(name: str, raw: dict, origin: str) -> Provider:
     where = f"{origin} [providers.{name}]"
     if not isinstance(raw, dict):
@@ -223,6 +245,7 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
         "messages_base_url",
         "gemini_base_url",
         "responses_socket",
+        "proxy",
         "limit_field",
         "reasoning",
     }
@@ -256,6 +279,9 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
     gemini_url = raw.get("gemini_base_url")
     if gemini_url is not None:
         gemini_url = check_base_url(gemini_url, f"{where} gemini_base_url")
+    proxy = raw.get("proxy")
+    if proxy is not None:
+        proxy = check_proxy(proxy, where)
     if not isinstance(raw.get("responses_socket", False), bool):
         raise ConfigError(f"{where}: responses_socket must be true or false")
     limit_field = raw.get("limit_field", "max_tokens")
@@ -282,6 +308,7 @@ def _provider(name: str, raw: dict, origin: str) -> Provider:
         messages_base_url=messages_url,
         gemini_base_url=gemini_url,
         responses_socket=bool(raw.get("responses_socket", False)),
+        proxy=proxy,
         limit_field=limit_field,
         reasoning=reasoning,
     )
@@ -451,6 +478,8 @@ def provider_dict(p: Provider) -> dict:
         entry["gemini_base_url"] = p.gemini_base_url
     if p.responses_socket:
         entry["responses_socket"] = True
+    if p.proxy is not None:
+        entry["proxy"] = p.proxy
     if p.limit_field != "max_tokens":
         entry["limit_field"] = p.limit_field
     if p.reasoning != "within":

@@ -18,6 +18,7 @@ from hubproxy.config import RoutingSettings
 from hubproxy.routing.health import HealthBoard
 from hubproxy.routing.router import Route
 from hubproxy.secrets import provider_api_key
+from hubproxy.upstream.adapter import PROXY_FAILED
 from hubproxy.upstream.http import Response, UpstreamError
 from hubproxy.upstream.pool import Upstreams
 
@@ -108,7 +109,8 @@ class Failover:
                     raise adapter.unreachable(exc, timeout) from None
             except errors.GatewayError as exc:
                 upstreams.release(route.provider)
-                health.failure(route.key, exc.message)
+                if exc.code != PROXY_FAILED:  # a proxy that is down says nothing of the provider
+                    health.failure(route.key, exc.message)
                 tried.append((route.key, "unreachable"))
                 if last:
                     raise NoAnswer(exc, "upstream_unreachable") from None

@@ -211,6 +211,12 @@ async def upstream_error(
     if api_key:
         data = data.replace(api_key.encode(), b"[redacted]")
     upstream_message, in_shape = leg.upstream_error_message(data)
+    if resp.status == 407:  # plain http through an egress proxy: the proxy's answer, not the provider's
+        log.warning("the egress proxy of provider %s refused its credentials (HTTP 407)", name)
+        raise errors.upstream_unavailable(
+            f"The egress proxy in front of provider {name!r} refused hubproxy's proxy credentials (HTTP 407).",
+            status=502,
+        )
     if resp.status in REFUSED_CREDENTIALS:
         log.warning("provider %s refused hubproxy's credentials (HTTP %s)", name, resp.status)
         raise errors.upstream_unavailable(

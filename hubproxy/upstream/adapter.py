@@ -17,13 +17,15 @@ import orjson
 
 from hubproxy import __version__, errors
 from hubproxy.config import Provider
-from hubproxy.upstream.http import Client, Origin, Response, UpstreamError
+from hubproxy.upstream.http import Client, Origin, ProxyError, Response, UpstreamError
+from hubproxy.upstream.proxy import proxy_for
 from hubproxy.upstream.sockets import ResponseSockets
 
 USER_AGENT = f"hubproxy/{__version__}"
 
 
 CONTENT_LENGTH = b"Content-Length: "
+PROXY_FAILED = "proxy_unreachable"  # the code of an error the egress proxy caused
 ANTHROPIC_VERSION = b"anthropic-version: 2023-06-01\r\n"
 
 
@@ -39,12 +41,16 @@ class OpenAICompatAdapter:
         self.sockets = sockets if provider.responses_socket else None
         self.socket_url = provider.base_url.rstrip("/") + "/responses"
         self.serves = frozenset(provider.apis)
-        self.origin: Origin = client.origin(provider.base_url)
+
+        def origin(base_url: str) -> Origin:
+            return client.origin(base_url, proxy_for(base_url, provider.proxy))
+
+        self.origin: Origin = origin(provider.base_url)
         self.origins = {
             "chat": self.origin,
             "responses": self.origin,
-            "messages": client.origin(provider.messages_base_url or provider.base_url),
-            "gemini": client.origin(provider.gemini_base_url or provider.base_url),
+            "messages": origin(provider.messages_base_url or provider.base_url),
+            "gemini": origin(provider.gemini_base_url or provider.base_url),
         }
         # identity: the answer is read for its usage and passed on as is, so it must not come compressed
         self._base_headers = {
@@ -107,6 +113,10 @@ class OpenAICompatAdapter:
         name = self.provider.name
         if isinstance(exc, TimeoutError):
             return errors.upstream_unavailable(f"Provider {name!r} did not answer within {timeout:g}s.")
+        if isinstance(exc, ProxyError):  # the breaker must not blame the provider (routing/failover.py)
+            failure = errors.upstream_unavailable(f"Could not reach provider {name!r}: {exc}.")
+            failure.code = PROXY_FAILED
+            return failure
         return errors.upstream_unavailable(f"Could not reach provider {name!r} ({exc}).")
 
     async def read_whole(self, resp: Response, timeout: float) -> bytes:

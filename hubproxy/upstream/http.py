@@ -24,6 +24,8 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from hubproxy.upstream.proxy import Proxy
+
 DNS_TTL_SECONDS = 300.0  # a provider's addresses are looked up again after this long
 KEEP_IDLE_SECONDS = 30.0  # a pooled connection unused longer than this is closed rather than reused
 PAUSE_AT = 1 << 18  # bytes of a stream buffered and not yet relayed before reading from upstream pauses
@@ -33,10 +35,14 @@ class UpstreamError(Exception):
     """The upstream could not be reached, or broke off its answer; the message says which way."""
 
 
+class ProxyError(UpstreamError):
+    """The egress proxy could not be reached or refused the tunnel: not the provider's fault."""
+
+
 class Origin:
     """Where one provider lives: its connection parameters and the request heads made for it."""
 
-    def __init__(self, base_url: str, tls: ssl.SSLContext) -> None:
+    def __init__(self, base_url: str, tls: ssl.SSLContext, proxy: Proxy | None = None) -> None:
         url = URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -46,6 +52,11 @@ class Origin:
         self.path = url.raw_path.rstrip("/")
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host if url.is_default_port() else f"{host}:{self.port}"
+        # through an egress proxy: connections go to it; https through a CONNECT tunnel, plain http as
+        # requests in absolute form carrying the proxy's credentials
+        self.proxy = proxy
+        self.dial = (proxy.host, proxy.port) if proxy else (self.host, self.port)
+        self.target = f"http://{self.host_header}{self.path}" if proxy and not self.tls else self.path
         self.idle: list[Connection] = []
         self._addresses: list[tuple[str, int]] = []
         self._fresh_until = 0.0
@@ -61,14 +72,16 @@ class Origin:
         return await asyncio.shield(self._lookup)
 
     async def _resolve(self, loop: asyncio.AbstractEventLoop) -> list[tuple[str, int]]:
-        found = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        found = await loop.getaddrinfo(*self.dial, type=socket.SOCK_STREAM)
         self._addresses = list(dict.fromkeys((str(info[4][0]), int(info[4][1])) for info in found))
         self._fresh_until = loop.time() + DNS_TTL_SECONDS
         return self._addresses
 
     def head(self, endpoint: str, headers: dict[str, str], method: str = "POST") -> bytes:
         """The request line and headers up to the body's length, which each call appends."""
-        lines = [f"{method} {self.path}{endpoint} HTTP/1.1", f"Host: {self.host_header}"]
+        lines = [f"{method} {self.target}{endpoint} HTTP/1.1", f"Host: {self.host_header}"]
+        if self.proxy is not None and self.tls is None and self.proxy.authorization:
+            lines.append(f"Proxy-Authorization: {self.proxy.authorization}")
         for name, value in headers.items():
             if any(c in name or c in value for c in "\r\n"):  # it would end the header early: refuse, never send
                 raise UpstreamError(f"its {name} header has a line break in it; check the key or header configured")
@@ -179,6 +192,8 @@ class Connection(asyncio.Protocol):
         self.keep_alive = False
         self.interim = False
         self.idle_since = 0.0
+        self.tunnel: asyncio.Future[int] | None = None  # a CONNECT's answer awaited
+        self._tunnel_reply = b""
 
     def send(self, head: bytes, payload: bytes) -> Response:
         assert self.transport is not None
@@ -216,7 +231,25 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def open_tunnel(self, origin: Origin) -> asyncio.Future[int]:
+        """Ask the proxy for a tunnel to the origin; the future gives the proxy's status code."""
+        assert self.transport is not None and origin.proxy is not None
+        self.tunnel = self.loop.create_future()
+        host = f"[{origin.host}]" if ":" in origin.host else origin.host
+        target = f"{host}:{origin.port}"
+        lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}"]
+        if origin.proxy.authorization:
+            lines.append(f"Proxy-Authorization: {origin.proxy.authorization}")
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        return self.tunnel
+
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None and not self.tunnel.done():
+            self._tunnel_reply += data
+            if b"\r\n\r\n" in self._tunnel_reply:
+                status = self._tunnel_reply.split(b" ", 2)[1] if self._tunnel_reply.startswith(b"HTTP/") else b"0"
+                self.tunnel.set_result(int(status) if status.isdigit() else 0)
+            return
         if self.response is None:  # bytes nobody asked for: the connection cannot be trusted again
             self.close()
             return
@@ -232,6 +265,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.tunnel is not None and not self.tunnel.done():
+            self.tunnel.set_result(0)
         response = self.response
         if response is None or response.complete:
             return
@@ -295,13 +330,13 @@ class Client:
     def __init__(self, connect_timeout: float) -> None:
         self.connect_timeout = connect_timeout
         self.tls = ssl.create_default_context()
-        self._origins: dict[str, Origin] = {}
+        self._origins: dict[tuple[str, Proxy | None], Origin] = {}
 
-    def origin(self, base_url: str) -> Origin:
-        """One per base URL, kept across config reloads so that its idle connections stay in use."""
-        origin = self._origins.get(base_url)
+    def origin(self, base_url: str, proxy: Proxy | None = None) -> Origin:
+        """One per base URL and proxy, kept across config reloads so that its idle connections stay in use."""
+        origin = self._origins.get((base_url, proxy))
         if origin is None:
-            origin = self._origins[base_url] = Origin(base_url, self.tls)
+            origin = self._origins[(base_url, proxy)] = Origin(base_url, self.tls, proxy)
         return origin
 
     async def post(self, origin: Origin, head: bytes, payload: bytes, timeout: float) -> Response:
@@ -332,6 +367,8 @@ class Client:
                 return conn
             conn.close()
         loop = asyncio.get_running_loop()
+        if origin.proxy is not None:
+            return await self._through_proxy(origin, loop)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 addresses = await origin.addresses(loop)
@@ -353,6 +390,32 @@ class Client:
         except OSError as exc:  # ssl.SSLError and socket.gaierror included
             raise UpstreamError(f"could not connect: {exc.strerror or exc}") from None
         raise UpstreamError(f"could not connect: no address found for {origin.host}")
+
+    async def _through_proxy(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> Connection:
+        """A connection to the origin through its proxy: a CONNECT tunnel and TLS inside it for https,
+        the proxy itself for plain http. Failures name the proxy by its address only."""
+        proxy = origin.proxy
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                host, port = (await origin.addresses(loop))[0]
+                transport, conn = await loop.create_connection(lambda: Connection(origin, loop), host, port)
+                if origin.tls is None:
+                    return conn
+                status = await conn.open_tunnel(origin)
+                if status != 200:
+                    conn.close()
+                    # 407 as HTTP says; tinyproxy answers a CONNECT with wrong credentials 401
+                    reason = "refused its credentials" if status in (401, 407) else f"answered HTTP {status}"
+                    raise ProxyError(f"the proxy {proxy} {reason} to a tunnel to {origin.host_header}")
+                conn.tunnel = None
+                conn.transport = await loop.start_tls(transport, conn, origin.tls, server_hostname=origin.host)
+                return conn
+        except TimeoutError:
+            raise ProxyError(f"the proxy {proxy} gave no connection within {self.connect_timeout:g}s") from None
+        except ssl.SSLError as exc:
+            raise UpstreamError(f"could not connect: {exc.strerror or exc}") from None
+        except OSError as exc:
+            raise ProxyError(f"could not reach the proxy {proxy} ({exc.strerror or exc})") from None
 
     def close(self) -> None:
         for origin in self._origins.values():

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hubproxy.config import Provider, Timeouts
+from hubproxy import errors
+from hubproxy.config import ConfigError, Provider, Timeouts
 from hubproxy.upstream.adapter import OpenAICompatAdapter
 from hubproxy.upstream.http import Client
 from hubproxy.upstream.sockets import ResponseSockets
@@ -43,7 +44,10 @@ class Upstreams:
     def adapter(self, provider: Provider) -> OpenAICompatAdapter:
         adapter = self._adapters.get(provider.name)
         if adapter is None or adapter.provider is not provider:
-            adapter = self._adapters[provider.name] = adapter_for(provider, self.client, self.sockets)
+            try:
+                adapter = self._adapters[provider.name] = adapter_for(provider, self.client, self.sockets)
+            except ConfigError as exc:  # its proxy variable changed to something that is not a proxy URL
+                raise errors.upstream_unavailable(f"Provider {provider.name!r}: {exc}", status=503) from None
         return adapter
 
     def close(self) -> None:
