@@ -66,11 +66,12 @@ def measure(
     out_dir: Path,
     stream: bool,
     path: str = "/v1/chat/completions",
+    env: dict | None = None,
 ) -> float:
     concurrency = STREAM_CONCURRENCY if stream else 32
     print(f"measuring {name} under callgrind …", file=sys.stderr)
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_dir}/cg.%p"]
-    proc = start(valgrind + cmd, core=1)
+    proc = start(valgrind + cmd, core=1, env=env)
     url = f"http://127.0.0.1:{port}{path}"
     try:
         wait_ready(port, timeout=180)
@@ -115,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         help="count hubproxy's Gemini calls (:generateContent) instead: relayed to a Gemini upstream, or translated "
         "to chat",
     )
+    parser.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="hubproxy reaches the upstream through this HTTP proxy (HTTP_PROXY), e.g. a tinyproxy on 127.0.0.1",
+    )
     parser.add_argument("--keep", type=Path, help="keep callgrind's files here (read them with callgrind_annotate)")
     args = parser.parse_args(argv)
     body = request_body(args.prompt_kb)
@@ -154,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                 ask = orjson.dumps({"model": model, "max_tokens": 100, "messages": MESSAGES_PROMPT})
                 hub = measure("hubproxy", hub_cmd, hub_port, auth, args.calls, ask, out_dir, stream, "/v1/messages")
             else:
-                hub = measure("hubproxy", hub_cmd, hub_port, auth, args.calls, body, out_dir, stream)
+                env = {"HTTP_PROXY": args.proxy, "NO_PROXY": ""} if args.proxy else None
+                hub = measure("hubproxy", hub_cmd, hub_port, auth, args.calls, body, out_dir, stream, env=env)
         finally:
             upstream.terminate()
             upstream.wait(30)
@@ -168,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     route = f"  (/v1/messages, {args.messages})" if args.messages else ""
     route = f"  (/v1/responses, {args.responses})" if args.responses else route
     route = f"  (:generateContent, {args.gemini})" if args.gemini else route
+    route = f"  (through the proxy {args.proxy.rpartition('@')[2]})" if args.proxy else route
     print(f"{'hubproxy':<14}{hub:>24,.0f}{route}")
     print(f"\npassthrough / hubproxy: {base / hub:.1%}  (the throughput ratio if both were CPU-bound on one core)")
     return 0
