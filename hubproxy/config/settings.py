@@ -88,6 +88,7 @@ class StoreSettings:
 
     url: str = ""
     redis: str = ""
+    keep_days: int = 400  # usage rows older than this are pruned (the daily and hourly totals stay); 0: forever
 
 
 @dataclass
@@ -168,6 +169,9 @@ class Config:
                     f"{origin} [server] cors_origins: {origin_url!r} is not an origin like 'https://app.example.com', "
                     "'http://localhost:*' or '*'"
                 )
+        keep = self.store.keep_days
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise ConfigError(f"{origin} [store] keep_days must be a whole number of days (0: keep every call)")
         if server.websocket_idle <= 0:
             raise ConfigError(f"{origin} [server] websocket_idle must be a positive number of seconds")
         if bool(server.tls_cert) != bool(server.tls_key):

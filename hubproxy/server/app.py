@@ -46,7 +46,7 @@ from hubproxy.server.responses_socket import responses_socket
 from hubproxy.server.state import STATE, GatewayState
 from hubproxy.store import Store, is_postgres, open_store
 from hubproxy.store.journal import CallJournal, journaled_calls, leftover_segments
-from hubproxy.store.sql import accounts
+from hubproxy.store.sql import accounts, usage
 from hubproxy.upstream.pool import Upstreams
 
 log = logging.getLogger("hubproxy.server")
@@ -55,6 +55,9 @@ CONFIG_POLL_SECONDS = 1.0
 LAST_USED_FLUSH_SECONDS = 1.0
 METRICS_SHARE_SECONDS = 1.0
 CREDIT_CHECK_SECONDS = 600.0
+PRUNE_BATCH = 2000  # usage rows deleted in one write
+PRUNE_PAUSE = 0.2  # seconds between two batches
+PRUNE_EVERY = 3600.0  # seconds between two checks for rows past [store] keep_days
 
 
 def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.Application:
@@ -194,6 +197,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(flush_last_used(state)),
         asyncio.create_task(persist_reservations(state)),
         asyncio.create_task(grant_credits_monthly(state)),
+        asyncio.create_task(prune_old_usage(state)),
     ]
     if worker:
         tasks.append(asyncio.create_task(return_idle_leases(state.calls.budget)))
@@ -284,6 +288,21 @@ async def persist_reservations(state: GatewayState) -> None:
     while True:
         await asyncio.sleep(PERSIST_AFTER)
         state.calls.persist_due()
+
+
+async def prune_old_usage(state: GatewayState) -> None:
+    """`[store] keep_days`: usage rows older than that go, PRUNE_BATCH at a time on the writer with a
+    pause between batches, so the calls' own writes never wait behind a long delete; checked hourly."""
+    while True:
+        days = state.config.store.keep_days
+        if days:
+            cutoff = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - days * 86400))
+            try:
+                while await state.store.write(usage.prune_usage, cutoff, PRUNE_BATCH) == PRUNE_BATCH:
+                    await asyncio.sleep(PRUNE_PAUSE)
+            except Exception as exc:  # the database away, say: the next hour tries again
+                log.warning("pruning usage rows older than %d days failed: %s", days, exc)
+        await asyncio.sleep(PRUNE_EVERY)
 
 
 async def return_idle_leases(budget: Budget) -> None:

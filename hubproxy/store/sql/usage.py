@@ -234,6 +234,22 @@ def total_cost_since(conn: Connection, user_id: int, day: str) -> int:
     return row[0]
 
 
+def prune_usage(conn: Connection, before: str, batch: int) -> int:
+    """Delete up to `batch` usage rows created before `before` (the oldest first): the daily and hourly
+    totals, the ledger and the price history keep what reports need. Returns how many went."""
+    doomed = conn.execute(
+        "SELECT id FROM usage WHERE created_at < ? ORDER BY created_at LIMIT ?", (before, batch)
+    ).fetchall()
+    if doomed:
+        conn.execute(f"DELETE FROM usage WHERE id IN ({', '.join('?' * len(doomed))})", [row[0] for row in doomed])
+    return len(doomed)
+
+
+def oldest_usage(conn: Connection) -> str | None:
+    """When the oldest call still kept as a row was made (None: no rows)."""
+    return conn.execute("SELECT min(created_at) FROM usage").fetchone()[0]
+
+
 def key_cost_on(conn: Connection, key_id: str, day: str) -> int:
     """A key's spend on one UTC day, from the daily totals (what `hubproxy statusline` shows)."""
     row = conn.execute("SELECT coalesce(sum(cost), 0) FROM usage_daily WHERE day = ? AND key_id = ?", (day, key_id))
