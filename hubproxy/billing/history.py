@@ -4,7 +4,6 @@ the server records on start and on each config reload any change made by editing
 
 from __future__ import annotations
 
-import getpass
 import time
 from collections.abc import Mapping
 
@@ -19,13 +18,6 @@ EDITED = "config.toml (edited, not through hubproxy)"
 def now_text() -> str:
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
-
-
-def os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def settings_of(model: Model | None) -> dict | None:

@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 
 from hubproxy import __version__
+from hubproxy.audit import ACTOR, os_user
 from hubproxy.cli import (
+    audit,
     connect,
     dashboard,
     db,
@@ -66,6 +68,7 @@ def root(
     ),
 ) -> None:
     ctx.obj = Paths.resolve(home, database)
+    ACTOR.set(os_user())  # the audit log names who ran the command
     source = ctx.get_parameter_source("database")
     if database and source is not None and source.name == "COMMANDLINE":
         warn_password_in_url(database)
@@ -86,6 +89,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(prices.app, name="prices")
 app.add_typer(usage.app, name="usage")
 app.add_typer(db.app, name="db")
+app.add_typer(audit.app, name="audit")
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,12 +21,15 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from hubproxy.accounts.rules import PolicyError
-from hubproxy.billing.history import changes_between, now_text, os_user
-from hubproxy.config import Config, ConfigError, Paths
+from hubproxy.audit import os_user
+from hubproxy.billing.history import changes_between, now_text
+from hubproxy.config import Config, ConfigError, Paths, Provider
+from hubproxy.config.catalog import _model_dict, _plan_dict, provider_dict
 from hubproxy.money import MoneyError
 from hubproxy.secrets import SecretError
 from hubproxy.store import Store, open_store, store_errors
 from hubproxy.store.records import AccountError, DatabaseError
+from hubproxy.store.sql import audit
 from hubproxy.store.sql.prices import record_price_changes
 
 try:  # Typer 0.2x carries its own copy of click
@@ -102,13 +105,41 @@ def save_config(
     """Write config.toml; each model whose prices it changes goes into the price history, from
     `sources[model]` (else `source`: where the price came from), by the OS user running the command."""
     where = paths(ctx)
-    before = Config.load(where.config).models
+    old = Config.load(where.config)
+    before = old.models
     config.save(where.config)
     command = ctx.command_path.partition(" ")[2]
     changes = changes_between(before, config.models, os_user(), sources or {}, f"{source} {command}")
-    if changes:
+    audited = config_changes(old, config)
+    if changes or audited:
         with database(ctx) as store:
-            store.run(record_price_changes, changes, now_text())
+            if changes:
+                store.run(record_price_changes, changes, now_text())
+            for action, target, was, now in audited:
+                store.run(audit.record_now, action, target, was, now)
+
+
+def config_changes(old: Config, new: Config) -> list[tuple[str, str, dict | None, dict | None]]:
+    """Each provider, model and plan that config.toml gains, loses or changes: (action, target, before,
+    after) for the audit log; a provider's headers by name only (their values may be credentials)."""
+
+    def provider(p: Provider) -> dict:
+        return {**provider_dict(p), "headers": sorted(p.headers)}
+
+    found: list[tuple[str, str, dict | None, dict | None]] = []
+
+    def compare(kind: str, before: Mapping[str, Any], after: Mapping[str, Any], shown: Callable[[Any], dict]) -> None:
+        for name in sorted(set(before) | set(after)):
+            was = shown(before[name]) if name in before else None
+            now = shown(after[name]) if name in after else None
+            if was != now:
+                action = "add" if was is None else ("remove" if now is None else "change")
+                found.append((f"{kind}.{action}", f"{kind}:{name}", was, now))
+
+    compare("provider", old.providers, new.providers, provider)
+    compare("model", old.models, new.models, _model_dict)
+    compare("plan", old.plans, new.plans, _plan_dict)
+    return found
 
 
 @contextmanager

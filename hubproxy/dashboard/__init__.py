@@ -56,6 +56,7 @@ def add_dashboard_routes(app: web.Application) -> None:
         ("POST", "/admin/users/{user_id}/status", admin.change_status),
         ("POST", "/admin/users/{user_id}/plan", admin.change_plan),
         ("GET", "/admin/ledger", admin.ledger),
+        ("GET", "/admin/audit", admin.audit_log),
         ("GET", "/admin/providers", admin.providers),
         ("GET", "/admin/live", admin.live),
         ("GET", "/admin/live/events", admin.live_events),

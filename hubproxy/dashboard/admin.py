@@ -18,7 +18,7 @@ from hubproxy.money import MoneyError, format_usd, parse_usd
 from hubproxy.passwords import hash_password
 from hubproxy.server.accounts import account_errors, check_new_password
 from hubproxy.server.state import STATE
-from hubproxy.store.sql import accounts, dashboard
+from hubproxy.store.sql import accounts, audit, dashboard
 from hubproxy.store.sql.prices import price_history
 
 LEDGER_ROWS = 50
@@ -147,6 +147,22 @@ async def change_plan(request: web.Request, session: Session) -> web.Response:
     with account_errors():
         changed = await request.app[STATE].store.write(accounts.set_user_plan, user.email, plan or None)
     raise web.HTTPSeeOther(f"/admin/users?done={changed.email}")
+
+
+AUDIT_ROWS = 200
+AUDIT_FILTERS = ("since", "actor", "target")
+
+
+@page(admin=True)
+async def audit_log(request: web.Request, session: Session) -> web.Response:
+    """Who changed what, newest first, filtered by time, actor and target, and whether the chain holds."""
+    query = {name: request.query.get(name, "").strip()[:200] for name in AUDIT_FILTERS}
+    store = request.app[STATE].store
+    rows = await store.read(
+        audit.entries, query["since"] or None, query["actor"] or None, query["target"] or None, AUDIT_ROWS
+    )
+    checked, broken = await store.read(audit.verify)
+    return render(request, session, "admin_audit.html", rows=rows, query=query, checked=checked, broken=broken)
 
 
 @page(admin=True)

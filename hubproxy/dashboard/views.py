@@ -14,6 +14,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from hubproxy import errors
+from hubproxy.audit import ACTOR
 from hubproxy.dashboard.sessions import Session, session_of
 from hubproxy.money import format_usd
 from hubproxy.server.errors import allowed_methods, unknown_route
@@ -56,6 +57,8 @@ def page(*, admin: bool = False) -> Callable[[Handler], Callable[[web.Request], 
                     raise PageError(403, "Your session has ended; log in again.")
                 if admin and not session.admin:
                     raise PageError(403, "This page is for the admin.")
+                member = None if session.admin else request.app[STATE].accounts.users.get(session.member)
+                ACTOR.set("admin link" if member is None else member.email)  # the audit log's actor
                 if request.method == "POST":
                     await check_csrf(request, session)
                 response = await handler(request, session)

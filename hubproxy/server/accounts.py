@@ -22,6 +22,7 @@ from hubproxy import errors
 from hubproxy.accounts.cache import UserState
 from hubproxy.accounts.rules import Limits
 from hubproxy.apikey import PREFIX
+from hubproxy.audit import ACTOR
 from hubproxy.money import format_usd, parse_usd
 from hubproxy.passwords import MIN_LENGTH, hash_password, verify_password
 from hubproxy.ratelimit.windows import RateLimiter
@@ -139,6 +140,7 @@ def token_user(request: web.Request) -> int:
         raise errors.invalid_api_key("Invalid login token.")
     if not user.active:
         raise errors.invalid_api_key("The account is disabled.")
+    ACTOR.set(user.email)  # this request's account changes are this user's (the audit log)
     if claims.get("ver", 0) != user.token_version:
         raise errors.invalid_api_key("This login token has ended (logged out or password changed); log in again.")
     return user.id
@@ -149,6 +151,7 @@ def caller_user(request: web.Request) -> int:
     token = api_key_from(request.headers)
     if token and token.startswith(PREFIX):
         _, user = authorize(request)
+        ACTOR.set(user.email)
         return user.id
     return token_user(request)
 
@@ -192,6 +195,7 @@ async def register(request: web.Request) -> web.Response:
     if not state.config.server.allow_registration:
         raise errors.GatewayError(403, "registration_closed", "Registration is closed on this server.")
     email, password = await credentials(request)
+    ACTOR.set(email)  # registering oneself
     limit_logins(request, None)
     if not EMAIL_RE.match(email):
         raise errors.invalid_request(f"{email!r} is not an email address.", param="email")

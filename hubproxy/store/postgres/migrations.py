@@ -12,6 +12,8 @@ from typing import Any
 
 from hubproxy.store.records import DatabaseError
 from hubproxy.store.sqlite.migrations import (
+    AUDIT,
+    AUDIT_STATEMENTS,
     DASHBOARD_STATEMENTS,
     HOURLY_TABLE,
     MIGRATIONS,
@@ -151,6 +153,7 @@ POSTGRES: dict[str, str] = {
     "m019_price_history": ";\n".join(
         (PRICE_CHANGES.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY"), *PRICE_STATEMENTS)
     ),
+    "m020_audit": ";\n".join((AUDIT.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY"), *AUDIT_STATEMENTS)),
 }
 IN_BASELINE = {fn.__name__ for fn in MIGRATIONS if "m002" <= fn.__name__[:4] <= "m016"}
 

@@ -12,7 +12,7 @@ import time
 
 from hubproxy import apikey
 from hubproxy.store.records import EMAIL_RE, POLICY_COLUMNS, AccountError, ConflictError, KeyRow, NotFoundError, UserRow
-from hubproxy.store.sql import Connection, transaction
+from hubproxy.store.sql import Connection, audit, transaction
 
 
 def utc_now() -> str:
@@ -79,6 +79,7 @@ def add_user(conn: Connection, email: str, balance: int = 0, plan: str | None = 
         ).fetchone()
         if balance:
             add_ledger(conn, user_id, "grant", balance, "initial balance")
+        audit.record(conn, "user.add", email, None, {"balance": balance, "plan": plan})
     return get_user(conn, email)
 
 
@@ -86,6 +87,7 @@ def set_user_plan(conn: Connection, email: str, plan: str | None) -> UserRow:
     with transaction(conn):
         user = get_user(conn, email)
         conn.execute("UPDATE users SET plan = ?, rev = ? WHERE id = ?", (plan, _next_rev(conn, "users"), user.id))
+        audit.record(conn, "user.plan", user.email, {"plan": user.plan}, {"plan": plan})
     return get_user(conn, email)
 
 
@@ -95,6 +97,7 @@ def register_user(conn: Connection, email: str, password_hash: str, grant: int) 
         user = add_user(conn, email)
         if grant:
             add_ledger(conn, user.id, "signup_grant", grant, "signup grant")
+            audit.record(conn, "money.signup_grant", user.email, {"balance": 0}, {"balance": grant})
         conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user.id))
         _, full = create_key(conn, user.email, "default")
     return get_user(conn, user.email), full
@@ -156,6 +159,8 @@ def grant_monthly_credits(conn: Connection, credits: dict[str, int], month: str)
             ).fetchall()
             for (uid,) in rows:
                 add_ledger(conn, uid, "plan_credit", credit, month)
+                email = conn.execute("SELECT email FROM users WHERE id = ?", (uid,)).fetchone()[0]
+                audit.record(conn, "money.plan_credit", email, None, {"amount": credit, "plan": plan, "month": month})
                 granted += 1
     return granted
 
@@ -175,6 +180,8 @@ def topup(conn: Connection, email: str, amount: int, kind: str = "topup", note: 
     with transaction(conn):
         user = get_user(conn, email)
         add_ledger(conn, user.id, kind, amount, note)
+        after = {"balance": user.balance + amount, "amount": amount, "note": note}
+        audit.record(conn, f"money.{kind}", user.email, {"balance": user.balance}, after)
     return get_user(conn, email)
 
 
@@ -187,6 +194,7 @@ def set_user_status(conn: Connection, email: str, status: str) -> UserRow:
             "UPDATE users SET status = ?, token_version = token_version + ?, rev = ? WHERE id = ?",
             (status, ended, _next_rev(conn, "users"), user.id),
         )
+        audit.record(conn, "user.status", user.email, {"status": user.status}, {"status": status})
     return get_user(conn, email)
 
 
@@ -198,6 +206,7 @@ def set_password(conn: Connection, email: str, password_hash: str) -> UserRow:
             "UPDATE users SET password_hash = ?, token_version = token_version + 1, rev = ? WHERE id = ?",
             (password_hash, _next_rev(conn, "users"), user.id),
         )
+        audit.record(conn, "user.password", user.email, None, {"password": "changed"})  # never the hash
     return get_user(conn, email)
 
 
@@ -209,6 +218,8 @@ def end_login_tokens(conn: Connection, user_id: int) -> UserRow:
             (_next_rev(conn, "users"), user_id),
         )
         row = conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,)).fetchone()
+        if row is not None:
+            audit.record(conn, "user.logout", UserRow(*row).email, None, {"login_tokens": "ended"})
     if row is None:
         raise NotFoundError(f"no user {user_id}")
     return UserRow(*row)
@@ -232,6 +243,7 @@ def create_key(conn: Connection, email: str, name: str, rules: dict | None = Non
             f"INSERT INTO api_keys ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
             [*values, *rules.values()],
         )
+        audit.record(conn, "key.create", key_id, None, {"user": user.email, "name": name, **rules})  # never the key
     return get_key(conn, key_id), full
 
 
@@ -241,12 +253,13 @@ def update_key(conn: Connection, key_id: str, rules: dict) -> KeyRow:
     if not rules:
         raise AccountError("nothing to change; see `hubproxy keys update --help`")
     with transaction(conn):
-        get_key(conn, key_id)
+        before = get_key(conn, key_id)
         assignments = ", ".join(f"{column} = ?" for column in rules)
         conn.execute(
             f"UPDATE api_keys SET {assignments}, rev = ? WHERE id = ?",
             [*rules.values(), _next_rev(conn, "api_keys"), key_id],
         )
+        audit.record(conn, "key.update", key_id, {c: getattr(before, c) for c in rules}, rules)
     return get_key(conn, key_id)
 
 
@@ -284,6 +297,7 @@ def revoke_key(conn: Connection, key_id: str) -> KeyRow:
             "UPDATE api_keys SET status = 'revoked', rev = ?, revoked_at = ? WHERE id = ?",
             (_next_rev(conn, "api_keys"), utc_now(), key_id),
         )
+        audit.record(conn, "key.revoke", key_id, {"status": key.status}, {"status": "revoked"})
     return get_key(conn, key_id)
 
 

@@ -6,6 +6,7 @@ and its `Writer` (`sqlite/store.py`, `postgres/store.py`)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -75,8 +76,10 @@ class SQLStore(Store):
         return await asyncio.get_running_loop().run_in_executor(self._reads, self._on_reader, fn, args)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        context = contextvars.copy_context()  # the caller's audit actor, on the writer's thread
+
         def run(conn: Connection) -> T:
-            result = fn(conn, *args)
+            result = context.run(fn, conn, *args)
             self.writer.notify_watchers(conn)
             return result
 

@@ -361,3 +361,25 @@ def m019_price_history(conn: sqlite3.Connection) -> None:
     conn.execute(PRICE_CHANGES)
     for statement in PRICE_STATEMENTS:
         conn.execute(statement)
+
+
+AUDIT = """CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    before TEXT,
+    after TEXT,
+    hash TEXT NOT NULL
+)"""
+AUDIT_STATEMENTS = ("CREATE INDEX audit_target ON audit (target, id)", "CREATE INDEX audit_actor ON audit (actor, id)")
+
+
+@migration
+def m020_audit(conn: sqlite3.Connection) -> None:
+    """Who changed what: every change to users, keys, money, providers, models and plans, each row
+    chained to the one before by its hash (store/sql/audit.py)."""
+    conn.execute(AUDIT)
+    for statement in AUDIT_STATEMENTS:
+        conn.execute(statement)
