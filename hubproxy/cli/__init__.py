@@ -9,6 +9,7 @@ import typer
 from hubproxy import __version__
 from hubproxy.audit import ACTOR, os_user
 from hubproxy.cli import (
+    alerts,
     audit,
     connect,
     dashboard,
@@ -90,6 +91,7 @@ app.add_typer(prices.app, name="prices")
 app.add_typer(usage.app, name="usage")
 app.add_typer(db.app, name="db")
 app.add_typer(audit.app, name="audit")
+app.add_typer(alerts.app, name="alerts")
 
 
 def main() -> None:

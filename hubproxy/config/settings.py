@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import tomli_w
 
 from hubproxy.config.catalog import (
+    ENV_VAR_RE,
     ConfigError,
     Model,
     Plan,
@@ -92,6 +93,23 @@ class StoreSettings:
 
 
 @dataclass
+class AlertSettings:
+    """Budget alerts (`hubproxy/alerts.py`): each threshold crossed, once per period, to each receiver."""
+
+    thresholds: list = field(default_factory=lambda: [50, 80, 100])  # percent used: of a user's money since
+    # the last top-up, and of a key's spend cap this period
+    webhook: str = ""  # an http(s) URL: Slack-compatible JSON, or generic JSON signed with HMAC-SHA256
+    webhook_format: str = "slack"  # "slack" ({"text": …}) or "json"
+    webhook_secret_env: str = ""  # the environment variable holding the HMAC key of "json" alerts
+    smtp_host: str = ""  # email: the SMTP server (none: no email)
+    smtp_port: int = 25
+    smtp_from: str = ""
+    smtp_to: list = field(default_factory=list)  # who gets every alert (the admins)
+    smtp_user: str = ""
+    smtp_password_env: str = ""  # the environment variable holding the SMTP password
+
+
+@dataclass
 class DashboardSettings:
     """The web dashboard at / on the server's port (off: its routes do not exist)."""
 
@@ -103,6 +121,7 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
     timeouts: Timeouts = field(default_factory=Timeouts)
     billing: BillingSettings = field(default_factory=BillingSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
@@ -130,6 +149,7 @@ class Config:
             routing=_section(RoutingSettings, data.get("routing", {}), f"{origin} [routing]"),
             store=_section(StoreSettings, data.get("store", {}), f"{origin} [store]"),
             dashboard=_section(DashboardSettings, data.get("dashboard", {}), f"{origin} [dashboard]"),
+            alerts=_section(AlertSettings, data.get("alerts", {}), f"{origin} [alerts]"),
         )
         for name, raw in _table(data, "providers", origin).items():
             cfg.providers[name] = _provider(name, raw, origin)
@@ -172,6 +192,7 @@ class Config:
         keep = self.store.keep_days
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
             raise ConfigError(f"{origin} [store] keep_days must be a whole number of days (0: keep every call)")
+        check_alerts(self.alerts, f"{origin} [alerts]")
         if server.websocket_idle <= 0:
             raise ConfigError(f"{origin} [server] websocket_idle must be a positive number of seconds")
         if bool(server.tls_cert) != bool(server.tls_key):
@@ -199,11 +220,8 @@ class Config:
             "billing": vars(self.billing).copy(),
             "routing": vars(self.routing).copy(),
             **({"dashboard": vars(self.dashboard).copy()} if not self.dashboard.enabled else {}),
-            **(
-                {"store": {k: v for k, v in vars(self.store).items() if v}}
-                if self.store.url or self.store.redis
-                else {}
-            ),
+            **changed("store", self.store, StoreSettings()),
+            **changed("alerts", self.alerts, AlertSettings()),
             "providers": providers,
             "models": models,
             "plans": {p.name: _plan_dict(p) for p in self.plans.values()},
@@ -243,6 +261,30 @@ def _table(data: dict, key: str, origin: str) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f"{origin}: [{key}] must be a table")
     return value
+
+
+def changed(name: str, section: object, defaults: object) -> dict:
+    """A section with the settings that differ from their defaults (none: no section at all)."""
+    values = {k: v for k, v in vars(section).items() if v != getattr(defaults, k)}
+    return {name: values} if values else {}
+
+
+def check_alerts(alerts: AlertSettings, where: str) -> None:
+    marks = alerts.thresholds
+    if not marks or any(isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 100 for t in marks):
+        raise ConfigError(f"{where} thresholds must be a list of percents from 1 to 100, e.g. [50, 80, 100]")
+    if alerts.webhook and not alerts.webhook.startswith(("http://", "https://")):
+        raise ConfigError(f"{where} webhook must be an http(s) URL")
+    if alerts.webhook_format not in ("slack", "json"):
+        raise ConfigError(f'{where} webhook_format must be "slack" or "json"')
+    for name in ("webhook_secret_env", "smtp_password_env"):
+        value = getattr(alerts, name)
+        if value and not ENV_VAR_RE.match(value):
+            raise ConfigError(f"{where} {name} must name an environment variable")
+    if alerts.smtp_host and (not alerts.smtp_from or not alerts.smtp_to):
+        raise ConfigError(f"{where} smtp_host needs smtp_from and smtp_to (who gets the alerts)")
+    if not 0 < alerts.smtp_port < 65536:
+        raise ConfigError(f"{where} smtp_port must be 1-65535")
 
 
 def _section(kind: type, raw: object, where: str):

@@ -10,12 +10,13 @@ import io
 import json
 import re
 import urllib.parse
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from aiohttp import web
 
 from hubproxy import errors
 from hubproxy.accounts.rules import KeyPolicy, PolicyError, collect_rules, model_allowed, parse_models
+from hubproxy.alerts import text_of
 from hubproxy.dashboard import charts
 from hubproxy.dashboard.sessions import (
     COOKIE,
@@ -35,6 +36,7 @@ from hubproxy.server.state import STATE
 from hubproxy.spreadsheet import safe_row
 from hubproxy.store.records import POLICY_COLUMNS, USAGE_COLUMNS, KeyRow, UsageFilter
 from hubproxy.store.sql import accounts, dashboard
+from hubproxy.store.sql.alerts import recent_for
 
 PAGE_ROWS = 50
 CSV_CHUNK = 5_000
@@ -131,9 +133,14 @@ async def overview(request: web.Request, session: Session) -> web.Response:
         users = state.accounts.users.values()
         balance = sum(u.available + u.reserved for u in users)
         people = len(state.accounts.users)
+        warnings: list[str] = []
     else:
         user = state.accounts.users[session.member]
         balance, people = user.available + user.reserved, 1
+        week_ago = (now - timedelta(days=7)).strftime("%Y-%m-%d")
+        warnings = [
+            text_of({**a, "email": user.email}) for a in await state.store.read(recent_for, user.email, week_ago)
+        ]
     error_rate = data["errors_24h"] / data["calls_24h"] if data["calls_24h"] else None
     return render(
         request,
@@ -147,6 +154,7 @@ async def overview(request: web.Request, session: Session) -> web.Response:
         calls_svg=calls_svg,
         legend=legend,
         in_flight=len(state.calls.meters) if session.admin else None,
+        warnings=warnings,
     )
 
 

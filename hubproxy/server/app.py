@@ -7,11 +7,14 @@ import contextlib
 import gc
 import logging
 import os
+import smtplib
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
+from hubproxy import alerts as alerting
 from hubproxy.accounts.cache import AccountCache
 from hubproxy.billing.budget import IDLE_SECONDS, Budget, LeasedBudget, LocalBudget
 from hubproxy.billing.history import record_edits
@@ -47,6 +50,8 @@ from hubproxy.server.state import STATE, GatewayState
 from hubproxy.store import Store, is_postgres, open_store
 from hubproxy.store.journal import CallJournal, journaled_calls, leftover_segments
 from hubproxy.store.sql import accounts, usage
+from hubproxy.store.sql import alerts as alert_rows
+from hubproxy.store.sql.accounts import utc_now
 from hubproxy.upstream.pool import Upstreams
 
 log = logging.getLogger("hubproxy.server")
@@ -55,6 +60,8 @@ CONFIG_POLL_SECONDS = 1.0
 LAST_USED_FLUSH_SECONDS = 1.0
 METRICS_SHARE_SECONDS = 1.0
 CREDIT_CHECK_SECONDS = 600.0
+ALERT_EVERY = 2.0  # seconds between two scans for crossed budget thresholds
+ALERT_LEASE = 60.0  # seconds an alert being sent is kept from the other workers' senders
 PRUNE_BATCH = 2000  # usage rows deleted in one write
 PRUNE_PAUSE = 0.2  # seconds between two batches
 PRUNE_EVERY = 3600.0  # seconds between two checks for rows past [store] keep_days
@@ -198,6 +205,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(persist_reservations(state)),
         asyncio.create_task(grant_credits_monthly(state)),
         asyncio.create_task(prune_old_usage(state)),
+        asyncio.create_task(send_alerts(state)),
     ]
     if worker:
         tasks.append(asyncio.create_task(return_idle_leases(state.calls.budget)))
@@ -303,6 +311,36 @@ async def prune_old_usage(state: GatewayState) -> None:
             except Exception as exc:  # the database away, say: the next hour tries again
                 log.warning("pruning usage rows older than %d days failed: %s", days, exc)
         await asyncio.sleep(PRUNE_EVERY)
+
+
+async def send_alerts(state: GatewayState) -> None:
+    """Budget alerts (`hubproxy/alerts.py`): raise the crossings found, then send what is due, each
+    failure retried later with a growing wait; a receiver's trouble never reaches a call."""
+    timeout = aiohttp.ClientTimeout(total=alerting.SEND_TIMEOUT)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while True:
+            await asyncio.sleep(ALERT_EVERY)
+            settings = state.config.alerts
+            try:
+                found = await state.store.read(alert_rows.crossings, settings.thresholds)
+                if found:
+                    await state.store.write(alert_rows.raise_alerts, found, alerting.receivers(settings), utc_now())
+                due = await state.store.write(alert_rows.claim_due, time.time(), ALERT_LEASE, 20)
+            except Exception as exc:  # the database away, say: the next round tries again
+                log.warning("budget alerts could not be checked: %s", exc)
+                continue
+            for alert in due:
+                try:
+                    await asyncio.wait_for(alerting.deliver(alert, settings, session), alerting.SEND_TIMEOUT)
+                except (OSError, aiohttp.ClientError, TimeoutError, smtplib.SMTPException) as exc:
+                    reason = f"{exc.__class__.__name__}: {exc}".replace(settings.webhook or "\0", "the webhook")
+                    attempts = alert["attempts"] + 1
+                    await state.store.write(
+                        alert_rows.mark_failed, alert["id"], attempts, alerting.next_try(attempts), reason
+                    )
+                    log.warning("a budget alert to %s failed (try %d): %s", alert["receiver"], attempts, reason)
+                else:
+                    await state.store.write(alert_rows.mark_sent, alert["id"], utc_now())
 
 
 async def return_idle_leases(budget: Budget) -> None:

@@ -18,7 +18,7 @@ from hubproxy.money import format_usd
 from hubproxy.routing.router import Route
 from hubproxy.server.auth import api_key_from, authorize
 from hubproxy.server.state import STATE
-from hubproxy.store.sql import usage
+from hubproxy.store.sql import alerts, usage
 
 CREATED = 1_700_000_000
 
@@ -161,6 +161,12 @@ async def metrics(request: web.Request) -> web.Response:
             [({}, stats.get("write_queue", 0))],
         ),
         ("hubproxy_writes_total", "counter", "Writes the store committed.", [({}, stats.get("writes", 0))]),
+        (
+            "hubproxy_alerts_total",
+            "counter",
+            "Budget alerts sent, by kind (balance, key_cap) and receiver (log, webhook, email): every worker's.",
+            [({"kind": k, "receiver": r}, n) for k, r, n in await state.store.read(alerts.counts)],
+        ),
     ]
     metrics = state.calls.metrics
     if state.metrics_shared:

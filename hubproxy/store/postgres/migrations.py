@@ -12,6 +12,8 @@ from typing import Any
 
 from hubproxy.store.records import DatabaseError
 from hubproxy.store.sqlite.migrations import (
+    ALERT_STATEMENTS,
+    ALERTS,
     AUDIT,
     AUDIT_STATEMENTS,
     DASHBOARD_STATEMENTS,
@@ -152,6 +154,12 @@ POSTGRES: dict[str, str] = {
     "m018_dashboard": ";\n".join((HOURLY_TABLE.replace("INTEGER", "BIGINT"), *DASHBOARD_STATEMENTS)),
     "m019_price_history": ";\n".join(
         (PRICE_CHANGES.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY"), *PRICE_STATEMENTS)
+    ),
+    "m021_alerts": ";\n".join(
+        (
+            ALERTS.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY").replace("REAL", "DOUBLE PRECISION"),
+            *(s.replace("INTEGER", "BIGINT") for s in ALERT_STATEMENTS),
+        )
     ),
     "m020_audit": ";\n".join((AUDIT.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY"), *AUDIT_STATEMENTS)),
 }

@@ -39,11 +39,17 @@ def _next_rev(conn: Connection, table: str) -> int:
 
 
 def add_ledger(conn: Connection, user_id: int, kind: str, amount: int, note: str | None = None) -> None:
-    """Move a balance and record why, in the caller's transaction."""
-    conn.execute("INSERT INTO ledger (user_id, kind, amount, note) VALUES (?, ?, ?, ?)", (user_id, kind, amount, note))
+    """Move a balance and record why, in the caller's transaction. Money in (a top-up, a grant) also
+    sets what the user has been funded with, the base of balance alerts (store/sql/alerts.py)."""
+    (row_id,) = conn.execute(
+        "INSERT INTO ledger (user_id, kind, amount, note) VALUES (?, ?, ?, ?) RETURNING id",
+        (user_id, kind, amount, note),
+    ).fetchone()
     conn.execute(
         "UPDATE users SET balance = balance + ?, rev = ? WHERE id = ?", (amount, _next_rev(conn, "users"), user_id)
     )
+    if amount > 0:
+        conn.execute("UPDATE users SET funded_balance = balance, funded_id = ? WHERE id = ?", (row_id, user_id))
 
 
 def charge_many(conn: Connection, charges: list[tuple[int, int, str]], created_at: str) -> dict[int, int]:

@@ -383,3 +383,37 @@ def m020_audit(conn: sqlite3.Connection) -> None:
     conn.execute(AUDIT)
     for statement in AUDIT_STATEMENTS:
         conn.execute(statement)
+
+
+ALERTS = """CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    email TEXT NOT NULL,
+    threshold INTEGER NOT NULL,
+    period TEXT NOT NULL,
+    receiver TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    next_try REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    sent_at TEXT,
+    last_error TEXT,
+    UNIQUE (kind, target, threshold, period, receiver)
+)"""
+ALERT_STATEMENTS = (
+    "CREATE INDEX alerts_due ON alerts (next_try) WHERE sent_at IS NULL",
+    "CREATE INDEX alerts_email ON alerts (email, created_at)",
+    # what a user had after their last top-up, the base of a balance alert's percent (store/sql/alerts.py)
+    "ALTER TABLE users ADD COLUMN funded_balance INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE users ADD COLUMN funded_id INTEGER NOT NULL DEFAULT 0",
+    "UPDATE users SET funded_balance = balance, funded_id = coalesce((SELECT max(id) FROM ledger), 0)",
+)
+
+
+@migration
+def m021_alerts(conn: sqlite3.Connection) -> None:
+    """Budget alerts, each crossing once per period and receiver, kept until sent (store/sql/alerts.py)."""
+    conn.execute(ALERTS)
+    for statement in ALERT_STATEMENTS:
+        conn.execute(statement)
