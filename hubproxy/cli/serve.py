@@ -126,6 +126,11 @@ def serve_marked(
     if is_postgres(store):
         limits = "rate limits shared through Redis" if config.store.redis else "rate limits per instance (no --redis)"
         console.print(f"store: {redacted(str(store))}, shared with other instances; {limits}", soft_wrap=True)
+    if config.dashboard.oidc_discovery:
+        try:
+            import authlib  # noqa: F401 - checked here so that a sign-in never finds it missing
+        except ImportError:
+            raise CliError("[dashboard] single sign-on needs authlib: pip install 'hubproxy[sso]'") from None
     for provider in config.providers.values():
         proxy = proxy_for(provider.base_url, provider.proxy)  # a malformed proxy URL: one line, no start
         if proxy is not None:

@@ -114,6 +114,15 @@ class DashboardSettings:
     """The web dashboard at / on the server's port (off: its routes do not exist)."""
 
     enabled: bool = True
+    # single sign-on (OpenID Connect, dashboard/sso.py): the provider's discovery URL ("": none), this
+    # server's client id there, the environment variable holding its client secret, the email domains
+    # allowed in ([]: any), the emails that get the admin's session; password_login false: SSO only
+    oidc_discovery: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret_env: str = ""
+    oidc_domains: list = field(default_factory=list)
+    oidc_admins: list = field(default_factory=list)
+    password_login: bool = True
 
 
 @dataclass
@@ -193,6 +202,7 @@ class Config:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
             raise ConfigError(f"{origin} [store] keep_days must be a whole number of days (0: keep every call)")
         check_alerts(self.alerts, f"{origin} [alerts]")
+        check_sign_on(self.dashboard, f"{origin} [dashboard]")
         if server.websocket_idle <= 0:
             raise ConfigError(f"{origin} [server] websocket_idle must be a positive number of seconds")
         if bool(server.tls_cert) != bool(server.tls_key):
@@ -219,7 +229,7 @@ class Config:
             "timeouts": vars(self.timeouts).copy(),
             "billing": vars(self.billing).copy(),
             "routing": vars(self.routing).copy(),
-            **({"dashboard": vars(self.dashboard).copy()} if not self.dashboard.enabled else {}),
+            **changed("dashboard", self.dashboard, DashboardSettings()),
             **changed("store", self.store, StoreSettings()),
             **changed("alerts", self.alerts, AlertSettings()),
             "providers": providers,
@@ -267,6 +277,19 @@ def changed(name: str, section: object, defaults: object) -> dict:
     """A section with the settings that differ from their defaults (none: no section at all)."""
     values = {k: v for k, v in vars(section).items() if v != getattr(defaults, k)}
     return {name: values} if values else {}
+
+
+def check_sign_on(dashboard: DashboardSettings, where: str) -> None:
+    if not dashboard.oidc_discovery:
+        if not dashboard.password_login:
+            raise ConfigError(f"{where} password_login = false needs single sign-on (oidc_discovery)")
+        return
+    if not dashboard.oidc_discovery.startswith(("https://", "http://")):
+        raise ConfigError(
+            f"{where} oidc_discovery must be the provider's discovery URL (…/.well-known/openid-configuration)"
+        )
+    if not dashboard.oidc_client_id or not ENV_VAR_RE.match(dashboard.oidc_client_secret_env or "-"):
+        raise ConfigError(f"{where} single sign-on needs oidc_client_id and oidc_client_secret_env (a variable name)")
 
 
 def check_alerts(alerts: AlertSettings, where: str) -> None:

@@ -40,6 +40,8 @@ def add_dashboard_routes(app: web.Application) -> None:
         ("GET", "/login", pages.login_form),
         ("POST", "/login", pages.login),
         ("GET", "/login/link", pages.login_link),
+        ("GET", "/login/oidc", pages.login_oidc),
+        ("GET", "/login/oidc/callback", pages.login_oidc_callback),
         ("POST", "/logout", pages.logout),
         ("GET", "/keys", pages.keys),
         ("POST", "/keys", pages.create_key),

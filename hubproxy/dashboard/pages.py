@@ -17,7 +17,7 @@ from aiohttp import web
 from hubproxy import errors
 from hubproxy.accounts.rules import KeyPolicy, PolicyError, collect_rules, model_allowed, parse_models
 from hubproxy.alerts import text_of
-from hubproxy.dashboard import charts
+from hubproxy.dashboard import charts, sso
 from hubproxy.dashboard.sessions import (
     COOKIE,
     Session,
@@ -57,7 +57,17 @@ async def login_form(request: web.Request) -> web.Response:
 def login_page(request: web.Request, status: int = 200, **context) -> web.Response:
     """The login form, with its CSRF token and the cookie that token is tied to."""
     nonce, csrf = login_form_csrf(request)
-    response = render(request, None, "login.html", status=status, csrf=csrf, **context)
+    settings = request.app[STATE].config.dashboard
+    response = render(
+        request,
+        None,
+        "login.html",
+        status=status,
+        csrf=csrf,
+        sso=bool(settings.oidc_discovery),
+        passwords=settings.password_login,
+        **context,
+    )
     set_login_cookie(request, response, nonce)
     return response
 
@@ -72,6 +82,8 @@ async def login(request: web.Request) -> web.Response:
     if not login_form_checked(request, fields.get("csrf", "")):
         error = "This login form has expired or came from another site: log in again."
         return login_page(request, status=403, error=error, next=target)
+    if not request.app[STATE].config.dashboard.password_login:
+        return login_page(request, status=403, error="Password login is off here: use single sign-on.", next=target)
     email, password = fields.get("email", "").strip(), fields.get("password", "")
     try:
         limit_logins(request, email or None)
@@ -83,6 +95,24 @@ async def login(request: web.Request) -> web.Response:
     response = web.HTTPSeeOther(target)
     start_session(request, response, user.id)
     raise response
+
+
+async def login_oidc(request: web.Request) -> web.StreamResponse:
+    """Single sign-on: off to the provider (dashboard/sso.py)."""
+    if not request.app[STATE].config.dashboard.oidc_discovery:
+        raise web.HTTPNotFound()
+    try:
+        return await sso.begin(request, _next(request.query.get("next")))
+    except sso.SignOnError as exc:
+        return login_page(request, status=502, error=f"Single sign-on failed: {exc}.", next="/")
+
+
+async def login_oidc_callback(request: web.Request) -> web.StreamResponse:
+    """Back from the provider: signed in as the verified email's user, or told why not."""
+    try:
+        return await sso.finish(request)
+    except sso.SignOnError as exc:
+        return login_page(request, status=403, error=f"Single sign-on failed: {exc}.", next="/")
 
 
 async def login_link(request: web.Request) -> web.Response:
