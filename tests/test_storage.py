@@ -32,6 +32,8 @@ def test_usage_rows_past_keep_days_are_pruned_and_the_totals_stay(gateway, cli):
         client.chat.completions.create(model="deepseek-chat", messages=HELLO)
     wait_for(lambda: count(gateway, "SELECT count(*) FROM usage") == 5)
     old_rows(gateway, 3, 3)
+    with gateway.db() as db:  # the daily totals say those calls were made then, as they would have
+        db.execute("UPDATE usage_daily SET day = ?", (time.strftime("%Y-%m-%d", time.gmtime(time.time() - 3 * 86400)),))
     report = cli.json("usage", "report", "--by", "model")
     daily = count(gateway, "SELECT sum(requests) FROM usage_daily")
     config = gateway.home / "config.toml"
@@ -42,6 +44,7 @@ def test_usage_rows_past_keep_days_are_pruned_and_the_totals_stay(gateway, cli):
     wait_for(lambda: count(gateway, "SELECT count(*) FROM usage") == 2)
     assert count(gateway, "SELECT sum(requests) FROM usage_daily") == daily == 5
     assert cli.json("usage", "report", "--by", "model") == report, "reports answer from the totals"
+    assert "are counted from the daily totals (their rows were pruned" in cli("usage", "report").stdout
     balance, ledger = balance_and_ledger(gateway, "dev@example.com")
     assert balance == ledger
 

@@ -63,6 +63,7 @@ def report(
         rows = store.run(usage.usage_report, by.value, since=since, user=user)
         names = {k.id: k.name for k in store.run(accounts.list_keys, user)} if by is GroupBy.key else {}
         billed = store.run(prices_billed, since, user) if by is GroupBy.model else {}
+        pruned = store.run(usage.pruned_before)
     costs = [row.pop("cost") or 0 for row in rows]
     places = max((decimal_places(cost) for cost in costs), default=2)
     for row, cost in zip(rows, costs, strict=True):
@@ -108,3 +109,10 @@ def report(
                 *((r["billed_at_price_of"],) if by is GroupBy.model else ()),
             )
         console.print(table, crop=False)
+        if pruned and (since is None or since < pruned):
+            console.print(
+                f"calls before {pruned} are counted from the daily totals (their rows were pruned: [store] "
+                "keep_days); their prices' dates are not shown",
+                soft_wrap=True,
+                markup=False,
+            )

@@ -245,9 +245,12 @@ def prune_usage(conn: Connection, before: str, batch: int) -> int:
     return len(doomed)
 
 
-def oldest_usage(conn: Connection) -> str | None:
-    """When the oldest call still kept as a row was made (None: no rows)."""
-    return conn.execute("SELECT min(created_at) FROM usage").fetchone()[0]
+def pruned_before(conn: Connection) -> str | None:
+    """The day before which calls are in the daily totals only (their rows pruned), or None."""
+    oldest = conn.execute("SELECT min(created_at) FROM usage").fetchone()[0]
+    day = oldest[:10] if oldest else "9999-12-31"
+    earlier = conn.execute("SELECT 1 FROM usage_daily WHERE day < ? LIMIT 1", (day,)).fetchone()
+    return day if earlier else None
 
 
 def key_cost_on(conn: Connection, key_id: str, day: str) -> int:
