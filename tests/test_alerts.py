@@ -185,3 +185,37 @@ def test_alert_settings_are_checked_and_a_test_without_receivers_says_so(cli):
     config.write_text(config.read_text().replace("thresholds = [50, 120]", "thresholds = [80]"))
     said = cli("alerts", "test", ok=False)
     assert said.exit_code == 1 and "no receiver is configured" in said.output
+
+
+def test_a_users_a_keys_and_a_plans_own_thresholds(home, cli, upstream, receivers, monkeypatch):
+    hook, _, smtp_port = receivers
+    alerting_home(home, cli, upstream, hook, smtp_port)
+    config = home / "config.toml"
+    config.write_text(config.read_text() + "\n[plans.team]\nalert_thresholds = [25]\n")
+    monkeypatch.setenv("ALERT_SECRET", SECRET)
+    gw = Gateway(home, cli, upstream, free_port())
+    gw.key = gw.new_user("dev@example.com", "5")
+    own = gw.new_user("own@example.com", "0.05")
+    planned = gw.new_user("planned@example.com", "0.05")
+    cli("users", "update", "planned@example.com", "--plan", "team")
+    assert "alerts at 30%" in cli("alerts", "set", "--user", "own@example.com", "30").stdout
+    capped = cli.json("keys", "create", "--user", "dev@example.com", "--name", "capped", "--spend-limit", "0.04")
+    cli("alerts", "set", "--key", capped["id"], "90")
+    bad = cli("alerts", "set", "--user", "own@example.com", "150", ok=False)
+    assert bad.exit_code == 1 and "percents from 1 to 100" in bad.output
+    gw.start()
+    try:
+        for key in (own, planned, capped["key"]):
+            wait_for(lambda k=key: gw.key_works(k))
+            fifty_expensive_calls(gw, key)
+        wait_for(lambda: len(hook.alerts) == 3, timeout=20)
+        time.sleep(4)
+        got = sorted((a["email"], a["kind"], a["threshold"]) for a in hook.alerts)
+        assert got == [
+            ("dev@example.com", "key_cap", 90),
+            ("own@example.com", "balance", 30),
+            ("planned@example.com", "balance", 25),
+        ]
+        assert any(e["action"] == "alerts.thresholds" for e in cli.json("audit"))
+    finally:
+        gw.stop()

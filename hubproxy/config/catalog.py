@@ -199,6 +199,7 @@ class Plan:
     max_parallel: int | None = None
     monthly_credit: int = 0
     price_multiplier: int = 1_000_000
+    alert_thresholds: tuple[int, ...] | None = None  # its users' balance alerts, instead of [alerts] thresholds
 
     def price(self, cost: int) -> int:
         """The plan's price for a cost; rounded down to the pico-USD, in integers."""
@@ -400,7 +401,7 @@ def _plan(name: str, raw: dict, origin: str) -> Plan:
         raise ConfigError(f"{where} must be a table")
     if not PROVIDER_RE.match(name):
         raise ConfigError(f"{where}: plan names are lowercase letters, digits, '-' or '_'")
-    unknown = set(raw) - {"rpm", "tpm", "max_parallel", "monthly_credit", "price_multiplier"}
+    unknown = set(raw) - {"rpm", "tpm", "max_parallel", "monthly_credit", "price_multiplier", "alert_thresholds"}
     if unknown:
         raise ConfigError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
     limits = {}
@@ -414,13 +415,29 @@ def _plan(name: str, raw: dict, origin: str) -> Plan:
         multiplier = parse_price(raw.get("price_multiplier", "1"), what="price_multiplier")
     except MoneyError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    return Plan(name, monthly_credit=credit, price_multiplier=multiplier, **limits)
+    marks = raw.get("alert_thresholds")
+    if marks is not None:
+        marks = check_thresholds(marks, f"{where}: alert_thresholds")
+    return Plan(name, monthly_credit=credit, price_multiplier=multiplier, alert_thresholds=marks, **limits)
+
+
+def check_thresholds(marks: object, where: str) -> tuple[int, ...]:
+    """Alert thresholds: percents from 1 to 100, at least one."""
+    if (
+        not isinstance(marks, list | tuple)
+        or not marks
+        or any(isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 100 for t in marks)
+    ):
+        raise ConfigError(f"{where} must be a list of percents from 1 to 100, e.g. [50, 80, 100]")
+    return tuple(sorted(set(marks)))
 
 
 def _plan_dict(plan: Plan) -> dict:
     entry: dict = {k: getattr(plan, k) for k in ("rpm", "tpm", "max_parallel") if getattr(plan, k) is not None}
     entry["monthly_credit"] = format_usd(plan.monthly_credit)
     entry["price_multiplier"] = format_price(plan.price_multiplier)
+    if plan.alert_thresholds is not None:
+        entry["alert_thresholds"] = list(plan.alert_thresholds)
     return entry
 
 

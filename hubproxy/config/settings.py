@@ -26,6 +26,7 @@ from hubproxy.config.catalog import (
     _plan,
     _plan_dict,
     _provider,
+    check_thresholds,
     provider_dict,
 )
 from hubproxy.filemodes import write_private
@@ -293,9 +294,7 @@ def check_sign_on(dashboard: DashboardSettings, where: str) -> None:
 
 
 def check_alerts(alerts: AlertSettings, where: str) -> None:
-    marks = alerts.thresholds
-    if not marks or any(isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 100 for t in marks):
-        raise ConfigError(f"{where} thresholds must be a list of percents from 1 to 100, e.g. [50, 80, 100]")
+    check_thresholds(alerts.thresholds, f"{where} thresholds")
     if alerts.webhook and not alerts.webhook.startswith(("http://", "https://")):
         raise ConfigError(f"{where} webhook must be an http(s) URL")
     if alerts.webhook_format not in ("slack", "json"):

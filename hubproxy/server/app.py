@@ -322,7 +322,8 @@ async def send_alerts(state: GatewayState) -> None:
             await asyncio.sleep(ALERT_EVERY)
             settings = state.config.alerts
             try:
-                found = await state.store.read(alert_rows.crossings, settings.thresholds)
+                plans = {n: p.alert_thresholds for n, p in state.config.plans.items() if p.alert_thresholds}
+                found = await state.store.read(alert_rows.crossings, settings.thresholds, plans)
                 if found:
                     await state.store.write(alert_rows.raise_alerts, found, alerting.receivers(settings), utc_now())
                 due = await state.store.write(alert_rows.claim_due, time.time(), ALERT_LEASE, 20)

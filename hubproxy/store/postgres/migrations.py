@@ -19,6 +19,7 @@ from hubproxy.store.sqlite.migrations import (
     DASHBOARD_STATEMENTS,
     HOURLY_TABLE,
     MIGRATIONS,
+    OWN_THRESHOLDS,
     PRICE_CHANGES,
     PRICE_STATEMENTS,
     TOKEN_TABLES,
@@ -161,6 +162,7 @@ POSTGRES: dict[str, str] = {
             *(s.replace("INTEGER", "BIGINT") for s in ALERT_STATEMENTS),
         )
     ),
+    "m022_own_thresholds": ";\n".join(OWN_THRESHOLDS),
     "m020_audit": ";\n".join((AUDIT.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY"), *AUDIT_STATEMENTS)),
 }
 IN_BASELINE = {fn.__name__ for fn in MIGRATIONS if "m002" <= fn.__name__[:4] <= "m016"}

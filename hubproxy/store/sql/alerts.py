@@ -17,30 +17,54 @@ from hubproxy.store.sql import Connection
 COLUMNS = "id, kind, target, email, threshold, period, receiver, detail, attempts"
 
 
-def crossings(conn: Connection, thresholds: list[int]) -> list[tuple]:
-    """(kind, target, email, threshold, period, detail) for every threshold crossed now."""
-    lowest = min(thresholds)
+def crossings(conn: Connection, thresholds: list[int], plans: dict[str, tuple[int, ...]] | None = None) -> list[tuple]:
+    """(kind, target, email, threshold, period, detail) for every threshold crossed now: a user's own
+    thresholds, else their plan's, else `thresholds`; a key's own, else `thresholds`."""
+    plans = plans or {}
+    own = [
+        orjson.loads(text)
+        for (text,) in conn.execute("SELECT DISTINCT alert_thresholds FROM users WHERE alert_thresholds IS NOT NULL")
+    ]
+    lowest = min([*thresholds, *(min(m) for m in plans.values()), *(min(m) for m in own)])
     found: list[tuple] = []
-    for user_id, email, balance, funded, funded_id in conn.execute(
-        "SELECT id, email, balance, funded_balance, funded_id FROM users "
+    for user_id, email, balance, funded, funded_id, plan, marks in conn.execute(
+        "SELECT id, email, balance, funded_balance, funded_id, plan, alert_thresholds FROM users "
         "WHERE status = 'active' AND funded_balance > 0 AND balance * 100 <= funded_balance * ?",
         (100 - lowest,),
-    ):
-        used = (funded - balance) * 100 / funded
-        detail = {"user_id": user_id, "balance": balance, "funded": funded, "used_percent": round(used, 1)}
-        found += [("balance", email, email, t, f"funding:{funded_id}", detail) for t in thresholds if used >= t]
-    for key_id, name, email, limit, period in conn.execute(
-        "SELECT k.id, k.name, u.email, k.spend_limit, k.budget_period FROM api_keys k JOIN users u ON u.id = k.user_id "
-        "WHERE k.spend_limit IS NOT NULL AND k.spend_limit > 0 AND k.status = 'active'"
     ).fetchall():
+        used = (funded - balance) * 100 / funded
+        marks = orjson.loads(marks) if marks else plans.get(plan or "", thresholds)
+        detail = {"user_id": user_id, "balance": balance, "funded": funded, "used_percent": round(used, 1)}
+        found += [("balance", email, email, t, f"funding:{funded_id}", detail) for t in marks if used >= t]
+    for key_id, name, email, limit, period, marks in conn.execute(
+        "SELECT k.id, k.name, u.email, k.spend_limit, k.budget_period, k.alert_thresholds FROM api_keys k "
+        "JOIN users u ON u.id = k.user_id WHERE k.spend_limit IS NOT NULL AND k.spend_limit > 0 AND k.status = 'active'"
+    ).fetchall():
+        key_marks = orjson.loads(marks) if marks else thresholds
         start = period_start(period)
         spent = conn.execute(
             "SELECT coalesce(sum(cost), 0) FROM usage_daily WHERE key_id = ? AND day >= ?", (key_id, start)
         ).fetchone()[0]
         used = spent * 100 / limit
         detail = {"key": name, "spent": spent, "limit": limit, "budget_period": period, "used_percent": round(used, 1)}
-        found += [("key_cap", key_id, email, t, start or "life", detail) for t in thresholds if used >= t]
+        found += [("key_cap", key_id, email, t, start or "life", detail) for t in key_marks if used >= t]
     return found
+
+
+def set_thresholds(conn: Connection, table: str, column: str, target: str, marks: list[int] | None) -> int:
+    """A user's (by email) or a key's (by id) own thresholds; None: back to the plan's or global ones.
+    Returns how many rows changed (0: no such user or key)."""
+    from hubproxy.store.sql import audit, transaction
+
+    with transaction(conn):
+        row = conn.execute(f"SELECT alert_thresholds FROM {table} WHERE {column} = ?", (target,)).fetchone()
+        if row is None:
+            return 0
+        new = None if marks is None else orjson.dumps(sorted(set(marks))).decode()
+        conn.execute(f"UPDATE {table} SET alert_thresholds = ? WHERE {column} = ?", (new, target))
+        before = None if row[0] is None else orjson.loads(row[0])
+        audit.record(conn, "alerts.thresholds", target, {"thresholds": before}, {"thresholds": marks})
+    return 1
 
 
 def raise_alerts(conn: Connection, found: list[tuple], receivers: list[str], created_at: str) -> int:

@@ -417,3 +417,16 @@ def m021_alerts(conn: sqlite3.Connection) -> None:
     conn.execute(ALERTS)
     for statement in ALERT_STATEMENTS:
         conn.execute(statement)
+
+
+OWN_THRESHOLDS = (
+    "ALTER TABLE users ADD COLUMN alert_thresholds TEXT",
+    "ALTER TABLE api_keys ADD COLUMN alert_thresholds TEXT",
+)
+
+
+@migration
+def m022_own_thresholds(conn: sqlite3.Connection) -> None:
+    """A user's or a key's own alert thresholds (JSON, null: its plan's or the global ones)."""
+    for statement in OWN_THRESHOLDS:
+        conn.execute(statement)
