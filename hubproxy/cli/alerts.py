@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import smtplib
 
-import aiohttp
 import typer
 
-from hubproxy import alerts as alerting
 from hubproxy.cli.context import CliError, console, database, load_config
 from hubproxy.config.catalog import check_thresholds
 from hubproxy.config.errors import ConfigError
@@ -21,6 +19,10 @@ app = typer.Typer(help="Budget alerts: send a sample to check the receivers.", n
 @app.command("test")
 def test(ctx: typer.Context) -> None:
     """Send a sample alert to the webhook and by email, as configured in [alerts]; exit 1 if one fails."""
+    import aiohttp  # the network stack: only for the command that calls out
+
+    from hubproxy import alerts as alerting
+
     settings = load_config(ctx).alerts
     targets = [r for r in alerting.receivers(settings) if r != "log"]
     if not targets:
