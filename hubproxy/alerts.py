@@ -97,14 +97,24 @@ def send_email(alert: dict, settings: AlertSettings) -> None:
         smtp.send_message(message)
 
 
-async def deliver(alert: dict, settings: AlertSettings, session: aiohttp.ClientSession) -> None:
-    """Send one alert to its receiver; raises on failure (the caller retries it later)."""
-    if alert["receiver"] == "log":
-        log.warning("budget alert: %s", text_of(alert))
-    elif alert["receiver"] == "webhook":
-        await send_webhook(alert, settings, session)
-    elif alert["receiver"] == "email":
-        await asyncio.get_running_loop().run_in_executor(None, send_email, alert, settings)
+def session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT))
+
+
+async def deliver(alert: dict, settings: AlertSettings, client: aiohttp.ClientSession) -> str | None:
+    """Send one alert to its receiver within SEND_TIMEOUT: None when sent, else why not, without the
+    webhook's URL (a Slack webhook's holds its token); the caller retries it later."""
+    try:
+        async with asyncio.timeout(SEND_TIMEOUT):
+            if alert["receiver"] == "log":
+                log.warning("budget alert: %s", text_of(alert))
+            elif alert["receiver"] == "webhook":
+                await send_webhook(alert, settings, client)
+            elif alert["receiver"] == "email":
+                await asyncio.get_running_loop().run_in_executor(None, send_email, alert, settings)
+    except (OSError, aiohttp.ClientError, TimeoutError, smtplib.SMTPException) as exc:
+        return f"{exc.__class__.__name__}: {exc}".replace(settings.webhook or "\0", "the webhook")
+    return None
 
 
 def next_try(attempts: int) -> float:

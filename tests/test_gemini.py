@@ -9,7 +9,6 @@ import asyncio
 import json
 from decimal import Decimal
 
-import aiohttp
 import anthropic
 import pytest
 from google import genai
@@ -18,6 +17,7 @@ from google.genai import types
 from hubproxy.protocols import gemini
 from tests.conftest import PRICE_IN, PRICE_OUT, Gateway, balance_and_ledger, configure, raw_request, serving, wait_for
 from tests.fake_upstream import GEMINI_SIGNATURE, REPLY
+from tests.test_holds import post_all
 
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 QUESTION = "what is the weather in Paris"
@@ -379,18 +379,8 @@ def test_fifty_gemini_calls_cannot_overspend(gem_hub, cli, body):
     gem_hub.upstream.delay = 0.5
     raw = json.dumps(body).replace("_data", "\\u005fdata").encode()  # the keys as any JSON parser reads them
 
-    async def fire() -> list[int]:
-        url = f"http://127.0.0.1:{gem_hub.port}/v1beta/models/gem-honest:generateContent"
-        async with aiohttp.ClientSession() as session:
-
-            async def one() -> int:
-                async with session.post(url, data=raw, headers={"x-goog-api-key": key}) as resp:
-                    await resp.read()
-                    return resp.status
-
-            return await asyncio.gather(*(one() for _ in range(50)))
-
-    statuses = asyncio.run(fire())
+    url = f"http://127.0.0.1:{gem_hub.port}/v1beta/models/gem-honest:generateContent"
+    statuses = asyncio.run(post_all(url, {"x-goog-api-key": key}, [raw] * 50))
     assert 200 in statuses and 402 in statuses and set(statuses) == {200, 402}
     balance, ledger = balance_and_ledger(gem_hub, "honest@example.com")
     assert 0 <= balance == ledger

@@ -103,17 +103,21 @@ def test_a_limit_is_written_into_a_body_without_one_and_over_a_null_one():
 # --- against an honest upstream, 50 calls at once ------------------------------------------------
 
 
-async def fire_raw(gateway, key: str, path: str, bodies: list[bytes]) -> list[int]:
-    """Raw bodies at once (the SDK would re-encode them); the status of each."""
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+async def post_all(url: str, headers: dict[str, str], bodies: list[bytes]) -> list[int]:
+    """Raw bodies posted at once (an SDK would re-encode them); the status of each."""
     async with aiohttp.ClientSession() as session:
 
         async def one(body: bytes) -> int:
-            async with session.post(gateway.base_url + path, data=body, headers=headers) as resp:
+            async with session.post(url, data=body, headers=headers) as resp:
                 await resp.read()
                 return resp.status
 
         return await asyncio.gather(*(one(body) for body in bodies))
+
+
+async def fire_raw(gateway, key: str, path: str, bodies: list[bytes]) -> list[int]:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    return await post_all(gateway.base_url + path, headers, bodies)
 
 
 def test_fifty_calls_asking_128_choices_each_cannot_overspend(gateway):
@@ -322,18 +326,7 @@ def test_fifty_calls_whose_whole_prompt_goes_to_a_one_hour_cache_cannot_overspen
         {"model": "hour-writer", "max_tokens": 10, "messages": [{"role": "user", "content": prompt}]}
     )
     hub.upstream.delay = 0.5
-
-    async def fire() -> list[int]:
-        async with aiohttp.ClientSession() as session:
-
-            async def one() -> int:
-                async with session.post(hub.base_url + "/messages", data=body, headers=headers) as resp:
-                    await resp.read()
-                    return resp.status
-
-            return await asyncio.gather(*(one() for _ in range(50)))
-
-    statuses = asyncio.run(fire())
+    statuses = asyncio.run(post_all(hub.base_url + "/messages", headers, [body] * 50))
     assert 200 in statuses and 402 in statuses, statuses
     balance, ledger = balance_and_ledger(hub, "hour@example.com")
     assert 0 <= balance == ledger
@@ -362,18 +355,7 @@ def test_fifty_calls_that_search_the_web_cannot_overspend(hub):
     tool = {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}
     body = msgspec.json.encode({"model": "searcher", "max_tokens": 10, "messages": HELLO, "tools": [tool]})
     hub.upstream.delay = 0.5
-
-    async def fire() -> list[int]:
-        async with aiohttp.ClientSession() as session:
-
-            async def one() -> int:
-                async with session.post(hub.base_url + "/messages", data=body, headers=headers) as resp:
-                    await resp.read()
-                    return resp.status
-
-            return await asyncio.gather(*(one() for _ in range(50)))
-
-    statuses = asyncio.run(fire())
+    statuses = asyncio.run(post_all(hub.base_url + "/messages", headers, [body] * 50))
     assert 200 in statuses and 402 in statuses, statuses
     balance, ledger = balance_and_ledger(hub, "search@example.com")
     assert 0 <= balance == ledger

@@ -354,9 +354,14 @@ def error_body(err: GatewayError) -> bytes:
     return orjson.dumps(error_document(err.status, err.message))
 
 
+def sse(chunk: dict) -> bytes:
+    """One chunk of a stream, framed as Google frames them."""
+    return b"data: " + orjson.dumps(chunk) + b"\r\n\r\n"
+
+
 def stream_error(message: str, status: int = 502) -> bytes:
     """An error inside a stream whose 200 status line is already sent: a chunk holding Google's error."""
-    return b"data: " + orjson.dumps(error_document(status, message)) + b"\r\n\r\n"
+    return sse(error_document(status, message))
 
 
 def upstream_error_message(data: bytes) -> tuple[str, bool]:

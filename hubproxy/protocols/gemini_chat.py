@@ -229,10 +229,6 @@ def from_chat(document: dict, model: str) -> bytes:
     return orjson.dumps(answer)
 
 
-def sse(chunk: dict) -> bytes:
-    return b"data: " + orjson.dumps(chunk) + b"\r\n\r\n"
-
-
 class ChatStreamAsGemini(chat.ChunkReader):
     """A chat stream's chunks as Gemini's: each text or thought delta a chunk of its own; tool calls,
     whose arguments chat sends in pieces and Gemini whole, gathered and sent with the last chunk, which
@@ -258,11 +254,11 @@ class ChatStreamAsGemini(chat.ChunkReader):
         if not thought:
             return b""
         self.output_events += 1
-        return sse(self._chunk([{"text": thought, "thought": True}]))
+        return google.sse(self._chunk([{"text": thought, "thought": True}]))
 
     def text(self, text: str) -> bytes:
         self.output_events += 1
-        return sse(self._chunk([{"text": text}]))
+        return google.sse(self._chunk([{"text": text}]))
 
     def tool_call(self, position: int, call_id: object, name: str, arguments: str) -> bytes:
         found = self.calls.setdefault(position, {"id": call_id, "name": name, "arguments": ""})
@@ -277,7 +273,7 @@ class ChatStreamAsGemini(chat.ChunkReader):
         reason = FINISH_REASONS.get(self.finish, "STOP") if self.finish.__class__ is str else "STOP"  # type: ignore[arg-type]
         last = self._chunk(parts, finishReason=reason)
         last["usageMetadata"] = google.usage_metadata(self.usage)
-        return sse(last)
+        return google.sse(last)
 
     @staticmethod
     def error_event(message: str) -> bytes:

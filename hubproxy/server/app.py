@@ -7,11 +7,9 @@ import contextlib
 import gc
 import logging
 import os
-import smtplib
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
 from hubproxy import alerts as alerting
@@ -316,8 +314,7 @@ async def prune_old_usage(state: GatewayState) -> None:
 async def send_alerts(state: GatewayState) -> None:
     """Budget alerts (`hubproxy/alerts.py`): raise the crossings found, then send what is due, each
     failure retried later with a growing wait; a receiver's trouble never reaches a call."""
-    timeout = aiohttp.ClientTimeout(total=alerting.SEND_TIMEOUT)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with alerting.session() as client:
         while True:
             await asyncio.sleep(ALERT_EVERY)
             settings = state.config.alerts
@@ -331,17 +328,15 @@ async def send_alerts(state: GatewayState) -> None:
                 log.warning("budget alerts could not be checked: %s", exc)
                 continue
             for alert in due:
-                try:
-                    await asyncio.wait_for(alerting.deliver(alert, settings, session), alerting.SEND_TIMEOUT)
-                except (OSError, aiohttp.ClientError, TimeoutError, smtplib.SMTPException) as exc:
-                    reason = f"{exc.__class__.__name__}: {exc}".replace(settings.webhook or "\0", "the webhook")
-                    attempts = alert["attempts"] + 1
-                    await state.store.write(
-                        alert_rows.mark_failed, alert["id"], attempts, alerting.next_try(attempts), reason
-                    )
-                    log.warning("a budget alert to %s failed (try %d): %s", alert["receiver"], attempts, reason)
-                else:
+                problem = await alerting.deliver(alert, settings, client)
+                if problem is None:
                     await state.store.write(alert_rows.mark_sent, alert["id"], utc_now())
+                    continue
+                attempts = alert["attempts"] + 1
+                await state.store.write(
+                    alert_rows.mark_failed, alert["id"], attempts, alerting.next_try(attempts), problem
+                )
+                log.warning("a budget alert to %s failed (try %d): %s", alert["receiver"], attempts, problem)
 
 
 async def return_idle_leases(budget: Budget) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from hubproxy import errors
+from hubproxy.accounts.cache import KeyState
 from hubproxy.accounts.rules import model_allowed
 from hubproxy.billing.meter import CallMeter
 from hubproxy.billing.pricing import estimate_prompt_tokens, output_limits
@@ -116,40 +117,52 @@ async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.Stre
 
 async def count_tokens(request: web.Request) -> web.Response:
     """`/v1/messages/count_tokens`: asked of the model's deployment where it serves Messages, else
-    counted here without a tokenizer or a network call (the body's size over `[billing]
-    bytes_per_token`, the estimate hubproxy bills a call by when its usage never comes; README says
-    how close that is). Nothing is billed."""
+    counted here (`counted`). Nothing is billed."""
     state: GatewayState = request.app[STATE]
     key, _ = authorize(request)
     raw = await read_request(request, state.config.server)
     fields = anthropic_messages.read_for_counting(raw)
-    routes = state.router.resolve(fields.model)
+
+    def asked(route: Route) -> tuple[str, bytes, bytes]:
+        body = anthropic_messages.with_model(raw, fields, route.upstream_model)
+        return "/v1/messages/count_tokens", body, anthropic_messages.forwarded_headers(request.headers)
+
+    return await counted(state, key, fields.model, len(raw), anthropic_messages.API, asked, "input_tokens")
+
+
+async def counted(
+    state: GatewayState,
+    key: KeyState,
+    model: str,
+    size: int,
+    api: str,
+    asked: Callable[[Route], tuple[str, bytes, bytes]],
+    field: str,
+) -> web.Response:
+    """A prompt's token count (Anthropic's and Google's count routes): the model's first available
+    deployment serving `api` is asked (`asked(route)`: path, body, header lines), else the body's
+    size over `[billing] bytes_per_token` answers, with no tokenizer or network call (the estimate
+    hubproxy bills a call by when its usage never comes; README says how close that is) as `{field: n}`."""
+    routes = state.router.resolve(model)
     if not model_allowed(key.policy, routes[0].model):
         raise errors.model_not_allowed(routes[0].model.name)
-    native = [r for r in routes if anthropic_messages.API in r.provider.apis and state.health.available(r.key)]
+    native = [r for r in routes if api in r.provider.apis and state.health.available(r.key)]
     if native:
-        counted = await upstream_count(state, native[0], raw, fields, request.headers)
-        if counted is not None:
-            return web.Response(body=counted, content_type="application/json")
-    tokens = estimate_prompt_tokens(len(raw), state.config.billing.bytes_per_token)
-    return web.json_response({"input_tokens": tokens})
+        answer = await upstream_count(state, native[0], api, *asked(native[0]))
+        if answer is not None:
+            return web.Response(body=answer, content_type="application/json")
+    return web.json_response({field: estimate_prompt_tokens(size, state.config.billing.bytes_per_token)})
 
 
 async def upstream_count(
-    state: GatewayState,
-    route: Route,
-    raw: bytes,
-    fields: anthropic_messages.CountFields,
-    headers: Mapping[str, str],
+    state: GatewayState, route: Route, api: str, path: str, body: bytes, extra: bytes
 ) -> bytes | None:
     """The deployment's own count, or None (it failed or refused: count here instead)."""
     adapter = state.upstreams.adapter(route.provider)
     timeout = state.upstreams.first_byte(route.provider)
-    body = anthropic_messages.with_model(raw, fields, route.upstream_model)
     api_key = provider_api_key(route.provider, state.stored_secrets)
-    extra = anthropic_messages.forwarded_headers(headers)
     try:
-        resp = await adapter.send("/v1/messages/count_tokens", body, api_key, False, timeout, "messages", extra)
+        resp = await adapter.send(path, body, api_key, False, timeout, api, extra)
         data = await adapter.read_whole(resp, timeout)
     except (errors.GatewayError, TimeoutError, UpstreamError):
         return None

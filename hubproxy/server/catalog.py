@@ -27,19 +27,28 @@ def model_object(route: Route) -> dict:
     return {"id": route.model.name, "object": "model", "created": CREATED, "owned_by": route.provider.name}
 
 
+def served_to(request: web.Request) -> list[Route]:
+    """The models the calling key may use (priced and allowed), for the OpenAI and Gemini lists."""
+    key, _ = authorize(request)
+    return [r for r in request.app[STATE].router.routes() if r.model.priced and model_allowed(key.policy, r.model)]
+
+
+def route_for(request: web.Request, model: str) -> Route:
+    """One model the calling key may use, or 404 / 403."""
+    key, _ = authorize(request)
+    route = request.app[STATE].router.resolve(model)[0]
+    if not model_allowed(key.policy, route.model):
+        raise errors.model_not_allowed(route.model.name)
+    return route
+
+
 async def list_models(request: web.Request) -> web.Response:
     """Only the models this key may use."""
-    key, _ = authorize(request)
-    routes = [r for r in request.app[STATE].router.routes() if r.model.priced and model_allowed(key.policy, r.model)]
-    return web.json_response({"object": "list", "data": [model_object(r) for r in routes]})
+    return web.json_response({"object": "list", "data": [model_object(r) for r in served_to(request)]})
 
 
 async def get_model(request: web.Request) -> web.Response:
-    key, _ = authorize(request)
-    route = request.app[STATE].router.resolve(request.match_info["model"])[0]
-    if not model_allowed(key.policy, route.model):
-        raise errors.model_not_allowed(route.model.name)
-    return web.json_response(model_object(route))
+    return web.json_response(model_object(route_for(request, request.match_info["model"])))
 
 
 def usd(pico: int) -> orjson.Fragment:

@@ -12,17 +12,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from hubproxy import errors
-from hubproxy.accounts.rules import model_allowed
-from hubproxy.billing.pricing import estimate_prompt_tokens
 from hubproxy.protocols import gemini
 from hubproxy.routing.router import Route
-from hubproxy.secrets import provider_api_key
 from hubproxy.server.auth import authorize
-from hubproxy.server.calls import proxy_call
+from hubproxy.server.calls import counted, proxy_call
+from hubproxy.server.catalog import route_for, served_to
 from hubproxy.server.errors import errors_rendered_by
 from hubproxy.server.request_body import read_request
 from hubproxy.server.state import STATE, GatewayState
-from hubproxy.upstream.http import UpstreamError
 
 METHODS = ("generateContent", "streamGenerateContent", "countTokens")
 
@@ -51,36 +48,15 @@ async def model_call(request: web.Request) -> web.StreamResponse:
 
 async def count_tokens(request: web.Request, model: str) -> web.Response:
     """`:countTokens`: asked of the model's deployment where it serves Gemini's API, else counted here
-    without a tokenizer (the body's size over `[billing] bytes_per_token`, as `/v1/messages/count_tokens`
-    does). Nothing is billed."""
+    (`calls.counted`). Nothing is billed."""
     state: GatewayState = request.app[STATE]
     key, _ = authorize(request)
     raw = await read_request(request, state.config.server)
-    routes = state.router.resolve(model)
-    if not model_allowed(key.policy, routes[0].model):
-        raise errors.model_not_allowed(routes[0].model.name)
-    native = [r for r in routes if gemini.API in r.provider.apis and state.health.available(r.key)]
-    if native:
-        counted = await upstream_count(state, native[0], raw)
-        if counted is not None:
-            return web.Response(body=counted, content_type="application/json")
-    tokens = estimate_prompt_tokens(len(raw), state.config.billing.bytes_per_token)
-    return web.json_response({"totalTokens": tokens})
 
+    def asked(route: Route) -> tuple[str, bytes, bytes]:
+        return f"/v1beta/models/{route.upstream_model}:countTokens", raw, b""
 
-async def upstream_count(state: GatewayState, route: Route, raw: bytes) -> bytes | None:
-    """The deployment's own count, or None (it failed or refused: count here instead)."""
-    adapter = state.upstreams.adapter(route.provider)
-    timeout = state.upstreams.first_byte(route.provider)
-    api_key = provider_api_key(route.provider, state.stored_secrets)
-    path = f"/v1beta/models/{route.upstream_model}:countTokens"
-    try:
-        resp = await adapter.send(path, raw, api_key, False, timeout, gemini.API)
-        data = await adapter.read_whole(resp, timeout)
-    except (errors.GatewayError, TimeoutError, UpstreamError):
-        return None
-    resp.release()
-    return data if resp.status == 200 else None
+    return await counted(state, key, model, len(raw), gemini.API, asked, "totalTokens")
 
 
 def model_resource(route: Route) -> dict:
@@ -101,17 +77,11 @@ def model_resource(route: Route) -> dict:
 
 async def list_models(request: web.Request) -> web.Response:
     """Only the models this key may use."""
-    key, _ = authorize(request)
-    routes = [r for r in request.app[STATE].router.routes() if r.model.priced and model_allowed(key.policy, r.model)]
-    return web.json_response({"models": [model_resource(r) for r in routes]})
+    return web.json_response({"models": [model_resource(r) for r in served_to(request)]})
 
 
 async def get_model(request: web.Request) -> web.Response:
-    key, _ = authorize(request)
-    route = request.app[STATE].router.resolve(request.match_info["target"])[0]
-    if not model_allowed(key.policy, route.model):
-        raise errors.model_not_allowed(route.model.name)
-    return web.json_response(model_resource(route))
+    return web.json_response(model_resource(route_for(request, request.match_info["target"])))
 
 
 def add_gemini_routes(app: web.Application) -> None:

@@ -40,6 +40,7 @@ class OpenAICompatAdapter:
         # streamed Responses calls over the provider's own WebSocket, where its config says so
         self.sockets = sockets if provider.responses_socket else None
         self.socket_url = provider.base_url.rstrip("/") + "/responses"
+        self.socket_proxy = proxy_for(provider.base_url, provider.proxy)  # the egress proxy holds for sockets too
         self.serves = frozenset(provider.apis)
 
         def origin(base_url: str) -> Origin:
@@ -103,7 +104,8 @@ class OpenAICompatAdapter:
             if api_key:
                 headers["Authorization"] = f"Bearer {api_key}"
             # a SocketAnswer: the surface of Response the call path reads
-            return cast("Awaitable[Response]", self.sockets.send(self.socket_url, headers, payload, timeout))
+            sent = self.sockets.send(self.socket_url, headers, payload, timeout, self.socket_proxy)
+            return cast("Awaitable[Response]", sent)
         head = self.head(path, api_key, stream, "POST", api)
         if extra:
             head = head[: -len(CONTENT_LENGTH)] + extra + CONTENT_LENGTH

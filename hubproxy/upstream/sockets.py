@@ -18,7 +18,8 @@ import aiohttp
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from hubproxy.upstream.http import UpstreamError
+from hubproxy.upstream.http import ProxyError, UpstreamError
+from hubproxy.upstream.proxy import Proxy
 
 BETA = "responses_websockets=2026-02-06"
 ENDS = frozenset(("response.completed", "response.failed", "response.incomplete", "error"))
@@ -96,8 +97,11 @@ class ResponseSockets:
         self.session: aiohttp.ClientSession | None = None
         self.idle: dict[tuple[str, str], list[aiohttp.ClientWebSocketResponse]] = {}
 
-    async def send(self, url: str, headers: dict[str, str], payload: bytes, timeout: float) -> SocketAnswer:
-        """One streamed call: its `response.create` sent, returned once its first event is in."""
+    async def send(
+        self, url: str, headers: dict[str, str], payload: bytes, timeout: float, proxy: Proxy | None = None
+    ) -> SocketAnswer:
+        """One streamed call: its `response.create` sent, returned once its first event is in (through
+        the provider's egress proxy, where it has one, as its HTTP calls go)."""
         where = (url, headers.get("Authorization", ""))
         body = orjson.loads(payload)
         body.pop("stream", None)
@@ -116,9 +120,15 @@ class ResponseSockets:
             self.session = aiohttp.ClientSession()
         try:
             socket = await self.session.ws_connect(
-                url, headers={**headers, "OpenAI-Beta": BETA}, timeout=aiohttp.ClientWSTimeout(ws_receive=None)
+                url,
+                headers={**headers, "OpenAI-Beta": BETA},
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None),
+                proxy=None if proxy is None else f"http://{proxy.host}:{proxy.port}",
+                proxy_headers={"Proxy-Authorization": proxy.authorization} if proxy and proxy.authorization else None,
             )
             await socket.send_str(message)
+        except (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError):
+            raise ProxyError(f"the proxy {proxy} could not open a socket to the provider") from None
         except aiohttp.WSServerHandshakeError as refused:
             raise UpstreamError(f"its WebSocket refused the upgrade (HTTP {refused.status})") from None
         except (aiohttp.ClientError, ConnectionError, OSError) as exc:

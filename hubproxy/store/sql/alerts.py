@@ -12,7 +12,8 @@ from __future__ import annotations
 import orjson
 
 from hubproxy.periods import period_start
-from hubproxy.store.sql import Connection
+from hubproxy.store.sql import Connection, audit, transaction
+from hubproxy.store.sql.accounts import key_spend_since
 
 COLUMNS = "id, kind, target, email, threshold, period, receiver, detail, attempts"
 
@@ -42,9 +43,7 @@ def crossings(conn: Connection, thresholds: list[int], plans: dict[str, tuple[in
     ).fetchall():
         key_marks = orjson.loads(marks) if marks else thresholds
         start = period_start(period)
-        spent = conn.execute(
-            "SELECT coalesce(sum(cost), 0) FROM usage_daily WHERE key_id = ? AND day >= ?", (key_id, start)
-        ).fetchone()[0]
+        spent = key_spend_since(conn, key_id, start)
         used = spent * 100 / limit
         detail = {"key": name, "spent": spent, "limit": limit, "budget_period": period, "used_percent": round(used, 1)}
         found += [("key_cap", key_id, email, t, start or "life", detail) for t in key_marks if used >= t]
@@ -54,8 +53,6 @@ def crossings(conn: Connection, thresholds: list[int], plans: dict[str, tuple[in
 def set_thresholds(conn: Connection, table: str, column: str, target: str, marks: list[int] | None) -> int:
     """A user's (by email) or a key's (by id) own thresholds; None: back to the plan's or global ones.
     Returns how many rows changed (0: no such user or key)."""
-    from hubproxy.store.sql import audit, transaction
-
     with transaction(conn):
         row = conn.execute(f"SELECT alert_thresholds FROM {table} WHERE {column} = ?", (target,)).fetchone()
         if row is None:

@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from hubproxy.store.sql import Connection
 
-TABLES = ("users", "api_keys", "ledger", "usage", "usage_daily", "usage_hourly", "reservations", "price_changes")
+TABLES = (
+    "users",
+    "api_keys",
+    "ledger",
+    "usage",
+    "usage_daily",
+    "usage_hourly",
+    "reservations",
+    "price_changes",
+    "audit",
+    "alerts",
+)
 
 
 def table_sizes(conn: Connection) -> list[dict]:
@@ -42,14 +53,3 @@ def calls_per_day(conn: Connection, days: int = 7) -> float:
         "SELECT day, sum(requests) FROM usage_daily GROUP BY day ORDER BY day DESC LIMIT ?", (days,)
     ).fetchall()
     return sum(count for _, count in rows) / len(rows) if rows else 0.0
-
-
-def ledger_matches(conn: Connection) -> list[str]:
-    """The emails of users whose balance is not the sum of their ledger (none: the money adds up)."""
-    return [
-        email
-        for (email,) in conn.execute(
-            "SELECT email FROM users u "
-            "WHERE balance <> coalesce((SELECT sum(amount) FROM ledger l WHERE l.user_id = u.id), 0)"
-        ).fetchall()
-    ]

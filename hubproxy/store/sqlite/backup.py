@@ -10,7 +10,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from hubproxy.store.sql.sizes import ledger_matches
+from hubproxy.store.sql.accounts import ledger_mismatches
 from hubproxy.store.sqlite.db import BUSY_TIMEOUT_MS, SQLiteConnection
 
 
@@ -22,7 +22,7 @@ def problems_of(path: Path) -> str:
             verdict = conn.execute("PRAGMA integrity_check").fetchone()[0]
             if verdict != "ok":
                 return f"integrity check: {verdict}"
-            wrong = ledger_matches(conn)
+            wrong = [email for email, _, _ in ledger_mismatches(conn)]
     except sqlite3.Error as exc:  # not a database, or no users or ledger table
         return f"not a hubproxy store ({exc})"
     return f"balance differs from the ledger for {', '.join(wrong[:5])}" if wrong else ""
