@@ -47,9 +47,13 @@ def get(port: int, path: str, cookie: str = "") -> tuple[int, bytes, dict[str, s
 
 
 def log_in(port: int, email: str) -> str:
-    body = urllib.parse.urlencode({"email": email, "password": PASSWORD})
+    """Through the login form, as a browser: its CSRF token and the cookie that token is tied to."""
+    _, form, headers = get(port, "/login")
+    csrf = form.decode().split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    nonce = headers["set-cookie"].split(";")[0]
+    body = urllib.parse.urlencode({"email": email, "password": PASSWORD, "csrf": csrf})
     conn = HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("POST", "/login", body, {"Content-Type": "application/x-www-form-urlencoded"})
+    conn.request("POST", "/login", body, {"Content-Type": "application/x-www-form-urlencoded", "Cookie": nonce})
     answer = conn.getresponse()
     answer.read()
     conn.close()

@@ -46,14 +46,19 @@ async def drive(url: str, headers: dict[str, str], calls: int, body: bytes = BOD
     return bad
 
 
-def counted(out_dir: Path, pid: int) -> int:
-    """Instructions callgrind counted in a process (every thread's dump file)."""
-    total = 0
+def counted(out_dir: Path, pid: int) -> dict[int, int]:
+    """Instructions callgrind counted in a process, by thread (1: the event loop's; hubproxy's store
+    writer is another)."""
+    threads: dict[int, int] = {}
     for dump in out_dir.glob(f"cg.{pid}*"):
-        for line in dump.read_text(errors="replace").splitlines():
-            if line.startswith(("summary:", "totals:")):
-                total += int(line.split()[1])
-    return total
+        text = dump.read_text(errors="replace")
+        number = 1
+        for line in text.splitlines():
+            if line.startswith("thread:"):
+                number = int(line.split()[1])
+            elif line.startswith(("summary:", "totals:")):
+                threads[number] = threads.get(number, 0) + int(line.split()[1])
+    return threads
 
 
 def measure(
@@ -70,7 +75,13 @@ def measure(
 ) -> float:
     concurrency = STREAM_CONCURRENCY if stream else 32
     print(f"measuring {name} under callgrind …", file=sys.stderr)
-    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_dir}/cg.%p"]
+    valgrind = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        "--separate-threads=yes",
+        f"--callgrind-out-file={out_dir}/cg.%p",
+    ]
     proc = start(valgrind + cmd, core=1, env=env)
     url = f"http://127.0.0.1:{port}{path}"
     try:
@@ -83,7 +94,12 @@ def measure(
         time.sleep(1)
         if bad:
             print(f"  warning: {name}: {bad} calls were not 200", file=sys.stderr)
-        return counted(out_dir, proc.pid) / calls
+        threads = counted(out_dir, proc.pid)
+        loop, rest = threads.pop(1, 0), sum(threads.values())
+        print(
+            f"  {name}: {loop / calls:,.0f} on the event loop's thread, {rest / calls:,.0f} on others", file=sys.stderr
+        )
+        return (loop + rest) / calls
     finally:
         proc.terminate()
         proc.wait(60)

@@ -43,6 +43,7 @@ from hubproxy.server.errors import (
     unknown_route,
 )
 from hubproxy.server.gemini import add_gemini_routes
+from hubproxy.server.http import CALL_ROUTES, CallRoutes
 from hubproxy.server.responses_socket import responses_socket
 from hubproxy.server.state import STATE, GatewayState
 from hubproxy.store import Store, is_postgres, open_store
@@ -95,10 +96,10 @@ def create_app(paths: Paths, config: Config, *, worker: bool = False) -> web.App
         failover=Failover(upstreams, health, config.routing, {}),
     )
     app.cleanup_ctx.append(lifecycle)
-    for endpoint in openai_chat.ENDPOINTS:
-        app.router.add_post("/v1" + endpoint.path, make_handler(endpoint))
-    app.router.add_post("/v1/messages", make_handler(anthropic_messages.MESSAGES))
-    app.router.add_post("/v1/responses", make_handler(openai_responses.RESPONSES))
+    calls = app[CALL_ROUTES] = CallRoutes()  # served by server.http, and by aiohttp on connections it took over
+    for endpoint in (*openai_chat.ENDPOINTS, anthropic_messages.MESSAGES, openai_responses.RESPONSES):
+        calls.exact["/v1" + endpoint.path] = handler = make_handler(endpoint)
+        app.router.add_post("/v1" + endpoint.path, handler)
     app.router.add_get("/v1/responses", openai_errors(responses_socket))
     app.router.add_post("/v1/messages/count_tokens", anthropic_errors(count_tokens))
     app.router.add_get("/v1/models", openai_errors(catalog.list_models))

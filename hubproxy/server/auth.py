@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hmac
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from hubproxy import errors
 from hubproxy.accounts.cache import KeyState, UserState
 from hubproxy.accounts.rules import ip_allowed
 from hubproxy.server.state import STATE, GatewayState
+
+if TYPE_CHECKING:
+    from hubproxy.server.http import CallRequest
 
 
 def api_key_from(headers) -> str | None:
@@ -31,7 +33,7 @@ def api_key_from(headers) -> str | None:
     return token
 
 
-def authorize(request: web.Request) -> tuple[KeyState, UserState]:
+def authorize(request: CallRequest) -> tuple[KeyState, UserState]:
     """The calling key and its user (the key from the headers, or on Gemini's routes `?key=`), or 401
     (unknown, revoked, expired, disabled) / 403 (address)."""
     state = request.app[STATE]
@@ -48,7 +50,7 @@ def authorize(request: web.Request) -> tuple[KeyState, UserState]:
     return key, user
 
 
-def socket_client(request: web.Request, state: GatewayState) -> str | None:
+def socket_client(request: CallRequest, state: GatewayState) -> str | None:
     """The caller of a WebSocket whose call this server makes to itself (`server.responses_socket`),
     whose IP rules were checked at the upgrade: named in a header that only a request from this machine
     (loopback, or the server's own address) with the server's admin token may set."""

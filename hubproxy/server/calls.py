@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -33,6 +33,9 @@ from hubproxy.server.request_body import read_request
 from hubproxy.server.state import STATE, GatewayState
 from hubproxy.upstream.http import Response, UpstreamError
 
+if TYPE_CHECKING:
+    from hubproxy.server.http import CallAnswer, CallRequest
+
 log = logging.getLogger("hubproxy.server")
 
 REFUSED_CREDENTIALS = {401, 402, 403, 407}
@@ -44,7 +47,7 @@ def make_handler(endpoint: ClientEndpoint):
     return errors_rendered_by(endpoint.error_body)(functools.partial(proxy_call, endpoint))
 
 
-async def proxy_call(endpoint: ClientEndpoint, request: web.Request) -> web.StreamResponse:
+async def proxy_call(endpoint: ClientEndpoint, request: CallRequest) -> CallAnswer:
     state: GatewayState = request.app[STATE]
     key, user = authorize(request)
     state.touch_key(key.id)

@@ -26,6 +26,7 @@ from hubproxy.accounts.rules import parse_networks
 from hubproxy.config import ServerSettings
 from hubproxy.errors import invalid_request
 from hubproxy.protocols import openai_chat
+from hubproxy.server.http import CALL_ROUTES, ApiConnection, Lanes
 from hubproxy.server.state import GatewayState
 
 log = logging.getLogger("hubproxy.server")
@@ -102,6 +103,16 @@ class GuardedConnection(RequestHandler):
         super().connection_made(transport)
         self._arm_header_deadline()
 
+    def adopt(self, transport: asyncio.Transport, address: str | None, data: bytes) -> None:
+        """Take over a connection `server.http.ApiConnection` admitted (its count in the guard comes
+        along), with the bytes of the request it did not serve."""
+        self._address = address
+        transport.set_protocol(self)
+        super().connection_made(transport)
+        self._arm_header_deadline()
+        if data:
+            self.data_received(data)
+
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._header_deadline is not None:
             self._header_deadline.cancel()
@@ -163,7 +174,8 @@ class GuardedConnection(RequestHandler):
 
 
 class GuardedSite(web.SockSite):
-    """Serve the runner's application on an already bound socket, through GuardedConnection."""
+    """Serve the runner's application on an already bound socket: the plain API calls through
+    `server.http.ApiConnection`, every other request through GuardedConnection."""
 
     def __init__(
         self,
@@ -176,16 +188,35 @@ class GuardedSite(web.SockSite):
         super().__init__(runner, sock, ssl_context=tls)
         self._guard = guard
         self._handler_args = handler_args
+        self._lanes: Lanes | None = None
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         loop = asyncio.get_running_loop()
-        server = self._runner.server
-        assert server is not None
+        runner = self._runner
+        server = runner.server
+        assert server is not None and isinstance(runner, web.AppRunner)
+        app = runner.app
+        args = self._handler_args
 
-        def connection() -> GuardedConnection:
-            return GuardedConnection(server, self._guard, loop=loop, **self._handler_args)
+        def aiohttp_connection() -> GuardedConnection:
+            return GuardedConnection(server, self._guard, loop=loop, **args)
 
-        self._server = await loop.create_server(
-            connection, sock=self._sock, backlog=self._backlog, ssl=self._ssl_context
+        lanes = Lanes(
+            app,
+            app[CALL_ROUTES],
+            self._guard,
+            aiohttp_connection,
+            args.get("access_log") is not None,
+            args["keepalive_timeout"],
         )
+        self._lanes = lanes
+        self._server = await loop.create_server(
+            lambda: ApiConnection(lanes, loop), sock=self._sock, backlog=self._backlog, ssl=self._ssl_context
+        )
+
+    async def stop(self) -> None:
+        """Stop listening, then drain the calls in flight on ApiConnections (aiohttp drains its own)."""
+        await super().stop()
+        if self._lanes is not None:
+            await self._lanes.drain(self._guard.settings.drain_seconds)

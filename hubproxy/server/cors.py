@@ -8,23 +8,28 @@ mode is offered.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 from multidict import CIMultiDict
 
 from hubproxy.errors import GatewayError
 from hubproxy.server.state import STATE
 
+if TYPE_CHECKING:
+    from hubproxy.server.http import CallRequest
+
 METHODS = "GET, POST, DELETE, OPTIONS"
 EXPOSED = "x-request-id, retry-after, retry-after-ms, x-should-retry"
 PREFLIGHT_MAX_AGE = "600"
 
 
-def allowed(request: web.Request, origin: str) -> bool:
+def allowed(request: CallRequest, origin: str) -> bool:
     matcher = request.app[STATE].cors
     return matcher is not None and matcher.fullmatch(origin) is not None
 
 
-def allow_origin(request: web.Request, headers: CIMultiDict) -> None:
+def allow_origin(request: CallRequest, headers: CIMultiDict) -> None:
     """Before an answer is sent: one to an allowed origin says so (and that it varies by origin).
     Called where responses are made rather than from aiohttp's on_response_prepare signal, which
     cost ~7k instructions per call (`python -m bench.instructions`)."""

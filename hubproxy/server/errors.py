@@ -14,12 +14,16 @@ import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from hubproxy.errors import GatewayError
 from hubproxy.protocols import anthropic_messages, openai_chat
 from hubproxy.server.cors import allow_origin
+
+if TYPE_CHECKING:
+    from hubproxy.server.http import CallAnswer, CallRequest
 
 log = logging.getLogger("hubproxy.server")
 
@@ -36,7 +40,7 @@ PROCESS_PREFIX = request_prefix(os.getpid()) + secrets.token_hex(4)
 REQUEST_COUNTER_DIGITS = 10
 _counter = itertools.count(1)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[Any], Awaitable[Any]]  # a route's: given aiohttp's request, or server.http's
 
 
 def new_request_id() -> str:
@@ -67,7 +71,7 @@ def errors_rendered_by(render: Render) -> Callable[[Handler], Handler]:
 
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
-        async def wrapped(request: web.Request) -> web.StreamResponse:
+        async def wrapped(request: CallRequest) -> CallAnswer:
             request_id = new_request_id()
             request["request_id"] = request_id
             try:

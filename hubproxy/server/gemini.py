@@ -9,6 +9,8 @@ or `?key=` (`server.auth`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from hubproxy import errors
@@ -18,13 +20,17 @@ from hubproxy.server.auth import authorize
 from hubproxy.server.calls import counted, proxy_call
 from hubproxy.server.catalog import route_for, served_to
 from hubproxy.server.errors import errors_rendered_by
+from hubproxy.server.http import CALL_ROUTES
 from hubproxy.server.request_body import read_request
 from hubproxy.server.state import STATE, GatewayState
+
+if TYPE_CHECKING:
+    from hubproxy.server.http import CallAnswer, CallRequest
 
 METHODS = ("generateContent", "streamGenerateContent", "countTokens")
 
 
-def model_and_method(request: web.Request) -> tuple[str, str]:
+def model_and_method(request: CallRequest) -> tuple[str, str]:
     target = request.match_info["target"]
     model, _, method = target.rpartition(":")
     if not model or method not in METHODS:
@@ -36,7 +42,7 @@ def model_and_method(request: web.Request) -> tuple[str, str]:
     return model, method
 
 
-async def model_call(request: web.Request) -> web.StreamResponse:
+async def model_call(request: CallRequest) -> CallAnswer:
     model, method = model_and_method(request)
     if method == "countTokens":
         return await count_tokens(request, model)
@@ -46,7 +52,7 @@ async def model_call(request: web.Request) -> web.StreamResponse:
     return await proxy_call(gemini.Endpoint(model, stream), request)
 
 
-async def count_tokens(request: web.Request, model: str) -> web.Response:
+async def count_tokens(request: CallRequest, model: str) -> web.Response:
     """`:countTokens`: asked of the model's deployment where it serves Gemini's API, else counted here
     (`calls.counted`). Nothing is billed."""
     state: GatewayState = request.app[STATE]
@@ -86,6 +92,9 @@ async def get_model(request: web.Request) -> web.Response:
 
 def add_gemini_routes(app: web.Application) -> None:
     google_errors = errors_rendered_by(gemini.error_body)
-    app.router.add_post("/v1beta/models/{target:.+}", google_errors(model_call))
+    calls = google_errors(model_call)
+    app.router.add_post("/v1beta/models/{target:.+}", calls)
+    generating = (":generateContent", ":streamGenerateContent")  # countTokens: aiohttp's to serve
+    app[CALL_ROUTES].prefixed.append(("/v1beta/models/", generating, "target", calls))
     app.router.add_get("/v1beta/models", google_errors(list_models))
     app.router.add_get("/v1beta/models/{target:.+}", google_errors(get_model))

@@ -12,12 +12,14 @@ import logging
 import time
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from hubproxy.billing.meter import CallMeter
 from hubproxy.protocols import FINAL, StreamWatch, Untranslatable
 from hubproxy.protocols.sse import event_data, last_event_end, split_events
 from hubproxy.server.cors import allow_origin
 from hubproxy.server.errors import REQUEST_ID
+from hubproxy.server.http import CallAnswer, CallRequest, Stream
 from hubproxy.upstream.http import Response, UpstreamError
 
 log = logging.getLogger("hubproxy.server")
@@ -33,7 +35,7 @@ class StreamRelay:
     """Forwards events as they come; hands the ones that may matter for billing to the protocol's
     stream watch, and settles the call before the event that ends the stream leaves."""
 
-    def __init__(self, out: web.StreamResponse, meter: CallMeter, watch: StreamWatch) -> None:
+    def __init__(self, out: web.StreamResponse | Stream, meter: CallMeter, watch: StreamWatch) -> None:
         self.out = out
         self.meter = meter
         self.watch = watch
@@ -98,16 +100,25 @@ class StreamRelay:
         await self.send(self.watch.error_event(message))
 
 
+async def open_stream(request: CallRequest) -> CallAnswer:
+    """The SSE answer's head sent: by `server.http` for the calls it read, else by aiohttp."""
+    headers = CIMultiDict({**SSE_HEADERS, REQUEST_ID: request["request_id"]})
+    allow_origin(request, headers)
+    if isinstance(request, web.Request):
+        out = web.StreamResponse(status=200, headers=headers)
+        await out.prepare(request)
+        return out
+    return await request.protocol.open_stream(headers)
+
+
 async def relay_stream(
-    request: web.Request,
+    request: CallRequest,
     resp: Response,
     meter: CallMeter,
     watch: StreamWatch,
     idle: float,
-) -> web.StreamResponse:
-    out = web.StreamResponse(status=200, headers={**SSE_HEADERS, REQUEST_ID: request["request_id"]})
-    allow_origin(request, out.headers)
-    await out.prepare(request)
+) -> CallAnswer:
+    out = await open_stream(request)
     relay = StreamRelay(out, meter, watch)
     provider = meter.route.provider.name
     buffer = b""

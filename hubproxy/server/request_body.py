@@ -4,6 +4,7 @@ malformed is refused with a 4xx, never a 500."""
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -11,6 +12,9 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from hubproxy import errors
 from hubproxy.config import ServerSettings
+
+if TYPE_CHECKING:
+    from hubproxy.server.http import CallRequest
 
 
 def too_large(settings: ServerSettings) -> errors.GatewayError:
@@ -21,10 +25,13 @@ def too_large(settings: ServerSettings) -> errors.GatewayError:
     )
 
 
-async def read_request(request: web.Request, settings: ServerSettings) -> bytes:
+async def read_request(request: CallRequest, settings: ServerSettings) -> bytes:
     """The whole body. A declared length over the limit is refused at once (413), without waiting for
     bytes that may never come; a body still arriving after `body_timeout` seconds gets 408. A body
-    in a transfer coding other than chunked (`gzip, chunked`) would be read still coded: 501."""
+    in a transfer coding other than chunked (`gzip, chunked`) would be read still coded: 501. A call
+    `server.http` read has its body (or the 413 or 408 that stopped it) in hand already."""
+    if not isinstance(request, web.Request):
+        return request.read_body()
     coding = request.headers.get("Transfer-Encoding")
     if coding is not None and coding.strip().lower() != "chunked":
         raise errors.GatewayError(

@@ -6,6 +6,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -19,6 +20,9 @@ from hubproxy.routing.router import Router
 from hubproxy.server.addresses import client_address, origin_matcher
 from hubproxy.store import Store
 from hubproxy.upstream.pool import Upstreams
+
+if TYPE_CHECKING:
+    from hubproxy.server.http import CallRequest
 
 log = logging.getLogger("hubproxy.server")
 
@@ -50,7 +54,7 @@ class GatewayState:
         self.trusted_proxies = parse_networks(self.config.server.trusted_proxies)
         self.cors = origin_matcher(self.config.server.cors_origins)
 
-    def caller_address(self, request: web.Request) -> str | None:
+    def caller_address(self, request: CallRequest) -> str | None:
         return client_address(request.remote, request.headers.get("X-Forwarded-For"), self.trusted_proxies)
 
     def touch_key(self, key_id: str) -> None:

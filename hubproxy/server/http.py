@@ -1,0 +1,521 @@
+"""The API calls' HTTP/1.1 connections: a plain call is read and answered here, anything else is
+handed to aiohttp.
+
+aiohttp's server cost ~198k instructions per request before a handler ran (`python -m
+bench.instructions`, an empty handler: 198k; a bare asyncio protocol: 30k), a third of a proxied
+call. An API call needs little of it: a POST of a JSON body with a Content-Length to one of a few
+paths, answered whole or as a chunked stream. `ApiConnection` reads such a request itself and hands
+it to the same route handler aiohttp would call, with an `Incoming` that has the few attributes of
+aiohttp's request the call path reads. A request that is anything else — another method or path, a
+body sent chunked or after `Expect: 100-continue`, an upgrade, HTTP/1.0, a head that is malformed,
+too large or merely unusual (a folded line, two lengths) — is handed over with every byte of it, and
+aiohttp (`server.connections.GuardedConnection`) serves that connection from then on: its checks
+and its error answers stay the only ones, and a parser written here never has to be lenient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+
+from hubproxy.errors import GatewayError
+from hubproxy.server.state import STATE
+
+if TYPE_CHECKING:
+    from hubproxy.server.connections import ConnectionGuard, GuardedConnection
+
+log = logging.getLogger("hubproxy.server")
+access = logging.getLogger("aiohttp.access")
+
+MAX_HEAD = 8190  # a longer head goes to aiohttp, which answers it as it sees fit (431 or 400)
+MAX_HEADERS = 100
+TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # controls other than tab: aiohttp refuses them
+REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+BUSY_BUFFER = 1 << 16  # bytes a client may send ahead while its call runs before reading pauses
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+class CallRoutes:
+    """The routes `ApiConnection` serves itself: exact paths, and paths under a prefix ending in one of
+    some suffixes (Gemini's `/v1beta/models/{target}` with `:generateContent`), whose rest is a match
+    parameter as aiohttp's `{target}` would be."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, Handler] = {}
+        self.prefixed: list[tuple[str, tuple[str, ...], str, Handler]] = []
+
+    def find(self, path: str) -> tuple[Handler, dict[str, str]] | None:
+        handler = self.exact.get(path)
+        if handler is not None:
+            return handler, {}
+        for prefix, suffixes, param, handler in self.prefixed:
+            if path.startswith(prefix) and path.endswith(suffixes) and len(path) > len(prefix):
+                return handler, {param: path[len(prefix) :]}
+        return None
+
+
+CALL_ROUTES = web.AppKey("call_routes", CallRoutes)
+
+
+class Incoming:
+    """A request read by `ApiConnection`: what the call path reads of aiohttp's `web.Request`."""
+
+    __slots__ = (
+        "_query",
+        "_state",
+        "app",
+        "body",
+        "handler",
+        "headers",
+        "match_info",
+        "method",
+        "path",
+        "protocol",
+        "query_string",
+    )
+
+    def __init__(
+        self,
+        protocol: ApiConnection,
+        path: str,
+        query_string: str,
+        headers: CIMultiDictProxy[str],
+        found: tuple[Handler, dict[str, str]],
+    ) -> None:
+        self.protocol = protocol
+        self.handler, self.match_info = found
+        self.app = protocol.lanes.app
+        self.method = "POST"
+        self.path = path
+        self.query_string = query_string
+        self.headers = headers
+        self.body: bytes | GatewayError = b""
+        self._state: dict[str, Any] = {}
+        self._query: MultiDictProxy[str] | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        return self._state[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._state[name] = value
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        if self._query is None:
+            self._query = MultiDictProxy(MultiDict(parse_qsl(self.query_string, keep_blank_values=True)))
+        return self._query
+
+    @property
+    def remote(self) -> str | None:
+        return self.protocol.address
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self.protocol.transport
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.protocol.transport.get_extra_info("sslcontext") else "http"
+
+    @property
+    def host(self) -> str:
+        return self.headers.get("Host", "")
+
+    def read_body(self) -> bytes:
+        """The body, read before the handler ran; or the error that stopped it (408)."""
+        if isinstance(self.body, GatewayError):
+            raise self.body
+        return self.body
+
+
+class Lanes:
+    """What every `ApiConnection` of one listening socket shares: the app and its routes, the guard,
+    how to hand a connection to aiohttp, the connections open (for a drain at shutdown)."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        routes: CallRoutes,
+        guard: ConnectionGuard,
+        hand_over: Callable[[], GuardedConnection],
+        access_log: bool,
+        keepalive: float,
+    ) -> None:
+        self.app = app
+        self.routes = routes
+        self.guard = guard
+        self.hand_over = hand_over
+        self.access_log = access_log
+        self.keepalive = keepalive
+        self.open: set[ApiConnection] = set()
+        self._date = b""
+        self._date_at = 0
+
+    def date(self) -> bytes:
+        """The Date header, made once a second."""
+        now = int(time.time())
+        if now != self._date_at:
+            self._date_at = now
+            self._date = formatdate(now, usegmt=True).encode()
+        return self._date
+
+    async def drain(self, timeout: float) -> None:
+        """Close idle connections, let calls in flight finish for up to `timeout` seconds, then cut them."""
+        for conn in list(self.open):
+            conn.close_when_idle()
+        busy = [conn.task for conn in self.open if conn.task is not None]
+        if busy:
+            _, late = await asyncio.wait(busy, timeout=timeout or None)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        for conn in list(self.open):
+            conn.transport.close()
+
+
+class ApiConnection(asyncio.Protocol):
+    """One client connection, while its requests are plain API calls (see the module docstring)."""
+
+    __slots__ = (
+        "_buffer",
+        "_closing",
+        "_drained",
+        "_have",
+        "_head_deadline",
+        "_idle",
+        "_incoming",
+        "_need",
+        "_parts",
+        "_paused",
+        "_waiter",
+        "address",
+        "lanes",
+        "loop",
+        "on_lost",
+        "task",
+        "transport",
+    )
+
+    def __init__(self, lanes: Lanes, loop: asyncio.AbstractEventLoop) -> None:
+        self.lanes = lanes
+        self.loop = loop
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
+        self.address: str | None = None
+        self.on_lost: Callable[[], object] | None = None
+        self.task: asyncio.Task | None = None
+        self._buffer = b""
+        self._parts: list[bytes] = []  # a body arriving in pieces (joined once, not copied per piece)
+        self._have = 0
+        self._incoming: Incoming | None = None
+        self._need = 0  # the length of a body still arriving
+        self._waiter: asyncio.Future | None = None
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._paused = False
+        self._drained: asyncio.Future | None = None
+        self._closing = False
+
+    # the connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) else None
+        guard = self.lanes.guard
+        if not guard.admit(address):
+            log.warning("refused a connection from %s: it has %d open", address, guard.open.get(address or ""))
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()  # no goodbye: it is over its limit
+            else:
+                transport.close()
+            return
+        self.transport = transport  # type: ignore[assignment]
+        self.address = address
+        self.lanes.open.add(self)
+        self._arm_head_deadline()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        self.lanes.open.discard(self)
+        if self.address is not None:
+            self.lanes.guard.release(self.address)
+            self.address = None
+        self._wake(self._waiter, ConnectionResetError("the client closed the connection"))
+        self._wake(self._drained, ConnectionResetError("the client closed the connection"))
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake(self._drained, None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        if self._need:
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have >= self._need:
+                self._wake(self._waiter, None)
+            return
+        self._buffer += data
+        if self.task is None:
+            self._next_request()
+        elif len(self._buffer) > BUSY_BUFFER:
+            self.transport.pause_reading()  # resumed once its call is answered
+
+    def close_when_idle(self) -> None:
+        """A shutdown: close now if no call runs, else once its answer is sent."""
+        self._closing = True
+        if self.task is None:
+            self.transport.close()
+
+    # reading
+
+    def _next_request(self) -> None:
+        """Read the head in the buffer, if it is all there: start its call, or hand the connection over."""
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > MAX_HEAD:
+                self._hand_over()
+            elif buffer and self._head_deadline is None:
+                self._arm_head_deadline()
+            return
+        parsed = self._plain_call(buffer[:end]) if end <= MAX_HEAD else None
+        settings = self.lanes.app[STATE].config.server
+        if parsed is None or parsed[1] > settings.max_body_mb * 1024 * 1024:
+            self._hand_over()  # a body too large too: aiohttp refuses it and reads what the client still sends
+            return
+        incoming, length = parsed
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+        self._incoming = incoming
+        start = end + 4
+        if len(buffer) - start >= length:
+            incoming.body = buffer[start : start + length]
+            self._buffer = buffer[start + length :]
+            self._dispatch()
+        else:
+            self._parts, self._have, self._buffer = [buffer[start:]], len(buffer) - start, b""
+            self._need = length
+            self._waiter = self.loop.create_future()
+            self.task = self.loop.create_task(self._await_body(settings.body_timeout))
+
+    def _plain_call(self, head: bytes) -> tuple[Incoming, int] | None:
+        """The request, if its head is a plain API call this connection serves; else None."""
+        lines = head.split(b"\r\n")
+        method, _, rest = lines[0].partition(b" ")
+        target, _, version = rest.partition(b" ")
+        if method != b"POST" or version != b"HTTP/1.1" or not target.startswith(b"/") or len(lines) > MAX_HEADERS:
+            return None
+        try:
+            raw_path, _, query = target.decode("ascii").partition("?")
+        except UnicodeDecodeError:
+            return None
+        if "%" in raw_path or "#" in raw_path:
+            return None
+        found = self.lanes.routes.find(raw_path)
+        if found is None:
+            return None
+        pairs = []
+        length = None
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not TOKEN.fullmatch(name) or VALUE_BAD.search(value):
+                return None  # a folded line, a space before the colon, a control character: aiohttp's to judge
+            lower = name.lower()
+            if lower == b"content-length":
+                if length is not None or not value.strip().isdigit():
+                    return None
+                length = int(value)
+            elif lower in (b"transfer-encoding", b"expect", b"upgrade"):
+                return None
+            elif lower == b"connection" and b"close" in value.lower():
+                self._closing = True
+            pairs.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
+        if length is None:
+            return None
+        return Incoming(self, raw_path, query, CIMultiDictProxy(CIMultiDict(pairs)), found), length
+
+    async def _await_body(self, timeout: float) -> None:
+        incoming = self._incoming
+        assert incoming is not None and self._waiter is not None
+        try:
+            async with asyncio.timeout(timeout or None):
+                await self._waiter
+        except TimeoutError:
+            incoming.body = GatewayError(
+                408, "request_timeout", f"The request body did not arrive within {timeout:g}s."
+            )
+            self._closing = True
+        except ConnectionResetError:
+            self.task = None
+            return  # gone before its body came: nobody to answer
+        else:
+            whole = b"".join(self._parts)
+            incoming.body, self._buffer = whole[: self._need], whole[self._need :]
+        finally:
+            self._need, self._have, self._parts, self._waiter = 0, 0, [], None
+        await self._answer(incoming)
+
+    def _dispatch(self) -> None:
+        incoming = self._incoming
+        assert incoming is not None
+        self.task = self.loop.create_task(self._answer(incoming))
+
+    # answering
+
+    async def _answer(self, incoming: Incoming) -> None:
+        started = time.monotonic()
+        try:
+            response = await incoming.handler(incoming)
+            if isinstance(response, Stream):
+                status, length = 200, response.body_length
+            else:
+                status, length = response.status, self._send(response)
+        except Exception:
+            log.exception("internal error answering %s %s", incoming.method, incoming.path)
+            self.transport.close()
+            return
+        finally:
+            self.on_lost = None
+            self.task = None
+            self._incoming = None
+        if self.lanes.access_log:
+            log_access(incoming, status, length, time.monotonic() - started)
+        if self._closing or self.transport.is_closing():
+            self.transport.close()
+            return
+        self.transport.resume_reading()
+        if self._buffer:
+            self._next_request()
+        else:
+            self._idle = self.loop.call_later(self.lanes.keepalive, self.transport.close)
+
+    def _send(self, response: web.StreamResponse) -> int:
+        """A whole answer (aiohttp's `web.Response`, made by the handler); returns the body's length."""
+        body = response.body if isinstance(response, web.Response) else None
+        if not isinstance(body, bytes):  # every answer of the call routes is bytes made in full
+            raise TypeError(f"a call route answered with a {type(body).__name__} body")
+        if response.keep_alive is False:
+            self._closing = True
+        status = response.status
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
+        for name, value in response.headers.items():
+            if name.lower() not in ("content-length", "connection", "transfer-encoding", "date"):
+                parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        parts.append(b"Content-Length: %d\r\nDate: %s\r\n" % (len(body), self.lanes.date()))
+        if self._closing:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        parts.append(body)
+        if not self.transport.is_closing():
+            self.transport.write(b"".join(parts))
+        return len(body)
+
+    async def open_stream(self, headers: CIMultiDict[str]) -> Stream:
+        """Send the head of a 200 answer whose body follows in chunks (`Stream`)."""
+        parts = [b"HTTP/1.1 200 OK\r\n"]
+        for name, value in headers.items():
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        parts.append(b"Transfer-Encoding: chunked\r\nDate: %s\r\n\r\n" % self.lanes.date())
+        await self._write(b"".join(parts))
+        return Stream(self)
+
+    async def _write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        transport.write(data)
+        if self._paused:
+            self._drained = self.loop.create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
+
+    # handing over, timers
+
+    def _hand_over(self) -> None:
+        """aiohttp serves this connection from now on, from the first byte of the request in hand."""
+        self._disarm()
+        self.lanes.open.discard(self)
+        handler = self.lanes.hand_over()
+        address, self.address = self.address, None  # the guard's count goes with it
+        data, self._buffer = self._buffer, b""
+        handler.adopt(self.transport, address, data)
+
+    def _arm_head_deadline(self) -> None:
+        timeout = self.lanes.guard.settings.header_timeout
+        if timeout > 0:
+            self._head_deadline = self.loop.call_later(timeout, self._head_too_slow)
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if self.task is None:
+            timeout = self.lanes.guard.settings.header_timeout
+            log.info("closed a connection from %s: no complete request in %gs", self.address, timeout)
+            self.transport.close()
+
+    def _disarm(self) -> None:
+        for timer in (self._head_deadline, self._idle):
+            if timer is not None:
+                timer.cancel()
+        self._head_deadline = self._idle = None
+
+    @staticmethod
+    def _wake(waiter: asyncio.Future | None, error: BaseException | None) -> None:
+        if waiter is not None and not waiter.done():
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+
+
+class Stream:
+    """A streamed answer's body, in HTTP/1.1 chunks; what `relay` writes events to."""
+
+    __slots__ = ("_conn", "body_length", "prepared", "status")
+
+    def __init__(self, conn: ApiConnection) -> None:
+        self._conn = conn
+        self.body_length = 0
+        self.prepared = True
+        self.status = 200
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            self.body_length += len(data)
+            await self._conn._write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    async def write_eof(self) -> None:
+        await self._conn._write(b"0\r\n\r\n")
+
+
+CallRequest = web.Request | Incoming  # what a call route's handler is given
+CallAnswer = web.StreamResponse | Stream  # … and answers with (`Stream`: a relay's, already sent)
+
+
+def log_access(incoming: Incoming, status: int, length: int, seconds: float) -> None:
+    """The line aiohttp's access log (`server.run.AccessLog`) writes: no query string."""
+    access.info('%s "%s %s" %s %s %.6fs', incoming.remote, incoming.method, incoming.path, status, length, seconds)
