@@ -39,13 +39,18 @@ access = logging.getLogger("aiohttp.access")
 
 MAX_HEAD = 8190  # a longer head goes to aiohttp, which answers it as it sees fit (431 or 400)
 MAX_HEADERS = 100
-TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # controls other than tab: aiohttp refuses them
+# a POST over HTTP/1.1 to a path of visible ASCII, and header lines of a token, a colon and a value
+# without controls other than tab (aiohttp refuses those): any other head is handed to aiohttp
+PLAIN_HEAD = re.compile(rb"POST /[!-~]* HTTP/1\.1(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*)*")
 REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 BUSY_BUFFER = 1 << 16  # bytes a client may send ahead while its call runs before reading pauses
 
 Handler = Callable[[Any], Awaitable[Any]]
+
+
+def _header(line: str) -> tuple[str, str, str]:
+    return line.partition(":")
 
 
 class CallRoutes:
@@ -323,39 +328,24 @@ class ApiConnection(asyncio.Protocol):
 
     def _plain_call(self, head: bytes) -> tuple[Incoming, int] | None:
         """The request, if its head is a plain API call this connection serves; else None."""
-        lines = head.split(b"\r\n")
-        method, _, rest = lines[0].partition(b" ")
-        target, _, version = rest.partition(b" ")
-        if method != b"POST" or version != b"HTTP/1.1" or not target.startswith(b"/") or len(lines) > MAX_HEADERS:
-            return None
-        try:
-            raw_path, _, query = target.decode("ascii").partition("?")
-        except UnicodeDecodeError:
-            return None
-        if "%" in raw_path or "#" in raw_path:
+        if not PLAIN_HEAD.fullmatch(head):
+            return None  # another method or version, a folded line, a control character: aiohttp's to judge
+        lines = head.decode("latin-1").split("\r\n")
+        raw_path, _, query = lines[0][5:-9].partition("?")  # between "POST " and " HTTP/1.1"
+        if len(lines) > MAX_HEADERS or "%" in raw_path:
             return None
         found = self.lanes.routes.find(raw_path)
         if found is None:
             return None
-        pairs = []
-        length = None
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not TOKEN.fullmatch(name) or VALUE_BAD.search(value):
-                return None  # a folded line, a space before the colon, a control character: aiohttp's to judge
-            lower = name.lower()
-            if lower == b"content-length":
-                if length is not None or not value.strip().isdigit():
-                    return None
-                length = int(value)
-            elif lower in (b"transfer-encoding", b"expect", b"upgrade"):
-                return None
-            elif lower == b"connection" and b"close" in value.lower():
-                self._closing = True
-            pairs.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
-        if length is None:
+        headers = CIMultiDict([(name, value.strip(" \t")) for name, _, value in map(_header, lines[1:])])
+        lengths = headers.getall("Content-Length", ())
+        if len(lengths) != 1 or not (lengths[0].isascii() and lengths[0].isdigit()):
             return None
-        return Incoming(self, raw_path, query, CIMultiDictProxy(CIMultiDict(pairs)), found), length
+        if "Transfer-Encoding" in headers or "Expect" in headers or "Upgrade" in headers:
+            return None  # bodies and protocols aiohttp handles
+        if "close" in headers.get("Connection", "").lower():
+            self._closing = True
+        return Incoming(self, raw_path, query, CIMultiDictProxy(headers), found), int(lengths[0])
 
     async def _await_body(self, timeout: float) -> None:
         incoming = self._incoming
