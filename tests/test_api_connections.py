@@ -3,10 +3,15 @@ bodies in pieces, a connection handed to aiohttp mid-way, and every call billed 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
+from types import SimpleNamespace
 
+import pytest
+
+from hubproxy.server.http import ApiConnection, CallRoutes
 from tests.conftest import HELLO, wait_for
 
 
@@ -141,3 +146,35 @@ def test_lean_calls_are_in_the_access_log_without_their_query(gateway):
     assert status == 200
     line = wait_for(lambda: [x for x in gateway.log().splitlines() if '"POST /v1/chat/completions" 200' in x])
     assert "secret" not in gateway.log() and line
+
+
+PLAIN = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-Note: \xe9t\xe9\tz"
+
+
+@pytest.mark.parametrize(
+    ("head", "served_here"),
+    [
+        (PLAIN, True),
+        (PLAIN.replace(b"completions", b"completions?key=1"), True),
+        (PLAIN.replace(b"Host:", b"Host :"), False),  # a space before the colon
+        (PLAIN + b"\r\n  folded", False),  # an obsolete line folding
+        (PLAIN.replace(b"Host: x\r\n", b"Host: x\n"), False),  # a lone LF
+        (PLAIN + b"\r\nA: b\x00", False),  # a control character
+        (PLAIN + b"\r\nContent-Length: 5", False),  # two lengths
+        (PLAIN.replace(b"Length: 5", b"Length: +5"), False),
+        (PLAIN.replace(b"Length: 5", b"Length: \xb2"), False),  # a digit only to Unicode
+        (PLAIN + b"\r\nTransfer-Encoding: chunked", False),
+        (PLAIN.replace(b"HTTP/1.1", b"HTTP/1.0"), False),
+        (PLAIN.replace(b"POST", b"GET"), False),
+        (PLAIN + b"\r\nA(b: c", False),  # a name that is not a token
+        (PLAIN + b"\r\n: c", False),
+        (PLAIN.replace(b"/v1/chat/completions", b"/v1/models"), False),
+        (PLAIN.replace(b"completions", b"complet%69ons"), False),
+    ],
+)
+def test_only_a_plain_head_is_read_here_anything_else_is_aiohttps(head, served_here):
+    routes = CallRoutes()
+    routes.exact["/v1/chat/completions"] = lambda request: None
+    lanes = SimpleNamespace(routes=routes, app={})
+    connection = ApiConnection(lanes, asyncio.new_event_loop())  # type: ignore[arg-type]
+    assert (connection._plain_call(head) is not None) is served_here

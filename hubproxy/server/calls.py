@@ -28,6 +28,7 @@ from hubproxy.secrets import provider_api_key
 from hubproxy.server.auth import authorize
 from hubproxy.server.connections import GuardedConnection
 from hubproxy.server.errors import REQUEST_ID, errors_rendered_by
+from hubproxy.server.http import Answer
 from hubproxy.server.relay import relay_stream
 from hubproxy.server.request_body import read_request
 from hubproxy.server.state import STATE, GatewayState
@@ -183,7 +184,7 @@ def stop_waiting(task: asyncio.Task, meter: CallMeter) -> None:
 
 async def complete_json(
     state: GatewayState, resp: Response, meter: CallMeter, endpoint: ClientEndpoint, leg: Leg, fields: Any
-) -> web.Response:
+) -> Answer:
     """Non-streamed answer: bill from its usage, answer (with the cost where the format has a place for
     it) only once billing is durable."""
     provider = meter.route.provider
@@ -208,7 +209,7 @@ async def complete_json(
             f"Provider {name!r} answered in a shape hubproxy cannot translate to this API; its answer was billed "
             "as the provider reported it. Retry, or ask for a model served over this API."
         ) from None
-    return web.Response(body=body, status=200, content_type="application/json")  # x-request-id: openai_errors
+    return Answer(body)  # x-request-id: the error wrapper's
 
 
 async def upstream_error(
@@ -219,7 +220,7 @@ async def upstream_error(
     route: Route,
     api_key: str | None,
     request_id: str,
-) -> web.Response:
+) -> Answer:
     """Pass an upstream error on with its status and in the client's error shape, never leaking its key."""
     name = route.provider.name
     adapter = state.upstreams.adapter(route.provider)
@@ -252,4 +253,4 @@ async def upstream_error(
                 type=errors.type_for_status(resp.status),
             )
         )
-    return web.Response(body=data, status=resp.status, content_type="application/json", headers=headers)
+    return Answer(data, resp.status, headers)

@@ -21,6 +21,7 @@ from aiohttp import web
 from hubproxy.errors import GatewayError
 from hubproxy.protocols import anthropic_messages, openai_chat
 from hubproxy.server.cors import allow_origin
+from hubproxy.server.http import Answer
 
 if TYPE_CHECKING:
     from hubproxy.server.http import CallAnswer, CallRequest
@@ -51,13 +52,12 @@ def new_request_id() -> str:
 Render = Callable[[GatewayError], bytes]
 
 
-def error_response(err: GatewayError, request_id: str, render: Render = openai_chat.error_body) -> web.Response:
+def error_response(err: GatewayError, request_id: str, render: Render = openai_chat.error_body) -> Answer:
     headers = {REQUEST_ID: request_id, **err.headers}
     if not err.retryable and err.status != 429:
         headers["x-should-retry"] = "false"
-    response = web.Response(status=err.status, body=render(err), content_type="application/json", headers=headers)
-    if err.status in UNREAD_BODY:
-        response.force_close()  # the rest of the body is not wanted: do not wait for it
+    response = Answer(render(err), err.status, headers)
+    response.close = err.status in UNREAD_BODY  # the rest of the body is not wanted: do not wait for it
     return response
 
 
@@ -94,6 +94,8 @@ def errors_rendered_by(render: Render) -> Callable[[Handler], Handler]:
                 headers = response.headers
                 headers[REQUEST_ID] = request_id
                 allow_origin(request, headers)
+                if response.__class__ is Answer and isinstance(request, web.Request):
+                    return response.for_aiohttp()
             return response
 
         return wrapped

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from email.utils import formatdate
 from http import HTTPStatus
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -39,18 +39,27 @@ access = logging.getLogger("aiohttp.access")
 
 MAX_HEAD = 8190  # a longer head goes to aiohttp, which answers it as it sees fit (431 or 400)
 MAX_HEADERS = 100
-# a POST over HTTP/1.1 to a path of visible ASCII, and header lines of a token, a colon and a value
-# without controls other than tab (aiohttp refuses those): any other head is handed to aiohttp
-PLAIN_HEAD = re.compile(rb"POST /[!-~]* HTTP/1\.1(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*)*")
+
+
+def byte_classes(allowed: bytes, kept: bytes = b"") -> bytes:
+    """A bytes.translate table: `allowed` bytes become "a", `kept` ones stay, any other becomes NUL."""
+    table = bytearray(256)
+    for byte in allowed:
+        table[byte] = ord("a")
+    for byte in kept:
+        table[byte] = byte
+    return bytes(table)
+
+
+# what a head may hold (aiohttp refuses controls other than tab, CR and LF), and a header name (a
+# token, RFC 9110): one pass of bytes.translate marks anything else NUL
+HEAD_CLASSES = byte_classes(bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100)) + b"\t", kept=b"\r\n")
+TOKEN_CLASSES = byte_classes(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 BUSY_BUFFER = 1 << 16  # bytes a client may send ahead while its call runs before reading pauses
 
 Handler = Callable[[Any], Awaitable[Any]]
-
-
-def _header(line: str) -> tuple[str, str, str]:
-    return line.partition(":")
 
 
 class CallRoutes:
@@ -160,6 +169,7 @@ class Lanes:
         keepalive: float,
     ) -> None:
         self.app = app
+        self.state = app[STATE]
         self.routes = routes
         self.guard = guard
         self.hand_over = hand_over
@@ -306,7 +316,7 @@ class ApiConnection(asyncio.Protocol):
                 self._arm_head_deadline()
             return
         parsed = self._plain_call(buffer[:end]) if end <= MAX_HEAD else None
-        settings = self.lanes.app[STATE].config.server
+        settings = self.lanes.state.config.server
         if parsed is None or parsed[1] > settings.max_body_mb * 1024 * 1024:
             self._hand_over()  # a body too large too: aiohttp refuses it and reads what the client still sends
             return
@@ -327,17 +337,32 @@ class ApiConnection(asyncio.Protocol):
             self.task = self.loop.create_task(self._await_body(settings.body_timeout))
 
     def _plain_call(self, head: bytes) -> tuple[Incoming, int] | None:
-        """The request, if its head is a plain API call this connection serves; else None."""
-        if not PLAIN_HEAD.fullmatch(head):
-            return None  # another method or version, a folded line, a control character: aiohttp's to judge
-        lines = head.decode("latin-1").split("\r\n")
-        raw_path, _, query = lines[0][5:-9].partition("?")  # between "POST " and " HTTP/1.1"
-        if len(lines) > MAX_HEADERS or "%" in raw_path:
+        """The request, if its head is a plain API call this connection serves; else None (another
+        method or version, a control character, a lone CR or LF, a folded line, a header name that is
+        not a token: aiohttp's to judge)."""
+        if not head.startswith(b"POST /"):
             return None
-        found = self.lanes.routes.find(raw_path)
+        marked = head.translate(HEAD_CLASSES).replace(b"\r\n", b"")
+        if b"\x00" in marked or b"\r" in marked or b"\n" in marked:
+            return None
+        lines = head.decode("latin-1").split("\r\n")
+        request_line = lines[0]
+        target = request_line[5:-9]  # between "POST " and " HTTP/1.1"
+        if not request_line.endswith(" HTTP/1.1") or not target.isascii() or " " in target or "\t" in target:
+            return None
+        raw_path, _, query = target.partition("?")
+        found = self.lanes.routes.find(raw_path) if "%" not in raw_path and len(lines) <= MAX_HEADERS else None
         if found is None:
             return None
-        headers = CIMultiDict([(name, value.strip(" \t")) for name, _, value in map(_header, lines[1:])])
+        pairs = [
+            (name, value.strip(" \t")) for name, colon, value in map(str.partition, lines[1:], repeat(":")) if colon
+        ]
+        names = "".join([name for name, _ in pairs]).encode("latin-1")
+        if len(pairs) != len(lines) - 1 or b"\x00" in names.translate(TOKEN_CLASSES):
+            return None
+        headers = CIMultiDict(pairs)
+        if "" in headers:
+            return None
         lengths = headers.getall("Content-Length", ())
         if len(lengths) != 1 or not (lengths[0].isascii() and lengths[0].isdigit()):
             return None
@@ -402,18 +427,17 @@ class ApiConnection(asyncio.Protocol):
         else:
             self._idle = self.loop.call_later(self.lanes.keepalive, self.transport.close)
 
-    def _send(self, response: web.StreamResponse) -> int:
-        """A whole answer (aiohttp's `web.Response`, made by the handler); returns the body's length."""
-        body = response.body if isinstance(response, web.Response) else None
-        if not isinstance(body, bytes):  # every answer of the call routes is bytes made in full
-            raise TypeError(f"a call route answered with a {type(body).__name__} body")
-        if response.keep_alive is False:
+    def _send(self, answer: Answer) -> int:
+        """A whole answer; returns the body's length."""
+        if answer.__class__ is not Answer:  # every answer of the call routes is one, for this connection
+            raise TypeError(f"a call route answered with a {type(answer).__name__}")
+        if answer.close:
             self._closing = True
-        status = response.status
+        body = answer.body
+        status = answer.status
         parts = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
-        for name, value in response.headers.items():
-            if name.lower() not in ("content-length", "connection", "transfer-encoding", "date"):
-                parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        for name, value in answer.headers.items():
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
         parts.append(b"Content-Length: %d\r\nDate: %s\r\n" % (len(body), self.lanes.date()))
         if self._closing:
             parts.append(b"Connection: close\r\n")
@@ -482,6 +506,28 @@ class ApiConnection(asyncio.Protocol):
                 waiter.set_exception(error)
 
 
+class Answer:
+    """A whole JSON answer of a call route (its status, headers and body). A connection of this module
+    writes it as it is; for one aiohttp serves, the error wrapper makes it a `web.Response`
+    (`for_aiohttp`), which costs ~10k instructions to make."""
+
+    __slots__ = ("body", "close", "headers", "status")
+    prepared = False
+
+    def __init__(self, body: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
+        self.body = body
+        self.status = status
+        self.headers: CIMultiDict[str] = CIMultiDict(headers) if headers else CIMultiDict()
+        self.headers["Content-Type"] = "application/json"
+        self.close = False  # the connection is closed after it (the rest of the body is not wanted)
+
+    def for_aiohttp(self) -> web.Response:
+        response = web.Response(body=self.body, status=self.status, headers=self.headers)
+        if self.close:
+            response.force_close()
+        return response
+
+
 class Stream:
     """A streamed answer's body, in HTTP/1.1 chunks; what `relay` writes events to."""
 
@@ -503,7 +549,7 @@ class Stream:
 
 
 CallRequest = web.Request | Incoming  # what a call route's handler is given
-CallAnswer = web.StreamResponse | Stream  # … and answers with (`Stream`: a relay's, already sent)
+CallAnswer = Answer | Stream | web.StreamResponse  # … and answers with (`Stream`: a relay's, already sent)
 
 
 def log_access(incoming: Incoming, status: int, length: int, seconds: float) -> None:

@@ -19,7 +19,7 @@ from hubproxy.protocols import FINAL, StreamWatch, Untranslatable
 from hubproxy.protocols.sse import event_data, last_event_end, split_events
 from hubproxy.server.cors import allow_origin
 from hubproxy.server.errors import REQUEST_ID
-from hubproxy.server.http import CallAnswer, CallRequest, Stream
+from hubproxy.server.http import CallRequest, Stream
 from hubproxy.upstream.http import Response, UpstreamError
 
 log = logging.getLogger("hubproxy.server")
@@ -100,7 +100,7 @@ class StreamRelay:
         await self.send(self.watch.error_event(message))
 
 
-async def open_stream(request: CallRequest) -> CallAnswer:
+async def open_stream(request: CallRequest) -> web.StreamResponse | Stream:
     """The SSE answer's head sent: by `server.http` for the calls it read, else by aiohttp."""
     headers = CIMultiDict({**SSE_HEADERS, REQUEST_ID: request["request_id"]})
     allow_origin(request, headers)
@@ -117,7 +117,7 @@ async def relay_stream(
     meter: CallMeter,
     watch: StreamWatch,
     idle: float,
-) -> CallAnswer:
+) -> web.StreamResponse | Stream:
     out = await open_stream(request)
     relay = StreamRelay(out, meter, watch)
     provider = meter.route.provider.name

@@ -98,9 +98,9 @@ def record_calls(conn: Connection, records: list[CallRecord], lease_holder: str 
     balances = charge_many(conn, charges, created_at)
     if lease_holder is not None:
         charge_leases(conn, lease_holder, charges)
-    conn.executemany(
-        "DELETE FROM reservations WHERE id = ?", [(rec.reservation.id,) for rec in records if rec.persisted]
-    )
+    persisted = [(rec.reservation.id,) for rec in records if rec.persisted]
+    if persisted:  # most calls end before the sweep persists them
+        conn.executemany("DELETE FROM reservations WHERE id = ?", persisted)
     held = [rec.reservation.id for rec in records if rec.budget_held]
     if held:
         release_budgets(conn, held)
