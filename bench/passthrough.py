@@ -1,8 +1,10 @@
-"""The baseline: the plainest useful aiohttp + uvloop passthrough (no auth, no billing)."""
+"""The baseline: the plainest useful aiohttp + uvloop passthrough (no auth, no billing; the standard
+loop with HUBPROXY_LOOP=asyncio, as hubproxy)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 
 import aiohttp
 from aiohttp import web
@@ -35,9 +37,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
     args = parser.parse_args()
-    import uvloop
+    if os.environ.get("HUBPROXY_LOOP") != "asyncio":  # the same loop as hubproxy's in a run
+        import uvloop
 
-    uvloop.install()
+        uvloop.install()
     app = web.Application()
     app["upstream"] = args.upstream
     app.cleanup_ctx.append(session_ctx)

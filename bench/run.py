@@ -418,6 +418,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--litellm-cmd", default="litellm", help="how to start LiteLLM's proxy")
     parser.add_argument("--portkey-cmd", default="npx --yes @portkey-ai/gateway", help="how to start Portkey")
+    parser.add_argument(
+        "--suite", action="store_true", help="run the published-style suite instead (`python -m bench.suite --help`)"
+    )
+    given = sys.argv[1:] if argv is None else argv
+    if "--suite" in given:
+        from bench import suite
+
+        return suite.main([arg for arg in given if arg != "--suite"])
     args = parser.parse_args(argv)
     args.body = request_body(args.prompt_kb)
     if args.smoke:

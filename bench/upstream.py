@@ -24,8 +24,13 @@ ANSWER = orjson.dumps(
 )
 
 
+TTFB = web.AppKey("ttfb", float)
+
+
 async def chat(request: web.Request) -> web.StreamResponse:
     body = await request.read()
+    if request.app[TTFB]:  # a model's time to first byte (`bench.suite`)
+        await asyncio.sleep(request.app[TTFB])
     if b'"stream"' not in body or b'"stream":true' not in body.replace(b" ", b""):  # cheap for long prompts
         return web.Response(body=ANSWER, content_type="application/json")
     params = orjson.loads(body)
@@ -123,11 +128,13 @@ async def generate(request: web.Request) -> web.Response:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ttfb-ms", type=float, default=0.0, help="wait this long before answering a chat call")
     args = parser.parse_args()
     import uvloop
 
     uvloop.install()
     app = web.Application()
+    app[TTFB] = args.ttfb_ms / 1000
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/responses", responses)

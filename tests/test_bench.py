@@ -29,6 +29,24 @@ def test_bench_smoke_run_reports_every_target(tmp_path):
     assert "litellm not found, skipped; to install:" in proc.stderr
 
 
+def test_the_suite_runs_and_reports_every_figure(tmp_path):
+    """Smoke only: `bench.run --suite` measures the direct upstream, the passthrough and hubproxy."""
+    out = tmp_path / "suite.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--suite", "--smoke", "--json", str(out)],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    targets = json.loads(out.read_text())["targets"]
+    assert set(targets) == {"upstream, direct", "aiohttp passthrough", "hubproxy"}
+    for row in targets.values():
+        assert row["sustained_rps"] > 0 and row["cpu_us_per_call"] > 0 and "added_p99_ms_c64" in row
+    assert "streams ≤50ms" in done.stdout
+
+
 @pytest.mark.skipif(
     shutil.which("wrk") is None or shutil.which("nginx") is None, reason="bench.instances needs wrk and nginx"
 )

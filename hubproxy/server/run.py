@@ -39,8 +39,13 @@ MAX_QUICK_DEATHS = 3  # … this many times in a row stops the server
 KEEPALIVE_SECONDS = 75.0  # an idle kept-alive connection is closed after this long
 
 
+LOOP_ENV = "HUBPROXY_LOOP"  # "asyncio": the standard loop even where uvloop is installed (to compare)
+
+
 def event_loop_policy() -> str:
     """Use uvloop where installed (`pip install hubproxy[speed]`); it is a drop-in, faster loop."""
+    if os.environ.get(LOOP_ENV) == "asyncio":
+        return "asyncio"
     try:
         import uvloop
     except ImportError:
