@@ -29,6 +29,20 @@ def test_bench_smoke_run_reports_every_target(tmp_path):
     assert "litellm not found, skipped; to install:" in proc.stderr
 
 
+def test_the_round_trip_bench_counts_postgresql_round_trips(postgres_url):
+    """Smoke only: hubproxy on PostgreSQL through the counting relay; some round trips are counted."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.roundtrips", "--smoke"],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [row[0] for row in rows] == ["1", "32"] and all(int(row[2]) > 0 for row in rows)
+
+
 def test_the_suite_runs_and_reports_every_figure(tmp_path):
     """Smoke only: `bench.run --suite` measures the direct upstream, the passthrough and hubproxy."""
     out = tmp_path / "suite.json"

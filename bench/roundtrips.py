@@ -1,0 +1,166 @@
+"""PostgreSQL round trips per call, and one instance on PostgreSQL against SQLite: `python -m bench.roundtrips`.
+
+A statement count says little about waiting: a batch's statements sent in one pipeline cost one
+round trip. Here hubproxy reaches PostgreSQL through a relay on 127.0.0.1 that counts round trips as
+the database sees them: each time PostgreSQL answers after hubproxy sent something since its last
+answer (every connection: the writer's, the readers', the heartbeat). Calls are made `--calls` at a
+time over 1 and 32 connections. Then, in the same run, hubproxy on SQLite and on PostgreSQL directly
+(no relay) under wrk: requests/s each and the ratio. Needs PostgreSQL (HUBPROXY_TEST_POSTGRES_URL,
+default postgresql://postgres@127.0.0.1:5432/test; a database is made and dropped) and, for the
+second part, wrk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import urllib.parse
+from pathlib import Path
+
+from bench.instructions import drive
+from bench.run import BODY, Target, free_port, run_wrk, setup_hubproxy_home, start, stop_all, wait_ready
+
+POSTGRES_URL = os.environ.get("HUBPROXY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+class CountingRelay:
+    """A TCP relay to PostgreSQL, on its own thread and loop, counting round trips."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self.round_trips = 0
+        self._ready = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        server = await asyncio.start_server(self._connection, "127.0.0.1", self.port)
+        self._ready.set()
+        async with server:
+            await server.serve_forever()
+
+    async def _connection(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(*self.target)
+        asked = [False]  # the client sent something the server has not answered yet
+
+        async def upward() -> None:
+            while data := await client_r.read(65536):
+                asked[0] = True
+                server_w.write(data)
+                await server_w.drain()
+            server_w.close()
+
+        async def downward() -> None:
+            while data := await server_r.read(65536):
+                if asked[0]:
+                    asked[0] = False
+                    self.round_trips += 1
+                client_w.write(data)
+                await client_w.drain()
+            client_w.close()
+
+        await asyncio.gather(upward(), downward(), return_exceptions=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=4000, help="calls counted at each concurrency")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of wrk load per store")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds in all, for tests")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.calls, args.duration = 200, 1.0
+    import psycopg
+
+    name = f"hubproxy_trips_{os.getpid()}"
+    admin = psycopg.connect(POSTGRES_URL, autocommit=True)
+    admin.execute(f"CREATE DATABASE {name}")
+    parts = urllib.parse.urlsplit(POSTGRES_URL)
+    relay = CountingRelay(parts.hostname or "127.0.0.1", parts.port or 5432)
+    user = f"{parts.username}@" if parts.username else ""
+    relayed = f"postgresql://{user}127.0.0.1:{relay.port}/{name}"
+    direct = parts._replace(path=f"/{name}").geturl()
+    procs = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="hubproxy-trips-") as tmp_name:
+            tmp = Path(tmp_name)
+            up_port = free_port()
+            upstream = f"http://127.0.0.1:{up_port}/v1"
+            procs.append(start([sys.executable, "-m", "bench.upstream", "--port", str(up_port)], core=0))
+            wait_ready(up_port)
+            sqlite_home, pg_home = tmp / "sqlite", tmp / "postgres"
+            sqlite_home.mkdir()
+            pg_home.mkdir()
+            sqlite_key = setup_hubproxy_home(sqlite_home, upstream)
+            (pg_home / "config.toml").write_text((sqlite_home / "config.toml").read_text())
+            pg_key = key_in(direct)
+            port = free_port()
+            serve = [sys.executable, "-m", "hubproxy", "--home", str(pg_home), "serve", "--port", str(port)]
+            proc = start([*serve, "--database", relayed], core=1)
+            try:
+                wait_ready(port, timeout=60)
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                auth = {"Authorization": f"Bearer {pg_key}"}
+                asyncio.run(drive(url, auth, 200, BODY, 8))  # warm-up
+                print(f"{'connections':>12} {'calls':>8} {'round trips':>12} {'per call':>9}")
+                for concurrency in (1, 32):
+                    before = relay.round_trips
+                    bad = asyncio.run(drive(url, auth, args.calls, BODY, concurrency))
+                    trips = relay.round_trips - before
+                    print(f"{concurrency:>12} {args.calls:>8} {trips:>12} {trips / args.calls:>9.3f}")
+                    if bad:
+                        print(f"  warning: {bad} calls were not 200", file=sys.stderr)
+            finally:
+                stop_all([proc])
+            if shutil.which("wrk") is None:
+                print("wrk not found (apt-get install wrk): the SQLite/PostgreSQL comparison is skipped")
+                return 0
+            rates = {}
+            for store, home, key, database in (
+                ("SQLite", sqlite_home, sqlite_key, None),
+                ("PostgreSQL", pg_home, pg_key, direct),
+            ):
+                port = free_port()
+                serve = [sys.executable, "-m", "hubproxy", "--home", str(home), "serve", "--port", str(port)]
+                proc = start([*serve, *(["--database", database] if database else [])], core=1)
+                try:
+                    wait_ready(port, timeout=60)
+                    target = Target(store, f"http://127.0.0.1:{port}/v1", proc.pid, {"Authorization": f"Bearer {key}"})
+                    rates[store] = run_wrk(target, BODY, 32, args.duration, core=0)
+                finally:
+                    stop_all([proc])
+            ratio = rates["PostgreSQL"] / max(rates["SQLite"], 1)
+            sqlite, postgres = rates["SQLite"], rates["PostgreSQL"]
+            print(f"\nwrk, 32 connections: SQLite {sqlite:,.0f} req/s, PostgreSQL {postgres:,.0f} ({ratio:.0%})")
+    finally:
+        stop_all(procs)
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+    return 0
+
+
+def key_in(database: str) -> str:
+    """The bench user and key, made in the PostgreSQL database."""
+    from hubproxy.money import parse_usd
+    from hubproxy.store import open_store
+    from hubproxy.store.sql import accounts
+
+    store = open_store(database, create=True)
+    try:
+        store.run(accounts.add_user, "bench@example.com", parse_usd("100000"))
+        return store.run(accounts.create_key, "bench@example.com", "bench")[1]
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
