@@ -7,7 +7,8 @@ answer (every connection: the writer's, the readers', the heartbeat). Calls are 
 time over 1 and 32 connections. Then, in the same run, hubproxy on SQLite and on PostgreSQL directly
 (no relay) under wrk: requests/s each and the ratio. Needs PostgreSQL (HUBPROXY_TEST_POSTGRES_URL,
 default postgresql://postgres@127.0.0.1:5432/test; a database is made and dropped) and, for the
-second part, wrk.
+second part, wrk. Last, Redis's own CPU time and commands per call of a rate-limited key (hubproxy on
+SQLite with `--redis`; Redis at HUBPROXY_TEST_REDIS_URL, default redis://127.0.0.1:6379/0).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from bench.instructions import drive
 from bench.run import BODY, Target, free_port, run_wrk, setup_hubproxy_home, start, stop_all, wait_ready
 
 POSTGRES_URL = os.environ.get("HUBPROXY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("HUBPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 class CountingRelay:
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  warning: {bad} calls were not 200", file=sys.stderr)
             finally:
                 stop_all([proc])
+            redis_cost(sqlite_home, args.calls)
             if shutil.which("wrk") is None:
                 print("wrk not found (apt-get install wrk): the SQLite/PostgreSQL comparison is skipped")
                 return 0
@@ -146,6 +150,47 @@ def main(argv: list[str] | None = None) -> int:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
     return 0
+
+
+def redis_cost(home: Path, calls: int) -> None:
+    """Redis CPU µs and commands per call of a key with an rpm limit (every call admitted and finished)."""
+    import redis
+
+    from hubproxy.store import open_store
+    from hubproxy.store.sql import accounts
+
+    store = open_store(home / "hubproxy.db")
+    try:
+        key = store.run(accounts.create_key, "bench@example.com", "limited", {"rpm": 10_000_000})[1]
+    finally:
+        store.close()
+    client = redis.Redis.from_url(REDIS_URL)
+    port = free_port()
+    serve = [sys.executable, "-m", "hubproxy", "--home", str(home), "serve", "--port", str(port), "--redis", REDIS_URL]
+    proc = start(serve, core=1)
+    try:
+        wait_ready(port, timeout=60)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        auth = {"Authorization": f"Bearer {key}"}
+        asyncio.run(drive(url, auth, 200, BODY, 8))
+        for concurrency in (1, 32):
+            before_cpu, before_commands = redis_counters(client)
+            asyncio.run(drive(url, auth, calls, BODY, concurrency))
+            time.sleep(0.5)  # the last finishes are sent after their answers
+            cpu, commands = redis_counters(client)
+            print(
+                f"Redis, {concurrency:>2} connections: {(cpu - before_cpu) / calls * 1e6:6.1f} µs CPU and "
+                f"{(commands - before_commands) / calls:.2f} commands per rate-limited call"
+            )
+    finally:
+        stop_all([proc])
+        client.close()
+
+
+def redis_counters(client) -> tuple[float, int]:
+    """Redis's CPU seconds (user + system) and commands processed so far."""
+    cpu, stats = client.info("cpu"), client.info("stats")
+    return cpu["used_cpu_user"] + cpu["used_cpu_sys"], stats["total_commands_processed"]
 
 
 def key_in(database: str) -> str:

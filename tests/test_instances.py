@@ -149,6 +149,33 @@ def test_rate_limits_hold_across_instances_through_redis(instances, cli):
     assert all(0 < float(r.response.headers["retry-after"]) <= 60 for r in limited)
 
 
+def test_calls_that_end_together_free_their_places_across_instances(instances, cli, upstream):
+    """Finishes are sent to Redis in one script call per key and turn of the loop: every place a call
+    held is given back, or the key's later calls would be refused for max_parallel."""
+    key = new_user(cli, "parallel@example.com", "5", "--max-parallel", "4")
+    wait_for(lambda: works_everywhere(instances, key))
+    for _ in range(6):  # four at once end together, six times over: 24 calls, each admitted
+        results = asyncio.run(spread(instances, key, 4))
+        assert not [r for r in results if isinstance(r, Exception)], results
+    upstream.delay = 0.5  # eight at once, each held long enough that four are refused
+    results = asyncio.run(spread(instances, key, 8))
+    assert len([r for r in results if isinstance(r, openai.RateLimitError)]) == 4
+
+
+def test_a_tokens_per_minute_limit_counts_the_tokens_used_across_instances(instances, cli, upstream):
+    """A call is admitted on its worst case and counted at its real tokens once it ends: one call at a
+    time fits many times over, two at once do not."""
+    key = new_user(cli, "tokens@example.com", "5", "--tpm", "1500")
+    wait_for(lambda: works_everywhere(instances, key))
+    for _ in range(4):  # ~1,120 tokens held each, ~20 counted once it ends
+        results = asyncio.run(spread(instances, key, 1, max_tokens=1000))
+        assert not [r for r in results if isinstance(r, Exception)], results
+    upstream.delay = 0.5
+    results = asyncio.run(spread(instances, key, 2, max_tokens=1000))
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert len(refused) == 1 and "tokens per minute" in str(refused[0])
+
+
 def test_a_killed_instance_is_reaped_and_its_open_calls_billed_once_by_a_survivor(instances, upstream):
     upstream.stream_delay = 0.5
     victim, survivor = instances[0], instances[1]

@@ -6,7 +6,10 @@ instance's, so hosts' clocks do not matter.
 Per limited key: a sorted set of its calls' start times (rpm), one of the calls still counting
 tokens with a hash of their tokens (tpm), and one of the calls in flight (max_parallel; a call whose
 instance died is forgotten after `STALE` seconds). Everything expires on its own when a key goes
-quiet. Two round trips per call of a limited key (admit, finish), none for other keys.
+quiet. The script touches only the structures of the limits the key has (an rpm-only key: four
+commands, and nothing to finish). A round trip per call of a limited key to admit it; a key with a
+tpm or max_parallel limit has its calls that end in one turn of the event loop finished together, in
+one more (none for keys without limits).
 
 If Redis cannot be reached, calls are admitted (and the log says so once a minute): a limit protects
 a provider's quota; the money is protected by the balance and the spend caps in the database.
@@ -37,17 +40,14 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local id, rpm, tpm, maxp = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local tokens, window, stale = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local cutoff = now - window
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)
-if #old > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
-  redis.call('HDEL', KEYS[3], unpack(old))
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - stale)
-if maxp > 0 and redis.call('ZCARD', KEYS[4]) >= maxp then
-  return {'parallel', '1.0'}
+if maxp > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - stale)
+  if redis.call('ZCARD', KEYS[4]) >= maxp then
+    return {'parallel', '1.0'}
+  end
 end
 if rpm > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
   local n = redis.call('ZCARD', KEYS[1])
   if n >= rpm then
     local oldest = redis.call('ZRANGE', KEYS[1], n - rpm, n - rpm, 'WITHSCORES')
@@ -55,6 +55,11 @@ if rpm > 0 then
   end
 end
 if tpm > 0 then
+  local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)
+  if #old > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
+    redis.call('HDEL', KEYS[3], unpack(old))
+  end
   local sum = 0
   for _, v in ipairs(redis.call('HVALS', KEYS[3])) do sum = sum + tonumber(v) end
   local excess = sum + tokens - tpm
@@ -69,19 +74,29 @@ if tpm > 0 then
     return {'tpm', tostring(window)}
   end
 end
-redis.call('ZADD', KEYS[1], now, id)
-redis.call('ZADD', KEYS[2], now, id)
-redis.call('HSET', KEYS[3], id, tokens)
-redis.call('ZADD', KEYS[4], now, id)
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], math.ceil(window) + 1) end
-redis.call('EXPIRE', KEYS[4], math.ceil(stale))
+if rpm > 0 then
+  redis.call('ZADD', KEYS[1], now, id)
+  redis.call('EXPIRE', KEYS[1], math.ceil(window) + 1)
+end
+if tpm > 0 then
+  redis.call('ZADD', KEYS[2], now, id)
+  redis.call('HSET', KEYS[3], id, tokens)
+  redis.call('EXPIRE', KEYS[2], math.ceil(window) + 1)
+  redis.call('EXPIRE', KEYS[3], math.ceil(window) + 1)
+end
+if maxp > 0 then
+  redis.call('ZADD', KEYS[4], now, id)
+  redis.call('EXPIRE', KEYS[4], math.ceil(stale))
+end
 return false
 """
 
 FINISH = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-if ARGV[2] ~= '' and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+for i = 1, #ARGV, 2 do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  if ARGV[i + 1] ~= '' and redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
 end
 return 1
 """
@@ -99,6 +114,7 @@ class RedisLimiter(Limiter):
         self._admit = self.client.register_script(ADMIT)
         self._finish = self.client.register_script(FINISH)
         self._pending: set[asyncio.Task] = set()
+        self._finishing: dict[str, list[str | int]] = {}  # key id → (call, tokens used) … to finish
         self._complained = 0.0
         self.calls = 0  # round trips made, for the benchmark's "Redis calls per call"
 
@@ -122,18 +138,28 @@ class RedisLimiter(Limiter):
         if refusal:
             limit, wait = (part.decode() if isinstance(part, bytes) else part for part in refusal)
             raise refused(limits, limit, max(float(wait), 0.001))
-        return request_id
+        return request_id if limits.tpm or limits.max_parallel else None  # an rpm count has nothing to finish
 
     def finish(self, key_id: str, ticket: object, used_tokens: int | None) -> None:
-        """Queued, not awaited."""
+        """Queued, not awaited: sent with the key's other calls that end in this turn of the loop."""
         if ticket is None:
             return
-        keys = keys_of(key_id)
-        args = [str(ticket), "" if used_tokens is None else used_tokens]
-        self.calls += 1
-        task = asyncio.ensure_future(self._finish(keys=[keys[3], keys[2]], args=args))
-        self._pending.add(task)
-        task.add_done_callback(self._finished)
+        ending = self._finishing.get(key_id)
+        if ending is None:
+            if not self._finishing:
+                asyncio.get_running_loop().call_soon(self._send_finishes)
+            ending = self._finishing[key_id] = []
+        ending += (str(ticket), "" if used_tokens is None else used_tokens)
+
+    def _send_finishes(self) -> None:
+        """One script call per key (a key's structures share a Redis Cluster slot; two keys' may not)."""
+        finishing, self._finishing = self._finishing, {}
+        for key_id, args in finishing.items():
+            keys = keys_of(key_id)
+            self.calls += 1
+            task = asyncio.ensure_future(self._finish(keys=[keys[3], keys[2]], args=args))
+            self._pending.add(task)
+            task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task) -> None:
         self._pending.discard(task)
@@ -148,6 +174,8 @@ class RedisLimiter(Limiter):
             log.error("Redis unreachable, rate limits not applied across instances until it is back: %s", exc)
 
     async def close(self) -> None:
+        if self._finishing:
+            self._send_finishes()
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
         await self.client.aclose()
