@@ -83,6 +83,16 @@ class PgConnection:
     def __init__(self, raw: psycopg.Connection) -> None:
         self.raw = raw
         self.replaying = False  # set by the writer while it writes a batch again after an outage
+        self.deferring = False  # set by the writer while it sends a batch as one pipeline (`value`)
+
+    def value(self, sql: str, params: tuple | list) -> Any:
+        """The first column of the first row; while the writer sends a batch as one pipeline, a
+        `Later` it reads once the batch is sent, so the read costs no round trip of its own."""
+        cursor = self.execute(sql, params)
+        if self.deferring:
+            return Later(cursor)
+        row = cursor.fetchone()
+        return row[0] if row else None
 
     def execute(self, sql: str, params: tuple | list | None = None) -> psycopg.Cursor:
         STATEMENTS[0] += 1
@@ -135,6 +145,27 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+class Later:
+    """A value a pipelined query returns once its pipeline has been sent and answered."""
+
+    __slots__ = ("_cursor", "_value")
+
+    def __init__(self, cursor: psycopg.Cursor) -> None:
+        self._cursor: psycopg.Cursor | None = cursor
+        self._value: Any = None
+
+    def get(self) -> Any:
+        if self._cursor is not None:
+            row = self._cursor.fetchone()
+            self._value, self._cursor = (row[0] if row else None), None
+        return self._value
+
+
+def resolved(results: list) -> list:
+    """The batch's outcomes with each `Later` read (the pipeline has been answered)."""
+    return [(fut, then, out.get() if out.__class__ is Later else out, exc) for fut, then, out, exc in results]
+
+
 class PgWriter(Writer):
     """The writer thread on PostgreSQL (see the module's docstring); with a `heart`, it also beats for
     this instance and settles what dead ones left (`instances.py`)."""
@@ -159,10 +190,10 @@ class PgWriter(Writer):
 
     def _apply(self, conn: Any, batch: list) -> list:
         """A batch of bulk items only (settlements, leases, limits: the hot path's) goes as one
-        pipeline, BEGIN and COMMIT included: its statements are sent without waiting, and the batch
-        costs a round trip for the balances it reads back and one for the rest, where it cost one per
-        BEGIN, lock, read and COMMIT. A batch with a plain function (an account change, a sweep) is
-        written as on SQLite: each function in its savepoint."""
+        pipeline, BEGIN and COMMIT included: its statements are sent without waiting and the new
+        balances it reads are read once the COMMIT is sent too (`Later`), so a batch of settlements
+        costs one round trip, where it cost one per BEGIN, lock, read and COMMIT. A batch with a plain
+        function (an account change, a sweep) is written as on SQLite: each function in its savepoint."""
         if not all(what.__class__ is str for what, _, _, _ in batch):
             return super()._apply(conn, batch)
         grouped: dict[str, list] = {}
@@ -170,6 +201,7 @@ class PgWriter(Writer):
             grouped.setdefault(kind, []).append((item, fut, then))
         results: list = []
         try:
+            conn.deferring = True
             with conn.raw.pipeline():
                 conn.execute(POSTGRES.begin)
                 conn.execute(POSTGRES.first_lock)
@@ -184,7 +216,9 @@ class PgWriter(Writer):
                 with contextlib.suppress(psycopg.Error):
                     conn.execute("ROLLBACK")
             raise
-        return results
+        finally:
+            conn.deferring = False
+        return resolved(results)
 
     def _bulk_statements(self, conn: Any) -> contextlib.AbstractContextManager:
         """The settlements' statements in psycopg's pipeline mode: sent one after another without

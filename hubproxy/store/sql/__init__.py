@@ -35,6 +35,11 @@ class Connection(Protocol):
 
     def executemany(self, sql: str, parameters: Any, /) -> Any: ...
 
+    def value(self, sql: str, parameters: Any, /) -> Any:
+        """The first column of the query's first row (on PostgreSQL's writer sending a batch as one
+        pipeline: a `postgres.db.Later`, read once the batch is sent)."""
+        ...
+
     def close(self) -> None: ...
 
 

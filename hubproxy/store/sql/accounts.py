@@ -69,7 +69,7 @@ def charge_many(conn: Connection, charges: list[tuple[int, int, str]], created_a
     for uid, cost, _ in charges:
         totals[uid] = totals.get(uid, 0) + cost
     conn.executemany("UPDATE users SET balance = balance - ? WHERE id = ?", [(c, u) for u, c in totals.items() if c])
-    return {u: conn.execute("SELECT balance FROM users WHERE id = ?", (u,)).fetchone()[0] for u in totals}
+    return {u: conn.value("SELECT balance FROM users WHERE id = ?", (u,)) for u in totals}
 
 
 def add_user(conn: Connection, email: str, balance: int = 0, plan: str | None = None) -> UserRow:

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from hubproxy.filemodes import create_private
 from hubproxy.store.records import DatabaseError
@@ -34,6 +35,9 @@ class SQLiteConnection(sqlite3.Connection):
     """`sqlite3`'s connection, saying which dialect its SQL is in (`store.sql.transaction` reads it)."""
 
     dialect: Dialect  # SQLITE, set below
+
+    def value(self, sql: str, parameters: Any) -> Any:
+        return self.execute(sql, parameters).fetchone()[0]
 
 
 def connect(path: Path, *, create: bool = False) -> SQLiteConnection:
