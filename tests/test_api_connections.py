@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from hubproxy.server.http import ApiConnection, CallRoutes
+from hubproxy.server.http import Answer, ApiConnection, CallRoutes, Lanes
+from hubproxy.server.state import STATE
 from tests.conftest import HELLO, wait_for
 
 
@@ -178,3 +179,40 @@ def test_only_a_plain_head_is_read_here_anything_else_is_aiohttps(head, served_h
     lanes = SimpleNamespace(routes=routes, app={})
     connection = ApiConnection(lanes, asyncio.new_event_loop())  # type: ignore[arg-type]
     assert (connection._plain_call(head) is not None) is served_here
+
+
+def test_a_kept_alive_connection_is_closed_after_keepalive_seconds_without_a_call():
+    """One idle timer per connection (not one per call): closed once idle that long, never while calls come."""
+
+    async def answer(request):
+        return Answer(b"{}")
+
+    async def scenario() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        routes = CallRoutes()
+        routes.exact["/v1/chat/completions"] = answer
+        settings = SimpleNamespace(max_body_mb=1, body_timeout=5, header_timeout=5)
+        app = {STATE: SimpleNamespace(config=SimpleNamespace(server=settings))}
+        guard = SimpleNamespace(admit=lambda a: True, release=lambda a: None, settings=settings, open={})
+        lanes = Lanes(app, routes, guard, None, False, 0.3)  # type: ignore[arg-type]
+        server = await loop.create_server(lambda: ApiConnection(lanes, loop), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        call = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+
+        async def calls_every(gap: float, count: int) -> bool:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(count):
+                writer.write(call)
+                await reader.readuntil(b"{}")
+                await asyncio.sleep(gap)
+            closed = await asyncio.wait_for(reader.read(1), 2) == b""
+            writer.close()
+            return closed
+
+        busy = asyncio.create_task(calls_every(0.1, 8))  # 0.8 s of calls 0.1 s apart: kept open throughout
+        idle_closed = await calls_every(0.0, 1)  # one call, then nothing: closed after ~0.3 s
+        busy_closed = await busy
+        server.close()
+        return idle_closed, busy_closed
+
+    assert asyncio.run(scenario()) == (True, True)

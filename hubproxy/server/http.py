@@ -212,6 +212,7 @@ class ApiConnection(asyncio.Protocol):
         "_have",
         "_head_deadline",
         "_idle",
+        "_idle_since",
         "_incoming",
         "_need",
         "_parts",
@@ -239,7 +240,8 @@ class ApiConnection(asyncio.Protocol):
         self._need = 0  # the length of a body still arriving
         self._waiter: asyncio.Future | None = None
         self._head_deadline: asyncio.TimerHandle | None = None
-        self._idle: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | None = None  # closes a kept-alive connection left idle (`_idle_check`)
+        self._idle_since = 0.0
         self._paused = False
         self._drained: asyncio.Future | None = None
         self._closing = False
@@ -282,9 +284,6 @@ class ApiConnection(asyncio.Protocol):
         self._wake(self._drained, None)
 
     def data_received(self, data: bytes) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
         if self._need:
             self._parts.append(data)
             self._have += len(data)
@@ -343,7 +342,8 @@ class ApiConnection(asyncio.Protocol):
         if not head.startswith(b"POST /"):
             return None
         marked = head.translate(HEAD_CLASSES).replace(b"\r\n", b"")
-        if b"\x00" in marked or b"\r" in marked or b"\n" in marked:
+        if 0 in marked or 13 in marked or 10 in marked:  # NUL, CR, LF: a byte value is found without the
+            # TypeError (formatted, then dropped) that `bytes in bytes` raises and catches first
             return None
         lines = head.decode("latin-1").split("\r\n")
         request_line = lines[0]
@@ -358,7 +358,7 @@ class ApiConnection(asyncio.Protocol):
             (name, value.strip(" \t")) for name, colon, value in map(str.partition, lines[1:], repeat(":")) if colon
         ]
         names = "".join([name for name, _ in pairs]).encode("latin-1")
-        if len(pairs) != len(lines) - 1 or b"\x00" in names.translate(TOKEN_CLASSES):
+        if len(pairs) != len(lines) - 1 or 0 in names.translate(TOKEN_CLASSES):
             return None
         headers = CIMultiDict(pairs)
         if "" in headers:
@@ -425,7 +425,9 @@ class ApiConnection(asyncio.Protocol):
         if self._buffer:
             self._next_request()
         else:
-            self._idle = self.loop.call_later(self.lanes.keepalive, self.transport.close)
+            self._idle_since = self.loop.time()
+            if self._idle is None:  # one timer per connection, not one per call (`_idle_check`)
+                self._idle = self.loop.call_later(self.lanes.keepalive, self._idle_check)
 
     def _send(self, answer: Answer) -> int:
         """A whole answer; returns the body's length."""
@@ -478,6 +480,18 @@ class ApiConnection(asyncio.Protocol):
         address, self.address = self.address, None  # the guard's count goes with it
         data, self._buffer = self._buffer, b""
         handler.adopt(self.transport, address, data)
+
+    def _idle_check(self) -> None:
+        """Close the connection if no call came for `keepalive` seconds since the last answer; a call
+        in hand or a head arriving puts the check off."""
+        keepalive = self.lanes.keepalive
+        waited = self.loop.time() - self._idle_since
+        if self.task is None and not self._buffer and waited >= keepalive:
+            self._idle = None
+            self.transport.close()
+            return
+        later = keepalive - waited if self.task is None and not self._buffer else keepalive
+        self._idle = self.loop.call_later(max(later, 0.001), self._idle_check)
 
     def _arm_head_deadline(self) -> None:
         timeout = self.lanes.guard.settings.header_timeout
