@@ -111,7 +111,7 @@ class Incoming:
     ) -> None:
         self.protocol = protocol
         self.handler, self.match_info = found
-        self.app = protocol.lanes.app
+        self.app = protocol.lanes.app_keys
         self.method = "POST"
         self.path = path
         self.query_string = query_string
@@ -168,8 +168,10 @@ class Lanes:
         access_log: bool,
         keepalive: float,
     ) -> None:
-        self.app = app
         self.state = app[STATE]
+        # what the call path reads of the app (`request.app[STATE]`), as a dict: aiohttp's
+        # Application looks a key up in Python, several times a call
+        self.app_keys: dict[Any, Any] = {STATE: self.state}
         self.routes = routes
         self.guard = guard
         self.hand_over = hand_over
