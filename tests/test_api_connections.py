@@ -176,7 +176,7 @@ PLAIN = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n
 def test_only_a_plain_head_is_read_here_anything_else_is_aiohttps(head, served_here):
     routes = CallRoutes()
     routes.exact["/v1/chat/completions"] = lambda request: None
-    lanes = SimpleNamespace(routes=routes, app={})
+    lanes = SimpleNamespace(routes=routes, app_keys={})
     connection = ApiConnection(lanes, asyncio.new_event_loop())  # type: ignore[arg-type]
     assert (connection._plain_call(head) is not None) is served_here
 
