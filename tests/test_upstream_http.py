@@ -191,6 +191,31 @@ def test_each_wait_is_bounded_by_the_timeout():
     run(silent, test_silent)
 
 
+def test_waits_that_each_end_in_time_never_time_out_however_long_the_answer():
+    """One timer per connection is put off wait after wait: chunks 0.2 s apart under a 0.3 s bound
+    arrive over a second without a TimeoutError; then a silence past the bound still times out."""
+
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(6):
+            await asyncio.sleep(0.2)
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+        await asyncio.sleep(5)
+
+    async def test(client, origin):
+        resp = await client.post(origin, origin.head("/x", {}), BODY, timeout=2)
+        got = b""
+        with pytest.raises(TimeoutError):
+            async for chunk in resp.chunks(0.3):
+                got += chunk
+        assert got == b"x" * 6
+        resp.close()
+
+    run(handler, test)
+
+
 def test_nobody_listening_is_an_upstream_error():
     async def main():
         client = Client(connect_timeout=2)

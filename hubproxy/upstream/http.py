@@ -149,14 +149,13 @@ class Response:
     async def _wait(self, timeout: float) -> None:
         if self._error is not None:
             raise self._error
-        loop = self._conn.loop
-        waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, _time_out, waiter)
+        conn = self._conn
+        waiter = self._waiter = conn.loop.create_future()
+        conn.watch(waiter, timeout)
         try:
             await waiter
         finally:
-            timer.cancel()
-            self._waiter = None
+            self._waiter = conn.waiting = None
         if self._error is not None:
             raise self._error
 
@@ -169,11 +168,6 @@ class Response:
         if self._error is None and not self.complete:
             self._error = error
             self._wake()
-
-
-def _time_out(waiter: asyncio.Future) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 class Connection(asyncio.Protocol):
@@ -194,6 +188,32 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.tunnel: asyncio.Future[int] | None = None  # a CONNECT's answer awaited
         self._tunnel_reply = b""
+        self.waiting: asyncio.Future | None = None  # what a wait for bytes awaits, until `deadline`
+        self.deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+
+    def watch(self, waiter: asyncio.Future, timeout: float) -> None:
+        """Fail `waiter` with TimeoutError unless it is done within `timeout` seconds. One timer per
+        connection puts itself off while waits keep ending in time, instead of a timer made and
+        cancelled per wait (per call, and per chunk of a stream)."""
+        self.waiting, self.deadline = waiter, self.loop.time() + timeout
+        if self._timer is None or self._timer_at > self.deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = self.deadline
+            self._timer = self.loop.call_at(self.deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        waiter = self.waiting
+        if waiter is None or waiter.done():
+            return  # nothing waits: the next wait arms the timer again
+        if self.loop.time() >= self.deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._timer_at = self.deadline
+            self._timer = self.loop.call_at(self.deadline, self._check_deadline)
 
     def send(self, head: bytes, payload: bytes) -> Response:
         assert self.transport is not None
@@ -218,6 +238,9 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             self.transport.close()
 
@@ -265,6 +288,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.tunnel is not None and not self.tunnel.done():
             self.tunnel.set_result(0)
         response = self.response
