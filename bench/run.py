@@ -219,13 +219,21 @@ async def latency_one_connection(target: Target, body: bytes, requests: int, lim
     return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
 
 
-async def stream_delays(target: Target, streams: int, chunks: int, gap: float) -> tuple[float, float, float]:
-    """Concurrent streams; returns p50/p99 ms from upstream send to client receipt, and chunks per read.
+@dataclass
+class Streams:
+    """What `open_streams` saw: each chunk's delay (ms, from the upstream's send to the client's read)
+    among those sent once every stream was open, sorted; chunks per read; streams that failed."""
 
-    Each stream's chunks start at a random point of the gap, as independent conversations do, and only
-    chunks sent once every stream is open count: the figure is the delay with `streams` in flight, not
-    the time it takes to open them.
-    """
+    delays: list[float]
+    events_per_read: float
+    failed: int
+
+
+async def open_streams(url: str, headers: dict[str, str], streams: int, chunks: int, gap: float) -> Streams:
+    """Open `streams` streamed chat calls at once through `url` (the fake upstream's chunks carry their
+    send time). Each stream's chunks start at a random point of the gap, as independent conversations
+    do, and only chunks sent once every stream is open count: the delay with `streams` in flight, not
+    the time it takes to open them."""
     body = orjson.dumps(
         {
             "model": "bench",
@@ -236,35 +244,48 @@ async def stream_delays(target: Target, streams: int, chunks: int, gap: float) -
             "messages": [{"role": "user", "content": "hi"}],
         }
     )
-    headers = {"Content-Type": "application/json", **target.headers}
+    headers = {"Content-Type": "application/json", **headers}
     received: list[tuple[int, int]] = []  # (sent, received) in ns
     opened: list[int] = []
-    reads = events = 0
+    reads = events = failed = 0
 
     async def one(session: aiohttp.ClientSession) -> None:
-        nonlocal reads, events
-        async with session.post(target.url + "/chat/completions", data=body, headers=headers) as r:
-            opened.append(time.time_ns())
-            buffer = b""
-            async for data in r.content.iter_any():
-                now = time.time_ns()
-                reads += 1
-                buffer += data
-                while b"\n\n" in buffer:
-                    event, buffer = buffer.split(b"\n\n", 1)
-                    match = re.search(rb'"content":\s*"(\d{19})"', event)
-                    if match:
-                        events += 1
-                        received.append((int(match.group(1)), now))
+        nonlocal reads, events, failed
+        try:
+            async with session.post(url + "/chat/completions", data=body, headers=headers) as r:
+                opened.append(time.time_ns())
+                buffer = b""
+                async for data in r.content.iter_any():
+                    now = time.time_ns()
+                    reads += 1
+                    buffer += data
+                    while b"\n\n" in buffer:
+                        event, buffer = buffer.split(b"\n\n", 1)
+                        match = re.search(rb'"content":\s*"(\d{19})"', event)
+                        if match:
+                            events += 1
+                            received.append((int(match.group(1)), now))
+        except (TimeoutError, aiohttp.ClientError):
+            failed += 1
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    timeout = aiohttp.ClientTimeout(total=chunks * gap + 60)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
         await asyncio.gather(*(one(session) for _ in range(streams)))
     all_open = max(opened, default=0)
     delays = sorted((got - sent) / 1e6 for sent, got in received if sent >= all_open)
+    return Streams(delays, events / max(reads, 1), failed + streams - len(opened))
+
+
+async def stream_delays(target: Target, streams: int, chunks: int, gap: float) -> tuple[float, float, float]:
+    """Concurrent streams (`open_streams`); returns p50/p99 ms of the chunks' delay, and chunks per read."""
+    seen = await open_streams(target.url, target.headers, streams, chunks, gap)
+    delays = seen.delays
+    if seen.failed:
+        print(f"  warning: {target.name}: {seen.failed} of {streams} streams failed", file=sys.stderr)
     if not delays:
         print(f"  warning: {target.name}: no streamed chunk came through with every stream open", file=sys.stderr)
         return float("nan"), float("nan"), float("nan")
-    return statistics.median(delays), delays[max(int(len(delays) * 0.99) - 1, 0)], events / max(reads, 1)
+    return statistics.median(delays), delays[max(int(len(delays) * 0.99) - 1, 0)], seen.events_per_read
 
 
 def load(target: Target, args: argparse.Namespace, use_wrk: bool, duration: float) -> tuple[float, float]:

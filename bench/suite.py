@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import statistics
 import sys
 import tempfile
@@ -33,10 +32,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import orjson
 
 from bench import peers
-from bench.run import BODY, cpu_seconds, free_port, rss_mb, setup_hubproxy_home, start, stop_all, wait_ready
+from bench.run import (
+    BODY,
+    cpu_seconds,
+    free_port,
+    open_streams,
+    rss_mb,
+    setup_hubproxy_home,
+    start,
+    stop_all,
+    wait_ready,
+)
 
 CONCURRENCY = (1, 4, 16, 64)
 SUSTAIN_LEVELS = (1, 4, 16, 64, 128, 256)
@@ -91,47 +99,10 @@ async def closed_loop(target: SuiteTarget, concurrency: int, seconds: float) -> 
 
 
 async def worst_chunk_delay(target: SuiteTarget, streams: int, chunks: int, gap: float) -> float:
-    """Open `streams` streams at once; the worst delay (ms) of a chunk sent once all were open."""
-    body = orjson.dumps(
-        {
-            "model": "bench",
-            "stream": True,
-            "bench_chunks": chunks,
-            "bench_gap": gap,
-            "bench_phase": True,
-            "messages": [{"role": "user", "content": "hi"}],
-        }
-    )
-    headers = {"Content-Type": "application/json", **target.headers}
-    received: list[tuple[int, int]] = []
-    opened: list[int] = []
-    failed = 0
-
-    async def one(session: aiohttp.ClientSession) -> None:
-        nonlocal failed
-        try:
-            async with session.post(target.url + "/chat/completions", data=body, headers=headers) as resp:
-                opened.append(time.time_ns())
-                buffer = b""
-                async for data in resp.content.iter_any():
-                    now = time.time_ns()
-                    buffer += data
-                    while b"\n\n" in buffer:
-                        event, buffer = buffer.split(b"\n\n", 1)
-                        match = re.search(rb'"content":\s*"(\d{19})"', event)
-                        if match:
-                            received.append((int(match.group(1)), now))
-        except (TimeoutError, aiohttp.ClientError):
-            failed += 1
-
-    timeout = aiohttp.ClientTimeout(total=chunks * gap + 60)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
-        await asyncio.gather(*(one(session) for _ in range(streams)))
-    all_open = max(opened, default=0)
-    delays = [(got - sent) / 1e6 for sent, got in received if sent >= all_open]
-    if failed or len(opened) < streams or not delays:
-        return float("inf")
-    return max(delays)
+    """Open `streams` streams at once; the worst delay (ms) of a chunk sent once all were open
+    (infinite if a stream failed)."""
+    seen = await open_streams(target.url, target.headers, streams, chunks, gap)
+    return float("inf") if seen.failed or not seen.delays else seen.delays[-1]
 
 
 def measure(target: SuiteTarget, args: argparse.Namespace) -> None:
