@@ -328,6 +328,12 @@ def measure_rest(target: Target, args: argparse.Namespace) -> None:
     target.results["stream_p50_ms"], target.results["stream_p99_ms"] = s50, s99
     target.results["events_per_read"] = per_read
     target.results["rss_mb_after_streams"] = rss_mb(target.pid)
+    if args.stream_rounds > 1:  # memory over many streamed calls: it should stay flat
+        rounds = [target.results["rss_mb_after_streams"]]
+        for _ in range(args.stream_rounds - 1):
+            asyncio.run(stream_delays(target, args.streams, args.chunks, args.gap))
+            rounds.append(rss_mb(target.pid))
+        target.results["rss_mb_by_stream_round"] = rounds
 
 
 def make_peer(name: str, args: argparse.Namespace, home: Path, upstream_url: str) -> peers.Peer | None:
@@ -410,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--latency-requests", type=int, default=2000)
     parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument(
+        "--stream-rounds", type=int, default=1, help="open the streams this many times, resident memory after each"
+    )
     parser.add_argument("--chunks", type=int, default=60, help="chunks per stream (long streams, as answers are)")
     parser.add_argument("--gap", type=float, default=0.05, help="seconds between upstream chunks")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"))
@@ -526,6 +535,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.workers > 1:
                 scaling = targets[3].results["rps"] / hub.results["rps"]
                 print(f"  --workers {args.workers} vs one process: {scaling:.2f}x the throughput")
+            for target in targets:
+                if "rss_mb_by_stream_round" in target.results:
+                    each = ", ".join(f"{mb:.0f}" for mb in target.results["rss_mb_by_stream_round"])
+                    print(f"  {target.name}: resident MB after each round of {args.streams} streams: {each}")
             extra["usage_report_s"] = time_usage_report(home)
             print(f"  usage report --by model      {extra['usage_report_s']:.3f} s")
             report = {

@@ -13,8 +13,9 @@ def test_bench_smoke_run_reports_every_target(tmp_path):
     out = tmp_path / "results.json"
     root = Path(__file__).parent.parent
     missing_peer = ["--compare", "litellm", "--litellm-cmd", str(tmp_path / "no-litellm-here")]
+    options = ["--smoke", "--no-wrk", "--workers", "2", "--stream-rounds", "2", "--json", str(out)]
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--no-wrk", "--workers", "2", "--json", str(out), *missing_peer],
+        [sys.executable, "-m", "bench.run", *options, *missing_peer],
         cwd=root,
         capture_output=True,
         text=True,
@@ -27,6 +28,7 @@ def test_bench_smoke_run_reports_every_target(tmp_path):
         assert results["rps"] > 0 and results["stream_p50_ms"] == results["stream_p50_ms"]
     assert "throughput ratio" in proc.stdout and "--workers 2 vs one process" in proc.stdout
     assert "litellm not found, skipped; to install:" in proc.stderr
+    assert "hubproxy: resident MB after each round of 5 streams:" in proc.stdout
 
 
 def test_the_round_trip_bench_counts_postgresql_round_trips(postgres_url):
