@@ -193,7 +193,9 @@ def test_a_kept_alive_connection_is_closed_after_keepalive_seconds_without_a_cal
         routes.exact["/v1/chat/completions"] = answer
         settings = SimpleNamespace(max_body_mb=1, body_timeout=5, header_timeout=5)
         app = {STATE: SimpleNamespace(config=SimpleNamespace(server=settings))}
-        guard = SimpleNamespace(admit=lambda a: True, release=lambda a: None, settings=settings, open={})
+        guard = SimpleNamespace(
+            accept=lambda t: (True, None), release=lambda a: None, too_slow=print, settings=settings
+        )
         lanes = Lanes(app, routes, guard, None, False, 0.3)  # type: ignore[arg-type]
         server = await loop.create_server(lambda: ApiConnection(lanes, loop), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]

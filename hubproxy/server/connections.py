@@ -61,6 +61,23 @@ class ConnectionGuard:
         self.open[address] = count + 1
         return True
 
+    def accept(self, transport: asyncio.BaseTransport) -> tuple[bool, str | None]:
+        """A new connection's (admitted, peer address); one over its address's limit is cut at once."""
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) else None
+        if self.admit(address):
+            return True, address
+        log.warning("refused a connection from %s: it has %d open", address, self.open.get(address or ""))
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()  # no goodbye: it is over its limit
+        else:
+            transport.close()
+        return False, None
+
+    def too_slow(self, address: str | None) -> None:
+        """Say that a connection is closed for a request head that did not come in time."""
+        log.info("closed a connection from %s: no complete request in %gs", address, self.settings.header_timeout)
+
     def release(self, address: str) -> None:
         count = self.open.get(address, 0)
         if count > 1:
@@ -90,14 +107,8 @@ class GuardedConnection(RequestHandler):
         self.on_lost: Callable[[], object] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        address = peer[0] if isinstance(peer, tuple) else None
-        if not self._guard.admit(address):
-            log.warning("refused a connection from %s: it has %d open", address, self._guard.open.get(address or ""))
-            if isinstance(transport, asyncio.Transport):
-                transport.abort()  # no goodbye: it is over its limit
-            else:
-                transport.close()
+        admitted, address = self._guard.accept(transport)
+        if not admitted:
             return
         self._address = address
         super().connection_made(transport)
@@ -143,8 +154,7 @@ class GuardedConnection(RequestHandler):
         self._header_deadline = None
         if self._request_in_progress or self._messages:
             return
-        timeout = self._guard.settings.header_timeout
-        log.info("closed a connection from %s: no complete request in %gs", self._address, timeout)
+        self._guard.too_slow(self._address)
         self.force_close()
 
     def _handle_request(self, request, start_time, request_handler):

@@ -29,6 +29,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from hubproxy.errors import GatewayError
+from hubproxy.server.request_body import timed_out
 from hubproxy.server.state import STATE
 
 if TYPE_CHECKING:
@@ -251,15 +252,8 @@ class ApiConnection(asyncio.Protocol):
     # the connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        address = peer[0] if isinstance(peer, tuple) else None
-        guard = self.lanes.guard
-        if not guard.admit(address):
-            log.warning("refused a connection from %s: it has %d open", address, guard.open.get(address or ""))
-            if isinstance(transport, asyncio.Transport):
-                transport.abort()  # no goodbye: it is over its limit
-            else:
-                transport.close()
+        admitted, address = self.lanes.guard.accept(transport)
+        if not admitted:
             return
         self.transport = transport  # type: ignore[assignment]
         self.address = address
@@ -381,9 +375,7 @@ class ApiConnection(asyncio.Protocol):
             async with asyncio.timeout(timeout or None):
                 await self._waiter
         except TimeoutError:
-            incoming.body = GatewayError(
-                408, "request_timeout", f"The request body did not arrive within {timeout:g}s."
-            )
+            incoming.body = timed_out(self.lanes.state.config.server)
             self._closing = True
         except ConnectionResetError:
             self.task = None
@@ -438,26 +430,24 @@ class ApiConnection(asyncio.Protocol):
         if answer.close:
             self._closing = True
         body = answer.body
-        status = answer.status
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
-        for name, value in answer.headers.items():
-            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-        parts.append(b"Content-Length: %d\r\nDate: %s\r\n" % (len(body), self.lanes.date()))
+        framing = b"Content-Length: %d\r\n" % len(body)
         if self._closing:
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
-        parts.append(body)
+            framing += b"Connection: close\r\n"
         if not self.transport.is_closing():
-            self.transport.write(b"".join(parts))
+            self.transport.write(self._head(answer.status, answer.headers, framing) + body)
         return len(body)
+
+    def _head(self, status: int, headers: CIMultiDict[str], framing: bytes) -> bytes:
+        """An answer's status line and headers, then `framing` (how its body is delimited) and Date."""
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
+        for name, value in headers.items():
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        parts.append(b"%sDate: %s\r\n\r\n" % (framing, self.lanes.date()))
+        return b"".join(parts)
 
     async def open_stream(self, headers: CIMultiDict[str]) -> Stream:
         """Send the head of a 200 answer whose body follows in chunks (`Stream`)."""
-        parts = [b"HTTP/1.1 200 OK\r\n"]
-        for name, value in headers.items():
-            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-        parts.append(b"Transfer-Encoding: chunked\r\nDate: %s\r\n\r\n" % self.lanes.date())
-        await self._write(b"".join(parts))
+        await self._write(self._head(200, headers, b"Transfer-Encoding: chunked\r\n"))
         return Stream(self)
 
     async def _write(self, data: bytes) -> None:
@@ -503,8 +493,7 @@ class ApiConnection(asyncio.Protocol):
     def _head_too_slow(self) -> None:
         self._head_deadline = None
         if self.task is None:
-            timeout = self.lanes.guard.settings.header_timeout
-            log.info("closed a connection from %s: no complete request in %gs", self.address, timeout)
+            self.lanes.guard.too_slow(self.address)
             self.transport.close()
 
     def _disarm(self) -> None:
@@ -568,6 +557,9 @@ CallRequest = web.Request | Incoming  # what a call route's handler is given
 CallAnswer = Answer | Stream | web.StreamResponse  # … and answers with (`Stream`: a relay's, already sent)
 
 
+ACCESS_LINE = '%s "%s %s" %s %s %.6fs'  # address, method, path without its query, status, bytes, seconds
+
+
 def log_access(incoming: Incoming, status: int, length: int, seconds: float) -> None:
-    """The line aiohttp's access log (`server.run.AccessLog`) writes: no query string."""
-    access.info('%s "%s %s" %s %s %.6fs', incoming.remote, incoming.method, incoming.path, status, length, seconds)
+    """The line aiohttp's access log (`server.run.AccessLog`) writes."""
+    access.info(ACCESS_LINE, incoming.remote, incoming.method, incoming.path, status, length, seconds)

@@ -25,6 +25,12 @@ def too_large(settings: ServerSettings) -> errors.GatewayError:
     )
 
 
+def timed_out(settings: ServerSettings) -> errors.GatewayError:
+    return errors.GatewayError(
+        408, "request_timeout", f"The request body did not arrive within {settings.body_timeout:g}s."
+    )
+
+
 async def read_request(request: CallRequest, settings: ServerSettings) -> bytes:
     """The whole body. A declared length over the limit is refused at once (413), without waiting for
     bytes that may never come; a body still arriving after `body_timeout` seconds gets 408. A body
@@ -49,9 +55,7 @@ async def read_request(request: CallRequest, settings: ServerSettings) -> bytes:
                     return await request.read()
         return await request.read()
     except TimeoutError:
-        raise errors.GatewayError(
-            408, "request_timeout", f"The request body did not arrive within {settings.body_timeout:g}s."
-        ) from None
+        raise timed_out(settings) from None
     except web.HTTPRequestEntityTooLarge:
         raise too_large(settings) from None
     except (RequestPayloadError, HttpProcessingError):

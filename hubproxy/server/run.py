@@ -29,6 +29,7 @@ from hubproxy.config import Config, Paths
 from hubproxy.secrets import admin_token, jwt_secret
 from hubproxy.server.app import create_app, settle_dead_worker, settle_leftovers
 from hubproxy.server.connections import ConnectionGuard, GuardedSite
+from hubproxy.server.http import ACCESS_LINE
 from hubproxy.server.state import STATE
 
 log = logging.getLogger("hubproxy.server")
@@ -102,7 +103,7 @@ class AccessLog(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
-            '%s "%s %s" %s %s %.6fs',
+            ACCESS_LINE,
             request.remote,
             request.method,
             request.rel_url.raw_path,  # as sent, percent-encoded: no line break can be logged

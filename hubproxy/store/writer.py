@@ -216,11 +216,16 @@ class Writer:
                     conn.execute(f"RELEASE w{i}")
                     results.append((fut, then, None, exc))
             with self._bulk_statements(conn):
-                for kind, entries in grouped.items():
-                    outcomes = self._bulk[kind](conn, [item for item, _, _ in entries])
-                    results.extend(
-                        (fut, then, out, None) for (_, fut, then), out in zip(entries, outcomes, strict=True)
-                    )
+                results.extend(self._run_bulk(conn, grouped))
+        return results
+
+    def _run_bulk(self, conn: Connection, grouped: dict[str, list]) -> list:
+        """Each kind's items, `(item, future, then)` as grouped from a batch, through its bulk handler
+        in one call; the outcomes as `_resolve` takes them."""
+        results: list[tuple[Any, Any, Any, Exception | None]] = []
+        for kind, entries in grouped.items():
+            outcomes = self._bulk[kind](conn, [item for item, _, _ in entries])
+            results.extend((fut, then, out, None) for (_, fut, then), out in zip(entries, outcomes, strict=True))
         return results
 
     def _bulk_statements(self, conn: Connection) -> contextlib.AbstractContextManager:

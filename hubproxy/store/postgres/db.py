@@ -199,17 +199,12 @@ class PgWriter(Writer):
         grouped: dict[str, list] = {}
         for kind, item, fut, then in batch:
             grouped.setdefault(kind, []).append((item, fut, then))
-        results: list = []
         try:
             conn.deferring = True
             with conn.raw.pipeline():
                 conn.execute(POSTGRES.begin)
                 conn.execute(POSTGRES.first_lock)
-                for kind, entries in grouped.items():
-                    outcomes = self._bulk[kind](conn, [item for item, _, _ in entries])
-                    results.extend(
-                        (fut, then, out, None) for (_, fut, then), out in zip(entries, outcomes, strict=True)
-                    )
+                results = self._run_bulk(conn, grouped)
                 conn.execute("COMMIT")
         except BaseException:
             if not conn.raw.broken and not conn.raw.closed and conn.in_transaction:
