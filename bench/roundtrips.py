@@ -7,7 +7,8 @@ answer (every connection: the writer's, the readers', the heartbeat). Calls are 
 time over 1 and 32 connections. Then, in the same run, hubproxy on SQLite and on PostgreSQL directly
 (no relay) under wrk: requests/s each and the ratio. Needs PostgreSQL (HUBPROXY_TEST_POSTGRES_URL,
 default postgresql://postgres@127.0.0.1:5432/test; a database is made and dropped) and, for the
-second part, wrk. Last, Redis's own CPU time and commands per call of a rate-limited key (hubproxy on
+second part, wrk; with each store's CPU per call: hubproxy's, and PostgreSQL's own processes' where they run
+on this machine. Last, Redis's own CPU time and commands per call of a rate-limited key (hubproxy on
 SQLite with `--redis`; Redis at HUBPROXY_TEST_REDIS_URL, default redis://127.0.0.1:6379/0).
 """
 
@@ -25,7 +26,7 @@ import urllib.parse
 from pathlib import Path
 
 from bench.instructions import drive
-from bench.run import BODY, Target, free_port, run_wrk, setup_hubproxy_home, start, stop_all, wait_ready
+from bench.run import BODY, Target, cpu_seconds, free_port, run_wrk, setup_hubproxy_home, start, stop_all, wait_ready
 
 POSTGRES_URL = os.environ.get("HUBPROXY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("HUBPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             if shutil.which("wrk") is None:
                 print("wrk not found (apt-get install wrk): the SQLite/PostgreSQL comparison is skipped")
                 return 0
-            rates = {}
+            rates, costs = {}, {}
             for store, home, key, database in (
                 ("SQLite", sqlite_home, sqlite_key, None),
                 ("PostgreSQL", pg_home, pg_key, direct),
@@ -139,12 +140,23 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     wait_ready(port, timeout=60)
                     target = Target(store, f"http://127.0.0.1:{port}/v1", proc.pid, {"Authorization": f"Bearer {key}"})
+                    before = cpu_seconds(proc.pid), postgres_cpu_seconds()
                     rates[store] = run_wrk(target, BODY, 32, args.duration, core=0)
+                    calls = max(rates[store] * max(1, int(args.duration)), 1)
+                    costs[store] = (
+                        (cpu_seconds(proc.pid) - before[0]) / calls * 1e6,
+                        (postgres_cpu_seconds() - before[1]) / calls * 1e6,
+                    )
                 finally:
                     stop_all([proc])
             ratio = rates["PostgreSQL"] / max(rates["SQLite"], 1)
             sqlite, postgres = rates["SQLite"], rates["PostgreSQL"]
             print(f"\nwrk, 32 connections: SQLite {sqlite:,.0f} req/s, PostgreSQL {postgres:,.0f} ({ratio:.0%})")
+            print(
+                f"CPU µs per call: on SQLite hubproxy {costs['SQLite'][0]:.0f}; on PostgreSQL hubproxy "
+                f"{costs['PostgreSQL'][0]:.0f} + PostgreSQL's own processes {costs['PostgreSQL'][1]:.0f} "
+                "(on this machine's cores too, where the database runs here)"
+            )
     finally:
         stop_all(procs)
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -185,6 +197,20 @@ def redis_cost(home: Path, calls: int) -> None:
     finally:
         stop_all([proc])
         client.close()
+
+
+def postgres_cpu_seconds() -> float:
+    """User + system CPU time of this machine's PostgreSQL processes so far (0 where none can be seen:
+    a database on another machine)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().startswith("postgres"):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # its own, not its children's
+        except OSError:
+            continue
+    return total
 
 
 def redis_counters(client) -> tuple[float, int]:
