@@ -1,6 +1,7 @@
 """The benchmark harness runs end to end (a few seconds); timings are printed, never asserted."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,11 @@ def test_the_round_trip_bench_counts_postgresql_round_trips(postgres_url):
     assert done.returncode == 0, done.stderr
     rows = [line.split() for line in done.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert [row[0] for row in rows] == ["1", "32"] and all(int(row[2]) > 0 for row in rows)
+    if shutil.which("wrk"):  # the SQLite/PostgreSQL comparison, with each one's CPU per call
+        cpu = re.search(
+            r"on SQLite hubproxy (\d+); on PostgreSQL hubproxy (\d+) \+ PostgreSQL's own processes (\d+)", done.stdout
+        )
+        assert cpu and int(cpu[1]) > 0 and int(cpu[2]) > 0, done.stdout
 
 
 def test_the_suite_runs_and_reports_every_figure(tmp_path):
