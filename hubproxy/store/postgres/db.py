@@ -26,6 +26,7 @@ from psycopg import adapt
 from psycopg.pq import TransactionStatus
 
 from hubproxy.store import redacted
+from hubproxy.store.postgres.bulk import json_insert, payloads
 from hubproxy.store.postgres.instances import Heart
 from hubproxy.store.records import DatabaseError
 from hubproxy.store.sql import WRITERS, Dialect
@@ -101,11 +102,19 @@ class PgConnection:
         return self.raw.execute(translate(sql), params)
 
     def executemany(self, sql: str, rows: Any) -> psycopg.Cursor:
+        """Many rows of a plain INSERT as one statement over JSON (`bulk`); others once per row."""
         cursor = self.raw.cursor()
         rows = list(rows)
-        if rows:
-            STATEMENTS[0] += 1
+        if not rows:
+            return cursor
+        STATEMENTS[0] += 1
+        shape = json_insert(sql) if len(rows) > 1 else None
+        sent = payloads(shape, rows) if shape is not None else None
+        if shape is None or sent is None:
             cursor.executemany(translate(sql), rows)
+        else:
+            for payload in sent:
+                cursor.execute(shape.sql, (payload,))
         return cursor
 
     @property
