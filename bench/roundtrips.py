@@ -4,12 +4,13 @@ A statement count says little about waiting: a batch's statements sent in one pi
 round trip. Here hubproxy reaches PostgreSQL through a relay on 127.0.0.1 that counts round trips as
 the database sees them: each time PostgreSQL answers after hubproxy sent something since its last
 answer (every connection: the writer's, the readers', the heartbeat). Calls are made `--calls` at a
-time over 1 and 32 connections. Then, in the same run, hubproxy on SQLite and on PostgreSQL directly
-(no relay) under wrk: requests/s each and the ratio. Needs PostgreSQL (HUBPROXY_TEST_POSTGRES_URL,
-default postgresql://postgres@127.0.0.1:5432/test; a database is made and dropped) and, for the
-second part, wrk; with each store's CPU per call: hubproxy's, and PostgreSQL's own processes' where they run
-on this machine. Last, Redis's own CPU time and commands per call of a rate-limited key (hubproxy on
-SQLite with `--redis`; Redis at HUBPROXY_TEST_REDIS_URL, default redis://127.0.0.1:6379/0).
+time over 1 and 32 connections, then (where wrk is installed) as many as hubproxy serves over 32 and
+64. Then, in the same run, hubproxy on SQLite and on PostgreSQL directly (no relay) under wrk:
+requests/s each, the ratio, and each store's CPU per call (hubproxy's, and PostgreSQL's own
+processes' where they run on this machine). Needs PostgreSQL (HUBPROXY_TEST_POSTGRES_URL, default
+postgresql://postgres@127.0.0.1:5432/test; a database is made and dropped). Last, Redis's own CPU
+time and commands per call of a rate-limited key (hubproxy on SQLite with `--redis`; Redis at
+HUBPROXY_TEST_REDIS_URL, default redis://127.0.0.1:6379/0).
 """
 
 from __future__ import annotations
@@ -123,6 +124,14 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{concurrency:>12} {args.calls:>8} {trips:>12} {trips / args.calls:>9.3f}")
                     if bad:
                         print(f"  warning: {bad} calls were not 200", file=sys.stderr)
+                if shutil.which("wrk") is not None:  # as many calls as the gateway serves: larger batches
+                    target = Target("PostgreSQL", f"http://127.0.0.1:{port}/v1", proc.pid, auth)
+                    for connections in (32, 64):
+                        before = relay.round_trips
+                        rate = run_wrk(target, BODY, connections, args.duration, core=0)
+                        calls = max(round(rate * max(1, int(args.duration))), 1)
+                        trips = relay.round_trips - before
+                        print(f"{connections:>8} wrk {calls:>8} {trips:>12} {trips / calls:>9.3f}")
             finally:
                 stop_all([proc])
             redis_cost(sqlite_home, args.calls)
