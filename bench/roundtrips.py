@@ -9,8 +9,8 @@ time over 1 and 32 connections, then (where wrk is installed) as many as hubprox
 requests/s each, the ratio, and each store's CPU per call (hubproxy's, and PostgreSQL's own
 processes' where they run on this machine). Needs PostgreSQL (HUBPROXY_TEST_POSTGRES_URL, default
 postgresql://postgres@127.0.0.1:5432/test; a database is made and dropped). Last, Redis's own CPU
-time and commands per call of a rate-limited key (hubproxy on SQLite with `--redis`; Redis at
-HUBPROXY_TEST_REDIS_URL, default redis://127.0.0.1:6379/0).
+time and commands per call of a rate-limited key, and hubproxy's CPU per call (hubproxy on SQLite
+with `--redis`; Redis at HUBPROXY_TEST_REDIS_URL, default redis://127.0.0.1:6379/0).
 """
 
 from __future__ import annotations
@@ -196,12 +196,15 @@ def redis_cost(home: Path, calls: int) -> None:
         asyncio.run(drive(url, auth, 200, BODY, 8))
         for concurrency in (1, 32):
             before_cpu, before_commands = redis_counters(client)
+            before_hub = cpu_seconds(proc.pid)
             asyncio.run(drive(url, auth, calls, BODY, concurrency))
             time.sleep(0.5)  # the last finishes are sent after their answers
             cpu, commands = redis_counters(client)
+            hub = (cpu_seconds(proc.pid) - before_hub) / calls * 1e6
             print(
                 f"Redis, {concurrency:>2} connections: {(cpu - before_cpu) / calls * 1e6:6.1f} µs CPU and "
-                f"{(commands - before_commands) / calls:.2f} commands per rate-limited call"
+                f"{(commands - before_commands) / calls:.2f} commands per rate-limited call "
+                f"(hubproxy: {hub:.0f} µs CPU per call)"
             )
     finally:
         stop_all([proc])

@@ -55,11 +55,18 @@ def serve(
         config.server.tls_cert, config.server.tls_key = tls_cert, tls_key
     if redis:
         config.store.redis = redis
-    if config.store.redis:
+    redis_url = config.store.redis or os.environ.get(REDIS_ENV, "")
+    if redis_url:
         try:
             import redis as redis_driver  # noqa: F401 - only to learn whether it is installed
         except ModuleNotFoundError as missing:
             raise MissingExtra("Rate limits in Redis", "postgres", missing) from None
+        from hubproxy.ratelimit.resp import url_options
+
+        try:
+            url_options(redis_url)
+        except ValueError as exc:
+            raise CliError(f"--redis / [store] redis / {REDIS_ENV}: {exc}") from None
     try:
         tls = run.tls_context(config)
     except (OSError, ssl.SSLError) as exc:

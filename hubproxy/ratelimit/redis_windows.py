@@ -11,6 +11,7 @@ commands, and nothing to finish). A round trip per call of a limited key to admi
 tpm or max_parallel limit has its calls that end in one turn of the event loop finished together, in
 one more (none for keys without limits).
 
+Redis is spoken to by the limiter's own client (`resp.py`: one connection, commands pipelined).
 If Redis cannot be reached, calls are admitted (and the log says so once a minute): a limit protects
 a provider's quota; the money is protected by the balance and the spend caps in the database.
 """
@@ -21,12 +22,10 @@ import asyncio
 import logging
 import time
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from hubproxy.accounts.rules import Limits
 from hubproxy.periods import WINDOW
 from hubproxy.ratelimit import Limiter
+from hubproxy.ratelimit.resp import RedisError, RespClient
 from hubproxy.ratelimit.windows import check_call_size, refused
 
 log = logging.getLogger("hubproxy.server")
@@ -110,9 +109,9 @@ def keys_of(key_id: str) -> list[str]:
 
 class RedisLimiter(Limiter):
     def __init__(self, url: str) -> None:
-        self.client = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-        self._admit = self.client.register_script(ADMIT)
-        self._finish = self.client.register_script(FINISH)
+        self.client = RespClient(url)
+        self._admit = self.client.script(ADMIT)
+        self._finish = self.client.script(FINISH)
         self._pending: set[asyncio.Task] = set()
         self._finishing: dict[str, list[str | int]] = {}  # key id → (call, tokens used) … to finish
         self._complained = 0.0
@@ -131,7 +130,7 @@ class RedisLimiter(Limiter):
         ]
         self.calls += 1
         try:
-            refusal = await self._admit(keys=keys_of(key_id), args=args)
+            refusal = await self.client.run(self._admit, keys_of(key_id), args)
         except (RedisError, OSError) as exc:
             self._complain(exc)
             return None
@@ -157,7 +156,7 @@ class RedisLimiter(Limiter):
         for key_id, args in finishing.items():
             keys = keys_of(key_id)
             self.calls += 1
-            task = asyncio.ensure_future(self._finish(keys=[keys[3], keys[2]], args=args))
+            task = asyncio.ensure_future(self.client.run(self._finish, [keys[3], keys[2]], args))
             self._pending.add(task)
             task.add_done_callback(self._finished)
 
@@ -178,4 +177,4 @@ class RedisLimiter(Limiter):
             self._send_finishes()
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
-        await self.client.aclose()
+        await self.client.close()
