@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
+import urllib.parse
 import uuid
 
 import pytest
@@ -17,6 +19,7 @@ from hubproxy.accounts.rules import Limits
 from hubproxy.errors import GatewayError
 from hubproxy.ratelimit.redis_windows import RedisLimiter, keys_of
 from tests.conftest import free_port, run_cli
+from tests.test_tls import self_signed
 
 
 async def admitted(limiter: RedisLimiter, key_id: str, calls: int, limits: Limits) -> int:
@@ -111,3 +114,45 @@ def test_a_redis_url_option_hubproxy_does_not_use_is_refused_in_one_line(home, o
     served = run_cli(home, "serve", "--port", str(free_port()), "--redis", f"redis://127.0.0.1:6379/0?{option}")
     assert served.returncode != 0 and "Traceback" not in served.stderr
     assert option.split("=")[0] in served.stderr and len(served.stderr.strip().splitlines()) == 1
+
+
+def test_rediss_speaks_tls_and_checks_the_certificate(redis_url, tmp_path, caplog):
+    """A TLS relay in front of the test's Redis, with a self-signed certificate: trusted through the
+    URL's ssl_ca_certs the counts work; with the system's trust the certificate is refused."""
+    cert, key = self_signed(tmp_path)
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(cert, key)
+    target = urllib.parse.urlsplit(redis_url)
+    key_id = uuid.uuid4().hex
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port or 6379)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+    async def run() -> tuple[int, int]:
+        server = await asyncio.start_server(relay, "127.0.0.1", 0, ssl=served)
+        port = server.sockets[0].getsockname()[1]
+        trusted = RedisLimiter(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={urllib.parse.quote(cert)}")
+        untrusted = RedisLimiter(f"rediss://127.0.0.1:{port}/0")
+        try:
+            return await admitted(trusted, key_id, 3, Limits(rpm=2)), await admitted(
+                untrusted, key_id, 2, Limits(rpm=2)
+            )
+        finally:
+            await trusted.close()
+            await untrusted.close()
+            server.close()
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="hubproxy.server"):
+            assert asyncio.run(run()) == (2, 2)  # the untrusted one reached nothing, so limited nothing
+        assert "certificate verify failed" in caplog.text
+    finally:
+        redis.Redis.from_url(redis_url).delete(*keys_of(key_id))
