@@ -27,7 +27,19 @@ import urllib.parse
 from pathlib import Path
 
 from bench.instructions import drive
-from bench.run import BODY, Target, cpu_seconds, free_port, run_wrk, setup_hubproxy_home, start, stop_all, wait_ready
+from bench.run import (
+    BODY,
+    Target,
+    cpu_seconds,
+    free_port,
+    own_cpu_seconds,
+    run_wrk,
+    setup_hubproxy_home,
+    start,
+    stop_all,
+    wait_ready,
+    wrk_seconds,
+)
 
 POSTGRES_URL = os.environ.get("HUBPROXY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("HUBPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -129,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                     for connections in (32, 64):
                         before = relay.round_trips
                         rate = run_wrk(target, BODY, connections, args.duration, core=0)
-                        calls = max(round(rate * max(1, int(args.duration))), 1)
+                        calls = max(round(rate * wrk_seconds(args.duration)), 1)
                         trips = relay.round_trips - before
                         print(f"{connections:>8} wrk {calls:>8} {trips:>12} {trips / calls:>9.3f}")
             finally:
@@ -151,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                     target = Target(store, f"http://127.0.0.1:{port}/v1", proc.pid, {"Authorization": f"Bearer {key}"})
                     before = cpu_seconds(proc.pid), postgres_cpu_seconds()
                     rates[store] = run_wrk(target, BODY, 32, args.duration, core=0)
-                    calls = max(rates[store] * max(1, int(args.duration)), 1)
+                    calls = max(rates[store] * wrk_seconds(args.duration), 1)
                     costs[store] = (
                         (cpu_seconds(proc.pid) - before[0]) / calls * 1e6,
                         (postgres_cpu_seconds() - before[1]) / calls * 1e6,
@@ -218,8 +230,7 @@ def postgres_cpu_seconds() -> float:
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
         try:
             if entry.name.isdigit() and (entry / "comm").read_text().startswith("postgres"):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # its own, not its children's
+                total += own_cpu_seconds(int(entry.name))  # the postmaster's children are counted each once
         except OSError:
             continue
     return total

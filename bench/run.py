@@ -79,12 +79,17 @@ def rss_mb(pid: int) -> float:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its children so far: steadier than req/s on a shared VM."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        own = own_cpu_seconds(pid)
     except OSError:
         return float("nan")
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return own + sum(cpu_seconds(int(child)) for child in children)
+
+
+def own_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process itself so far (not its children's); OSError once it is gone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_ready(port: int, timeout: float = 20.0) -> None:
@@ -151,6 +156,11 @@ def setup_hubproxy_home(home: Path, upstream: str) -> str:
     return key
 
 
+def wrk_seconds(duration: float) -> int:
+    """How long `run_wrk` loads for: wrk takes whole seconds, at least one."""
+    return max(1, int(duration))
+
+
 def run_wrk(target: Target, body: bytes, connections: int, duration: float, core: int | None) -> float:
     headers = {"Content-Type": "application/json", **target.headers}
     with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as body_file:
@@ -168,7 +178,7 @@ def run_wrk(target: Target, body: bytes, connections: int, duration: float, core
         "wrk",
         "-t1",
         f"-c{connections}",
-        f"-d{max(1, int(duration))}s",
+        f"-d{wrk_seconds(duration)}s",
         "-s",
         script.name,
         target.url + target.path,
@@ -293,7 +303,7 @@ def load(target: Target, args: argparse.Namespace, use_wrk: bool, duration: floa
     cpu_before = cpu_seconds(target.pid)
     body = target.body or args.body
     if use_wrk:
-        duration = max(1, int(duration))
+        duration = wrk_seconds(duration)
         rps = run_wrk(target, body, args.connections, duration, core=0)
     else:
         rps = asyncio.run(aiohttp_load(target, body, args.connections, duration))
